@@ -1,0 +1,193 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A child process a test started and must stop: a registry, a token server, a test HTTP server.
+///
+/// Output goes to a log file in the test's scratch directory, so a failing test can show it.
+public final class ManagedProcess: @unchecked Sendable {
+    // Safe: `process` is only touched from `init` and `stop()`, which take `lock`.
+    private let process: Process
+    private let lock = NSLock()
+    public let logFile: URL
+    public let name: String
+
+    public init(
+        name: String, executable: String, arguments: [String], environment: [String: String]? = nil,
+        currentDirectory: URL? = nil, logDirectory: URL
+    ) throws {
+        self.name = name
+        self.logFile = logDirectory.appendingPathComponent("\(name).log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logFile)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.resolve(executable))
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+    }
+
+    deinit { stop() }
+
+    public var processIdentifier: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    /// The process's combined output so far.
+    public func output() -> String {
+        (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
+    }
+
+    /// Sends SIGTERM, waits up to five seconds, then SIGKILL.
+    public func stop() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Finds an executable on PATH, failing with a message that names the Debian package to install.
+    public static func resolve(_ executable: String) throws -> String {
+        if executable.contains("/") { return executable }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(executable)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw TestEnvironmentError("\(executable) is not on PATH; run .ci/run or deploy/testenv/install-deps.sh to install it")
+    }
+}
+
+/// A failure to set up a test's real components.
+public struct TestEnvironmentError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Loopback ports and readiness.
+public enum Loopback {
+    /// A TCP port on 127.0.0.1 that nothing listens on right now (bound, read, released).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestEnvironmentError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw TestEnvironmentError("bind() failed: errno \(errno)") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw TestEnvironmentError("getsockname() failed: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:port.
+    public static func isListening(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        return result == 0
+    }
+
+    /// Waits until the port accepts connections, failing with the process's output if it never does.
+    public static func waitUntilListening(port: Int, process: ManagedProcess? = nil, timeout: TimeInterval = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if isListening(port: port) { return }
+            if let process, !process.isRunning {
+                throw TestEnvironmentError("\(process.name) exited before listening on \(port):\n\(process.output())")
+            }
+            usleep(25_000)
+        }
+        throw TestEnvironmentError(
+            "nothing listened on 127.0.0.1:\(port) after \(timeout) s\n\(process?.output() ?? "")")
+    }
+}
+
+/// A scratch directory under the system temporary directory, removed by `remove()`.
+public struct ScratchDirectory: Sendable {
+    public let url: URL
+    public init(prefix: String = "manifold-test") throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    public var path: String { url.path }
+    public func file(_ name: String) -> URL { url.appendingPathComponent(name) }
+    public func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// Runs a command to completion and returns its status and output (for openssl, skopeo, htpasswd).
+@discardableResult
+public func runCommand(
+    _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil
+) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try ManagedProcess.resolve(executable))
+    process.arguments = arguments
+    if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = Pipe()
+    let err = Pipe()
+    let inPipe = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = inPipe
+    try process.run()
+    if let input { inPipe.fileHandleForWriting.write(input) }
+    try inPipe.fileHandleForWriting.close()
+    // Read both pipes concurrently so a chatty child never blocks on a full pipe.
+    nonisolated(unsafe) var stderrData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async {
+        stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdoutData, as: UTF8.self), String(decoding: stderrData, as: UTF8.self))
+}
+
+/// Like `runCommand`, but throws with the command's stderr when it exits non-zero.
+@discardableResult
+public func runChecked(_ executable: String, _ arguments: [String], input: Data? = nil) throws -> String {
+    let result = try runCommand(executable, arguments, input: input)
+    guard result.status == 0 else {
+        throw TestEnvironmentError(
+            "\(executable) \(arguments.joined(separator: " ")) exited \(result.status):\n\(result.stderr)\(result.stdout)")
+    }
+    return result.stdout
+}
