@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what Manifold's real-registry tests need on a fresh Debian 12, as root. Idempotent:
+# when everything is already there it touches nothing (no apt-get at all), so dev loops stay fast.
+# Never starts a Docker daemon: only the docker CLI is needed (for `docker manifest inspect`).
+set -euo pipefail
+
+PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
+    libcurl4-openssl-dev libsqlite3-dev git jq curl)
+COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum)
+LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev)
+
+missing_commands=()
+for command in "${COMMANDS[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing_commands+=("$command")
+done
+
+apt_updated=no
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps.sh: need root to install: $*" >&2
+        exit 1
+    fi
+    if [ "$apt_updated" = no ]; then
+        echo "install-deps.sh: apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        apt_updated=yes
+    fi
+    echo "install-deps.sh: installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+if [ ${#missing_commands[@]} -eq 0 ] && dpkg -s "${LIBRARIES[@]}" >/dev/null 2>&1; then
+    echo "install-deps.sh: all commands and libraries present, skipping apt"
+else
+    [ ${#missing_commands[@]} -gt 0 ] && echo "install-deps.sh: missing commands: ${missing_commands[*]}"
+    apt_install "${PACKAGES[@]}"
+fi
+
+if python3 -c 'import jsonschema' 2>/dev/null; then
+    echo "install-deps.sh: python3 jsonschema present"
+else
+    apt_install python3-jsonschema
+fi
+
+if command -v docker >/dev/null 2>&1; then
+    echo "install-deps.sh: docker CLI present at $(command -v docker)"
+else
+    # Debian 12 has no daemon-less docker CLI package; docker.io carries the CLI. Keep its
+    # maintainer scripts from starting any service while it is installed.
+    if apt-cache policy docker-cli 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        docker_package=docker-cli
+    else
+        docker_package=docker.io
+    fi
+    policy=/usr/sbin/policy-rc.d
+    created_policy=no
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created_policy=yes
+    fi
+    apt_install "$docker_package" || { [ "$created_policy" = yes ] && rm -f "$policy"; exit 1; }
+    [ "$created_policy" = yes ] && rm -f "$policy"
+    echo "install-deps.sh: installed the docker CLI from $docker_package (no daemon is started)"
+fi
+
+docker-registry --version
+skopeo --version
+echo "install-deps.sh: done"
