@@ -177,7 +177,7 @@ public final class TestRegistry: Sendable {
             process = try ManagedProcess(
                 name: "registry", executable: "docker-registry", arguments: ["serve", configFile.path],
                 logDirectory: directory)
-            try Loopback.waitUntilListening(port: port, process: process)
+            try PortOwnership.waitUntilListening(port: port, process: process)
         } catch {
             tokenServer?.stop()
             throw error
@@ -245,5 +245,48 @@ enum TestEnvironmentScripts {
                 "\(name) not found at \(script.path); set MANIFOLD_TESTENV_DIR to the repository's deploy/testenv")
         }
         return script.path
+    }
+}
+
+/// Readiness that cannot be fooled by a port taken by someone else between `Loopback.freePort()`
+/// and the server's bind: waits until `process` itself owns the listening socket on 127.0.0.1:`port`
+/// (read from /proc on Linux), or fails with "address already in use" when it exits instead.
+enum PortOwnership {
+    static func waitUntilListening(port: Int, process: ManagedProcess, timeout: TimeInterval = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if !process.isRunning {
+                throw TestEnvironmentError("\(process.name) exited before listening on \(port):\n\(process.output())")
+            }
+            switch owner(of: port, pid: process.processIdentifier) {
+            case .some(true): return
+            case .some(false): break
+            case .none: if Loopback.isListening(port: port) { return }
+            }
+            usleep(10_000)
+        }
+        throw TestEnvironmentError("\(process.name) did not listen on 127.0.0.1:\(port) after \(timeout) s\n\(process.output())")
+    }
+
+    /// Whether `pid` holds the socket listening on 127.0.0.1:`port` or 0.0.0.0:`port`; `nil` without /proc.
+    private static func owner(of port: Int, pid: Int32) -> Bool? {
+        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+        let suffix = ":" + String(format: "%04X", port)
+        var inodes = Set<String>()
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 9, fields[3] == "0A" else { continue }
+            let local = fields[1]
+            if local == "0100007F" + suffix || local == "00000000" + suffix { inodes.insert(String(fields[9])) }
+        }
+        if inodes.isEmpty { return false }
+        let fdDirectory = "/proc/\(pid)/fd"
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: fdDirectory) else { return nil }
+        for descriptor in descriptors {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\(descriptor)")
+            else { continue }
+            if target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast())) { return true }
+        }
+        return false
     }
 }
