@@ -108,7 +108,8 @@ public struct Digest: Hashable, Sendable, Codable, CustomStringConvertible, Loss
     private static func validate(hex: String, algorithm: Algorithm, input: String) throws(DigestError) {
         let expected = "\(algorithm.hexLength) lowercase hex characters"
         if hex.isEmpty {
-            throw DigestError(input: input, reason: "the hex part after \"\(algorithm.rawValue):\" is empty; expected \(expected)")
+            throw DigestError(
+                input: input, reason: "the hex part after \"\(algorithm.rawValue):\" is empty; expected \(expected)")
         }
         for scalar in hex.unicodeScalars {
             switch scalar {

@@ -37,7 +37,8 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         if name.utf8.count > Self.maximumNameLength {
             throw ImageReferenceError(
                 input: input, part: .repository,
-                reason: "the name \"\(name)\" is \(name.utf8.count) characters long; at most \(Self.maximumNameLength) are allowed")
+                reason: "the name \"\(name)\" is \(name.utf8.count) characters long; "
+                    + "at most \(Self.maximumNameLength) are allowed")
         }
     }
 
@@ -54,7 +55,8 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         if string.utf8.count == 64, string.utf8.allSatisfy(Self.isLowerHex) {
             throw ImageReferenceError(
                 input: string, part: .repository,
-                reason: "a 64-character hex string is an image ID, not a repository name; use repository@sha256:<hex> to pin a digest")
+                reason: "a 64-character hex string is an image ID, not a repository name; "
+                    + "use repository@sha256:<hex> to pin a digest")
         }
 
         var remainder = Substring(string)
@@ -204,10 +206,12 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
             if isLowerAlphanumeric(byte) {
                 if !separator.isEmpty {
                     let isDashes = separator.allSatisfy { $0 == UInt8(ascii: "-") }
-                    let allowed = isDashes || separator == [UInt8(ascii: ".")] || separator == [UInt8(ascii: "_")]
+                    let allowed =
+                        isDashes || separator == [UInt8(ascii: ".")] || separator == [UInt8(ascii: "_")]
                         || separator == [UInt8(ascii: "_"), UInt8(ascii: "_")]
                     if !allowed {
-                        return "the component \"\(component)\" has the separator \"\(String(decoding: separator, as: UTF8.self))\""
+                        let text = String(decoding: separator, as: UTF8.self)
+                        return "the component \"\(component)\" has the separator \"\(text)\""
                     }
                     separator.removeAll(keepingCapacity: true)
                 }
@@ -235,7 +239,8 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
                 throw fail("the IPv6 address \"\(registry)\" has no closing \"]\"")
             }
             let address = registry[registry.index(after: registry.startIndex)..<close]
-            let isIPv6 = !address.isEmpty && address.contains(":") && address.utf8.allSatisfy { isHex($0) || $0 == UInt8(ascii: ":") }
+            let isIPv6 =
+                !address.isEmpty && address.contains(":") && address.utf8.allSatisfy { isHex($0) || $0 == UInt8(ascii: ":") }
             if !isIPv6 {
                 throw fail(
                     "\"\(registry[...close])\" is not a bracketed IPv6 address: only hex digits and \":\" may appear "

@@ -129,14 +129,16 @@ public struct RawManifest: Sendable, Hashable {
         let object: [String: Any]
         do {
             guard let parsed = try JSONSerialization.jsonObject(with: bytes) as? [String: Any] else {
-                throw ManifestError(reason: "the manifest (\(bytes.count) bytes) is JSON but not an object; expected {\"schemaVersion\": 2, …}")
+                throw ManifestError(
+                    reason: "the manifest (\(bytes.count) bytes) is JSON but not an object; expected {\"schemaVersion\": 2, …}")
             }
             object = parsed
         } catch let error as ManifestError {
             throw error
         } catch {
             throw ManifestError(
-                reason: "the manifest (\(bytes.count) bytes, starting \(Self.preview(bytes))) is not valid JSON: \(error.localizedDescription)")
+                reason: "the manifest (\(bytes.count) bytes, starting \(Self.preview(bytes))) is not valid JSON: "
+                    + error.localizedDescription)
         }
 
         let header = mediaType.map(MediaType.essence(of:)) ?? ""
@@ -151,7 +153,8 @@ public struct RawManifest: Sendable, Hashable {
             resolved = MediaType.ociImageManifest
         } else {
             throw ManifestError(
-                reason: "cannot tell what kind of manifest this is: the media type is \(mediaType.map { "\"\($0)\"" } ?? "missing"), "
+                reason:
+                    "cannot tell what kind of manifest this is: the media type is \(mediaType.map { "\"\($0)\"" } ?? "missing"), "
                     + "the document has no \"mediaType\" field and neither a \"manifests\" array nor a \"config\" object; "
                     + "expected one of \(MediaType.allManifestTypes.joined(separator: ", "))")
         }
@@ -183,7 +186,8 @@ public struct RawManifest: Sendable, Hashable {
             throw ManifestError(reason: "the \(mediaType) document \(digest) does not decode: \(Self.describe(error))")
         }
         throw ManifestError(
-            reason: "unsupported manifest media type \"\(mediaType)\" (\(digest)); expected one of \(MediaType.allManifestTypes.joined(separator: ", "))")
+            reason: "unsupported manifest media type \"\(mediaType)\" (\(digest)); "
+                + "expected one of \(MediaType.allManifestTypes.joined(separator: ", "))")
     }
 
     private static func preview(_ bytes: Data) -> String {

@@ -81,7 +81,8 @@ public struct Platform: Hashable, Sendable, Codable, CustomStringConvertible {
         if osVersion != nil, parsed.os != "windows" {
             throw PlatformError(
                 input: string,
-                reason: "an os.version (\":\(osVersion!)\") is only allowed for windows; remove it or use windows/<arch>:<version>")
+                reason:
+                    "an os.version (\":\(osVersion!)\") is only allowed for windows; remove it or use windows/<arch>:<version>")
         }
         self = parsed
     }

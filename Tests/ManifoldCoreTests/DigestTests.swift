@@ -32,7 +32,9 @@ import Testing
         Invalid(input: "sha256:" + String(repeating: "a", count: 63), mentions: "has 63 characters; expected 64"),
         Invalid(input: "sha256:" + String(repeating: "a", count: 128), mentions: "has 128 characters; expected 64"),
         Invalid(input: "sha512:" + String(repeating: "a", count: 64), mentions: "expected 128"),
-        Invalid(input: "md5:d41d8cd98f00b204e9800998ecf8427e", mentions: "unsupported algorithm \"md5\"; expected one of sha256, sha512"),
+        Invalid(
+            input: "md5:d41d8cd98f00b204e9800998ecf8427e",
+            mentions: "unsupported algorithm \"md5\"; expected one of sha256, sha512"),
         Invalid(input: "SHA256:" + String(repeating: "a", count: 64), mentions: "unsupported algorithm \"SHA256\""),
         Invalid(input: ":" + String(repeating: "a", count: 64), mentions: "algorithm before \":\" is empty"),
         Invalid(input: "sha256:", mentions: "hex part after \"sha256:\" is empty"),

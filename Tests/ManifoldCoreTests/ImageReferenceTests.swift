@@ -17,59 +17,83 @@ import Testing
     static let digestA = fakeDigest("a")
 
     static let valid: [Valid] = [
-        Valid(input: "ubuntu", registry: "docker.io", repository: "library/ubuntu",
-              description: "docker.io/library/ubuntu", familiar: "ubuntu"),
-        Valid(input: "ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04",
-              description: "docker.io/library/ubuntu:22.04", familiar: "ubuntu:22.04"),
-        Valid(input: "docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu",
-              description: "docker.io/library/ubuntu", familiar: "ubuntu"),
-        Valid(input: "index.docker.io/library/ubuntu:latest", registry: "docker.io", repository: "library/ubuntu",
-              tag: "latest", description: "docker.io/library/ubuntu:latest", familiar: "ubuntu:latest"),
-        Valid(input: "library/ubuntu", registry: "docker.io", repository: "library/ubuntu",
-              description: "docker.io/library/ubuntu", familiar: "ubuntu"),
-        Valid(input: "org/app", registry: "docker.io", repository: "org/app",
-              description: "docker.io/org/app", familiar: "org/app"),
-        Valid(input: "library/a/b", registry: "docker.io", repository: "library/a/b",
-              description: "docker.io/library/a/b", familiar: "library/a/b"),
-        Valid(input: "localhost", registry: "docker.io", repository: "library/localhost",
-              description: "docker.io/library/localhost", familiar: "localhost"),
-        Valid(input: "localhost:5000", registry: "docker.io", repository: "library/localhost", tag: "5000",
-              description: "docker.io/library/localhost:5000", familiar: "localhost:5000"),
-        Valid(input: "localhost/a", registry: "localhost", repository: "a",
-              description: "localhost/a", familiar: "localhost/a"),
-        Valid(input: "localhost:5000/a", registry: "localhost:5000", repository: "a",
-              description: "localhost:5000/a", familiar: "localhost:5000/a"),
-        Valid(input: "[::1]:5000/a/b:t", registry: "[::1]:5000", repository: "a/b", tag: "t",
-              description: "[::1]:5000/a/b:t", familiar: "[::1]:5000/a/b:t"),
-        Valid(input: "[2001:db8::1]/repo", registry: "[2001:db8::1]", repository: "repo",
-              description: "[2001:db8::1]/repo", familiar: "[2001:db8::1]/repo"),
-        Valid(input: "127.0.0.1:5000/repo", registry: "127.0.0.1:5000", repository: "repo",
-              description: "127.0.0.1:5000/repo", familiar: "127.0.0.1:5000/repo"),
-        Valid(input: "ghcr.io/x", registry: "ghcr.io", repository: "x",
-              description: "ghcr.io/x", familiar: "ghcr.io/x"),
-        Valid(input: "a/b/c:tag@\(digestA)", registry: "docker.io", repository: "a/b/c", tag: "tag", digest: digestA,
-              description: "docker.io/a/b/c:tag@\(digestA)", familiar: "a/b/c:tag@\(digestA)"),
-        Valid(input: "registry.example.com/org/team/app@\(digestA)", registry: "registry.example.com",
-              repository: "org/team/app", digest: digestA,
-              description: "registry.example.com/org/team/app@\(digestA)",
-              familiar: "registry.example.com/org/team/app@\(digestA)"),
-        Valid(input: "test.com:5000/repo:tag", registry: "test.com:5000", repository: "repo", tag: "tag",
-              description: "test.com:5000/repo:tag", familiar: "test.com:5000/repo:tag"),
-        Valid(input: "sub-dom1.foo.com/bar/baz/quux", registry: "sub-dom1.foo.com", repository: "bar/baz/quux",
-              description: "sub-dom1.foo.com/bar/baz/quux", familiar: "sub-dom1.foo.com/bar/baz/quux"),
-        Valid(input: "xn--n3h.com/myimage:xn--n3h.com", registry: "xn--n3h.com", repository: "myimage",
-              tag: "xn--n3h.com", description: "xn--n3h.com/myimage:xn--n3h.com",
-              familiar: "xn--n3h.com/myimage:xn--n3h.com"),
-        Valid(input: "Example.COM/a", registry: "Example.COM", repository: "a",
-              description: "Example.COM/a", familiar: "Example.COM/a"),
-        Valid(input: "a/b_c__d-e--f.g", registry: "docker.io", repository: "a/b_c__d-e--f.g",
-              description: "docker.io/a/b_c__d-e--f.g", familiar: "a/b_c__d-e--f.g"),
-        Valid(input: "foo:Tag_1.0-rc", registry: "docker.io", repository: "library/foo", tag: "Tag_1.0-rc",
-              description: "docker.io/library/foo:Tag_1.0-rc", familiar: "foo:Tag_1.0-rc"),
-        Valid(input: "foo:" + String(repeating: "t", count: 128), registry: "docker.io", repository: "library/foo",
-              tag: String(repeating: "t", count: 128),
-              description: "docker.io/library/foo:" + String(repeating: "t", count: 128),
-              familiar: "foo:" + String(repeating: "t", count: 128)),
+        Valid(
+            input: "ubuntu", registry: "docker.io", repository: "library/ubuntu",
+            description: "docker.io/library/ubuntu", familiar: "ubuntu"),
+        Valid(
+            input: "ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04",
+            description: "docker.io/library/ubuntu:22.04", familiar: "ubuntu:22.04"),
+        Valid(
+            input: "docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu",
+            description: "docker.io/library/ubuntu", familiar: "ubuntu"),
+        Valid(
+            input: "index.docker.io/library/ubuntu:latest", registry: "docker.io", repository: "library/ubuntu",
+            tag: "latest", description: "docker.io/library/ubuntu:latest", familiar: "ubuntu:latest"),
+        Valid(
+            input: "library/ubuntu", registry: "docker.io", repository: "library/ubuntu",
+            description: "docker.io/library/ubuntu", familiar: "ubuntu"),
+        Valid(
+            input: "org/app", registry: "docker.io", repository: "org/app",
+            description: "docker.io/org/app", familiar: "org/app"),
+        Valid(
+            input: "library/a/b", registry: "docker.io", repository: "library/a/b",
+            description: "docker.io/library/a/b", familiar: "library/a/b"),
+        Valid(
+            input: "localhost", registry: "docker.io", repository: "library/localhost",
+            description: "docker.io/library/localhost", familiar: "localhost"),
+        Valid(
+            input: "localhost:5000", registry: "docker.io", repository: "library/localhost", tag: "5000",
+            description: "docker.io/library/localhost:5000", familiar: "localhost:5000"),
+        Valid(
+            input: "localhost/a", registry: "localhost", repository: "a",
+            description: "localhost/a", familiar: "localhost/a"),
+        Valid(
+            input: "localhost:5000/a", registry: "localhost:5000", repository: "a",
+            description: "localhost:5000/a", familiar: "localhost:5000/a"),
+        Valid(
+            input: "[::1]:5000/a/b:t", registry: "[::1]:5000", repository: "a/b", tag: "t",
+            description: "[::1]:5000/a/b:t", familiar: "[::1]:5000/a/b:t"),
+        Valid(
+            input: "[2001:db8::1]/repo", registry: "[2001:db8::1]", repository: "repo",
+            description: "[2001:db8::1]/repo", familiar: "[2001:db8::1]/repo"),
+        Valid(
+            input: "127.0.0.1:5000/repo", registry: "127.0.0.1:5000", repository: "repo",
+            description: "127.0.0.1:5000/repo", familiar: "127.0.0.1:5000/repo"),
+        Valid(
+            input: "ghcr.io/x", registry: "ghcr.io", repository: "x",
+            description: "ghcr.io/x", familiar: "ghcr.io/x"),
+        Valid(
+            input: "a/b/c:tag@\(digestA)", registry: "docker.io", repository: "a/b/c", tag: "tag", digest: digestA,
+            description: "docker.io/a/b/c:tag@\(digestA)", familiar: "a/b/c:tag@\(digestA)"),
+        Valid(
+            input: "registry.example.com/org/team/app@\(digestA)", registry: "registry.example.com",
+            repository: "org/team/app", digest: digestA,
+            description: "registry.example.com/org/team/app@\(digestA)",
+            familiar: "registry.example.com/org/team/app@\(digestA)"),
+        Valid(
+            input: "test.com:5000/repo:tag", registry: "test.com:5000", repository: "repo", tag: "tag",
+            description: "test.com:5000/repo:tag", familiar: "test.com:5000/repo:tag"),
+        Valid(
+            input: "sub-dom1.foo.com/bar/baz/quux", registry: "sub-dom1.foo.com", repository: "bar/baz/quux",
+            description: "sub-dom1.foo.com/bar/baz/quux", familiar: "sub-dom1.foo.com/bar/baz/quux"),
+        Valid(
+            input: "xn--n3h.com/myimage:xn--n3h.com", registry: "xn--n3h.com", repository: "myimage",
+            tag: "xn--n3h.com", description: "xn--n3h.com/myimage:xn--n3h.com",
+            familiar: "xn--n3h.com/myimage:xn--n3h.com"),
+        Valid(
+            input: "Example.COM/a", registry: "Example.COM", repository: "a",
+            description: "Example.COM/a", familiar: "Example.COM/a"),
+        Valid(
+            input: "a/b_c__d-e--f.g", registry: "docker.io", repository: "a/b_c__d-e--f.g",
+            description: "docker.io/a/b_c__d-e--f.g", familiar: "a/b_c__d-e--f.g"),
+        Valid(
+            input: "foo:Tag_1.0-rc", registry: "docker.io", repository: "library/foo", tag: "Tag_1.0-rc",
+            description: "docker.io/library/foo:Tag_1.0-rc", familiar: "foo:Tag_1.0-rc"),
+        Valid(
+            input: "foo:" + String(repeating: "t", count: 128), registry: "docker.io", repository: "library/foo",
+            tag: String(repeating: "t", count: 128),
+            description: "docker.io/library/foo:" + String(repeating: "t", count: 128),
+            familiar: "foo:" + String(repeating: "t", count: 128)),
     ]
 
     @Test(arguments: valid)
@@ -140,7 +164,8 @@ import Testing
         } throws: { error in
             guard let error = error as? ImageReferenceError else { return false }
             return error.input == testCase.input && error.part == testCase.part
-                && (testCase.mentions.isEmpty || error.description.contains(testCase.mentions)) && error.description.contains("\"\(testCase.input)\"")
+                && (testCase.mentions.isEmpty || error.description.contains(testCase.mentions))
+                && error.description.contains("\"\(testCase.input)\"")
         }
     }
 

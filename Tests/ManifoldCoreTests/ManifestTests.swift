@@ -198,7 +198,9 @@ enum Samples {
         #expect(image.annotations?[Annotation.created] == "2024-01-02T03:04:05Z")
     }
 
-    @Test(arguments: [Samples.ociIndex, Samples.dockerManifestList, Samples.buildxIndex, Samples.dockerManifest, Samples.ociArtifact])
+    @Test(arguments: [
+        Samples.ociIndex, Samples.dockerManifestList, Samples.buildxIndex, Samples.dockerManifest, Samples.ociArtifact,
+    ])
     func roundTripsThroughCanonicalJSON(_ text: String) throws {
         let content = try raw(text, nil).decoded()
         let encoded: Data
@@ -362,9 +364,10 @@ enum Samples {
     }
 
     @Test func mediaTypeClassification() {
-        #expect(MediaType.allManifestTypes == [
-            MediaType.ociImageIndex, MediaType.dockerManifestList, MediaType.ociImageManifest, MediaType.dockerManifest,
-        ])
+        #expect(
+            MediaType.allManifestTypes == [
+                MediaType.ociImageIndex, MediaType.dockerManifestList, MediaType.ociImageManifest, MediaType.dockerManifest,
+            ])
         #expect(MediaType.isIndex(MediaType.dockerManifestList))
         #expect(MediaType.isIndex("application/vnd.oci.image.index.v1+json; charset=utf-8"))
         #expect(!MediaType.isIndex(MediaType.ociImageManifest))

@@ -81,10 +81,16 @@ import Testing
 
     static let normalisation: [(Platform, Platform)] = [
         (Platform(os: "linux", architecture: "amd64", variant: "v1"), Platform(os: "linux", architecture: "amd64")),
-        (Platform(os: "linux", architecture: "amd64", variant: "v3"), Platform(os: "linux", architecture: "amd64", variant: "v3")),
+        (
+            Platform(os: "linux", architecture: "amd64", variant: "v3"),
+            Platform(os: "linux", architecture: "amd64", variant: "v3")
+        ),
         (Platform(os: "linux", architecture: "arm64", variant: "8"), Platform(os: "linux", architecture: "arm64")),
         (Platform(os: "linux", architecture: "arm64", variant: "v8.0"), Platform(os: "linux", architecture: "arm64")),
-        (Platform(os: "linux", architecture: "arm64", variant: "v9"), Platform(os: "linux", architecture: "arm64", variant: "v9")),
+        (
+            Platform(os: "linux", architecture: "arm64", variant: "v9"),
+            Platform(os: "linux", architecture: "arm64", variant: "v9")
+        ),
         (Platform(os: "linux", architecture: "arm", variant: ""), Platform(os: "linux", architecture: "arm", variant: "v7")),
         (Platform(os: "linux", architecture: "arm", variant: "5"), Platform(os: "linux", architecture: "arm", variant: "v5")),
         (Platform(os: "MacOS", architecture: "ARM64"), Platform(os: "darwin", architecture: "arm64")),
@@ -148,7 +154,8 @@ import Testing
         let json = String(decoding: try CanonicalJSON.encode(platform), as: UTF8.self)
         #expect(json == #"{"architecture":"amd64","os":"windows","os.features":["win32k"],"os.version":"10.0.20348.2227"}"#)
         #expect(try JSONDecoder().decode(Platform.self, from: Data(json.utf8)) == platform)
-        #expect(String(decoding: try CanonicalJSON.encode(Platform(os: "linux", architecture: "arm64")), as: UTF8.self)
-            == #"{"architecture":"arm64","os":"linux"}"#)
+        #expect(
+            String(decoding: try CanonicalJSON.encode(Platform(os: "linux", architecture: "arm64")), as: UTF8.self)
+                == #"{"architecture":"arm64","os":"linux"}"#)
     }
 }
