@@ -1,0 +1,131 @@
+import CCurl
+import Foundation
+import Logging
+
+/// libcurl's process-wide initialisation, run once (Swift initialises globals exactly once, thread-safely).
+private let curlGlobalInitialization: Bool = manifold_curl_global_init() == CURLE_OK
+
+/// One `curl_multi` handle and the dedicated thread that drives it.
+///
+/// Every libcurl call on an easy or multi handle happens on that thread, so no blocking call ever
+/// runs on the Swift concurrency pool. Other threads talk to it only through `submit(_:)`, which
+/// queues a command under `lock` and wakes the thread with `curl_multi_wakeup` (thread-safe).
+final class CurlEventLoop: @unchecked Sendable {
+    // Safe to share: `multi` is used by the loop thread only, except `curl_multi_wakeup`, which libcurl
+    // documents as thread-safe and which is called under `lock` while `isShutDown` is false, that is,
+    // strictly before the loop thread calls `curl_multi_cleanup`. `commands` and `isShutDown` are
+    // guarded by `lock`; `active` is touched by the loop thread only.
+    enum Command {
+        case add(CurlTransfer)
+        case cancel(CurlTransfer)
+        case unpause(CurlTransfer)
+        case shutdown
+    }
+
+    private let multi: UnsafeMutableRawPointer
+    private let lock = NSLock()
+    private var commands: [Command] = []
+    private var isShutDown = false
+    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    let logger: Logger
+
+    init(logger: Logger) {
+        precondition(curlGlobalInitialization, "curl_global_init failed")
+        guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed (out of memory)") }
+        self.multi = multi
+        self.logger = logger
+        let thread = Thread { [self] in self.run() }
+        thread.name = "manifold-curl"
+        thread.start()
+    }
+
+    /// Queues a command for the loop thread; false when the loop has shut down.
+    @discardableResult
+    func submit(_ command: Command) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !isShutDown else { return false }
+        if case .shutdown = command { isShutDown = true }
+        commands.append(command)
+        curl_multi_wakeup(multi)
+        return true
+    }
+
+    /// Aborts every transfer with `HTTPClientError.shutDown` and stops the thread, without waiting for it.
+    func shutdown() {
+        submit(.shutdown)
+    }
+
+    private func run() {
+        while true {
+            lock.lock()
+            let pending = commands
+            commands.removeAll()
+            lock.unlock()
+            var stop = false
+            for command in pending {
+                switch command {
+                case .add(let transfer): start(transfer)
+                case .cancel(let transfer): abort(transfer, with: transfer.cancellationError ?? .cancelled)
+                case .unpause(let transfer): transfer.unpause()
+                case .shutdown: stop = true
+                }
+            }
+            if stop { break }
+            var running: Int32 = 0
+            curl_multi_perform(multi, &running)
+            collectFinished()
+            curl_multi_poll(multi, nil, 0, 1000, nil)
+        }
+        for transfer in Array(active.values) { abort(transfer, with: .shutDown) }
+        lock.lock()
+        let leftovers = commands
+        commands.removeAll()
+        lock.unlock()
+        for case .add(let transfer) in leftovers { transfer.finish(.failure(.shutDown)) }
+        curl_multi_cleanup(multi)
+    }
+
+    private func start(_ transfer: CurlTransfer) {
+        if let error = transfer.cancellationError {
+            transfer.finish(.failure(error))
+            return
+        }
+        let easy: UnsafeMutableRawPointer
+        do {
+            easy = try transfer.makeEasyHandle()
+        } catch {
+            transfer.releaseEasyHandle()
+            transfer.finish(.failure(error))
+            return
+        }
+        let code = curl_multi_add_handle(multi, easy)
+        guard code == CURLM_OK else {
+            transfer.releaseEasyHandle()
+            let message = String(cString: curl_multi_strerror(code))
+            transfer.finish(.failure(.transport(url: transfer.urlString, code: Int(code.rawValue), message: message)))
+            return
+        }
+        active[easy] = transfer
+    }
+
+    private func abort(_ transfer: CurlTransfer, with error: HTTPClientError) {
+        guard let easy = transfer.easy, active.removeValue(forKey: easy) != nil else { return }
+        curl_multi_remove_handle(multi, easy)
+        transfer.releaseEasyHandle()
+        transfer.finish(.failure(error))
+    }
+
+    private func collectFinished() {
+        var left: Int32 = 0
+        while let message = curl_multi_info_read(multi, &left) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            let code = message.pointee.data.result
+            guard let transfer = active.removeValue(forKey: easy) else { continue }
+            curl_multi_remove_handle(multi, easy)
+            let result = transfer.completion(code: code)
+            transfer.releaseEasyHandle()
+            transfer.finish(result)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+
+/// An asynchronous HTTP/1.1 and HTTP/2 client built on libcurl.
+///
+/// Each client owns one `curl_multi` handle driven by one dedicated thread, so connections are
+/// reused across requests and no blocking call runs on the Swift concurrency pool. Redirects are
+/// followed here rather than by libcurl, so that credentials never leave the origin they were meant for.
+///
+/// ```swift
+/// let client = HTTPClient(configuration: .init(tls: .init(caFile: "/etc/docker/certs.d/reg:5000/ca.crt")))
+/// defer { client.shutdown() }
+/// let response = try await client.execute(HTTPRequest(url: URL(string: "https://reg:5000/v2/")!))
+/// ```
+public final class HTTPClient: Sendable {
+    static let redirectStatuses: Set<Int> = [301, 302, 303, 307, 308]
+
+    public let configuration: HTTPClientConfiguration
+    private let logger: Logger
+    private let loop: CurlEventLoop
+
+    public init(configuration: HTTPClientConfiguration = .init(), logger: Logger = Logger(label: "manifold.http")) {
+        self.configuration = configuration
+        self.logger = logger
+        self.loop = CurlEventLoop(logger: logger)
+    }
+
+    deinit {
+        loop.shutdown()
+    }
+
+    /// Sends the request, follows redirects and returns the response with its whole body in memory
+    /// (at most `configuration.maxResponseBodySize` bytes).
+    public func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let outcome = try await perform(request, sink: .collect(limit: configuration.maxResponseBodySize))
+        return HTTPResponse(
+            status: outcome.head.status, headers: outcome.head.headers, body: outcome.body, url: outcome.head.url,
+            httpVersion: outcome.head.httpVersion)
+    }
+
+    /// Sends the request, follows redirects and returns as soon as the final response's header fields arrive.
+    ///
+    /// The body stream applies backpressure: the transfer pauses while about a megabyte waits unread.
+    /// Cancelling the consuming task or dropping the stream aborts the transfer.
+    public func stream(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
+        let (outcome, transfer) = try await performReturningTransfer(request, sink: .stream)
+        let reader = StreamReader(transfer: transfer)
+        let body = AsyncThrowingStream<Data, any Error>(unfolding: { try await reader.next() })
+        return HTTPStreamingResponse(
+            status: outcome.head.status, headers: outcome.head.headers, url: outcome.head.url,
+            httpVersion: outcome.head.httpVersion, body: body)
+    }
+
+    /// Like `execute`, but writes a 2xx body to `file` (created or truncated) and returns an empty body.
+    ///
+    /// The body of any other status (an error document) is returned in memory instead, up to a megabyte,
+    /// and `file` is left empty.
+    public func download(_ request: HTTPRequest, to file: URL) async throws -> HTTPResponse {
+        guard FileManager.default.createFile(atPath: file.path, contents: nil),
+            let handle = try? FileHandle(forWritingTo: file)
+        else {
+            throw HTTPClientError.invalidRequest("cannot create \(file.path) to download \(request.url.absoluteString)")
+        }
+        defer { try? handle.close() }
+        let outcome = try await perform(request, sink: .file(handle))
+        try? handle.synchronize()
+        return HTTPResponse(
+            status: outcome.head.status, headers: outcome.head.headers, body: outcome.body, url: outcome.head.url,
+            httpVersion: outcome.head.httpVersion)
+    }
+
+    /// Aborts in-flight transfers with `HTTPClientError.shutDown` and stops the client's thread.
+    /// Later requests fail with `.shutDown`. Also done when the client is released.
+    public func shutdown() {
+        loop.shutdown()
+    }
+
+    // MARK: Redirects
+
+    private func perform(_ request: HTTPRequest, sink: BodySink) async throws -> TransferOutcome {
+        try await performReturningTransfer(request, sink: sink).0
+    }
+
+    private func performReturningTransfer(
+        _ original: HTTPRequest, sink: BodySink
+    ) async throws -> (TransferOutcome, CurlTransfer) {
+        var request = original
+        var redirects = 0
+        while true {
+            if Task.isCancelled { throw HTTPClientError.cancelled }
+            let transfer = CurlTransfer(
+                request: request, configuration: configuration, sink: sink,
+                followsRedirects: configuration.maxRedirects > 0, loop: loop)
+            logger.debug(
+                "HTTP request", metadata: ["method": "\(request.method)", "url": "\(request.url.absoluteString)"])
+            logger.trace("HTTP request headers", metadata: ["headers": "\(request.headers.redacted(configuration.sensitiveHeaders))"])
+            let outcome: TransferOutcome
+            do {
+                outcome = try await transfer.run()
+            } catch {
+                logger.debug(
+                    "HTTP request failed", metadata: ["url": "\(request.url.absoluteString)", "error": "\(error)"])
+                throw error
+            }
+            logger.debug(
+                "HTTP response",
+                metadata: ["url": "\(request.url.absoluteString)", "status": "\(outcome.head.status)"])
+            guard configuration.maxRedirects > 0, let next = redirect(from: request, head: outcome.head) else {
+                return (outcome, transfer)
+            }
+            redirects += 1
+            guard redirects <= configuration.maxRedirects else {
+                throw HTTPClientError.tooManyRedirects(url: next.url.absoluteString)
+            }
+            request = next
+        }
+    }
+
+    /// The request to send after a redirect response, or nil when `head` is not one to follow.
+    func redirect(from request: HTTPRequest, head: ResponseHead) -> HTTPRequest? {
+        guard Self.redirectStatuses.contains(head.status), let location = head.headers["Location"],
+            let target = URL(string: location, relativeTo: request.url)?.absoluteURL,
+            let scheme = target.scheme?.lowercased(), scheme == "http" || scheme == "https"
+        else { return nil }
+        var next = request
+        next.url = target
+        let method = request.method.uppercased()
+        if head.status == 303 && method != "HEAD" || (head.status == 301 || head.status == 302) && method == "POST" {
+            next.method = "GET"
+            next.body = .none
+            for name in ["Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding"] {
+                next.headers.remove(name)
+            }
+        }
+        if Self.origin(of: request.url) != Self.origin(of: target) {
+            for name in configuration.sensitiveHeaders + ["Authorization"] { next.headers.remove(name) }
+        }
+        return next
+    }
+
+    static func origin(of url: URL) -> String {
+        let scheme = url.scheme?.lowercased() ?? ""
+        let port = url.port ?? (scheme == "https" ? 443 : 80)
+        return "\(scheme)://\(url.host?.lowercased() ?? ""):\(port)"
+    }
+}
+
+/// Reads a streamed body; releasing it (with the stream) aborts an unfinished transfer.
+private final class StreamReader: Sendable {
+    let transfer: CurlTransfer
+
+    init(transfer: CurlTransfer) { self.transfer = transfer }
+
+    deinit { transfer.cancel(.cancelled) }
+
+    func next() async throws -> Data? {
+        try await transfer.nextChunk()
+    }
+}

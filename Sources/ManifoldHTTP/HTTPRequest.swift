@@ -1,0 +1,82 @@
+import Foundation
+
+/// One HTTP request: method, URL, header fields and an optional body.
+///
+/// ```swift
+/// let request = HTTPRequest(method: "PUT", url: uploadURL, headers: ["Content-Type": "application/octet-stream"],
+///                           body: .file(path: "/tmp/layer.tar.gz", offset: 0, length: 4096))
+/// ```
+public struct HTTPRequest: Sendable {
+    /// Where the request's body comes from.
+    public enum Body: Sendable {
+        case none
+        case bytes(Data)
+        /// A region of a file, read while the request is sent; `length` nil means to the end of the file.
+        case file(path: String, offset: Int64 = 0, length: Int64? = nil)
+    }
+
+    /// The method sent exactly as given: "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", …
+    public var method: String
+    public var url: URL
+    public var headers: HTTPHeaders
+    public var body: Body
+    /// The total time allowed for the request (each redirect hop); nil uses the client's `requestTimeout`.
+    public var timeout: Duration?
+
+    public init(
+        method: String = "GET", url: URL, headers: HTTPHeaders = [:], body: Body = .none, timeout: Duration? = nil
+    ) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// The HTTP version a response was received with.
+public enum HTTPVersion: Sendable, Hashable {
+    case http1_0, http1_1, http2, http3
+}
+
+/// A complete response whose body was read into memory.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: Data
+    /// The final URL, after redirects.
+    public var url: URL
+    public var httpVersion: HTTPVersion
+
+    public init(status: Int, headers: HTTPHeaders, body: Data, url: URL, httpVersion: HTTPVersion) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.url = url
+        self.httpVersion = httpVersion
+    }
+}
+
+/// A response returned as soon as its header fields arrived; the body follows as a stream.
+///
+/// The stream ends when the transfer completes. Cancelling the consuming task, or dropping the
+/// stream without reading it to the end, aborts the transfer. While the consumer is slow the
+/// transfer is paused, so at most about a megabyte is buffered.
+public struct HTTPStreamingResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    /// The final URL, after redirects.
+    public var url: URL
+    public var httpVersion: HTTPVersion
+    public var body: AsyncThrowingStream<Data, any Error>
+
+    public init(
+        status: Int, headers: HTTPHeaders, url: URL, httpVersion: HTTPVersion, body: AsyncThrowingStream<Data, any Error>
+    ) {
+        self.status = status
+        self.headers = headers
+        self.url = url
+        self.httpVersion = httpVersion
+        self.body = body
+    }
+}
