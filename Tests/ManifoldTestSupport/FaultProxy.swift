@@ -130,7 +130,7 @@ public final class FaultProxy: Sendable {
             ],
             logDirectory: directory)
         do {
-            try Loopback.waitUntilListening(port: port, process: process)
+            try PortOwnership.waitUntilListening(port: port, process: process)
         } catch {
             process.stop()
             throw error

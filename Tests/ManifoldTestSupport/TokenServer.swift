@@ -59,7 +59,7 @@ public enum TokenServer {
         let process = try ManagedProcess(
             name: "token-server", executable: "python3", arguments: ["-u"] + arguments, logDirectory: logDirectory)
         do {
-            try Loopback.waitUntilListening(port: port, process: process)
+            try PortOwnership.waitUntilListening(port: port, process: process)
         } catch {
             process.stop()
             throw error
