@@ -75,6 +75,9 @@ public final class HTTPClient: Sendable {
         loop.shutdown()
     }
 
+    /// How many transfers are running on this client's thread right now.
+    var inFlightTransfers: Int { loop.inFlightTransfers }
+
     // MARK: Redirects
 
     private func perform(_ request: HTTPRequest, sink: BodySink) async throws -> TransferOutcome {

@@ -96,9 +96,11 @@ extension HTTPHeaders: CustomStringConvertible {
         redacted(HTTPClientConfiguration.defaultSensitiveHeaders)
     }
 
-    /// The fields one per line, with the values of `sensitive` names replaced by `<redacted>`.
+    /// The fields one per line, with the values of `sensitive` names (and always of Authorization,
+    /// Proxy-Authorization, Cookie and Set-Cookie) replaced by `<redacted>`.
     public func redacted(_ sensitive: [String]) -> String {
-        let keys = Set(sensitive.map { $0.lowercased() } + ["proxy-authorization", "set-cookie"])
+        let always = ["authorization", "proxy-authorization", "cookie", "set-cookie"]
+        let keys = Set(sensitive.map { $0.lowercased() } + always)
         return fields.map { "\($0.name): \(keys.contains($0.key) ? "<redacted>" : $0.value)" }.joined(separator: "\n")
     }
 }

@@ -26,7 +26,13 @@ final class CurlEventLoop: @unchecked Sendable {
     private let lock = NSLock()
     private var commands: [Command] = []
     private var isShutDown = false
-    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:] {
+        didSet {
+            let count = active.count
+            lock.withLock { activeCount = count }
+        }
+    }
+    private var activeCount = 0
     let logger: Logger
 
     init(logger: Logger) {
@@ -50,6 +56,9 @@ final class CurlEventLoop: @unchecked Sendable {
         curl_multi_wakeup(multi)
         return true
     }
+
+    /// How many transfers are on the multi handle right now (for tests and diagnostics).
+    var inFlightTransfers: Int { lock.withLock { activeCount } }
 
     /// Aborts every transfer with `HTTPClientError.shutDown` and stops the thread, without waiting for it.
     func shutdown() {

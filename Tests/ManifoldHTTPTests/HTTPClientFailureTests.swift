@@ -1,0 +1,128 @@
+import Foundation
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldHTTP
+
+@Suite struct HTTPClientFailureTests {
+    @Test func requestTimeout() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let url = env.plain.url("/slow?delay=5")
+        let start = ContinuousClock.now
+        let error = await httpError {
+            _ = try await client.execute(HTTPRequest(url: url, timeout: .milliseconds(400)))
+        }
+        #expect(error == .timedOut(url: url.absoluteString))
+        #expect(error?.isRetryable == true)
+        #expect(elapsed(since: start) < .seconds(2))
+    }
+
+    @Test func clientDefaultTimeout() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient(configuration: HTTPClientConfiguration(requestTimeout: .milliseconds(300)))
+        defer { client.shutdown() }
+        let start = ContinuousClock.now
+        let error = await httpError { _ = try await client.execute(HTTPRequest(url: env.plain.url("/slow?delay=5"))) }
+        #expect(error == .timedOut(url: env.plain.url("/slow?delay=5").absoluteString))
+        #expect(elapsed(since: start) < .seconds(2))
+    }
+
+    @Test func cancellingTheTaskAbortsPromptly() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let task = Task { try await client.execute(HTTPRequest(url: env.plain.url("/slow?delay=5"))) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(client.inFlightTransfers == 1)
+        let start = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        #expect(elapsed(since: start) < .milliseconds(500))
+        guard case .failure(let error) = result else {
+            Issue.record("a cancelled request returned a response")
+            return
+        }
+        #expect(error as? HTTPClientError == .cancelled)
+        #expect(client.inFlightTransfers == 0)
+    }
+
+    @Test func alreadyCancelledTaskDoesNotSend() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.execute(HTTPRequest(url: env.plain.url("/echo")))
+        }
+        let result = await task.result
+        guard case .failure(let error) = result else {
+            Issue.record("a cancelled task sent its request")
+            return
+        }
+        #expect(error as? HTTPClientError == .cancelled)
+    }
+
+    @Test func connectionRefused() async throws {
+        let port = try Loopback.freePort()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let url = URL(string: "http://127.0.0.1:\(port)/v2/")!
+        let error = await httpError { _ = try await client.execute(HTTPRequest(url: url)) }
+        guard case .connect(let failedURL, let message) = error else {
+            Issue.record("expected a connect failure, got \(String(describing: error))")
+            return
+        }
+        #expect(failedURL == url.absoluteString)
+        #expect(!message.isEmpty)
+        #expect(error?.isRetryable == true)
+    }
+
+    @Test func shutdownAbortsInFlightAndLaterRequests() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        let task = Task { try await client.execute(HTTPRequest(url: env.plain.url("/slow?delay=5"))) }
+        try await Task.sleep(for: .milliseconds(300))
+        let start = ContinuousClock.now
+        client.shutdown()
+        let result = await task.result
+        #expect(elapsed(since: start) < .milliseconds(500))
+        guard case .failure(let error) = result else {
+            Issue.record("a request survived shutdown")
+            return
+        }
+        #expect(error as? HTTPClientError == .shutDown)
+        let later = await httpError { _ = try await client.execute(HTTPRequest(url: env.plain.url("/echo"))) }
+        #expect(later == .shutDown)
+    }
+
+    @Test func releasedClientStopsItsThread() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        var client: HTTPClient? = HTTPClient()
+        _ = try await client?.execute(HTTPRequest(url: env.plain.url("/echo")))
+        client = nil  // deinit shuts the loop down; nothing to assert but that it does not crash or hang
+    }
+
+    @Test func unsupportedSchemeIsInvalid() async throws {
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let error = await httpError { _ = try await client.execute(HTTPRequest(url: URL(string: "ftp://127.0.0.1/x")!)) }
+        guard case .invalidRequest = error else {
+            Issue.record("expected invalidRequest, got \(String(describing: error))")
+            return
+        }
+    }
+
+    @Test func descriptionsNameTheURLAndWhatToDo() {
+        let url = "https://127.0.0.1:5000/v2/"
+        let tls = HTTPClientError.tls(url: url, message: "SSL certificate problem: unable to get local issuer certificate")
+        #expect(tls.description.contains(url))
+        #expect(tls.description.contains("--registry-ca"))
+        #expect(tls.description.contains("unable to get local issuer certificate"))
+        #expect(HTTPClientError.timedOut(url: url).description.contains(url))
+        #expect(HTTPClientError.connect(url: url, message: "refused").description.contains(url))
+        #expect(!HTTPClientError.cancelled.isRetryable)
+        #expect(HTTPClientError.transport(url: url, code: 56, message: "reset").isRetryable)
+    }
+}

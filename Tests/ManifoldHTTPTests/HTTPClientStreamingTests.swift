@@ -1,0 +1,89 @@
+import Foundation
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldHTTP
+
+@Suite struct HTTPClientStreamingTests {
+    @Test func bodyArrivesIncrementally() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let start = ContinuousClock.now
+        let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=4&interval=0.25&size=10")))
+        #expect(response.status == 200)
+        var arrivals: [Duration] = []
+        var received = Data()
+        for try await chunk in response.body {
+            arrivals.append(elapsed(since: start))
+            received.append(chunk)
+        }
+        let done = elapsed(since: start)
+        #expect(received == Data("AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDDDDDDDDD".utf8))
+        #expect(arrivals.count >= 2)
+        // The server needs 0.75 s for all chunks; the first must not wait for the last.
+        #expect(arrivals[0] < .milliseconds(500))
+        #expect(done - arrivals[0] > .milliseconds(500))
+    }
+
+    @Test func slowConsumerGetsEveryByte() async throws {
+        // 8 MB against a ~1 MB high-water mark: the transfer is paused and resumed many times.
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let response = try await client.stream(HTTPRequest(url: env.plain.url("/big?bytes=8000000")))
+        var received = Data()
+        for try await chunk in response.body {
+            if received.isEmpty { try await Task.sleep(for: .milliseconds(300)) }
+            received.append(chunk)
+        }
+        #expect(received.count == 8_000_000)
+        #expect(sha256Hex(received) == response.headers["X-Sha256"])
+        #expect(client.inFlightTransfers == 0)
+    }
+
+    @Test func cancellingTheConsumerAbortsTheTransfer() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let (firstChunk, firstChunkSeen) = AsyncStream<Void>.makeStream()
+        let consumer = Task {
+            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=100&interval=0.1")))
+            var chunks = 0
+            for try await _ in response.body {
+                chunks += 1
+                firstChunkSeen.yield()
+            }
+            return chunks
+        }
+        for await _ in firstChunk { break }
+        #expect(client.inFlightTransfers == 1)
+        let start = ContinuousClock.now
+        consumer.cancel()
+        let result = await consumer.result
+        #expect(elapsed(since: start) < .seconds(1))
+        switch result {
+        case .success(let chunks): #expect(chunks < 50)
+        case .failure(let error): #expect(error as? HTTPClientError == .cancelled)
+        }
+        try await waitUntil { client.inFlightTransfers == 0 }
+    }
+
+    @Test func droppingTheStreamAbortsTheTransfer() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        do {
+            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=100&interval=0.1")))
+            #expect(response.status == 200)
+            #expect(client.inFlightTransfers == 1)
+        }
+        try await waitUntil { client.inFlightTransfers == 0 }
+    }
+
+    private func waitUntil(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(condition(), sourceLocation: sourceLocation)
+    }
+}
