@@ -96,7 +96,8 @@ public final class HTTPClient: Sendable {
                 followsRedirects: configuration.maxRedirects > 0, loop: loop)
             logger.debug(
                 "HTTP request", metadata: ["method": "\(request.method)", "url": "\(request.url.absoluteString)"])
-            logger.trace("HTTP request headers", metadata: ["headers": "\(request.headers.redacted(configuration.sensitiveHeaders))"])
+            logger.trace(
+                "HTTP request headers", metadata: ["headers": "\(request.headers.redacted(configuration.sensitiveHeaders))"])
             let outcome: TransferOutcome
             do {
                 outcome = try await transfer.run()

@@ -35,6 +35,8 @@ public struct TLSConfiguration: Sendable, Hashable {
 }
 
 /// Which HTTP version a client asks for.
+// The names follow the HTTP versions (and the API colleagues code against).
+// swift-format-ignore: AlwaysUseLowerCamelCase
 public enum HTTPVersionPreference: Sendable, Hashable {
     /// HTTP/2 over TLS when the server offers it (ALPN), HTTP/1.1 otherwise and for plain HTTP.
     case automatic

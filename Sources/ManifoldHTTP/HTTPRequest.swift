@@ -35,6 +35,8 @@ public struct HTTPRequest: Sendable {
 }
 
 /// The HTTP version a response was received with.
+// The names follow the HTTP versions (and the API colleagues code against).
+// swift-format-ignore: AlwaysUseLowerCamelCase
 public enum HTTPVersion: Sendable, Hashable {
     case http1_0, http1_1, http2, http3
 }

@@ -10,7 +10,9 @@ import Testing
         return try await client.execute(HTTPRequest(url: url))
     }
 
-    private func expectTLSFailure(_ url: URL, tls: TLSConfiguration, sourceLocation: SourceLocation = #_sourceLocation)
+    private func expectTLSFailure(
+        _ url: URL, tls: TLSConfiguration, sourceLocation: SourceLocation = #_sourceLocation
+    )
         async
     {
         let error = await httpError { _ = try await get(url, tls: tls) }
