@@ -44,7 +44,7 @@ public final class HTTPClient: Sendable {
     /// Cancelling the consuming task or dropping the stream aborts the transfer.
     public func stream(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
         let (outcome, transfer) = try await performReturningTransfer(request, sink: .stream)
-        let reader = StreamReader(transfer: transfer)
+        let reader = StreamReader(transfer: transfer, client: self)
         let body = AsyncThrowingStream<Data, any Error>(unfolding: { try await reader.next() })
         return HTTPStreamingResponse(
             status: outcome.head.status, headers: outcome.head.headers, url: outcome.head.url,
@@ -152,8 +152,13 @@ public final class HTTPClient: Sendable {
 /// Reads a streamed body; releasing it (with the stream) aborts an unfinished transfer.
 private final class StreamReader: Sendable {
     let transfer: CurlTransfer
+    /// Keeps the client, and so its thread, alive while the body is read.
+    let client: HTTPClient
 
-    init(transfer: CurlTransfer) { self.transfer = transfer }
+    init(transfer: CurlTransfer, client: HTTPClient) {
+        self.transfer = transfer
+        self.client = client
+    }
 
     deinit { transfer.cancel(.cancelled) }
 

@@ -42,6 +42,14 @@ import Testing
         #expect(client.inFlightTransfers == 0)
     }
 
+    @Test func streamOutlivesATemporaryClient() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let response = try await HTTPClient().stream(HTTPRequest(url: env.plain.url("/drip?chunks=3&interval=0.05")))
+        var total = 0
+        for try await chunk in response.body { total += chunk.count }
+        #expect(total == 48)
+    }
+
     @Test func cancellingTheConsumerAbortsTheTransfer() async throws {
         let env = try HTTPTestEnvironment.shared()
         let client = HTTPClient()

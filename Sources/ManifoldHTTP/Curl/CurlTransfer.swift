@@ -119,7 +119,9 @@ final class CurlTransfer: @unchecked Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data?, any Error>) in
                 enum Action { case chunk(Data, unpause: Bool), end(Result<Void, HTTPClientError>), wait }
                 let action: Action = lock.withLock {
-                    if shared.cancellation == nil, !shared.chunks.isEmpty {
+                    // A cancelled consumer gets an error, never a silently shortened body.
+                    if let cancellation = shared.cancellation { return .end(.failure(cancellation)) }
+                    if !shared.chunks.isEmpty {
                         let chunk = shared.chunks.removeFirst()
                         shared.bufferedBytes -= chunk.count
                         let unpause =
