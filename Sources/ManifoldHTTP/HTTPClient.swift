@@ -78,6 +78,9 @@ public final class HTTPClient: Sendable {
     /// How many transfers are running on this client's thread right now.
     var inFlightTransfers: Int { loop.inFlightTransfers }
 
+    /// How many times a paused stream was resumed after its consumer caught up.
+    var streamResumptions: Int { loop.streamResumptions }
+
     // MARK: Redirects
 
     private func perform(_ request: HTTPRequest, sink: BodySink) async throws -> TransferOutcome {

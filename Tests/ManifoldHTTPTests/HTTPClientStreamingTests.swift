@@ -39,6 +39,7 @@ import Testing
         }
         #expect(received.count == 8_000_000)
         #expect(sha256Hex(received) == response.headers["X-Sha256"])
+        #expect(client.streamResumptions > 0)
         #expect(client.inFlightTransfers == 0)
     }
 

@@ -33,6 +33,7 @@ final class CurlEventLoop: @unchecked Sendable {
         }
     }
     private var activeCount = 0
+    private var resumeCount = 0
     let logger: Logger
 
     init(logger: Logger) {
@@ -60,6 +61,9 @@ final class CurlEventLoop: @unchecked Sendable {
     /// How many transfers are on the multi handle right now (for tests and diagnostics).
     var inFlightTransfers: Int { lock.withLock { activeCount } }
 
+    /// How many times a stream paused for a slow consumer was resumed (for tests of backpressure).
+    var streamResumptions: Int { lock.withLock { resumeCount } }
+
     /// Aborts every transfer with `HTTPClientError.shutDown` and stops the thread, without waiting for it.
     func shutdown() {
         submit(.shutdown)
@@ -76,7 +80,9 @@ final class CurlEventLoop: @unchecked Sendable {
                 switch command {
                 case .add(let transfer): start(transfer)
                 case .cancel(let transfer): abort(transfer, with: transfer.cancellationError ?? .cancelled)
-                case .unpause(let transfer): transfer.unpause()
+                case .unpause(let transfer):
+                    lock.withLock { resumeCount += 1 }
+                    transfer.unpause()
                 case .shutdown: stop = true
                 }
             }
