@@ -93,6 +93,7 @@ import Testing
         let content = Data((0..<1_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) })
         let file = env.scratch.file("upload-\(UUID().uuidString).bin")
         try content.write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
         let region = content[1000..<301_000]
         let response = try await client.execute(
             HTTPRequest(
@@ -129,6 +130,7 @@ import Testing
         let client = HTTPClient()
         defer { client.shutdown() }
         let file = env.scratch.file("download-\(UUID().uuidString).bin")
+        defer { try? FileManager.default.removeItem(at: file) }
         let response = try await client.download(HTTPRequest(url: env.plain.url("/big?bytes=3000000")), to: file)
         #expect(response.status == 200)
         #expect(response.body.isEmpty)

@@ -24,6 +24,12 @@ final class HTTPTestEnvironment: Sendable {
         tls = try TestHTTPServer.start(tls: certificates, name: "tls", logDirectory: scratch.url)
         mutualTLS = try TestHTTPServer.start(
             tls: certificates, requireClientCertificate: true, name: "mtls", logDirectory: scratch.url)
+        // The environment lives as long as the test process; clean up when that ends.
+        atexit {
+            guard case .success(let env) = HTTPTestEnvironment.instance else { return }
+            for server in [env.plain, env.otherOrigin, env.tls, env.mutualTLS] { server.stop() }
+            env.scratch.remove()
+        }
     }
 
     private static let instance = Result { try HTTPTestEnvironment() }
