@@ -1,0 +1,121 @@
+import Foundation
+import ManifoldCore
+
+extension ManifestListAssembler {
+    /// Copies children into the target repository where needed, pushes the list by digest and then under
+    /// every tag, and reads it back: every tag must return exactly the pushed bytes and every child must exist.
+    public func publish(_ plan: AssemblyPlan) async throws -> AssemblyResult {
+        let target = plan.request.target
+        let registry = try registries.client(for: target.registry)
+
+        var copied = 0
+        for child in plan.children {
+            if try await copyIfNeeded(child, into: target) { copied += 1 }
+        }
+
+        let digestReference = plan.list.digest.description
+        progress("pushing list \(target.name)@\(plan.list.digest)")
+        do {
+            try await registry.pushManifest(repository: target.repository, reference: digestReference, manifest: plan.list)
+        } catch let error as RegistryError where error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") {
+            // Name the children that are really missing rather than the whole list.
+            var missing: [String] = []
+            for child in plan.children {
+                let digest = child.descriptor.digest.description
+                if try await registry.headManifest(repository: target.repository, reference: digest) == nil {
+                    missing.append("\(digest) (from \(child.source))")
+                }
+            }
+            throw AssemblyError.childMissing(
+                child: missing.isEmpty ? "(unknown)" : missing.joined(separator: ", "), target: target.name,
+                registryMessage: RegistryError.render(error.details))
+        }
+        for tag in plan.request.allTags {
+            progress("tagging \(target.name):\(tag)")
+            try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
+        }
+
+        for tag in plan.request.allTags {
+            let stored = try await registry.fetchManifest(repository: target.repository, reference: tag)
+            guard stored.bytes == plan.list.bytes else {
+                throw AssemblyError.readBackMismatch(tag: tag, expected: plan.list.digest, actual: stored.digest)
+            }
+        }
+        for child in plan.children {
+            guard
+                try await registry.headManifest(repository: target.repository, reference: child.descriptor.digest.description)
+                    != nil
+            else {
+                throw AssemblyError.childMissing(
+                    child: child.descriptor.digest.description, target: target.name,
+                    registryMessage: "HEAD after publishing found nothing")
+            }
+        }
+        return AssemblyResult(
+            plan: plan, reference: target.withDigest(plan.list.digest), tags: plan.request.allTags, copiedChildren: copied)
+    }
+
+    /// Makes `child` exist in the target repository: nothing to do when it is already there; blob mounts
+    /// within one registry; a streamed copy through a temporary file across registries. Returns whether it copied.
+    func copyIfNeeded(_ child: AssembledChild, into target: ImageReference) async throws -> Bool {
+        let source = child.source
+        if source.registry == target.registry, source.repository == target.repository { return false }
+        let destination = try registries.client(for: target.registry)
+        if try await destination.headManifest(repository: target.repository, reference: child.descriptor.digest.description)
+            != nil
+        {
+            return false
+        }
+        progress("copying \(source) into \(target.name)")
+        let origin = try registries.client(for: source.registry)
+        let sameRegistry = source.registry == target.registry
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for blob in Self.distributableBlobs(child.blobs) {
+                if running >= 4 {
+                    try await group.next()
+                    running -= 1
+                }
+                group.addTask {
+                    try await copyBlob(
+                        blob, from: source, origin: origin, to: target, destination: destination, sameRegistry: sameRegistry)
+                }
+                running += 1
+            }
+            try await group.waitForAll()
+        }
+        try await destination.pushManifest(
+            repository: target.repository, reference: child.descriptor.digest.description, manifest: child.manifest)
+        return true
+    }
+
+    private func copyBlob(
+        _ blob: Descriptor, from source: ImageReference, origin: RegistryClient, to target: ImageReference,
+        destination: RegistryClient, sameRegistry: Bool
+    ) async throws {
+        if try await destination.blobSize(repository: target.repository, digest: blob.digest) != nil { return }
+        var session: URL? = nil
+        if sameRegistry {
+            switch try await destination.mountBlob(repository: target.repository, digest: blob.digest, from: source.repository) {
+            case .mounted: return
+            case .uploadStarted(let location): session = location
+            }
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-blob-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let size = try await origin.downloadBlob(repository: source.repository, digest: blob.digest, to: scratch)
+        try await destination.uploadBlob(
+            repository: target.repository, digest: blob.digest, file: scratch, size: size, session: session)
+    }
+
+    /// Layers marked non-distributable (Windows base layers with `urls`) stay where they are, as registries expect.
+    static func distributableBlobs(_ blobs: [Descriptor]) -> [Descriptor] {
+        var seen = Set<Digest>()
+        return blobs.filter { blob in
+            let foreign =
+                blob.mediaType == MediaType.dockerForeignLayerTarGzip || blob.mediaType.contains(".nondistributable.")
+                || !(blob.urls ?? []).isEmpty
+            return !foreign && seen.insert(blob.digest).inserted
+        }
+    }
+}

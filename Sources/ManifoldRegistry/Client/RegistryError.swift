@@ -1,0 +1,111 @@
+import Foundation
+import ManifoldCore
+import ManifoldHTTP
+
+/// One entry of the `errors` array a registry returns (OCI distribution-spec, "Error Codes").
+public struct RegistryErrorDetail: Sendable, Hashable, Decodable {
+    public var code: String
+    public var message: String?
+
+    enum CodingKeys: String, CodingKey { case code, message }
+}
+
+/// A failure talking to a registry, with enough context to act on.
+public enum RegistryError: Error, CustomStringConvertible, Sendable {
+    /// The registry answered with an unexpected status; `errors` holds its own codes and messages.
+    case unexpectedStatus(operation: String, url: String, status: Int, errors: [RegistryErrorDetail], body: String)
+    /// The registry rejected the credentials, or none were found for it.
+    case unauthorized(host: String, url: String, hadCredentials: Bool, errors: [RegistryErrorDetail])
+    /// Access to a repository was refused even with a fresh token.
+    case denied(host: String, url: String, scopes: [String], errors: [RegistryErrorDetail])
+    /// A manifest or blob does not exist.
+    case notFound(kind: String, reference: String)
+    /// The token server could not be reached or returned no usable token.
+    case tokenRequestFailed(realm: String, status: Int?, message: String)
+    /// Content did not match the digest it was fetched or pushed under.
+    case digestMismatch(what: String, expected: Digest, actual: Digest)
+    /// The registry answered with something that is not what the protocol says.
+    case protocolViolation(url: String, message: String)
+    /// The transport failed (after retries, where retrying made sense).
+    case transport(HTTPClientError, attempts: Int)
+    /// A document was larger than Manifold is willing to hold in memory.
+    case tooLarge(what: String, size: Int64, limit: Int64)
+
+    public var description: String {
+        switch self {
+        case .unexpectedStatus(let operation, let url, let status, let errors, let body):
+            if errors.isEmpty {
+                let snippet = body.trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
+                return "\(operation) failed: \(url) answered HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
+            }
+            return "\(operation) failed: \(url) answered HTTP \(status) \(Self.render(errors))\(Self.advice(for: errors))"
+        case .unauthorized(let host, let url, let hadCredentials, let errors):
+            let reason = errors.isEmpty ? "" : " \(Self.render(errors))"
+            if hadCredentials {
+                return "\(host) rejected the credentials Manifold sent for \(url)\(reason). "
+                    + "Check the username and password (manifold registry login \(host))."
+            }
+            return "\(host) requires authentication for \(url)\(reason) and no credentials were found for it. "
+                + "Run `manifold registry login \(host) --username USER --password-stdin` "
+                + "or add it to your docker config.json."
+        case .denied(let host, let url, let scopes, let errors):
+            let reason = errors.isEmpty ? "" : " \(Self.render(errors))"
+            return "\(host) denied access to \(url)\(reason) with scopes \(scopes.joined(separator: " ")). "
+                + "The account needs pull and push rights on the repository."
+        case .notFound(let kind, let reference):
+            return "\(kind) \(reference) does not exist in the registry. Check the name, tag or digest, "
+                + "and that the image was pushed."
+        case .tokenRequestFailed(let realm, let status, let message):
+            let statusText = status.map { " (HTTP \($0))" } ?? ""
+            return "getting a registry token from \(realm) failed\(statusText): \(message)"
+        case .digestMismatch(let what, let expected, let actual):
+            return "\(what) has digest \(actual), not the expected \(expected); the registry returned different "
+                + "content than asked for. Nothing was pushed."
+        case .protocolViolation(let url, let message):
+            return "unexpected answer from \(url): \(message)"
+        case .transport(let error, let attempts):
+            return attempts > 1 ? "\(error) (gave up after \(attempts) attempts)" : error.description
+        case .tooLarge(let what, let size, let limit):
+            return "\(what) is \(size) bytes, over the \(limit)-byte limit for documents Manifold reads into memory"
+        }
+    }
+
+    /// The registry's own errors, for callers that branch on their codes.
+    public var details: [RegistryErrorDetail] {
+        switch self {
+        case .unexpectedStatus(_, _, _, let errors, _), .unauthorized(_, _, _, let errors), .denied(_, _, _, let errors):
+            return errors
+        default: return []
+        }
+    }
+
+    /// The registry's error codes, e.g. `MANIFEST_BLOB_UNKNOWN`.
+    public var registryCodes: [String] { details.map(\.code) }
+
+    static func render(_ errors: [RegistryErrorDetail]) -> String {
+        errors.map { detail in
+            if let message = detail.message, !message.isEmpty { return "\(detail.code): \(message)" }
+            return detail.code
+        }.joined(separator: "; ")
+    }
+
+    static func advice(for errors: [RegistryErrorDetail]) -> String {
+        let codes = Set(errors.map(\.code))
+        if codes.contains("MANIFEST_BLOB_UNKNOWN") || codes.contains("BLOB_UNKNOWN") {
+            return ". A manifest refers to content the repository does not have: push or copy the child image "
+                + "into this repository first."
+        }
+        if codes.contains("MANIFEST_INVALID") { return ". The registry refused the manifest document as invalid." }
+        if codes.contains("NAME_INVALID") { return ". Repository names are lowercase path components." }
+        if codes.contains("TAG_INVALID") { return ". Tags are up to 128 characters of letters, digits, '_', '.', '-'." }
+        if codes.contains("UNSUPPORTED") { return ". The registry does not support this operation or media type." }
+        if codes.contains("TOOMANYREQUESTS") { return ". The registry is rate limiting; try again later." }
+        return ""
+    }
+
+    /// Decodes the `{"errors": [...]}` body registries send with failures.
+    static func details(from body: Data) -> [RegistryErrorDetail] {
+        struct Envelope: Decodable { var errors: [RegistryErrorDetail]? }
+        return (try? JSONDecoder().decode(Envelope.self, from: body))?.errors ?? []
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import ManifoldHTTP
+
+/// How Manifold reaches registries: which speak plain HTTP, which CAs and client certificates
+/// to use, where credentials come from, and how hard to retry.
+public struct RegistryConfiguration: Sendable {
+    /// Hosts (`HOST[:PORT]`) reached over plain HTTP. Only ever used when asked for, per registry.
+    public var plainHTTPHosts: Set<String>
+    /// Extra CA certificate files per host (`--registry-ca HOST=FILE`), in addition to `certs.d`.
+    public var caFiles: [String: [String]]
+    /// Roots of `certs.d` trees: `ROOT/HOST:PORT/*.crt` (CAs) and `*.cert` + `*.key` (client certificate).
+    public var certsDirectories: [URL]
+    /// Skips TLS verification for these hosts. Never on by default.
+    public var insecureSkipVerifyHosts: Set<String>
+    /// Where credentials come from.
+    public var credentials: any CredentialProvider
+    public var retry: RetryPolicy
+    /// Blobs larger than this are uploaded in chunks of this size; smaller ones in one request.
+    public var uploadChunkSize: Int64
+    /// Upper bound for manifests and configs read into memory (the distribution spec suggests 4 MiB for manifests).
+    public var maxDocumentSize: Int64
+    public var userAgent: String
+    /// Settings for the HTTP client other than TLS, which is chosen per host.
+    public var http: HTTPClientConfiguration
+
+    public static let defaultCertsDirectories: [URL] = {
+        #if os(Windows)
+        let programData = ProcessInfo.processInfo.environment["ProgramData"] ?? "C:\\ProgramData"
+        return [URL(fileURLWithPath: programData).appendingPathComponent("docker/certs.d")]
+        #else
+        var directories = [URL(fileURLWithPath: "/etc/docker/certs.d"), URL(fileURLWithPath: "/etc/containers/certs.d")]
+        if let home = ProcessInfo.processInfo.environment["HOME"] {
+            directories.append(URL(fileURLWithPath: home).appendingPathComponent(".config/containers/certs.d"))
+        }
+        return directories
+        #endif
+    }()
+
+    public init(
+        plainHTTPHosts: Set<String> = [],
+        caFiles: [String: [String]] = [:],
+        certsDirectories: [URL] = RegistryConfiguration.defaultCertsDirectories,
+        insecureSkipVerifyHosts: Set<String> = [],
+        credentials: any CredentialProvider = DockerConfig(),
+        retry: RetryPolicy = RetryPolicy(),
+        uploadChunkSize: Int64 = 16 << 20,
+        maxDocumentSize: Int64 = 8 << 20,
+        userAgent: String = "manifold/\(ManifoldRegistryVersion.current)",
+        http: HTTPClientConfiguration = HTTPClientConfiguration()
+    ) {
+        self.plainHTTPHosts = plainHTTPHosts
+        self.caFiles = caFiles
+        self.certsDirectories = certsDirectories
+        self.insecureSkipVerifyHosts = insecureSkipVerifyHosts
+        self.credentials = credentials
+        self.retry = retry
+        self.uploadChunkSize = uploadChunkSize
+        self.maxDocumentSize = maxDocumentSize
+        self.userAgent = userAgent
+        self.http = http
+    }
+
+    /// Parses `HOST=FILE` as given to `--registry-ca`.
+    public static func parseCAFlag(_ value: String) throws -> (host: String, file: String) {
+        guard let equals = value.firstIndex(of: "="), equals != value.startIndex,
+            value.index(after: equals) != value.endIndex
+        else {
+            throw RegistryConfigurationError(
+                "invalid --registry-ca \"\(value)\": expected HOST[:PORT]=FILE, e.g. registry.local:5000=/etc/ssl/registry-ca.pem"
+            )
+        }
+        let host = String(value[..<equals])
+        let file = String(value[value.index(after: equals)...])
+        guard FileManager.default.isReadableFile(atPath: file) else {
+            throw RegistryConfigurationError(
+                "invalid --registry-ca \"\(value)\": the file \(file) does not exist or is not readable")
+        }
+        return (host, file)
+    }
+
+    /// The scheme Manifold uses for `host`.
+    public func scheme(for host: String) -> String {
+        plainHTTPHosts.contains(host) ? "http" : "https"
+    }
+
+    /// TLS settings for one registry: `--registry-ca` files and the `certs.d` trees, in that order.
+    ///
+    /// Custom CAs are added to the system's trust store (as Docker does), not used instead of it.
+    public func tls(for host: String) throws -> TLSConfiguration {
+        var tls = TLSConfiguration()
+        tls.insecureSkipVerify = insecureSkipVerifyHosts.contains(host)
+        var caPEMs: [String] = []
+        for file in caFiles[host] ?? [] {
+            caPEMs.append(try Self.readPEM(file, host: host))
+        }
+        for root in certsDirectories {
+            let directory = root.appendingPathComponent(Self.certsDirectoryName(for: host))
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { continue }
+            for entry in entries.sorted() {
+                let path = directory.appendingPathComponent(entry).path
+                if entry.hasSuffix(".crt") {
+                    caPEMs.append(try Self.readPEM(path, host: host))
+                } else if entry.hasSuffix(".cert"), tls.clientCertificateFile == nil {
+                    let key = directory.appendingPathComponent(String(entry.dropLast(5)) + ".key").path
+                    guard FileManager.default.fileExists(atPath: key) else {
+                        throw RegistryConfigurationError(
+                            "client certificate \(path) for \(host) has no matching key \(key); certs.d needs NAME.cert and NAME.key"
+                        )
+                    }
+                    tls.clientCertificateFile = path
+                    tls.clientKeyFile = key
+                }
+            }
+        }
+        if !caPEMs.isEmpty {
+            if let system = Self.systemBundle() { caPEMs.insert(system, at: 0) }
+            tls.caPEM = caPEMs.joined(separator: "\n")
+        }
+        return tls
+    }
+
+    /// certs.d directories are named like the host; Windows cannot have ':' in a name, so Docker uses '_' there.
+    static func certsDirectoryName(for host: String) -> String {
+        #if os(Windows)
+        return host.replacingOccurrences(of: ":", with: "_")
+        #else
+        return host
+        #endif
+    }
+
+    static func readPEM(_ path: String, host: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), text.contains("-----BEGIN CERTIFICATE-----") else {
+            throw RegistryConfigurationError(
+                "CA file \(path) for \(host) is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)")
+        }
+        return text
+    }
+
+    static func systemBundle() -> String? {
+        for path in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"] {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) { return text }
+        }
+        return nil
+    }
+}
+
+public struct RegistryConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public enum ManifoldRegistryVersion {
+    public static let current = "0.1.0"
+}

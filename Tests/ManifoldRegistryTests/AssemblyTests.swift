@@ -1,0 +1,236 @@
+import Foundation
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldRegistry
+
+/// Publishing lists against the real `docker-registry`, read back with skopeo and checked against the OCI schema.
+@Suite struct AssemblyTests {
+    @Test(arguments: RegistryMode.allCases)
+    func publishesADockerListInEveryRegistryMode(_ mode: RegistryMode) async throws {
+        let fixture = try RegistryFixture(mode)
+        let sources = try await fixture.pushPlatformImages(to: "team/app", format: .docker)
+        let assembler = ManifestListAssembler(registries: fixture.pool)
+        let result = try await assembler.assemble(
+            AssemblyRequest(
+                target: try fixture.reference("team/app"), tags: ["1.0", "latest"],
+                sources: sources.map { AssemblySource(reference: $0) }))
+
+        #expect(result.plan.list.mediaType == MediaType.dockerManifestList)
+        #expect(result.tags == ["1.0", "latest"])
+        guard case .index(let index) = try result.plan.list.decoded() else {
+            Issue.record("the list is not an index")
+            return
+        }
+        #expect(
+            index.manifests.map { $0.platform?.description } == [
+                "linux/amd64", "linux/arm64/v8", "windows/amd64:10.0.20348.2227",
+            ])
+        #expect(index.manifests.allSatisfy { $0.mediaType == MediaType.dockerManifest })
+        for tag in ["1.0", "latest"] {
+            #expect(try fixture.skopeoRaw("\(fixture.host)/team/app:\(tag)") == result.plan.list.bytes)
+        }
+        #expect(try fixture.skopeoRaw("\(fixture.host)/team/app@\(result.digest)") == result.plan.list.bytes)
+
+        if mode == .token {
+            // The token server saw a push scope for the target before any pull-only scope.
+            let log = fixture.registry.tokenServer?.output() ?? ""
+            #expect(log.contains("repository:team/app:pull,push") || log.contains("repository%3Ateam%2Fapp%3Apull%2Cpush"))
+        }
+    }
+
+    @Test(arguments: [RegistryMode.http, .token])
+    func publishesAnOCIIndexThatValidatesAgainstTheSchema(_ mode: RegistryMode) async throws {
+        let fixture = try RegistryFixture(mode)
+        let sources = try await fixture.pushPlatformImages(to: "oci/app", format: .oci)
+        let result = try await ManifestListAssembler(registries: fixture.pool).assemble(
+            AssemblyRequest(
+                target: try fixture.reference("oci/app"), tags: ["v2"], sources: sources.map { AssemblySource(reference: $0) },
+                annotations: ["org.opencontainers.image.source": "https://example.invalid/app"]))
+        #expect(result.plan.list.mediaType == MediaType.ociImageIndex)
+        let validation = try OCISchema.validate(result.plan.list.bytes, schema: "image-index-schema.json")
+        #expect(validation.valid, "\(validation.message)")
+        guard case .index(let index) = try result.plan.list.decoded() else { throw TestEnvironmentError("not an index") }
+        #expect(index.annotations?["org.opencontainers.image.source"] == "https://example.invalid/app")
+        #expect(index.manifests[2].platform?.osVersion == "10.0.20348.2227")
+        #expect(try fixture.skopeoRaw("\(fixture.host)/oci/app:v2") == result.plan.list.bytes)
+    }
+
+    @Test func mixedFormatsBecomeAnOCIIndexAndDockerFormatIsRefused() async throws {
+        let fixture = try RegistryFixture(.http)
+        let docker = try await fixture.push(
+            try TestImage.make(os: "linux", architecture: "amd64", format: .docker, layerText: "d"), to: "mix", tag: "amd64")
+        let oci = try await fixture.push(
+            try TestImage.make(os: "linux", architecture: "arm64", format: .oci, layerText: "o"), to: "mix", tag: "arm64")
+        let assembler = ManifestListAssembler(registries: fixture.pool)
+        let request = AssemblyRequest(
+            target: try fixture.reference("mix"), tags: ["t"], sources: [.init(reference: docker), .init(reference: oci)])
+        #expect(try await assembler.plan(request).list.mediaType == MediaType.ociImageIndex)
+        var forced = request
+        forced.format = .docker
+        await #expect { try await assembler.plan(forced) } throws: { "\($0)".contains("some children are OCI manifests") }
+    }
+
+    @Test func dockerCLIReadsTheListWithOSVersion() async throws {
+        let fixture = try RegistryFixture(.http)
+        let sources = try await fixture.pushPlatformImages(to: "cli/app", format: .docker)
+        _ = try await ManifestListAssembler(registries: fixture.pool).assemble(
+            AssemblyRequest(target: try fixture.reference("cli/app"), tags: ["1"], sources: sources.map { .init(reference: $0) }))
+        let scratch = try ScratchDirectory(prefix: "docker-cli")
+        defer { scratch.remove() }
+        let result = try runCommand(
+            "docker", ["manifest", "inspect", "--insecure", "\(fixture.host)/cli/app:1"],
+            environment: ["DOCKER_CONFIG": scratch.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        let document = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let manifests = document?["manifests"] as? [[String: Any]] ?? []
+        let platforms = manifests.compactMap { $0["platform"] as? [String: Any] }
+        #expect(
+            platforms.map { "\($0["os"] ?? "")/\($0["architecture"] ?? "")" } == ["linux/amd64", "linux/arm64", "windows/amd64"])
+        #expect(platforms.last?["os.version"] as? String == "10.0.20348.2227")
+    }
+
+    @Test func sameInputsGiveTheSameBytes() async throws {
+        let fixture = try RegistryFixture(.http)
+        let sources = try await fixture.pushPlatformImages(to: "det", format: .oci)
+        let assembler = ManifestListAssembler(registries: fixture.pool)
+        let request = AssemblyRequest(
+            target: try fixture.reference("det"), tags: ["a"], sources: sources.map { .init(reference: $0) })
+        let first = try await assembler.assemble(request)
+        let second = try await assembler.assemble(request)
+        #expect(first.plan.list.bytes == second.plan.list.bytes)
+        #expect(first.digest == second.digest)
+        // The same images named by digest instead of tag give the same list.
+        let byDigest = first.plan.children.map { AssemblySource(reference: $0.source) }
+        #expect(
+            try await assembler.plan(AssemblyRequest(target: request.target, tags: ["a"], sources: byDigest)).list.digest
+                == first.digest)
+    }
+
+    @Test func rebuildingOnePlatformRepublishesWithANewChild() async throws {
+        let fixture = try RegistryFixture(.http)
+        let sources = try await fixture.pushPlatformImages(to: "re", format: .docker)
+        let assembler = ManifestListAssembler(registries: fixture.pool)
+        let request = AssemblyRequest(
+            target: try fixture.reference("re"), tags: ["1"], sources: sources.map { .init(reference: $0) })
+        let before = try await assembler.assemble(request)
+        try await fixture.push(
+            try TestImage.make(os: "linux", architecture: "arm64", variant: "v8", format: .docker, layerText: "rebuilt"),
+            to: "re", tag: "1.0-linux-arm64")
+        let after = try await assembler.assemble(request)
+        #expect(after.digest != before.digest)
+        #expect(after.plan.children[0].descriptor.digest == before.plan.children[0].descriptor.digest)
+        #expect(after.plan.children[1].descriptor.digest != before.plan.children[1].descriptor.digest)
+        #expect(try fixture.skopeoRaw("\(fixture.host)/re:1") == after.plan.list.bytes)
+    }
+
+    @Test func flattensAnIndexAndKeepsAttestationsAfterTheImages() async throws {
+        let fixture = try RegistryFixture(.http)
+        let client = try fixture.client()
+        // A buildx-style index: two images and one attestation manifest for the first.
+        let amd64 = try TestImage.make(os: "linux", architecture: "amd64", format: .oci, layerText: "bx amd64")
+        let arm64 = try TestImage.make(os: "linux", architecture: "arm64", format: .oci, layerText: "bx arm64")
+        try await fixture.push(amd64, to: "bx", tag: "amd64")
+        try await fixture.push(arm64, to: "bx", tag: "arm64")
+        let attestation = try await pushAttestation(
+            for: try Digest(parsing: amd64.manifestDigest), repository: "bx", fixture: fixture)
+        let buildxIndex = ImageIndex(
+            schemaVersion: 2, mediaType: MediaType.ociImageIndex,
+            manifests: [
+                Descriptor(
+                    mediaType: MediaType.ociImageManifest, digest: try Digest(parsing: amd64.manifestDigest),
+                    size: Int64(amd64.manifest.count), platform: Platform(os: "linux", architecture: "amd64")),
+                Descriptor(
+                    mediaType: MediaType.ociImageManifest, digest: try Digest(parsing: arm64.manifestDigest),
+                    size: Int64(arm64.manifest.count), platform: Platform(os: "linux", architecture: "arm64")),
+                attestation,
+            ])
+        let indexManifest = try RawManifest(bytes: try CanonicalJSON.encode(buildxIndex), mediaType: MediaType.ociImageIndex)
+        try await client.pushManifest(repository: "bx", reference: "multi", manifest: indexManifest)
+        let windows = try await fixture.push(
+            try TestImage.make(os: "windows", architecture: "amd64", osVersion: "10.0.17763.5830", format: .oci, layerText: "w"),
+            to: "win", tag: "ltsc2019")
+
+        let result = try await ManifestListAssembler(registries: fixture.pool).assemble(
+            AssemblyRequest(
+                target: try fixture.reference("bx"), tags: ["all"],
+                sources: [.init(reference: try fixture.reference("bx", tag: "multi")), .init(reference: windows)]))
+        guard case .index(let index) = try result.plan.list.decoded() else { throw TestEnvironmentError("not an index") }
+        #expect(
+            index.manifests.map { $0.platform?.description ?? "-" } == [
+                "linux/amd64", "linux/arm64", "windows/amd64:10.0.17763.5830", "unknown/unknown",
+            ])
+        #expect(index.manifests.last?.annotations?["vnd.docker.reference.type"] == "attestation-manifest")
+        #expect(result.copiedChildren == 1)  // the Windows image came from another repository
+        let copied = result.plan.children[2].descriptor.digest.description
+        #expect(try await client.headManifest(repository: "bx", reference: copied) != nil)
+
+        // Asking for one platform of an index takes that image and its attestation only.
+        let only = try await ManifestListAssembler(registries: fixture.pool).plan(
+            AssemblyRequest(
+                target: try fixture.reference("bx"), tags: ["amd64-only"],
+                sources: [
+                    .init(
+                        reference: try fixture.reference("bx", tag: "multi"),
+                        expectedPlatform: try Platform(parsing: "linux/amd64"))
+                ]))
+        #expect(only.children.map(\.role) == [.image, .attestation])
+    }
+
+    func pushAttestation(for subject: Digest, repository: String, fixture: RegistryFixture) async throws -> Descriptor {
+        let client = try fixture.client()
+        let config = Data(#"{"architecture":"unknown","os":"unknown","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.utf8)
+        let statement = Data(
+            #"{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://slsa.dev/provenance/v0.2"}"#.utf8)
+        let configDigest = Digest.compute(of: config)
+        let layerDigest = Digest.compute(of: statement)
+        try await client.uploadBlob(repository: repository, digest: configDigest, data: config)
+        try await client.uploadBlob(repository: repository, digest: layerDigest, data: statement)
+        let manifest = ImageManifest(
+            schemaVersion: 2, mediaType: MediaType.ociImageManifest,
+            config: Descriptor(mediaType: MediaType.ociImageConfig, digest: configDigest, size: Int64(config.count)),
+            layers: [Descriptor(mediaType: "application/vnd.in-toto+json", digest: layerDigest, size: Int64(statement.count))])
+        let raw = try RawManifest(bytes: try CanonicalJSON.encode(manifest), mediaType: MediaType.ociImageManifest)
+        try await client.pushManifest(repository: repository, reference: raw.digest.description, manifest: raw)
+        return Descriptor(
+            mediaType: MediaType.ociImageManifest, digest: raw.digest, size: Int64(raw.bytes.count),
+            annotations: [
+                "vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": subject.description,
+            ],
+            platform: Platform(os: "unknown", architecture: "unknown"))
+    }
+
+    @Test func copiesChildrenFromAnotherRepositoryByMount() async throws {
+        let fixture = try RegistryFixture(.basic)
+        let sources = try await fixture.pushPlatformImages(to: "builds/app", format: .docker)
+        let result = try await ManifestListAssembler(registries: fixture.pool).assemble(
+            AssemblyRequest(
+                target: try fixture.reference("release/app"), tags: ["1"], sources: sources.map { .init(reference: $0) }))
+        #expect(result.copiedChildren == 3)
+        let client = try fixture.client()
+        for child in result.plan.children {
+            #expect(
+                try await client.headManifest(repository: "release/app", reference: child.descriptor.digest.description) != nil)
+            for blob in child.blobs {
+                #expect(try await client.blobSize(repository: "release/app", digest: blob.digest) == blob.size)
+            }
+        }
+        #expect(try fixture.skopeoRaw("\(fixture.host)/release/app:1") == result.plan.list.bytes)
+    }
+
+    @Test func copiesChildrenAcrossRegistries() async throws {
+        let source = try RegistryFixture(.tls)
+        let target = try RegistryFixture(.token)
+        let images = try await source.pushPlatformImages(to: "upstream/app", format: .oci)
+        var configuration = RegistryFixture.configuration(for: target.registry)
+        configuration.caFiles[source.host] = [source.registry.certificates!.caCertificate.path]
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        let result = try await ManifestListAssembler(registries: pool).assemble(
+            AssemblyRequest(target: try target.reference("mirror/app"), tags: ["1"], sources: images.map { .init(reference: $0) })
+        )
+        #expect(result.copiedChildren == 3)
+        #expect(try target.skopeoRaw("\(target.host)/mirror/app:1") == result.plan.list.bytes)
+    }
+}
