@@ -6,24 +6,24 @@ import Testing
 
 @Suite struct HTTPClientStreamingTests {
     @Test func bodyArrivesIncrementally() async throws {
+        // The server needs 30 s for all chunks: the first one must reach us while the transfer still runs.
         let env = try HTTPTestEnvironment.shared()
         let client = HTTPClient()
         defer { client.shutdown() }
         let start = ContinuousClock.now
-        let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=4&interval=0.25&size=10")))
-        #expect(response.status == 200)
-        var arrivals: [Duration] = []
         var received = Data()
-        for try await chunk in response.body {
-            arrivals.append(elapsed(since: start))
-            received.append(chunk)
+        do {
+            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=10&interval=3&size=10")))
+            #expect(response.status == 200)
+            for try await chunk in response.body {
+                received.append(chunk)
+                break
+            }
         }
-        let done = elapsed(since: start)
-        #expect(received == Data("AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDDDDDDDDD".utf8))
-        #expect(arrivals.count >= 2)
-        // The server needs 0.75 s for all chunks; the first must not wait for the last.
-        #expect(arrivals[0] < .milliseconds(500))
-        #expect(done - arrivals[0] > .milliseconds(500))
+        #expect(elapsed(since: start) < .seconds(20))
+        #expect(received == Data("AAAAAAAAAA".utf8))
+        // Dropping the stream after the first chunk aborts the rest of the transfer.
+        try await waitUntil { client.inFlightTransfers == 0 }
     }
 
     @Test func slowConsumerGetsEveryByte() async throws {
@@ -57,7 +57,7 @@ import Testing
         defer { client.shutdown() }
         let (firstChunk, firstChunkSeen) = AsyncStream<Void>.makeStream()
         let consumer = Task {
-            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=100&interval=0.1")))
+            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=300&interval=0.1")))
             var chunks = 0
             for try await _ in response.body {
                 chunks += 1
@@ -70,9 +70,9 @@ import Testing
         let start = ContinuousClock.now
         consumer.cancel()
         let result = await consumer.result
-        #expect(elapsed(since: start) < .seconds(1))
+        #expect(elapsed(since: start) < .seconds(10))
         switch result {
-        case .success(let chunks): #expect(chunks < 50)
+        case .success(let chunks): #expect(chunks < 200)
         case .failure(let error): #expect(error as? HTTPClientError == .cancelled)
         }
         try await waitUntil { client.inFlightTransfers == 0 }
@@ -83,16 +83,10 @@ import Testing
         let client = HTTPClient()
         defer { client.shutdown() }
         do {
-            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=100&interval=0.1")))
+            let response = try await client.stream(HTTPRequest(url: env.plain.url("/drip?chunks=300&interval=0.1")))
             #expect(response.status == 200)
             #expect(client.inFlightTransfers == 1)
         }
         try await waitUntil { client.inFlightTransfers == 0 }
-    }
-
-    private func waitUntil(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-        let deadline = ContinuousClock.now + .seconds(2)
-        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(condition(), sourceLocation: sourceLocation)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import ManifoldCore
 import ManifoldHTTP
 import ManifoldTestSupport
+import Testing
 
 /// The servers every test in this target shares, started once per test process: plain HTTP on
 /// 127.0.0.1, a second plain server addressed as `localhost` (another origin), HTTPS, and HTTPS that
@@ -83,3 +84,10 @@ func httpError(_ body: () async throws -> Void) async -> HTTPClientError? {
 }
 
 func elapsed(since start: ContinuousClock.Instant) -> Duration { ContinuousClock.now - start }
+
+/// Polls `condition` until it holds or 15 s pass; records an issue if it never does.
+func waitUntil(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let deadline = ContinuousClock.now + .seconds(15)
+    while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(condition(), sourceLocation: sourceLocation)
+}

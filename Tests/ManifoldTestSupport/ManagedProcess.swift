@@ -24,7 +24,7 @@ public final class ManagedProcess: @unchecked Sendable {
     ) throws {
         self.name = name
         self.logFile = logDirectory.appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let handle = try FileHandle(forWritingTo: logFile)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.resolve(executable))

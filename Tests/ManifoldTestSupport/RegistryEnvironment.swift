@@ -265,12 +265,27 @@ enum PortOwnership {
             }
             usleep(10_000)
         }
-        throw TestEnvironmentError("\(process.name) did not listen on 127.0.0.1:\(port) after \(timeout) s\n\(process.output())")
+        let table = procFile("/proc/net/tcp") ?? ""
+        let suffix = ":" + String(format: "%04X", port)
+        let lines = table.split(separator: "\n").filter { $0.contains(suffix) }.joined(separator: "\n")
+        throw TestEnvironmentError(
+            "\(process.name) (pid \(process.processIdentifier), running: \(process.isRunning)) did not listen on 127.0.0.1:\(port) after \(timeout) s\n/proc/net/tcp:\n\(lines)\n\(process.output())"
+        )
+    }
+
+    /// Reads a /proc file to its end. /proc files report size 0, and reading them by size
+    /// (as `String(contentsOfFile:)` may) returns only the first page once many sockets exist.
+    private static func procFile(_ path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        var data = Data()
+        while let chunk = try? handle.read(upToCount: 65536), !chunk.isEmpty { data.append(chunk) }
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// Whether `pid` holds the socket listening on 127.0.0.1:`port` or 0.0.0.0:`port`; `nil` without /proc.
     private static func owner(of port: Int, pid: Int32) -> Bool? {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+        guard let table = procFile("/proc/net/tcp") else { return nil }
         let suffix = ":" + String(format: "%04X", port)
         var inodes = Set<String>()
         for line in table.split(separator: "\n").dropFirst() {

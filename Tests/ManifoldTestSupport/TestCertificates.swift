@@ -17,15 +17,18 @@ public struct TestCertificates: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let certs = TestCertificates(directory: directory)
         let d = directory.path
-        try runChecked("openssl", [
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", certs.caKey.path, "-out", certs.caCertificate.path, "-days", "2",
-            "-subj", "/CN=\(commonName)",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        ])
+        try runChecked(
+            "openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", certs.caKey.path, "-out", certs.caCertificate.path, "-days", "2",
+                "-subj", "/CN=\(commonName)",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            ])
         try issue(
             certs: certs, name: "server", certificate: certs.serverCertificate, key: certs.serverKey, directory: d,
-            extensions: "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+            extensions:
+                "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
         )
         try issue(
             certs: certs, name: "client", certificate: certs.clientCertificate, key: certs.clientKey, directory: d,
@@ -40,14 +43,18 @@ public struct TestCertificates: Sendable {
         let csr = "\(directory)/\(name).csr"
         let ext = "\(directory)/\(name).ext"
         try extensions.write(toFile: ext, atomically: true, encoding: .utf8)
-        try runChecked("openssl", [
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key.path, "-out", csr, "-subj", "/CN=\(name == "server" ? "localhost" : "manifold-test-client")",
-        ])
-        try runChecked("openssl", [
-            "x509", "-req", "-in", csr, "-CA", certs.caCertificate.path, "-CAkey", certs.caKey.path,
-            "-CAcreateserial", "-out", certificate.path, "-days", "2", "-extfile", ext,
-        ])
+        try runChecked(
+            "openssl",
+            [
+                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", key.path, "-out", csr, "-subj", "/CN=\(name == "server" ? "localhost" : "manifold-test-client")",
+            ])
+        try runChecked(
+            "openssl",
+            [
+                "x509", "-req", "-in", csr, "-CA", certs.caCertificate.path, "-CAkey", certs.caKey.path,
+                "-CAcreateserial", "-out", certificate.path, "-days", "2", "-extfile", ext,
+            ])
     }
 
     /// The server key's public-key pin in libcurl's `sha256//BASE64` form.
