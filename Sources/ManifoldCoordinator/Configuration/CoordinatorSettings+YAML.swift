@@ -1,0 +1,98 @@
+import Foundation
+
+extension CoordinatorSettings {
+    /// Renders a documented config file (used by `manifold init` to write manifold.yaml), comments explaining
+    /// each key.
+    ///
+    /// Reading the result back with ``resolve(configFile:environment:flags:)`` gives these settings again.
+    public func yaml() -> String {
+        let defaults = Self.defaults
+        var lines: [String] = [
+            "# Manifold coordinator settings.",
+            "#",
+            "# Precedence: command-line flags > environment variables > this file > built-in defaults.",
+            "# Every key has an environment variable MANIFOLD_<KEY IN UPPER CASE>, e.g. MANIFOLD_LISTEN",
+            "# (lists comma-separated, registry_cas as HOST=FILE pairs), and `manifold serve` flags such as",
+            "# --listen override both. Unknown keys are errors, so a typo cannot go unnoticed.",
+            "",
+            "# Address and port to listen on: HOST:PORT, an IPv6 host in brackets (\"[::]:7443\").",
+            "listen: \(Self.quoted(listen))",
+            "",
+            "# Serve HTTPS with the certificate in pki/server.crt. Set to false only behind a proxy that",
+            "# terminates TLS (same as --insecure-plain-http or MANIFOLD_INSECURE_PLAIN_HTTP=true).",
+            "tls: \(tls)",
+            "",
+            "# How agents and users reach this coordinator, e.g. https://coord.example:7443.",
+        ]
+        if let publicURL {
+            lines.append("public_url: \(Self.quoted(publicURL))")
+        } else {
+            lines.append("# public_url: \"https://coord.example:7443\"")
+        }
+        lines += [
+            "",
+            "# Minimum log level: trace, debug, info, notice, warning, error or critical.",
+            "log_level: \(logLevel)",
+            "",
+            "# Seconds a job lease lasts without a heartbeat; then the attempt is lost and the job re-queued.",
+            "lease_ttl_seconds: \(leaseTTLSeconds)",
+            "",
+            "# Seconds between agent heartbeats; must be less than lease_ttl_seconds (a third or less is typical).",
+            "heartbeat_interval_seconds: \(heartbeatIntervalSeconds)",
+            "",
+            "# Seconds an agent's poll is held open waiting for a matching job.",
+            "poll_timeout_seconds: \(pollTimeoutSeconds)",
+            "",
+            "# Attempts per platform job when a build does not set max attempts.",
+            "default_max_attempts: \(defaultMaxAttempts)",
+            "",
+            "# Tag of each per-platform image, so registry retention never deletes a manifest list's children.",
+            "# Placeholders: {tag} {os} {arch} {variant} {-variant} (\"-v8\" or empty) {osversion};",
+            "# {tag}, {os}, {arch} and {variant} or {-variant} are required so every platform gets its own tag.",
+            "# Default: \(defaults.childTagTemplate)",
+            "child_tag_template: \(Self.quoted(childTagTemplate))",
+            "",
+            "# Largest JSON request body, in bytes (default \(defaults.maxRequestBodyBytes), 1 MiB).",
+            "max_request_body_bytes: \(maxRequestBodyBytes)",
+            "",
+            "# Largest build context upload, in bytes (default \(defaults.maxContextBytes), 2 GiB).",
+            "max_context_bytes: \(maxContextBytes)",
+            "",
+            "# Registries (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS.",
+        ]
+        if insecureRegistries.isEmpty {
+            lines += ["insecure_registries: []", "#   - registry.local:5000"]
+        } else {
+            lines.append("insecure_registries:")
+            lines += insecureRegistries.map { "  - \(Self.quoted($0))" }
+        }
+        lines += ["", "# Extra CA certificates (PEM files) to trust for a registry: HOST[:PORT]: /path/to/ca.pem"]
+        if registryCAs.isEmpty {
+            lines += ["registry_cas: {}", "#   registry.internal:5000: /etc/manifold/registry-ca.pem"]
+        } else {
+            lines.append("registry_cas:")
+            lines += registryCAs.sorted { $0.key < $1.key }.map { "  \(Self.quoted($0.key)): \(Self.quoted($0.value))" }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A YAML double-quoted scalar.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    result += String(format: "\\x%02X", scalar.value)
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return result + "\""
+    }
+}
