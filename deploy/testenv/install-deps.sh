@@ -4,6 +4,24 @@
 # Never starts a Docker daemon: only the docker CLI is needed (for `docker manifest inspect`).
 set -euo pipefail
 
+# Building and testing needs a Swift 6.2+ toolchain; on the project's machines it lives in /opt/swift.
+if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
+    export PATH="/opt/swift/usr/bin:$PATH"
+fi
+if ! command -v swift >/dev/null 2>&1; then
+    echo "install-deps.sh: no swift on PATH. Manifold needs a Swift 6.2 or newer toolchain" >&2
+    echo "install-deps.sh: (https://www.swift.org/install/linux/); add its usr/bin to PATH, e.g. /opt/swift/usr/bin" >&2
+    exit 1
+fi
+swift_version=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)
+if [ -n "$swift_version" ]; then
+    read -r swift_major swift_minor <<<"$swift_version"
+    if [ "$swift_major" -lt 6 ] || { [ "$swift_major" -eq 6 ] && [ "$swift_minor" -lt 2 ]; }; then
+        echo "install-deps.sh: $(command -v swift) is Swift $swift_major.$swift_minor; Manifold needs 6.2 or newer" >&2
+        exit 1
+    fi
+fi
+
 PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
     libcurl4-openssl-dev libsqlite3-dev git jq curl)
 COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum)
