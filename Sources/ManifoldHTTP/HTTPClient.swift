@@ -59,7 +59,7 @@ public final class HTTPClient: Sendable {
         guard FileManager.default.createFile(atPath: file.path, contents: nil),
             let handle = try? FileHandle(forWritingTo: file)
         else {
-            throw HTTPClientError.invalidRequest("cannot create \(file.path) to download \(request.url.absoluteString)")
+            throw HTTPClientError.invalidRequest("cannot create \(file.path) to download \(URLRedaction.display(request.url))")
         }
         defer { try? handle.close() }
         let outcome = try await perform(request, sink: .file(handle))
@@ -98,7 +98,7 @@ public final class HTTPClient: Sendable {
                 request: request, configuration: configuration, sink: sink,
                 followsRedirects: configuration.maxRedirects > 0, loop: loop)
             logger.debug(
-                "HTTP request", metadata: ["method": "\(request.method)", "url": "\(request.url.absoluteString)"])
+                "HTTP request", metadata: ["method": "\(request.method)", "url": "\(URLRedaction.display(request.url))"])
             logger.trace(
                 "HTTP request headers", metadata: ["headers": "\(request.headers.redacted(configuration.sensitiveHeaders))"])
             let outcome: TransferOutcome
@@ -106,12 +106,12 @@ public final class HTTPClient: Sendable {
                 outcome = try await transfer.run()
             } catch {
                 logger.debug(
-                    "HTTP request failed", metadata: ["url": "\(request.url.absoluteString)", "error": "\(error)"])
+                    "HTTP request failed", metadata: ["url": "\(URLRedaction.display(request.url))", "error": "\(error)"])
                 throw error
             }
             logger.debug(
                 "HTTP response",
-                metadata: ["url": "\(request.url.absoluteString)", "status": "\(outcome.head.status)"])
+                metadata: ["url": "\(URLRedaction.display(request.url))", "status": "\(outcome.head.status)"])
             guard configuration.maxRedirects > 0, let next = redirect(from: request, head: outcome.head) else {
                 return (outcome, transfer)
             }

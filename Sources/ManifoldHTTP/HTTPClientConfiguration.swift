@@ -59,6 +59,9 @@ public struct HTTPClientConfiguration: Sendable {
     public var connectTimeout: Duration
     /// The total time allowed for a request whose `timeout` is nil.
     public var requestTimeout: Duration
+    /// A transfer that moves no byte in either direction for this long fails with `timedOut`, whatever its
+    /// total limit; nil disables stall detection. Paused streams (a slow consumer) do not count as stalled.
+    public var stallTimeout: Duration?
     /// Redirects followed before failing with `tooManyRedirects`; 0 returns 3xx responses as they are.
     public var maxRedirects: Int
     /// Header names dropped when a redirect leaves the original scheme, host and port.
@@ -71,7 +74,8 @@ public struct HTTPClientConfiguration: Sendable {
 
     public init(
         tls: TLSConfiguration = .systemDefault, httpVersion: HTTPVersionPreference = .automatic,
-        connectTimeout: Duration = .seconds(15), requestTimeout: Duration = .seconds(300), maxRedirects: Int = 10,
+        connectTimeout: Duration = .seconds(15), requestTimeout: Duration = .seconds(300),
+        stallTimeout: Duration? = .seconds(60), maxRedirects: Int = 10,
         sensitiveHeaders: [String] = HTTPClientConfiguration.defaultSensitiveHeaders,
         userAgent: String = "manifold/\(manifoldHTTPVersion)", proxy: String? = nil,
         maxResponseBodySize: Int = 64 * 1024 * 1024
@@ -80,6 +84,7 @@ public struct HTTPClientConfiguration: Sendable {
         self.httpVersion = httpVersion
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
+        self.stallTimeout = stallTimeout
         self.maxRedirects = maxRedirects
         self.sensitiveHeaders = sensitiveHeaders
         self.userAgent = userAgent

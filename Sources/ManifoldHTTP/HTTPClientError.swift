@@ -1,6 +1,9 @@
 import Foundation
 
 /// Why a request produced no response.
+///
+/// The associated URLs are complete; `description` shows them without their query string, which may
+/// hold presigned or opaque state (see `URLRedaction`).
 public enum HTTPClientError: Error, CustomStringConvertible, Equatable {
     case timedOut(url: String)
     case cancelled
@@ -13,22 +16,23 @@ public enum HTTPClientError: Error, CustomStringConvertible, Equatable {
     case shutDown
 
     public var description: String {
+        let shown: (String) -> String = URLRedaction.display
         switch self {
         case .timedOut(let url):
-            return "The request to \(url) timed out. Check that the server is reachable, or allow more time."
+            return "The request to \(shown(url)) timed out. Check that the server is reachable, or allow more time."
         case .cancelled:
             return "The request was cancelled."
         case .tls(let url, let message):
-            return "TLS verification failed for \(url): \(message). If the registry uses a private CA, pass its "
+            return "TLS verification failed for \(shown(url)): \(message). If the registry uses a private CA, pass its "
                 + "certificate (e.g. --registry-ca HOST=FILE or /etc/docker/certs.d/HOST/ca.crt)."
         case .connect(let url, let message):
-            return "Could not connect to \(url): \(message). Check the host name and port, and that the server is running."
+            return "Could not connect to \(shown(url)): \(message). Check the host name and port, and that the server is running."
         case .transport(let url, let code, let message):
-            return "The transfer from \(url) failed (curl error \(code)): \(message)."
+            return "The transfer from \(shown(url)) failed (curl error \(code)): \(message)."
         case .tooManyRedirects(let url):
-            return "Too many redirects, the last one to \(url). The server is probably redirecting in a loop."
+            return "Too many redirects, the last one to \(shown(url)). The server is probably redirecting in a loop."
         case .responseTooLarge(let url, let limit):
-            return "The response from \(url) is larger than the \(limit)-byte limit for in-memory bodies."
+            return "The response from \(shown(url)) is larger than the \(limit)-byte limit for in-memory bodies."
         case .invalidRequest(let message):
             return "Invalid request: \(message)."
         case .shutDown:

@@ -20,8 +20,18 @@ public struct HTTPRequest: Sendable {
     public var url: URL
     public var headers: HTTPHeaders
     public var body: Body
-    /// The total time allowed for the request (each redirect hop); nil uses the client's `requestTimeout`.
+    /// The total time allowed for the request (each redirect hop); nil uses the client's `requestTimeout`,
+    /// and `HTTPRequest.unlimited` sets no total limit at all, for blob transfers and long-lived streams
+    /// whose length depends on their size. The client's `stallTimeout` still applies either way.
     public var timeout: Duration?
+
+    /// A `timeout` meaning "no total limit": the request runs as long as data keeps moving
+    /// (see `HTTPClientConfiguration.stallTimeout`).
+    ///
+    /// ```swift
+    /// let download = HTTPRequest(url: blobURL, timeout: HTTPRequest.unlimited)
+    /// ```
+    public static let unlimited: Duration = .zero
 
     public init(
         method: String = "GET", url: URL, headers: HTTPHeaders = [:], body: Body = .none, timeout: Duration? = nil

@@ -171,7 +171,7 @@ final class CurlTransfer: @unchecked Sendable {
     /// Creates and configures the easy handle.
     func makeEasyHandle() throws(HTTPClientError) -> UnsafeMutableRawPointer {
         guard let scheme = request.url.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
-            throw .invalidRequest("\(urlString) is not an http or https URL")
+            throw .invalidRequest("\(URLRedaction.display(urlString)) is not an http or https URL")
         }
         guard let easy = curl_easy_init() else {
             throw .transport(url: urlString, code: -1, message: "curl_easy_init failed")
@@ -187,7 +187,7 @@ final class CurlTransfer: @unchecked Sendable {
             manifold_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer),
             options.set(CURLOPT_HTTP_VERSION, Int(Self.curlHTTPVersion(configuration.httpVersion))),
             options.set(CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(configuration.connectTimeout)),
-            options.set(CURLOPT_TIMEOUT_MS, Self.milliseconds(request.timeout ?? configuration.requestTimeout)),
+            options.set(CURLOPT_TIMEOUT_MS, Self.totalTimeout(request.timeout ?? configuration.requestTimeout)),
             options.set(CURLOPT_USERAGENT, configuration.userAgent),
             options.set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1),
             options.set(CURLOPT_TCP_KEEPALIVE, 1),
@@ -196,6 +196,10 @@ final class CurlTransfer: @unchecked Sendable {
             manifold_curl_easy_setopt_header_callback(easy, curlHeaderCallback),
             manifold_curl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me),
         ]
+        if let stall = configuration.stallTimeout {
+            // Below 1 byte/s for `stall` seconds: libcurl aborts with CURLE_OPERATION_TIMEDOUT.
+            results += [options.set(CURLOPT_LOW_SPEED_LIMIT, 1), options.set(CURLOPT_LOW_SPEED_TIME, Self.seconds(stall))]
+        }
         if let proxy = configuration.proxy { results.append(options.set(CURLOPT_PROXY, proxy)) }
         if let caFile = tls.caFile { results.append(options.set(CURLOPT_CAINFO, caFile)) }
         if let caPEM = tls.caPEM {
@@ -216,7 +220,8 @@ final class CurlTransfer: @unchecked Sendable {
         headerList = makeHeaderList()
         results.append(manifold_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList))
         if let bad = results.first(where: { $0 != CURLE_OK }) {
-            throw .invalidRequest("libcurl rejected an option for \(urlString): \(String(cString: curl_easy_strerror(bad)))")
+            throw .invalidRequest(
+                "libcurl rejected an option for \(URLRedaction.display(urlString)): \(String(cString: curl_easy_strerror(bad)))")
         }
         return easy
     }
@@ -231,7 +236,7 @@ final class CurlTransfer: @unchecked Sendable {
             return [options.set(CURLOPT_NOBODY, 1)]
         }
         if hasBody || ["POST", "PUT", "PATCH"].contains(method) {
-            let source = try UploadSource(request.body, url: urlString)
+            let source = try UploadSource(request.body, url: URLRedaction.display(urlString))
             upload = source
             return [
                 options.set(CURLOPT_UPLOAD, 1),
@@ -414,6 +419,17 @@ final class CurlTransfer: @unchecked Sendable {
         let (seconds, attoseconds) = duration.components
         let value = seconds * 1000 + attoseconds / 1_000_000_000_000_000
         return Int(max(1, min(value, Int64(Int32.max))))  // 0 would mean "no timeout" to libcurl
+    }
+
+    /// CURLOPT_TIMEOUT_MS for a total limit; `HTTPRequest.unlimited` (zero) is libcurl's "no timeout".
+    static func totalTimeout(_ duration: Duration) -> Int {
+        duration <= .zero ? 0 : milliseconds(duration)
+    }
+
+    /// Whole seconds, rounded up, at least 1 (libcurl's low-speed time is in seconds).
+    static func seconds(_ duration: Duration) -> Int {
+        let (seconds, attoseconds) = duration.components
+        return Int(max(1, min(seconds + (attoseconds > 0 ? 1 : 0), Int64(Int32.max))))
     }
 
     static func curlHTTPVersion(_ preference: HTTPVersionPreference) -> Int {
