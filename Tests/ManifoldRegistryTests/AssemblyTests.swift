@@ -178,6 +178,32 @@ import Testing
         #expect(only.children.map(\.role) == [.image, .attestation])
     }
 
+    @Test func theSameIndexTwiceListsEachAttestationOnce() async throws {
+        let fixture = try RegistryFixture(.http)
+        let amd64 = try TestImage.make(os: "linux", architecture: "amd64", format: .oci, layerText: "twice amd64")
+        try await fixture.push(amd64, to: "twice", tag: "amd64")
+        let attestation = try await pushAttestation(
+            for: try Digest(parsing: amd64.manifestDigest), repository: "twice", fixture: fixture)
+        let index = ImageIndex(
+            schemaVersion: 2, mediaType: MediaType.ociImageIndex,
+            manifests: [
+                Descriptor(
+                    mediaType: MediaType.ociImageManifest, digest: try Digest(parsing: amd64.manifestDigest),
+                    size: Int64(amd64.manifest.count), platform: Platform(os: "linux", architecture: "amd64")),
+                attestation,
+            ])
+        let raw = try RawManifest(bytes: try CanonicalJSON.encode(index), mediaType: MediaType.ociImageIndex)
+        try await fixture.client().pushManifest(repository: "twice", reference: "multi", manifest: raw)
+        let source = try fixture.reference("twice", tag: "multi")
+        let plan = try await ManifestListAssembler(registries: fixture.pool).plan(
+            AssemblyRequest(
+                target: try fixture.reference("twice"), tags: ["t"],
+                sources: [.init(reference: source), .init(reference: source)]))
+        #expect(plan.children.map(\.role) == [.image, .attestation])
+        guard case .index(let list) = try plan.list.decoded() else { throw TestEnvironmentError("not an index") }
+        #expect(list.manifests.map(\.digest) == [try Digest(parsing: amd64.manifestDigest), attestation.digest])
+    }
+
     func pushAttestation(for subject: Digest, repository: String, fixture: RegistryFixture) async throws -> Descriptor {
         let client = try fixture.client()
         let config = Data(#"{"architecture":"unknown","os":"unknown","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.utf8)

@@ -18,13 +18,19 @@ extension ManifestListAssembler {
         do {
             try await registry.pushManifest(repository: target.repository, reference: digestReference, manifest: plan.list)
         } catch let error as RegistryError where error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") {
-            // Name the children that are really missing rather than the whole list.
+            // Name the children that are really missing rather than the whole list; if the registry cannot
+            // answer those HEADs either, its original refusal is the better report.
             var missing: [String] = []
             for child in plan.children {
                 let digest = child.descriptor.digest.description
-                if try await registry.headManifest(repository: target.repository, reference: digest) == nil {
-                    missing.append("\(digest) (from \(child.source))")
+                let found: Descriptor??
+                do {
+                    found = .some(try await registry.headManifest(repository: target.repository, reference: digest))
+                } catch {
+                    found = nil
                 }
+                guard let found else { throw error }
+                if found == nil { missing.append("\(digest) (from \(child.source))") }
             }
             throw AssemblyError.childMissing(
                 child: missing.isEmpty ? "(unknown)" : missing.joined(separator: ", "), target: target.name,

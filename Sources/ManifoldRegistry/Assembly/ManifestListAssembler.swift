@@ -52,7 +52,11 @@ public struct ManifestListAssembler: Sendable {
             for try await (index, children) in group { results[index] = children }
             return results
         }
-        let attestations = resolved.flatMap { $0.filter { $0.role == .attestation } }
+        // The same index given twice (or two indexes sharing an attestation) lists each attestation once.
+        var attestationDigests = Set<Digest>()
+        let attestations = resolved.flatMap { $0.filter { $0.role == .attestation } }.filter {
+            attestationDigests.insert($0.descriptor.digest).inserted
+        }
 
         // One image per platform; Windows images of different OS builds may coexist.
         var images: [AssembledChild] = []
