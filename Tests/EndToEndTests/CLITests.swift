@@ -81,9 +81,33 @@ import Testing
         let withoutFlag = try manifold(["manifest", "create", "\(registry.host)/plain:1"] + images)
         #expect(withoutFlag.status == 1)
         #expect(withoutFlag.stderr.contains("https://\(registry.host)"))
+        #expect(withoutFlag.stderr.contains("plain-HTTP registry"), "\(withoutFlag.stderr)")
+        #expect(withoutFlag.stderr.contains("--insecure-registry \(registry.host)"), "\(withoutFlag.stderr)")
         let withFlag = try manifold(
             ["manifest", "create", "\(registry.host)/plain:1", "--insecure-registry", registry.host] + images)
         #expect(withFlag.status == 0, "\(withFlag.stderr)")
+    }
+
+    @Test func loginAcceptsARegistryURLAndStoresItsHost() throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let scratch = try ScratchDirectory(prefix: "cli-login-url")
+        defer { scratch.remove() }
+        let result = try manifold(
+            [
+                "registry", "login", "https://\(registry.host)/", "--username", "ci", "--password-stdin",
+                "--insecure-registry", registry.host,
+            ],
+            input: "pw\n", environment: ["DOCKER_CONFIG": scratch.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("Login to \(registry.host) succeeded"))
+        let document = try JSONSerialization.jsonObject(with: Data(contentsOf: scratch.file("config.json"))) as? [String: Any]
+        #expect((document?["auths"] as? [String: Any])?.keys.sorted() == [registry.host])
+
+        let logout = try manifold(
+            ["registry", "logout", "http://\(registry.host)/"], environment: ["DOCKER_CONFIG": scratch.path])
+        #expect(logout.status == 0, "\(logout.stderr)")
+        #expect(logout.stdout.contains("Removed credentials for"))
     }
 
     @Test func wrongPasswordAtLoginFailsAndStoresNothing() throws {

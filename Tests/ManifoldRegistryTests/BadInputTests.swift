@@ -93,8 +93,19 @@ import Testing
     func anonymousPushIsRefusedWithAHint(_ mode: RegistryMode) async throws {
         let fixture = try RegistryFixture(mode, credentials: .some(nil))
         let image = try TestImage.make(os: "linux", architecture: "amd64", format: .docker, layerText: "anon")
+        let hint = "Run `manifold registry login \(fixture.host) --username USER --password-stdin`"
         await #expect { try await fixture.push(image, to: "anon", tag: "x") } throws: { error in
-            "\(error)".contains("manifold registry login \(fixture.host)") || "\(error)".contains("denied")
+            let text = "\(error)"
+            switch (mode, error) {
+            case (.basic, RegistryError.unauthorized(_, _, false, _)):
+                // Basic auth: nothing at all may be done anonymously.
+                return text.contains("requires authentication") && text.contains(hint)
+            case (.token, RegistryError.denied(_, _, _, false, _)):
+                // Token auth: anonymous pull is allowed, so what is missing is the push right.
+                return text.contains("denied push access to repository anon") && text.contains(hint)
+            default:
+                return false
+            }
         }
     }
 

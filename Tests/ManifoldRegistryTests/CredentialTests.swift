@@ -12,7 +12,7 @@ import Testing
         return (scratch, DockerConfig(file: file))
     }
 
-    @Test func readsAuthsInEveryKeyShape() throws {
+    @Test func readsAuthsInEveryKeyShape() async throws {
         let auth = Data("ci:s3cret:with:colons".utf8).base64EncodedString()
         let (scratch, config) = try write(
             """
@@ -24,48 +24,48 @@ import Testing
             }}
             """)
         defer { scratch.remove() }
-        #expect(try config.credential(for: "docker.io") == .basic(username: "hub", password: "pw"))
-        #expect(try config.credential(for: "registry.local:5000") == .basic(username: "ci", password: "s3cret:with:colons"))
-        #expect(try config.credential(for: "ghcr.io") == .identityToken("refresh-me"))
-        #expect(try config.credential(for: "quay.io") == .registryToken("bearer-me"))
-        #expect(try config.credential(for: "registry.local") == nil)
+        #expect(try await config.credential(for: "docker.io") == .basic(username: "hub", password: "pw"))
+        #expect(try await config.credential(for: "registry.local:5000") == .basic(username: "ci", password: "s3cret:with:colons"))
+        #expect(try await config.credential(for: "ghcr.io") == .identityToken("refresh-me"))
+        #expect(try await config.credential(for: "quay.io") == .registryToken("bearer-me"))
+        #expect(try await config.credential(for: "registry.local") == nil)
     }
 
-    @Test func missingFileMeansNoCredentials() throws {
+    @Test func missingFileMeansNoCredentials() async throws {
         let config = DockerConfig(file: URL(fileURLWithPath: "/nonexistent/manifold/config.json"))
-        #expect(try config.credential(for: "docker.io") == nil)
+        #expect(try await config.credential(for: "docker.io") == nil)
     }
 
-    @Test func invalidJSONIsAClearError() throws {
+    @Test func invalidJSONIsAClearError() async throws {
         let (scratch, config) = try write("{not json")
         defer { scratch.remove() }
-        #expect { try config.credential(for: "x") } throws: { error in
+        await #expect { try await config.credential(for: "x") } throws: { error in
             "\(error)".contains("not a JSON object") && "\(error)".contains(config.file.path)
         }
     }
 
-    @Test func storeKeepsOtherKeysAndIsOwnerOnly() throws {
+    @Test func storeKeepsOtherKeysAndIsOwnerOnly() async throws {
         let (scratch, config) = try write(#"{"auths": {"other.io": {"auth": "eDp5"}}, "proxies": {"default": {}}}"#)
         defer { scratch.remove() }
-        try config.store(username: "u", password: "p", for: "127.0.0.1:5000")
-        #expect(try config.credential(for: "127.0.0.1:5000") == .basic(username: "u", password: "p"))
-        #expect(try config.credential(for: "other.io") == .basic(username: "x", password: "y"))
+        try await config.store(username: "u", password: "p", for: "127.0.0.1:5000")
+        #expect(try await config.credential(for: "127.0.0.1:5000") == .basic(username: "u", password: "p"))
+        #expect(try await config.credential(for: "other.io") == .basic(username: "x", password: "y"))
         let document = try JSONSerialization.jsonObject(with: Data(contentsOf: config.file)) as? [String: Any]
         #expect(document?["proxies"] != nil)
         let permissions = try FileManager.default.attributesOfItem(atPath: config.file.path)[.posixPermissions] as? Int
         #expect(permissions == 0o600)
-        #expect(try config.remove(for: "127.0.0.1:5000"))
-        #expect(try config.credential(for: "127.0.0.1:5000") == nil)
-        #expect(try config.remove(for: "127.0.0.1:5000") == false)
+        #expect(try await config.remove(for: "127.0.0.1:5000"))
+        #expect(try await config.credential(for: "127.0.0.1:5000") == nil)
+        #expect(try await config.remove(for: "127.0.0.1:5000") == false)
     }
 
-    @Test func dockerHubIsStoredUnderItsLegacyKey() throws {
+    @Test func dockerHubIsStoredUnderItsLegacyKey() async throws {
         let (scratch, config) = try write("{}")
         defer { scratch.remove() }
-        try config.store(username: "u", password: "p", for: "docker.io")
+        try await config.store(username: "u", password: "p", for: "docker.io")
         let text = try String(contentsOf: config.file, encoding: .utf8)
         #expect(text.contains("https://index.docker.io/v1/"))
-        #expect(try config.credential(for: "index.docker.io") == .basic(username: "u", password: "p"))
+        #expect(try await config.credential(for: "index.docker.io") == .basic(username: "u", password: "p"))
     }
 
     @Test func defaultFileHonoursDockerConfig() {
@@ -74,7 +74,7 @@ import Testing
     }
 
     /// A real credential helper process on PATH, speaking the docker-credential protocol.
-    @Test func credentialHelpersAreRunForGetStoreErase() throws {
+    @Test func credentialHelpersAreRunForGetStoreErase() async throws {
         let scratch = try ScratchDirectory(prefix: "cred-helper")
         defer { scratch.remove() }
         let store = scratch.file("store")
@@ -96,23 +96,44 @@ import Testing
             #"{"credHelpers": {"token.example": "manifoldtest"}, "credsStore": "manifoldtest"}"#)
         defer { configScratch.remove() }
         let config = DockerConfig(file: plainConfig.file, helperSearchPath: [scratch.path])
-        #expect(try config.credential(for: "token.example") == .identityToken("idt"))
-        #expect(try config.credential(for: "unknown.example") == nil)
-        try config.store(username: "alice", password: "pw", for: "r.example:5000")
+        #expect(try await config.credential(for: "token.example") == .identityToken("idt"))
+        #expect(try await config.credential(for: "unknown.example") == nil)
+        try await config.store(username: "alice", password: "pw", for: "r.example:5000")
         #expect(try String(contentsOf: store, encoding: .utf8).contains("alice"))
-        #expect(try config.credential(for: "r.example:5000") == .basic(username: "alice", password: "pw"))
+        #expect(try await config.credential(for: "r.example:5000") == .basic(username: "alice", password: "pw"))
         // The password must not land in config.json when a store is configured.
         #expect(try !String(contentsOf: config.file, encoding: .utf8).contains("pw"))
-        try config.remove(for: "r.example:5000")
+        _ = try await config.remove(for: "r.example:5000")
         #expect(!FileManager.default.fileExists(atPath: store.path))
     }
 
-    @Test func missingHelperIsNamed() throws {
+    @Test func missingHelperIsNamed() async throws {
         let (scratch, written) = try write(#"{"credsStore": "does-not-exist-anywhere"}"#)
         let config = DockerConfig(file: written.file, helperSearchPath: [scratch.path])
         defer { scratch.remove() }
-        #expect { try config.credential(for: "x.io") } throws: { error in
+        await #expect { try await config.credential(for: "x.io") } throws: { error in
             "\(error)".contains("docker-credential-does-not-exist-anywhere") && "\(error)".contains("not on PATH")
+        }
+    }
+
+    /// A helper's stderr never mixes into the answer it prints on stdout; it shows up only in errors.
+    @Test func helperStderrIsKeptOutOfTheAnswer() async throws {
+        let scratch = try ScratchDirectory(prefix: "cred-helper-stderr")
+        defer { scratch.remove() }
+        let helper = scratch.file("docker-credential-noisy")
+        try """
+        #!/bin/sh
+        read input
+        echo "warning: keychain is slow" >&2
+        if [ "$input" = "good.example" ]; then echo '{"Username":"u","Secret":"s"}'; exit 0; fi
+        echo "backend exploded" >&2
+        exit 3
+        """.write(to: helper, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: helper.path)
+        let noisy = CredentialHelper(name: "noisy", searchPath: [scratch.path])
+        #expect(try await noisy.get(serverURL: "good.example") == .basic(username: "u", password: "s"))
+        await #expect { try await noisy.get(serverURL: "bad.example") } throws: { error in
+            "\(error)".contains("backend exploded") && "\(error)".contains("docker-credential-noisy")
         }
     }
 
@@ -139,6 +160,25 @@ import Testing
         #expect(tls.clientCertificateFile == hostDirectory.appendingPathComponent("client.cert").path)
         #expect(tls.clientKeyFile == hostDirectory.appendingPathComponent("client.key").path)
         #expect(try configuration.tls(for: "127.0.0.1:5001").caPEM == nil)
+    }
+
+    @Test func hostsMatchWhateverTheirCase() throws {
+        let scratch = try ScratchDirectory(prefix: "certsd-case")
+        defer { scratch.remove() }
+        let certs = try TestCertificates.generate(in: scratch.file("pki"))
+        let hostDirectory = scratch.file("certs.d/registry.local:5000")
+        try FileManager.default.createDirectory(at: hostDirectory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: certs.caCertificate, to: hostDirectory.appendingPathComponent("ca.crt"))
+        let configuration = RegistryConfiguration(
+            plainHTTPHosts: ["Plain.Local:5000"], caFiles: ["FLAG.local": [certs.caCertificate.path]],
+            certsDirectories: [scratch.file("certs.d")], insecureSkipVerifyHosts: ["Skip.Local"])
+        #expect(configuration.scheme(for: "plain.local:5000") == "http")
+        #expect(configuration.scheme(for: "PLAIN.LOCAL:5000") == "http")
+        #expect(configuration.scheme(for: "plain.local:5001") == "https")
+        #expect(try configuration.tls(for: "skip.local").insecureSkipVerify)
+        #expect(try configuration.tls(for: "flag.local").caPEM != nil)
+        #expect(try configuration.tls(for: "Registry.Local:5000").caPEM != nil)
+        #expect(try configuration.tls(for: "other.local").caPEM == nil)
     }
 
     @Test func clientCertWithoutKeyIsAnError() throws {

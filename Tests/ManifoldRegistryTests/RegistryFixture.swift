@@ -7,16 +7,26 @@ import ManifoldTestSupport
 final class RegistryFixture: Sendable {
     let registry: TestRegistry
     let pool: RegistryClientPool
+    /// Whether this fixture started the registry (and so stops it).
+    private let ownsRegistry: Bool
 
     init(_ mode: RegistryMode, credentials: RegistryCredential?? = .none, chunkSize: Int64 = 16 << 20) throws {
         registry = try TestRegistry.start(mode)
         pool = RegistryClientPool(
             configuration: Self.configuration(for: registry, credentials: credentials, chunkSize: chunkSize))
+        ownsRegistry = true
+    }
+
+    /// Another client pool, with other credentials, for a registry another fixture runs.
+    init(reusing registry: TestRegistry, credentials: RegistryCredential?) {
+        self.registry = registry
+        pool = RegistryClientPool(configuration: Self.configuration(for: registry, credentials: .some(credentials)))
+        ownsRegistry = false
     }
 
     deinit {
         pool.shutdown()
-        registry.stop()
+        if ownsRegistry { registry.stop() }
     }
 
     /// Plain HTTP for the `http` mode, the test CA through `--registry-ca` for the TLS modes, and

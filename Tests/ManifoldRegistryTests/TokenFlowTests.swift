@@ -47,7 +47,7 @@ import Testing
         let http = HTTPClient()
         defer { http.shutdown() }
         let authenticator = Authenticator(
-            registry: "r", credential: .basic(username: "u", password: "p"), logger: Logger(label: "test"),
+            registry: "r", credential: { .basic(username: "u", password: "p") }, logger: Logger(label: "test"),
             now: { clock.withLock { $0 } }, tokenClient: { _ in http })
         let challenge = AuthChallenge(scheme: "Bearer", parameters: ["realm": "http://127.0.0.1:\(port)/token", "service": "s"])
         let first = try #require(try await authenticator.respond(toChallenges: [challenge], status: 401, scopes: [.pull("a")]))
@@ -61,5 +61,55 @@ import Testing
         // Another scope set is another token.
         _ = try await authenticator.authorization(for: [.push("b")])
         #expect(TokenServer.requests(in: server).count == 3)
+    }
+}
+
+/// Token requests under load and under failure.
+@Suite struct TokenRequestSharingTests {
+    @Test func concurrentRequestsForOneScopeShareOneTokenRequest() async throws {
+        let fixture = try RegistryFixture(.token)
+        try await fixture.push(
+            try TestImage.make(os: "linux", architecture: "amd64", format: .oci, layerText: "shared"), to: "seed", tag: "t")
+        // A fresh client that has never seen a challenge: all eight requests are refused at first.
+        let pool = RegistryClientPool(configuration: RegistryFixture.configuration(for: fixture.registry))
+        defer { pool.shutdown() }
+        let client = try pool.client(for: fixture.host)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask { _ = try await client.headManifest(repository: "fresh/repo", reference: "t") }
+            }
+            try await group.waitForAll()
+        }
+        let requests = fixture.registry.tokenRequests().filter { $0.scopes.contains { $0.contains("fresh/repo") } }
+        #expect(requests.count == 1)
+        #expect(requests.first?.scopes == ["repository:fresh/repo:pull"])
+    }
+
+    @Test func aTokenRequestIsRetriedAfterA503WithRetryAfter() async throws {
+        let scratch = try ScratchDirectory(prefix: "token-retry")
+        defer { scratch.remove() }
+        let port = try Loopback.freePort()
+        let server = try TokenServer.start(
+            port: port, signingKey: try TokenSigningKey.generate(in: scratch.url), users: [("u", "p")],
+            logDirectory: scratch.url)
+        defer { server.stop() }
+        let proxy = try FaultProxy.start(backend: URL(string: "http://127.0.0.1:\(port)")!)
+        defer { proxy.stop() }
+        try proxy.setRules([FaultRule(method: "GET", pathRegex: "^/token", status: 503, times: 1, retryAfter: "2")])
+
+        let delays = Mutex<[Duration]>([])
+        let retry = RetryPolicy(maxAttempts: 3, sleep: { delay in delays.withLock { $0.append(delay) } })
+        let http = HTTPClient()
+        defer { http.shutdown() }
+        let authenticator = Authenticator(
+            registry: "r", credential: { .basic(username: "u", password: "p") }, retry: retry, logger: Logger(label: "test"),
+            tokenClient: { _ in http })
+        let challenge = AuthChallenge(
+            scheme: "Bearer", parameters: ["realm": "\(proxy.baseURL.absoluteString)/token", "service": "s"])
+        let authorization = try await authenticator.respond(toChallenges: [challenge], status: 401, scopes: [.pull("a")])
+        #expect(authorization?.hasPrefix("Bearer ") == true)
+        #expect(delays.withLock { $0 } == [.seconds(2)])
+        #expect(proxy.requestLog().map(\.status) == [503, 200])
+        #expect(TokenServer.requests(in: server).count == 1)
     }
 }

@@ -24,7 +24,10 @@ struct RegistryLogin: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("Registry host, e.g. registry.local:5000 or docker.io.", valueName: "host"))
+    @Argument(
+        help: ArgumentHelp(
+            "Registry host, e.g. registry.local:5000 or docker.io (a URL such as https://registry.local:5000/ is accepted).",
+            valueName: "host"))
     var host: String
 
     @OptionGroup var registryOptions: RegistryOptions
@@ -40,10 +43,11 @@ struct RegistryLogin: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let registryHost = DockerConfig.normalizedKey(host) == "docker.io" ? "docker.io" : host
+        // `https://host:5000/` and `HOST:5000` both mean `host:5000`.
+        let registryHost = DockerConfig.normalizedKey(host)
         let configuration = try registryOptions.configuration(targetRegistry: registryHost)
         let username = registryOptions.username ?? ""
-        guard case .basic(_, let password)? = try configuration.credentials.credential(for: registryHost) else {
+        guard case .basic(_, let password)? = try await configuration.credentials.credential(for: registryHost) else {
             throw ValidationError("no password was read from standard input")
         }
         // Check against the registry only with the new credentials, never with stored ones.
@@ -55,7 +59,7 @@ struct RegistryLogin: AsyncParsableCommand {
         defer { registries.shutdown() }
         try await registries.client(for: registryHost).ping()
         let config = DockerConfig()
-        try config.store(username: username, password: password, for: registryHost)
+        try await config.store(username: username, password: password, for: registryHost)
         print("Login to \(registryHost) succeeded; credentials stored in \(config.file.path)")
     }
 }
@@ -72,7 +76,7 @@ struct RegistryLogout: AsyncParsableCommand {
 
     func run() async throws {
         let config = DockerConfig()
-        if try config.remove(for: host) {
+        if try await config.remove(for: DockerConfig.normalizedKey(host)) {
             print("Removed credentials for \(host) from \(config.file.path)")
         } else {
             print("No credentials for \(host) in \(config.file.path)")

@@ -4,6 +4,10 @@ import ManifoldHTTP
 
 /// Holds what a registry told us about authentication and the bearer tokens it issued,
 /// cached per scope set until they expire.
+///
+/// The credential is looked up only when a challenge needs it, so a registry that never asks for
+/// authentication works even when the credential store is broken. Concurrent requests that need the
+/// same token share one token request.
 actor Authenticator {
     private enum Scheme {
         case unknown
@@ -17,29 +21,45 @@ actor Authenticator {
     }
 
     let registry: String
-    private let credential: RegistryCredential?
+    private let credentialSource: @Sendable () async throws -> RegistryCredential?
+    private var credentialLookup: Task<RegistryCredential?, any Error>?
     private let tokenClient: @Sendable (URL) throws -> HTTPClient
+    private let retry: RetryPolicy
     /// The current time; injected so token expiry is tested without waiting.
     private let now: @Sendable () -> ContinuousClock.Instant
     private let logger: Logger
     private var scheme: Scheme = .unknown
     private var tokens: [String: CachedToken] = [:]
-    /// Scopes the registry asked for beyond ours (from a challenge), remembered for later requests.
-    private var extraScopes: [RepositoryScope] = []
+    /// Token requests under way, by scope key; later callers for the same scopes wait for these.
+    private var inFlight: [String: Task<String, any Error>] = [:]
 
     init(
-        registry: String, credential: RegistryCredential?, logger: Logger,
+        registry: String, credential: @escaping @Sendable () async throws -> RegistryCredential?,
+        retry: RetryPolicy = RetryPolicy(), logger: Logger,
         now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now },
         tokenClient: @escaping @Sendable (URL) throws -> HTTPClient
     ) {
         self.registry = registry
         self.now = now
-        self.credential = credential
+        self.credentialSource = credential
+        self.retry = retry
         self.logger = logger
         self.tokenClient = tokenClient
     }
 
-    var hasCredential: Bool { credential != nil }
+    /// The credential for this registry, looked up once, on first use.
+    func credential() async throws -> RegistryCredential? {
+        if let credentialLookup { return try await credentialLookup.value }
+        let source = credentialSource
+        let lookup = Task { try await source() }
+        credentialLookup = lookup
+        return try await lookup.value
+    }
+
+    /// Whether a credential exists for this registry (a failing lookup counts as none).
+    var hasCredential: Bool {
+        get async { ((try? await credential()) ?? nil) != nil }
+    }
 
     /// The `Authorization` value to send for a request needing `scopes`, when the scheme is known.
     func authorization(for scopes: [RepositoryScope]) async throws -> String? {
@@ -47,37 +67,126 @@ actor Authenticator {
         case .unknown:
             return nil
         case .basic:
-            return credential?.basicAuthorization
+            return try await credential()?.basicAuthorization
         case .bearer(let realm, let service):
-            if case .registryToken(let token) = credential { return "Bearer \(token)" }
-            let wanted = RepositoryScope.normalize(scopes)
-            if let cached = tokens[Self.key(wanted)], cached.expires > now() { return "Bearer \(cached.token)" }
-            let token = try await fetchToken(realm: realm, service: service, scopes: wanted)
+            if case .registryToken(let token) = try await credential() { return "Bearer \(token)" }
+            let token = try await token(realm: realm, service: service, scopes: RepositoryScope.normalize(scopes), rejected: nil)
             return "Bearer \(token)"
         }
     }
 
     /// Learns from a 401 (or a 403 under bearer auth) and returns the `Authorization` value to retry
-    /// with, or nil when retrying cannot help.
-    func respond(toChallenges challenges: [AuthChallenge], status: Int, scopes: [RepositoryScope]) async throws -> String? {
+    /// with, or nil when retrying cannot help. `rejected` is the `Authorization` value the refused request
+    /// carried: that token is never handed out again, but a newer one fetched meanwhile is.
+    func respond(
+        toChallenges challenges: [AuthChallenge], status: Int, scopes: [RepositoryScope], rejected: String? = nil
+    ) async throws -> String? {
         if let bearer = challenges.first(where: { $0.scheme == "bearer" }), let realm = bearer.realm {
             scheme = .bearer(realm: realm, service: bearer.service)
-            if case .registryToken(let token) = credential { return "Bearer \(token)" }
-            // Merge what the registry asks for with what we need, and ask again without the cache.
+            if case .registryToken(let token) = try await credential() { return "Bearer \(token)" }
+            // Merge what the registry asks for with what we need.
             let asked = bearer.scopes.compactMap(RepositoryScope.init(parsing:))
             let wanted = RepositoryScope.normalize(scopes + asked)
-            tokens[Self.key(wanted)] = nil
-            return "Bearer " + (try await fetchToken(realm: realm, service: bearer.service, scopes: wanted))
+            let rejectedToken = rejected.flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            return "Bearer " + (try await token(realm: realm, service: bearer.service, scopes: wanted, rejected: rejectedToken))
         }
         if challenges.contains(where: { $0.scheme == "basic" }) {
             scheme = .basic
             guard status == 401 else { return nil }
-            return credential?.basicAuthorization
+            return try await credential()?.basicAuthorization
         }
         return nil
     }
 
-    private func fetchToken(realm: String, service: String?, scopes: [RepositoryScope]) async throws -> String {
+    /// A valid token for `scopes`: the cached one unless it is `rejected`, the one being fetched right
+    /// now for the same scopes, or a new one.
+    private func token(realm: String, service: String?, scopes: [RepositoryScope], rejected: String?) async throws -> String {
+        let key = Self.key(scopes)
+        if let cached = tokens[key], cached.expires > now(), cached.token != rejected { return cached.token }
+        if let running = inFlight[key] { return try await running.value }
+        let task = Task { try await self.fetchAndCache(realm: realm, service: service, scopes: scopes, key: key) }
+        inFlight[key] = task
+        return try await task.value
+    }
+
+    private func fetchAndCache(realm: String, service: String?, scopes: [RepositoryScope], key: String) async throws -> String {
+        // Cache and forget the in-flight task in one actor turn, so no caller sees neither.
+        defer { inFlight[key] = nil }
+        let (token, lifetime) = try await fetchToken(realm: realm, service: service, scopes: scopes)
+        tokens[key] = CachedToken(token: token, expires: now() + lifetime)
+        return token
+    }
+
+    /// Asks the token server for a token; retried like registry requests (transport errors, 408/429/5xx
+    /// with `Retry-After`). Returns the token and how long to use it.
+    private func fetchToken(
+        realm: String, service: String?, scopes: [RepositoryScope]
+    ) async throws -> (String, Duration) {
+        let credential = try await credential()
+        let request = try Self.tokenRequest(realm: realm, service: service, scopes: scopes, credential: credential)
+        let shownRealm = URLRedaction.display(realm)
+        var attempt = 1
+        var response: HTTPResponse
+        while true {
+            try Task.checkCancellation()
+            do {
+                response = try await tokenClient(request.url).execute(request)
+            } catch let error as HTTPClientError {
+                guard error.isRetryable, attempt < retry.maxAttempts else {
+                    throw RegistryError.tokenRequestFailed(realm: realm, status: nil, message: error.description)
+                }
+                logger.info(
+                    "retrying token request after transport error",
+                    metadata: ["realm": "\(shownRealm)", "attempt": "\(attempt)", "error": "\(error)"])
+                try await retry.sleep(retry.delay(afterAttempt: attempt, retryAfter: nil))
+                attempt += 1
+                continue
+            }
+            guard RetryPolicy.isRetryable(status: response.status), attempt < retry.maxAttempts else { break }
+            let delay = retry.delay(afterAttempt: attempt, retryAfter: response.headers["Retry-After"])
+            logger.info(
+                "retrying token request after HTTP \(response.status)",
+                metadata: ["realm": "\(shownRealm)", "attempt": "\(attempt)", "delay": "\(delay)"])
+            try await retry.sleep(delay)
+            attempt += 1
+        }
+        guard response.status == 200 else {
+            if response.status == 401 || response.status == 403 {
+                throw RegistryError.unauthorized(
+                    host: registry, url: realm, hadCredentials: credential != nil,
+                    errors: RegistryError.details(from: response.body))
+            }
+            throw RegistryError.tokenRequestFailed(
+                realm: realm, status: response.status, message: String(decoding: response.body.prefix(300), as: UTF8.self))
+        }
+        struct TokenAnswer: Decodable {
+            var token: String?
+            var accessToken: String?
+            var expiresIn: Int?
+            enum CodingKeys: String, CodingKey {
+                case token
+                case accessToken = "access_token"
+                case expiresIn = "expires_in"
+            }
+        }
+        guard let answer = try? JSONDecoder().decode(TokenAnswer.self, from: response.body),
+            let token = answer.token ?? answer.accessToken, !token.isEmpty
+        else {
+            throw RegistryError.tokenRequestFailed(
+                realm: realm, status: 200, message: "the answer has neither \"token\" nor \"access_token\"")
+        }
+        // The spec's minimum lifetime is 60 s; renew a little early so a token never expires mid-request.
+        let lifetime = max(answer.expiresIn ?? 60, 60)
+        let margin = min(10, lifetime / 6)
+        logger.debug("obtained registry token", metadata: ["registry": "\(registry)", "scopes": "\(Self.key(scopes))"])
+        return (token, .seconds(lifetime - margin))
+    }
+
+    /// GET realm?service=…&scope=… (Basic credentials when we have them), or the OAuth2 refresh-token
+    /// POST for identity tokens.
+    private static func tokenRequest(
+        realm: String, service: String?, scopes: [RepositoryScope], credential: RegistryCredential?
+    ) throws -> HTTPRequest {
         guard var components = URLComponents(string: realm), components.scheme != nil else {
             throw RegistryError.tokenRequestFailed(realm: realm, status: nil, message: "the realm is not an absolute URL")
         }
@@ -114,43 +223,7 @@ actor Authenticator {
             if let basic = credential?.basicAuthorization { request.headers.add("Authorization", basic) }
         }
         request.headers.add("Accept", "application/json")
-        let response: HTTPResponse
-        do {
-            response = try await tokenClient(request.url).execute(request)
-        } catch let error as HTTPClientError {
-            throw RegistryError.tokenRequestFailed(realm: realm, status: nil, message: error.description)
-        }
-        guard response.status == 200 else {
-            if response.status == 401 || response.status == 403 {
-                throw RegistryError.unauthorized(
-                    host: registry, url: realm, hadCredentials: credential != nil,
-                    errors: RegistryError.details(from: response.body))
-            }
-            throw RegistryError.tokenRequestFailed(
-                realm: realm, status: response.status, message: String(decoding: response.body.prefix(300), as: UTF8.self))
-        }
-        struct TokenAnswer: Decodable {
-            var token: String?
-            var accessToken: String?
-            var expiresIn: Int?
-            enum CodingKeys: String, CodingKey {
-                case token
-                case accessToken = "access_token"
-                case expiresIn = "expires_in"
-            }
-        }
-        guard let answer = try? JSONDecoder().decode(TokenAnswer.self, from: response.body),
-            let token = answer.token ?? answer.accessToken, !token.isEmpty
-        else {
-            throw RegistryError.tokenRequestFailed(
-                realm: realm, status: 200, message: "the answer has neither \"token\" nor \"access_token\"")
-        }
-        // The spec's minimum lifetime is 60 s; renew a little early so a token never expires mid-request.
-        let lifetime = max(answer.expiresIn ?? 60, 60)
-        let margin = min(10, lifetime / 6)
-        tokens[Self.key(scopes)] = CachedToken(token: token, expires: now() + .seconds(lifetime - margin))
-        logger.debug("obtained registry token", metadata: ["registry": "\(registry)", "scopes": "\(Self.key(scopes))"])
-        return token
+        return request
     }
 
     private static func key(_ scopes: [RepositoryScope]) -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A docker credential helper (`docker-credential-NAME get|store|erase`), the protocol the docker CLI
 /// uses for `credsStore` and `credHelpers`: the server URL (or a JSON document) on stdin, JSON on stdout.
@@ -15,12 +16,12 @@ public struct CredentialHelper: Sendable {
     }
 
     /// The stored credential, or nil when the helper has none for this server.
-    public func get(serverURL: String) throws -> RegistryCredential? {
-        let result = try run("get", input: Data(serverURL.utf8))
+    public func get(serverURL: String) async throws -> RegistryCredential? {
+        let result = try await run("get", input: Data(serverURL.utf8))
         if result.status != 0 {
             // Helpers report a missing entry on stdout with a non-zero exit.
             if result.output.localizedCaseInsensitiveContains("credentials not found") { return nil }
-            throw CredentialHelperError(helper: executable, action: "get", message: result.output)
+            throw CredentialHelperError(helper: executable, action: "get", message: result.failureMessage)
         }
         struct Answer: Decodable {
             var username: String?
@@ -38,41 +39,80 @@ public struct CredentialHelper: Sendable {
         return .basic(username: answer.username ?? "", password: secret)
     }
 
-    public func store(serverURL: String, username: String, secret: String) throws {
+    public func store(serverURL: String, username: String, secret: String) async throws {
         let document = try JSONSerialization.data(withJSONObject: [
             "ServerURL": serverURL, "Username": username, "Secret": secret,
         ])
-        let result = try run("store", input: document)
-        guard result.status == 0 else { throw CredentialHelperError(helper: executable, action: "store", message: result.output) }
+        let result = try await run("store", input: document)
+        guard result.status == 0 else {
+            throw CredentialHelperError(helper: executable, action: "store", message: result.failureMessage)
+        }
     }
 
-    public func erase(serverURL: String) throws {
-        let result = try run("erase", input: Data(serverURL.utf8))
-        guard result.status == 0 else { throw CredentialHelperError(helper: executable, action: "erase", message: result.output) }
+    public func erase(serverURL: String) async throws {
+        let result = try await run("erase", input: Data(serverURL.utf8))
+        guard result.status == 0 else {
+            throw CredentialHelperError(helper: executable, action: "erase", message: result.failureMessage)
+        }
     }
 
-    private func run(_ action: String, input: Data) throws -> (status: Int32, output: String) {
+    /// What one run of the helper produced. `output` (stdout) is the protocol's answer; `errors`
+    /// (stderr) is only ever shown in error messages.
+    struct RunResult: Sendable {
+        var status: Int32
+        var output: String
+        var errors: String
+
+        var failureMessage: String {
+            let parts = [output, errors].filter { !$0.isEmpty }
+            return parts.isEmpty ? "it exited with status \(status)" : parts.joined(separator: "; ")
+        }
+    }
+
+    /// Helper processes start, and are waited for, on this queue's threads, never on the concurrency pool.
+    private static let queue = DispatchQueue(label: "manifold.credential-helper", attributes: .concurrent)
+
+    private func run(_ action: String, input: Data) async throws -> RunResult {
         guard let path = Self.find(executable, in: searchPath) else {
             throw CredentialHelperError(
                 helper: executable, action: action,
                 message: "it is not on PATH (it is named by credsStore or credHelpers in the docker config)")
         }
+        return try await withCheckedThrowingContinuation { continuation in
+            Self.queue.async {
+                continuation.resume(with: Result { try Self.runBlocking(path: path, action: action, input: input) })
+            }
+        }
+    }
+
+    /// Runs the helper to completion; blocks the calling thread (one of `queue`'s).
+    private static func runBlocking(path: String, action: String, input: Data) throws -> RunResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = [action]
         let stdin = Pipe()
         let stdout = Pipe()
+        let stderr = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
-        process.standardError = stdout
+        process.standardError = stderr
         try process.run()
-        stdin.fileHandleForWriting.write(input)
+        // Drain stderr on another thread so neither pipe can fill up and stall the helper.
+        let errors = Mutex(Data())
+        let drained = DispatchGroup()
+        drained.enter()
+        queue.async {
+            let data = stderr.fileHandleForReading.readDataToEndOfFile()
+            errors.withLock { $0 = data }
+            drained.leave()
+        }
+        try? stdin.fileHandleForWriting.write(contentsOf: input)
         try? stdin.fileHandleForWriting.close()
         let output = stdout.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
         process.waitUntilExit()
-        return (
-            process.terminationStatus, String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        )
+        let text = { (data: Data) in String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+        return RunResult(status: process.terminationStatus, output: text(output), errors: text(errors.withLock { $0 }))
     }
 
     static func find(_ executable: String, in searchPath: [String]?) -> String? {

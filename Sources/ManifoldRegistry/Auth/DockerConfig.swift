@@ -49,18 +49,18 @@ public struct DockerConfig: CredentialProvider {
         return host
     }
 
-    public func credential(for registry: String) throws -> RegistryCredential? {
+    public func credential(for registry: String) async throws -> RegistryCredential? {
         guard let document = try load() else { return nil }
         let wanted = Self.normalizedKey(registry)
         if let helpers = document["credHelpers"] as? [String: Any] {
             for (key, value) in helpers where Self.normalizedKey(key) == wanted {
                 if let name = value as? String {
-                    return try self.helper(name).get(serverURL: Self.serverURL(for: registry))
+                    return try await self.helper(name).get(serverURL: Self.serverURL(for: registry))
                 }
             }
         }
         if let store = document["credsStore"] as? String, !store.isEmpty {
-            if let credential = try self.helper(store).get(serverURL: Self.serverURL(for: registry)) {
+            if let credential = try await self.helper(store).get(serverURL: Self.serverURL(for: registry)) {
                 return credential
             }
         }
@@ -87,11 +87,11 @@ public struct DockerConfig: CredentialProvider {
 
     /// Stores a username and password for `registry`, through the configured credential store when
     /// there is one, else base64-encoded in `auths`. Other keys in the file are preserved.
-    public func store(username: String, password: String, for registry: String) throws {
+    public func store(username: String, password: String, for registry: String) async throws {
         var document = try load() ?? [:]
         let key = Self.configKey(for: registry)
         if let helper = Self.helperName(in: document, for: registry) {
-            try self.helper(helper).store(serverURL: Self.serverURL(for: registry), username: username, secret: password)
+            try await self.helper(helper).store(serverURL: Self.serverURL(for: registry), username: username, secret: password)
             var auths = document["auths"] as? [String: Any] ?? [:]
             auths[key] = [String: Any]()
             document["auths"] = auths
@@ -108,11 +108,11 @@ public struct DockerConfig: CredentialProvider {
 
     /// Removes stored credentials for `registry`; returns whether there were any.
     @discardableResult
-    public func remove(for registry: String) throws -> Bool {
+    public func remove(for registry: String) async throws -> Bool {
         guard var document = try load() else { return false }
         var removed = false
         if let helper = Self.helperName(in: document, for: registry) {
-            removed = (try? self.helper(helper).erase(serverURL: Self.serverURL(for: registry))) != nil
+            removed = (try? await self.helper(helper).erase(serverURL: Self.serverURL(for: registry))) != nil
         }
         if var auths = document["auths"] as? [String: Any] {
             for key in auths.keys where Self.normalizedKey(key) == Self.normalizedKey(registry) {

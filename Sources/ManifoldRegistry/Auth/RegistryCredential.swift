@@ -28,8 +28,12 @@ extension RegistryCredential: CustomStringConvertible {
 }
 
 /// Looks up the credential for a registry host (`HOST[:PORT]` as written in image references).
+///
+/// A `RegistryClient` asks only when the registry first challenges it, so a provider that fails (a broken
+/// credential helper) does not stop anonymous access. Lookups that block (processes, files) must not run
+/// on the concurrency pool: `CredentialHelper` runs its process on a thread of its own.
 public protocol CredentialProvider: Sendable {
-    func credential(for registry: String) throws -> RegistryCredential?
+    func credential(for registry: String) async throws -> RegistryCredential?
 }
 
 /// Credentials given explicitly (flags), consulted before any other provider.
@@ -45,9 +49,9 @@ public struct StaticCredentials: CredentialProvider {
 public struct ChainedCredentials: CredentialProvider {
     public var providers: [any CredentialProvider]
     public init(_ providers: [any CredentialProvider]) { self.providers = providers }
-    public func credential(for registry: String) throws -> RegistryCredential? {
+    public func credential(for registry: String) async throws -> RegistryCredential? {
         for provider in providers {
-            if let credential = try provider.credential(for: registry) { return credential }
+            if let credential = try await provider.credential(for: registry) { return credential }
         }
         return nil
     }

@@ -32,7 +32,10 @@ extension RegistryClient {
         let response = try await send(request, operation: operation)
         switch response.status {
         case 200: break
-        case 404: throw RegistryError.notFound(kind: "blob", reference: "\(registry)/\(repository)@\(digest)")
+        case 404:
+            throw RegistryError.notFound(
+                kind: "blob", reference: "\(registry)/\(repository)@\(digest)", errors: RegistryError.details(from: response.body)
+            )
         default: throw unexpected(response, operation: operation)
         }
         if Int64(response.body.count) > configuration.maxDocumentSize {
@@ -54,12 +57,16 @@ extension RegistryClient {
         let operation = "downloading blob \(digest) from \(registry)/\(repository)"
         var request = RegistryRequest(method: "GET", path: Self.path(repository, "blobs/\(digest)"))
         request.scopes = [.pull(repository)]
+        request.timeout = HTTPRequest.unlimited
         let response = try await send(request, operation: operation) { http, request in
             try await http.download(request, to: file)
         }
         switch response.status {
         case 200: break
-        case 404: throw RegistryError.notFound(kind: "blob", reference: "\(registry)/\(repository)@\(digest)")
+        case 404:
+            throw RegistryError.notFound(
+                kind: "blob", reference: "\(registry)/\(repository)@\(digest)", errors: RegistryError.details(from: response.body)
+            )
         default: throw unexpected(response, operation: operation)
         }
         let (actual, size) = try Self.digest(ofFile: file, algorithm: digest.algorithm)
@@ -126,14 +133,23 @@ extension RegistryClient {
             } else {
                 location = try await startUpload(repository: repository)
             }
+            let failure: RegistryError
+            let retryAfter: String?
             do {
                 try await upload(location)
                 return
-            } catch let error as RegistryError where attempt < configuration.retry.maxAttempts && error.isTransient {
-                logger.info("restarting blob upload", metadata: ["repository": "\(repository)", "error": "\(error)"])
-                try await configuration.retry.sleep(configuration.retry.delay(afterAttempt: attempt, retryAfter: nil))
-                attempt += 1
+            } catch let error as UploadStepFailure {
+                (failure, retryAfter) = (error.error, error.retryAfter)
+            } catch let error as RegistryError {
+                (failure, retryAfter) = (error, nil)
             }
+            guard attempt < configuration.retry.maxAttempts, failure.isTransient else { throw failure }
+            let delay = configuration.retry.delay(afterAttempt: attempt, retryAfter: retryAfter)
+            logger.info(
+                "restarting blob upload",
+                metadata: ["repository": "\(repository)", "error": "\(failure)", "delay": "\(delay)"])
+            try await configuration.retry.sleep(delay)
+            attempt += 1
         }
     }
 
@@ -160,8 +176,9 @@ extension RegistryClient {
             request.body = .file(path: file.path, offset: offset, length: length)
             request.scopes = [.push(repository)]
             request.idempotent = false
+            request.timeout = HTTPRequest.unlimited
             let response = try await send(request, operation: operation)
-            guard response.status == 202 else { throw unexpected(response, operation: operation) }
+            guard response.status == 202 else { throw UploadStepFailure(unexpected(response, operation: operation), response) }
             location = try self.location(response, operation: operation)
             offset += length
         }
@@ -180,9 +197,10 @@ extension RegistryClient {
         request.scopes = [.push(repository)]
         // A repeated PUT to a consumed session fails with 404, so a retry restarts at a higher level.
         request.idempotent = false
+        if case .file = body { request.timeout = HTTPRequest.unlimited }
         let response = try await send(request, operation: operation)
         guard response.status == 201 || response.status == 204 || response.status == 200 else {
-            throw unexpected(response, operation: operation)
+            throw UploadStepFailure(unexpected(response, operation: operation), response)
         }
     }
 
@@ -205,6 +223,17 @@ extension RegistryClient {
             size += Int64(chunk.count)
         }
         return (hasher.finalize(), size)
+    }
+}
+
+/// A failed step of an upload session, with the registry's `Retry-After` for the restart.
+struct UploadStepFailure: Error {
+    var error: RegistryError
+    var retryAfter: String?
+
+    init(_ error: RegistryError, _ response: HTTPResponse) {
+        self.error = error
+        self.retryAfter = response.headers["Retry-After"]
     }
 }
 

@@ -18,7 +18,8 @@ extension RegistryClient {
             break
         case 404:
             throw RegistryError.notFound(
-                kind: "manifest", reference: "\(registry)/\(repository)\(Self.separator(reference))\(reference)")
+                kind: "manifest", reference: "\(registry)/\(repository)\(Self.separator(reference))\(reference)",
+                errors: RegistryError.details(from: response.body))
         default:
             throw unexpected(response, operation: operation)
         }

@@ -37,9 +37,11 @@ public final class RegistryClient: Sendable {
         self.http = http
         self.configuration = configuration
         self.logger = logger
+        // Looked up on the first challenge that needs it, not here: a registry that never asks never reads it.
+        let credentials = configuration.credentials
         self.authenticator = Authenticator(
-            registry: registry, credential: try configuration.credentials.credential(for: registry), logger: logger,
-            tokenClient: tokenClient)
+            registry: registry, credential: { try await credentials.credential(for: registry) },
+            retry: configuration.retry, logger: logger, tokenClient: tokenClient)
     }
 
     /// Checks that the registry speaks the Distribution API and accepts our credentials (`GET /v2/`).
@@ -71,6 +73,9 @@ public final class RegistryClient: Sendable {
         var scopes: [RepositoryScope] = []
         /// Whether repeating the request is harmless (false for a PATCH that moves an upload forward).
         var idempotent = true
+        /// The total time allowed; nil for the client's default (small documents), `HTTPRequest.unlimited`
+        /// for blob transfers, which only fail when they stall.
+        var timeout: Duration?
     }
 
     func url(for request: RegistryRequest) throws -> URL {
@@ -88,8 +93,16 @@ public final class RegistryClient: Sendable {
             components.percentEncodedPath = request.path
         }
         if !request.query.isEmpty {
-            components.queryItems = (components.queryItems ?? []) + request.query
-            components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+            // Append to the query as it is: an upload Location's opaque state must reach the registry
+            // byte for byte, so it is never decoded and encoded again.
+            var added = URLComponents()
+            added.queryItems = request.query
+            let encoded = (added.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
+            if let existing = components.percentEncodedQuery, !existing.isEmpty {
+                components.percentEncodedQuery = existing + "&" + encoded
+            } else {
+                components.percentEncodedQuery = encoded
+            }
         }
         guard let url = components.url else {
             throw RegistryError.protocolViolation(url: request.path, message: "the request URL cannot be formed")
@@ -104,7 +117,8 @@ public final class RegistryClient: Sendable {
         perform: (@Sendable (HTTPClient, HTTPRequest) async throws -> HTTPResponse)? = nil
     ) async throws -> HTTPResponse {
         let url = try url(for: request)
-        var httpRequest = HTTPRequest(method: request.method, url: url, headers: request.headers, body: request.body)
+        var httpRequest = HTTPRequest(
+            method: request.method, url: url, headers: request.headers, body: request.body, timeout: request.timeout)
         httpRequest.headers.replaceOrAdd("User-Agent", configuration.userAgent)
         var authorization = try await authenticator.authorization(for: request.scopes)
         var answeredChallenge = false
@@ -130,6 +144,9 @@ public final class RegistryClient: Sendable {
                     attempt += 1
                     continue
                 }
+                if case .tls(_, let message) = error, Self.looksLikePlainHTTP(message) {
+                    throw RegistryError.plainHTTPRegistry(host: registry, url: url.absoluteString, message: message)
+                }
                 throw RegistryError.transport(error, attempts: attempt)
             }
 
@@ -137,20 +154,27 @@ public final class RegistryClient: Sendable {
                 let challenges = AuthChallenge.parse(response.headers.values("WWW-Authenticate"))
                 if !answeredChallenge, !challenges.isEmpty,
                     let retryAuthorization = try await authenticator.respond(
-                        toChallenges: challenges, status: response.status, scopes: request.scopes)
+                        toChallenges: challenges, status: response.status, scopes: request.scopes, rejected: authorization)
                 {
                     answeredChallenge = true
                     authorization = retryAuthorization
                     continue
                 }
                 let errors = RegistryError.details(from: response.body)
-                if response.status == 401 {
+                let hadCredentials = await authenticator.hasCredential
+                // A bearer 401 after a fresh token, or one naming insufficient_scope, is about rights, not
+                // about the credentials: the token server accepted those and issued what the account may have.
+                let bearer = challenges.first { $0.scheme == "bearer" }
+                let lacksScope = bearer != nil && (answeredChallenge || bearer?.parameters["error"] == "insufficient_scope")
+                if response.status == 401 && !lacksScope {
                     throw RegistryError.unauthorized(
-                        host: registry, url: url.absoluteString, hadCredentials: await authenticator.hasCredential, errors: errors
-                    )
+                        host: registry, url: url.absoluteString, hadCredentials: hadCredentials, errors: errors)
                 }
+                let needed = RepositoryScope.normalize(
+                    request.scopes + (bearer?.scopes.compactMap(RepositoryScope.init(parsing:)) ?? []))
                 throw RegistryError.denied(
-                    host: registry, url: url.absoluteString, scopes: request.scopes.map(\.description), errors: errors)
+                    host: registry, url: url.absoluteString, scopes: needed.map(\.description),
+                    hadCredentials: hadCredentials, errors: errors)
             }
 
             if RetryPolicy.isRetryable(status: response.status), request.idempotent, attempt < retry.maxAttempts {
@@ -163,6 +187,14 @@ public final class RegistryClient: Sendable {
                 continue
             }
             return response
+        }
+    }
+
+    /// OpenSSL's words for a TLS handshake answered in plain HTTP.
+    static func looksLikePlainHTTP(_ message: String) -> Bool {
+        let text = message.lowercased()
+        return ["wrong version number", "record layer failure", "http request", "packet length too long"].contains {
+            text.contains($0)
         }
     }
 

@@ -16,10 +16,13 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
     case unexpectedStatus(operation: String, url: String, status: Int, errors: [RegistryErrorDetail], body: String)
     /// The registry rejected the credentials, or none were found for it.
     case unauthorized(host: String, url: String, hadCredentials: Bool, errors: [RegistryErrorDetail])
-    /// Access to a repository was refused even with a fresh token.
-    case denied(host: String, url: String, scopes: [String], errors: [RegistryErrorDetail])
-    /// A manifest or blob does not exist.
-    case notFound(kind: String, reference: String)
+    /// Access to a repository was refused even with a fresh token (or the token lacks a scope):
+    /// the account, or anonymous access, does not have the rights `scopes` name.
+    case denied(host: String, url: String, scopes: [String], hadCredentials: Bool, errors: [RegistryErrorDetail])
+    /// A manifest or blob does not exist; `errors` holds the registry's codes, e.g. `MANIFEST_UNKNOWN`.
+    case notFound(kind: String, reference: String, errors: [RegistryErrorDetail])
+    /// HTTPS was spoken to a registry that answers in plain HTTP.
+    case plainHTTPRegistry(host: String, url: String, message: String)
     /// The token server could not be reached or returned no usable token.
     case tokenRequestFailed(realm: String, status: Int?, message: String)
     /// Content did not match the digest it was fetched or pushed under.
@@ -32,37 +35,49 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
     case tooLarge(what: String, size: Int64, limit: Int64)
 
     public var description: String {
+        let shown: (String) -> String = URLRedaction.display
         switch self {
         case .unexpectedStatus(let operation, let url, let status, let errors, let body):
             if errors.isEmpty {
                 let snippet = body.trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
-                return "\(operation) failed: \(url) answered HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
+                return "\(operation) failed: \(shown(url)) answered HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
             }
-            return "\(operation) failed: \(url) answered HTTP \(status) \(Self.render(errors))\(Self.advice(for: errors))"
+            return "\(operation) failed: \(shown(url)) answered HTTP \(status) \(Self.render(errors))\(Self.advice(for: errors))"
         case .unauthorized(let host, let url, let hadCredentials, let errors):
             let reason = errors.isEmpty ? "" : " \(Self.render(errors))"
             if hadCredentials {
-                return "\(host) rejected the credentials Manifold sent for \(url)\(reason). "
+                return "\(host) rejected the credentials Manifold sent for \(shown(url))\(reason). "
                     + "Check the username and password (manifold registry login \(host))."
             }
-            return "\(host) requires authentication for \(url)\(reason) and no credentials were found for it. "
+            return "\(host) requires authentication for \(shown(url))\(reason) and no credentials were found for it. "
                 + "Run `manifold registry login \(host) --username USER --password-stdin` "
                 + "or add it to your docker config.json."
-        case .denied(let host, let url, let scopes, let errors):
-            let reason = errors.isEmpty ? "" : " \(Self.render(errors))"
-            return "\(host) denied access to \(url)\(reason) with scopes \(scopes.joined(separator: " ")). "
-                + "The account needs pull and push rights on the repository."
-        case .notFound(let kind, let reference):
-            return "\(kind) \(reference) does not exist in the registry. Check the name, tag or digest, "
+        case .denied(let host, let url, let scopes, let hadCredentials, let errors):
+            let needed = Self.describe(scopes: scopes)
+            let reason = errors.isEmpty ? "" : " (\(Self.render(errors)))"
+            if hadCredentials {
+                return "\(host) denied \(needed) at \(shown(url))\(reason): the account Manifold logged in with lacks it. "
+                    + "Ask the registry's administrator for \(needed), or log in as another user "
+                    + "(manifold registry login \(host))."
+            }
+            return "\(host) denied \(needed) at \(shown(url))\(reason): anonymous access does not include it and no "
+                + "credentials were found for \(host). Run `manifold registry login \(host) --username USER "
+                + "--password-stdin` or add it to your docker config.json."
+        case .notFound(let kind, let reference, let errors):
+            let reason = errors.isEmpty ? "" : " (\(Self.render(errors)))"
+            return "\(kind) \(reference) does not exist in the registry\(reason). Check the name, tag or digest, "
                 + "and that the image was pushed."
+        case .plainHTTPRegistry(let host, let url, let message):
+            return "\(host) does not speak HTTPS (\(shown(url)): \(message)); it looks like a plain-HTTP registry. "
+                + "If that is intended, pass --insecure-registry \(host) to talk plain HTTP to it."
         case .tokenRequestFailed(let realm, let status, let message):
             let statusText = status.map { " (HTTP \($0))" } ?? ""
-            return "getting a registry token from \(realm) failed\(statusText): \(message)"
+            return "getting a registry token from \(shown(realm)) failed\(statusText): \(message)"
         case .digestMismatch(let what, let expected, let actual):
             return "\(what) has digest \(actual), not the expected \(expected); the registry returned different "
                 + "content than asked for. Nothing was pushed."
         case .protocolViolation(let url, let message):
-            return "unexpected answer from \(url): \(message)"
+            return "unexpected answer from \(shown(url)): \(message)"
         case .transport(let error, let attempts):
             return attempts > 1 ? "\(error) (gave up after \(attempts) attempts)" : error.description
         case .tooLarge(let what, let size, let limit):
@@ -73,7 +88,8 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
     /// The registry's own errors, for callers that branch on their codes.
     public var details: [RegistryErrorDetail] {
         switch self {
-        case .unexpectedStatus(_, _, _, let errors, _), .unauthorized(_, _, _, let errors), .denied(_, _, _, let errors):
+        case .unexpectedStatus(_, _, _, let errors, _), .unauthorized(_, _, _, let errors), .denied(_, _, _, _, let errors),
+            .notFound(_, _, let errors):
             return errors
         default: return []
         }
@@ -87,6 +103,19 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
             if let message = detail.message, !message.isEmpty { return "\(detail.code): \(message)" }
             return detail.code
         }.joined(separator: "; ")
+    }
+
+    /// "push access to repository a and pull access to repository b" for the scopes a request needed.
+    static func describe(scopes: [String]) -> String {
+        let order = ["push": 0, "delete": 1, "pull": 2]
+        let parts = scopes.compactMap(RepositoryScope.init(parsing:)).map { scope -> String in
+            var actions = scope.actions
+            // Push and delete imply reading; name only the right that is really missing.
+            if actions.count > 1 { actions.remove("pull") }
+            let words = actions.sorted { (order[$0] ?? 3, $0) < (order[$1] ?? 3, $1) }.joined(separator: " and ")
+            return "\(words) access to repository \(scope.repository)"
+        }
+        return parts.isEmpty ? "access" : parts.joined(separator: " and ")
     }
 
     static func advice(for errors: [RegistryErrorDetail]) -> String {

@@ -78,9 +78,18 @@ public struct RegistryConfiguration: Sendable {
         return (host, file)
     }
 
+    /// The form hosts are compared in: lowercased (host names are case-insensitive), without a scheme
+    /// or path, and Docker Hub's aliases as `docker.io`.
+    public static func hostKey(_ host: String) -> String { DockerConfig.normalizedKey(host) }
+
+    static func contains(_ hosts: Set<String>, _ host: String) -> Bool {
+        let wanted = hostKey(host)
+        return hosts.contains { hostKey($0) == wanted }
+    }
+
     /// The scheme Manifold uses for `host`.
     public func scheme(for host: String) -> String {
-        plainHTTPHosts.contains(host) ? "http" : "https"
+        Self.contains(plainHTTPHosts, host) ? "http" : "https"
     }
 
     /// TLS settings for one registry: `--registry-ca` files and the `certs.d` trees, in that order.
@@ -88,28 +97,20 @@ public struct RegistryConfiguration: Sendable {
     /// Custom CAs are added to the system's trust store (as Docker does), not used instead of it.
     public func tls(for host: String) throws -> TLSConfiguration {
         var tls = TLSConfiguration()
-        tls.insecureSkipVerify = insecureSkipVerifyHosts.contains(host)
+        tls.insecureSkipVerify = Self.contains(insecureSkipVerifyHosts, host)
         var caPEMs: [String] = []
-        for file in caFiles[host] ?? [] {
-            caPEMs.append(try Self.readPEM(file, host: host))
+        let wanted = Self.hostKey(host)
+        for (key, files) in caFiles.sorted(by: { $0.key < $1.key }) where Self.hostKey(key) == wanted {
+            for file in files { caPEMs.append(try Self.readPEM(file, host: host)) }
+        }
+        // certs.d directories are named as users type hosts; look under the name as given and lowercased.
+        var names: [String] = []
+        for name in [host, host.lowercased()].map(Self.certsDirectoryName(for:)) where !names.contains(name) {
+            names.append(name)
         }
         for root in certsDirectories {
-            let directory = root.appendingPathComponent(Self.certsDirectoryName(for: host))
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { continue }
-            for entry in entries.sorted() {
-                let path = directory.appendingPathComponent(entry).path
-                if entry.hasSuffix(".crt") {
-                    caPEMs.append(try Self.readPEM(path, host: host))
-                } else if entry.hasSuffix(".cert"), tls.clientCertificateFile == nil {
-                    let key = directory.appendingPathComponent(String(entry.dropLast(5)) + ".key").path
-                    guard FileManager.default.fileExists(atPath: key) else {
-                        throw RegistryConfigurationError(
-                            "client certificate \(path) for \(host) has no matching key \(key); certs.d needs NAME.cert and NAME.key"
-                        )
-                    }
-                    tls.clientCertificateFile = path
-                    tls.clientKeyFile = key
-                }
+            for name in names {
+                try addCertsDirectory(root.appendingPathComponent(name), host: host, caPEMs: &caPEMs, tls: &tls)
             }
         }
         if !caPEMs.isEmpty {
@@ -117,6 +118,27 @@ public struct RegistryConfiguration: Sendable {
             tls.caPEM = caPEMs.joined(separator: "\n")
         }
         return tls
+    }
+
+    private func addCertsDirectory(
+        _ directory: URL, host: String, caPEMs: inout [String], tls: inout TLSConfiguration
+    ) throws {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return }
+        for entry in entries.sorted() {
+            let path = directory.appendingPathComponent(entry).path
+            if entry.hasSuffix(".crt") {
+                caPEMs.append(try Self.readPEM(path, host: host))
+            } else if entry.hasSuffix(".cert"), tls.clientCertificateFile == nil {
+                let key = directory.appendingPathComponent(String(entry.dropLast(5)) + ".key").path
+                guard FileManager.default.fileExists(atPath: key) else {
+                    throw RegistryConfigurationError(
+                        "client certificate \(path) for \(host) has no matching key \(key); certs.d needs NAME.cert and NAME.key"
+                    )
+                }
+                tls.clientCertificateFile = path
+                tls.clientKeyFile = key
+            }
+        }
     }
 
     /// certs.d directories are named like the host; Windows cannot have ':' in a name, so Docker uses '_' there.
