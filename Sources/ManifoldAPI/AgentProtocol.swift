@@ -1,0 +1,180 @@
+import Foundation
+import ManifoldCore
+
+/// The version of the agent protocol; the coordinator refuses agents that speak an older one.
+public enum AgentProtocol {
+    public static let version = 1
+}
+
+public struct JoinRequest: Sendable, Hashable, Codable {
+    public var name: String
+    public var platforms: [Platform]
+    public var labels: [String: String]
+    public var builders: [String]
+    public var version: String
+    public var protocolVersion: Int
+
+    public init(
+        name: String, platforms: [Platform], labels: [String: String], builders: [String], version: String,
+        protocolVersion: Int = AgentProtocol.version
+    ) {
+        self.name = name
+        self.platforms = platforms
+        self.labels = labels
+        self.builders = builders
+        self.version = version
+        self.protocolVersion = protocolVersion
+    }
+}
+
+public struct JoinResponse: Sendable, Hashable, Codable {
+    public var agentId: String
+    /// Shown once; the coordinator keeps only its hash.
+    public var secret: String
+    public var leaseTTLSeconds: Int
+    public var heartbeatIntervalSeconds: Int
+
+    public init(agentId: String, secret: String, leaseTTLSeconds: Int, heartbeatIntervalSeconds: Int) {
+        self.agentId = agentId
+        self.secret = secret
+        self.leaseTTLSeconds = leaseTTLSeconds
+        self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+    }
+}
+
+/// Sent with every poll, so the coordinator always knows what the host offers now.
+public struct PollRequest: Sendable, Hashable, Codable {
+    public var platforms: [Platform]
+    public var labels: [String: String]
+    public var builders: [String]
+    public var version: String
+    public var protocolVersion: Int
+
+    public init(
+        platforms: [Platform], labels: [String: String], builders: [String], version: String,
+        protocolVersion: Int = AgentProtocol.version
+    ) {
+        self.platforms = platforms
+        self.labels = labels
+        self.builders = builders
+        self.version = version
+        self.protocolVersion = protocolVersion
+    }
+}
+
+/// Everything an agent needs to run one job.
+public struct JobSpec: Sendable, Hashable, Codable {
+    public var buildId: String
+    public var platform: Platform
+    /// `registry/repository` to push to.
+    public var image: String
+    /// The per-platform tag to push (e.g. `1.0-linux-arm64`).
+    public var tag: String
+    public var context: ContextSource
+    public var dockerfile: String
+    public var buildArgs: [String: String]
+    public var secretBuildArgs: [String]
+    public var labels: [String: String]
+    public var timeoutSeconds: Int
+
+    public init(
+        buildId: String, platform: Platform, image: String, tag: String, context: ContextSource, dockerfile: String,
+        buildArgs: [String: String], secretBuildArgs: [String], labels: [String: String], timeoutSeconds: Int
+    ) {
+        self.buildId = buildId
+        self.platform = platform
+        self.image = image
+        self.tag = tag
+        self.context = context
+        self.dockerfile = dockerfile
+        self.buildArgs = buildArgs
+        self.secretBuildArgs = secretBuildArgs
+        self.labels = labels
+        self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+/// A job handed to an agent. Every later call about it carries `jobId` and `epoch`; a call with a
+/// superseded epoch is refused with 409 and changes nothing.
+public struct Lease: Sendable, Hashable, Codable {
+    public var jobId: String
+    public var epoch: Int64
+    public var attempt: Int
+    public var leaseExpiresAt: Date
+    public var spec: JobSpec
+
+    public init(jobId: String, epoch: Int64, attempt: Int, leaseExpiresAt: Date, spec: JobSpec) {
+        self.jobId = jobId
+        self.epoch = epoch
+        self.attempt = attempt
+        self.leaseExpiresAt = leaseExpiresAt
+        self.spec = spec
+    }
+}
+
+public struct PollResponse: Sendable, Hashable, Codable {
+    /// nil when the poll timed out with no work.
+    public var lease: Lease?
+    public init(lease: Lease?) { self.lease = lease }
+}
+
+public struct HeartbeatRequest: Sendable, Hashable, Codable {
+    public var jobId: String
+    public var epoch: Int64
+    /// What the agent is doing now: fetching, building, pushing.
+    public var phase: String?
+    public init(jobId: String, epoch: Int64, phase: String? = nil) {
+        self.jobId = jobId
+        self.epoch = epoch
+        self.phase = phase
+    }
+}
+
+public struct HeartbeatResponse: Sendable, Hashable, Codable {
+    /// The job was cancelled: stop the build and report `cancelled`.
+    public var cancelled: Bool
+    public var leaseExpiresAt: Date
+    public init(cancelled: Bool, leaseExpiresAt: Date) {
+        self.cancelled = cancelled
+        self.leaseExpiresAt = leaseExpiresAt
+    }
+}
+
+/// The answer to a log append: the log's size on the coordinator. When it is less than the offset the agent
+/// sent, the agent resends from there.
+public struct LogAppendResponse: Sendable, Hashable, Codable {
+    public var size: Int64
+    public init(size: Int64) { self.size = size }
+}
+
+public struct CompleteRequest: Sendable, Hashable, Codable {
+    public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
+    public var jobId: String
+    public var epoch: Int64
+    public var outcome: Outcome
+    /// For `succeeded`: the pushed image, `registry/repository:tag`.
+    public var imageReference: String?
+    public var digest: Digest?
+    /// For `failed`.
+    public var exitCode: Int?
+    public var reason: String?
+
+    public init(
+        jobId: String, epoch: Int64, outcome: Outcome, imageReference: String? = nil, digest: Digest? = nil,
+        exitCode: Int? = nil, reason: String? = nil
+    ) {
+        self.jobId = jobId
+        self.epoch = epoch
+        self.outcome = outcome
+        self.imageReference = imageReference
+        self.digest = digest
+        self.exitCode = exitCode
+        self.reason = reason
+    }
+}
+
+public struct CompleteResponse: Sendable, Hashable, Codable {
+    /// The report was recorded (or had been already).
+    public var accepted: Bool
+    public init(accepted: Bool) { self.accepted = accepted }
+}
