@@ -1,0 +1,129 @@
+import GRDB
+
+/// Versioned migrations. A migration, once released, never changes: add a new one.
+enum Schema {
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE token (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        role TEXT NOT NULL CHECK (role IN ('admin', 'submitter', 'viewer', 'join')),
+                        hash TEXT NOT NULL UNIQUE,
+                        createdAt REAL NOT NULL,
+                        lastUsedAt REAL,
+                        revokedAt REAL
+                    );
+                    CREATE TABLE agent (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        secretHash TEXT NOT NULL UNIQUE,
+                        platforms TEXT NOT NULL,
+                        labels TEXT NOT NULL,
+                        builders TEXT NOT NULL,
+                        version TEXT,
+                        protocolVersion INTEGER,
+                        state TEXT NOT NULL CHECK (state IN ('active', 'draining', 'disabled', 'left')),
+                        joinedAt REAL NOT NULL,
+                        lastSeenAt REAL
+                    );
+                    CREATE UNIQUE INDEX agent_name ON agent(name) WHERE state != 'left';
+                    CREATE TABLE build (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id TEXT NOT NULL UNIQUE,
+                        image TEXT NOT NULL,
+                        spec TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        listDigest TEXT,
+                        listMediaType TEXT,
+                        reason TEXT,
+                        submittedBy TEXT,
+                        createdAt REAL NOT NULL,
+                        updatedAt REAL NOT NULL,
+                        finishedAt REAL
+                    );
+                    CREATE INDEX build_state ON build(state);
+                    CREATE TABLE job (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id TEXT NOT NULL UNIQUE,
+                        buildId TEXT NOT NULL REFERENCES build(id),
+                        buildSeq INTEGER NOT NULL,
+                        platformKey TEXT NOT NULL,
+                        platform TEXT NOT NULL,
+                        spec TEXT NOT NULL,
+                        state TEXT NOT NULL CHECK (state IN ('queued', 'assigned', 'verifying', 'succeeded', 'failed', 'cancelled')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        retryBase INTEGER NOT NULL DEFAULT 0,
+                        maxAttempts INTEGER NOT NULL,
+                        notBefore REAL NOT NULL,
+                        currentEpoch INTEGER,
+                        digest TEXT,
+                        imageReference TEXT,
+                        reason TEXT,
+                        UNIQUE (buildId, platformKey)
+                    );
+                    CREATE INDEX job_queue ON job(state, buildSeq, seq);
+                    CREATE TABLE attempt (
+                        epoch INTEGER PRIMARY KEY AUTOINCREMENT,
+                        jobId TEXT NOT NULL REFERENCES job(id),
+                        number INTEGER NOT NULL,
+                        agentId TEXT NOT NULL REFERENCES agent(id),
+                        state TEXT NOT NULL
+                            CHECK (state IN ('running', 'verifying', 'succeeded', 'failed', 'lost', 'cancelled')),
+                        phase TEXT,
+                        cancelRequested INTEGER NOT NULL DEFAULT 0,
+                        leaseExpiresAt REAL NOT NULL,
+                        startedAt REAL NOT NULL,
+                        endedAt REAL,
+                        exitCode INTEGER,
+                        reason TEXT,
+                        digest TEXT,
+                        imageReference TEXT,
+                        logSize INTEGER NOT NULL DEFAULT 0,
+                        lastLogLine TEXT
+                    );
+                    CREATE INDEX attempt_job ON attempt(jobId, epoch);
+                    CREATE INDEX attempt_running ON attempt(state, leaseExpiresAt);
+                    CREATE TABLE log_chunk (
+                        epoch INTEGER NOT NULL REFERENCES attempt(epoch),
+                        offset INTEGER NOT NULL,
+                        data BLOB NOT NULL,
+                        PRIMARY KEY (epoch, offset)
+                    );
+                    CREATE TABLE event (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        buildId TEXT NOT NULL,
+                        jobId TEXT,
+                        platform TEXT,
+                        type TEXT NOT NULL,
+                        data TEXT NOT NULL,
+                        createdAt REAL NOT NULL
+                    );
+                    CREATE INDEX event_build ON event(buildId, id);
+                    CREATE TABLE context (
+                        digest TEXT PRIMARY KEY,
+                        size INTEGER NOT NULL,
+                        createdAt REAL NOT NULL
+                    );
+                    CREATE TABLE outbox (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        buildId TEXT NOT NULL REFERENCES build(id),
+                        digestSet TEXT NOT NULL,
+                        partial INTEGER NOT NULL DEFAULT 0,
+                        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'superseded')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        notBefore REAL NOT NULL,
+                        createdAt REAL NOT NULL,
+                        finishedAt REAL,
+                        listDigest TEXT,
+                        error TEXT,
+                        UNIQUE (buildId, digestSet)
+                    );
+                    CREATE INDEX outbox_pending ON outbox(state, notBefore);
+                    """)
+        }
+        return migrator
+    }()
+}

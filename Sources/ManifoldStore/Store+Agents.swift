@@ -1,0 +1,105 @@
+import Foundation
+import GRDB
+import ManifoldAPI
+import ManifoldCore
+
+extension Store {
+    /// Registers an agent under `name`. A name is unique among agents that have not left.
+    public func joinAgent(_ request: JoinRequest, secretHash: String) async throws -> AgentView {
+        let name = request.name.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.count <= 100,
+            name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
+        else {
+            throw StoreError.invalid(field: "name", message: "\"\(request.name)\" must be 1–100 letters, digits, '-', '_' or '.'")
+        }
+        guard !request.platforms.isEmpty else {
+            throw StoreError.invalid(field: "platforms", message: "an agent must offer at least one platform")
+        }
+        let id = Store.newID("agt")
+        let joined = now()
+        let platforms = try Store.json(request.platforms.map { $0.normalized() })
+        let labels = try Store.json(request.labels)
+        let builders = try Store.json(request.builders)
+        try await database.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM agent WHERE name = ? AND state != 'left'", arguments: [name]) == true {
+                throw StoreError.conflict(
+                    "an agent named \"\(name)\" has already joined; pick another --name, or remove the old one first "
+                        + "(manifold agent disable \(name), then the old host runs `manifold-agent leave`)")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO agent (id, name, secretHash, platforms, labels, builders, version, protocolVersion, state, joinedAt, lastSeenAt)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+                    """,
+                arguments: [
+                    id, name, secretHash, platforms, labels, builders, request.version, request.protocolVersion,
+                    Store.timestamp(joined), Store.timestamp(joined),
+                ])
+        }
+        return try await agent(id: id)
+    }
+
+    public func agent(id: String) async throws -> AgentView {
+        try await database.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [id]) else {
+                throw StoreError.notFound(kind: "agent", id: id)
+            }
+            return try Self.agentView(row, db: db)
+        }
+    }
+
+    public func listAgents(includeLeft: Bool = false) async throws -> [AgentView] {
+        try await database.read { db in
+            let sql =
+                includeLeft ? "SELECT * FROM agent ORDER BY name" : "SELECT * FROM agent WHERE state != 'left' ORDER BY name"
+            return try Row.fetchAll(db, sql: sql).map { try Self.agentView($0, db: db) }
+        }
+    }
+
+    /// Sets an agent's state by name or id (`draining`, `disabled`, `active`).
+    @discardableResult
+    public func setAgentState(_ nameOrId: String, to state: AgentState) async throws -> AgentView {
+        let id = try await database.write { db -> String in
+            guard
+                let id = try String.fetchOne(
+                    db, sql: "SELECT id FROM agent WHERE (id = ? OR name = ?) AND state != 'left'",
+                    arguments: [nameOrId, nameOrId])
+            else { throw StoreError.notFound(kind: "agent", id: nameOrId) }
+            try db.execute(sql: "UPDATE agent SET state = ? WHERE id = ?", arguments: [state.rawValue, id])
+            return id
+        }
+        return try await agent(id: id)
+    }
+
+    /// Records what an agent offers now (sent with every poll) and that it was seen.
+    func touchAgent(_ db: Database, id: String, poll: PollRequest?) throws {
+        if let poll {
+            try db.execute(
+                sql:
+                    "UPDATE agent SET platforms = ?, labels = ?, builders = ?, version = ?, protocolVersion = ?, lastSeenAt = ? WHERE id = ?",
+                arguments: [
+                    try Store.json(poll.platforms.map { $0.normalized() }), try Store.json(poll.labels),
+                    try Store.json(poll.builders),
+                    poll.version, poll.protocolVersion, Store.timestamp(now()), id,
+                ])
+        } else {
+            try db.execute(sql: "UPDATE agent SET lastSeenAt = ? WHERE id = ?", arguments: [Store.timestamp(now()), id])
+        }
+    }
+
+    static func agentView(_ row: Row, db: Database) throws -> AgentView {
+        let id: String = row["id"]
+        let current = try String.fetchOne(
+            db,
+            sql: """
+                SELECT job.buildId || '/' || job.platform FROM attempt JOIN job ON job.id = attempt.jobId
+                WHERE attempt.agentId = ? AND attempt.state = 'running' ORDER BY attempt.epoch DESC LIMIT 1
+                """, arguments: [id])
+        return AgentView(
+            id: id, name: row["name"], platforms: try Store.decode([Platform].self, row["platforms"]),
+            labels: try Store.decode([String: String].self, row["labels"]),
+            builders: try Store.decode([String].self, row["builders"]),
+            version: row["version"], state: AgentState(rawValue: row["state"]) ?? .disabled, currentJob: current,
+            joinedAt: Store.date(row["joinedAt"]) ?? Date(timeIntervalSince1970: 0), lastSeenAt: Store.date(row["lastSeenAt"]))
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import GRDB
+import ManifoldAPI
+import ManifoldCore
+
+/// Filters and paging for `listBuilds`.
+public struct BuildQuery: Sendable {
+    public var state: BuildState?
+    public var image: String?
+    /// Builds submitted before this build (by submission order), for paging backwards.
+    public var before: String?
+    public var limit: Int
+
+    public init(state: BuildState? = nil, image: String? = nil, before: String? = nil, limit: Int = 50) {
+        self.state = state
+        self.image = image
+        self.before = before
+        self.limit = limit
+    }
+}
+
+extension Store {
+    /// Records a validated build, one queued job per platform, and its first event.
+    public func submitBuild(_ spec: BuildSpec, submittedBy: String?) async throws -> BuildView {
+        do { try spec.validate() } catch { throw StoreError.invalid(field: error.field, message: error.message) }
+        let id = Store.newID("bld")
+        let at = Store.timestamp(now())
+        let maxAttempts = spec.maxAttempts ?? settings.defaultMaxAttempts
+        try await database.write { db in
+            if case .upload(let digest) = spec.context,
+                try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true
+            {
+                throw StoreError.invalid(
+                    field: "context.digest",
+                    message: "no uploaded context has digest \(digest); upload it first (PUT /api/v1/contexts/\(digest))")
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO build (id, image, spec, state, submittedBy, createdAt, updatedAt)
+                    VALUES (?, ?, ?, 'queued', ?, ?, ?)
+                    """,
+                arguments: [id, spec.image, try Store.json(spec), submittedBy, at, at])
+            let buildSeq = db.lastInsertedRowID
+            for platformSpec in spec.platforms {
+                let platform = platformSpec.platform.normalized()
+                try db.execute(
+                    sql: """
+                        INSERT INTO job (id, buildId, buildSeq, platformKey, platform, spec, state, maxAttempts, notBefore)
+                        VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)
+                        """,
+                    arguments: [
+                        Store.newID("job"), id, buildSeq, Self.platformKey(platform), platform.description,
+                        try Store.json(
+                            PlatformSpec(
+                                platform: platform, dockerfile: platformSpec.dockerfile, buildArgs: platformSpec.buildArgs,
+                                agentLabels: platformSpec.agentLabels)),
+                        maxAttempts, at,
+                    ])
+            }
+            try appendEvent(
+                db, buildId: id, type: "build.submitted",
+                data: [
+                    "image": spec.image, "tags": spec.tags.joined(separator: ","),
+                    "platforms": spec.platforms.map(\.platform.description).joined(separator: ","),
+                ])
+        }
+        return try await build(id: id)
+    }
+
+    /// A build with its jobs.
+    public func build(id: String) async throws -> BuildView {
+        try await database.read { db in try Self.buildView(db, id: id) }
+    }
+
+    /// Builds, newest first.
+    public func listBuilds(_ query: BuildQuery = BuildQuery()) async throws -> [BuildView] {
+        try await database.read { db in
+            var conditions: [String] = []
+            var arguments: StatementArguments = []
+            if let state = query.state {
+                conditions.append("state = ?")
+                _ = arguments.append(contentsOf: [state.rawValue])
+            }
+            if let image = query.image {
+                conditions.append("image = ?")
+                _ = arguments.append(contentsOf: [image])
+            }
+            if let before = query.before {
+                conditions.append("seq < (SELECT seq FROM build WHERE id = ?)")
+                _ = arguments.append(contentsOf: [before])
+            }
+            let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let limit = max(1, min(query.limit, 500))
+            let ids = try String.fetchAll(
+                db, sql: "SELECT id FROM build \(whereClause) ORDER BY seq DESC LIMIT \(limit)", arguments: arguments)
+            return try ids.map { try Self.buildView(db, id: $0) }
+        }
+    }
+
+    /// Cancels a build: queued jobs end at once, running attempts are told at their next heartbeat,
+    /// and nothing is published. Cancelling a finished build is a conflict.
+    public func cancelBuild(id: String, by actor: String?) async throws -> BuildView {
+        let at = Store.timestamp(now())
+        try await database.write { db in
+            let state = try Self.buildState(db, id: id)
+            guard !state.isFinal else { throw StoreError.conflict("build \(id) is already \(state.rawValue)") }
+            try db.execute(
+                sql: "UPDATE build SET state = 'cancelled', reason = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
+                arguments: ["cancelled by \(actor ?? "a user")", at, at, id])
+            try db.execute(
+                sql: "UPDATE job SET state = 'cancelled', reason = 'build cancelled' WHERE buildId = ? AND state = 'queued'",
+                arguments: [id])
+            try db.execute(
+                sql: """
+                    UPDATE attempt SET cancelRequested = 1
+                    WHERE state IN ('running', 'verifying') AND jobId IN (SELECT id FROM job WHERE buildId = ?)
+                    """, arguments: [id])
+            try db.execute(sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending'", arguments: [id])
+            try appendEvent(db, buildId: id, type: "build.cancelled", data: ["by": actor ?? ""])
+        }
+        return try await build(id: id)
+    }
+
+    /// Runs one platform again (after success, failure or cancellation of that platform). The list is
+    /// re-published when the new attempt's digest is verified.
+    public func retryJob(buildId: String, platform: String) async throws -> BuildView {
+        let at = Store.timestamp(now())
+        try await database.write { db in
+            let state = try Self.buildState(db, id: buildId)
+            guard state != .cancelled else {
+                throw StoreError.conflict("build \(buildId) was cancelled; submit it again instead")
+            }
+            let key = Self.platformKey(try Self.parsePlatform(platform))
+            guard
+                let job = try Row.fetchOne(
+                    db, sql: "SELECT * FROM job WHERE buildId = ? AND platformKey = ?", arguments: [buildId, key])
+            else {
+                let known = try String.fetchAll(db, sql: "SELECT platform FROM job WHERE buildId = ?", arguments: [buildId])
+                throw StoreError.invalid(
+                    field: "platform", message: "build \(buildId) has no \(platform) job; it has \(known.joined(separator: ", "))"
+                )
+            }
+            let jobState = JobState(rawValue: job["state"]) ?? .queued
+            guard jobState.isFinal else {
+                throw StoreError.conflict(
+                    "the \(platform) job of build \(buildId) is \(jobState.rawValue); retry it once it has finished")
+            }
+            let jobId: String = job["id"]
+            try db.execute(
+                sql: """
+                    UPDATE job SET state = 'queued', retryBase = attempts, notBefore = ?, reason = NULL, currentEpoch = NULL
+                    WHERE id = ?
+                    """, arguments: [at, jobId])
+            try db.execute(
+                sql: "UPDATE build SET state = 'running', reason = NULL, finishedAt = NULL, updatedAt = ? WHERE id = ?",
+                arguments: [at, buildId])
+            try appendEvent(
+                db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.queued",
+                data: ["reason": "retry requested"])
+        }
+        return try await build(id: buildId)
+    }
+
+    // MARK: - Contexts
+
+    /// Records an uploaded context (the file is already in place, verified).
+    public func recordContext(digest: Digest, size: Int64) async throws {
+        let at = Store.timestamp(now())
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO context (digest, size, createdAt) VALUES (?, ?, ?)",
+                arguments: [digest.description, size, at])
+        }
+    }
+
+    public func hasContext(digest: Digest) async throws -> Bool {
+        try await database.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func platformKey(_ platform: Platform) -> String {
+        let normalized = platform.normalized()
+        return normalized.key + (normalized.osVersion.flatMap(Platform.windowsBuild).map { ":" + $0 } ?? "")
+    }
+
+    static func parsePlatform(_ text: String) throws -> Platform {
+        do { return try Platform(parsing: text) } catch {
+            throw StoreError.invalid(field: "platform", message: error.description)
+        }
+    }
+
+    static func buildState(_ db: Database, id: String) throws -> BuildState {
+        guard let raw = try String.fetchOne(db, sql: "SELECT state FROM build WHERE id = ?", arguments: [id]) else {
+            throw StoreError.notFound(kind: "build", id: id)
+        }
+        return BuildState(rawValue: raw) ?? .failed
+    }
+
+    static func buildView(_ db: Database, id: String) throws -> BuildView {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM build WHERE id = ?", arguments: [id]) else {
+            throw StoreError.notFound(kind: "build", id: id)
+        }
+        let spec = try Store.decode(BuildSpec.self, row["spec"])
+        let jobs = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT job.*, attempt.phase AS phase, attempt.startedAt AS startedAt, attempt.endedAt AS endedAt,
+                       attempt.lastLogLine AS lastLogLine, agent.name AS agentName
+                FROM job
+                LEFT JOIN attempt ON attempt.epoch = (SELECT MAX(epoch) FROM attempt WHERE attempt.jobId = job.id)
+                LEFT JOIN agent ON agent.id = attempt.agentId
+                WHERE job.buildId = ? ORDER BY job.seq
+                """, arguments: [id]
+        ).map { job in
+            JobView(
+                id: job["id"], platform: try Store.decode(PlatformSpec.self, job["spec"]).platform,
+                state: JobState(rawValue: job["state"]) ?? .queued, attempts: job["attempts"],
+                maxAttempts: (job["maxAttempts"] as Int) + (job["retryBase"] as Int), agent: job["agentName"],
+                phase: job["phase"],
+                digest: (job["digest"] as String?).flatMap { try? Digest(parsing: $0) }, imageReference: job["imageReference"],
+                reason: job["reason"], lastLogLine: job["lastLogLine"], startedAt: Store.date(job["startedAt"]),
+                finishedAt: Store.date(job["endedAt"]), notBefore: Store.date(job["notBefore"]))
+        }
+        return BuildView(
+            id: id, state: BuildState(rawValue: row["state"]) ?? .failed, image: row["image"], tags: spec.tags, jobs: jobs,
+            listDigest: (row["listDigest"] as String?).flatMap { try? Digest(parsing: $0) }, listMediaType: row["listMediaType"],
+            reason: row["reason"], submittedBy: row["submittedBy"], createdAt: Store.date(row["createdAt"]) ?? Date(),
+            updatedAt: Store.date(row["updatedAt"]) ?? Date(), finishedAt: Store.date(row["finishedAt"]),
+            allowPartial: spec.allowPartial)
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import GRDB
+import ManifoldAPI
+
+extension Store {
+    /// Appends to a build's event log inside the caller's transaction.
+    func appendEvent(
+        _ db: Database, buildId: String, jobId: String? = nil, platform: String? = nil, type: String, data: [String: String]
+    ) throws {
+        try db.execute(
+            sql: "INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [buildId, jobId, platform, type, try Store.json(data), Store.timestamp(now())])
+        try db.execute(sql: "UPDATE build SET updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(now()), buildId])
+    }
+
+    /// A build's events after `afterId` (exclusive), oldest first: the source of progress streams.
+    public func events(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> [BuildEvent] {
+        try await database.read { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM build WHERE id = ?", arguments: [buildId]) == true else {
+                throw StoreError.notFound(kind: "build", id: buildId)
+            }
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM event WHERE buildId = ? AND id > ? ORDER BY id LIMIT ?",
+                arguments: [buildId, afterId, max(1, min(limit, 5000))]
+            ).map { row in
+                BuildEvent(
+                    id: row["id"], buildId: row["buildId"], jobId: row["jobId"], platform: row["platform"], type: row["type"],
+                    data: (try? Store.decode([String: String].self, row["data"])) ?? [:],
+                    time: Store.date(row["createdAt"]) ?? Date())
+            }
+        }
+    }
+
+    /// The newest event id of all builds, for waking streams.
+    public func latestEventID() async throws -> Int64 {
+        try await database.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
+    }
+}

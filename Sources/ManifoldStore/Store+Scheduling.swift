@@ -1,0 +1,463 @@
+import Foundation
+import GRDB
+import ManifoldAPI
+import ManifoldCore
+
+/// A verified-or-not report waiting for the coordinator to check it in the registry.
+public struct PendingVerification: Sendable, Hashable {
+    public var jobId: String
+    public var epoch: Int64
+    public var buildId: String
+    public var platform: Platform
+    public var image: String
+    public var imageReference: String
+    public var digest: Digest
+}
+
+/// The outcome of checking a reported digest in the registry.
+public enum VerificationOutcome: Sendable, Hashable {
+    case verified
+    /// The image is missing or is not the job's platform; the attempt fails with this reason.
+    case rejected(reason: String)
+}
+
+/// What happened to a log append.
+public enum LogAppendResult: Sendable, Hashable {
+    /// Stored (or already had it); the log now has `size` bytes.
+    case stored(size: Int64)
+    /// The chunk starts past the end; resend from `size`.
+    case gap(size: Int64)
+}
+
+extension Store {
+    /// Hands the oldest queued job that this agent can build to it, or nil. Builds are served in
+    /// submission order (FIFO across builds); a job no agent can take never blocks the ones behind it.
+    public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
+        let at = now()
+        return try await database.write { db -> Lease? in
+            try self.touchAgent(db, id: agentId, poll: poll)
+            guard let stateRaw = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId]) else {
+                throw StoreError.notFound(kind: "agent", id: agentId)
+            }
+            guard AgentState(rawValue: stateRaw) == .active else { return nil }
+            let offers = poll.platforms.map { $0.normalized() }
+            let candidates = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT job.id, job.buildId, job.spec, job.attempts, job.platform FROM job
+                    JOIN build ON build.id = job.buildId
+                    WHERE job.state = 'queued' AND job.notBefore <= ? AND build.state IN ('queued', 'running')
+                    ORDER BY job.buildSeq, job.seq
+                    """, arguments: [Store.timestamp(at)])
+            for candidate in candidates {
+                let platformSpec = try Store.decode(PlatformSpec.self, candidate["spec"])
+                guard offers.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { continue }
+                let required = platformSpec.agentLabels ?? [:]
+                guard required.allSatisfy({ poll.labels[$0.key] == $0.value }) else { continue }
+                return try self.grant(db, job: candidate, platformSpec: platformSpec, agentId: agentId, at: at)
+            }
+            return nil
+        }
+    }
+
+    private func grant(_ db: Database, job: Row, platformSpec: PlatformSpec, agentId: String, at: Date) throws -> Lease {
+        let jobId: String = job["id"]
+        let buildId: String = job["buildId"]
+        let number = (job["attempts"] as Int) + 1
+        let expires = at.addingTimeInterval(settings.leaseTTL)
+        try db.execute(
+            sql: """
+                INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt) VALUES (?, ?, ?, 'running', ?, ?)
+                """, arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at)])
+        let epoch = db.lastInsertedRowID
+        try db.execute(
+            sql: "UPDATE job SET state = 'assigned', attempts = ?, currentEpoch = ? WHERE id = ?",
+            arguments: [number, epoch, jobId])
+        try db.execute(
+            sql: "UPDATE build SET state = 'running', updatedAt = ? WHERE id = ? AND state = 'queued'",
+            arguments: [Store.timestamp(at), buildId])
+        let agentName = try String.fetchOne(db, sql: "SELECT name FROM agent WHERE id = ?", arguments: [agentId]) ?? agentId
+        try appendEvent(
+            db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
+            data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
+        let spec = try Store.decode(
+            BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
+        let tag = settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform)
+        let jobSpec = JobSpec(
+            buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: tag, context: spec.context,
+            dockerfile: platformSpec.dockerfile ?? spec.dockerfile,
+            buildArgs: spec.buildArgs.merging(platformSpec.buildArgs ?? [:]) { $1 }, secretBuildArgs: spec.secretBuildArgs,
+            labels: spec.labels, timeoutSeconds: spec.timeoutSeconds)
+        return Lease(jobId: jobId, epoch: epoch, attempt: number, leaseExpiresAt: expires, spec: jobSpec)
+    }
+
+    /// Extends a running attempt's lease and records its phase. Answers whether the job was cancelled.
+    public func heartbeat(agentId: String, _ request: HeartbeatRequest) async throws -> HeartbeatResponse {
+        let at = now()
+        return try await database.write { db in
+            let attempt = try self.currentAttempt(
+                db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
+            let expires = at.addingTimeInterval(settings.leaseTTL)
+            try db.execute(
+                sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ? AND state = 'running'",
+                arguments: [Store.timestamp(expires), request.epoch])
+            try self.touchAgent(db, id: agentId, poll: nil)
+            if let phase = request.phase, phase != (attempt["phase"] as String?) {
+                try db.execute(sql: "UPDATE attempt SET phase = ? WHERE epoch = ?", arguments: [phase, request.epoch])
+                let job = try self.jobRow(db, id: request.jobId)
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.phase",
+                    data: ["phase": phase])
+            }
+            return HeartbeatResponse(cancelled: (attempt["cancelRequested"] as Int) != 0, leaseExpiresAt: expires)
+        }
+    }
+
+    /// Appends log bytes at `offset`. A chunk that repeats what is stored is accepted without change; one
+    /// that overlaps stores only the new part; one that leaves a gap is answered with the stored size.
+    public func appendLog(agentId: String, jobId: String, epoch: Int64, offset: Int64, data: Data) async throws -> LogAppendResult
+    {
+        try await database.write { db in
+            let attempt = try self.currentAttempt(
+                db, jobId: jobId, epoch: epoch, agentId: agentId,
+                allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
+            let size: Int64 = attempt["logSize"]
+            if offset > size { return .gap(size: size) }
+            let end = offset + Int64(data.count)
+            guard end > size else { return .stored(size: size) }
+            let fresh = data.suffix(from: data.startIndex + Int(size - offset))
+            try db.execute(
+                sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, Data(fresh)])
+            let lastLine = String(decoding: fresh, as: UTF8.self).split(whereSeparator: \.isNewline).last.map {
+                String($0.trimmingCharacters(in: .whitespaces).prefix(300))
+            }
+            try db.execute(
+                sql: "UPDATE attempt SET logSize = ?, lastLogLine = COALESCE(?, lastLogLine) WHERE epoch = ?",
+                arguments: [end, lastLine, epoch])
+            if let lastLine, !lastLine.isEmpty {
+                let job = try self.jobRow(db, id: jobId)
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.log",
+                    data: ["line": lastLine])
+            }
+            return .stored(size: end)
+        }
+    }
+
+    /// Log bytes of one attempt (the latest when `attempt` is nil) from `offset`, at most `limit` bytes.
+    public func readLog(
+        buildId: String, platform: String, attempt: Int? = nil, offset: Int64 = 0, limit: Int = 1 << 20
+    ) async throws
+        -> (data: Data, size: Int64, epoch: Int64, finished: Bool)
+    {
+        try await database.read { db in
+            let key = Self.platformKey(try Self.parsePlatform(platform))
+            guard
+                let jobId = try String.fetchOne(
+                    db, sql: "SELECT id FROM job WHERE buildId = ? AND platformKey = ?", arguments: [buildId, key])
+            else { throw StoreError.notFound(kind: "job", id: "\(buildId)/\(platform)") }
+            let row: Row?
+            if let attempt {
+                row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM attempt WHERE jobId = ? AND number = ?", arguments: [jobId, attempt])
+            } else {
+                row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM attempt WHERE jobId = ? ORDER BY epoch DESC LIMIT 1", arguments: [jobId])
+            }
+            guard let row else { return (Data(), 0, 0, false) }
+            let epoch: Int64 = row["epoch"]
+            let size: Int64 = row["logSize"]
+            let finished = (row["state"] as String) != "running"
+            guard offset < size else { return (Data(), size, epoch, finished) }
+            var data = Data()
+            let chunks = try Row.fetchAll(
+                db,
+                sql: "SELECT offset, data FROM log_chunk WHERE epoch = ? AND offset + length(data) > ? ORDER BY offset",
+                arguments: [epoch, offset])
+            for chunk in chunks {
+                let chunkOffset: Int64 = chunk["offset"]
+                let bytes: Data = chunk["data"]
+                let skip = Int(max(0, offset - chunkOffset))
+                data.append(bytes.dropFirst(skip))
+                if data.count >= limit { break }
+            }
+            return (data.prefix(limit), size, epoch, finished)
+        }
+    }
+
+    /// Records an agent's result. Success moves the attempt to verification (the coordinator checks the
+    /// digest); failure re-queues the job with backoff or fails it. Reporting the same result twice is
+    /// accepted; a different digest for the same attempt is a conflict.
+    public func complete(agentId: String, _ request: CompleteRequest) async throws {
+        let at = now()
+        try await database.write { db in
+            let attempt = try self.currentAttempt(
+                db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
+                allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
+            let state: String = attempt["state"]
+            let job = try self.jobRow(db, id: request.jobId)
+            switch request.outcome {
+            case .succeeded:
+                guard let digest = request.digest, let reference = request.imageReference else {
+                    throw StoreError.invalid(field: "digest", message: "a succeeded report needs imageReference and digest")
+                }
+                if state != "running" {
+                    guard (attempt["digest"] as String?) == digest.description else {
+                        throw StoreError.conflict(
+                            "attempt \(request.epoch) already reported \(attempt["digest"] as String? ?? state); it cannot report \(digest) now"
+                        )
+                    }
+                    return
+                }
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'verifying', digest = ?, imageReference = ?, endedAt = ? WHERE epoch = ?",
+                    arguments: [digest.description, reference, Store.timestamp(at), request.epoch])
+                try db.execute(
+                    sql: "UPDATE job SET state = 'verifying', digest = ?, imageReference = ? WHERE id = ?",
+                    arguments: [digest.description, reference, request.jobId])
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.verifying",
+                    data: ["digest": digest.description, "image": reference])
+            case .failed, .cancelled:
+                let wanted = request.outcome == .failed ? "failed" : "cancelled"
+                if state != "running" {
+                    guard state == wanted else {
+                        throw StoreError.conflict(
+                            "attempt \(request.epoch) already ended as \(state); it cannot report \(wanted) now")
+                    }
+                    return
+                }
+                let reason = request.reason ?? (request.outcome == .cancelled ? "cancelled" : "the build failed")
+                let exit = request.exitCode.map { " (exit code \($0))" } ?? ""
+                try db.execute(
+                    sql: "UPDATE attempt SET state = ?, exitCode = ?, reason = ?, endedAt = ? WHERE epoch = ?",
+                    arguments: [wanted, request.exitCode, reason, Store.timestamp(at), request.epoch])
+                if request.outcome == .cancelled, (attempt["cancelRequested"] as Int) != 0 {
+                    try db.execute(
+                        sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, request.jobId])
+                    try self.appendEvent(
+                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.cancelled",
+                        data: [:])
+                } else {
+                    try self.attemptEnded(db, job: job, reason: reason + exit, at: at)
+                }
+            }
+        }
+    }
+
+    /// Reports awaiting a registry check, oldest first (also those left over from before a restart).
+    public func pendingVerifications() async throws -> [PendingVerification] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec, build.image
+                    FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
+                    WHERE attempt.state = 'verifying' ORDER BY attempt.epoch
+                    """
+            ).compactMap { row in
+                guard let digest = try? Digest(parsing: row["digest"] as String) else { return nil }
+                return PendingVerification(
+                    jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"],
+                    platform: try Store.decode(PlatformSpec.self, row["spec"]).platform, image: row["image"],
+                    imageReference: row["imageReference"], digest: digest)
+            }
+        }
+    }
+
+    /// Records the registry check of a reported digest. A verified platform counts as done; when every
+    /// platform is done the build's list is queued for publishing (once per set of digests).
+    public func recordVerification(jobId: String, epoch: Int64, outcome: VerificationOutcome) async throws {
+        let at = now()
+        try await database.write { db in
+            guard
+                let attempt = try Row.fetchOne(
+                    db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),
+                (attempt["state"] as String) == "verifying"
+            else { return }
+            let job = try self.jobRow(db, id: jobId)
+            switch outcome {
+            case .verified:
+                try db.execute(sql: "UPDATE attempt SET state = 'succeeded' WHERE epoch = ?", arguments: [epoch])
+                guard (job["currentEpoch"] as Int64?) == epoch, (job["state"] as String) == "verifying" else { return }
+                try db.execute(sql: "UPDATE job SET state = 'succeeded', reason = NULL WHERE id = ?", arguments: [jobId])
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded",
+                    data: ["digest": attempt["digest"] ?? "", "image": attempt["imageReference"] ?? ""])
+                try self.evaluateBuild(db, id: job["buildId"], at: at)
+            case .rejected(let reason):
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'failed', reason = ? WHERE epoch = ?", arguments: [reason, epoch])
+                guard (job["currentEpoch"] as Int64?) == epoch else { return }
+                try self.attemptEnded(db, job: job, reason: reason, at: at)
+            }
+        }
+    }
+
+    /// Marks attempts whose lease ran out as lost and re-queues their jobs. Returns how many expired.
+    @discardableResult
+    public func expireLeases() async throws -> Int {
+        let at = now()
+        return try await database.write { db in
+            let expired = try Row.fetchAll(
+                db, sql: "SELECT epoch, jobId, agentId FROM attempt WHERE state = 'running' AND leaseExpiresAt < ?",
+                arguments: [Store.timestamp(at)])
+            for attempt in expired {
+                let epoch: Int64 = attempt["epoch"]
+                let reason = "the agent stopped renewing its lease"
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
+                    arguments: [reason, Store.timestamp(at), epoch])
+                let job = try self.jobRow(db, id: attempt["jobId"])
+                let agentName = try String.fetchOne(
+                    db, sql: "SELECT name FROM agent WHERE id = ?", arguments: [attempt["agentId"] as String])
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.lost",
+                    data: ["agent": agentName ?? "", "epoch": "\(epoch)"])
+                if (job["currentEpoch"] as Int64?) == epoch {
+                    try self.attemptEnded(db, job: job, reason: "lease expired on agent \(agentName ?? "?")", at: at)
+                }
+            }
+            return expired.count
+        }
+    }
+
+    /// The earliest moment a queued job becomes eligible, for waking long polls after a backoff.
+    public func nextQueuedJobTime() async throws -> Date? {
+        try await database.read { db in
+            Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM job WHERE state = 'queued'"))
+        }
+    }
+
+    /// An agent leaves the pool: its running attempts are lost at once and their jobs re-queued.
+    public func leaveAgent(id: String) async throws {
+        let at = now()
+        try await database.write { db in
+            try db.execute(sql: "UPDATE agent SET state = 'left' WHERE id = ?", arguments: [id])
+            let running = try Row.fetchAll(
+                db, sql: "SELECT epoch, jobId FROM attempt WHERE agentId = ? AND state = 'running'", arguments: [id])
+            for attempt in running {
+                let epoch: Int64 = attempt["epoch"]
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'lost', reason = 'the agent left', endedAt = ? WHERE epoch = ?",
+                    arguments: [Store.timestamp(at), epoch])
+                let job = try self.jobRow(db, id: attempt["jobId"])
+                if (job["currentEpoch"] as Int64?) == epoch {
+                    try self.attemptEnded(db, job: job, reason: "the agent left", at: at)
+                }
+            }
+        }
+    }
+
+    // MARK: - Transitions
+
+    /// After a failed or lost attempt: retry with backoff while attempts remain, else fail the job.
+    func attemptEnded(_ db: Database, job: Row, reason: String, at: Date) throws {
+        let jobId: String = job["id"]
+        let buildId: String = job["buildId"]
+        let used = (job["attempts"] as Int) - (job["retryBase"] as Int)
+        let maxAttempts: Int = job["maxAttempts"]
+        let buildState = try Self.buildState(db, id: buildId)
+        if buildState == .cancelled {
+            try db.execute(sql: "UPDATE job SET state = 'cancelled', reason = 'build cancelled' WHERE id = ?", arguments: [jobId])
+            return
+        }
+        if used < maxAttempts {
+            let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: used))
+            try db.execute(
+                sql: "UPDATE job SET state = 'queued', notBefore = ?, reason = ? WHERE id = ?",
+                arguments: [Store.timestamp(retryAt), reason, jobId])
+            try appendEvent(
+                db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.retrying",
+                data: [
+                    "reason": reason, "attempt": "\(used)", "maxAttempts": "\(maxAttempts)", "at": "\(Store.timestamp(retryAt))",
+                ])
+        } else {
+            try db.execute(sql: "UPDATE job SET state = 'failed', reason = ? WHERE id = ?", arguments: [reason, jobId])
+            try appendEvent(
+                db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.failed",
+                data: ["reason": reason, "attempts": "\(used)"])
+            try evaluateBuild(db, id: buildId, at: at)
+        }
+    }
+
+    /// Decides what a build's jobs add up to: publish (all verified, or partial when allowed), fail, or keep running.
+    func evaluateBuild(_ db: Database, id: String, at: Date) throws {
+        let state = try Self.buildState(db, id: id)
+        guard state != .cancelled else { return }
+        let jobs = try Row.fetchAll(
+            db, sql: "SELECT state, digest, platformKey FROM job WHERE buildId = ? ORDER BY seq", arguments: [id])
+        let states = jobs.map { JobState(rawValue: $0["state"] as String) ?? .queued }
+        guard states.allSatisfy(\.isFinal) else { return }
+        let succeeded = jobs.filter { ($0["state"] as String) == JobState.succeeded.rawValue }
+        let spec = try Store.decode(
+            BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [id]) ?? "")
+        let complete = succeeded.count == jobs.count
+        if complete || (spec.allowPartial && !succeeded.isEmpty) {
+            let digestSet = succeeded.map { "\($0["platformKey"] as String)=\($0["digest"] as String? ?? "")" }.joined(
+                separator: ",")
+            try db.execute(
+                sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending' AND digestSet != ?",
+                arguments: [id, digestSet])
+            try db.execute(
+                sql: """
+                    INSERT INTO outbox (buildId, digestSet, partial, state, notBefore, createdAt) VALUES (?, ?, ?, 'pending', ?, ?)
+                    ON CONFLICT (buildId, digestSet) DO NOTHING
+                    """, arguments: [id, digestSet, complete ? 0 : 1, Store.timestamp(at), Store.timestamp(at)])
+            let inserted = db.changesCount > 0
+            try db.execute(
+                sql: "UPDATE build SET state = 'publishing', updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(at), id])
+            if inserted {
+                try appendEvent(
+                    db, buildId: id, type: "list.publishing", data: ["platforms": "\(succeeded.count)", "of": "\(jobs.count)"])
+            } else {
+                // This exact set was published before (e.g. a retry produced the same digest): nothing new to push.
+                let done = try Row.fetchOne(
+                    db, sql: "SELECT listDigest, partial FROM outbox WHERE buildId = ? AND digestSet = ? AND state = 'done'",
+                    arguments: [id, digestSet])
+                if let done {
+                    let final: BuildState = (done["partial"] as Int) != 0 ? .partiallyPublished : .published
+                    try db.execute(
+                        sql: "UPDATE build SET state = ?, listDigest = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
+                        arguments: [final.rawValue, done["listDigest"] as String?, Store.timestamp(at), Store.timestamp(at), id])
+                }
+            }
+        } else {
+            let failed = jobs.count - succeeded.count
+            let reason = "\(failed) of \(jobs.count) platform(s) failed" + (spec.allowPartial ? "" : "; no list was published")
+            try db.execute(
+                sql: "UPDATE build SET state = 'failed', reason = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
+                arguments: [reason, Store.timestamp(at), Store.timestamp(at), id])
+            try appendEvent(db, buildId: id, type: "build.failed", data: ["reason": reason])
+        }
+    }
+
+    /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
+    func currentAttempt(_ db: Database, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> Row {
+        guard let attempt = try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch]),
+            (attempt["jobId"] as String) == jobId
+        else {
+            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "no such attempt of this job")
+        }
+        guard (attempt["agentId"] as String) == agentId else {
+            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt belongs to another agent")
+        }
+        let current = try Int64.fetchOne(db, sql: "SELECT currentEpoch FROM job WHERE id = ?", arguments: [jobId])
+        guard current == epoch else {
+            throw StoreError.staleAttempt(
+                jobId: jobId, epoch: epoch, reason: "a newer attempt (epoch \(current.map(String.init) ?? "none")) replaced it")
+        }
+        let state: String = attempt["state"]
+        guard allowed.contains(state) else {
+            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt is \(state)")
+        }
+        return attempt
+    }
+
+    func jobRow(_ db: Database, id: String) throws -> Row {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]) else {
+            throw StoreError.notFound(kind: "job", id: id)
+        }
+        return row
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import GRDB
+import ManifoldAPI
+import ManifoldCore
+
+/// The coordinator's durable state: one SQLite file in WAL mode with `synchronous = FULL`, so a state
+/// change acknowledged to a caller survives `kill -9` and power loss.
+///
+/// Every operation is one transaction. Time comes from `now`, so lease expiry and backoff are tested
+/// without sleeping.
+public final class Store: Sendable {
+    let database: DatabasePool
+    let now: @Sendable () -> Date
+    public let settings: StoreSettings
+
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    public init(path: String, settings: StoreSettings = StoreSettings(), now: @escaping @Sendable () -> Date = { Date() }) throws
+    {
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        configuration.busyMode = .timeout(10)
+        database = try DatabasePool(path: path, configuration: configuration)
+        self.now = now
+        self.settings = settings
+        try Schema.migrator.migrate(database)
+    }
+
+    /// The file's journal mode, for checks and diagnostics (always `wal`).
+    public func journalMode() throws -> String {
+        try database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+    }
+
+    static func timestamp(_ date: Date) -> Double { date.timeIntervalSince1970 }
+    static func date(_ value: Double?) -> Date? { value.map { Date(timeIntervalSince1970: $0) } }
+
+    static func json<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try CanonicalJSON.encode(value), as: UTF8.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+
+    static func newID(_ prefix: String) -> String {
+        prefix + "_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20)
+    }
+}
+
+/// Scheduling knobs the store applies inside its transactions.
+public struct StoreSettings: Sendable {
+    public var leaseTTL: TimeInterval
+    public var defaultMaxAttempts: Int
+    /// Delay before retry n (1-based) is `retryBackoff * 2^(n-1)`, capped at `maxRetryBackoff`.
+    public var retryBackoff: TimeInterval
+    public var maxRetryBackoff: TimeInterval
+    /// `{tag}-{os}-{arch}{-variant}` and friends; rendered by `childTag`.
+    public var childTag: @Sendable (_ template: String?, _ tag: String, _ platform: Platform) -> String
+
+    public init(
+        leaseTTL: TimeInterval = 60, defaultMaxAttempts: Int = 3, retryBackoff: TimeInterval = 5,
+        maxRetryBackoff: TimeInterval = 300,
+        childTag: @escaping @Sendable (String?, String, Platform) -> String = StoreSettings.defaultChildTag
+    ) {
+        self.leaseTTL = leaseTTL
+        self.defaultMaxAttempts = defaultMaxAttempts
+        self.retryBackoff = retryBackoff
+        self.maxRetryBackoff = maxRetryBackoff
+        self.childTag = childTag
+    }
+
+    /// `TAG-os-arch[-variant]`, e.g. `1.0-linux-arm64-v8`; Windows adds the OS build: `1.0-windows-amd64-10.0.20348`.
+    public static let defaultChildTag: @Sendable (String?, String, Platform) -> String = { _, tag, platform in
+        var parts = [tag, platform.os, platform.architecture]
+        if let variant = platform.variant { parts.append(variant) }
+        if platform.os == "windows", let version = platform.osVersion.flatMap(Platform.windowsBuild) { parts.append(version) }
+        let joined = parts.joined(separator: "-").map { character -> Character in
+            character.isLetter || character.isNumber || character == "." || character == "_" || character == "-" ? character : "-"
+        }
+        return String(String(joined).prefix(128))
+    }
+
+    func backoff(afterAttempt attempt: Int) -> TimeInterval {
+        min(retryBackoff * pow(2, Double(max(0, attempt - 1))), maxRetryBackoff)
+    }
+}
+
+/// Why the store refused an operation. The coordinator maps each case to an HTTP status.
+public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
+    case notFound(kind: String, id: String)
+    /// A call from a superseded or foreign attempt (409).
+    case staleAttempt(jobId: String, epoch: Int64, reason: String)
+    /// A state transition that is not allowed now (409).
+    case conflict(String)
+    case invalid(field: String, message: String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let kind, let id): return "\(kind) \(id) does not exist"
+        case .staleAttempt(let jobId, let epoch, let reason):
+            return "attempt epoch \(epoch) of job \(jobId) is no longer current: \(reason)"
+        case .conflict(let message): return message
+        case .invalid(let field, let message): return "\(field): \(message)"
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import Synchronization
+
+@testable import ManifoldStore
+
+/// A clock tests move by hand.
+final class TestClock: Sendable {
+    private let current = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+    var now: Date { current.withLock { $0 } }
+    func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
+}
+
+/// A store on a real SQLite file in a fresh directory, removed at the end.
+final class StoreFixture: Sendable {
+    let directory: URL
+    let clock = TestClock()
+    let store: Store
+
+    init(settings: StoreSettings = StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5)) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-store-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let clock = clock
+        store = try Store(path: directory.appendingPathComponent("manifold.db").path, settings: settings, now: { clock.now })
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    var databasePath: String { directory.appendingPathComponent("manifold.db").path }
+
+    /// Opens the same file again, as a restarted coordinator would.
+    func reopen() throws -> Store {
+        let clock = clock
+        return try Store(path: databasePath, settings: store.settings, now: { clock.now })
+    }
+
+    func join(_ name: String, platforms: [String], labels: [String: String] = [:]) async throws -> AgentView {
+        try await store.joinAgent(
+            JoinRequest(
+                name: name, platforms: try platforms.map { try Platform(parsing: $0) }, labels: labels, builders: ["buildah"],
+                version: "test"),
+            secretHash: "hash-\(name)")
+    }
+
+    func poll(_ agent: AgentView, labels: [String: String] = [:]) async throws -> Lease? {
+        try await store.lease(
+            agentId: agent.id,
+            poll: PollRequest(
+                platforms: agent.platforms, labels: labels.isEmpty ? agent.labels : labels, builders: ["buildah"], version: "test"
+            ))
+    }
+
+    func submit(
+        platforms: [String], tags: [String] = ["1.0"], maxAttempts: Int? = nil, allowPartial: Bool = false,
+        agentLabels: [String: String]? = nil
+    ) async throws -> BuildView {
+        let digest = Digest.compute(of: Data("context \(UUID())".utf8))
+        try await store.recordContext(digest: digest, size: 10)
+        let spec = BuildSpec(
+            image: "registry.local:5000/team/app", tags: tags,
+            platforms: try platforms.map { PlatformSpec(platform: try Platform(parsing: $0), agentLabels: agentLabels) },
+            context: .upload(digest: digest), buildArgs: ["VERSION": "1"], maxAttempts: maxAttempts, allowPartial: allowPartial)
+        return try await store.submitBuild(spec, submittedBy: "tester")
+    }
+
+    func succeed(_ lease: Lease, agent: AgentView, digest: Digest? = nil) async throws -> Digest {
+        let digest = digest ?? Digest.compute(of: Data("image \(lease.jobId) \(lease.epoch)".utf8))
+        try await store.complete(
+            agentId: agent.id,
+            CompleteRequest(
+                jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded,
+                imageReference: "\(lease.spec.image):\(lease.spec.tag)", digest: digest))
+        return digest
+    }
+
+    func verifyAll() async throws {
+        for pending in try await store.pendingVerifications() {
+            try await store.recordVerification(jobId: pending.jobId, epoch: pending.epoch, outcome: .verified)
+        }
+    }
+}

@@ -1,0 +1,307 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import Testing
+
+@testable import ManifoldStore
+
+@Suite struct StoreBasicsTests {
+    @Test func usesWALAndSurvivesReopening() async throws {
+        let fixture = try StoreFixture()
+        #expect(try fixture.store.journalMode() == "wal")
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let reopened = try fixture.reopen()
+        #expect(try await reopened.build(id: build.id) == build)
+    }
+
+    @Test func tokensAreFoundByHashAndRevoked() async throws {
+        let fixture = try StoreFixture()
+        let token = try await fixture.store.createToken(name: "ci", role: .submitter, secretHash: "abc")
+        #expect(try await fixture.store.principal(forSecretHash: "abc") == .user(tokenId: token.id, name: "ci", role: .submitter))
+        #expect(try await fixture.store.principal(forSecretHash: "nope") == nil)
+        try await fixture.store.revokeToken(id: token.id)
+        #expect(try await fixture.store.principal(forSecretHash: "abc") == nil)
+        #expect(try await fixture.store.listTokens().first?.revokedAt != nil)
+        await #expect(throws: StoreError.notFound(kind: "token", id: "tok_missing")) {
+            try await fixture.store.revokeToken(id: "tok_missing")
+        }
+    }
+
+    @Test func agentNamesAreUniqueAndValidated() async throws {
+        let fixture = try StoreFixture()
+        let agent = try await fixture.join("win-1", platforms: ["windows/amd64:10.0.20348.2227"])
+        #expect(agent.platforms.first?.osVersion == "10.0.20348.2227")
+        #expect(
+            try await fixture.store.principal(forSecretHash: "hash-win-1") == .agent(id: agent.id, name: "win-1", state: .active))
+        await #expect { try await fixture.join("win-1", platforms: ["linux/amd64"]) } throws: {
+            "\($0)".contains("already joined")
+        }
+        await #expect { try await fixture.join("bad name!", platforms: ["linux/amd64"]) } throws: {
+            $0 as? StoreError == .invalid(field: "name", message: "\"bad name!\" must be 1–100 letters, digits, '-', '_' or '.'")
+        }
+    }
+
+    @Test func submitValidatesAndNamesTheField() async throws {
+        let fixture = try StoreFixture()
+        let digest = Digest.compute(of: Data("never uploaded".utf8))
+        var spec = BuildSpec(
+            image: "registry.local/app", tags: ["1.0"], platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))],
+            context: .upload(digest: digest))
+        await #expect { try await fixture.store.submitBuild(spec, submittedBy: nil) } throws: {
+            guard case StoreError.invalid(let field, _) = $0 else { return false }
+            return field == "context.digest"
+        }
+        spec.tags = ["bad tag"]
+        await #expect { try await fixture.store.submitBuild(spec, submittedBy: nil) } throws: {
+            guard case StoreError.invalid(let field, _) = $0 else { return false }
+            return field == "tags[0]"
+        }
+        spec.tags = ["1.0"]
+        spec.image = "registry.local/app:latest"
+        await #expect { try await fixture.store.submitBuild(spec, submittedBy: nil) } throws: {
+            guard case StoreError.invalid(let field, _) = $0 else { return false }
+            return field == "image"
+        }
+        spec.image = "registry.local/app"
+        spec.platforms.append(PlatformSpec(platform: Platform(os: "linux", architecture: "x86_64")))
+        await #expect { try await fixture.store.submitBuild(spec, submittedBy: nil) } throws: { "\($0)".contains("listed twice") }
+    }
+}
+
+@Suite struct SchedulingTests {
+    @Test func jobsGoToMatchingAgentsInSubmissionOrder() async throws {
+        let fixture = try StoreFixture()
+        let first = try await fixture.submit(platforms: ["linux/amd64", "windows/amd64:10.0.20348"])
+        let second = try await fixture.submit(platforms: ["linux/amd64"])
+        let linux = try await fixture.join("linux", platforms: ["linux/amd64"])
+        let ltsc2019 = try await fixture.join("ltsc2019", platforms: ["windows/amd64:10.0.17763.5830"])
+        let ltsc2022 = try await fixture.join("ltsc2022", platforms: ["windows/amd64:10.0.20348.2227"])
+
+        let a = try #require(try await fixture.poll(linux))
+        #expect(a.spec.buildId == first.id)
+        #expect(a.spec.tag == "1.0-linux-amd64")
+        #expect(a.attempt == 1)
+        let b = try #require(try await fixture.poll(linux))
+        #expect(b.spec.buildId == second.id)
+        #expect(try await fixture.poll(linux) == nil)
+        // A Windows job that names its OS build only goes to a host of that build.
+        #expect(try await fixture.poll(ltsc2019) == nil)
+        let windows = try #require(try await fixture.poll(ltsc2022))
+        #expect(windows.spec.tag == "1.0-windows-amd64-10.0.20348")
+        #expect(try await fixture.store.build(id: first.id).state == .running)
+        #expect(
+            try await fixture.store.events(buildId: first.id).map(\.type) == ["build.submitted", "job.assigned", "job.assigned"])
+    }
+
+    @Test func labelsAndAgentStateGateLeases() async throws {
+        let fixture = try StoreFixture()
+        _ = try await fixture.submit(platforms: ["linux/arm64"], agentLabels: ["gpu": "yes"])
+        let plain = try await fixture.join("plain", platforms: ["linux/arm64"])
+        let gpu = try await fixture.join("gpu", platforms: ["linux/arm64/v8"], labels: ["gpu": "yes"])
+        #expect(try await fixture.poll(plain) == nil)
+        try await fixture.store.setAgentState("gpu", to: .draining)
+        #expect(try await fixture.poll(gpu) == nil)
+        try await fixture.store.setAgentState("gpu", to: .active)
+        #expect(try await fixture.poll(gpu) != nil)
+    }
+
+    @Test func heartbeatsExtendTheLeaseAndStaleCallsAreRefused() async throws {
+        let fixture = try StoreFixture()
+        _ = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let other = try await fixture.join("b", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        fixture.clock.advance(50)
+        let beat = try await fixture.store.heartbeat(
+            agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "building"))
+        #expect(beat.cancelled == false)
+        #expect(beat.leaseExpiresAt == fixture.clock.now.addingTimeInterval(60))
+        fixture.clock.advance(50)
+        #expect(try await fixture.store.expireLeases() == 0)
+        await #expect {
+            try await fixture.store.heartbeat(agentId: other.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        } throws: {
+            guard case StoreError.staleAttempt(_, _, let reason) = $0 else { return false }
+            return reason.contains("another agent")
+        }
+        await #expect {
+            try await fixture.store.heartbeat(agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch + 99))
+        } throws: {
+            $0 is StoreError
+        }
+    }
+
+    @Test func anExpiredLeaseIsLostRetriedWithBackoffAndFencedOff() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let first = try #require(try await fixture.poll(agent))
+        fixture.clock.advance(61)
+        #expect(try await fixture.store.expireLeases() == 1)
+        var view = try await fixture.store.build(id: build.id)
+        #expect(view.jobs[0].state == .queued)
+        #expect(view.jobs[0].reason?.contains("lease expired") == true)
+        // The lost attempt can no longer act.
+        await #expect {
+            try await fixture.store.complete(
+                agentId: agent.id, CompleteRequest(jobId: first.jobId, epoch: first.epoch, outcome: .failed))
+        } throws: { $0 is StoreError }
+        // Backoff: not leasable until the retry time.
+        #expect(try await fixture.poll(agent) == nil)
+        fixture.clock.advance(5)
+        let second = try #require(try await fixture.poll(agent))
+        #expect(second.attempt == 2)
+        #expect(second.epoch > first.epoch)
+        fixture.clock.advance(61)
+        try await fixture.store.expireLeases()
+        view = try await fixture.store.build(id: build.id)
+        #expect(view.jobs[0].state == .failed)
+        #expect(view.state == .failed)
+        #expect(view.reason?.contains("no list was published") == true)
+        #expect(
+            try await fixture.store.events(buildId: build.id).map(\.type).suffix(3) == ["job.lost", "job.failed", "build.failed"])
+    }
+
+    @Test func logAppendsAreIdempotentAndGapsAreReported() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        func append(_ offset: Int64, _ text: String) async throws -> LogAppendResult {
+            try await fixture.store.appendLog(
+                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: offset, data: Data(text.utf8))
+        }
+        #expect(try await append(0, "step 1\n") == .stored(size: 7))
+        #expect(try await append(0, "step 1\n") == .stored(size: 7))  // repeated
+        #expect(try await append(4, " 1\nstep 2\n") == .stored(size: 14))  // overlapping
+        #expect(try await append(20, "lost?") == .gap(size: 14))
+        let log = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64")
+        #expect(String(decoding: log.data, as: UTF8.self) == "step 1\nstep 2\n")
+        let tail = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64", offset: 7)
+        #expect(String(decoding: tail.data, as: UTF8.self) == "step 2\n")
+        #expect(try await fixture.store.build(id: build.id).jobs[0].lastLogLine == "step 2")
+    }
+}
+
+@Suite struct CompletionAndPublishingTests {
+    @Test func verifiedPlatformsQueueOnePublicationAndRetryRepublishes() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+        let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
+        let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
+        let amdLease = try #require(try await fixture.poll(amd))
+        let armLease = try #require(try await fixture.poll(arm))
+        let amdDigest = try await fixture.succeed(amdLease, agent: amd)
+        // The same report twice is fine; a different digest for the same attempt is not.
+        _ = try await fixture.succeed(amdLease, agent: amd, digest: amdDigest)
+        await #expect {
+            try await fixture.succeed(amdLease, agent: amd, digest: Digest.compute(of: Data("other".utf8)))
+        } throws: {
+            guard case StoreError.conflict = $0 else { return false }
+            return true
+        }
+        try await fixture.verifyAll()
+        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.build(id: build.id).state == .running)
+        _ = try await fixture.succeed(armLease, agent: arm)
+        try await fixture.verifyAll()
+        let due = try await fixture.store.duePublications()
+        #expect(due.count == 1)
+        #expect(due[0].children.map(\.platform.description) == ["linux/amd64", "linux/arm64"])
+        #expect(try await fixture.store.build(id: build.id).state == .publishing)
+
+        let listDigest = Digest.compute(of: Data("list 1".utf8))
+        try await fixture.store.publicationSucceeded(id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex)
+        try await fixture.store.publicationSucceeded(id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex)
+        var view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .published)
+        #expect(view.listDigest == listDigest)
+        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.events(buildId: build.id).filter { $0.type == "list.published" }.count == 1)
+
+        // Rebuild one platform: a new digest means a new publication.
+        view = try await fixture.store.retryJob(buildId: build.id, platform: "linux/arm64")
+        #expect(view.state == .running)
+        let again = try #require(try await fixture.poll(arm))
+        #expect(again.attempt == 2)
+        _ = try await fixture.succeed(again, agent: arm)
+        try await fixture.verifyAll()
+        let second = try await fixture.store.duePublications()
+        #expect(second.count == 1)
+        #expect(second[0].id != due[0].id)
+        #expect(second[0].children[0].digest == amdDigest)
+    }
+
+    @Test func aRejectedDigestFailsTheAttemptAndRetries() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        try await fixture.store.recordVerification(
+            jobId: lease.jobId, epoch: lease.epoch, outcome: .rejected(reason: "the image is linux/arm64, not linux/amd64"))
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.jobs[0].state == .queued)
+        #expect(view.jobs[0].reason == "the image is linux/arm64, not linux/amd64")
+    }
+
+    @Test func cancellingStopsQueuedJobsAndTellsRunningOnes() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        var view = try await fixture.store.cancelBuild(id: build.id, by: "alice")
+        #expect(view.state == .cancelled)
+        #expect(view.jobs.map(\.state) == [.assigned, .cancelled])
+        let beat = try await fixture.store.heartbeat(agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        #expect(beat.cancelled)
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .cancelled))
+        view = try await fixture.store.build(id: build.id)
+        #expect(view.jobs.map(\.state) == [.cancelled, .cancelled])
+        #expect(try await fixture.store.duePublications().isEmpty)
+        await #expect { try await fixture.store.cancelBuild(id: build.id, by: nil) } throws: {
+            "\($0)".contains("already cancelled")
+        }
+    }
+
+    @Test func partialPublishingOnlyWhenAsked() async throws {
+        for allowPartial in [false, true] {
+            let fixture = try StoreFixture()
+            let build = try await fixture.submit(
+                platforms: ["linux/amd64", "linux/arm64"], maxAttempts: 1, allowPartial: allowPartial)
+            let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
+            let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
+            let ok = try #require(try await fixture.poll(amd))
+            let bad = try #require(try await fixture.poll(arm))
+            _ = try await fixture.succeed(ok, agent: amd)
+            try await fixture.verifyAll()
+            try await fixture.store.complete(
+                agentId: arm.id,
+                CompleteRequest(jobId: bad.jobId, epoch: bad.epoch, outcome: .failed, exitCode: 2, reason: "RUN make failed"))
+            let view = try await fixture.store.build(id: build.id)
+            let due = try await fixture.store.duePublications()
+            if allowPartial {
+                #expect(view.state == .publishing)
+                #expect(due.count == 1 && due[0].partial && due[0].children.count == 1)
+            } else {
+                #expect(view.state == .failed)
+                #expect(due.isEmpty)
+                #expect(view.jobs[1].reason == "RUN make failed (exit code 2)")
+            }
+        }
+    }
+
+    @Test func pendingWorkSurvivesARestart() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        let restarted = try fixture.reopen()
+        #expect(try await restarted.pendingVerifications().map(\.jobId) == [lease.jobId])
+        try await restarted.recordVerification(jobId: lease.jobId, epoch: lease.epoch, outcome: .verified)
+        let again = try fixture.reopen()
+        #expect(try await again.duePublications().map(\.buildId) == [build.id])
+    }
+}
