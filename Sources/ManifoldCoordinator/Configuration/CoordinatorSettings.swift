@@ -465,8 +465,9 @@ extension CoordinatorSettings {
                 }
             }
         }
-        guard let port = Int(portText), (1...65_535).contains(port), portText.allSatisfy(\.isASCII) else {
-            throw ListenProblem(message: "\"\(portText)\" is not a port from 1 to 65535")
+        // Port 0 asks the system for any free port (the coordinator logs the one it got).
+        guard let port = Int(portText), (0...65_535).contains(port), portText.allSatisfy(\.isASCII) else {
+            throw ListenProblem(message: "\"\(portText)\" is not a port from 0 to 65535")
         }
         return (host, port)
     }

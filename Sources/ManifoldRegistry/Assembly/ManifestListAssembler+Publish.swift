@@ -63,7 +63,7 @@ extension ManifestListAssembler {
 
     /// Makes `child` exist in the target repository: nothing to do when it is already there; blob mounts
     /// within one registry; a streamed copy through a temporary file across registries. Returns whether it copied.
-    func copyIfNeeded(_ child: AssembledChild, into target: ImageReference) async throws -> Bool {
+    public func copyIfNeeded(_ child: AssembledChild, into target: ImageReference) async throws -> Bool {
         let source = child.source
         if source.registry == target.registry, source.repository == target.repository { return false }
         let destination = try registries.client(for: target.registry)

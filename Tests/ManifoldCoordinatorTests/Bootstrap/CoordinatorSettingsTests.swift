@@ -135,7 +135,7 @@ struct CoordinatorSettingsTests {
     }
 
     @Test func badPort() {
-        for listen in ["0.0.0.0:99999", "0.0.0.0:0", "0.0.0.0:http", "0.0.0.0", "0.0.0.0:"] {
+        for listen in ["0.0.0.0:99999", "0.0.0.0:-1", "0.0.0.0:http", "0.0.0.0", "0.0.0.0:"] {
             let text = message { try resolve(file: nil, flags: ["listen": listen]) }
             #expect(text.contains("\"\(listen)\""), "\(text)")
             #expect(text.contains("flag --listen"), "\(text)")

@@ -1,0 +1,136 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import ManifoldAPI
+import ManifoldCore
+import ManifoldRegistry
+import ManifoldStore
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+import UnixSignals
+
+/// The coordinator process: the HTTPS API plus the services that expire leases, verify reported digests
+/// and publish lists, all run by one `ServiceGroup` so SIGTERM stops accepting work, lets in-flight requests
+/// finish, and exits with every acknowledged change already on disk.
+public struct Coordinator: Sendable {
+    public let state: StateDirectory
+    public let settings: CoordinatorSettings
+    let logger: Logger
+
+    public init(state: StateDirectory, settings: CoordinatorSettings, logger: Logger) {
+        self.state = state
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Runs until one of `gracefulShutdownSignals` arrives or the task is cancelled. `onListening` receives the
+    /// bound port (useful with port 0).
+    public func run(
+        gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
+        guard FileManager.default.fileExists(atPath: state.database.path) else {
+            throw CoordinatorError(
+                "\(state.root.path) is not an initialised state directory (no manifold.db); run `manifold init --state-dir \(state.root.path)` first"
+            )
+        }
+        let settings = settings
+        let store = try Store(
+            path: state.database.path,
+            settings: StoreSettings(
+                leaseTTL: TimeInterval(settings.leaseTTLSeconds), defaultMaxAttempts: settings.defaultMaxAttempts,
+                childTag: { template, tag, platform in
+                    Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
+                }))
+        let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
+        defer { registries.shutdown() }
+        let notifier = WorkNotifier()
+        let metrics = CoordinatorMetrics()
+        let caPEM = settings.tls ? try String(contentsOf: state.caCertificate, encoding: .utf8) : nil
+        let api = CoordinatorAPI(
+            store: store, notifier: notifier, metrics: metrics,
+            options: .init(
+                leaseTTLSeconds: settings.leaseTTLSeconds, heartbeatIntervalSeconds: settings.heartbeatIntervalSeconds,
+                pollTimeout: .seconds(settings.pollTimeoutSeconds), maxContextBytes: settings.maxContextBytes,
+                maxRequestBodyBytes: settings.maxRequestBodyBytes,
+                contextsDirectory: state.contexts, caCertificatePEM: caPEM),
+            hash: Secrets.hash, generateSecret: Secrets.generate(prefix:))
+
+        let (host, port) = try CoordinatorSettings.parseListen(settings.listen)
+        let server: HTTPServerBuilder
+        if settings.tls {
+            let tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(state.serverCertificate.path).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: state.serverKey.path, format: .pem)))
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        } else {
+            server = .http1()
+        }
+        let logger = logger
+        let app = Application(
+            router: api.router(),
+            server: server,
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "manifold"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                logger.info(
+                    "coordinator listening",
+                    metadata: ["address": "\(settings.tls ? "https" : "http")://\(host):\(bound)", "state": "\(state.root.path)"])
+                await onListening(bound)
+            },
+            logger: logger)
+        // Graceful shutdown runs in reverse order: first end held polls and streams, then let the server
+        // finish in-flight requests, then stop publishing, verifying and expiring leases.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    LeaseReaper(store: store, notifier: notifier, metrics: metrics, logger: logger),
+                    Verifier(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
+                    Publisher(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
+                    app,
+                    ShutdownWaker(notifier: notifier),
+                ],
+                gracefulShutdownSignals: gracefulShutdownSignals,
+                logger: logger))
+        try await group.run()
+    }
+
+    func registryConfiguration() -> RegistryConfiguration {
+        var caFiles: [String: [String]] = [:]
+        for (host, file) in settings.registryCAs { caFiles[host, default: []].append(file) }
+        return RegistryConfiguration(
+            plainHTTPHosts: Set(settings.insecureRegistries), caFiles: caFiles,
+            credentials: DockerConfig(file: state.dockerConfigDirectory.appendingPathComponent("config.json")))
+    }
+
+    /// Renders a per-platform tag. Windows images of different OS builds need different tags, so the build
+    /// number is appended when the template does not already use `{osversion}`.
+    static func childTag(template: String, tag: String, platform: Platform) -> String {
+        var rendered = CoordinatorSettings.childTag(
+            template: template, tag: tag, os: platform.os, architecture: platform.architecture, variant: platform.variant,
+            osVersion: platform.osVersion)
+        if platform.os == "windows", !template.contains("{osversion}"),
+            let build = platform.osVersion.flatMap(Platform.windowsBuild)
+        {
+            rendered = String((rendered + "-" + build).prefix(128))
+        }
+        return rendered
+    }
+}
+
+/// Ends held long polls and event streams as soon as graceful shutdown starts.
+struct ShutdownWaker: Service {
+    let notifier: WorkNotifier
+    func run() async throws {
+        try? await gracefulShutdown()
+        notifier.shutDown()
+    }
+}
+
+public struct CoordinatorError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

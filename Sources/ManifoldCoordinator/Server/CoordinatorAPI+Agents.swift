@@ -1,0 +1,105 @@
+import Foundation
+import Hummingbird
+import ManifoldAPI
+import ManifoldCore
+import ManifoldStore
+
+extension CoordinatorAPI {
+    func addAgentRoutes(to router: Router<CoordinatorContext>) {
+        let agents = router.group("/api/v1/agent")
+
+        agents.post("/join") { request, context -> Response in
+            _ = try context.requireUser([.join], to: "join agents")
+            let join = try await decode(JoinRequest.self, from: request, context: context)
+            try Self.checkProtocol(join.protocolVersion)
+            let secret = generateSecret("mfd_agent_")
+            let agent = try await store.joinAgent(join, secretHash: hash(secret))
+            context.logger.info(
+                "agent joined", metadata: ["agent": "\(agent.name)", "platforms": "\(agent.platforms.map(\.description))"])
+            return try Self.json(
+                JoinResponse(
+                    agentId: agent.id, secret: secret, leaseTTLSeconds: options.leaseTTLSeconds,
+                    heartbeatIntervalSeconds: options.heartbeatIntervalSeconds), status: .created)
+        }
+
+        agents.post("/poll") { request, context -> Response in
+            let agent = try context.requireAgent()
+            let poll = try await decode(PollRequest.self, from: request, context: context)
+            try Self.checkProtocol(poll.protocolVersion)
+            guard !poll.platforms.isEmpty else { throw APIError.badRequest("offer at least one platform", field: "platforms") }
+            let lease = try await longPoll(agentId: agent.id, poll: poll)
+            return try Self.json(PollResponse(lease: lease))
+        }
+
+        agents.post("/heartbeat") { request, context -> Response in
+            let agent = try context.requireAgent()
+            let heartbeat = try await decode(HeartbeatRequest.self, from: request, context: context)
+            return try Self.json(try await store.heartbeat(agentId: agent.id, heartbeat))
+        }
+
+        agents.put("/jobs/:job/logs") { request, context -> Response in
+            let agent = try context.requireAgent()
+            let jobId = try Self.parameter("job", context)
+            guard let epoch = request.uri.queryParameters.get("epoch", as: Int64.self),
+                let offset = request.uri.queryParameters.get("offset", as: Int64.self), offset >= 0
+            else { throw APIError.badRequest("give ?epoch=N&offset=BYTES", field: "offset") }
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: 4 << 20) } catch {
+                throw APIError(.contentTooLarge, code: "TOO_LARGE", "send log chunks of at most 4 MiB")
+            }
+            switch try await store.appendLog(
+                agentId: agent.id, jobId: jobId, epoch: epoch, offset: offset, data: Data(buffer: body))
+            {
+            case .stored(let size):
+                notifier.notifyAll()
+                return try Self.json(LogAppendResponse(size: size))
+            case .gap(let size):
+                // The agent resends from `size`.
+                return try Self.json(LogAppendResponse(size: size), status: .rangeNotSatisfiable)
+            }
+        }
+
+        agents.post("/complete") { request, context -> Response in
+            let agent = try context.requireAgent()
+            let report = try await decode(CompleteRequest.self, from: request, context: context)
+            try await store.complete(agentId: agent.id, report)
+            notifier.notifyAll()
+            return try Self.json(CompleteResponse(accepted: true))
+        }
+
+        agents.post("/leave") { _, context -> Response in
+            let agent = try context.requireAgent()
+            try await store.leaveAgent(id: agent.id)
+            notifier.notifyAll()
+            return Response(status: .noContent)
+        }
+    }
+
+    /// Holds the poll until a job this agent can take appears (woken by notification), the poll timeout
+    /// passes, or the agent disconnects.
+    func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
+        let deadline = ContinuousClock.now + options.pollTimeout
+        while true {
+            let generation = notifier.generation
+            if let lease = try await store.lease(agentId: agentId, poll: poll) {
+                notifier.notifyAll()
+                return lease
+            }
+            guard ContinuousClock.now < deadline, !Task.isCancelled, !notifier.isShuttingDown else { return nil }
+            var wakeAt = deadline
+            if let next = try await store.nextQueuedJobTime() {
+                let delay = next.timeIntervalSinceNow
+                if delay > 0 { wakeAt = min(wakeAt, .now + .milliseconds(Int64(delay * 1000) + 10)) }
+            }
+            await notifier.wait(after: generation, until: wakeAt)
+        }
+    }
+
+    static func checkProtocol(_ version: Int) throws {
+        guard version >= AgentProtocol.version else {
+            throw APIError(
+                .badRequest, code: "PROTOCOL_TOO_OLD",
+                "the agent speaks protocol \(version); this coordinator needs \(AgentProtocol.version). Upgrade manifold-agent.")
+        }
+    }
+}

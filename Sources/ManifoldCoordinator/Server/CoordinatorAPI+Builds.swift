@@ -1,0 +1,150 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ManifoldAPI
+import ManifoldCore
+import ManifoldStore
+
+extension CoordinatorAPI {
+    func addBuildRoutes(to router: Router<CoordinatorContext>) {
+        let builds = router.group("/api/v1/builds")
+
+        builds.post { request, context -> Response in
+            let user = try context.requireUser([.submitter], to: "submit builds")
+            let spec = try await decode(BuildSpec.self, from: request, context: context)
+            try spec.validate()
+            let build = try await store.submitBuild(spec, submittedBy: user.name)
+            metrics.increment("manifold_builds_submitted_total")
+            notifier.notifyAll()
+            context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
+            return try Self.json(build, status: .created)
+        }
+
+        builds.get { request, context -> Response in
+            _ = try context.requireUser([.viewer, .submitter], to: "list builds")
+            let query = request.uri.queryParameters
+            var filter = BuildQuery()
+            if let state = query.get("state") {
+                guard let parsed = BuildState(rawValue: state) else {
+                    throw APIError.badRequest(
+                        "state \"\(state)\" is not one of \(BuildState.allCases.map(\.rawValue).joined(separator: ", "))",
+                        field: "state")
+                }
+                filter.state = parsed
+            }
+            filter.image = query.get("image")
+            filter.before = query.get("before")
+            if let limit = query.get("limit") {
+                guard let value = Int(limit), (1...500).contains(value) else {
+                    throw APIError.badRequest("limit \"\(limit)\" must be 1…500", field: "limit")
+                }
+                filter.limit = value
+            }
+            let page = try await store.listBuilds(filter)
+            return try Self.json(BuildList(builds: page, next: page.count == filter.limit ? page.last?.id : nil))
+        }
+
+        builds.get("/:id") { _, context -> Response in
+            _ = try context.requireUser([.viewer, .submitter], to: "read builds")
+            return try Self.json(try await store.build(id: try Self.parameter("id", context)))
+        }
+
+        builds.post("/:id/cancel") { _, context -> Response in
+            let user = try context.requireUser([.submitter], to: "cancel builds")
+            let build = try await store.cancelBuild(id: try Self.parameter("id", context), by: user.name)
+            notifier.notifyAll()
+            return try Self.json(build)
+        }
+
+        builds.post("/:id/retry") { request, context -> Response in
+            _ = try context.requireUser([.submitter], to: "retry builds")
+            let retry = try await decode(RetryRequest.self, from: request, context: context)
+            let build = try await store.retryJob(buildId: try Self.parameter("id", context), platform: retry.platform)
+            notifier.notifyAll()
+            return try Self.json(build)
+        }
+
+        builds.get("/:id/events") { request, context -> Response in
+            _ = try context.requireUser([.viewer, .submitter], to: "watch builds")
+            let id = try Self.parameter("id", context)
+            let resumeFrom =
+                request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int64($0) }
+                ?? request.uri.queryParameters.get("after", as: Int64.self) ?? 0
+            _ = try await store.build(id: id)  // 404 before the stream starts
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                body: ResponseBody { writer in
+                    try await streamEvents(buildId: id, after: resumeFrom, writer: &writer)
+                    try await writer.finish(nil)
+                })
+        }
+
+        builds.get("/:id/logs") { request, context -> Response in
+            _ = try context.requireUser([.viewer, .submitter], to: "read logs")
+            let id = try Self.parameter("id", context)
+            let query = request.uri.queryParameters
+            guard let platform = query.get("platform") else {
+                throw APIError.badRequest("give ?platform=os/arch[/variant]", field: "platform")
+            }
+            let attempt = query.get("attempt", as: Int.self)
+            let offset = query.get("offset", as: Int64.self) ?? 0
+            let follow = query.get("follow") == "true" || query.get("follow") == "1"
+            let first = try await store.readLog(buildId: id, platform: platform, attempt: attempt, offset: offset)
+            guard follow else {
+                return Response(
+                    status: .ok,
+                    headers: [.contentType: "text/plain; charset=utf-8", HTTPField.Name("X-Log-Size")!: "\(first.size)"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: first.data)))
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-cache"],
+                body: ResponseBody { writer in
+                    try await followLog(buildId: id, platform: platform, attempt: attempt, from: offset, writer: &writer)
+                    try await writer.finish(nil)
+                })
+        }
+    }
+
+    /// Writes events as Server-Sent Events from `after` on, waiting for new ones, until the build is final and
+    /// everything has been sent. A comment line every 15 s keeps proxies from closing an idle stream.
+    func streamEvents(buildId: String, after: Int64, writer: inout any ResponseBodyWriter) async throws {
+        var last = after
+        while !Task.isCancelled {
+            let generation = notifier.generation
+            let events = try await store.events(buildId: buildId, after: last)
+            for event in events {
+                let data = String(decoding: try APICoding.encoder().encode(event), as: UTF8.self)
+                try await writer.write(ByteBuffer(string: "id: \(event.id)\nevent: \(event.type)\ndata: \(data)\n\n"))
+                last = event.id
+            }
+            if events.isEmpty {
+                if notifier.isShuttingDown { return }
+                if try await store.build(id: buildId).state.isFinal { return }
+                await notifier.wait(after: generation, until: .now + .seconds(15))
+                if notifier.generation == generation { try await writer.write(ByteBuffer(string: ": keep-alive\n\n")) }
+            }
+        }
+    }
+
+    /// Streams an attempt's log as it grows, until the attempt has finished and every byte was sent.
+    func followLog(
+        buildId: String, platform: String, attempt: Int?, from offset: Int64, writer: inout any ResponseBodyWriter
+    ) async throws {
+        var position = offset
+        var epoch: Int64? = nil
+        while !Task.isCancelled {
+            let generation = notifier.generation
+            let chunk = try await store.readLog(buildId: buildId, platform: platform, attempt: attempt, offset: position)
+            if let epoch, chunk.epoch != epoch, attempt == nil { return }  // a new attempt started: this log is over
+            epoch = chunk.epoch
+            if !chunk.data.isEmpty {
+                try await writer.write(ByteBuffer(bytes: chunk.data))
+                position += Int64(chunk.data.count)
+                continue
+            }
+            if (chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
+            await notifier.wait(after: generation, until: .now + .seconds(15))
+        }
+    }
+}

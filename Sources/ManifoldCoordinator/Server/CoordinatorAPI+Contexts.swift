@@ -1,0 +1,98 @@
+import Foundation
+import Hummingbird
+import ManifoldAPI
+import ManifoldCore
+import ManifoldStore
+
+extension CoordinatorAPI {
+    func addContextRoutes(to router: Router<CoordinatorContext>) {
+        let contexts = router.group("/api/v1/contexts")
+
+        contexts.head("/:digest") { _, context -> Response in
+            _ = try context.requireUser([.submitter], to: "upload contexts")
+            let digest = try Self.digestParameter(context)
+            return Response(status: try await store.hasContext(digest: digest) ? .ok : .notFound)
+        }
+
+        /// Streams the upload to a temporary file while hashing it; only a body whose digest matches the URL is kept.
+        contexts.put("/:digest") { request, context -> Response in
+            _ = try context.requireUser([.submitter], to: "upload contexts")
+            let digest = try Self.digestParameter(context)
+            let final = contextFile(digest)
+            if try await store.hasContext(digest: digest), FileManager.default.fileExists(atPath: final.path) {
+                let size = (try? FileManager.default.attributesOfItem(atPath: final.path)[.size] as? Int64) ?? nil
+                return try Self.json(ContextUploadResponse(digest: digest.description, size: size ?? 0, existed: true))
+            }
+            try FileManager.default.createDirectory(at: options.contextsDirectory, withIntermediateDirectories: true)
+            let partial = options.contextsDirectory.appendingPathComponent(".upload-\(UUID().uuidString)")
+            guard FileManager.default.createFile(atPath: partial.path, contents: nil, attributes: [.posixPermissions: 0o600])
+            else {
+                throw APIError(.internalServerError, code: "INTERNAL", "cannot write to the contexts directory")
+            }
+            var keep = false
+            defer { if !keep { try? FileManager.default.removeItem(at: partial) } }
+            let handle = try FileHandle(forWritingTo: partial)
+            var hasher = DigestHasher(digest.algorithm)
+            var size: Int64 = 0
+            do {
+                for try await buffer in request.body {
+                    size += Int64(buffer.readableBytes)
+                    guard size <= options.maxContextBytes else {
+                        throw APIError(
+                            .contentTooLarge, code: "TOO_LARGE", "the context is over the \(options.maxContextBytes)-byte limit")
+                    }
+                    let bytes = Data(buffer: buffer)
+                    hasher.update(bytes)
+                    try handle.write(contentsOf: bytes)
+                }
+                try handle.synchronize()
+                try handle.close()
+            } catch {
+                try? handle.close()
+                throw error
+            }
+            let actual = hasher.finalize()
+            guard actual == digest else {
+                throw APIError(
+                    .badRequest, code: "DIGEST_MISMATCH",
+                    "the uploaded context has digest \(actual), not \(digest) as the URL says; nothing was kept",
+                    field: "digest")
+            }
+            try FileManager.default.moveItem(at: partial, to: final)
+            keep = true
+            try await store.recordContext(digest: digest, size: size)
+            return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: false), status: .created)
+        }
+
+        contexts.get("/:digest") { _, context -> Response in
+            switch context.principal {
+            case .agent: break
+            default: _ = try context.requireUser([.submitter, .viewer], to: "download contexts")
+            }
+            let digest = try Self.digestParameter(context)
+            let file = contextFile(digest)
+            guard try await store.hasContext(digest: digest), let handle = FileHandle(forReadingAtPath: file.path) else {
+                throw APIError(.notFound, code: "NOT_FOUND", "no context with digest \(digest)")
+            }
+            let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? nil
+            return Response(
+                status: .ok, headers: [.contentType: "application/gzip"],
+                body: ResponseBody(contentLength: size) { writer in
+                    defer { try? handle.close() }
+                    while let chunk = try handle.read(upToCount: 256 << 10), !chunk.isEmpty {
+                        try await writer.write(ByteBuffer(bytes: chunk))
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+    }
+
+    func contextFile(_ digest: Digest) -> URL {
+        options.contextsDirectory.appendingPathComponent("\(digest.algorithm.rawValue)-\(digest.hex).tar.gz")
+    }
+
+    static func digestParameter(_ context: CoordinatorContext) throws -> Digest {
+        let text = try parameter("digest", context)
+        do { return try Digest(parsing: text) } catch { throw APIError.badRequest(error.description, field: "digest") }
+    }
+}

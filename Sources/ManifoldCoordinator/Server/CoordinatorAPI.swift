@@ -1,0 +1,130 @@
+import Foundation
+import Hummingbird
+import Logging
+import ManifoldAPI
+import ManifoldCore
+import ManifoldStore
+
+/// The `/api/v1` routes. Handlers are thin: they check the caller's role, decode, call the store, and wake
+/// whoever waits for the change.
+public struct CoordinatorAPI: Sendable {
+    public struct Options: Sendable {
+        public var leaseTTLSeconds: Int
+        public var heartbeatIntervalSeconds: Int
+        public var pollTimeout: Duration
+        public var maxContextBytes: Int64
+        public var maxRequestBodyBytes: Int
+        public var contextsDirectory: URL
+        public var caCertificatePEM: String?
+
+        public init(
+            leaseTTLSeconds: Int = 60, heartbeatIntervalSeconds: Int = 10, pollTimeout: Duration = .seconds(30),
+            maxContextBytes: Int64 = 2 << 30, maxRequestBodyBytes: Int = 1 << 20, contextsDirectory: URL,
+            caCertificatePEM: String?
+        ) {
+            self.leaseTTLSeconds = leaseTTLSeconds
+            self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+            self.pollTimeout = pollTimeout
+            self.maxContextBytes = maxContextBytes
+            self.maxRequestBodyBytes = maxRequestBodyBytes
+            self.contextsDirectory = contextsDirectory
+            self.caCertificatePEM = caCertificatePEM
+        }
+    }
+
+    let store: Store
+    let notifier: WorkNotifier
+    let metrics: CoordinatorMetrics
+    let options: Options
+    let hash: @Sendable (String) -> String
+    let generateSecret: @Sendable (String) -> String
+
+    public init(
+        store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, options: Options,
+        hash: @escaping @Sendable (String) -> String, generateSecret: @escaping @Sendable (String) -> String
+    ) {
+        self.store = store
+        self.notifier = notifier
+        self.metrics = metrics
+        self.options = options
+        self.hash = hash
+        self.generateSecret = generateSecret
+    }
+
+    /// Paths answered without a token: liveness, readiness and the CA certificate agents pin by fingerprint.
+    public static let publicPaths: Set<String> = ["/healthz", "/readyz", "/api/v1/ca.crt"]
+
+    /// The router with every route, error mapping and authentication.
+    public func router() -> Router<CoordinatorContext> {
+        let router = Router(context: CoordinatorContext.self)
+        router.add(middleware: ErrorMiddleware())
+        router.add(middleware: AuthenticationMiddleware(store: store, hash: hash, publicPaths: Self.publicPaths))
+        addHealthRoutes(to: router)
+        addAgentRoutes(to: router)
+        addBuildRoutes(to: router)
+        addAdminRoutes(to: router)
+        addContextRoutes(to: router)
+        return router
+    }
+
+    // MARK: - JSON helpers
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let body = try APICoding.encoder().encode(value)
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, from request: Request, context: CoordinatorContext) async throws -> T {
+        let limit = options.maxRequestBodyBytes
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch {
+            throw APIError(
+                .contentTooLarge, code: "TOO_LARGE", "the request body is over the \(limit)-byte limit (max_request_body_bytes)")
+        }
+        guard buffer.readableBytes > 0 else { throw APIError.badRequest("the request needs a JSON body") }
+        return try APICoding.decoder().decode(T.self, from: Data(buffer: buffer))
+    }
+
+    static func parameter(_ name: String, _ context: CoordinatorContext) throws -> String {
+        guard let value = context.parameters.get(name) else { throw APIError.badRequest("missing path parameter \(name)") }
+        return value
+    }
+
+    // MARK: - Health
+
+    func addHealthRoutes(to router: Router<CoordinatorContext>) {
+        router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        router.get("/readyz") { _, _ -> Response in
+            do {
+                _ = try await store.latestEventID()
+                return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
+            } catch {
+                throw APIError(.serviceUnavailable, code: "NOT_READY", "the database cannot be read: \(error)")
+            }
+        }
+        router.get("/api/v1/ca.crt") { _, _ -> Response in
+            guard let pem = options.caCertificatePEM else {
+                throw APIError(
+                    .notFound, code: "NOT_FOUND", "this coordinator serves plain HTTP behind a proxy and has no CA of its own")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/x-pem-file"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: pem)))
+        }
+        router.get("/metrics") { _, context -> Response in
+            _ = try context.requireUser([.viewer, .submitter], to: "read metrics")
+            let counts = try await store.stateCounts()
+            let text = metrics.render(gauges: [
+                ("manifold_builds", "Builds by state.", "state", counts.builds),
+                ("manifold_jobs", "Platform jobs by state.", "state", counts.jobs),
+                ("manifold_agents", "Agents by state.", "state", counts.agents),
+            ])
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
+    }
+}

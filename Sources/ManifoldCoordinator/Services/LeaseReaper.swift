@@ -1,0 +1,41 @@
+import Foundation
+import Logging
+import ManifoldStore
+import ServiceLifecycle
+
+/// Expires leases that were not renewed and re-queues their jobs, waking long polls that may take them.
+public struct LeaseReaper: Service {
+    let store: Store
+    let notifier: WorkNotifier
+    let metrics: CoordinatorMetrics
+    let interval: Duration
+    let logger: Logger
+
+    public init(
+        store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, interval: Duration = .seconds(2), logger: Logger
+    ) {
+        self.store = store
+        self.notifier = notifier
+        self.metrics = metrics
+        self.interval = interval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let expired = try await store.expireLeases()
+                    if expired > 0 {
+                        metrics.increment("manifold_lease_expiries_total", by: Double(expired))
+                        logger.info("leases expired", metadata: ["count": "\(expired)"])
+                        notifier.notifyAll()
+                    }
+                } catch {
+                    logger.error("expiring leases failed", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldCoordinator
+
+/// Every endpoint × every kind of caller: no token, a wrong token, viewer, submitter, join, an agent, admin.
+@Suite struct AuthorizationTests {
+    enum Caller: String, CaseIterable {
+        case none, wrong, viewer, submitter, join, agent, admin
+    }
+
+    struct Endpoint: Sendable, CustomStringConvertible {
+        var method: String
+        var path: String
+        var allowed: Set<String>
+        var description: String { "\(method) \(path)" }
+    }
+
+    @Test func everyEndpointChecksTheCallersRole() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 1 }
+        let submitter = try await fixture.token(.submitter)
+        var tokens: [Caller: String] = [
+            .wrong: "mfd_admin_not-a-real-token", .viewer: try await fixture.token(.viewer), .submitter: submitter,
+            .join: fixture.initialisation.joinToken, .admin: fixture.initialisation.adminToken,
+        ]
+        tokens[.agent] = try await fixture.joinAgent("matrix-agent", platforms: ["linux/amd64"]).secret
+        let build = try await fixture.submit(submitter, image: "127.0.0.1:1/matrix/app", platforms: ["linux/amd64"])
+        let context = try await fixture.uploadContext(submitter, content: "matrix")
+        let users: Set<String> = ["viewer", "submitter", "admin"]
+        let writers: Set<String> = ["submitter", "admin"]
+        let endpoints = [
+            Endpoint(method: "GET", path: "/api/v1/builds", allowed: users),
+            Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)", allowed: users),
+            Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", allowed: users),
+            Endpoint(method: "POST", path: "/api/v1/builds", allowed: writers),
+            Endpoint(method: "POST", path: "/api/v1/builds/\(build.id)/retry", allowed: writers),
+            Endpoint(method: "POST", path: "/api/v1/builds/bld_missing/cancel", allowed: writers),
+            Endpoint(method: "HEAD", path: "/api/v1/contexts/\(context)", allowed: writers),
+            Endpoint(method: "PUT", path: "/api/v1/contexts/\(context)", allowed: writers),
+            Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users.union(["agent"])),
+            Endpoint(method: "GET", path: "/api/v1/agents", allowed: users),
+            Endpoint(method: "POST", path: "/api/v1/agents/matrix-agent/state", allowed: ["admin"]),
+            Endpoint(method: "GET", path: "/api/v1/tokens", allowed: ["admin"]),
+            Endpoint(method: "POST", path: "/api/v1/tokens", allowed: ["admin"]),
+            Endpoint(method: "DELETE", path: "/api/v1/tokens/tok_missing", allowed: ["admin"]),
+            Endpoint(method: "GET", path: "/metrics", allowed: users),
+            Endpoint(method: "POST", path: "/api/v1/agent/join", allowed: ["join", "admin"]),
+            Endpoint(method: "POST", path: "/api/v1/agent/poll", allowed: ["agent"]),
+            Endpoint(method: "POST", path: "/api/v1/agent/heartbeat", allowed: ["agent"]),
+            Endpoint(method: "PUT", path: "/api/v1/agent/jobs/job_x/logs?epoch=1&offset=0", allowed: ["agent"]),
+            Endpoint(method: "POST", path: "/api/v1/agent/complete", allowed: ["agent"]),
+        ]
+        for endpoint in endpoints {
+            for caller in Caller.allCases {
+                let reply = try await fixture.call(
+                    endpoint.method, endpoint.path, token: caller == .none ? nil : tokens[caller], body: Data("{}".utf8))
+                switch caller {
+                case .none, .wrong:
+                    #expect(reply.status == 401, "\(endpoint) as \(caller): \(reply.status)")
+                    if endpoint.method != "HEAD" { #expect(reply.error?.code == "UNAUTHENTICATED", "\(endpoint) as \(caller)") }
+                default:
+                    if endpoint.allowed.contains(caller.rawValue) {
+                        #expect(
+                            reply.status != 401 && reply.status != 403, "\(endpoint) as \(caller) was refused: \(reply.status)")
+                    } else {
+                        #expect(reply.status == 403, "\(endpoint) as \(caller) got \(reply.status), expected 403")
+                    }
+                }
+            }
+        }
+        // Health and the CA certificate need no token.
+        #expect(try await fixture.call("GET", "/healthz", token: nil).status == 200)
+        #expect(try await fixture.call("GET", "/readyz", token: nil).status == 200)
+        let ca = try await fixture.call("GET", "/api/v1/ca.crt", token: nil)
+        #expect(String(decoding: ca.body, as: UTF8.self).contains("BEGIN CERTIFICATE"))
+        await fixture.stop()
+    }
+
+    @Test func aRevokedTokenStopsWorking() async throws {
+        let fixture = try await CoordinatorFixture.start()
+        let created = try await fixture.call(
+            "POST", "/api/v1/tokens", token: fixture.initialisation.adminToken,
+            json: CreateTokenRequest(name: "temp", role: .viewer)
+        ).decode(CreatedToken.self)
+        #expect(try await fixture.call("GET", "/api/v1/builds", token: created.secret).status == 200)
+        #expect(
+            try await fixture.call("DELETE", "/api/v1/tokens/\(created.token.id)", token: fixture.initialisation.adminToken)
+                .status == 204)
+        #expect(try await fixture.call("GET", "/api/v1/builds", token: created.secret).status == 401)
+        // Secrets are stored only as hashes.
+        let database = try Data(contentsOf: fixture.state.database)
+        #expect(database.range(of: Data(created.secret.utf8)) == nil)
+        #expect(database.range(of: Data(fixture.initialisation.adminToken.utf8)) == nil)
+        await fixture.stop()
+    }
+}

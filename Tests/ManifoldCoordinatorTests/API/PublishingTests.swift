@@ -1,0 +1,187 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldHTTP
+import ManifoldRegistry
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldCoordinator
+
+/// The coordinator against the real registry: agents report digests, the coordinator verifies them and
+/// publishes (and re-publishes) the list itself.
+@Suite struct PublishingTests {
+    /// Pushes a test image for the lease's platform under the lease's tag, as a builder would.
+    static func pushImage(
+        for lease: Lease, registry: TestRegistry, platform: Platform? = nil, text: String
+    ) async throws -> (String, Digest) {
+        let platform = platform ?? lease.spec.platform
+        let image = try TestImage.make(
+            os: platform.os, architecture: platform.architecture, variant: platform.variant, osVersion: platform.osVersion,
+            format: .oci, layerText: text)
+        var configuration = RegistryConfiguration(certsDirectories: [], credentials: StaticCredentials())
+        configuration.plainHTTPHosts = [registry.host]
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        let reference = try ImageReference(parsing: lease.spec.image)
+        let client = try pool.client(for: reference.registry)
+        for blob in [image.config] + image.layers {
+            try await client.uploadBlob(
+                repository: reference.repository, digest: try Digest(parsing: blob.digest), data: blob.bytes)
+        }
+        let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
+        try await client.pushManifest(repository: reference.repository, reference: lease.spec.tag, manifest: manifest)
+        return ("\(lease.spec.image):\(lease.spec.tag)", manifest.digest)
+    }
+
+    static func complete(
+        _ fixture: CoordinatorFixture, agent: String, lease: Lease, reference: String, digest: Digest
+    ) async throws -> Int {
+        try await fixture.call(
+            "POST", "/api/v1/agent/complete", token: agent,
+            json: CompleteRequest(
+                jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded, imageReference: reference, digest: digest)
+        ).status
+    }
+
+    @Test func verifiedPlatformsArePublishedAndARetryRepublishes() async throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let fixture = try await CoordinatorFixture.start(registry: registry)
+        let submitter = try await fixture.token(.submitter)
+        let linux = try await fixture.joinAgent("linux", platforms: ["linux/amd64"])
+        let windows = try await fixture.joinAgent("windows", platforms: ["windows/amd64:10.0.20348.2227"])
+        let build = try await fixture.submit(
+            submitter, image: "\(registry.host)/team/app", platforms: ["linux/amd64", "windows/amd64:10.0.20348"],
+            tags: ["1.0", "latest"])
+
+        let linuxLease = try #require(
+            try await fixture.poll(linux.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        let windowsLease = try #require(
+            try await fixture.poll(windows.secret, platforms: ["windows/amd64:10.0.20348.2227"]).decode(PollResponse.self).lease)
+        #expect(linuxLease.spec.tag == "1.0-linux-amd64")
+        #expect(windowsLease.spec.tag == "1.0-windows-amd64-10.0.20348")
+
+        let (linuxRef, linuxDigest) = try await Self.pushImage(for: linuxLease, registry: registry, text: "linux 1")
+        #expect(
+            try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: linuxDigest)
+                == 200)
+        // Reporting twice is idempotent.
+        #expect(
+            try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: linuxDigest)
+                == 200)
+        let (windowsRef, windowsDigest) = try await Self.pushImage(
+            for: windowsLease, registry: registry, platform: try Platform(parsing: "windows/amd64:10.0.20348.2227"), text: "win 1"
+        )
+        #expect(
+            try await Self.complete(
+                fixture, agent: windows.secret, lease: windowsLease, reference: windowsRef, digest: windowsDigest) == 200)
+
+        let published = try await fixture.waitForBuild(build.id, token: submitter) { $0.state == .published }
+        let listDigest = try #require(published.listDigest)
+        let raw = try runChecked(
+            "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:latest"])
+        #expect(Digest.compute(of: Data(raw.utf8)) == listDigest)
+        #expect(raw.contains("10.0.20348.2227"))
+
+        // Rebuild Linux: a new digest is verified and the list re-published.
+        let retried = try await fixture.call(
+            "POST", "/api/v1/builds/\(build.id)/retry", token: submitter, json: RetryRequest(platform: "linux/amd64"))
+        #expect(retried.status == 200)
+        let again = try #require(try await fixture.poll(linux.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        #expect(again.attempt == 2)
+        let (_, newDigest) = try await Self.pushImage(for: again, registry: registry, text: "linux 2")
+        #expect(
+            try await Self.complete(fixture, agent: linux.secret, lease: again, reference: linuxRef, digest: newDigest) == 200)
+        let republished = try await fixture.waitForBuild(build.id, token: submitter) {
+            $0.state == .published && $0.listDigest != listDigest
+        }
+        let rawAgain = try runChecked(
+            "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:1.0"])
+        #expect(Digest.compute(of: Data(rawAgain.utf8)) == republished.listDigest)
+        #expect(rawAgain.contains(newDigest.description))
+        #expect(!rawAgain.contains(linuxDigest.description))
+        // The old attempt is fenced off.
+        #expect(
+            try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: newDigest)
+                == 409)
+        await fixture.stop()
+    }
+
+    @Test func aDigestOfTheWrongPlatformIsRejectedAndRetried() async throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let fixture = try await CoordinatorFixture.start(registry: registry)
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("liar", platforms: ["linux/arm64"])
+        let build = try await fixture.submit(submitter, image: "\(registry.host)/wrong/app", platforms: ["linux/arm64"])
+        let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/arm64"]).decode(PollResponse.self).lease)
+        let (reference, digest) = try await Self.pushImage(
+            for: lease, registry: registry, platform: Platform(os: "linux", architecture: "amd64"), text: "wrong arch")
+        #expect(try await Self.complete(fixture, agent: agent.secret, lease: lease, reference: reference, digest: digest) == 200)
+        let view = try await fixture.waitForBuild(build.id, token: submitter) {
+            $0.jobs[0].state == .queued && $0.jobs[0].reason != nil
+        }
+        #expect(view.jobs[0].reason?.contains("linux/amd64") == true)
+        #expect(view.listDigest == nil)
+        await fixture.stop()
+    }
+
+    @Test func aWaitingPollIsWokenBySubmission() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 90 }
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("waiter", platforms: ["linux/amd64"])
+        async let poll = fixture.poll(agent.secret, platforms: ["linux/amd64"], timeout: .seconds(120))
+        try await Task.sleep(for: .milliseconds(500))
+        _ = try await fixture.submit(submitter, image: "127.0.0.1:1/woken/app", platforms: ["linux/amd64"])
+        let submitted = ContinuousClock.now
+        let reply = try await poll
+        // Nothing was queued when the poll started, so only the submission's notification can answer it
+        // long before the 90 s poll timeout.
+        #expect(try reply.decode(PollResponse.self).lease != nil)
+        #expect(ContinuousClock.now - submitted < .seconds(45))
+        await fixture.stop()
+    }
+
+    @Test func eventsStreamAsServerSentEventsAndResume() async throws {
+        let fixture = try await CoordinatorFixture.start()
+        let submitter = try await fixture.token(.submitter)
+        let build = try await fixture.submit(submitter, image: "127.0.0.1:1/sse/app", platforms: ["linux/amd64", "linux/arm64"])
+        _ = try await fixture.call("POST", "/api/v1/builds/\(build.id)/cancel", token: submitter)
+        let all = try await fixture.call("GET", "/api/v1/builds/\(build.id)/events", token: submitter)
+        let text = String(decoding: all.body, as: UTF8.self)
+        #expect(all.headers["Content-Type"] == "text/event-stream")
+        #expect(text.contains("event: build.submitted"))
+        #expect(text.contains("event: build.cancelled"))
+        let firstID = try #require(text.split(separator: "\n").first { $0.hasPrefix("id: ") }.map { String($0.dropFirst(4)) })
+        let resumed = try await fixture.call(
+            "GET", "/api/v1/builds/\(build.id)/events", token: submitter, headers: ["Last-Event-ID": firstID])
+        let resumedText = String(decoding: resumed.body, as: UTF8.self)
+        #expect(!resumedText.contains("event: build.submitted"))
+        #expect(resumedText.contains("event: build.cancelled"))
+        await fixture.stop()
+    }
+
+    @Test func logsAreAppendedByOffsetAndGapsAnswered() async throws {
+        let fixture = try await CoordinatorFixture.start()
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("logger", platforms: ["linux/amd64"])
+        let build = try await fixture.submit(submitter, image: "127.0.0.1:1/logs/app", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        let path = "/api/v1/agent/jobs/\(lease.jobId)/logs?epoch=\(lease.epoch)"
+        #expect(
+            try await fixture.call("PUT", path + "&offset=0", token: agent.secret, body: Data("hello\n".utf8)).decode(
+                LogAppendResponse.self
+            ).size == 6)
+        #expect(
+            try await fixture.call("PUT", path + "&offset=0", token: agent.secret, body: Data("hello\n".utf8)).decode(
+                LogAppendResponse.self
+            ).size == 6)
+        let gap = try await fixture.call("PUT", path + "&offset=100", token: agent.secret, body: Data("later".utf8))
+        #expect(gap.status == 416)
+        #expect(try gap.decode(LogAppendResponse.self).size == 6)
+        let log = try await fixture.call("GET", "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", token: submitter)
+        #expect(String(decoding: log.body, as: UTF8.self) == "hello\n")
+        await fixture.stop()
+    }
+}
