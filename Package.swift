@@ -1,9 +1,11 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// The agent and the CLI must build on Windows: everything below `ManifoldRegistry`
-// depends only on Foundation, swift-argument-parser, swift-log and libcurl.
-// SwiftNIO-based packages belong to the coordinator's targets only.
+// The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
+// `ManifoldRegistry` and `ManifoldCLI` depend only on Foundation, swift-argument-parser, swift-log
+// and libcurl. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
+// the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
+let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
     name: "Manifold",
     platforms: [.macOS(.v15)],
@@ -16,6 +18,14 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,6 +42,35 @@ let package = Package(
             name: "ManifoldRegistry",
             dependencies: ["ManifoldCore", "ManifoldHTTP", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "ManifoldAPI", dependencies: ["ManifoldCore"]),
+        .target(
+            name: "ManifoldStore",
+            dependencies: ["ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "ManifoldCoordinator",
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", "ManifoldStore", "ManifoldRegistry",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ManifoldServerCommands",
+            dependencies: [
+                "ManifoldCoordinator", "ManifoldCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .target(
             name: "ManifoldCLI",
             dependencies: [
@@ -40,7 +79,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "manifold", dependencies: ["ManifoldCLI"]),
+        .executableTarget(
+            name: "manifold",
+            dependencies: [
+                "ManifoldCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .target(name: "ManifoldServerCommands", condition: .when(platforms: serverPlatforms)),
+            ]
+        ),
 
         .target(
             name: "ManifoldTestSupport",
@@ -49,13 +95,20 @@ let package = Package(
         ),
         .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore"]),
         .testTarget(name: "ManifoldHTTPTests", dependencies: ["ManifoldHTTP", "ManifoldTestSupport"]),
+        .testTarget(name: "ManifoldStoreTests", dependencies: ["ManifoldStore", "ManifoldTestSupport"]),
+        .testTarget(
+            name: "ManifoldCoordinatorTests",
+            dependencies: [
+                "ManifoldCoordinator", "ManifoldRegistry", "ManifoldTestSupport", .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .testTarget(
             name: "ManifoldRegistryTests",
             dependencies: ["ManifoldRegistry", "ManifoldTestSupport"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["ManifoldCore", "ManifoldRegistry", "ManifoldTestSupport"]
+            dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldTestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,12 +2,28 @@ import ArgumentParser
 import Foundation
 import Logging
 
-/// The `manifold` command line. `main()` parses, runs, and maps outcomes to exit codes:
-/// 0 success, 1 failure, 2 usage error.
+/// The `manifold` command line. The executable defines the root command (adding the coordinator's
+/// `init` and `serve` where they can run) and calls `main`, which parses, runs, and maps outcomes to
+/// exit codes: 0 success, 1 failure, 2 usage error.
 public enum ManifoldCLI {
-    public static func main(_ arguments: [String]? = nil) async -> Int32 {
+    /// Commands every build of `manifold` has; they build on Windows too.
+    public static let clientCommands: [any ParsableCommand.Type] = [ManifestCommand.self, RegistryCommand.self]
+
+    public static let version = "0.1.0"
+    public static let abstract = "Build multi-platform container images on native hosts and publish their manifest lists."
+    public static let discussion = """
+        Examples:
+          manifold manifest create registry.local/app --tag 1.0 \\
+              registry.local/app:1.0-linux-amd64 registry.local/app:1.0-windows-amd64
+          manifold manifest inspect registry.local/app:1.0
+          echo "$PASSWORD" | manifold registry login registry.local --username ci --password-stdin
+          manifold init --state-dir /var/lib/manifold --host coordinator.example.com
+          manifold serve --state-dir /var/lib/manifold
+        """
+
+    public static func main<Root: ParsableCommand>(_ root: Root.Type, _ arguments: [String]? = nil) async -> Int32 {
         do {
-            var command = try Manifold.parseAsRoot(arguments)
+            var command = try root.parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -15,41 +31,25 @@ public enum ManifoldCLI {
             }
             return 0
         } catch {
-            return report(error)
+            return report(error, root: root)
         }
     }
 
-    static func report(_ error: any Error) -> Int32 {
-        let code = Manifold.exitCode(for: error)
+    static func report<Root: ParsableCommand>(_ error: any Error, root: Root.Type) -> Int32 {
+        let code = root.exitCode(for: error)
         if code == .success {
             // --help, --version: ArgumentParser renders them as "errors" with exit 0.
-            print(Manifold.fullMessage(for: error))
+            print(root.fullMessage(for: error))
             return 0
         }
         if code == .validationFailure || error is ValidationError {
-            FileHandle.standardError.write(Data((Manifold.fullMessage(for: error) + "\n").utf8))
+            FileHandle.standardError.write(Data((root.fullMessage(for: error) + "\n").utf8))
             return 2
         }
         if let exit = error as? ExitCode { return exit.rawValue }
         FileHandle.standardError.write(Data("error: \(String(describing: error))\n".utf8))
         return 1
     }
-}
-
-struct Manifold: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "manifold",
-        abstract: "Build multi-platform container images on native hosts and publish their manifest lists.",
-        discussion: """
-            Examples:
-              manifold manifest create registry.local/app --tag 1.0 \\
-                  registry.local/app:1.0-linux-amd64 registry.local/app:1.0-windows-amd64
-              manifold manifest inspect registry.local/app:1.0
-              echo "$PASSWORD" | manifold registry login registry.local --username ci --password-stdin
-            """,
-        version: "0.1.0",
-        subcommands: [ManifestCommand.self, RegistryCommand.self]
-    )
 }
 
 /// `-v` / `--verbose`, shared by every command.

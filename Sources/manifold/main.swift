@@ -1,5 +1,9 @@
+import ArgumentParser
 import ManifoldCLI
 
+#if canImport(ManifoldServerCommands)
+import ManifoldServerCommands
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,4 +12,19 @@ import Darwin
 import ucrt
 #endif
 
-exit(await ManifoldCLI.main())
+struct Manifold: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manifold", abstract: ManifoldCLI.abstract, discussion: ManifoldCLI.discussion, version: ManifoldCLI.version,
+        subcommands: ManifoldCLI.clientCommands + serverCommands)
+
+    /// The coordinator's commands, on hosts that can run one (not Windows).
+    static var serverCommands: [any ParsableCommand.Type] {
+        #if canImport(ManifoldServerCommands)
+        ServerCommands.all
+        #else
+        []
+        #endif
+    }
+}
+
+exit(await ManifoldCLI.main(Manifold.self))

@@ -44,6 +44,8 @@ public final class ManagedProcess: @unchecked Sendable {
 
     public var processIdentifier: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
+    /// The exit status once the process has ended.
+    public var terminationStatus: Int32 { process.terminationStatus }
 
     /// The process's combined output so far.
     public func output() -> String {

@@ -30,6 +30,12 @@ struct RegistryLogin: AsyncParsableCommand {
             valueName: "host"))
     var host: String
 
+    @Option(
+        help: ArgumentHelp(
+            "Store the credentials for a coordinator: in STATE_DIR/registry/config.json instead of your own docker config.",
+            valueName: "dir"))
+    var stateDir: String?
+
     @OptionGroup var registryOptions: RegistryOptions
     @OptionGroup var global: GlobalOptions
 
@@ -58,7 +64,7 @@ struct RegistryLogin: AsyncParsableCommand {
         let registries = RegistryClientPool(configuration: checking, logger: global.makeLogger("manifold.registry"))
         defer { registries.shutdown() }
         try await registries.client(for: registryHost).ping()
-        let config = DockerConfig()
+        let config = stateDir.map { DockerConfig(file: Self.coordinatorConfigFile(stateDir: $0)) } ?? DockerConfig()
         try await config.store(username: username, password: password, for: registryHost)
         print("Login to \(registryHost) succeeded; credentials stored in \(config.file.path)")
     }
@@ -74,12 +80,22 @@ struct RegistryLogout: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("Registry host.", valueName: "host"))
     var host: String
 
+    @Option(help: ArgumentHelp("Remove the credentials a coordinator uses (STATE_DIR/registry/config.json).", valueName: "dir"))
+    var stateDir: String?
+
     func run() async throws {
-        let config = DockerConfig()
+        let config = stateDir.map { DockerConfig(file: RegistryLogin.coordinatorConfigFile(stateDir: $0)) } ?? DockerConfig()
         if try await config.remove(for: DockerConfig.normalizedKey(host)) {
             print("Removed credentials for \(host) from \(config.file.path)")
         } else {
             print("No credentials for \(host) in \(config.file.path)")
         }
+    }
+}
+
+extension RegistryLogin {
+    /// Where a coordinator reads its own registry credentials.
+    static func coordinatorConfigFile(stateDir: String) -> URL {
+        URL(fileURLWithPath: stateDir).appendingPathComponent("registry/config.json")
     }
 }

@@ -1,0 +1,201 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldHTTP
+import ManifoldRegistry
+import ManifoldTestSupport
+import Testing
+
+/// The coordinator as a real process: `manifold init`, `manifold serve`, `kill -9` in the middle of publishing.
+@Suite struct CoordinatorProcessTests {
+    struct Running {
+        var process: ManagedProcess
+        var client: HTTPClient
+        var base: URL
+    }
+
+    static func serve(
+        state: String, port: Int, logDirectory: URL, name: String, environment: [String: String] = [:]
+    ) throws -> Running {
+        let process = try ManagedProcess(
+            name: name, executable: try manifoldBinary(), arguments: ["serve", "--state-dir", state], environment: environment,
+            logDirectory: logDirectory)
+        try Loopback.waitUntilListening(port: port, process: process)
+        let client = HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caFile: "\(state)/pki/ca.crt")))
+        return Running(process: process, client: client, base: URL(string: "https://127.0.0.1:\(port)")!)
+    }
+
+    static func call(
+        _ running: Running, _ method: String, _ path: String, token: String, json: (some Encodable)? = String?.none
+    )
+        async throws -> HTTPResponse
+    {
+        var request = HTTPRequest(method: method, url: URL(string: path, relativeTo: running.base)!.absoluteURL)
+        request.headers.add("Authorization", "Bearer \(token)")
+        if let json {
+            request.body = .bytes(try APICoding.encoder().encode(json))
+            request.headers.add("Content-Type", "application/json")
+        }
+        return try await running.client.execute(request)
+    }
+
+    static func value(after label: String, in output: String) -> String? {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let index = lines.firstIndex(where: { $0.hasPrefix(label) }), index + 1 < lines.count else { return nil }
+        return lines[index + 1]
+    }
+
+    @Test func initRefusesAnExistingDirectoryAndChangesNothing() throws {
+        let scratch = try ScratchDirectory(prefix: "init-twice")
+        defer { scratch.remove() }
+        let state = scratch.file("state").path
+        let first = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:7443"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("CA fingerprint"))
+        let fingerprint = try #require(Self.value(after: "CA fingerprint", in: first.stdout))
+        #expect(fingerprint.hasPrefix("sha256:") && fingerprint.count == 71)
+        let before = try FileManager.default.contentsOfDirectory(atPath: state).sorted()
+        let database = try Data(contentsOf: scratch.file("state/manifold.db"))
+        let second = try manifold(["init", "--state-dir", state])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains(state))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state).sorted() == before)
+        #expect(try Data(contentsOf: scratch.file("state/manifold.db")) == database)
+    }
+
+    @Test func killingTheCoordinatorDuringPublishingPublishesExactlyOnceAfterRestart() async throws {
+        let scratch = try ScratchDirectory(prefix: "kill9")
+        defer { scratch.remove() }
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let proxy = try FaultProxy.start(backend: registry.baseURL)
+        defer { proxy.stop() }
+        let port = try Loopback.freePort()
+        let state = scratch.file("state").path
+        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        #expect(initialised.status == 0, "\(initialised.stderr)")
+        let admin = try #require(Self.value(after: "Admin token", in: initialised.stdout))
+        let join = try #require(Self.value(after: "Agent join token", in: initialised.stdout))
+        // The coordinator reaches the registry through the fault proxy, over plain HTTP.
+        let environment = ["MANIFOLD_INSECURE_REGISTRIES": proxy.host]
+        var running = try Self.serve(
+            state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: environment)
+        let created = try await Self.call(
+            running, "POST", "/api/v1/tokens", token: admin, json: CreateTokenRequest(name: "ci", role: .submitter))
+        let submitter = try APICoding.decoder().decode(CreatedToken.self, from: created.body).secret
+        let joined = try await Self.call(
+            running, "POST", "/api/v1/agent/join", token: join,
+            json: JoinRequest(
+                name: "builder", platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: ["command"],
+                version: "test"))
+        let agent = try APICoding.decoder().decode(JoinResponse.self, from: joined.body).secret
+
+        // Upload a context, submit, take the job, push the image, report it.
+        let context = Data("FROM scratch\n".utf8)
+        let contextDigest = Digest.compute(of: context)
+        var upload = HTTPRequest(
+            method: "PUT", url: running.base.appendingPathComponent("api/v1/contexts/\(contextDigest)"), body: .bytes(context))
+        upload.headers.add("Authorization", "Bearer \(submitter)")
+        #expect(try await running.client.execute(upload).status == 201)
+        let spec = BuildSpec(
+            image: "\(proxy.host)/crash/app", tags: ["1.0", "latest"],
+            platforms: [PlatformSpec(platform: Platform(os: "linux", architecture: "amd64"))],
+            context: .upload(digest: contextDigest))
+        let build = try APICoding.decoder().decode(
+            BuildView.self, from: try await Self.call(running, "POST", "/api/v1/builds", token: submitter, json: spec).body)
+        let polled = try await Self.call(
+            running, "POST", "/api/v1/agent/poll", token: agent,
+            json: PollRequest(
+                platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: ["command"], version: "test"))
+        let lease = try #require(try APICoding.decoder().decode(PollResponse.self, from: polled.body).lease)
+        let image = try TestImage.make(os: "linux", architecture: "amd64", format: .oci, layerText: "crash test")
+        var configuration = RegistryConfiguration(certsDirectories: [], credentials: StaticCredentials())
+        configuration.plainHTTPHosts = [registry.host]
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        let registryClient = try pool.client(for: registry.host)
+        for blob in [image.config] + image.layers {
+            try await registryClient.uploadBlob(
+                repository: "crash/app", digest: try Digest(parsing: blob.digest), data: blob.bytes)
+        }
+        let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
+        try await registryClient.pushManifest(repository: "crash/app", reference: lease.spec.tag, manifest: manifest)
+
+        // Hold the list's push in the proxy, so the coordinator is in the middle of publishing when it dies.
+        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/sha256:", delay: 8)])
+        let completed = try await Self.call(
+            running, "POST", "/api/v1/agent/complete", token: agent,
+            json: CompleteRequest(
+                jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded,
+                imageReference: "\(proxy.host)/crash/app:\(lease.spec.tag)",
+                digest: manifest.digest))
+        #expect(completed.status == 200)
+        var publishing = false
+        for _ in 0..<2400 {
+            let view = try APICoding.decoder().decode(
+                BuildView.self, from: try await Self.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
+            if view.state == .publishing { publishing = true; break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(publishing)
+        try await Task.sleep(for: .milliseconds(700))
+        kill(running.process.processIdentifier, SIGKILL)
+        running.process.stop()
+        running.client.shutdown()
+        try proxy.clearRules()
+
+        running = try Self.serve(
+            state: state, port: port, logDirectory: scratch.url, name: "coordinator-2", environment: environment)
+        defer {
+            running.process.stop()
+            running.client.shutdown()
+        }
+        var final: BuildView? = nil
+        for _ in 0..<400 {
+            let view = try APICoding.decoder().decode(
+                BuildView.self, from: try await Self.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
+            if view.state.isFinal { final = view; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let published = try #require(final)
+        #expect(published.state == .published, "\(published)")
+        let listDigest = try #require(published.listDigest)
+        let stored = try await registryClient.fetchManifest(repository: "crash/app", reference: "latest")
+        #expect(stored.digest == listDigest)
+        let events = try await Self.call(running, "GET", "/api/v1/builds/\(build.id)/events", token: submitter)
+        let text = String(decoding: events.body, as: UTF8.self)
+        #expect(text.components(separatedBy: "event: list.published").count - 1 == 1, "\(text)")
+    }
+
+    @Test func sigtermEndsHeldPollsAndExitsCleanly() async throws {
+        let scratch = try ScratchDirectory(prefix: "sigterm")
+        defer { scratch.remove() }
+        let port = try Loopback.freePort()
+        let state = scratch.file("state").path
+        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        let join = try #require(Self.value(after: "Agent join token", in: initialised.stdout))
+        let running = try Self.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
+        defer { running.client.shutdown() }
+        let joined = try await Self.call(
+            running, "POST", "/api/v1/agent/join", token: join,
+            json: JoinRequest(
+                name: "idle", platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: [],
+                version: "test"))
+        let agent = try APICoding.decoder().decode(JoinResponse.self, from: joined.body).secret
+        let started = ContinuousClock.now
+        async let held = Self.call(
+            running, "POST", "/api/v1/agent/poll", token: agent,
+            json: PollRequest(
+                platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: [], version: "test"))
+        try await Task.sleep(for: .milliseconds(500))
+        kill(running.process.processIdentifier, SIGTERM)
+        let reply = try await held
+        // The held poll is answered (no job) instead of being cut, well before its 30 s timeout.
+        #expect(reply.status == 200)
+        #expect(try APICoding.decoder().decode(PollResponse.self, from: reply.body).lease == nil)
+        #expect(ContinuousClock.now - started < .seconds(20))
+        for _ in 0..<200 where running.process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!running.process.isRunning)
+        #expect(running.process.terminationStatus == 0, "\(running.process.output())")
+    }
+}
