@@ -156,6 +156,27 @@ import Testing
     }
 }
 
+extension CLITests {
+    @Test func loginForACoordinatorWritesIntoItsStateDirectory() throws {
+        let registry = try TestRegistry.start(.basic)
+        defer { registry.stop() }
+        let scratch = try ScratchDirectory(prefix: "cli-state-login")
+        defer { scratch.remove() }
+        let state = scratch.file("state")
+        let result = try manifold(
+            [
+                "registry", "login", registry.host, "--state-dir", state.path, "--username", registry.username!,
+                "--password-stdin",
+                "--registry-ca", "\(registry.host)=\(registry.certificates!.caCertificate.path)",
+            ],
+            input: registry.password! + "\n", environment: ["DOCKER_CONFIG": scratch.file("user").path])
+        #expect(result.status == 0, "\(result.stderr)")
+        let stored = try String(contentsOf: state.appendingPathComponent("registry/config.json"), encoding: .utf8)
+        #expect(stored.contains(registry.host))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("user/config.json").path))
+    }
+}
+
 /// Pushes linux/amd64, linux/arm64/v8 and windows/amd64 OCI images with skopeo from an OCI layout, the way
 /// an independent tool would; returns their references.
 func pushImages(to registry: TestRegistry, repository: String) throws -> [String] {

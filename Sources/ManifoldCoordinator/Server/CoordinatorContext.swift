@@ -50,6 +50,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard let header = request.headers[.authorization] else { throw APIError.unauthenticated }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else { throw APIError.unauthenticated }
+        // Only SHA-256 hashes are stored and looked up: how long a lookup takes reveals nothing about the
+        // secret itself, so the indexed lookup needs no constant-time comparison on top.
         guard let principal = try await store.principal(forSecretHash: hash(String(parts[1]))) else {
             throw APIError.invalidToken
         }

@@ -105,6 +105,13 @@ import Testing
         #expect(
             try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: newDigest)
                 == 409)
+        // Metrics count what happened.
+        let metrics = String(decoding: try await fixture.call("GET", "/metrics", token: submitter).body, as: UTF8.self)
+        #expect(metrics.contains("manifold_lists_published_total 2"))
+        #expect(metrics.contains("manifold_builds_submitted_total 1"))
+        #expect(metrics.contains("manifold_builds{state=\"published\"} 1"))
+        #expect(metrics.contains("manifold_jobs{state=\"succeeded\"} 2"))
+        #expect(metrics.contains("manifold_assembly_duration_seconds_count 2"))
         await fixture.stop()
     }
 
@@ -182,6 +189,23 @@ import Testing
         #expect(try gap.decode(LogAppendResponse.self).size == 6)
         let log = try await fixture.call("GET", "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", token: submitter)
         #expect(String(decoding: log.body, as: UTF8.self) == "hello\n")
+        let ranged = try await fixture.call(
+            "GET", "/api/v1/builds/\(build.id)/logs?platform=linux/amd64&offset=2", token: submitter)
+        #expect(String(decoding: ranged.body, as: UTF8.self) == "llo\n")
+        // Following streams what arrives until the attempt ends.
+        async let followed = fixture.call(
+            "GET", "/api/v1/builds/\(build.id)/logs?platform=linux/amd64&follow=true", token: submitter, timeout: .seconds(60))
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await fixture.call("PUT", path + "&offset=6", token: agent.secret, body: Data("world\n".utf8))
+        _ = try await fixture.call(
+            "POST", "/api/v1/agent/complete", token: agent.secret,
+            json: CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: "test"))
+        #expect(String(decoding: try await followed.body, as: UTF8.self) == "hello\nworld\n")
+        // Oversized bodies are refused.
+        let huge = Data(repeating: 0x41, count: (1 << 20) + 10)
+        let refused = try await fixture.call(
+            "POST", "/api/v1/builds", token: submitter, body: huge, headers: ["Content-Type": "application/json"])
+        #expect(refused.status == 413)
         await fixture.stop()
     }
 }
