@@ -87,7 +87,9 @@ public struct Coordinator: Sendable {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
-                    LeaseReaper(store: store, notifier: notifier, metrics: metrics, logger: logger),
+                    LeaseReaper(
+                        store: store, notifier: notifier, metrics: metrics, startupGrace: .seconds(settings.leaseTTLSeconds),
+                        logger: logger),
                     Verifier(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
                     Publisher(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
                     app,

@@ -151,6 +151,9 @@ extension Store {
                     UPDATE job SET state = 'queued', retryBase = attempts, notBefore = ?, reason = NULL, currentEpoch = NULL
                     WHERE id = ?
                     """, arguments: [at, jobId])
+            // A list still waiting to be pushed would miss the rebuilt platform: the new set replaces it.
+            try db.execute(
+                sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending'", arguments: [buildId])
             try db.execute(
                 sql: "UPDATE build SET state = 'running', reason = NULL, finishedAt = NULL, updatedAt = ? WHERE id = ?",
                 arguments: [at, buildId])

@@ -72,8 +72,9 @@ extension Store {
                 sql: "UPDATE outbox SET state = 'done', listDigest = ?, finishedAt = ?, attempts = attempts + 1 WHERE id = ?",
                 arguments: [listDigest.description, at, id])
             let final: BuildState = (row["partial"] as Int) != 0 ? .partiallyPublished : .published
+            // Only a build still waiting for this list finishes with it (not one cancelled or retried meanwhile).
             let current = try Self.buildState(db, id: buildId)
-            guard current != .cancelled else { return }
+            guard current == .publishing else { return }
             try db.execute(
                 sql: "UPDATE build SET state = ?, listDigest = ?, listMediaType = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
                 arguments: [final.rawValue, listDigest.description, mediaType, at, at, buildId])

@@ -232,6 +232,24 @@ import Testing
         #expect(second[0].children[0].digest == amdDigest)
     }
 
+    @Test func retryingWhilePublishingSupersedesThePendingList() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        try await fixture.verifyAll()
+        let pending = try await fixture.store.duePublications()
+        #expect(pending.count == 1)
+        _ = try await fixture.store.retryJob(buildId: build.id, platform: "linux/amd64")
+        #expect(try await fixture.store.duePublications().isEmpty)
+        // A late success of the superseded publication changes nothing, and the retried job can be leased.
+        try await fixture.store.publicationSucceeded(
+            id: pending[0].id, listDigest: Digest.compute(of: Data("stale".utf8)), mediaType: MediaType.ociImageIndex)
+        #expect(try await fixture.store.build(id: build.id).state == .running)
+        #expect(try await fixture.poll(agent) != nil)
+    }
+
     @Test func aRejectedDigestFailsTheAttemptAndRetries() async throws {
         let fixture = try StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])

@@ -136,14 +136,15 @@ extension CoordinatorAPI {
         while !Task.isCancelled {
             let generation = notifier.generation
             let chunk = try await store.readLog(buildId: buildId, platform: platform, attempt: attempt, offset: position)
-            if let epoch, chunk.epoch != epoch, attempt == nil { return }  // a new attempt started: this log is over
+            // A new attempt started: the followed attempt's log is over. Before the first attempt there is nothing yet.
+            if let epoch, epoch != 0, chunk.epoch != epoch, attempt == nil { return }
             epoch = chunk.epoch
             if !chunk.data.isEmpty {
                 try await writer.write(ByteBuffer(bytes: chunk.data))
                 position += Int64(chunk.data.count)
                 continue
             }
-            if (chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
+            if (chunk.epoch != 0 && chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
             await notifier.wait(after: generation, until: .now + .seconds(15))
         }
     }

@@ -58,7 +58,10 @@ extension CoordinatorAPI {
                     "the uploaded context has digest \(actual), not \(digest) as the URL says; nothing was kept",
                     field: "digest")
             }
-            try FileManager.default.moveItem(at: partial, to: final)
+            // Same digest, same bytes: a concurrent or earlier upload that already put the file in place wins.
+            if !FileManager.default.fileExists(atPath: final.path) {
+                try FileManager.default.moveItem(at: partial, to: final)
+            }
             keep = true
             try await store.recordContext(digest: digest, size: size)
             return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: false), status: .created)

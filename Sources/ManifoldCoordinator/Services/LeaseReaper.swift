@@ -9,20 +9,25 @@ public struct LeaseReaper: Service {
     let notifier: WorkNotifier
     let metrics: CoordinatorMetrics
     let interval: Duration
+    let startupGrace: Duration
     let logger: Logger
 
     public init(
-        store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, interval: Duration = .seconds(2), logger: Logger
+        store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, interval: Duration = .seconds(2),
+        startupGrace: Duration = .zero, logger: Logger
     ) {
         self.store = store
         self.notifier = notifier
         self.metrics = metrics
         self.interval = interval
+        self.startupGrace = startupGrace
         self.logger = logger
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            // After a restart, agents need one lease period to reach us again before their leases count as lost.
+            try? await Task.sleep(for: startupGrace)
             while !Task.isCancelled {
                 do {
                     let expired = try await store.expireLeases()

@@ -88,7 +88,8 @@ struct CertificateAuthorityTests {
             ],
             directory: scratch.url)
         defer { server.stop() }
-        let port = await server.awaitOutput { output -> Int? in
+        // A crowded test machine can take a while to start openssl; the wait is generous.
+        let port = await server.awaitOutput(timeout: 60) { output -> Int? in
             guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("ACCEPT") }),
                 let port = line.split(separator: ":").last
             else { return nil }
