@@ -11,7 +11,7 @@ import X509
 ///
 /// ```swift
 /// let ca = try CertificateAuthority.generate()
-/// let server = try ca.issueServerCertificate(hosts: ["coord.example", "10.0.0.5"])
+/// let server = try ca.issueServerCertificate(hosts: ["coord.example", "192.0.2.10"])
 /// print(ca.fingerprint)  // sha256:3f1c…
 /// ```
 public struct CertificateAuthority: Sendable {
