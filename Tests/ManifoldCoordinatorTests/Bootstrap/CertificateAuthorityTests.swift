@@ -22,7 +22,7 @@ struct CertificateAuthorityTests {
         let scratch = try BootstrapScratchDirectory()
         defer { scratch.remove() }
         let ca = try CertificateAuthority.generate()
-        try writePKI(ca, hosts: ["Coord.Example.com", "10.1.2.3", "[fd00::7]"], in: scratch.url)
+        try writePKI(ca, hosts: ["Coord.Example.com", "192.0.2.7", "[2001:db8::7]"], in: scratch.url)
 
         let verify = try await BootstrapProcess.run(
             ["openssl", "verify", "-CAfile", "ca.crt", "-purpose", "sslserver", "server.crt"], directory: scratch.url)
@@ -32,12 +32,12 @@ struct CertificateAuthorityTests {
         let text = try await BootstrapProcess.run(
             ["openssl", "x509", "-in", "server.crt", "-noout", "-text"], directory: scratch.url)
         #expect(text.status == 0, "\(text.error)")
-        for name in ["DNS:coord.example.com", "DNS:localhost", "IP Address:10.1.2.3", "IP Address:127.0.0.1"] {
+        for name in ["DNS:coord.example.com", "DNS:localhost", "IP Address:192.0.2.7", "IP Address:127.0.0.1"] {
             #expect(text.output.contains(name), "missing \(name) in \(text.output)")
         }
         // OpenSSL prints IPv6 SANs expanded and in upper case.
         #expect(text.output.contains("IP Address:0:0:0:0:0:0:0:1"), "\(text.output)")
-        #expect(text.output.contains("IP Address:FD00:0:0:0:0:0:0:7"), "\(text.output)")
+        #expect(text.output.contains("IP Address:2001:DB8:0:0:0:0:0:7"), "\(text.output)")
         #expect(text.output.contains("TLS Web Server Authentication"))
         #expect(text.output.contains("CA:FALSE"))
         #expect(text.output.contains("Digital Signature"))

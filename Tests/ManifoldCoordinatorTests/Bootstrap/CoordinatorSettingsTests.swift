@@ -99,7 +99,7 @@ struct CoordinatorSettingsTests {
                 "MANIFOLD_MAX_REQUEST_BODY_BYTES": "65536",
                 "MANIFOLD_MAX_CONTEXT_BYTES": "10737418240",
                 "MANIFOLD_INSECURE_REGISTRIES": "localhost:5000, registry.local",
-                "MANIFOLD_REGISTRY_CAS": "registry.internal:5000=/etc/ca.pem,[fd00::1]:5000=/etc/v6.pem",
+                "MANIFOLD_REGISTRY_CAS": "registry.internal:5000=/etc/ca.pem,[2001:db8::1]:5000=/etc/v6.pem",
             ])
         #expect(settings.listen == "[::]:8443")
         #expect(settings.listenAddress == ("::", 8443))
@@ -115,7 +115,7 @@ struct CoordinatorSettingsTests {
         #expect(settings.maxRequestBodyBytes == 65_536)
         #expect(settings.maxContextBytes == 10_737_418_240)
         #expect(settings.insecureRegistries == ["localhost:5000", "registry.local"])
-        #expect(settings.registryCAs == ["registry.internal:5000": "/etc/ca.pem", "[fd00::1]:5000": "/etc/v6.pem"])
+        #expect(settings.registryCAs == ["registry.internal:5000": "/etc/ca.pem", "[2001:db8::1]:5000": "/etc/v6.pem"])
     }
 
     @Test func plainHTTPOnlyWhenAskedFor() throws {
