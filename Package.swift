@@ -2,8 +2,8 @@
 import PackageDescription
 
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
-// `ManifoldRegistry` and `ManifoldCLI` depend only on Foundation, swift-argument-parser, swift-log
-// and libcurl. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
+// `ManifoldRegistry`, `ManifoldClient`, `ManifoldAgent` and `ManifoldCLI` depend only on Foundation,
+// swift-argument-parser, swift-log, swift-subprocess and libcurl. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
 // the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
 let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "manifold", targets: ["manifold"]),
+        .executable(name: "manifold-agent", targets: ["manifold-agent"]),
         .library(name: "ManifoldCore", targets: ["ManifoldCore"]),
         .library(name: "ManifoldHTTP", targets: ["ManifoldHTTP"]),
         .library(name: "ManifoldRegistry", targets: ["ManifoldRegistry"]),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         .systemLibrary(
@@ -43,6 +45,20 @@ let package = Package(
             dependencies: ["ManifoldCore", "ManifoldHTTP", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "ManifoldAPI", dependencies: ["ManifoldCore"]),
+        .target(
+            name: "ManifoldClient",
+            dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "ManifoldAgent",
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldClient",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "manifold-agent", dependencies: ["ManifoldAgent"]),
         .target(
             name: "ManifoldStore",
             dependencies: ["ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift")]
@@ -74,7 +90,7 @@ let package = Package(
         .target(
             name: "ManifoldCLI",
             dependencies: [
-                "ManifoldCore", "ManifoldHTTP", "ManifoldRegistry",
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -106,9 +122,13 @@ let package = Package(
             name: "ManifoldRegistryTests",
             dependencies: ["ManifoldRegistry", "ManifoldTestSupport"]
         ),
+        .testTarget(name: "ManifoldClientTests", dependencies: ["ManifoldClient", "ManifoldTestSupport"]),
+        .testTarget(name: "ManifoldAgentTests", dependencies: ["ManifoldAgent", "ManifoldClient", "ManifoldTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldTestSupport"]
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldTestSupport",
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,76 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldHTTP
+
+/// The agent protocol (`/api/v1/agent/...`). `join` uses a join token; every other call the agent's secret.
+extension CoordinatorClient {
+    public func join(_ request: JoinRequest) async throws -> JoinResponse {
+        try await call("POST", "/api/v1/agent/join", body: request)
+    }
+
+    /// Holds until a job is leased (or the coordinator's poll window, ~30 s, passes with none: `lease` nil).
+    public func poll(_ request: PollRequest) async throws -> PollResponse {
+        try await call("POST", "/api/v1/agent/poll", body: request, timeout: .seconds(90))
+    }
+
+    public func heartbeat(_ request: HeartbeatRequest) async throws -> HeartbeatResponse {
+        try await call("POST", "/api/v1/agent/heartbeat", body: request)
+    }
+
+    /// The outcome of appending a log chunk.
+    public enum LogAppendOutcome: Sendable, Hashable {
+        /// The coordinator now holds `size` bytes.
+        case stored(size: Int64)
+        /// The chunk started past the coordinator's end: resend from `size`.
+        case gap(size: Int64)
+    }
+
+    /// Appends `data` at byte `offset` of the attempt's log. A repeated or overlapping chunk is harmless.
+    public func appendLog(jobId: String, epoch: Int64, offset: Int64, data: Data) async throws -> LogAppendOutcome {
+        do {
+            let response = try await send(
+                "PUT", "/api/v1/agent/jobs/\(Self.segment(jobId))/logs",
+                query: [("epoch", "\(epoch)"), ("offset", "\(offset)")],
+                headers: ["Content-Type": "application/octet-stream"], body: .bytes(data))
+            return .stored(size: try APICoding.decoder().decode(LogAppendResponse.self, from: response.body).size)
+        } catch CoordinatorClientError.api(status: 416, _, let message, _, _) {
+            // The 416 body is a LogAppendResponse; `send` kept only its text.
+            if let size = try? APICoding.decoder().decode(LogAppendResponse.self, from: Data(message.utf8)).size {
+                return .gap(size: size)
+            }
+            throw CoordinatorClientError.unexpectedAnswer(status: 416, message: "a log gap answer without a size: \(message)")
+        }
+    }
+
+    public func complete(_ request: CompleteRequest) async throws -> CompleteResponse {
+        try await call("POST", "/api/v1/agent/complete", body: request)
+    }
+
+    public func leave() async throws {
+        _ = try await send("POST", "/api/v1/agent/leave")
+    }
+
+    /// Downloads a build context (`tar.gz`) to `file`; the caller verifies its digest.
+    public func downloadContext(_ digest: Digest, to file: URL) async throws {
+        let request = HTTPRequest(
+            url: url("/api/v1/contexts/\(Self.segment(digest.description))"), headers: headers(),
+            timeout: HTTPRequest.unlimited)
+        let response: HTTPResponse
+        do {
+            response = try await http.download(request, to: file)
+        } catch let error as HTTPClientError {
+            throw CoordinatorClientError.transport(error)
+        }
+        guard (200..<300).contains(response.status) else {
+            let body = (try? Data(contentsOf: file)) ?? Data()
+            try? FileManager.default.removeItem(at: file)
+            throw CoordinatorClientError.from(status: response.status, body: body.prefix(65_536), headers: response.headers)
+        }
+    }
+
+    /// The coordinator's CA certificate (PEM), served without authentication so an agent can pin it at join.
+    public func caCertificate() async throws -> Data {
+        try await send("GET", "/api/v1/ca.crt").body
+    }
+}

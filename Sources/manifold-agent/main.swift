@@ -1,0 +1,3 @@
+import ManifoldAgent
+
+print("manifold-agent \(AgentVersion.current)")

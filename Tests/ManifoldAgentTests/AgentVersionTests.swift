@@ -1,0 +1,6 @@
+import ManifoldAgent
+import Testing
+
+@Test func versionIsSemantic() {
+    #expect(AgentVersion.current.split(separator: ".").count == 3)
+}
