@@ -13,7 +13,9 @@ extension CoordinatorClient {
         try await call("GET", "/api/v1/builds/\(Self.segment(id))")
     }
 
-    public func builds(state: BuildState? = nil, image: String? = nil, before: String? = nil, limit: Int? = nil)
+    public func builds(
+        state: BuildState? = nil, image: String? = nil, before: String? = nil, limit: Int? = nil
+    )
         async throws -> BuildList
     {
         var query: [(String, String)] = []
@@ -81,7 +83,9 @@ extension CoordinatorClient {
     }
 
     /// Follows an attempt's log as it grows; the stream ends when the attempt has finished.
-    public func followLog(buildId: String, platform: String, attempt: Int? = nil, offset: Int64 = 0) async throws
+    public func followLog(
+        buildId: String, platform: String, attempt: Int? = nil, offset: Int64 = 0
+    ) async throws
         -> AsyncThrowingStream<Data, any Error>
     {
         try await stream(
@@ -123,6 +127,12 @@ public struct ServerSentEventParser: Sendable {
         public var id: String?
         public var event: String?
         public var data: String
+
+        public init(id: String?, event: String?, data: String) {
+            self.id = id
+            self.event = event
+            self.data = data
+        }
     }
 
     private var buffer = Data()
@@ -137,7 +147,8 @@ public struct ServerSentEventParser: Sendable {
             buffer.removeSubrange(buffer.startIndex..<end.upperBound)
             var message = Message(id: nil, event: nil, data: "")
             var dataLines: [String] = []
-            for line in block.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            let lines = block.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+            for line in lines.split(separator: "\n", omittingEmptySubsequences: false) {
                 if line.isEmpty || line.hasPrefix(":") { continue }
                 let (field, value) = Self.split(line)
                 switch field {

@@ -98,7 +98,9 @@ public final class CoordinatorClient: Sendable {
     }
 
     /// Opens a streamed GET (Server-Sent Events, followed logs) with no total time limit.
-    public func stream(_ path: String, query: [(String, String)] = [], headers extra: HTTPHeaders = [:]) async throws
+    public func stream(
+        _ path: String, query: [(String, String)] = [], headers extra: HTTPHeaders = [:]
+    ) async throws
         -> HTTPStreamingResponse
     {
         var headers = headers()
@@ -133,7 +135,8 @@ public enum CoordinatorClientError: Error, CustomStringConvertible, Sendable, Eq
     /// An answer that does not fit the protocol.
     case unexpectedAnswer(status: Int, message: String)
 
-    static func from(status: Int, body: Data, headers: HTTPHeaders) -> CoordinatorClientError {
+    /// Reads an error answer: the coordinator's JSON error body, or the first bytes of any other body.
+    public static func from(status: Int, body: Data, headers: HTTPHeaders) -> CoordinatorClientError {
         let retryAfter = headers["Retry-After"].flatMap { Int($0) }
         if let decoded = try? APICoding.decoder().decode(ErrorResponse.self, from: body) {
             return .api(

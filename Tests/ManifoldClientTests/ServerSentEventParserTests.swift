@@ -31,13 +31,20 @@ import Testing
     }
 
     @Test func errorAnswersBecomeOneSentence() {
-        let body = Data(#"{"error":{"code":"INVALID","message":"tags[0] \"Bad Tag\" is not a valid tag","field":"tags[0]"}}"#.utf8)
-        let error = CoordinatorClientError.api(
-            status: 400, code: "INVALID", message: "tags[0] \"Bad Tag\" is not a valid tag", field: "tags[0]", retryAfter: nil)
+        let body = Data(
+            #"{"error":{"code":"INVALID","message":"tags[0] \"Bad Tag\" is not a valid tag","field":"tags[0]"}}"#.utf8)
+        let error = CoordinatorClientError.from(status: 400, body: body, headers: [:])
+        #expect(
+            error
+                == .api(
+                    status: 400, code: "INVALID", message: "tags[0] \"Bad Tag\" is not a valid tag", field: "tags[0]",
+                    retryAfter: nil))
         #expect(error.description == "tags[0] \"Bad Tag\" is not a valid tag. (HTTP 400)")
         #expect(!error.isRetryable)
         #expect(CoordinatorClientError.api(status: 503, code: "X", message: "m", field: nil, retryAfter: 1).isRetryable)
-        _ = body
+        let plain = CoordinatorClientError.from(status: 502, body: Data("Bad Gateway\n".utf8), headers: ["Retry-After": "3"])
+        #expect(plain == .api(status: 502, code: "HTTP_502", message: "Bad Gateway", field: nil, retryAfter: 3))
+        #expect(plain.isRetryable)
     }
 
     @Test func connectionRefusedIsRetryable() async throws {
