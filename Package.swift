@@ -2,8 +2,8 @@
 import PackageDescription
 
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
-// `ManifoldRegistry`, `ManifoldClient`, `ManifoldAgent` and `ManifoldCLI` depend only on Foundation,
-// swift-argument-parser, swift-log, swift-subprocess and libcurl. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
+// `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldAgent` and `ManifoldCLI` depend only on
+// Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl and zlib. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
 // the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
 let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
@@ -35,7 +35,9 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "ManifoldCore"),
+        .target(name: "ManifoldArchive", dependencies: ["CZlib", "ManifoldCore"]),
         .target(
             name: "ManifoldHTTP",
             dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")]
@@ -52,7 +54,7 @@ let package = Package(
         .target(
             name: "ManifoldAgent",
             dependencies: [
-                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldClient",
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldClient", "ManifoldArchive",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -90,7 +92,7 @@ let package = Package(
         .target(
             name: "ManifoldCLI",
             dependencies: [
-                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient",
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -122,6 +124,7 @@ let package = Package(
             name: "ManifoldRegistryTests",
             dependencies: ["ManifoldRegistry", "ManifoldTestSupport"]
         ),
+        .testTarget(name: "ManifoldArchiveTests", dependencies: ["ManifoldArchive", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldClientTests", dependencies: ["ManifoldClient", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldAgentTests", dependencies: ["ManifoldAgent", "ManifoldClient", "ManifoldTestSupport"]),
         .testTarget(

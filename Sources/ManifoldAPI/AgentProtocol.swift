@@ -115,7 +115,12 @@ public struct Lease: Sendable, Hashable, Codable {
 public struct PollResponse: Sendable, Hashable, Codable {
     /// nil when the poll timed out with no work.
     public var lease: Lease?
-    public init(lease: Lease?) { self.lease = lease }
+    /// Why no work can come to this agent now (e.g. an admin disabled or drained it); agents log it.
+    public var notice: String?
+    public init(lease: Lease?, notice: String? = nil) {
+        self.lease = lease
+        self.notice = notice
+    }
 }
 
 public struct HeartbeatRequest: Sendable, Hashable, Codable {

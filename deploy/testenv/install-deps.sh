@@ -23,9 +23,9 @@ if [ -n "$swift_version" ]; then
 fi
 
 PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
-    libcurl4-openssl-dev libsqlite3-dev git jq curl)
+    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl)
 COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum)
-LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev)
+LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev zlib1g-dev)
 
 missing_commands=()
 for command in "${COMMANDS[@]}"; do

@@ -1,0 +1,6 @@
+import ManifoldArchive
+import Testing
+
+@Test func archiveModuleLinks() {
+    #expect(String(describing: Archive.self) == "Archive")
+}
