@@ -165,12 +165,13 @@ public struct BuildSpec: Sendable, Hashable, Codable {
         switch context {
         case .upload: break
         case .git(let url, let ref):
-            guard
-                url.hasPrefix("https://") || url.hasPrefix("http://") || url.hasPrefix("ssh://") || url.hasPrefix("git@")
-                    || url.hasPrefix("file://")
+            // Local paths (file://, /path) would read the agent's own disk; `ext::` and friends run commands.
+            guard url.hasPrefix("https://") || url.hasPrefix("http://") || url.hasPrefix("ssh://") || url.hasPrefix("git@"),
+                !url.contains("::"), !url.hasPrefix("-"), !url.contains(where: \.isWhitespace)
             else {
                 throw APIValidationError(
-                    field: "context.url", message: "\"\(url)\" is not a git URL (https://, ssh://, git@host:path or file://)")
+                    field: "context.url",
+                    message: "\"\(url)\" is not a remote git URL; use https://, http://, ssh:// or git@host:path")
             }
             guard !ref.isEmpty, !ref.hasPrefix("-") else {
                 throw APIValidationError(field: "context.ref", message: "give a branch, tag or commit, not \"\(ref)\"")

@@ -124,6 +124,35 @@ enum Schema {
                     CREATE INDEX outbox_pending ON outbox(state, notBefore);
                     """)
         }
+        // v2: a digest set may be published again after another list replaced it (the tags must move back), so
+        // the outbox keeps one row per publishing run, each with the children it publishes.
+        migrator.registerMigration("v2") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE outbox_v2 (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        buildId TEXT NOT NULL REFERENCES build(id),
+                        digestSet TEXT NOT NULL,
+                        children TEXT,
+                        partial INTEGER NOT NULL DEFAULT 0,
+                        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'superseded')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        notBefore REAL NOT NULL,
+                        createdAt REAL NOT NULL,
+                        finishedAt REAL,
+                        listDigest TEXT,
+                        error TEXT
+                    );
+                    INSERT INTO outbox_v2 (id, buildId, digestSet, partial, state, attempts, notBefore, createdAt,
+                        finishedAt, listDigest, error)
+                    SELECT id, buildId, digestSet, partial, state, attempts, notBefore, createdAt, finishedAt, listDigest, error
+                    FROM outbox;
+                    DROP TABLE outbox;
+                    ALTER TABLE outbox_v2 RENAME TO outbox;
+                    CREATE INDEX outbox_pending ON outbox(state, notBefore);
+                    CREATE INDEX outbox_build ON outbox(buildId, id);
+                    """)
+        }
         return migrator
     }()
 }

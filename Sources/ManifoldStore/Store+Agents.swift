@@ -57,8 +57,17 @@ extension Store {
     }
 
     /// Sets an agent's state by name or id (`draining`, `disabled`, `active`).
+    ///
+    /// A draining agent finishes its current job and takes no more. Disabling takes its current job away at once:
+    /// the attempt is lost (not counted against the job's attempts) and the job goes back to the queue, so
+    /// every later call the agent makes about it is refused as stale.
     @discardableResult
     public func setAgentState(_ nameOrId: String, to state: AgentState) async throws -> AgentView {
+        guard state != .left else {
+            throw StoreError.invalid(
+                field: "state", message: "\"left\" is set by the agent itself; use active, draining or disabled")
+        }
+        let at = now()
         let id = try await database.write { db -> String in
             guard
                 let id = try String.fetchOne(
@@ -66,6 +75,9 @@ extension Store {
                     arguments: [nameOrId, nameOrId])
             else { throw StoreError.notFound(kind: "agent", id: nameOrId) }
             try db.execute(sql: "UPDATE agent SET state = ? WHERE id = ?", arguments: [state.rawValue, id])
+            if state == .disabled {
+                try self.revokeAttempts(db, agentId: id, reason: "the agent was disabled by an admin", counted: false, at: at)
+            }
             return id
         }
         return try await agent(id: id)

@@ -130,16 +130,7 @@ extension Store {
             guard state != .cancelled else {
                 throw StoreError.conflict("build \(buildId) was cancelled; submit it again instead")
             }
-            let key = Self.platformKey(try Self.parsePlatform(platform))
-            guard
-                let job = try Row.fetchOne(
-                    db, sql: "SELECT * FROM job WHERE buildId = ? AND platformKey = ?", arguments: [buildId, key])
-            else {
-                let known = try String.fetchAll(db, sql: "SELECT platform FROM job WHERE buildId = ?", arguments: [buildId])
-                throw StoreError.invalid(
-                    field: "platform", message: "build \(buildId) has no \(platform) job; it has \(known.joined(separator: ", "))"
-                )
-            }
+            let job = try Self.jobRow(db, buildId: buildId, platform: platform)
             let jobState = JobState(rawValue: job["state"]) ?? .queued
             guard jobState.isFinal else {
                 throw StoreError.conflict(
@@ -183,6 +174,24 @@ extension Store {
     }
 
     // MARK: - Helpers
+
+    /// The job of `buildId` for `platform` as a user names it: `linux/arm64`, `linux/arm64/v8`, or for Windows
+    /// `windows/amd64` when the build has one Windows amd64 job, else `windows/amd64:10.0.20348`.
+    static func jobRow(_ db: Database, buildId: String, platform: String) throws -> Row {
+        _ = try buildState(db, id: buildId)  // 404 for an unknown build, before any platform complaint
+        let wanted = try parsePlatform(platform).normalized()
+        let jobs = try Row.fetchAll(db, sql: "SELECT * FROM job WHERE buildId = ? ORDER BY seq", arguments: [buildId])
+        if let exact = jobs.first(where: { ($0["platformKey"] as String) == platformKey(wanted) }) { return exact }
+        if wanted.osVersion == nil {
+            let sameBase = jobs.filter {
+                ($0["platformKey"] as String).split(separator: ":").first.map(String.init) == wanted.key
+            }
+            if sameBase.count == 1 { return sameBase[0] }
+        }
+        let known = jobs.map { $0["platformKey"] as String }.joined(separator: ", ")
+        throw StoreError.invalid(
+            field: "platform", message: "build \(buildId) has no job for platform \"\(platform)\"; its platforms are \(known)")
+    }
 
     static func platformKey(_ platform: Platform) -> String {
         let normalized = platform.normalized()

@@ -13,6 +13,14 @@ extension Store {
         try db.execute(sql: "UPDATE build SET updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(now()), buildId])
     }
 
+    /// Appends an event for a job of a build in its own transaction (services reporting progress).
+    public func recordEvent(buildId: String, jobId: String, type: String, data: [String: String]) async throws {
+        try await database.write { db in
+            let platform = try String.fetchOne(db, sql: "SELECT platform FROM job WHERE id = ?", arguments: [jobId])
+            try self.appendEvent(db, buildId: buildId, jobId: jobId, platform: platform, type: type, data: data)
+        }
+    }
+
     /// A build's events after `afterId` (exclusive), oldest first: the source of progress streams.
     public func events(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> [BuildEvent] {
         try await database.read { db in

@@ -34,16 +34,27 @@ extension Store {
                 let spec = try Store.decode(
                     BuildSpec.self,
                     try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
-                let children = try Row.fetchAll(
-                    db,
-                    sql: "SELECT spec, digest, imageReference FROM job WHERE buildId = ? AND state = 'succeeded' ORDER BY seq",
-                    arguments: [buildId]
-                ).compactMap { job -> Publication.Child? in
-                    guard let digest = try? Digest(parsing: job["digest"] as String? ?? "") else { return nil }
-                    return Publication.Child(
-                        platform: try Store.decode(PlatformSpec.self, job["spec"]).platform,
-                        imageReference: job["imageReference"] ?? "",
-                        digest: digest)
+                let children: [Publication.Child]
+                if let stored = row["children"] as String? {
+                    // The run publishes exactly the set it was queued for, whatever the jobs did since.
+                    children = try Store.decode([StoredChild].self, stored).map { child in
+                        Publication.Child(
+                            platform: child.platform, imageReference: child.imageReference,
+                            digest: try Digest(parsing: child.digest))
+                    }
+                } else {
+                    // Rows queued before schema v2 carry no children: the build's succeeded jobs are that set.
+                    children = try Row.fetchAll(
+                        db,
+                        sql:
+                            "SELECT spec, digest, imageReference FROM job WHERE buildId = ? AND state = 'succeeded' ORDER BY seq",
+                        arguments: [buildId]
+                    ).map { job in
+                        let child = try Store.storedChild(job)
+                        return Publication.Child(
+                            platform: child.platform, imageReference: child.imageReference,
+                            digest: try Digest(parsing: child.digest))
+                    }
                 }
                 return Publication(
                     id: row["id"], buildId: buildId, image: spec.image, tags: spec.tags, children: children,
@@ -89,9 +100,10 @@ extension Store {
         }
     }
 
-    /// Records a failed publishing attempt: retried with backoff while `retryable` and attempts remain,
-    /// else the build fails with the registry's reason.
-    public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int = 5) async throws {
+    /// Records a failed publishing attempt: retried with capped backoff while `retryable` (a registry outage
+    /// does not fail a build; `maxAttempts` nil retries until it is back or the build is cancelled), else the
+    /// build fails with the registry's reason.
+    public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int? = nil) async throws {
         let at = now()
         try await database.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
@@ -99,7 +111,7 @@ extension Store {
             else { return }
             let buildId: String = row["buildId"]
             let attempts = (row["attempts"] as Int) + 1
-            if retryable && attempts < maxAttempts {
+            if retryable && attempts < (maxAttempts ?? Int.max) {
                 let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: attempts))
                 try db.execute(
                     sql: "UPDATE outbox SET attempts = ?, error = ?, notBefore = ? WHERE id = ?",

@@ -12,6 +12,8 @@ public struct PendingVerification: Sendable, Hashable {
     public var image: String
     public var imageReference: String
     public var digest: Digest
+    /// The per-platform tag the image gets in the build's repository (`1.0-linux-arm64`).
+    public var childTag: String
 }
 
 /// The outcome of checking a reported digest in the registry.
@@ -125,7 +127,17 @@ extension Store {
             if offset > size { return .gap(size: size) }
             let end = offset + Int64(data.count)
             guard end > size else { return .stored(size: size) }
-            let fresh = data.suffix(from: data.startIndex + Int(size - offset))
+            guard end <= settings.maxLogBytesPerAttempt else {
+                throw StoreError.limitExceeded(
+                    "the log of this attempt would exceed the coordinator's limit of \(settings.maxLogBytesPerAttempt) bytes "
+                        + "(it holds \(size)); further output is not stored")
+            }
+            let job = try self.jobRow(db, id: jobId)
+            // The agent redacts secret build-arg values before sending; masking them here too (same length, so
+            // offsets stay true) keeps a careless builder's echo out of stored logs and events.
+            let fresh = Self.masking(
+                Data(data.suffix(from: data.startIndex + Int(size - offset))),
+                secrets: try Self.secretValues(db, buildId: job["buildId"], platformSpec: job["spec"]))
             try db.execute(
                 sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, Data(fresh)])
             let lastLine = String(decoding: fresh, as: UTF8.self).split(whereSeparator: \.isNewline).last.map {
@@ -135,13 +147,41 @@ extension Store {
                 sql: "UPDATE attempt SET logSize = ?, lastLogLine = COALESCE(?, lastLogLine) WHERE epoch = ?",
                 arguments: [end, lastLine, epoch])
             if let lastLine, !lastLine.isEmpty {
-                let job = try self.jobRow(db, id: jobId)
                 try self.appendEvent(
                     db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.log",
                     data: ["line": lastLine])
             }
             return .stored(size: end)
         }
+    }
+
+    /// The values of a build's secret build args (build-wide and this platform's), longest first.
+    static func secretValues(_ db: Database, buildId: String, platformSpec: String) throws -> [Data] {
+        let spec = try buildSpec(db, id: buildId)
+        guard !spec.secretBuildArgs.isEmpty else { return [] }
+        let arguments = spec.buildArgs.merging(try Store.decode(PlatformSpec.self, platformSpec).buildArgs ?? [:]) { $1 }
+        return spec.secretBuildArgs.compactMap { arguments[$0] }.filter { $0.count >= 3 }.map { Data($0.utf8) }
+            .sorted { $0.count > $1.count }
+    }
+
+    /// `data` with every occurrence of each secret replaced by as many `*`.
+    static func masking(_ data: Data, secrets: [Data]) -> Data {
+        guard !secrets.isEmpty else { return data }
+        var bytes = [UInt8](data)
+        for secret in secrets {
+            let needle = [UInt8](secret)
+            var index = 0
+            while index + needle.count <= bytes.count {
+                if bytes[index] == needle[0], bytes[index..<index + needle.count].elementsEqual(needle) {
+                    bytes.replaceSubrange(
+                        index..<index + needle.count, with: repeatElement(UInt8(ascii: "*"), count: needle.count))
+                    index += needle.count
+                } else {
+                    index += 1
+                }
+            }
+        }
+        return Data(bytes)
     }
 
     /// Log bytes of one attempt (the latest when `attempt` is nil) from `offset`, at most `limit` bytes.
@@ -151,11 +191,7 @@ extension Store {
         -> (data: Data, size: Int64, epoch: Int64, finished: Bool)
     {
         try await database.read { db in
-            let key = Self.platformKey(try Self.parsePlatform(platform))
-            guard
-                let jobId = try String.fetchOne(
-                    db, sql: "SELECT id FROM job WHERE buildId = ? AND platformKey = ?", arguments: [buildId, key])
-            else { throw StoreError.notFound(kind: "job", id: "\(buildId)/\(platform)") }
+            let jobId: String = try Self.jobRow(db, buildId: buildId, platform: platform)["id"]
             let row: Row?
             if let attempt {
                 row = try Row.fetchOne(
@@ -251,23 +287,30 @@ extension Store {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec, build.image
+                    SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
+                        build.image, build.spec AS buildSpec
                     FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
                     WHERE attempt.state = 'verifying' ORDER BY attempt.epoch
                     """
             ).compactMap { row in
                 guard let digest = try? Digest(parsing: row["digest"] as String) else { return nil }
+                let platform = try Store.decode(PlatformSpec.self, row["spec"]).platform
+                let spec = try Store.decode(BuildSpec.self, row["buildSpec"])
                 return PendingVerification(
-                    jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"],
-                    platform: try Store.decode(PlatformSpec.self, row["spec"]).platform, image: row["image"],
-                    imageReference: row["imageReference"], digest: digest)
+                    jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"], platform: platform, image: row["image"],
+                    imageReference: row["imageReference"], digest: digest,
+                    childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platform))
             }
         }
     }
 
     /// Records the registry check of a reported digest. A verified platform counts as done; when every
     /// platform is done the build's list is queued for publishing (once per set of digests).
-    public func recordVerification(jobId: String, epoch: Int64, outcome: VerificationOutcome) async throws {
+    /// `canonicalReference` is where the verified image now lives in the build's repository (after a copy and
+    /// its child tag); the list is assembled from it.
+    public func recordVerification(
+        jobId: String, epoch: Int64, outcome: VerificationOutcome, canonicalReference: String? = nil
+    ) async throws {
         let at = now()
         try await database.write { db in
             guard
@@ -280,7 +323,10 @@ extension Store {
             case .verified:
                 try db.execute(sql: "UPDATE attempt SET state = 'succeeded' WHERE epoch = ?", arguments: [epoch])
                 guard (job["currentEpoch"] as Int64?) == epoch, (job["state"] as String) == "verifying" else { return }
-                try db.execute(sql: "UPDATE job SET state = 'succeeded', reason = NULL WHERE id = ?", arguments: [jobId])
+                try db.execute(
+                    sql:
+                        "UPDATE job SET state = 'succeeded', reason = NULL, imageReference = COALESCE(?, imageReference) WHERE id = ?",
+                    arguments: [canonicalReference, jobId])
                 try self.appendEvent(
                     db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded",
                     data: ["digest": attempt["digest"] ?? "", "image": attempt["imageReference"] ?? ""])
@@ -334,17 +380,82 @@ extension Store {
         let at = now()
         try await database.write { db in
             try db.execute(sql: "UPDATE agent SET state = 'left' WHERE id = ?", arguments: [id])
-            let running = try Row.fetchAll(
-                db, sql: "SELECT epoch, jobId FROM attempt WHERE agentId = ? AND state = 'running'", arguments: [id])
-            for attempt in running {
-                let epoch: Int64 = attempt["epoch"]
+            try self.revokeAttempts(db, agentId: id, reason: "the agent left", counted: true, at: at)
+        }
+    }
+
+    /// Ends an agent's running attempts as lost and re-queues their jobs; `counted` false gives the attempt back.
+    func revokeAttempts(_ db: Database, agentId: String, reason: String, counted: Bool, at: Date) throws {
+        let running = try Row.fetchAll(
+            db, sql: "SELECT epoch, jobId FROM attempt WHERE agentId = ? AND state = 'running'", arguments: [agentId])
+        for attempt in running {
+            let epoch: Int64 = attempt["epoch"]
+            try db.execute(
+                sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
+                arguments: [reason, Store.timestamp(at), epoch])
+            if !counted {
                 try db.execute(
-                    sql: "UPDATE attempt SET state = 'lost', reason = 'the agent left', endedAt = ? WHERE epoch = ?",
-                    arguments: [Store.timestamp(at), epoch])
+                    sql: "UPDATE job SET retryBase = retryBase + 1 WHERE id = ?", arguments: [attempt["jobId"] as String])
+            }
+            let job = try self.jobRow(db, id: attempt["jobId"])
+            try self.appendEvent(
+                db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.lost",
+                data: ["reason": reason, "epoch": "\(epoch)"])
+            if (job["currentEpoch"] as Int64?) == epoch {
+                try self.attemptEnded(db, job: job, reason: reason, at: at)
+            }
+        }
+    }
+
+    /// Fails attempts that ran longer than their build's timeout (plus one lease TTL of grace for the agent's own
+    /// enforcement and report). The job fails; a timeout is not retried. Returns how many timed out.
+    @discardableResult
+    public func enforceTimeouts() async throws -> Int {
+        let at = now()
+        return try await database.write { db in
+            let running = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT attempt.epoch, attempt.jobId, attempt.startedAt, build.spec AS buildSpec FROM attempt
+                    JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
+                    WHERE attempt.state = 'running'
+                    """)
+            var count = 0
+            for attempt in running {
+                let spec = try Store.decode(BuildSpec.self, attempt["buildSpec"])
+                let started: Double = attempt["startedAt"]
+                guard started + Double(spec.timeoutSeconds) + self.settings.leaseTTL < Store.timestamp(at) else { continue }
+                let epoch: Int64 = attempt["epoch"]
+                let reason = "the build ran longer than its timeout of \(spec.timeoutSeconds) s"
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'failed', reason = ?, endedAt = ? WHERE epoch = ?",
+                    arguments: [reason, Store.timestamp(at), epoch])
                 let job = try self.jobRow(db, id: attempt["jobId"])
-                if (job["currentEpoch"] as Int64?) == epoch {
-                    try self.attemptEnded(db, job: job, reason: "the agent left", at: at)
-                }
+                guard (job["currentEpoch"] as Int64?) == epoch else { continue }
+                try db.execute(
+                    sql: "UPDATE job SET state = 'failed', reason = ? WHERE id = ?", arguments: [reason, job["id"] as String])
+                try self.appendEvent(
+                    db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.failed",
+                    data: ["reason": reason, "attempts": "\(job["attempts"] as Int)"])
+                try self.evaluateBuild(db, id: job["buildId"], at: at)
+                count += 1
+            }
+            return count
+        }
+    }
+
+    /// Whether the agent holds a running lease on a job whose build uses the uploaded context `digest`.
+    public func agentMayReadContext(agentId: String, digest: Digest) async throws -> Bool {
+        try await database.read { db in
+            let specs = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT build.spec FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
+                    WHERE attempt.agentId = ? AND attempt.state = 'running'
+                    """, arguments: [agentId])
+            return try specs.contains { text in
+                if case .upload(let uploaded) = try Store.decode(BuildSpec.self, text).context { return uploaded == digest }
+                return false
             }
         }
     }
@@ -386,7 +497,8 @@ extension Store {
         let state = try Self.buildState(db, id: id)
         guard state != .cancelled else { return }
         let jobs = try Row.fetchAll(
-            db, sql: "SELECT state, digest, platformKey FROM job WHERE buildId = ? ORDER BY seq", arguments: [id])
+            db, sql: "SELECT state, digest, platformKey, spec, imageReference FROM job WHERE buildId = ? ORDER BY seq",
+            arguments: [id])
         let states = jobs.map { JobState(rawValue: $0["state"] as String) ?? .queued }
         guard states.allSatisfy(\.isFinal) else { return }
         let succeeded = jobs.filter { ($0["state"] as String) == JobState.succeeded.rawValue }
@@ -396,32 +508,9 @@ extension Store {
         if complete || (spec.allowPartial && !succeeded.isEmpty) {
             let digestSet = succeeded.map { "\($0["platformKey"] as String)=\($0["digest"] as String? ?? "")" }.joined(
                 separator: ",")
-            try db.execute(
-                sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending' AND digestSet != ?",
-                arguments: [id, digestSet])
-            try db.execute(
-                sql: """
-                    INSERT INTO outbox (buildId, digestSet, partial, state, notBefore, createdAt) VALUES (?, ?, ?, 'pending', ?, ?)
-                    ON CONFLICT (buildId, digestSet) DO NOTHING
-                    """, arguments: [id, digestSet, complete ? 0 : 1, Store.timestamp(at), Store.timestamp(at)])
-            let inserted = db.changesCount > 0
-            try db.execute(
-                sql: "UPDATE build SET state = 'publishing', updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(at), id])
-            if inserted {
-                try appendEvent(
-                    db, buildId: id, type: "list.publishing", data: ["platforms": "\(succeeded.count)", "of": "\(jobs.count)"])
-            } else {
-                // This exact set was published before (e.g. a retry produced the same digest): nothing new to push.
-                let done = try Row.fetchOne(
-                    db, sql: "SELECT listDigest, partial FROM outbox WHERE buildId = ? AND digestSet = ? AND state = 'done'",
-                    arguments: [id, digestSet])
-                if let done {
-                    let final: BuildState = (done["partial"] as Int) != 0 ? .partiallyPublished : .published
-                    try db.execute(
-                        sql: "UPDATE build SET state = ?, listDigest = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
-                        arguments: [final.rawValue, done["listDigest"] as String?, Store.timestamp(at), Store.timestamp(at), id])
-                }
-            }
+            try queuePublication(
+                db, buildId: id, digestSet: digestSet, children: try succeeded.map(Self.storedChild), partial: !complete,
+                platforms: (succeeded.count, jobs.count), at: at)
         } else {
             let failed = jobs.count - succeeded.count
             let reason = "\(failed) of \(jobs.count) platform(s) failed" + (spec.allowPartial ? "" : "; no list was published")
@@ -432,6 +521,73 @@ extension Store {
         }
     }
 
+    /// Queues the list of `digestSet` for publishing, unless the tags already point at exactly that list.
+    ///
+    /// Rows pending for another set are superseded. If the newest publishing run of this build pushed this very
+    /// set, nothing is pushed again and the build is published with that run's list. Any other history (a newer
+    /// list pushed since, a failed or superseded run) queues a new run: the tags must move to this set.
+    func queuePublication(
+        _ db: Database, buildId id: String, digestSet: String, children: [StoredChild], partial: Bool,
+        platforms: (done: Int, of: Int), at: Date
+    ) throws {
+        try db.execute(
+            sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending' AND digestSet != ?",
+            arguments: [id, digestSet])
+        let pending =
+            try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND state = 'pending' AND digestSet = ?",
+                arguments: [id, digestSet]) ?? false
+        try db.execute(
+            sql: "UPDATE build SET state = 'publishing', updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(at), id])
+        if pending { return }
+        let newest = try Row.fetchOne(
+            db, sql: "SELECT state, digestSet, listDigest, partial FROM outbox WHERE buildId = ? ORDER BY id DESC LIMIT 1",
+            arguments: [id])
+        if let newest, (newest["state"] as String) == "done", (newest["digestSet"] as String) == digestSet,
+            let listDigest = newest["listDigest"] as String?
+        {
+            let final: BuildState = (newest["partial"] as Int) != 0 ? .partiallyPublished : .published
+            try db.execute(
+                sql: "UPDATE build SET state = ?, listDigest = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
+                arguments: [final.rawValue, listDigest, Store.timestamp(at), Store.timestamp(at), id])
+            try appendEvent(
+                db, buildId: id, type: "list.published",
+                data: [
+                    "digest": listDigest, "tags": try Self.buildSpec(db, id: id).tags.joined(separator: ","),
+                    "partial": final == .partiallyPublished ? "true" : "false", "unchanged": "true",
+                ])
+            return
+        }
+        try db.execute(
+            sql: """
+                INSERT INTO outbox (buildId, digestSet, children, partial, state, notBefore, createdAt)
+                VALUES (?, ?, ?, ?, 'pending', ?, ?)
+                """,
+            arguments: [id, digestSet, try Store.json(children), partial ? 1 : 0, Store.timestamp(at), Store.timestamp(at)])
+        try appendEvent(
+            db, buildId: id, type: "list.publishing", data: ["platforms": "\(platforms.done)", "of": "\(platforms.of)"])
+    }
+
+    /// One verified platform image as the outbox stores it.
+    struct StoredChild: Codable, Sendable {
+        var platform: Platform
+        var imageReference: String
+        var digest: String
+    }
+
+    static func storedChild(_ job: Row) throws -> StoredChild {
+        StoredChild(
+            platform: try Store.decode(PlatformSpec.self, job["spec"]).platform, imageReference: job["imageReference"] ?? "",
+            digest: job["digest"] ?? "")
+    }
+
+    static func buildSpec(_ db: Database, id: String) throws -> BuildSpec {
+        guard let text = try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [id]) else {
+            throw StoreError.notFound(kind: "build", id: id)
+        }
+        return try Store.decode(BuildSpec.self, text)
+    }
+
     /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
     func currentAttempt(_ db: Database, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> Row {
         guard let attempt = try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch]),
@@ -440,7 +596,8 @@ extension Store {
             throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "no such attempt of this job")
         }
         guard (attempt["agentId"] as String) == agentId else {
-            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt belongs to another agent")
+            throw StoreError.forbidden(
+                "attempt epoch \(epoch) of job \(jobId) is leased to another agent; an agent may only touch its own jobs")
         }
         let current = try Int64.fetchOne(db, sql: "SELECT currentEpoch FROM job WHERE id = ?", arguments: [jobId])
         guard current == epoch else {

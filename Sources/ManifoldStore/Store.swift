@@ -56,18 +56,21 @@ public struct StoreSettings: Sendable {
     /// Delay before retry n (1-based) is `retryBackoff * 2^(n-1)`, capped at `maxRetryBackoff`.
     public var retryBackoff: TimeInterval
     public var maxRetryBackoff: TimeInterval
+    /// The most log bytes kept per attempt; appends past it are refused (413) and the build goes on.
+    public var maxLogBytesPerAttempt: Int64
     /// `{tag}-{os}-{arch}{-variant}` and friends; rendered by `childTag`.
     public var childTag: @Sendable (_ template: String?, _ tag: String, _ platform: Platform) -> String
 
     public init(
         leaseTTL: TimeInterval = 60, defaultMaxAttempts: Int = 3, retryBackoff: TimeInterval = 5,
-        maxRetryBackoff: TimeInterval = 300,
+        maxRetryBackoff: TimeInterval = 300, maxLogBytesPerAttempt: Int64 = 64 << 20,
         childTag: @escaping @Sendable (String?, String, Platform) -> String = StoreSettings.defaultChildTag
     ) {
         self.leaseTTL = leaseTTL
         self.defaultMaxAttempts = defaultMaxAttempts
         self.retryBackoff = retryBackoff
         self.maxRetryBackoff = maxRetryBackoff
+        self.maxLogBytesPerAttempt = maxLogBytesPerAttempt
         self.childTag = childTag
     }
 
@@ -95,6 +98,10 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     /// A state transition that is not allowed now (409).
     case conflict(String)
     case invalid(field: String, message: String)
+    /// A limit was reached (413).
+    case limitExceeded(String)
+    /// The caller may not touch this (403), e.g. an agent calling about another agent's attempt.
+    case forbidden(String)
 
     public var description: String {
         switch self {
@@ -103,6 +110,7 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
             return "attempt epoch \(epoch) of job \(jobId) is no longer current: \(reason)"
         case .conflict(let message): return message
         case .invalid(let field, let message): return "\(field): \(message)"
+        case .limitExceeded(let message), .forbidden(let message): return message
         }
     }
 }

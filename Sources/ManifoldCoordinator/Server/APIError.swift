@@ -49,6 +49,8 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
         case .staleAttempt: return APIError(.conflict, code: "STALE_ATTEMPT", error.description)
         case .conflict: return APIError(.conflict, code: "CONFLICT", error.description)
         case .invalid(let field, let message): return APIError(.badRequest, code: "INVALID", message, field: field)
+        case .limitExceeded(let message): return APIError(.contentTooLarge, code: "TOO_LARGE", message)
+        case .forbidden(let message): return APIError(.forbidden, code: "FORBIDDEN", message)
         }
     }
 }

@@ -19,7 +19,7 @@ extension CoordinatorAPI {
             let agent = try await store.setAgentState(try Self.parameter("name", context), to: change.state)
             context.logger.info(
                 "agent state changed", metadata: ["agent": "\(agent.name)", "state": "\(change.state)", "by": "\(user.name)"])
-            notifier.notifyAll()
+            notifier.notify([.work, .progress])
             return try Self.json(agent)
         }
 

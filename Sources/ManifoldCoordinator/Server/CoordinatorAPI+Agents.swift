@@ -28,13 +28,24 @@ extension CoordinatorAPI {
             try Self.checkProtocol(poll.protocolVersion)
             guard !poll.platforms.isEmpty else { throw APIError.badRequest("offer at least one platform", field: "platforms") }
             let lease = try await longPoll(agentId: agent.id, poll: poll)
-            return try Self.json(PollResponse(lease: lease))
+            var notice: String? = nil
+            if lease == nil {
+                switch try await store.agent(id: agent.id).state {
+                case .draining:
+                    notice = "an admin is draining agent \(agent.name): it takes no new jobs (set it active again to resume)"
+                case .disabled: notice = "an admin disabled agent \(agent.name): it gets no jobs until it is set active again"
+                case .active, .left: break
+                }
+            }
+            return try Self.json(PollResponse(lease: lease, notice: notice))
         }
 
         agents.post("/heartbeat") { request, context -> Response in
             let agent = try context.requireAgent()
             let heartbeat = try await decode(HeartbeatRequest.self, from: request, context: context)
-            return try Self.json(try await store.heartbeat(agentId: agent.id, heartbeat))
+            let answer = try await store.heartbeat(agentId: agent.id, heartbeat)
+            if heartbeat.phase != nil { notifier.notify(.progress) }
+            return try Self.json(answer)
         }
 
         agents.put("/jobs/:job/logs") { request, context -> Response in
@@ -51,7 +62,7 @@ extension CoordinatorAPI {
                 agentId: agent.id, jobId: jobId, epoch: epoch, offset: offset, data: Data(buffer: body))
             {
             case .stored(let size):
-                notifier.notifyAll()
+                notifier.notify(.progress)
                 return try Self.json(LogAppendResponse(size: size))
             case .gap(let size):
                 // The agent resends from `size`.
@@ -63,14 +74,14 @@ extension CoordinatorAPI {
             let agent = try context.requireAgent()
             let report = try await decode(CompleteRequest.self, from: request, context: context)
             try await store.complete(agentId: agent.id, report)
-            notifier.notifyAll()
+            notifier.notify([.verification, .work, .progress])
             return try Self.json(CompleteResponse(accepted: true))
         }
 
         agents.post("/leave") { _, context -> Response in
             let agent = try context.requireAgent()
             try await store.leaveAgent(id: agent.id)
-            notifier.notifyAll()
+            notifier.notify([.work, .progress])
             return Response(status: .noContent)
         }
     }
@@ -80,9 +91,9 @@ extension CoordinatorAPI {
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
         while true {
-            let generation = notifier.generation
+            let generation = notifier.generation(of: .work)
             if let lease = try await store.lease(agentId: agentId, poll: poll) {
-                notifier.notifyAll()
+                notifier.notify(.progress)
                 return lease
             }
             guard ContinuousClock.now < deadline, !Task.isCancelled, !notifier.isShuttingDown else { return nil }
@@ -91,7 +102,7 @@ extension CoordinatorAPI {
                 let delay = next.timeIntervalSinceNow
                 if delay > 0 { wakeAt = min(wakeAt, .now + .milliseconds(Int64(delay * 1000) + 10)) }
             }
-            await notifier.wait(after: generation, until: wakeAt)
+            await notifier.wait(for: .work, after: generation, until: wakeAt)
         }
     }
 

@@ -13,9 +13,13 @@ extension CoordinatorAPI {
             let user = try context.requireUser([.submitter], to: "submit builds")
             let spec = try await decode(BuildSpec.self, from: request, context: context)
             try spec.validate()
+            if let template = spec.childTagTemplate, let problem = CoordinatorSettings.problem(withChildTagTemplate: template) {
+                throw APIError.badRequest(
+                    "\"\(template)\" is not a usable child tag template; give \(problem)", field: "childTagTemplate")
+            }
             let build = try await store.submitBuild(spec, submittedBy: user.name)
             metrics.increment("manifold_builds_submitted_total")
-            notifier.notifyAll()
+            notifier.notify([.work, .progress])
             context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
             return try Self.json(build, status: .created)
         }
@@ -52,7 +56,7 @@ extension CoordinatorAPI {
         builds.post("/:id/cancel") { _, context -> Response in
             let user = try context.requireUser([.submitter], to: "cancel builds")
             let build = try await store.cancelBuild(id: try Self.parameter("id", context), by: user.name)
-            notifier.notifyAll()
+            notifier.notify([.work, .progress])
             return try Self.json(build)
         }
 
@@ -60,16 +64,29 @@ extension CoordinatorAPI {
             _ = try context.requireUser([.submitter], to: "retry builds")
             let retry = try await decode(RetryRequest.self, from: request, context: context)
             let build = try await store.retryJob(buildId: try Self.parameter("id", context), platform: retry.platform)
-            notifier.notifyAll()
+            notifier.notify([.work, .progress])
             return try Self.json(build)
         }
 
         builds.get("/:id/events") { request, context -> Response in
             _ = try context.requireUser([.viewer, .submitter], to: "watch builds")
             let id = try Self.parameter("id", context)
-            let resumeFrom =
-                request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int64($0) }
-                ?? request.uri.queryParameters.get("after", as: Int64.self) ?? 0
+            let resumeFrom: Int64
+            if let header = request.headers[HTTPField.Name("Last-Event-ID")!] {
+                guard let id = Int64(header.trimmingCharacters(in: .whitespaces)), id >= 0 else {
+                    throw APIError.badRequest(
+                        "Last-Event-ID \"\(header)\" is not an event id; send the id of the last event received",
+                        field: "Last-Event-ID")
+                }
+                resumeFrom = id
+            } else if let after = request.uri.queryParameters.get("after") {
+                guard let id = Int64(after), id >= 0 else {
+                    throw APIError.badRequest("after=\(after) is not an event id (a number ≥ 0)", field: "after")
+                }
+                resumeFrom = id
+            } else {
+                resumeFrom = 0
+            }
             _ = try await store.build(id: id)  // 404 before the stream starts
             return Response(
                 status: .ok,
@@ -87,8 +104,8 @@ extension CoordinatorAPI {
             guard let platform = query.get("platform") else {
                 throw APIError.badRequest("give ?platform=os/arch[/variant]", field: "platform")
             }
-            let attempt = query.get("attempt", as: Int.self)
-            let offset = query.get("offset", as: Int64.self) ?? 0
+            let attempt = try Self.number(query.get("attempt"), name: "attempt", as: Int.self, minimum: 1)
+            let offset = try Self.number(query.get("offset"), name: "offset", as: Int64.self, minimum: 0) ?? 0
             let follow = query.get("follow") == "true" || query.get("follow") == "1"
             let first = try await store.readLog(buildId: id, platform: platform, attempt: attempt, offset: offset)
             guard follow else {
@@ -111,7 +128,7 @@ extension CoordinatorAPI {
     func streamEvents(buildId: String, after: Int64, writer: inout any ResponseBodyWriter) async throws {
         var last = after
         while !Task.isCancelled {
-            let generation = notifier.generation
+            let generation = notifier.generation(of: .progress)
             let events = try await store.events(buildId: buildId, after: last)
             for event in events {
                 let data = String(decoding: try APICoding.encoder().encode(event), as: UTF8.self)
@@ -121,8 +138,10 @@ extension CoordinatorAPI {
             if events.isEmpty {
                 if notifier.isShuttingDown { return }
                 if try await store.build(id: buildId).state.isFinal { return }
-                await notifier.wait(after: generation, until: .now + .seconds(15))
-                if notifier.generation == generation { try await writer.write(ByteBuffer(string: ": keep-alive\n\n")) }
+                await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
+                if notifier.generation(of: .progress) == generation {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                }
             }
         }
     }
@@ -134,7 +153,7 @@ extension CoordinatorAPI {
         var position = offset
         var epoch: Int64? = nil
         while !Task.isCancelled {
-            let generation = notifier.generation
+            let generation = notifier.generation(of: .progress)
             let chunk = try await store.readLog(buildId: buildId, platform: platform, attempt: attempt, offset: position)
             // A new attempt started: the followed attempt's log is over. Before the first attempt there is nothing yet.
             if let epoch, epoch != 0, chunk.epoch != epoch, attempt == nil { return }
@@ -145,7 +164,16 @@ extension CoordinatorAPI {
                 continue
             }
             if (chunk.epoch != 0 && chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
-            await notifier.wait(after: generation, until: .now + .seconds(15))
+            await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
         }
+    }
+
+    /// A numeric query parameter, or nil when absent; anything else is a 400 naming it.
+    static func number<N: FixedWidthInteger>(_ text: String?, name: String, as type: N.Type, minimum: N) throws -> N? {
+        guard let text else { return nil }
+        guard let value = N(text), value >= minimum else {
+            throw APIError.badRequest("\(name)=\(text) is not a whole number ≥ \(minimum)", field: name)
+        }
+        return value
     }
 }

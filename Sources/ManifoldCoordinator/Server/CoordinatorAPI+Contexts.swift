@@ -3,6 +3,7 @@ import Hummingbird
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
+import Synchronization
 
 extension CoordinatorAPI {
     func addContextRoutes(to router: Router<CoordinatorContext>) {
@@ -25,33 +26,17 @@ extension CoordinatorAPI {
             }
             try FileManager.default.createDirectory(at: options.contextsDirectory, withIntermediateDirectories: true)
             let partial = options.contextsDirectory.appendingPathComponent(".upload-\(UUID().uuidString)")
-            guard FileManager.default.createFile(atPath: partial.path, contents: nil, attributes: [.posixPermissions: 0o600])
-            else {
-                throw APIError(.internalServerError, code: "INTERNAL", "cannot write to the contexts directory")
-            }
             var keep = false
             defer { if !keep { try? FileManager.default.removeItem(at: partial) } }
-            let handle = try FileHandle(forWritingTo: partial)
-            var hasher = DigestHasher(digest.algorithm)
-            var size: Int64 = 0
-            do {
-                for try await buffer in request.body {
-                    size += Int64(buffer.readableBytes)
-                    guard size <= options.maxContextBytes else {
-                        throw APIError(
-                            .contentTooLarge, code: "TOO_LARGE", "the context is over the \(options.maxContextBytes)-byte limit")
-                    }
-                    let bytes = Data(buffer: buffer)
-                    hasher.update(bytes)
-                    try handle.write(contentsOf: bytes)
-                }
-                try handle.synchronize()
-                try handle.close()
-            } catch {
-                try? handle.close()
-                throw error
-            }
-            let actual = hasher.finalize()
+            // Written through NIO's thread pool, never with blocking calls on the concurrency pool.
+            let tally = UploadTally(digest.algorithm)
+            let limit = options.maxContextBytes
+            try await FileIO().writeFile(
+                contents: request.body.map { buffer in
+                    try tally.add(buffer, limit: limit)
+                    return buffer
+                }, path: partial.path, context: context)
+            let (actual, size) = tally.finish()
             guard actual == digest else {
                 throw APIError(
                     .badRequest, code: "DIGEST_MISMATCH",
@@ -73,20 +58,18 @@ extension CoordinatorAPI {
             default: _ = try context.requireUser([.submitter, .viewer], to: "download contexts")
             }
             let digest = try Self.digestParameter(context)
+            if case .agent(let agentId, _, _) = context.principal,
+                try await !store.agentMayReadContext(agentId: agentId, digest: digest)
+            {
+                throw APIError(
+                    .forbidden, code: "FORBIDDEN", "an agent may download only the contexts of jobs currently leased to it")
+            }
             let file = contextFile(digest)
-            guard try await store.hasContext(digest: digest), let handle = FileHandle(forReadingAtPath: file.path) else {
+            guard try await store.hasContext(digest: digest), FileManager.default.fileExists(atPath: file.path) else {
                 throw APIError(.notFound, code: "NOT_FOUND", "no context with digest \(digest)")
             }
-            let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? nil
-            return Response(
-                status: .ok, headers: [.contentType: "application/gzip"],
-                body: ResponseBody(contentLength: size) { writer in
-                    defer { try? handle.close() }
-                    while let chunk = try handle.read(upToCount: 256 << 10), !chunk.isEmpty {
-                        try await writer.write(ByteBuffer(bytes: chunk))
-                    }
-                    try await writer.finish(nil)
-                })
+            let body = try await FileIO().loadFile(path: file.path, context: context)
+            return Response(status: .ok, headers: [.contentType: "application/gzip"], body: body)
         }
     }
 
@@ -97,5 +80,26 @@ extension CoordinatorAPI {
     static func digestParameter(_ context: CoordinatorContext) throws -> Digest {
         let text = try parameter("digest", context)
         do { return try Digest(parsing: text) } catch { throw APIError.badRequest(error.description, field: "digest") }
+    }
+}
+
+/// Hashes and counts an upload as it streams to disk, refusing it once it passes the size limit.
+final class UploadTally: Sendable {
+    private let state: Mutex<(hasher: DigestHasher, size: Int64)>
+
+    init(_ algorithm: Digest.Algorithm) { state = Mutex((DigestHasher(algorithm), 0)) }
+
+    func add(_ buffer: ByteBuffer, limit: Int64) throws {
+        try state.withLock { state in
+            state.size += Int64(buffer.readableBytes)
+            guard state.size <= limit else {
+                throw APIError(.contentTooLarge, code: "TOO_LARGE", "the context is over the \(limit)-byte limit")
+            }
+            buffer.withUnsafeReadableBytes { state.hasher.update($0) }
+        }
+    }
+
+    func finish() -> (Digest, Int64) {
+        state.withLock { ($0.hasher.finalize(), $0.size) }
     }
 }

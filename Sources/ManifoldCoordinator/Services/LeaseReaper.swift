@@ -3,7 +3,8 @@ import Logging
 import ManifoldStore
 import ServiceLifecycle
 
-/// Expires leases that were not renewed and re-queues their jobs, waking long polls that may take them.
+/// Expires leases that were not renewed and re-queues their jobs, waking long polls that may take them, and
+/// fails attempts that outlived their build's timeout.
 public struct LeaseReaper: Service {
     let store: Store
     let notifier: WorkNotifier
@@ -34,7 +35,13 @@ public struct LeaseReaper: Service {
                     if expired > 0 {
                         metrics.increment("manifold_lease_expiries_total", by: Double(expired))
                         logger.info("leases expired", metadata: ["count": "\(expired)"])
-                        notifier.notifyAll()
+                        notifier.notify([.work, .progress])
+                    }
+                    let timedOut = try await store.enforceTimeouts()
+                    if timedOut > 0 {
+                        metrics.increment("manifold_job_timeouts_total", by: Double(timedOut))
+                        logger.info("attempts timed out", metadata: ["count": "\(timedOut)"])
+                        notifier.notify([.work, .progress, .publication])
                     }
                 } catch {
                     logger.error("expiring leases failed", metadata: ["error": "\(error)"])

@@ -26,7 +26,7 @@ public struct Publisher: Service {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                let generation = notifier.generation
+                let generation = notifier.generation(of: .publication)
                 for publication in (try? await store.duePublications()) ?? [] {
                     if Task.isCancelled { return }
                     await publish(publication)
@@ -36,7 +36,7 @@ public struct Publisher: Service {
                     let delay = max(0.05, next.timeIntervalSinceNow)
                     deadline = min(deadline, .now + .milliseconds(Int64(delay * 1000)))
                 }
-                await notifier.wait(after: generation, until: deadline)
+                await notifier.wait(for: .publication, after: generation, until: deadline)
             }
         }
     }
@@ -58,25 +58,24 @@ public struct Publisher: Service {
             let elapsed = ContinuousClock.now - started
             metrics.observeAssembly(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
             logger.info("published list", metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)"])
-            notifier.notifyAll()
+            notifier.notify(.progress)
+        } catch  where error is CancellationError || Task.isCancelled {
+            // Shutting down mid-push: the row stays pending and is published after the restart; not a failure.
+            logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {
             metrics.increment("manifold_registry_errors_total")
             let retryable: Bool
             switch error {
             case is AssemblyError, is ImageReferenceError: retryable = false
-            case let registryError as RegistryError:
-                if case .transport = registryError {
-                    retryable = true
-                } else {
-                    retryable = registryError.isRetryableForPublishing
-                }
+            case let registryError as RegistryError: retryable = registryError.isRetryableForPublishing
             default: retryable = true
             }
+            let reason = String(describing: error)
             logger.warning(
                 "publishing failed",
-                metadata: ["build": "\(publication.buildId)", "error": "\(error)", "retryable": "\(retryable)"])
-            try? await store.publicationFailed(id: publication.id, error: "\(error)", retryable: retryable)
-            notifier.notifyAll()
+                metadata: ["build": "\(publication.buildId)", "error": "\(reason)", "retryable": "\(retryable)"])
+            try? await store.publicationFailed(id: publication.id, error: reason, retryable: retryable)
+            notifier.notify([.progress, .publication])
         }
     }
 }

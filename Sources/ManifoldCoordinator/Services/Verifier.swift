@@ -4,22 +4,42 @@ import ManifoldCore
 import ManifoldRegistry
 import ManifoldStore
 import ServiceLifecycle
+import Synchronization
 
 /// Checks every digest an agent reports against the registry before the platform counts as done:
-/// the manifest must exist in the build's repository (it is copied there if the agent pushed elsewhere in the
-/// same registry) and its config must be the job's platform (os, architecture, variant, Windows OS build).
+/// the manifest must exist and its config must be the job's platform (os, architecture, variant, Windows OS
+/// build). An image the agent pushed to another repository or registry is copied into the build's repository;
+/// either way it gets the job's per-platform tag there, so registry retention never deletes a list's child.
+///
+/// Registry trouble (unreachable, 5xx, credentials) postpones a check with backoff and an event; after
+/// `giveUpAfter` the attempt fails with the registry's reason, and the job's retry policy takes over.
 public struct Verifier: Service {
     let store: Store
     let registries: RegistryClientPool
     let notifier: WorkNotifier
     let metrics: CoordinatorMetrics
     let logger: Logger
-    /// How long to wait before checking again after the registry could not be reached.
+    /// The first wait after the registry could not answer; doubled each time, capped at `maxRetryDelay`.
     let retryDelay: Duration
+    let maxRetryDelay: Duration
+    let giveUpAfter: Duration
+    private let postponed = Postponements()
+
+    /// Checks the registry could not answer yet, by attempt epoch (memory only: a restart checks at once).
+    final class Postponements: Sendable {
+        let table = Mutex([Int64: Postponement]())
+        func withLock<R>(_ body: (inout [Int64: Postponement]) -> R) -> R { table.withLock { body(&$0) } }
+    }
+
+    struct Postponement {
+        var since: ContinuousClock.Instant
+        var failures: Int
+        var nextTry: ContinuousClock.Instant
+    }
 
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
-        retryDelay: Duration = .seconds(5)
+        retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(60), giveUpAfter: Duration = .seconds(900)
     ) {
         self.store = store
         self.registries = registries
@@ -27,64 +47,122 @@ public struct Verifier: Service {
         self.metrics = metrics
         self.logger = logger
         self.retryDelay = retryDelay
+        self.maxRetryDelay = maxRetryDelay
+        self.giveUpAfter = giveUpAfter
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                let generation = notifier.generation
-                var transientFailure = false
-                for pending in (try? await store.pendingVerifications()) ?? [] {
+                let generation = notifier.generation(of: .verification)
+                let pending = (try? await store.pendingVerifications()) ?? []
+                let now = ContinuousClock.now
+                for item in pending where (postponed.withLock { $0[item.epoch]?.nextTry }).map({ $0 <= now }) ?? true {
                     if Task.isCancelled { return }
-                    transientFailure = await verify(pending) == false || transientFailure
+                    await verify(item)
                 }
-                let wait: Duration = transientFailure ? retryDelay : .seconds(30)
-                await notifier.wait(after: generation, until: .now + wait)
+                let live = Set(pending.map(\.epoch))
+                let next = postponed.withLock { table -> ContinuousClock.Instant? in
+                    table = table.filter { live.contains($0.key) }
+                    return table.values.map(\.nextTry).min()
+                }
+                await notifier.wait(for: .verification, after: generation, until: next ?? .now + .seconds(30))
             }
         }
     }
 
-    /// Returns false when the registry could not give an answer (retried later).
-    func verify(_ pending: PendingVerification) async -> Bool {
+    func verify(_ pending: PendingVerification) async {
         metrics.increment("manifold_verifications_total")
         let outcome: VerificationOutcome
+        var canonical: String? = nil
         do {
-            let target = try ImageReference(parsing: pending.image)
-            let source = try ImageReference(parsing: pending.imageReference).withDigest(pending.digest)
-            let assembler = ManifestListAssembler(registries: registries, logger: logger)
-            let plan = try await assembler.plan(
-                AssemblyRequest(
-                    target: target, tags: ["verify"],
-                    sources: [AssemblySource(reference: source, expectedPlatform: pending.platform)]))
-            for child in plan.children where child.source.registry == target.registry {
-                _ = try await assembler.copyIfNeeded(child, into: target)
-            }
+            canonical = try await check(pending)
             outcome = .verified
         } catch let error as AssemblyError {
             outcome = .rejected(reason: error.description)
-        } catch let error as RegistryError {
-            switch error {
-            case .notFound, .digestMismatch, .protocolViolation:
-                outcome = .rejected(reason: error.description)
-            default:
-                metrics.increment("manifold_registry_errors_total")
-                logger.warning("verification postponed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
-                return false
-            }
         } catch let error as ImageReferenceError {
             outcome = .rejected(reason: "the agent reported an invalid image reference: \(error)")
+        } catch let error as RegistryError {
+            switch error {
+            case .notFound, .digestMismatch, .protocolViolation, .tooLarge:
+                outcome = .rejected(reason: error.description)
+            default:
+                guard let reason = await postpone(pending, error: error) else { return }
+                outcome = .rejected(reason: reason)
+            }
+        } catch is CancellationError {
+            return  // shutting down: checked again after the restart
         } catch {
-            metrics.increment("manifold_registry_errors_total")
-            logger.warning("verification postponed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
-            return false
+            guard let reason = await postpone(pending, error: error) else { return }
+            outcome = .rejected(reason: reason)
         }
+        postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
         do {
-            try await store.recordVerification(jobId: pending.jobId, epoch: pending.epoch, outcome: outcome)
-            notifier.notifyAll()
+            try await store.recordVerification(
+                jobId: pending.jobId, epoch: pending.epoch, outcome: outcome, canonicalReference: canonical)
+            notifier.notify([.publication, .progress, .work])
         } catch {
             logger.error("recording a verification failed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
-            return false
         }
-        return true
+    }
+
+    /// Checks the platform and makes the image exist under its child tag in the build's repository.
+    /// Returns the reference the list is assembled from when it differs from the reported one.
+    func check(_ pending: PendingVerification) async throws -> String? {
+        let target = try ImageReference(parsing: pending.image)
+        let reported = try ImageReference(parsing: pending.imageReference)
+        let source = try reported.withDigest(pending.digest)
+        let assembler = ManifestListAssembler(registries: registries, logger: logger)
+        let plan = try await assembler.plan(
+            AssemblyRequest(
+                target: target, tags: ["verify"],
+                sources: [AssemblySource(reference: source, expectedPlatform: pending.platform)]))
+        for child in plan.children {
+            _ = try await assembler.copyIfNeeded(child, into: target)
+        }
+        let destination = try registries.client(for: target.registry)
+        let sameRepository = reported.registry == target.registry && reported.repository == target.repository
+        if !sameRepository, !plan.children.contains(where: { $0.descriptor.digest == pending.digest }) {
+            // The agent reported an index (e.g. with attestations): bring the index itself over, its children are there now.
+            let index = try await registries.client(for: reported.registry).fetchManifest(
+                repository: reported.repository, reference: pending.digest.description)
+            _ = try await destination.pushManifest(
+                repository: target.repository, reference: pending.digest.description, manifest: index)
+        }
+        if !(sameRepository && reported.tag == pending.childTag) {
+            let manifest = try await destination.fetchManifest(
+                repository: target.repository, reference: pending.digest.description)
+            _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
+        }
+        return sameRepository ? nil : try target.withTag(pending.childTag).description
+    }
+
+    /// Records a failed check for a retry with backoff (with an event the first time and every fifth), or
+    /// returns the reason to fail the attempt once `giveUpAfter` has passed.
+    func postpone(_ pending: PendingVerification, error: any Error) async -> String? {
+        metrics.increment("manifold_registry_errors_total")
+        let now = ContinuousClock.now
+        let entry = postponed.withLock { table -> Postponement in
+            var entry = table[pending.epoch] ?? Postponement(since: now, failures: 0, nextTry: now)
+            entry.failures += 1
+            let factor = 1 << min(entry.failures - 1, 16)
+            entry.nextTry = now + min(retryDelay * factor, maxRetryDelay)
+            table[pending.epoch] = entry
+            return entry
+        }
+        let reason = (error as? RegistryError)?.description ?? "\(error)"
+        if now - entry.since >= giveUpAfter {
+            return "the registry could not confirm the pushed image for \(giveUpAfter): \(reason)"
+        }
+        logger.warning(
+            "verification postponed",
+            metadata: ["job": "\(pending.jobId)", "failures": "\(entry.failures)", "error": "\(reason)"])
+        if entry.failures == 1 || entry.failures % 5 == 0 {
+            try? await store.recordEvent(
+                buildId: pending.buildId, jobId: pending.jobId, type: "job.verification_postponed",
+                data: ["reason": reason, "failures": "\(entry.failures)"])
+            notifier.notify(.progress)
+        }
+        return nil
     }
 }

@@ -35,12 +35,15 @@ import Testing
             Endpoint(method: "GET", path: "/api/v1/builds", allowed: users),
             Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)", allowed: users),
             Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", allowed: users),
+            // A missing build answers 404 once the caller is allowed, so the stream does not stay open.
+            Endpoint(method: "GET", path: "/api/v1/builds/bld_missing/events", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/builds", allowed: writers),
             Endpoint(method: "POST", path: "/api/v1/builds/\(build.id)/retry", allowed: writers),
             Endpoint(method: "POST", path: "/api/v1/builds/bld_missing/cancel", allowed: writers),
             Endpoint(method: "HEAD", path: "/api/v1/contexts/\(context)", allowed: writers),
             Endpoint(method: "PUT", path: "/api/v1/contexts/\(context)", allowed: writers),
-            Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users.union(["agent"])),
+            // An agent downloads only the contexts of jobs leased to it (see `anotherAgentCannotTouchALeasedJob`).
+            Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users),
             Endpoint(method: "GET", path: "/api/v1/agents", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/agents/matrix-agent/state", allowed: ["admin"]),
             Endpoint(method: "GET", path: "/api/v1/tokens", allowed: ["admin"]),
@@ -52,6 +55,8 @@ import Testing
             Endpoint(method: "POST", path: "/api/v1/agent/heartbeat", allowed: ["agent"]),
             Endpoint(method: "PUT", path: "/api/v1/agent/jobs/job_x/logs?epoch=1&offset=0", allowed: ["agent"]),
             Endpoint(method: "POST", path: "/api/v1/agent/complete", allowed: ["agent"]),
+            // Last: the agent is gone afterwards.
+            Endpoint(method: "POST", path: "/api/v1/agent/leave", allowed: ["agent"]),
         ]
         for endpoint in endpoints {
             for caller in Caller.allCases {
@@ -79,6 +84,54 @@ import Testing
         await fixture.stop()
     }
 
+    /// An agent may only touch jobs leased to it: another agent's heartbeat, log append, completion and context
+    /// download for that job are refused with 403 and change nothing.
+    @Test func anotherAgentCannotTouchALeasedJob() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 1 }
+        let submitter = try await fixture.token(.submitter)
+        let holder = try await fixture.joinAgent("holder", platforms: ["linux/amd64"])
+        let other = try await fixture.joinAgent("other", platforms: ["linux/amd64"])
+        let build = try await fixture.submit(submitter, image: "127.0.0.1:1/guard/app", platforms: ["linux/amd64"])
+        let lease = try #require(
+            try await fixture.poll(holder.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        guard case .upload(let context) = lease.spec.context else {
+            Issue.record("expected an uploaded context")
+            return
+        }
+        let logPath = "/api/v1/agent/jobs/\(lease.jobId)/logs?epoch=\(lease.epoch)&offset=0"
+        let attempts: [(String, String, Data?, (any Encodable & Sendable)?)] = [
+            ("POST", "/api/v1/agent/heartbeat", nil, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch)),
+            ("PUT", logPath, Data("forged output\n".utf8), nil),
+            (
+                "POST", "/api/v1/agent/complete", nil,
+                CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: "forged")
+            ),
+            ("GET", "/api/v1/contexts/\(context)", nil, nil),
+        ]
+        for (method, path, body, json) in attempts {
+            let reply: CoordinatorFixture.Reply
+            if let json {
+                reply = try await fixture.call(method, path, token: other.secret, json: AnyEncodable(json))
+            } else {
+                reply = try await fixture.call(method, path, token: other.secret, body: body)
+            }
+            #expect(reply.status == 403, "\(method) \(path) by another agent: \(reply.status)")
+            #expect(reply.error?.code == "FORBIDDEN")
+        }
+        // Nothing changed: the job is still the holder's, with an empty log, and the holder can go on.
+        let view = try await fixture.build(build.id, token: submitter)
+        #expect(view.jobs[0].state == .assigned)
+        #expect(view.jobs[0].agent == "holder")
+        let log = try await fixture.call("GET", "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", token: submitter)
+        #expect(log.body.isEmpty)
+        let heartbeat = try await fixture.call(
+            "POST", "/api/v1/agent/heartbeat", token: holder.secret,
+            json: HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        #expect(heartbeat.status == 200)
+        #expect(try await fixture.call("GET", "/api/v1/contexts/\(context)", token: holder.secret).status == 200)
+        await fixture.stop()
+    }
+
     @Test func aRevokedTokenStopsWorking() async throws {
         let fixture = try await CoordinatorFixture.start()
         let created = try await fixture.call(
@@ -96,4 +149,11 @@ import Testing
         #expect(database.range(of: Data(fixture.initialisation.adminToken.utf8)) == nil)
         await fixture.stop()
     }
+}
+
+/// Lets a table of requests carry differently typed JSON bodies.
+struct AnyEncodable: Encodable, Sendable {
+    let value: any Encodable & Sendable
+    init(_ value: any Encodable & Sendable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
 }
