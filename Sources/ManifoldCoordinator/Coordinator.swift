@@ -42,6 +42,9 @@ public struct Coordinator: Sendable {
             path: state.database.path,
             settings: StoreSettings(
                 leaseTTL: TimeInterval(settings.leaseTTLSeconds), defaultMaxAttempts: settings.defaultMaxAttempts,
+                retryBackoff: TimeInterval(settings.retryBackoffSeconds),
+                maxRetryBackoff: TimeInterval(max(settings.retryBackoffSeconds, settings.maxRetryBackoffSeconds)),
+                maxLogBytesPerAttempt: settings.maxLogBytesPerAttempt,
                 childTag: { template, tag, platform in
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
                 }))

@@ -402,7 +402,8 @@ extension Store {
                 db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.lost",
                 data: ["reason": reason, "epoch": "\(epoch)"])
             if (job["currentEpoch"] as Int64?) == epoch {
-                try self.attemptEnded(db, job: job, reason: reason, at: at)
+                // An attempt taken away (not failed) is handed to another agent at once.
+                try self.attemptEnded(db, job: job, reason: reason, at: at, backoff: false)
             }
         }
     }
@@ -463,7 +464,7 @@ extension Store {
     // MARK: - Transitions
 
     /// After a failed or lost attempt: retry with backoff while attempts remain, else fail the job.
-    func attemptEnded(_ db: Database, job: Row, reason: String, at: Date) throws {
+    func attemptEnded(_ db: Database, job: Row, reason: String, at: Date, backoff: Bool = true) throws {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
         let used = (job["attempts"] as Int) - (job["retryBase"] as Int)
@@ -474,7 +475,7 @@ extension Store {
             return
         }
         if used < maxAttempts {
-            let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: used))
+            let retryAt = backoff ? at.addingTimeInterval(settings.backoff(afterAttempt: used)) : at
             try db.execute(
                 sql: "UPDATE job SET state = 'queued', notBefore = ?, reason = ? WHERE id = ?",
                 arguments: [Store.timestamp(retryAt), reason, jobId])

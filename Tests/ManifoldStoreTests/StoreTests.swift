@@ -121,7 +121,7 @@ import Testing
         await #expect {
             try await fixture.store.heartbeat(agentId: other.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
         } throws: {
-            guard case StoreError.staleAttempt(_, _, let reason) = $0 else { return false }
+            guard case StoreError.forbidden(let reason) = $0 else { return false }
             return reason.contains("another agent")
         }
         await #expect {

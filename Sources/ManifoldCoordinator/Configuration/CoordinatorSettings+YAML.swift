@@ -58,6 +58,14 @@ extension CoordinatorSettings {
             "# Largest build context upload, in bytes (default \(defaults.maxContextBytes), 2 GiB).",
             "max_context_bytes: \(maxContextBytes)",
             "",
+            "# Seconds before a failed job or list push is tried again; doubled each time, up to max_retry_backoff_seconds.",
+            "# A registry outage never fails a build's publishing: it is retried until the registry is back.",
+            "retry_backoff_seconds: \(retryBackoffSeconds)",
+            "max_retry_backoff_seconds: \(maxRetryBackoffSeconds)",
+            "",
+            "# Most log bytes kept per attempt (default \(defaults.maxLogBytesPerAttempt), 64 MiB); later output is dropped.",
+            "max_log_bytes_per_attempt: \(maxLogBytesPerAttempt)",
+            "",
             "# Registries (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS.",
         ]
         if insecureRegistries.isEmpty {

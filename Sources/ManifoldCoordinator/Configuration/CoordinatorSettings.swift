@@ -39,6 +39,11 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var maxRequestBodyBytes: Int
     /// The largest build context upload accepted.
     public var maxContextBytes: Int64
+    /// The first wait before a failed job or list push is tried again; doubled each time up to ``maxRetryBackoffSeconds``.
+    public var retryBackoffSeconds: Int
+    public var maxRetryBackoffSeconds: Int
+    /// The most log bytes kept per attempt.
+    public var maxLogBytesPerAttempt: Int64
     /// Registries (`host[:port]`) reached over plain HTTP.
     public var insecureRegistries: [String]
     /// Extra CA certificates (PEM file paths) trusted for a registry host.
@@ -57,6 +62,9 @@ public struct CoordinatorSettings: Sendable, Equatable {
         childTagTemplate: "{tag}-{os}-{arch}{-variant}",
         maxRequestBodyBytes: 1 << 20,
         maxContextBytes: 2 << 30,
+        retryBackoffSeconds: 5,
+        maxRetryBackoffSeconds: 300,
+        maxLogBytesPerAttempt: 64 << 20,
         insecureRegistries: [],
         registryCAs: [:]
     )
@@ -111,6 +119,9 @@ extension CoordinatorSettings {
         case childTagTemplate = "child_tag_template"
         case maxRequestBodyBytes = "max_request_body_bytes"
         case maxContextBytes = "max_context_bytes"
+        case retryBackoffSeconds = "retry_backoff_seconds"
+        case maxRetryBackoffSeconds = "max_retry_backoff_seconds"
+        case maxLogBytesPerAttempt = "max_log_bytes_per_attempt"
         case insecureRegistries = "insecure_registries"
         case registryCAs = "registry_cas"
 
@@ -128,6 +139,9 @@ extension CoordinatorSettings {
     static let pollTimeoutRange = 1...600
     static let maxAttemptsRange = 1...100
     static let requestBodyRange = 1_024...(1 << 30)
+    static let retryBackoffRange = 1...3_600
+    static let maxRetryBackoffRange = 1...86_400
+    static let logBytesRange: ClosedRange<Int64> = 65_536...(16 << 30)
     static let contextRange: ClosedRange<Int64> = (1 << 20)...(1 << 40)
 }
 
@@ -369,6 +383,15 @@ extension CoordinatorSettings {
                     contextRange.contains(value)
                 else { throw invalid(expected) }
                 settings.maxContextBytes = value
+            case .retryBackoffSeconds:
+                settings.retryBackoffSeconds = try integer(retryBackoffRange, unit: "seconds")
+            case .maxRetryBackoffSeconds:
+                settings.maxRetryBackoffSeconds = try integer(maxRetryBackoffRange, unit: "seconds")
+            case .maxLogBytesPerAttempt:
+                let expected = "a whole number of bytes from \(logBytesRange.lowerBound) to \(logBytesRange.upperBound)"
+                guard let value = Int64(try text(expected).trimmingCharacters(in: .whitespaces)), logBytesRange.contains(value)
+                else { throw invalid(expected) }
+                settings.maxLogBytesPerAttempt = value
             case .insecureRegistries:
                 let expected = "a list of registry hosts as HOST or HOST:PORT, without a scheme or path"
                 let items: [String]

@@ -1,0 +1,123 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldHTTP
+import ManifoldRegistry
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldCoordinator
+
+/// The coordinator recovering from what goes wrong around a build: images pushed elsewhere, a registry outage
+/// while publishing, an agent that vanishes mid-job.
+@Suite struct PublishingRecoveryTests {
+    /// Pushes a test image of `platform` to `reference` (plain HTTP) and returns its digest.
+    static func push(_ platform: Platform, to reference: ImageReference, text: String) async throws -> Digest {
+        let image = try TestImage.make(
+            os: platform.os, architecture: platform.architecture, variant: platform.variant, osVersion: platform.osVersion,
+            format: .oci, layerText: text)
+        var configuration = RegistryConfiguration(certsDirectories: [], credentials: StaticCredentials())
+        configuration.plainHTTPHosts = [reference.registry]
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        let client = try pool.client(for: reference.registry)
+        for blob in [image.config] + image.layers {
+            try await client.uploadBlob(
+                repository: reference.repository, digest: try Digest(parsing: blob.digest), data: blob.bytes)
+        }
+        let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
+        try await client.pushManifest(repository: reference.repository, reference: reference.tag ?? "latest", manifest: manifest)
+        return manifest.digest
+    }
+
+    @Test func anImagePushedToAnotherRepositoryIsCopiedAndGetsItsChildTag() async throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let fixture = try await CoordinatorFixture.start(registry: registry)
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("elsewhere", platforms: ["linux/arm64/v8"])
+        let build = try await fixture.submit(
+            submitter, image: "\(registry.host)/team/app", platforms: ["linux/arm64/v8"], tags: ["2.0"])
+        let lease = try #require(
+            try await fixture.poll(agent.secret, platforms: ["linux/arm64/v8"]).decode(PollResponse.self).lease)
+        let scratch = try ImageReference(parsing: "\(registry.host)/ci/scratch:build-7")
+        let digest = try await Self.push(lease.spec.platform, to: scratch, text: "built elsewhere")
+        #expect(
+            try await PublishingTests.complete(
+                fixture, agent: agent.secret, lease: lease, reference: scratch.description, digest: digest) == 200)
+        let published = try await fixture.waitForBuild(build.id, token: submitter) { $0.state.isFinal }
+        #expect(published.state == .published, "\(published)")
+        #expect(published.jobs[0].imageReference == "\(registry.host)/team/app:2.0-linux-arm64")
+        // The child exists in the build's repository under its own tag, so retention keeps it.
+        let child = try runChecked(
+            "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:2.0-linux-arm64"])
+        #expect(Digest.compute(of: Data(child.utf8)) == digest)
+        let list = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:2.0"])
+        #expect(list.contains(digest.description))
+        await fixture.stop()
+    }
+
+    @Test func publishingOutlastsARegistryOutage() async throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let proxy = try registry.withFaultProxy()
+        defer { proxy.stop() }
+        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
+            settings.insecureRegistries = [registry.host, proxy.host]
+            settings.retryBackoffSeconds = 1
+            settings.maxRetryBackoffSeconds = 1
+        }
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        let build = try await fixture.submit(submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        // The agent pushes straight to the registry; the coordinator reaches it through the failing proxy.
+        let digest = try await Self.push(
+            lease.spec.platform, to: try ImageReference(parsing: "\(registry.host)/team/app:\(lease.spec.tag)"), text: "outage")
+        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/", status: 503, times: FaultRule.forever)])
+        #expect(
+            try await PublishingTests.complete(
+                fixture, agent: agent.secret, lease: lease, reference: "\(proxy.host)/team/app:\(lease.spec.tag)", digest: digest)
+                == 200)
+        // More failed publishing runs than the old give-up limit of five (each run is four tries by the registry client).
+        let deadline = ContinuousClock.now + .seconds(60)
+        while proxy.requestLog().filter({ $0.injected && $0.method == "PUT" }).count < 24, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        var view = try await fixture.build(build.id, token: submitter)
+        #expect(view.state == .publishing, "\(view)")
+        try proxy.clearRules()
+        view = try await fixture.waitForBuild(build.id, token: submitter) { $0.state.isFinal }
+        #expect(view.state == .published, "\(view)")
+        let list = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:1.0"])
+        #expect(Digest.compute(of: Data(list.utf8)) == view.listDigest)
+        await fixture.stop()
+    }
+
+    @Test func aHeldPollIsWokenWhenALostJobComesBackFromBackoff() async throws {
+        let fixture = try await CoordinatorFixture.start { settings in
+            settings.leaseTTLSeconds = 5
+            settings.heartbeatIntervalSeconds = 1
+            settings.retryBackoffSeconds = 1
+            settings.pollTimeoutSeconds = 30
+        }
+        let submitter = try await fixture.token(.submitter)
+        let vanishing = try await fixture.joinAgent("vanishing", platforms: ["linux/amd64"])
+        let waiting = try await fixture.joinAgent("waiting", platforms: ["linux/amd64"])
+        let build = try await fixture.submit(submitter, image: "127.0.0.1:1/team/app", platforms: ["linux/amd64"])
+        let lost = try #require(
+            try await fixture.poll(vanishing.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        // The first agent never heartbeats. The second one's poll is held until the lease expires and the
+        // backoff passes, then answered at once — well before its 30 s window closes.
+        let started = ContinuousClock.now
+        let reply = try await fixture.poll(waiting.secret, platforms: ["linux/amd64"])
+        let waited = ContinuousClock.now - started
+        let lease = try #require(try reply.decode(PollResponse.self).lease)
+        #expect(lease.jobId == lost.jobId)
+        #expect(lease.attempt == 2)
+        #expect(waited < .seconds(25), "the poll waited \(waited)")
+        let view = try await fixture.build(build.id, token: submitter)
+        #expect(view.jobs[0].agent == "waiting")
+        await fixture.stop()
+    }
+}
