@@ -61,6 +61,10 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "manifold-agent", dependencies: ["ManifoldAgent"]),
+        .executableTarget(
+            name: "manifold-bench",
+            dependencies: ["ManifoldCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "ManifoldStore",
             dependencies: ["ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift")]

@@ -198,4 +198,41 @@ import Testing
         #expect(!running.process.isRunning)
         #expect(running.process.terminationStatus == 0, "\(running.process.output())")
     }
+
+    @Test func sigtermLetsAnUploadInFlightFinish() async throws {
+        let scratch = try ScratchDirectory(prefix: "sigterm-upload")
+        defer { scratch.remove() }
+        let port = try Loopback.freePort()
+        let state = scratch.file("state").path
+        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        let admin = try #require(Self.value(after: "Admin token", in: initialised.stdout))
+        let running = try Self.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
+        defer { running.client.shutdown() }
+        // A 2 MiB context sent at 400 KiB/s: about five seconds on the wire.
+        var generator = SystemRandomNumberGenerator()
+        let body = Data((0..<(2 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let file = scratch.file("context.tar.gz")
+        try body.write(to: file)
+        let digest = Digest.compute(of: body)
+        let upload = try ManagedProcess(
+            name: "curl-upload", executable: try ManagedProcess.resolve("curl"),
+            arguments: [
+                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "400k", "--upload-file", file.path,
+                "-H", "Authorization: Bearer \(admin)", "-H", "Content-Type: application/gzip", "--write-out", "%{http_code}",
+                "--output", scratch.file("answer.json").path, "https://127.0.0.1:\(port)/api/v1/contexts/\(digest)",
+            ], logDirectory: scratch.url)
+        try await Task.sleep(for: .seconds(1))
+        #expect(upload.isRunning)
+        kill(running.process.processIdentifier, SIGTERM)
+        for _ in 0..<400 where upload.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!upload.isRunning)
+        // The upload in flight was finished and acknowledged, and what was acknowledged was kept.
+        #expect(upload.terminationStatus == 0, "\(upload.output())")
+        #expect(upload.output().contains("201"), "\(upload.output())")
+        for _ in 0..<200 where running.process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!running.process.isRunning)
+        #expect(running.process.terminationStatus == 0, "\(running.process.output())")
+        let stored = try Data(contentsOf: URL(fileURLWithPath: "\(state)/contexts/sha256-\(digest.hex).tar.gz"))
+        #expect(stored == body)
+    }
 }

@@ -3,7 +3,6 @@ import Hummingbird
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
-import Synchronization
 
 extension CoordinatorAPI {
     func addContextRoutes(to router: Router<CoordinatorContext>) {
@@ -80,26 +79,5 @@ extension CoordinatorAPI {
     static func digestParameter(_ context: CoordinatorContext) throws -> Digest {
         let text = try parameter("digest", context)
         do { return try Digest(parsing: text) } catch { throw APIError.badRequest(error.description, field: "digest") }
-    }
-}
-
-/// Hashes and counts an upload as it streams to disk, refusing it once it passes the size limit.
-final class UploadTally: Sendable {
-    private let state: Mutex<(hasher: DigestHasher, size: Int64)>
-
-    init(_ algorithm: Digest.Algorithm) { state = Mutex((DigestHasher(algorithm), 0)) }
-
-    func add(_ buffer: ByteBuffer, limit: Int64) throws {
-        try state.withLock { state in
-            state.size += Int64(buffer.readableBytes)
-            guard state.size <= limit else {
-                throw APIError(.contentTooLarge, code: "TOO_LARGE", "the context is over the \(limit)-byte limit")
-            }
-            buffer.withUnsafeReadableBytes { state.hasher.update($0) }
-        }
-    }
-
-    func finish() -> (Digest, Int64) {
-        state.withLock { ($0.hasher.finalize(), $0.size) }
     }
 }
