@@ -208,20 +208,21 @@ import Testing
         let admin = try #require(Self.value(after: "Admin token", in: initialised.stdout))
         let running = try Self.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
         defer { running.client.shutdown() }
-        // A 2 MiB context sent at 400 KiB/s: about five seconds on the wire.
+        // A 4 MiB context sent at 256 KiB/s: about sixteen seconds on the wire.
         var generator = SystemRandomNumberGenerator()
-        let body = Data((0..<(2 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let body = Data((0..<(4 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let file = scratch.file("context.tar.gz")
         try body.write(to: file)
         let digest = Digest.compute(of: body)
         let upload = try ManagedProcess(
             name: "curl-upload", executable: try ManagedProcess.resolve("curl"),
             arguments: [
-                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "400k", "--upload-file", file.path,
+                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "--upload-file", file.path,
                 "-H", "Authorization: Bearer \(admin)", "-H", "Content-Type: application/gzip", "--write-out", "%{http_code}",
                 "--output", scratch.file("answer.json").path, "https://127.0.0.1:\(port)/api/v1/contexts/\(digest)",
             ], logDirectory: scratch.url)
-        try await Task.sleep(for: .seconds(1))
+        // Two seconds into a sixteen-second upload, the request is in flight.
+        try await Task.sleep(for: .seconds(2))
         #expect(upload.isRunning)
         kill(running.process.processIdentifier, SIGTERM)
         for _ in 0..<400 where upload.isRunning { try await Task.sleep(for: .milliseconds(50)) }
