@@ -1,6 +1,0 @@
-import ManifoldArchive
-import Testing
-
-@Test func archiveModuleLinks() {
-    #expect(String(describing: Archive.self) == "Archive")
-}
