@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(name: "manifold-agent", dependencies: ["ManifoldAgent"]),
         .executableTarget(
             name: "manifold-bench",
-            dependencies: ["ManifoldCore", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["ManifoldCore", "ManifoldArchive", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
             name: "ManifoldStore",

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ManifoldArchive
 import ManifoldCore
 
 // Micro-benchmarks of Manifold's hot paths, each run beside a peer in the same process and reported as a
@@ -59,6 +60,70 @@ func report(_ name: String, bytes: Int, manifold: Double, peerName: String, peer
                 peerName as NSString, megabytes / peer, peerName as NSString, peer / manifold))
 }
 
+/// Packs and unpacks a source tree like a build context (many small text files), Manifold's tar+gzip against
+/// GNU tar + gzip run on the same tree.
+func contextBenchmark(rounds: Int) throws {
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-\(UUID().uuidString.prefix(8))")
+    defer { try? FileManager.default.removeItem(at: work) }
+    let tree = work.appendingPathComponent("tree")
+    var files: [String] = []
+    for directory in 0..<40 {
+        let folder = "src/module\(directory)"
+        try FileManager.default.createDirectory(at: tree.appendingPathComponent(folder), withIntermediateDirectories: true)
+        for file in 0..<50 {
+            let path = "\(folder)/file\(file).swift"
+            let line = "let value\(file) = \"module \(directory) file \(file)\" // a line of source code\n"
+            try Data(String(repeating: line, count: 200).utf8).write(to: tree.appendingPathComponent(path))
+            files.append(path)
+        }
+    }
+    let bytes = try files.reduce(0) { $0 + (try Data(contentsOf: tree.appendingPathComponent($1)).count) }
+    let ours = work.appendingPathComponent("ours.tar.gz")
+    let theirs = work.appendingPathComponent("theirs.tar.gz")
+    var failure: (any Error)? = nil
+    let pack = fastest(rounds: rounds) {
+        do {
+            let writer = try TarWriter(to: ours, compression: .gzip)
+            for path in files.sorted() { try writer.append(file: tree.appendingPathComponent(path), at: path) }
+            try writer.finish()
+        } catch { failure = error }
+    }
+    let tarPack = fastest(rounds: rounds) {
+        do { try run("/bin/tar", ["-C", tree.path, "-czf", theirs.path, "src"]) } catch { failure = error }
+    }
+    report("pack", bytes: bytes, manifold: pack, peerName: "GNU tar", peer: tarPack)
+    var round = 0
+    let unpack = fastest(rounds: rounds) {
+        do {
+            round += 1
+            let target = work.appendingPathComponent("ours-\(round)")
+            try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
+            try ContextUnpacker().unpack(archive: ours, into: target)
+        } catch { failure = error }
+    }
+    let tarUnpack = fastest(rounds: rounds) {
+        do {
+            round += 1
+            let target = work.appendingPathComponent("theirs-\(round)")
+            try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
+            try run("/bin/tar", ["-C", target.path, "-xzf", theirs.path])
+        } catch { failure = error }
+    }
+    report("unpack", bytes: bytes, manifold: unpack, peerName: "GNU tar", peer: tarUnpack)
+    if let failure { throw failure }
+}
+
+func run(_ executable: String, _ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw BenchError("\(executable) \(arguments) exited \(process.terminationStatus)")
+    }
+}
+
 do {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
     var generator = SystemRandomNumberGenerator()
@@ -73,6 +138,8 @@ do {
     let ours512 = fastest(rounds: options.rounds) { sink &+= Digest.compute(.sha512, of: data).hex.count }
     let peer512 = fastest(rounds: options.rounds) { sink &+= Array(SHA512.hash(data: data)).count }
     report("sha512", bytes: data.count, manifold: ours512, peerName: "swift-crypto", peer: peer512)
+
+    try contextBenchmark(rounds: options.rounds)
 
     // The two must agree, or the comparison is meaningless.
     let agree =
