@@ -1,3 +1,3 @@
 import ManifoldAgent
 
-print("manifold-agent \(AgentVersion.current)")
+await AgentCommand.runMain()

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// `manifold-agent`: the build agent's command line.
+public struct AgentCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "manifold-agent",
+        abstract: "Builds container images for a Manifold coordinator on this host.",
+        discussion: """
+            Join once with a join token, then run (usually as a systemd unit or a Windows service):
+
+              manifold-agent join https://ci.example.com:8443 --token mjt_… \\
+                  --ca-fingerprint sha256:3b1f… --state-dir /var/lib/manifold-agent
+              manifold-agent run --state-dir /var/lib/manifold-agent --builder buildah
+              manifold-agent doctor --state-dir /var/lib/manifold-agent
+            """,
+        version: AgentVersion.current,
+        subcommands: [JoinCommand.self, RunCommand.self, DoctorCommand.self])
+
+    public init() {}
+
+    /// Entry point of the `manifold-agent` executable.
+    public static func runMain() async {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel =
+                ProcessInfo.processInfo.environment["MANIFOLD_AGENT_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
+                ?? .info
+            return handler
+        }
+        await main()
+    }
+}
+
+/// Options every subcommand shares.
+struct StateOptions: ParsableArguments {
+    @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp(
+            "The agent's state directory (credential, CA, pending reports).", discussion: "Env: MANIFOLD_AGENT_STATE_DIR.",
+            valueName: "dir"))
+    var stateDirectory: String?
+
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "A key = value config file; defaults to STATE_DIR/agent.conf when that exists. Env: MANIFOLD_AGENT_CONFIG.",
+            valueName: "file"))
+    var configFile: String?
+
+    func resolvedStateDirectory() throws -> String {
+        if let stateDirectory { return stateDirectory }
+        if let value = ProcessInfo.processInfo.environment["MANIFOLD_AGENT_STATE_DIR"], !value.isEmpty { return value }
+        throw ValidationError("--state-dir is required (or MANIFOLD_AGENT_STATE_DIR)")
+    }
+}

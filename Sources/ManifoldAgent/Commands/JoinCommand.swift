@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ManifoldAPI
+import ManifoldClient
+import ManifoldCore
+import ManifoldHTTP
+
+/// `manifold-agent join`: pin the coordinator's CA and register this host.
+struct JoinCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "join",
+        abstract: "Registers this host with a coordinator and stores its credential.",
+        discussion: """
+            Fetches the coordinator's CA certificate, refuses it unless its SHA-256 fingerprint matches the one \
+            `manifold init` printed, then joins with the join token and stores the CA and the agent credential in \
+            the state directory, readable only by its owner.
+
+            Example:
+              manifold-agent join https://ci.example.com:8443 --token mjt_… \\
+                  --ca-fingerprint sha256:3b1f… --state-dir /var/lib/manifold-agent --name arm-builder-1 \\
+                  --label pool=arm
+            """)
+
+    @Argument(help: "The coordinator's URL, e.g. https://ci.example.com:8443.")
+    var coordinator: String
+
+    @Option(help: "The agent join token printed by `manifold init`.")
+    var token: String
+
+    @Option(name: .customLong("ca-fingerprint"), help: "sha256:HEX of the coordinator CA, as `manifold init` printed it.")
+    var caFingerprint: String
+
+    @OptionGroup var state: StateOptions
+
+    @Option(help: "This agent's name; defaults to the host name.")
+    var name: String?
+
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label key=value; repeatable.", valueName: "key=value"))
+    var labels: [String] = []
+
+    @Option(name: .customLong("platform"), help: "A platform this host offers; repeatable. Default: detected.")
+    var platforms: [String] = []
+
+    func run() async throws {
+        let logger = Logger(label: "manifold.agent")
+        let directory = StateDirectory(path: try state.resolvedStateDirectory())
+        guard let url = URL(string: coordinator), let scheme = url.scheme, ["https", "http"].contains(scheme) else {
+            throw ValidationError("\(coordinator) is not an http(s) URL")
+        }
+        let expected = caFingerprint.lowercased()
+        guard expected.hasPrefix("sha256:"), expected.count == 71 else {
+            throw ValidationError("--ca-fingerprint must be sha256: followed by 64 hex digits, as `manifold init` printed it")
+        }
+        try directory.prepare()
+        // The CA is fetched without verification, then trusted only if its fingerprint matches.
+        let bootstrap = CoordinatorClient(
+            baseURL: url, token: nil, tls: TLSConfiguration(insecureSkipVerify: true),
+            userAgent: "manifold-agent/\(AgentVersion.current)", logger: logger)
+        let pem = try await bootstrap.caCertificate()
+        let actual = try CertificateFingerprint.sha256(ofPEM: pem)
+        guard actual == expected else {
+            throw AgentError(
+                "the coordinator's CA has fingerprint \(actual), not \(expected): refusing to trust it. Check the URL "
+                    + "and the fingerprint `manifold init` printed; someone may be intercepting the connection.")
+        }
+        try directory.writePrivate(pem, to: directory.caFile)
+        var labelMap: [String: String] = [:]
+        for label in labels {
+            let (key, value) = try AgentSettings.label(label, origin: "--label")
+            labelMap[key] = value
+        }
+        let platformList = try HostDescription.platforms(from: platforms)
+        let builders = await HostDescription.detectBuilders()
+        let hostName = name ?? ProcessInfo.processInfo.hostName
+        let client = CoordinatorClient(
+            baseURL: url, token: token, tls: TLSConfiguration(caFile: directory.caFile.path),
+            userAgent: "manifold-agent/\(AgentVersion.current)", logger: logger)
+        let joined = try await client.join(
+            JoinRequest(
+                name: hostName, platforms: platformList, labels: labelMap, builders: builders,
+                version: AgentVersion.current))
+        try directory.saveCredential(
+            AgentCredential(
+                coordinatorURL: url, agentId: joined.agentId, secret: joined.secret, name: hostName,
+                leaseTTLSeconds: joined.leaseTTLSeconds, heartbeatIntervalSeconds: joined.heartbeatIntervalSeconds,
+                caFingerprint: expected))
+        print("Joined \(URLRedaction.display(url)) as \(hostName) (agent \(joined.agentId)).")
+        print("Platforms: \(platformList.map(\.description).joined(separator: ", "))")
+        print("Builders found: \(builders.joined(separator: ", "))")
+        print("Credential and CA stored in \(directory.url.path).")
+        print("Next: manifold-agent run --state-dir \(directory.url.path) --builder \(builders.first ?? "command")")
+    }
+}
+
+/// SHA-256 fingerprints of PEM certificates, computed over the DER bytes as `manifold init` prints them.
+enum CertificateFingerprint {
+    static func sha256(ofPEM pem: Data) throws -> String {
+        let text = String(decoding: pem, as: UTF8.self)
+        guard let begin = text.range(of: "-----BEGIN CERTIFICATE-----"),
+            let end = text.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<text.endIndex)
+        else { throw AgentError("the coordinator's /api/v1/ca.crt answer is not a PEM certificate") }
+        let base64 = text[begin.upperBound..<end.lowerBound].filter { !$0.isWhitespace }
+        guard let der = Data(base64Encoded: String(base64)) else {
+            throw AgentError("the coordinator's CA certificate is not valid base64")
+        }
+        return Digest.compute(.sha256, of: der).description
+    }
+}

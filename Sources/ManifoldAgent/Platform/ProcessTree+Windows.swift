@@ -1,0 +1,27 @@
+#if os(Windows)
+import Subprocess
+import WinSDK
+
+/// A builder and everything it starts, as one unit: on Windows the Job Object swift-subprocess creates for every
+/// child, plus a new console process group so Ctrl+Break reaches the whole tree.
+enum ProcessTree {
+    static func platformOptions() -> PlatformOptions {
+        var options = PlatformOptions()
+        options.createProcessGroup = true
+        return options
+    }
+
+    /// Ctrl+Break to the builder's process group: the console equivalent of SIGTERM.
+    static func terminate<I, O, E>(_ execution: Execution<I, O, E>) {
+        _ = GenerateConsoleCtrlEvent(DWORD(CTRL_BREAK_EVENT), execution.processIdentifier.value)
+    }
+
+    /// Terminates every process in the builder's Job Object.
+    static func kill<I, O, E>(_ execution: Execution<I, O, E>) {
+        try? execution.terminate(withExitCode: 1, toProcessGroup: true)
+    }
+
+    /// Nothing to do: the Job Object is terminated by `kill`, and closing it with the execution ends its members.
+    static func reap(_ identifier: ProcessIdentifier) {}
+}
+#endif
