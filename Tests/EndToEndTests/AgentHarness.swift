@@ -32,7 +32,7 @@ final class AgentHarness: @unchecked Sendable {
     private var coordinatorRuns = 0
     let platform = Platform(os: "linux", architecture: "amd64")
 
-    init(_ name: String) async throws {
+    init(_ name: String, leaseTTLSeconds: Int = 8) async throws {
         scratch = try ScratchDirectory(prefix: "agent-\(name)")
         registry = try TestRegistry.start(.http)
         port = try Loopback.freePort()
@@ -50,7 +50,7 @@ final class AgentHarness: @unchecked Sendable {
         joinToken = try value("Agent join token")
         environment = [
             "MANIFOLD_INSECURE_REGISTRIES": registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
-            "MANIFOLD_LEASE_TTL_SECONDS": "8",
+            "MANIFOLD_LEASE_TTL_SECONDS": "\(leaseTTLSeconds)",
         ]
         coordinatorRuns = 1
         coordinator = try CoordinatorProcessTests.serve(

@@ -13,6 +13,7 @@ struct JobRunner: Sendable {
     var builder: any Builder
     var workRoot: URL
     var shutdown: ShutdownState
+    var reports: ReportStore
     var logger: Logger
 
     /// The report to send, or nil when the lease was lost (the coordinator has moved on; nothing to report).
@@ -105,7 +106,13 @@ struct JobRunner: Sendable {
             report = CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .cancelled, reason: why)
         }
         spool.close()
-        if report != nil {
+        if let report {
+            // Saved before anything else can fail or take long, so an agent restart still delivers it.
+            do {
+                try reports.save(report)
+            } catch {
+                logger.error("cannot save the report for job \(lease.jobId): \(error)")
+            }
             let flushed = await uploader.flush(deadline: ContinuousClock.now + .seconds(60))
             if !flushed { logger.warning("not all of job \(lease.jobId)'s log reached the coordinator") }
         }

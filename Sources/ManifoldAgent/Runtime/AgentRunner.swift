@@ -64,7 +64,7 @@ public struct AgentRunner: Sendable {
 
         let runner = JobRunner(
             client: client, settings: settings, credential: credential, builder: builder, workRoot: workRoot,
-            shutdown: shutdown, logger: logger)
+            shutdown: shutdown, reports: reports, logger: logger)
         let request = PollRequest(
             platforms: platforms, labels: settings.labels, builders: builders, version: AgentVersion.current)
         var backoff = Backoff()
@@ -92,11 +92,6 @@ public struct AgentRunner: Sendable {
                 continue
             }
             guard let report = await runner.run(lease) else { continue }
-            do {
-                try reports.save(report)
-            } catch {
-                logger.error("cannot save the report for job \(lease.jobId) to \(state.reportsDirectory.path): \(error)")
-            }
             let delivered = try await reports.deliver(report, client: client, logger: logger) {
                 shutdown.stage == .cancelling
             }

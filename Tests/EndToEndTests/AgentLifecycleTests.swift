@@ -1,0 +1,160 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Stopping builds, shutting the agent down, and surviving coordinator and agent restarts — all with real
+/// processes.
+@Suite struct AgentLifecycleTests {
+    /// Whether `pid` is a live (non-zombie) process.
+    static func alive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)]
+        return state != "Z" && state != "X"
+    }
+
+    static func pids(in file: URL) -> [Int32] {
+        ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    static func waitUntil(_ timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return try await condition()
+    }
+
+    /// A builder (and its children) that ignore SIGTERM, writing their pids to `pids`.
+    static func stubbornScript(pids: URL) -> String {
+        """
+        #!/bin/sh
+        trap '' TERM
+        echo $$ >> '\(pids.path)'
+        sh -c "trap '' TERM; echo \\$\\$ >> '\(pids.path)'; exec sleep 1000" &
+        sh -c "trap '' TERM; echo \\$\\$ >> '\(pids.path)'; exec sleep 1000" &
+        echo started
+        wait
+        """
+    }
+
+    @Test func cancelKillsTheWholeProcessTree() async throws {
+        let harness = try await AgentHarness("cancel")
+        defer { harness.tearDown() }
+        #expect(try harness.join("stubborn").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent("stubborn", script: Self.stubbornScript(pids: pidFile))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 }, "\(agent.output())")
+        let pids = Self.pids(in: pidFile)
+        #expect(pids.allSatisfy(Self.alive))
+        try await harness.cancel(submitted.id)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(30))
+        #expect(final.state == .cancelled, "\(final)")
+        // SIGTERM is ignored by all three; the kill after the 2 s grace period ends them.
+        #expect(await Self.waitUntil(.seconds(15)) { !pids.contains(where: Self.alive) }, "\(pids) \(agent.output())")
+        #expect(agent.isRunning)
+    }
+
+    @Test func firstSignalDrainsTheRunningJobThenExits() async throws {
+        let harness = try await AgentHarness("drain")
+        defer { harness.tearDown() }
+        #expect(try harness.join("drainer").status == 0)
+        let marker = harness.scratch.file("building")
+        let agent = try harness.startAgent(
+            "drainer", script: AgentHarness.buildahScript(before: "touch '\(marker.path)'; sleep 3"))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
+        kill(agent.processIdentifier, SIGTERM)
+        #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(60)), "\(agent.output())")
+        #expect(agent.terminationStatus == 0, "\(agent.output())")
+        let final = try await harness.wait(submitted.id, timeout: .seconds(30))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+    }
+
+    @Test func secondSignalCancelsTheJobAndReportsIt() async throws {
+        let harness = try await AgentHarness("second-signal")
+        defer { harness.tearDown() }
+        #expect(try harness.join("impatient").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent("impatient", script: Self.stubbornScript(pids: pidFile))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
+        kill(agent.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(agent.isRunning)
+        kill(agent.processIdentifier, SIGTERM)
+        #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
+        let final = try await harness.wait(submitted.id, timeout: .seconds(20))
+        // The agent reports `cancelled` with its reason; the coordinator records an agent-side cancel as the
+        // attempt ending (failed, to be retried when attempts remain), not as a user cancel.
+        #expect(final.state.isFinal, "\(final)")
+        #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
+        #expect(agent.output().contains("as cancelled"), "\(agent.output())")
+        #expect(!Self.pids(in: pidFile).contains(where: Self.alive))
+    }
+
+    @Test func logUploadSurvivesACoordinatorRestartWithoutLossOrDuplicates() async throws {
+        let harness = try await AgentHarness("log-restart", leaseTTLSeconds: 20)
+        defer { harness.tearDown() }
+        #expect(try harness.join("chatty").status == 0)
+        let lines = 80
+        let agent = try harness.startAgent(
+            "chatty",
+            script: AgentHarness.buildahScript(
+                before: "i=1; while [ $i -le \(lines) ]; do echo \"line $i of the build\"; i=$((i+1)); sleep 0.05; done"))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        _ = try await harness.wait(submitted.id, timeout: .seconds(20)) { $0.jobs.first?.state == .assigned }
+        try await Task.sleep(for: .milliseconds(1500))
+        harness.stopCoordinator()
+        try await Task.sleep(for: .seconds(2))
+        try harness.startCoordinator()
+        let final = try await harness.wait(submitted.id, timeout: .seconds(90))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+        let log = try await harness.log(submitted.id)
+        let numbered = log.split(separator: "\n").filter { $0.hasPrefix("line ") && $0.hasSuffix(" of the build") }
+        #expect(numbered == (1...lines).map { "line \($0) of the build"[...] }, "\(log)")
+        #expect(log.components(separatedBy: "job ").count >= 2)
+    }
+
+    @Test func aReportSavedBeforeAnAgentCrashIsDeliveredAfterRestart() async throws {
+        let harness = try await AgentHarness("report-restart", leaseTTLSeconds: 30)
+        defer { harness.tearDown() }
+        let joined = try harness.join("crashy")
+        #expect(joined.status == 0)
+        let marker = harness.scratch.file("building")
+        let script = AgentHarness.buildahScript(before: "touch '\(marker.path)'; sleep 2")
+        let agent = try harness.startAgent("crashy", script: script)
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
+        // The coordinator goes away while the build runs, so the report cannot be delivered...
+        harness.stopCoordinator()
+        let reports = URL(fileURLWithPath: joined.state).appendingPathComponent("reports")
+        #expect(
+            await Self.waitUntil(.seconds(60)) {
+                ((try? FileManager.default.contentsOfDirectory(atPath: reports.path)) ?? []).contains { $0.hasSuffix(".json") }
+            }, "\(agent.output())")
+        // ...and the agent dies before it could be.
+        kill(agent.processIdentifier, SIGKILL)
+        _ = await AgentHarness.waitForExit(agent)
+        try harness.startCoordinator()
+        let restarted = try harness.startAgent("crashy", script: script, runName: "agent-crashy-2")
+        defer { restarted.stop() }
+        let final = try await harness.wait(submitted.id, timeout: .seconds(60))
+        #expect(final.state == .published, "\(final)\n\(restarted.output())")
+        #expect(final.jobs.first?.attempts == 1)
+        #expect(restarted.output().contains("delivering the saved report"))
+    }
+}
