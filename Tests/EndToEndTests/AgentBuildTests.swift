@@ -73,6 +73,25 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: joined.state + "/credential.json"))
     }
 
+    @Test func aRevokedCredentialStopsTheAgentWithAClearMessage() async throws {
+        let harness = try await AgentHarness("revoked")
+        defer { harness.tearDown() }
+        let joined = try harness.join("gone")
+        #expect(joined.status == 0)
+        let credential =
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(fileURLWithPath: joined.state + "/credential.json"))) as? [String: Any]
+        let secret = try #require(credential?["secret"] as? String)
+        // The agent's credential stops working once it has left.
+        let left = try await CoordinatorProcessTests.call(harness.coordinator, "POST", "/api/v1/agent/leave", token: secret)
+        #expect(left.status < 300)
+        let agent = try harness.startAgent("gone", script: "#!/bin/sh\nexit 1\n")
+        defer { agent.stop() }
+        #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
+        #expect(agent.terminationStatus == 1)
+        #expect(agent.output().contains("refused this agent's credential"), "\(agent.output())")
+    }
+
     @Test func unsafeContextFailsTheJobWithAClearReason() async throws {
         let harness = try await AgentHarness("unsafe")
         defer { harness.tearDown() }

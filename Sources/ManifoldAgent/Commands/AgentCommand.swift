@@ -22,12 +22,20 @@ public struct AgentCommand: AsyncParsableCommand {
 
     /// Entry point of the `manifold-agent` executable.
     public static func runMain() async {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel =
-                ProcessInfo.processInfo.environment["MANIFOLD_AGENT_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
-                ?? .info
-            return handler
+        let environment = ProcessInfo.processInfo.environment
+        let level = environment["MANIFOLD_AGENT_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+        if let file = environment["MANIFOLD_AGENT_LOG_FILE"], !file.isEmpty {
+            LoggingSystem.bootstrap { label in
+                var handler = FileLogHandler(label: label, path: file)
+                handler.logLevel = level
+                return handler
+            }
+        } else {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         await main()
     }

@@ -63,6 +63,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("redact"), help: "A literal string redacted from build logs; repeatable.")
     var redactions: [String] = []
 
+    @Flag(help: "Windows: run under the Service Control Manager (the service installer passes it).")
+    var service = false
+
     func run() async throws {
         let settings = try resolveSettings(state: state, environment: ProcessInfo.processInfo.environment) {
             settings throws(AgentSettingsError) in
@@ -91,7 +94,11 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         do {
-            try await runner.run()
+            if service {
+                try await ServiceHost.run(shutdown: runner.shutdown) { try await runner.run() }
+            } else {
+                try await runner.run()
+            }
         } catch let error as AgentError {
             logger.critical("\(error.description)")
             throw ExitCode(1)
