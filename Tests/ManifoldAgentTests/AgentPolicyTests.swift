@@ -7,7 +7,7 @@ import Testing
 @testable import ManifoldAgent
 
 @Suite struct AgentPolicyTests {
-    @Test(arguments: ["file:///etc", "/srv/repo", "./repo", "ext::sh -c evil", "-uhttps://x"])
+    @Test(arguments: ["file:///etc", "/srv/repo", "./repo", "ext::sh -c evil", "-uhttps://x", "git://host/repo"])
     func localGitURLsAreRefused(url: String) {
         #expect(throws: AgentError.self) { try ContextFetcher.checkGitURL(url) }
     }

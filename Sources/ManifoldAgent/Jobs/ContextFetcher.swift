@@ -40,7 +40,7 @@ struct ContextFetcher: Sendable {
             let safety = ["-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never"]
             let steps: [[String]] = [
                 safety + ["clone", "--quiet", "--no-checkout", "--", url, directory.path],
-                safety + ["-C", directory.path, "fetch", "--quiet", "--depth", "1", "origin", ref],
+                safety + ["-C", directory.path, "fetch", "--quiet", "origin", ref],
                 safety + ["-C", directory.path, "checkout", "--quiet", "--detach", "FETCH_HEAD"],
             ]
             for arguments in steps {
@@ -58,11 +58,11 @@ struct ContextFetcher: Sendable {
     /// Only network transports: a `file://` URL or a local path would let a build read the agent's host.
     static func checkGitURL(_ url: String) throws {
         let lower = url.lowercased()
-        let allowed = ["https://", "http://", "ssh://", "git://"]
+        let allowed = ["https://", "http://", "ssh://"]
         let scpLike = !lower.contains("://") && lower.contains("@") && lower.contains(":") && !lower.hasPrefix("-")
         guard allowed.contains(where: lower.hasPrefix) || scpLike else {
             throw AgentError(
-                "the git URL \"\(url)\" is refused: only https://, http://, ssh://, git:// and user@host:path are allowed")
+                "the git URL \"\(url)\" is refused: only https://, http://, ssh:// and user@host:path are allowed")
         }
     }
 

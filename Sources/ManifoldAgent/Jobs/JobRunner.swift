@@ -121,7 +121,9 @@ struct JobRunner: Sendable {
 
     private func failed(_ lease: Lease, _ reason: String) -> CompleteRequest {
         logger.error("\(reason)")
-        return CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, reason: reason)
+        let report = CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, reason: reason)
+        try? reports.save(report)
+        return report
     }
 
     /// Heartbeats every interval; a cancel or a 409 stops the build.

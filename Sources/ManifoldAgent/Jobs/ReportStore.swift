@@ -46,7 +46,7 @@ struct ReportStore: Sendable {
                 logger.warning("the report for job \(report.jobId) was refused as superseded (409): \(error)")
                 remove(report)
                 return true
-            } catch let error as CoordinatorClientError where error.status == 401 || error.status == 403 {
+            } catch let error as CoordinatorClientError where error.status == 401 {
                 throw AgentRunner.credentialRefused(error)
             } catch let error as CoordinatorClientError where !error.isRetryable {
                 logger.error("the coordinator refused the report for job \(report.jobId): \(error); dropping it")

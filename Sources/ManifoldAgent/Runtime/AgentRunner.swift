@@ -74,8 +74,14 @@ public struct AgentRunner: Sendable {
             do {
                 answer = try await pollUnlessDraining(client, request)
                 backoff.reset()
-            } catch let error as CoordinatorClientError where error.status == 401 || error.status == 403 {
+            } catch let error as CoordinatorClientError where error.status == 401 {
                 throw Self.credentialRefused(error)
+            } catch let error as CoordinatorClientError where error.status == 403 {
+                // Refused but still known (e.g. disabled by an admin): wait for it to be lifted.
+                let delay = backoff.next()
+                logger.error("the coordinator refuses work to this agent (\(error)); asking again in \(delay)")
+                try? await Task.sleep(for: delay)
+                continue
             } catch {
                 let delay = backoff.next()
                 logger.warning("cannot reach the coordinator (\(error)); retrying in \(delay)")

@@ -1,0 +1,99 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Git contexts, `doctor` and `--drain-timeout`, against the real coordinator.
+@Suite struct AgentContextTests {
+    @Test func gitContextIsClonedAtTheRef() async throws {
+        let harness = try await AgentHarness("git")
+        defer { harness.tearDown() }
+        // A repository whose tag points at the first commit, not the branch tip.
+        let repositories = harness.scratch.file("repos")
+        let repository = repositories.appendingPathComponent("app")
+        try FileManager.default.createDirectory(at: repository, withIntermediateDirectories: true)
+        func git(_ arguments: String...) throws {
+            try runChecked(
+                "git", ["-C", repository.path, "-c", "user.name=t", "-c", "user.email=t@example.com"] + arguments)
+        }
+        try git("init", "-q", "-b", "main")
+        for (name, content) in AgentHarness.context {
+            try Data(content.utf8).write(to: repository.appendingPathComponent(name))
+        }
+        try git("add", ".")
+        try git("commit", "-q", "-m", "first")
+        try git("tag", "v1")
+        try Data("changed after the tag\n".utf8).write(to: repository.appendingPathComponent("hello.txt"))
+        try git("commit", "-q", "-am", "second")
+        // Served over git's "dumb" HTTP protocol by a static file server on loopback.
+        let bare = repositories.appendingPathComponent("app.git")
+        try runChecked("git", ["clone", "-q", "--bare", repository.path, bare.path])
+        try runChecked("git", ["-C", bare.path, "update-server-info"])
+        let port = try Loopback.freePort()
+        let daemon = try ManagedProcess(
+            name: "git-http", executable: "python3",
+            arguments: ["-m", "http.server", "--bind", "127.0.0.1", "\(port)", "--directory", repositories.path],
+            logDirectory: harness.scratch.url)
+        defer { daemon.stop() }
+        try Loopback.waitUntilListening(port: port, process: daemon)
+
+        #expect(try harness.join("cloner").status == 0)
+        let agent = try harness.startAgent(
+            "cloner", script: AgentHarness.buildahScript(before: "cat \"$MANIFOLD_CONTEXT_DIR/hello.txt\""))
+        defer { agent.stop() }
+        let spec = BuildSpec(
+            image: harness.image, tags: ["git"], platforms: [PlatformSpec(platform: harness.platform)],
+            context: .git(url: "http://127.0.0.1:\(port)/app.git", ref: "v1"), timeoutSeconds: 300, maxAttempts: 1)
+        let response = try await CoordinatorProcessTests.call(
+            harness.coordinator, "POST", "/api/v1/builds", token: harness.submitter, json: spec)
+        #expect(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
+        let submitted = try APICoding.decoder().decode(BuildView.self, from: response.body)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(90))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+        let log = try await harness.log(submitted.id)
+        #expect(log.contains("hello from manifold"), "\(log)")
+        #expect(!log.contains("changed after the tag"))
+    }
+
+    @Test func doctorChecksCoordinatorCredentialAndBuilder() async throws {
+        let harness = try await AgentHarness("doctor")
+        defer { harness.tearDown() }
+        let joined = try harness.join("checked")
+        #expect(joined.status == 0)
+        let good = try runCommand(
+            try manifoldAgentBinary(),
+            ["doctor", "--state-dir", joined.state], environment: ["MANIFOLD_AGENT_BUILDER": "buildah"])
+        #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
+        #expect(good.stdout.contains("ok   credential accepted"), "\(good.stdout)")
+        #expect(good.stdout.contains("ok   builder buildah"), "\(good.stdout)")
+        let bad = try runCommand(
+            try manifoldAgentBinary(),
+            ["doctor", "--state-dir", joined.state, "--builder", "command"],
+            environment: ["MANIFOLD_AGENT_COMMAND": "/nonexistent/build.sh"])
+        #expect(bad.status != 0)
+        #expect(bad.stdout.contains("FAIL builder command"), "\(bad.stdout)")
+        #expect(bad.stdout.contains("fix:"))
+    }
+
+    @Test func drainTimeoutCancelsAJobThatDoesNotFinish() async throws {
+        let harness = try await AgentHarness("drain-timeout")
+        defer { harness.tearDown() }
+        #expect(try harness.join("slow").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent(
+            "slow", script: AgentLifecycleTests.stubbornScript(pids: pidFile), extra: ["--drain-timeout", "1"])
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await AgentLifecycleTests.waitUntil { AgentLifecycleTests.pids(in: pidFile).count == 3 })
+        kill(agent.processIdentifier, SIGTERM)
+        #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
+        let final = try await harness.wait(submitted.id, timeout: .seconds(20))
+        #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
+        #expect(!AgentLifecycleTests.pids(in: pidFile).contains(where: AgentLifecycleTests.alive))
+    }
+}
