@@ -69,12 +69,19 @@ import Glibc
         defer { harness.tearDown() }
         #expect(try harness.join("drainer").status == 0)
         let marker = harness.scratch.file("building")
+        let signalled = harness.scratch.file("signalled")
+        // The build holds until the agent has been signalled, so the signal always lands mid-build.
         let agent = try harness.startAgent(
-            "drainer", script: AgentHarness.buildahScript(before: "touch '\(marker.path)'; sleep 3"))
+            "drainer",
+            script: AgentHarness.buildahScript(
+                before: "touch '\(marker.path)'; while [ ! -e '\(signalled.path)' ]; do sleep 0.1; done"))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
         #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
         kill(agent.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(agent.isRunning)
+        try Data().write(to: signalled)
         #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(60)), "\(agent.output())")
         #expect(agent.terminationStatus == 0, "\(agent.output())")
         let final = try await harness.wait(submitted.id, timeout: .seconds(30))
@@ -109,17 +116,28 @@ import Glibc
         defer { harness.tearDown() }
         #expect(try harness.join("chatty").status == 0)
         let lines = 80
+        func file(_ name: String) -> String { harness.scratch.file(name).path }
+        func waitFor(_ name: String) -> String { "while [ ! -e '\(file(name))' ]; do sleep 0.1; done" }
+        func printLines(_ range: ClosedRange<Int>) -> String {
+            "i=\(range.lowerBound); while [ $i -le \(range.upperBound) ]; do echo \"line $i of the build\"; i=$((i+1)); sleep 0.02; done"
+        }
+        // Lines 1–40 before the coordinator goes away, 41–60 while it is down, 61–80 after it is back.
+        let steps = [
+            printLines(1...40), "touch '\(file("half"))'", waitFor("down"), printLines(41...60),
+            "touch '\(file("printed"))'", waitFor("back"), printLines(61...lines),
+        ]
         let agent = try harness.startAgent(
-            "chatty",
-            script: AgentHarness.buildahScript(
-                before: "i=1; while [ $i -le \(lines) ]; do echo \"line $i of the build\"; i=$((i+1)); sleep 0.05; done"))
+            "chatty", script: AgentHarness.buildahScript(before: steps.joined(separator: "\n")))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        _ = try await harness.wait(submitted.id, timeout: .seconds(20)) { $0.jobs.first?.state == .assigned }
+        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: file("half")) })
         try await Task.sleep(for: .milliseconds(1500))
         harness.stopCoordinator()
-        try await Task.sleep(for: .seconds(2))
+        try Data().write(to: URL(fileURLWithPath: file("down")))
+        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: file("printed")) })
+        try await Task.sleep(for: .seconds(1))
         try harness.startCoordinator()
+        try Data().write(to: URL(fileURLWithPath: file("back")))
         let final = try await harness.wait(submitted.id, timeout: .seconds(90))
         #expect(final.state == .published, "\(final)\n\(agent.output())")
         let log = try await harness.log(submitted.id)
@@ -134,13 +152,16 @@ import Glibc
         let joined = try harness.join("crashy")
         #expect(joined.status == 0)
         let marker = harness.scratch.file("building")
-        let script = AgentHarness.buildahScript(before: "touch '\(marker.path)'; sleep 2")
+        let down = harness.scratch.file("down")
+        // The build holds until the coordinator is down, so the report cannot be delivered...
+        let script = AgentHarness.buildahScript(
+            before: "touch '\(marker.path)'; while [ ! -e '\(down.path)' ]; do sleep 0.1; done")
         let agent = try harness.startAgent("crashy", script: script)
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
         #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
-        // The coordinator goes away while the build runs, so the report cannot be delivered...
         harness.stopCoordinator()
+        try Data().write(to: down)
         let reports = URL(fileURLWithPath: joined.state).appendingPathComponent("reports")
         #expect(
             await Self.waitUntil(.seconds(60)) {

@@ -20,13 +20,15 @@ struct ContextFetcher: Sendable {
             let archive = scratch.appendingPathComponent("context.tar.gz")
             log.note("downloading context \(digest)")
             try await client.downloadContext(digest, to: archive)
-            let actual = try Self.digest(of: archive, algorithm: digest.algorithm)
+            let actual = try await Blocking.run { try Self.digest(of: archive, algorithm: digest.algorithm) }
             guard actual == digest else {
                 throw AgentError("the downloaded context has digest \(actual), not the expected \(digest); refusing it")
             }
             do {
-                let summary = try ContextUnpacker(limits: .init(maxTotalBytes: maxContextBytes))
-                    .unpack(archive: archive, into: directory)
+                let limits = ContextUnpacker.Limits(maxTotalBytes: maxContextBytes)
+                let summary = try await Blocking.run {
+                    try ContextUnpacker(limits: limits).unpack(archive: archive, into: directory)
+                }
                 log.note("context unpacked: \(summary.entries) entries, \(summary.totalBytes) bytes")
             } catch let error as ArchiveError {
                 throw AgentError("the build context was refused: \(error)")
