@@ -108,7 +108,7 @@ final class AgentHarness: @unchecked Sendable {
     /// Packs `files` with GNU tar, uploads the context and submits a build for `platform`.
     func submit(
         files: [String: String], buildArgs: [String: String] = [:], secretBuildArgs: [String] = [],
-        tags: [String] = ["1.0"]
+        tags: [String] = ["1.0"], timeoutSeconds: Int = 300
     ) async throws -> BuildView {
         let contextDirectory = scratch.file("context-\(UUID().uuidString)")
         for (path, content) in files {
@@ -118,12 +118,14 @@ final class AgentHarness: @unchecked Sendable {
         }
         let archive = scratch.file("context-\(UUID().uuidString).tar.gz")
         try runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
-        return try await submitArchive(archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, tags: tags)
+        return try await submitArchive(
+            archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, tags: tags, timeoutSeconds: timeoutSeconds)
     }
 
     /// Uploads a packed context and submits a build of it.
     func submitArchive(
-        _ archive: URL, buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], tags: [String] = ["1.0"]
+        _ archive: URL, buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], tags: [String] = ["1.0"],
+        timeoutSeconds: Int = 300
     ) async throws -> BuildView {
         let data = try Data(contentsOf: archive)
         let digest = Digest.compute(of: data)
@@ -136,7 +138,7 @@ final class AgentHarness: @unchecked Sendable {
         }
         let spec = BuildSpec(
             image: image, tags: tags, platforms: [PlatformSpec(platform: platform)], context: .upload(digest: digest),
-            buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, timeoutSeconds: 300, maxAttempts: 1)
+            buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, timeoutSeconds: timeoutSeconds, maxAttempts: 1)
         let response = try await CoordinatorProcessTests.call(coordinator, "POST", "/api/v1/builds", token: submitter, json: spec)
         guard response.status == 201 || response.status == 200 else {
             throw TestEnvironmentError("submit answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")

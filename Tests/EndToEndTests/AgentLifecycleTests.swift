@@ -178,4 +178,40 @@ import Glibc
         #expect(final.jobs.first?.attempts == 1)
         #expect(restarted.output().contains("delivering the saved report"))
     }
+
+    @Test func aBuildPastItsTimeoutIsStoppedAndFailed() async throws {
+        let harness = try await AgentHarness("timeout")
+        defer { harness.tearDown() }
+        #expect(try harness.join("slowpoke").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent("slowpoke", script: Self.stubbornScript(pids: pidFile))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context, timeoutSeconds: 3)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(40))
+        #expect(final.state == .failed, "\(final)")
+        #expect(final.jobs.first?.reason?.contains("timeout") == true, "\(final)\n\(agent.output())")
+        #expect(!Self.pids(in: pidFile).contains(where: Self.alive))
+        #expect(agent.isRunning)
+    }
+
+    @Test func aLostLeaseStopsTheBuildWithoutAReport() async throws {
+        let harness = try await AgentHarness("lease-lost", leaseTTLSeconds: 5)
+        defer { harness.tearDown() }
+        #expect(try harness.join("orphaned").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent("orphaned", script: Self.stubbornScript(pids: pidFile))
+        defer { agent.stop() }
+        _ = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
+        let pids = Self.pids(in: pidFile)
+        // The agent is frozen (its builder keeps running) for longer than the lease: the coordinator expires it,
+        // and the agent's next heartbeat is refused with 409.
+        kill(agent.processIdentifier, SIGSTOP)
+        try await Task.sleep(for: .seconds(9))
+        kill(agent.processIdentifier, SIGCONT)
+        #expect(
+            await Self.waitUntil(.seconds(40)) { !pids.contains(where: Self.alive) }, "\(agent.output())")
+        #expect(agent.output().contains("is gone"), "\(agent.output())")
+        #expect(agent.isRunning)
+    }
 }
