@@ -214,4 +214,26 @@ import Glibc
         #expect(agent.output().contains("is gone"), "\(agent.output())")
         #expect(agent.isRunning)
     }
+
+    @Test func buildsLeftByAKilledAgentAreKilledWhenItRestarts() async throws {
+        let harness = try await AgentHarness("leftovers")
+        defer { harness.tearDown() }
+        #expect(try harness.join("phoenix").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let script = Self.stubbornScript(pids: pidFile)
+        let agent = try harness.startAgent("phoenix", script: script)
+        defer { agent.stop() }
+        _ = try await harness.submit(files: AgentHarness.context)
+        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
+        let pids = Self.pids(in: pidFile)
+        // SIGKILL cannot be caught: the builder's process group outlives the agent...
+        kill(agent.processIdentifier, SIGKILL)
+        _ = await AgentHarness.waitForExit(agent)
+        #expect(pids.allSatisfy(Self.alive))
+        // ...until the agent starts again.
+        let restarted = try harness.startAgent("phoenix", script: script, runName: "agent-phoenix-2")
+        defer { restarted.stop() }
+        #expect(await Self.waitUntil(.seconds(20)) { !pids.contains(where: Self.alive) }, "\(restarted.output())")
+        #expect(restarted.output().contains("left by a previous run"), "\(restarted.output())")
+    }
 }

@@ -18,6 +18,8 @@ struct BuildRequest: Sendable {
     var grace: Duration
     /// The agent's environment plus anything the builder adds.
     var environment: [String: String]
+    /// Records running builders so a restarted agent can kill what a crashed one left.
+    var tracker: ProcessTracker? = nil
 
     var imageReference: String { "\(spec.image):\(spec.tag)" }
 
@@ -58,7 +60,8 @@ extension Builder {
         request.log.note("\(name): \(executable) \(arguments.joined(separator: " "))")
         let outcome = try await ProcessRunner.run(
             executable, arguments, environment: environment ?? request.environment,
-            workingDirectory: request.contextDirectory, log: request.log, stop: request.stop, grace: request.grace)
+            workingDirectory: request.contextDirectory, log: request.log, stop: request.stop, grace: request.grace,
+            tracker: request.tracker)
         if let reason = outcome.stoppedFor { return .stopped(reason) }
         guard outcome.exitCode == 0 else {
             let tail = request.log.tail(lines: 15)

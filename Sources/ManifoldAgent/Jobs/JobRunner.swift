@@ -68,7 +68,7 @@ struct JobRunner: Sendable {
                 environment["MANIFOLD_BUILD_ID"] = lease.spec.buildId
                 let request = BuildRequest(
                     spec: lease.spec, contextDirectory: contextDirectory, workDirectory: scratch, log: spool, stop: stop,
-                    grace: grace, environment: environment)
+                    grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state))
                 result = try await builder.build(request)
             }
         } catch let error as CoordinatorClientError where error.isConflict {

@@ -28,6 +28,14 @@ enum ProcessTree {
         try? execution.send(signal: .kill, toProcessGroup: true)
     }
 
+    /// Kills a process group recorded by a previous run of the agent. A pid stays reserved while a group of that
+    /// id has members, so a group that still exists is the builder's.
+    static func killLeftover(processGroup: Int64) {
+        _ = killProcessGroup(pid_t(processGroup))
+    }
+
+    static func groupID(_ identifier: ProcessIdentifier) -> Int64 { Int64(identifier.value) }
+
     /// Kills whatever is left of the group after the leader exited (children that outlived it).
     static func reap(_ identifier: ProcessIdentifier) {
         _ = killProcessGroup(identifier.value)

@@ -21,6 +21,16 @@ enum ProcessTree {
         try? execution.terminate(withExitCode: 1, toProcessGroup: true)
     }
 
+    /// Processes of a crashed agent's builds: the Job Object was the crashed agent's, so nothing is left to hold
+    /// them by; terminate the recorded builder process itself.
+    static func killLeftover(processGroup: Int64) {
+        guard let process = OpenProcess(DWORD(PROCESS_TERMINATE), false, DWORD(processGroup)) else { return }
+        TerminateProcess(process, 1)
+        CloseHandle(process)
+    }
+
+    static func groupID(_ identifier: ProcessIdentifier) -> Int64 { Int64(identifier.value) }
+
     /// Nothing to do: the Job Object is terminated by `kill`, and closing it with the execution ends its members.
     static func reap(_ identifier: ProcessIdentifier) {}
 }

@@ -40,6 +40,9 @@ public struct AgentRunner: Sendable {
         let builders = await HostDescription.detectBuilders()
         let workRoot = settings.workDirectory.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? state.defaultWorkDirectory
         try FileManager.default.createDirectory(at: workRoot, withIntermediateDirectories: true)
+        // Builds a crashed run left behind are killed; their jobs were reported or have lost their lease.
+        let leftovers = ProcessTracker(state: state).killLeftovers()
+        if leftovers > 0 { logger.warning("killed \(leftovers) build process group(s) left by a previous run") }
         // Work directories left by a crash are stale: their jobs were reported or have lost their lease.
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: workRoot.path)) ?? [] {
             try? FileManager.default.removeItem(at: workRoot.appendingPathComponent(leftover))

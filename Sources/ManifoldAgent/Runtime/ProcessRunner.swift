@@ -52,7 +52,7 @@ enum ProcessRunner {
 
     static func run(
         _ executable: String, _ arguments: [String], environment: [String: String], workingDirectory: URL?,
-        log: LogSpool, stop: StopSignal, grace: Duration
+        log: LogSpool, stop: StopSignal, grace: Duration, tracker: ProcessTracker? = nil
     ) async throws -> Outcome {
         guard let path = ExecutableLocator.find(executable, environment: environment) else {
             throw AgentError("\(executable) was not found on PATH (\(environment["PATH"] ?? "unset"))")
@@ -66,6 +66,7 @@ enum ProcessRunner {
             workingDirectory: workingDirectory.map { FilePath($0.path) }, platformOptions: ProcessTree.platformOptions(),
             input: .none, output: .sequence, error: .combinedWithOutput
         ) { execution in
+            tracker?.started(ProcessTree.groupID(execution.processIdentifier))
             let killer = Task {
                 await stop.wait()
                 guard !Task.isCancelled else { return }
@@ -81,6 +82,7 @@ enum ProcessRunner {
         }
         // Children that outlived the builder (or closed their output early) do not survive the job.
         ProcessTree.reap(result.processIdentifier)
+        tracker?.finished(ProcessTree.groupID(result.processIdentifier))
         log.flushPartialLine()
         let code: Int32
         switch result.terminationStatus {
