@@ -7,12 +7,20 @@ import Logging
 /// exit codes: 0 success, 1 failure, 2 usage error.
 public enum ManifoldCLI {
     /// Commands every build of `manifold` has; they build on Windows too.
-    public static let clientCommands: [any ParsableCommand.Type] = [ManifestCommand.self, RegistryCommand.self]
+    public static let clientCommands: [any ParsableCommand.Type] = [
+        LoginCommand.self, ContextCommand.self, BuildCommand.self, AgentCommand.self, TokenCommand.self,
+        ManifestCommand.self, RegistryCommand.self,
+    ]
 
     public static let version = "0.1.0"
     public static let abstract = "Build multi-platform container images on native hosts and publish their manifest lists."
     public static let discussion = """
         Examples:
+          manifold login https://ci.example.com:8443 --token mt_… --ca-fingerprint sha256:3b1f…
+          manifold build submit registry.local/app --tag 1.0 --platform linux/amd64 \\
+              --platform windows/amd64:10.0.20348 --context . --watch
+          manifold build list
+          manifold agent list
           manifold manifest create registry.local/app --tag 1.0 \\
               registry.local/app:1.0-linux-amd64 registry.local/app:1.0-windows-amd64
           manifold manifest inspect registry.local/app:1.0
@@ -47,6 +55,11 @@ public enum ManifoldCLI {
             return 2
         }
         if let exit = error as? ExitCode { return exit.rawValue }
+        if error is SubmitError || error is BuildFileError {
+            // Bad input caught before anything was sent: a usage error.
+            FileHandle.standardError.write(Data("error: \(String(describing: error))\n".utf8))
+            return 2
+        }
         FileHandle.standardError.write(Data("error: \(String(describing: error))\n".utf8))
         return 1
     }

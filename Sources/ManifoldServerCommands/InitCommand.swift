@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ManifoldAPI
+import ManifoldCLI
 import ManifoldCoordinator
 
 /// `manifold init`: creates a coordinator's state directory.
@@ -11,9 +12,14 @@ public struct InitCommand: AsyncParsableCommand {
         discussion: """
             Prints the CA's SHA-256 fingerprint (agents pin it), an admin token and an agent join token. \
             Tokens are shown once and stored only as hashes. Refuses to touch an existing, non-empty directory.
+            Also stores an admin context for you ($XDG_CONFIG_HOME/manifold, default ~/.config/manifold) that \
+            reaches this coordinator on this host, so `manifold build …` works right away; an existing context \
+            of that name is never replaced.
 
-            Example:
+            Examples:
               manifold init --state-dir /var/lib/manifold --host coordinator.example.com --host 192.0.2.10
+              manifold init --state-dir /srv/manifold --context-name staging
+              manifold init --state-dir /var/lib/manifold --no-context
             """)
 
     @Option(help: ArgumentHelp("Directory for the coordinator's state.", valueName: "dir"))
@@ -32,6 +38,12 @@ public struct InitCommand: AsyncParsableCommand {
     @Flag(help: "Write a config that serves plain HTTP (only behind a TLS-terminating proxy).")
     var insecurePlainHttp = false
 
+    @Option(help: ArgumentHelp("Name of the admin context stored for you.", valueName: "name"))
+    var contextName = "default"
+
+    @Flag(help: "Do not store an admin context for the local user.")
+    var noContext = false
+
     public init() {}
 
     public func run() async throws {
@@ -49,6 +61,7 @@ public struct InitCommand: AsyncParsableCommand {
         try state.create()
         do {
             let result = try await Coordinator.initialise(state: state, settings: settings, hosts: hosts)
+            let contextNote = noContext ? "" : storeContext(result, state: state, settings: settings)
             print(
                 """
                 Initialised \(state.root.path)
@@ -62,6 +75,7 @@ public struct InitCommand: AsyncParsableCommand {
                 Agent join token (shown once):
                   \(result.joinToken)
 
+                \(contextNote)
                 Next:
                   manifold serve --state-dir \(state.root.path)
                   manifold-agent join https://\(hosts.first ?? "HOST"):\(settings.listenAddress.port) --token JOIN_TOKEN --ca-fingerprint \(result.caFingerprint) --state-dir /var/lib/manifold-agent
@@ -77,6 +91,38 @@ public struct InitCommand: AsyncParsableCommand {
                 try? FileManager.default.removeItem(at: state.root)
             }
             throw error
+        }
+    }
+
+    /// Stores an admin context for this host unless one of that name exists; returns a paragraph for the output.
+    func storeContext(_ result: Coordinator.Initialisation, state: StateDirectory, settings: CoordinatorSettings) -> String {
+        let store = ContextStore()
+        let (host, port) = settings.listenAddress
+        // The certificate always names localhost; a wildcard listener is reached there.
+        var reachable = ["0.0.0.0", "::", "[::]", ""].contains(host) ? "localhost" : host
+        if reachable.contains(":") && !reachable.hasPrefix("[") { reachable = "[\(reachable)]" }
+        let url = "\(settings.tls ? "https" : "http")://\(reachable):\(port)"
+        do {
+            if try store.list().contexts[contextName] != nil {
+                return """
+                    A context named "\(contextName)" already exists in \(store.file.path); it was not changed. Use this \
+                    coordinator with:
+                      manifold login \(url) --token ADMIN_TOKEN --ca-file \(state.caCertificate.path) --context NAME
+
+                    """
+            }
+            let pem = settings.tls ? try Data(contentsOf: state.caCertificate) : nil
+            try store.save(
+                CoordinatorContext(
+                    coordinator: url, token: result.adminToken, caFingerprint: settings.tls ? result.caFingerprint : nil),
+                named: contextName, caPEM: pem, makeCurrent: false)
+            let current = try store.list().current == contextName
+            return """
+                Admin context "\(contextName)" (\(url)) stored in \(store.file.path)\(current ? " and made current" :                 "; use it with --use-context \(contextName)").
+
+                """
+        } catch {
+            return "The admin context was not stored (\(error)); use `manifold login` instead.\n"
         }
     }
 }

@@ -1,0 +1,182 @@
+import ArgumentParser
+import Foundation
+import ManifoldAPI
+import ManifoldClient
+import ManifoldCore
+
+/// `manifold agent`: the build hosts that joined the coordinator.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "List build agents, and drain, disable or enable them (admin).",
+        discussion: """
+            Examples:
+              manifold agent list
+              manifold agent drain win-2022-01      # finish the current job, take no new ones
+              manifold agent disable win-2022-01    # take no jobs; a running one goes back to the queue
+              manifold agent enable win-2022-01
+            """,
+        subcommands: [AgentList.self, AgentDrain.self, AgentDisable.self, AgentEnable.self])
+}
+
+struct AgentList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List agents: platforms with os.version, builders, labels, state, current job, last seen.",
+        discussion: "Examples:\n  manifold agent list\n  manifold agent list --output json")
+
+    @Option(help: "Output format: text or json.") var output: OutputFormat = .text
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    func run() async throws {
+        let agents = try await coordinator.client().agents()
+        switch output {
+        case .json: print(try APIJSON.string(agents))
+        case .text: print(Self.render(agents, now: Date()), terminator: "")
+        }
+    }
+
+    static func render(_ agents: [AgentView], now: Date) -> String {
+        guard !agents.isEmpty else { return "No agents have joined; run `manifold-agent join` on a build host.\n" }
+        var table = TextTable(["NAME", "PLATFORMS", "BUILDERS", "LABELS", "STATE", "JOB", "LAST SEEN"])
+        for agent in agents.sorted(by: { $0.name < $1.name }) {
+            table.add([
+                agent.name, agent.platforms.map(\.description).joined(separator: ","),
+                agent.builders.isEmpty ? "-" : agent.builders.joined(separator: ","),
+                agent.labels.isEmpty
+                    ? "-" : agent.labels.keys.sorted().map { "\($0)=\(agent.labels[$0]!)" }.joined(separator: ","),
+                agent.state.rawValue, agent.currentJob ?? "-", agent.lastSeenAt.map { HumanFormat.age($0, now: now) } ?? "never",
+            ])
+        }
+        return table.render()
+    }
+}
+
+/// Sets one agent's state; shared by drain, disable and enable.
+protocol AgentStateCommand: AsyncParsableCommand {
+    var name: String { get }
+    var coordinator: CoordinatorOptions { get }
+    static var target: AgentState { get }
+    static var done: String { get }
+}
+
+extension AgentStateCommand {
+    func run() async throws {
+        let agent = try await coordinator.client().setAgentState(name: name, Self.target)
+        print("Agent \(agent.name) is \(agent.state.rawValue): \(Self.done)")
+    }
+}
+
+struct AgentDrain: AgentStateCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain", abstract: "Let an agent finish its current job and take no new ones.",
+        discussion: "Example:\n  manifold agent drain win-2022-01")
+    static let target = AgentState.draining
+    static let done = "it finishes its current job and takes no new ones."
+    @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
+    @OptionGroup var coordinator: CoordinatorOptions
+}
+
+struct AgentDisable: AgentStateCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disable", abstract: "Stop giving an agent jobs; a job it holds goes back to the queue.",
+        discussion: "Example:\n  manifold agent disable win-2022-01")
+    static let target = AgentState.disabled
+    static let done = "it takes no jobs until enabled."
+    @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
+    @OptionGroup var coordinator: CoordinatorOptions
+}
+
+struct AgentEnable: AgentStateCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enable", abstract: "Let a drained or disabled agent take jobs again.",
+        discussion: "Example:\n  manifold agent enable win-2022-01")
+    static let target = AgentState.active
+    static let done = "it takes jobs again."
+    @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
+    @OptionGroup var coordinator: CoordinatorOptions
+}
+
+/// `manifold token`: API tokens (admin).
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Create, list and revoke API tokens (admin).",
+        discussion: """
+            Roles: admin (everything), submitter (submit, cancel, retry; read all), viewer (read builds, logs, \
+            agents), join (only join agents).
+
+            Examples:
+              manifold token create --role submitter --name ci
+              manifold token create --role join --name windows-hosts
+              manifold token list
+              manifold token revoke tok-01J9…
+            """,
+        subcommands: [TokenCreate.self, TokenList.self, TokenRevoke.self])
+}
+
+extension Role: ExpressibleByArgument {}
+
+struct TokenCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a token; its secret is shown once.",
+        discussion: "Examples:\n  manifold token create --role submitter --name ci\n  manifold token create --role viewer -o json"
+    )
+
+    @Option(help: ArgumentHelp("admin, submitter, viewer or join.", valueName: "role")) var role: Role
+    @Option(help: ArgumentHelp("A name that says who uses it (default: the role).", valueName: "name")) var name: String?
+    @Option(name: [.customShort("o"), .long], help: "Output format: text or json.") var output: OutputFormat = .text
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    func run() async throws {
+        let created = try await coordinator.client().createToken(name: name ?? role.rawValue, role: role)
+        switch output {
+        case .json: print(try APIJSON.string(created))
+        case .text:
+            print("Created \(created.token.role.rawValue) token \(created.token.id) (\(created.token.name)).")
+            print("Secret (shown once; store it safely):")
+            print("  \(created.secret)")
+        }
+    }
+}
+
+struct TokenList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List tokens (never their secrets).",
+        discussion: "Example:\n  manifold token list --output json")
+
+    @Option(help: "Output format: text or json.") var output: OutputFormat = .text
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    func run() async throws {
+        let tokens = try await coordinator.client().tokens()
+        switch output {
+        case .json: print(try APIJSON.string(tokens))
+        case .text:
+            let now = Date()
+            var table = TextTable(["ID", "NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"])
+            for token in tokens {
+                table.add([
+                    token.id, token.name, token.role.rawValue, HumanFormat.age(token.createdAt, now: now),
+                    token.lastUsedAt.map { HumanFormat.age($0, now: now) } ?? "never",
+                    token.revokedAt.map { HumanFormat.age($0, now: now) } ?? "-",
+                ])
+            }
+            print(table.render(), terminator: "")
+        }
+    }
+}
+
+struct TokenRevoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke", abstract: "Revoke a token; calls with it are refused from now on.",
+        discussion: "Example:\n  manifold token revoke tok-01J9…")
+
+    @Argument(help: ArgumentHelp("The token's id (from `manifold token list`).", valueName: "id")) var id: String
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    func run() async throws {
+        try await coordinator.client().revokeToken(id: id)
+        print("Revoked token \(id).")
+    }
+}
