@@ -220,6 +220,11 @@ func manifold(
         environment["DOCKER_CONFIG"] =
             FileManager.default.temporaryDirectory.appendingPathComponent("manifold-e2e-empty-docker-config").path
     }
+    // `manifold init` stores an admin context: keep tests out of the real ~/.config/manifold.
+    if environment["XDG_CONFIG_HOME"] == nil {
+        environment["XDG_CONFIG_HOME"] =
+            FileManager.default.temporaryDirectory.appendingPathComponent("manifold-e2e-config-\(getpid())").path
+    }
     return try runCommand(try manifoldBinary(), arguments, input: input.map { Data($0.utf8) }, environment: environment)
 }
 

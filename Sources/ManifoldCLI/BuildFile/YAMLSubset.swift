@@ -116,6 +116,13 @@ enum YAMLSubset {
         while index < line.endIndex {
             let character = line[index]
             if let open = quote {
+                let next = line.index(after: index)
+                if open == "'" && character == "'" && next < line.endIndex && line[next] == "'" {
+                    // `''` is a quote inside a single-quoted string.
+                    previous = character
+                    index = line.index(after: next)
+                    continue
+                }
                 if open == "\"" && escaped {
                     escaped = false
                 } else if open == "\"" && character == "\\" {
@@ -174,12 +181,10 @@ enum YAMLSubset {
                     lines[position] = Line(number: line.number, indent: column, content: String(rest))
                     items.append(try node(indent: column))
                 }
-                if position < lines.count, lines[position].indent > indent, !(lines[position].indent == indent) {
+                if position < lines.count, lines[position].indent > indent {
                     let next = lines[position]
-                    if !isSequenceItem(next.content) || next.indent != indent {
-                        throw YAMLError(
-                            line: next.number, message: "unexpected indentation of \"\(next.content)\"; align it with its list")
-                    }
+                    throw YAMLError(
+                        line: next.number, message: "unexpected indentation of \"\(next.content)\"; align it with its list item")
                 }
             }
             return YAMLNode(value: .sequence(items), line: first)
@@ -327,6 +332,7 @@ enum YAMLSubset {
                 }
                 items.append(try value(inFlow: true))
                 skipSpaces()
+                if peek == nil { throw YAMLError(line: line, message: "a [ list is not closed on its line") }
                 if peek == "," {
                     index += 1
                 } else if peek != "]" {
@@ -357,6 +363,7 @@ enum YAMLSubset {
                 }
                 entries.append(YAMLNode.Entry(key: key, line: line, value: try value(inFlow: true)))
                 skipSpaces()
+                if peek == nil { throw YAMLError(line: line, message: "a { mapping is not closed on its line") }
                 if peek == "," {
                     index += 1
                 } else if peek != "}" {

@@ -33,7 +33,7 @@ struct ContextPacker {
         let writer = try TarWriter(to: output, compression: .gzip)
         var state = (files: 0, excluded: 0, skipped: [String]())
         do {
-            try add(directory: directory, prefix: "", ignore: ignore, writer: writer, state: &state)
+            try add(directory: directory, prefix: "", inExcluded: false, ignore: ignore, writer: writer, state: &state)
             try writer.finish()
         } catch let error as ArchiveError {
             throw CLIError("packing the context \(directory.path) failed: \(error)")
@@ -52,7 +52,7 @@ struct ContextPacker {
     }
 
     private func add(
-        directory: URL, prefix: String, ignore: DockerIgnore, writer: TarWriter,
+        directory: URL, prefix: String, inExcluded: Bool, ignore: DockerIgnore, writer: TarWriter,
         state: inout (files: Int, excluded: Int, skipped: [String])
     ) throws {
         let names: [String]
@@ -71,18 +71,20 @@ struct ContextPacker {
             let excluded = ignore.excludes(path) && !alwaysIncluded.contains(path)
             if type == .typeDirectory {
                 if excluded {
-                    state.excluded += 1
+                    if !inExcluded { state.excluded += 1 }
                     // Only an exception (or an always-included file) can bring back something inside.
                     let needed = alwaysIncluded.contains { $0.hasPrefix(path + "/") }
                     guard ignore.hasExceptions || needed else { continue }
                 } else {
                     try writer.appendDirectory(at: path, mode: mode)
                 }
-                try add(directory: url, prefix: path, ignore: ignore, writer: writer, state: &state)
+                try add(
+                    directory: url, prefix: path, inExcluded: inExcluded || excluded, ignore: ignore, writer: writer,
+                    state: &state)
                 continue
             }
             if excluded {
-                state.excluded += 1
+                if !inExcluded { state.excluded += 1 }
                 continue
             }
             switch type {

@@ -1,0 +1,142 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+@testable import ManifoldCLI
+
+@Suite struct BuildFileTests {
+    static let sample = """
+        image: registry.local/team/app
+        tags: [1.4.2, latest]
+        dockerfile: Dockerfile
+        build_args:
+          VERSION: 1.4.2
+          EMPTY:
+        secret_build_args: [NPM_TOKEN]
+        labels: {org.opencontainers.image.source: https://git.local/app}
+        platforms:
+          - linux/amd64
+          - linux/arm64
+          - platform: windows/amd64:10.0.20348
+            dockerfile: Dockerfile.windows
+            build_args: {BASE: "mcr.microsoft.com/windows/servercore:ltsc2022"}
+            agent_labels: {pool: windows}
+        max_attempts: 2
+        allow_partial: yes
+        timeout_seconds: 900
+        """
+
+    @Test func readsEverySetting() throws {
+        let file = try BuildFile.parse(Self.sample, file: "manifold.yaml")
+        #expect(file.image == "registry.local/team/app")
+        #expect(file.tags == ["1.4.2", "latest"])
+        #expect(file.buildArgs == ["VERSION": "1.4.2", "EMPTY": ""])
+        #expect(file.secretBuildArgs == ["NPM_TOKEN"])
+        #expect(file.labels == ["org.opencontainers.image.source": "https://git.local/app"])
+        #expect(file.maxAttempts == 2)
+        #expect(file.allowPartial == true)
+        #expect(file.timeoutSeconds == 900)
+        #expect(
+            file.platforms == [
+                PlatformSpec(platform: Platform(os: "linux", architecture: "amd64")),
+                PlatformSpec(platform: Platform(os: "linux", architecture: "arm64")),
+                PlatformSpec(
+                    platform: Platform(os: "windows", architecture: "amd64", osVersion: "10.0.20348"),
+                    dockerfile: "Dockerfile.windows", buildArgs: ["BASE": "mcr.microsoft.com/windows/servercore:ltsc2022"],
+                    agentLabels: ["pool": "windows"]),
+            ])
+    }
+
+    @Test(arguments: [
+        ("image: a/b\ntag: [x]\n", "manifold.yaml:2: tag: unknown key"),
+        (
+            "platforms:\n  - linux/amd64\n  - platform: linux/arm64\n    dockerfil: X\n",
+            "manifold.yaml:4: platforms[1].dockerfil: unknown key"
+        ),
+        ("platforms:\n  - linux/amd64\n  - solaris/sparc\n", "manifold.yaml:3: platforms[1]: invalid platform"),
+        ("platforms:\n  - {dockerfile: X}\n", "manifold.yaml:2: platforms[0]: give the platform"),
+        ("max_attempts: many\n", "manifold.yaml:1: max_attempts: expected a whole number"),
+        ("allow_partial: maybe\n", "manifold.yaml:1: allow_partial: expected true or false"),
+        ("build_args:\n  A: [1]\n", "manifold.yaml:2: build_args.A: expected text, found a list"),
+        ("tags: {a: b}\n", "manifold.yaml:1: tags: expected a list of text"),
+        ("platforms:\n  - linux/amd64\n  - linux/x86_64\n", "manifold.yaml:3: platforms[1]: linux/amd64 is listed twice"),
+        ("image: [a\n", "manifold.yaml:1: a [ list is not closed"),
+        ("- a\n", "manifold.yaml:1: expected a mapping"),
+        ("", "manifold.yaml:1: the file is empty"),
+    ])
+    func errorsNameLineAndKey(_ text: String, _ expected: String) {
+        do {
+            _ = try BuildFile.parse(text, file: "manifold.yaml")
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.description.hasPrefix(expected), "\(error)")
+        }
+    }
+
+    @Test func flagsOverrideTheBuildFile() throws {
+        let scratch = try ScratchDirectory(prefix: "cli-plan")
+        defer { scratch.remove() }
+        try Self.sample.write(to: scratch.file("manifold.yaml"), atomically: true, encoding: .utf8)
+        let environment = ["NPM_TOKEN": "s3cret"]
+        let fromFile = try SubmitPlan.make(flags: SubmitFlags(context: scratch.path), environment: environment)
+        #expect(fromFile.spec.image == "registry.local/team/app")
+        #expect(fromFile.spec.tags == ["1.4.2", "latest"])
+        #expect(fromFile.spec.platforms.count == 3)
+        #expect(fromFile.spec.buildArgs["NPM_TOKEN"] == "s3cret")
+        #expect(fromFile.spec.secretBuildArgs == ["NPM_TOKEN"])
+        #expect(fromFile.spec.allowPartial)
+        #expect(fromFile.dockerfiles == ["Dockerfile", "Dockerfile.windows"])
+        #expect(fromFile.contextDirectory?.standardizedFileURL.path == scratch.url.standardizedFileURL.path)
+
+        let flags = SubmitFlags(
+            image: "registry.local/other", tags: ["dev"], platforms: ["windows/amd64:10.0.20348", "linux/arm64"],
+            context: scratch.path, files: ["linux/arm64=Dockerfile.arm", "Dockerfile.main"],
+            buildArgs: ["VERSION=2.0", "EXTRA=1"], secretBuildArgs: ["KEY=v"], labels: ["a=b"], maxAttempts: 5)
+        let plan = try SubmitPlan.make(flags: flags, environment: environment)
+        #expect(plan.spec.image == "registry.local/other")
+        #expect(plan.spec.tags == ["dev"])
+        #expect(plan.spec.platforms.map(\.platform.description) == ["windows/amd64:10.0.20348", "linux/arm64"])
+        #expect(plan.spec.platforms[0].dockerfile == "Dockerfile.windows")
+        #expect(plan.spec.platforms[0].agentLabels == ["pool": "windows"])
+        #expect(plan.spec.platforms[1].dockerfile == "Dockerfile.arm")
+        #expect(plan.spec.dockerfile == "Dockerfile.main")
+        #expect(plan.spec.buildArgs["VERSION"] == "2.0")
+        #expect(plan.spec.buildArgs["EXTRA"] == "1")
+        #expect(plan.spec.secretBuildArgs == ["KEY", "NPM_TOKEN"])
+        #expect(plan.spec.labels == ["org.opencontainers.image.source": "https://git.local/app", "a": "b"])
+        #expect(plan.spec.maxAttempts == 5)
+    }
+
+    @Test func badSubmitSettingsAreReportedBeforeAnythingIsSent() throws {
+        let scratch = try ScratchDirectory(prefix: "cli-plan-bad")
+        defer { scratch.remove() }
+        func failure(_ flags: SubmitFlags, _ environment: [String: String] = [:]) -> String {
+            do {
+                _ = try SubmitPlan.make(flags: flags, environment: environment, currentDirectory: scratch.url)
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        #expect(failure(SubmitFlags(tags: ["1"], platforms: ["linux/amd64"])).contains("give the image"))
+        #expect(failure(SubmitFlags(image: "r.local/a", platforms: ["linux/amd64"])).contains("--tag"))
+        #expect(failure(SubmitFlags(image: "r.local/a", tags: ["1"])).contains("--platform"))
+        #expect(failure(SubmitFlags(image: "r.local/a", tags: ["1"], platforms: ["linux"])).contains("--platform"))
+        #expect(
+            failure(SubmitFlags(image: "r.local/a", tags: ["1"], platforms: ["linux/amd64"], files: ["linux/arm64=X"]))
+                .contains("not one of the build's platforms"))
+        #expect(
+            failure(SubmitFlags(image: "r.local/a", tags: ["1"], platforms: ["linux/amd64"], secretBuildArgs: ["MISSING"]))
+                .contains("the environment has no MISSING"))
+        #expect(
+            failure(SubmitFlags(image: "r.local/a:1", tags: ["1"], platforms: ["linux/amd64"])).contains("image"))
+        #expect(
+            failure(SubmitFlags(image: "r.local/a", tags: ["1"], platforms: ["linux/amd64"], git: "https://g.local/a.git"))
+                .contains("URL#REF"))
+        let git = try SubmitPlan.make(
+            flags: SubmitFlags(image: "r.local/a", tags: ["1"], platforms: ["linux/amd64"], git: "https://g.local/a.git#v1"),
+            currentDirectory: scratch.url)
+        #expect(git.spec.context == .git(url: "https://g.local/a.git", ref: "v1"))
+        #expect(git.contextDirectory == nil)
+    }
+}
