@@ -4,6 +4,10 @@ import ManifoldAPI
 import ManifoldClient
 import ManifoldCore
 
+#if canImport(ucrt)
+import ucrt
+#endif
+
 /// `manifold build`: submit, watch and manage multi-platform builds.
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,10 @@ import ManifoldAPI
 import ManifoldClient
 import ManifoldCore
 
+#if canImport(ucrt)
+import ucrt
+#endif
+
 /// `manifold build submit`.
 struct BuildSubmit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

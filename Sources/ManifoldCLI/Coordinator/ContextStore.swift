@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(ucrt)
+import ucrt
+#endif
+
 /// How to reach one coordinator: its URL, a user token and the CA that signed its certificate.
 public struct CoordinatorContext: Codable, Sendable, Hashable {
     public var coordinator: String
@@ -151,15 +155,20 @@ public struct ContextStore: Sendable {
             let handle = try FileHandle(forWritingTo: temporary)
             try handle.write(contentsOf: data)
             try handle.close()
-            if FileManager.default.fileExists(atPath: url.path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
-            } else {
-                try FileManager.default.moveItem(at: temporary, to: url)
+            #if os(Windows)
+            if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
+            try FileManager.default.moveItem(at: temporary, to: url)
+            #else
+            // rename(2) replaces the old file atomically: a reader sees the old or the new contexts, never none.
+            guard rename(temporary.path, url.path) == 0 else {
+                throw CLIError("cannot write \(url.path): \(String(cString: strerror(errno)))")
             }
+            #endif
             #if !os(Windows)
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: url.path)
             #endif
         } catch let error as CLIError {
+            try? FileManager.default.removeItem(at: temporary)
             throw error
         } catch {
             try? FileManager.default.removeItem(at: temporary)

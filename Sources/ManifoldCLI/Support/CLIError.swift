@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(ucrt)
+import ucrt
+#endif
+
 /// A failure the user can act on, printed as `error: MESSAGE` with exit code 1.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
