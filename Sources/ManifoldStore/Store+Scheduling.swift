@@ -551,10 +551,13 @@ extension Store {
             try db.execute(
                 sql: "UPDATE build SET state = ?, listDigest = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
                 arguments: [final.rawValue, listDigest, Store.timestamp(at), Store.timestamp(at), id])
+            let mediaType =
+                try String.fetchOne(db, sql: "SELECT listMediaType FROM build WHERE id = ?", arguments: [id]) ?? ""
             try appendEvent(
                 db, buildId: id, type: "list.published",
                 data: [
-                    "digest": listDigest, "tags": try Self.buildSpec(db, id: id).tags.joined(separator: ","),
+                    "digest": listDigest, "mediaType": mediaType,
+                    "tags": try Self.buildSpec(db, id: id).tags.joined(separator: ","),
                     "partial": final == .partiallyPublished ? "true" : "false", "unchanged": "true",
                 ])
             return

@@ -67,6 +67,7 @@ import Testing
         let published = try await fixture.store.events(buildId: build.id).filter { $0.type == "list.published" }
         #expect(published.count == 2)
         #expect(published.last?.data["unchanged"] == "true")
+        #expect(published.last?.data["mediaType"] == MediaType.ociImageIndex)
     }
 
     @Test func aFailedPublicationIsRetriedWhenTheSameSetIsVerifiedAgain() async throws {
