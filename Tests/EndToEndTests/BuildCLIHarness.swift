@@ -46,7 +46,7 @@ final class BuildCLIHarness: Sendable {
         joinToken = try value("Agent join token")
         coordinatorEnvironment = [
             "MANIFOLD_INSECURE_REGISTRIES": registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
-            "MANIFOLD_LEASE_TTL_SECONDS": "10", "MANIFOLD_POLL_TIMEOUT_SECONDS": "2", "MANIFOLD_RETRY_BACKOFF_SECONDS": "1",
+            "MANIFOLD_LEASE_TTL_SECONDS": "60", "MANIFOLD_POLL_TIMEOUT_SECONDS": "2", "MANIFOLD_RETRY_BACKOFF_SECONDS": "1",
         ]
         let process = try ManagedProcess(
             name: "coordinator-1", executable: try manifoldBinary(), arguments: ["serve", "--state-dir", state],
