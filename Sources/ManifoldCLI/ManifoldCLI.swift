@@ -16,7 +16,7 @@ public enum ManifoldCLI {
     public static let abstract = "Build multi-platform container images on native hosts and publish their manifest lists."
     public static let discussion = """
         Examples:
-          manifold login https://ci.example.com:8443 --token mt_… --ca-fingerprint sha256:3b1f…
+          manifold login https://ci.example.com:8443 --token mfd_submitter_… --ca-fingerprint sha256:3b1f…
           manifold build submit registry.local/app --tag 1.0 --platform linux/amd64 \\
               --platform windows/amd64:10.0.20348 --context . --watch
           manifold build list

@@ -12,7 +12,7 @@ import ManifoldHTTP
 /// ```swift
 /// let client = CoordinatorClient(baseURL: URL(string: "https://ci.example.com:8443")!, token: secret,
 ///                                tls: TLSConfiguration(caFile: "/var/lib/manifold-agent/ca.crt"))
-/// let build = try await client.build(id: "b-01J…")
+/// let build = try await client.build(id: "bld_7c1e2a…")
 /// ```
 public final class CoordinatorClient: Sendable {
     public let baseURL: URL

@@ -110,7 +110,7 @@ struct TokenCommand: AsyncParsableCommand {
               manifold token create --role submitter --name ci
               manifold token create --role join --name windows-hosts
               manifold token list
-              manifold token revoke tok-01J9…
+              manifold token revoke tok_5d0c…
             """,
         subcommands: [TokenCreate.self, TokenList.self, TokenRevoke.self])
 }
@@ -170,7 +170,7 @@ struct TokenList: AsyncParsableCommand {
 struct TokenRevoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke", abstract: "Revoke a token; calls with it are refused from now on.",
-        discussion: "Example:\n  manifold token revoke tok-01J9…")
+        discussion: "Example:\n  manifold token revoke tok_5d0c…")
 
     @Argument(help: ArgumentHelp("The token's id (from `manifold token list`).", valueName: "id")) var id: String
     @OptionGroup var coordinator: CoordinatorOptions

@@ -16,9 +16,9 @@ struct BuildCommand: AsyncParsableCommand {
         discussion: """
             Examples:
               manifold build submit registry.example.com/team/app -t 1.0 -p linux/amd64 -p linux/arm64 --watch
-              manifold build watch b-01J9…
-              manifold build logs b-01J9… --platform linux/arm64 --follow
-              manifold build retry b-01J9… --platform windows/amd64
+              manifold build watch bld_7c1e2a…
+              manifold build logs bld_7c1e2a… --platform linux/arm64 --follow
+              manifold build retry bld_7c1e2a… --platform windows/amd64
             """,
         subcommands: [
             BuildSubmit.self, BuildWatch.self, BuildLogs.self, BuildList.self, BuildShow.self, BuildCancel.self,
@@ -38,9 +38,9 @@ struct BuildWatch: AsyncParsableCommand {
             the build allows it), 1 when the build failed or was cancelled.
 
             Examples:
-              manifold build watch b-01J9…
-              manifold build watch b-01J9… --output json | jq -r .type
-              manifold build watch b-01J9… --plain > build.log
+              manifold build watch bld_7c1e2a…
+              manifold build watch bld_7c1e2a… --output json | jq -r .type
+              manifold build watch bld_7c1e2a… --plain > build.log
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
@@ -68,9 +68,9 @@ struct BuildLogs: AsyncParsableCommand {
         abstract: "Print a platform's build log (the latest attempt unless --attempt is given).",
         discussion: """
             Examples:
-              manifold build logs b-01J9… --platform linux/arm64
-              manifold build logs b-01J9… --platform windows/amd64 --attempt 1
-              manifold build logs b-01J9… --platform linux/amd64 --follow
+              manifold build logs bld_7c1e2a… --platform linux/arm64
+              manifold build logs bld_7c1e2a… --platform windows/amd64 --attempt 1
+              manifold build logs bld_7c1e2a… --platform linux/amd64 --follow
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
@@ -106,7 +106,7 @@ struct BuildList: AsyncParsableCommand {
             Examples:
               manifold build list
               manifold build list --state failed --image registry.example.com/team/app --limit 50
-              manifold build list --before b-01J9…          # the next page
+              manifold build list --before bld_7c1e2a…          # the next page
               manifold build list --output json
             """)
 
@@ -160,8 +160,8 @@ struct BuildShow: AsyncParsableCommand {
         abstract: "Show a build: state, list digest, and each platform's digest, agent and timings.",
         discussion: """
             Examples:
-              manifold build show b-01J9…
-              manifold build show b-01J9… --output json | jq -r .listDigest
+              manifold build show bld_7c1e2a…
+              manifold build show bld_7c1e2a… --output json | jq -r .listDigest
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
@@ -181,7 +181,7 @@ struct BuildCancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cancel",
         abstract: "Cancel a build: queued platforms stop at once, running ones at their agent's next heartbeat.",
-        discussion: "Example:\n  manifold build cancel b-01J9…")
+        discussion: "Example:\n  manifold build cancel bld_7c1e2a…")
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
     @Option(help: "Output format: text or json.") var output: OutputFormat = .text
@@ -202,8 +202,8 @@ struct BuildRetry: AsyncParsableCommand {
         abstract: "Run one platform of a build again; the list is re-published when it reports.",
         discussion: """
             Examples:
-              manifold build retry b-01J9… --platform windows/amd64:10.0.20348
-              manifold build retry b-01J9… --platform linux/arm64 --watch
+              manifold build retry bld_7c1e2a… --platform windows/amd64:10.0.20348
+              manifold build retry bld_7c1e2a… --platform linux/arm64 --watch
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String

@@ -16,9 +16,9 @@ struct LoginCommand: AsyncParsableCommand {
             context for one command.
 
             Examples:
-              manifold login https://ci.example.com:8443 --token mt_… --ca-fingerprint sha256:3b1f…
+              manifold login https://ci.example.com:8443 --token mfd_submitter_… --ca-fingerprint sha256:3b1f…
               manifold login https://ci.example.com:8443 --token-stdin --ca-file ci-ca.crt --context ci < token.txt
-              manifold login https://builds.example.com --token mt_…      # a certificate your system trusts
+              manifold login https://builds.example.com --token mfd_submitter_…      # a certificate your system trusts
             """)
 
     @Argument(help: ArgumentHelp("The coordinator's URL, e.g. https://ci.example.com:8443.", valueName: "url"))
