@@ -1,5 +1,6 @@
 import Foundation
 import ManifoldAPI
+import ManifoldClient
 import ManifoldCore
 import ManifoldTestSupport
 import Testing
@@ -59,7 +60,7 @@ import Testing
             "openssl", ["x509", "-in", scratch.file("c.pem").path, "-noout", "-fingerprint", "-sha256"])
         let hex = openssl.split(separator: "=").last!.replacingOccurrences(of: ":", with: "").lowercased()
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let ours = try CertificateFingerprint.sha256(ofPEM: try Data(contentsOf: scratch.file("c.pem")))
+        let ours = try CoordinatorTrust.fingerprint(ofPEM: try Data(contentsOf: scratch.file("c.pem")))
         #expect(ours == "sha256:" + hex)
     }
 

@@ -48,22 +48,12 @@ struct JoinCommand: AsyncParsableCommand {
         guard let url = URL(string: coordinator), let scheme = url.scheme, ["https", "http"].contains(scheme) else {
             throw ValidationError("\(coordinator) is not an http(s) URL")
         }
-        let expected = caFingerprint.lowercased()
-        guard expected.hasPrefix("sha256:"), expected.count == 71 else {
+        guard let expected = CoordinatorTrust.normalizedFingerprint(caFingerprint) else {
             throw ValidationError("--ca-fingerprint must be sha256: followed by 64 hex digits, as `manifold init` printed it")
         }
         try directory.prepare()
-        // The CA is fetched without verification, then trusted only if its fingerprint matches.
-        let bootstrap = CoordinatorClient(
-            baseURL: url, token: nil, tls: TLSConfiguration(insecureSkipVerify: true),
-            userAgent: "manifold-agent/\(AgentVersion.current)", logger: logger)
-        let pem = try await bootstrap.caCertificate()
-        let actual = try CertificateFingerprint.sha256(ofPEM: pem)
-        guard actual == expected else {
-            throw AgentError(
-                "the coordinator's CA has fingerprint \(actual), not \(expected): refusing to trust it. Check the URL "
-                    + "and the fingerprint `manifold init` printed; someone may be intercepting the connection.")
-        }
+        let pem = try await CoordinatorTrust.fetchPinnedCA(
+            from: url, fingerprint: expected, userAgent: "manifold-agent/\(AgentVersion.current)")
         try directory.writePrivate(pem, to: directory.caFile)
         var labelMap: [String: String] = [:]
         for label in labels {
@@ -90,20 +80,5 @@ struct JoinCommand: AsyncParsableCommand {
         print("Builders found: \(builders.joined(separator: ", "))")
         print("Credential and CA stored in \(directory.url.path).")
         print("Next: manifold-agent run --state-dir \(directory.url.path) --builder \(builders.first ?? "command")")
-    }
-}
-
-/// SHA-256 fingerprints of PEM certificates, computed over the DER bytes as `manifold init` prints them.
-enum CertificateFingerprint {
-    static func sha256(ofPEM pem: Data) throws -> String {
-        let text = String(decoding: pem, as: UTF8.self)
-        guard let begin = text.range(of: "-----BEGIN CERTIFICATE-----"),
-            let end = text.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<text.endIndex)
-        else { throw AgentError("the coordinator's /api/v1/ca.crt answer is not a PEM certificate") }
-        let base64 = text[begin.upperBound..<end.lowerBound].filter { !$0.isWhitespace }
-        guard let der = Data(base64Encoded: String(base64)) else {
-            throw AgentError("the coordinator's CA certificate is not valid base64")
-        }
-        return Digest.compute(.sha256, of: der).description
     }
 }

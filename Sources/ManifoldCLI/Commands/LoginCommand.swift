@@ -57,18 +57,8 @@ struct LoginCommand: AsyncParsableCommand {
         var pem: Data? = nil
         if let caFingerprint {
             let expected = try CertificateFingerprint.normalized(caFingerprint)
-            // Fetched without verification, trusted only if the fingerprint matches.
-            let bootstrap = CoordinatorClient(
-                baseURL: url, token: nil, tls: TLSConfiguration(insecureSkipVerify: true),
-                userAgent: "manifold/\(ManifoldCLI.version)")
-            let fetched = try await bootstrap.caCertificate()
-            let actual = try CertificateFingerprint.sha256(ofPEM: fetched)
-            guard actual == expected else {
-                throw CLIError(
-                    "the coordinator's CA has fingerprint \(actual), not \(expected): refusing to trust it. Check the URL "
-                        + "and the fingerprint `manifold init` printed; someone may be intercepting the connection")
-            }
-            pem = fetched
+            pem = try await CoordinatorTrust.fetchPinnedCA(
+                from: url, fingerprint: expected, userAgent: "manifold/\(ManifoldCLI.version)")
         } else if let caFile {
             do {
                 pem = try Data(contentsOf: URL(fileURLWithPath: caFile))

@@ -68,28 +68,17 @@ struct CoordinatorOptions: ParsableArguments {
     }
 }
 
-/// SHA-256 fingerprints of PEM certificates, over the DER bytes, as `manifold init` prints them.
+/// The CLI's flag-level wrapper around `CoordinatorTrust`'s fingerprints.
 enum CertificateFingerprint {
     static func sha256(ofPEM pem: Data) throws -> String {
-        let text = String(decoding: pem, as: UTF8.self)
-        guard let begin = text.range(of: "-----BEGIN CERTIFICATE-----"),
-            let end = text.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<text.endIndex)
-        else { throw CLIError("the coordinator's CA (GET /api/v1/ca.crt) is not a PEM certificate") }
-        let base64 = text[begin.upperBound..<end.lowerBound].filter { !$0.isWhitespace }
-        guard let der = Data(base64Encoded: String(base64)) else {
-            throw CLIError("the coordinator's CA certificate is not valid base64")
-        }
-        return Digest.compute(.sha256, of: der).description
+        do { return try CoordinatorTrust.fingerprint(ofPEM: pem) } catch { throw CLIError(error.description) }
     }
 
     /// `sha256:HEX` in lower case, or a usage error naming the flag.
     static func normalized(_ value: String) throws -> String {
-        let lowered = value.lowercased().replacingOccurrences(of: ":", with: "", options: [], range: nil)
-        // Accept sha256:HEX, and HEX with or without colons between bytes (as openssl prints it).
-        let hex = lowered.hasPrefix("sha256") ? String(lowered.dropFirst(6)) : lowered
-        guard hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
+        guard let normalized = CoordinatorTrust.normalizedFingerprint(value) else {
             throw ValidationError("--ca-fingerprint must be sha256: followed by 64 hex digits, as `manifold init` printed it")
         }
-        return "sha256:" + hex
+        return normalized
     }
 }

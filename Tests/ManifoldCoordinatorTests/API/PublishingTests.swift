@@ -13,25 +13,11 @@ import Testing
 @Suite struct PublishingTests {
     /// Pushes a test image for the lease's platform under the lease's tag, as a builder would.
     static func pushImage(
-        for lease: Lease, registry: TestRegistry, platform: Platform? = nil, text: String
+        for lease: Lease, platform: Platform? = nil, text: String
     ) async throws -> (String, Digest) {
-        let platform = platform ?? lease.spec.platform
-        let image = try TestImage.make(
-            os: platform.os, architecture: platform.architecture, variant: platform.variant, osVersion: platform.osVersion,
-            format: .oci, layerText: text)
-        var configuration = RegistryConfiguration(certsDirectories: [], credentials: StaticCredentials())
-        configuration.plainHTTPHosts = [registry.host]
-        let pool = RegistryClientPool(configuration: configuration)
-        defer { pool.shutdown() }
-        let reference = try ImageReference(parsing: lease.spec.image)
-        let client = try pool.client(for: reference.registry)
-        for blob in [image.config] + image.layers {
-            try await client.uploadBlob(
-                repository: reference.repository, digest: try Digest(parsing: blob.digest), data: blob.bytes)
-        }
-        let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
-        try await client.pushManifest(repository: reference.repository, reference: lease.spec.tag, manifest: manifest)
-        return ("\(lease.spec.image):\(lease.spec.tag)", manifest.digest)
+        let reference = try ImageReference(parsing: "\(lease.spec.image):\(lease.spec.tag)")
+        let digest = try await PublishingRecoveryTests.push(platform ?? lease.spec.platform, to: reference, text: text)
+        return (reference.description, digest)
     }
 
     static func complete(
@@ -62,7 +48,7 @@ import Testing
         #expect(linuxLease.spec.tag == "1.0-linux-amd64")
         #expect(windowsLease.spec.tag == "1.0-windows-amd64-10.0.20348")
 
-        let (linuxRef, linuxDigest) = try await Self.pushImage(for: linuxLease, registry: registry, text: "linux 1")
+        let (linuxRef, linuxDigest) = try await Self.pushImage(for: linuxLease, text: "linux 1")
         #expect(
             try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: linuxDigest)
                 == 200)
@@ -71,7 +57,7 @@ import Testing
             try await Self.complete(fixture, agent: linux.secret, lease: linuxLease, reference: linuxRef, digest: linuxDigest)
                 == 200)
         let (windowsRef, windowsDigest) = try await Self.pushImage(
-            for: windowsLease, registry: registry, platform: try Platform(parsing: "windows/amd64:10.0.20348.2227"), text: "win 1"
+            for: windowsLease, platform: try Platform(parsing: "windows/amd64:10.0.20348.2227"), text: "win 1"
         )
         #expect(
             try await Self.complete(
@@ -90,7 +76,7 @@ import Testing
         #expect(retried.status == 200)
         let again = try #require(try await fixture.poll(linux.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         #expect(again.attempt == 2)
-        let (_, newDigest) = try await Self.pushImage(for: again, registry: registry, text: "linux 2")
+        let (_, newDigest) = try await Self.pushImage(for: again, text: "linux 2")
         #expect(
             try await Self.complete(fixture, agent: linux.secret, lease: again, reference: linuxRef, digest: newDigest) == 200)
         let republished = try await fixture.waitForBuild(build.id, token: submitter) {
@@ -124,7 +110,7 @@ import Testing
         let build = try await fixture.submit(submitter, image: "\(registry.host)/wrong/app", platforms: ["linux/arm64"])
         let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/arm64"]).decode(PollResponse.self).lease)
         let (reference, digest) = try await Self.pushImage(
-            for: lease, registry: registry, platform: Platform(os: "linux", architecture: "amd64"), text: "wrong arch")
+            for: lease, platform: Platform(os: "linux", architecture: "amd64"), text: "wrong arch")
         #expect(try await Self.complete(fixture, agent: agent.secret, lease: lease, reference: reference, digest: digest) == 200)
         let view = try await fixture.waitForBuild(build.id, token: submitter) {
             $0.jobs[0].state == .queued && $0.jobs[0].reason != nil
