@@ -200,7 +200,9 @@ import Glibc
         // A build that never ends on its own: a child that ignores SIGTERM, whose pid is recorded.
         try stack.startCommandAgent(
             "slow-host", platform: "linux/ppc64le",
-            script: "#!/bin/sh\nsh -c 'trap \"\" TERM; echo $$ > \(marker); while true; do sleep 1; done' &\nwait\n")
+            script:
+                "#!/bin/sh\necho 'still building'\nsh -c 'trap \"\" TERM; echo $$ > \(marker); while true; do sleep 1; done' &\nwait\n"
+        )
         try stack.startBuildahAgent("amd64-host", platform: "linux/amd64")
         let context = try Self.makeContext(stack, name: "app")
 
@@ -261,7 +263,17 @@ import Glibc
         let sleeper = try #require(
             Int32((try String(contentsOfFile: marker, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(kill(sleeper, 0) == 0)
+        // `build logs --follow` prints the running attempt's log and ends when the attempt does.
+        let follow = try stack.startCLI("follow", ["build", "logs", runningID, "--platform", "linux/ppc64le", "--follow"])
+        let shown = ContinuousClock.now + .seconds(30)
+        while !follow.output().contains("still building"), ContinuousClock.now < shown {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(follow.isRunning)
         #expect(try stack.cli(["build", "cancel", runningID]).status == 0)
+        let (followStatus, followed) = await stack.finish(follow, timeout: .seconds(60))
+        #expect(followStatus == 0, "\(followed)")
+        #expect(followed.contains("still building"), "\(followed)")
         let gone = ContinuousClock.now + .seconds(30)
         while kill(sleeper, 0) == 0, ContinuousClock.now < gone { try await Task.sleep(for: .milliseconds(200)) }
         #expect(kill(sleeper, 0) != 0, "the builder's child \(sleeper) survived the cancel")

@@ -3,6 +3,7 @@ import Foundation
 import ManifoldAPI
 import ManifoldClient
 import ManifoldCore
+import ManifoldHTTP
 
 #if canImport(ucrt)
 import ucrt
@@ -89,11 +90,40 @@ struct BuildLogs: AsyncParsableCommand {
         let client = try coordinator.client()
         let platform = try Platform(parsing: platform).description
         if follow {
-            for try await chunk in try await client.followLog(buildId: id, platform: platform, attempt: attempt) {
-                FileHandle.standardOutput.write(chunk)
-            }
+            try await Self.follow(client: client, buildId: id, platform: platform, attempt: attempt)
         } else {
             FileHandle.standardOutput.write(try await client.log(buildId: id, platform: platform, attempt: attempt))
+        }
+    }
+
+    /// Follows one attempt's log to its end. A log stream carries nothing while the build is quiet, so the
+    /// client's stall limit can end it; then it is reopened from the last byte printed, for the same attempt
+    /// (pinned up front so a retry's new log is never spliced on).
+    static func follow(client: CoordinatorClient, buildId: String, platform: String, attempt: Int?) async throws {
+        var pinned = attempt
+        if pinned == nil {
+            let build = try await client.build(id: buildId)
+            let wanted = try Platform(parsing: platform).normalized()
+            pinned = build.jobs.first { $0.platform.normalized().key == wanted.key && $0.attempts > 0 }?.attempts
+        }
+        var offset: Int64 = 0
+        var failures = 0
+        while true {
+            do {
+                for try await chunk in try await client.followLog(
+                    buildId: buildId, platform: platform, attempt: pinned, offset: offset)
+                {
+                    FileHandle.standardOutput.write(chunk)
+                    offset += Int64(chunk.count)
+                    failures = 0
+                }
+                return  // the coordinator ended the stream: the attempt is over
+            } catch let error as CoordinatorClientError where error.isRetryable && failures < 10 {
+                failures += 1
+            } catch let error as HTTPClientError where error.isRetryable && failures < 10 {
+                failures += 1
+            }
+            try await Task.sleep(for: .seconds(min(failures, 5)))
         }
     }
 }
