@@ -108,6 +108,11 @@ extension CoordinatorClient {
         try await call("POST", "/api/v1/agents/\(Self.segment(name))/state", body: AgentStateRequest(state: state))
     }
 
+    /// Removes an agent (admin): its credential is revoked and its running job re-queued.
+    public func removeAgent(name: String) async throws -> AgentView {
+        try await call("DELETE", "/api/v1/agents/\(Self.segment(name))")
+    }
+
     public func createToken(name: String, role: Role) async throws -> CreatedToken {
         try await call("POST", "/api/v1/tokens", body: CreateTokenRequest(name: name, role: role))
     }

@@ -83,6 +83,24 @@ extension Store {
         return try await agent(id: id)
     }
 
+    /// Removes an agent (admin): its credential stops working at once (401), and its running job goes back to
+    /// the queue without using an attempt. A host that should build again joins anew.
+    @discardableResult
+    public func removeAgent(_ nameOrId: String) async throws -> AgentView {
+        let at = now()
+        let id = try await database.write { db -> String in
+            guard
+                let id = try String.fetchOne(
+                    db, sql: "SELECT id FROM agent WHERE (id = ? OR name = ?) AND state != 'left'",
+                    arguments: [nameOrId, nameOrId])
+            else { throw StoreError.notFound(kind: "agent", id: nameOrId) }
+            try db.execute(sql: "UPDATE agent SET state = 'left' WHERE id = ?", arguments: [id])
+            try self.revokeAttempts(db, agentId: id, reason: "an admin removed the agent", counted: false, at: at)
+            return id
+        }
+        return try await agent(id: id)
+    }
+
     /// Records what an agent offers now (sent with every poll) and that it was seen.
     func touchAgent(_ db: Database, id: String, poll: PollRequest?) throws {
         if let poll {

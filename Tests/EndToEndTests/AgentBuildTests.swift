@@ -82,9 +82,15 @@ import Glibc
             try JSONSerialization.jsonObject(
                 with: try Data(contentsOf: URL(fileURLWithPath: joined.state + "/credential.json"))) as? [String: Any]
         let secret = try #require(credential?["secret"] as? String)
-        // The agent's credential stops working once it has left.
-        let left = try await CoordinatorProcessTests.call(harness.coordinator, "POST", "/api/v1/agent/leave", token: secret)
-        #expect(left.status < 300)
+        #expect(!secret.isEmpty)
+        // An admin removes the agent: its credential stops working at once.
+        let removed = try manifold(
+            ["agent", "remove", "gone"],
+            environment: [
+                "MANIFOLD_COORDINATOR": harness.baseURL, "MANIFOLD_TOKEN": harness.admin,
+                "MANIFOLD_CA_FILE": "\(harness.state)/pki/ca.crt",
+            ])
+        #expect(removed.status == 0, "\(removed.stderr)")
         let agent = try harness.startAgent("gone", script: "#!/bin/sh\nexit 1\n")
         defer { agent.stop() }
         #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")

@@ -15,8 +15,9 @@ struct AgentCommand: AsyncParsableCommand {
               manifold agent drain win-2022-01      # finish the current job, take no new ones
               manifold agent disable win-2022-01    # take no jobs; a running one goes back to the queue
               manifold agent enable win-2022-01
+              manifold agent remove win-2022-01     # revoke its credential; the host must join again
             """,
-        subcommands: [AgentList.self, AgentDrain.self, AgentDisable.self, AgentEnable.self])
+        subcommands: [AgentList.self, AgentDrain.self, AgentDisable.self, AgentEnable.self, AgentRemove.self])
 }
 
 struct AgentList: AsyncParsableCommand {
@@ -95,6 +96,22 @@ struct AgentEnable: AgentStateCommand {
     static let done = "it takes jobs again."
     @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
     @OptionGroup var coordinator: CoordinatorOptions
+}
+
+struct AgentRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Remove an agent: revoke its credential at once; a job it holds goes back to the queue.",
+        discussion:
+            "The host can build again only after `manifold-agent join` with a join token.\n\nExample:\n  manifold agent remove win-2022-01"
+    )
+    @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
+    @OptionGroup var coordinator: CoordinatorOptions
+
+    func run() async throws {
+        let agent = try await coordinator.client().removeAgent(name: name)
+        print("Agent \(agent.name) was removed: its credential no longer works.")
+    }
 }
 
 /// `manifold token`: API tokens (admin).

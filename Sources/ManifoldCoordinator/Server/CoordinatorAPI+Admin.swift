@@ -23,6 +23,14 @@ extension CoordinatorAPI {
             return try Self.json(agent)
         }
 
+        router.delete("/api/v1/agents/:name") { _, context -> Response in
+            let user = try context.requireUser([], to: "remove agents")
+            let agent = try await store.removeAgent(try Self.parameter("name", context))
+            context.logger.info("agent removed", metadata: ["agent": "\(agent.name)", "by": "\(user.name)"])
+            notifier.notify([.work, .progress])
+            return try Self.json(agent)
+        }
+
         router.post("/api/v1/tokens") { request, context -> Response in
             let user = try context.requireUser([], to: "create tokens")
             let create = try await decode(CreateTokenRequest.self, from: request, context: context)

@@ -27,6 +27,7 @@ import Testing
             .join: fixture.initialisation.joinToken, .admin: fixture.initialisation.adminToken,
         ]
         tokens[.agent] = try await fixture.joinAgent("matrix-agent", platforms: ["linux/amd64"]).secret
+        let doomed = try await fixture.joinAgent("doomed-agent", platforms: ["linux/amd64"]).secret
         let build = try await fixture.submit(submitter, image: "127.0.0.1:1/matrix/app", platforms: ["linux/amd64"])
         let context = try await fixture.uploadContext(submitter, content: "matrix")
         let users: Set<String> = ["viewer", "submitter", "admin"]
@@ -46,6 +47,8 @@ import Testing
             Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users),
             Endpoint(method: "GET", path: "/api/v1/agents", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/agents/matrix-agent/state", allowed: ["admin"]),
+            // Only admins remove agents; the agent removed is not the one calling.
+            Endpoint(method: "DELETE", path: "/api/v1/agents/doomed-agent", allowed: ["admin"]),
             Endpoint(method: "GET", path: "/api/v1/tokens", allowed: ["admin"]),
             Endpoint(method: "POST", path: "/api/v1/tokens", allowed: ["admin"]),
             Endpoint(method: "DELETE", path: "/api/v1/tokens/tok_missing", allowed: ["admin"]),
@@ -76,6 +79,8 @@ import Testing
                 }
             }
         }
+        // The removed agent's credential no longer works.
+        #expect(try await fixture.call("POST", "/api/v1/agent/leave", token: doomed).status == 401)
         // Health and the CA certificate need no token.
         #expect(try await fixture.call("GET", "/healthz", token: nil).status == 200)
         #expect(try await fixture.call("GET", "/readyz", token: nil).status == 200)
