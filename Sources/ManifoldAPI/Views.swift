@@ -52,11 +52,14 @@ public struct JobView: Sendable, Hashable, Codable {
     public var startedAt: Date?
     public var finishedAt: Date?
     public var notBefore: Date?
+    /// Labels an agent must have to take this job (besides offering the platform).
+    public var agentLabels: [String: String]?
 
     public init(
         id: String, platform: Platform, state: JobState, attempts: Int, maxAttempts: Int, agent: String? = nil,
         phase: String? = nil, digest: Digest? = nil, imageReference: String? = nil, reason: String? = nil,
-        lastLogLine: String? = nil, startedAt: Date? = nil, finishedAt: Date? = nil, notBefore: Date? = nil
+        lastLogLine: String? = nil, startedAt: Date? = nil, finishedAt: Date? = nil, notBefore: Date? = nil,
+        agentLabels: [String: String]? = nil
     ) {
         self.id = id
         self.platform = platform
@@ -72,6 +75,7 @@ public struct JobView: Sendable, Hashable, Codable {
         self.startedAt = startedAt
         self.finishedAt = finishedAt
         self.notBefore = notBefore
+        self.agentLabels = agentLabels
     }
 }
 

@@ -227,14 +227,16 @@ extension Store {
                 WHERE job.buildId = ? ORDER BY job.seq
                 """, arguments: [id]
         ).map { job in
-            JobView(
-                id: job["id"], platform: try Store.decode(PlatformSpec.self, job["spec"]).platform,
+            let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
+            return JobView(
+                id: job["id"], platform: platformSpec.platform,
                 state: JobState(rawValue: job["state"]) ?? .queued, attempts: job["attempts"],
                 maxAttempts: (job["maxAttempts"] as Int) + (job["retryBase"] as Int), agent: job["agentName"],
                 phase: job["phase"],
                 digest: (job["digest"] as String?).flatMap { try? Digest(parsing: $0) }, imageReference: job["imageReference"],
                 reason: job["reason"], lastLogLine: job["lastLogLine"], startedAt: Store.date(job["startedAt"]),
-                finishedAt: Store.date(job["endedAt"]), notBefore: Store.date(job["notBefore"]))
+                finishedAt: Store.date(job["endedAt"]), notBefore: Store.date(job["notBefore"]),
+                agentLabels: platformSpec.agentLabels)
         }
         return BuildView(
             id: id, state: BuildState(rawValue: row["state"]) ?? .failed, image: row["image"], tags: spec.tags, jobs: jobs,

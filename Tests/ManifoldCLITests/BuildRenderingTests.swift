@@ -101,6 +101,24 @@ import Testing
         #expect(BuildRendering.table(progress, now: Self.t0, width: 30).allSatisfy { $0.count <= 30 })
     }
 
+    @Test func aPlatformWaitingForALabelledHostSaysWhichLabel() {
+        let job = JobView(
+            id: "job_windows", platform: Self.windows, state: .queued, attempts: 0, maxAttempts: 3, notBefore: Self.t0,
+            agentLabels: ["pool": "gpu"])
+        let agent = AgentView(
+            id: "a2", name: "win-1", platforms: [Platform(os: "windows", architecture: "amd64", osVersion: "10.0.20348.2227")],
+            labels: ["pool": "default"], builders: ["docker"], version: "1", state: .active, currentJob: nil, joinedAt: Self.t0,
+            lastSeenAt: Self.t0)
+        let progress = BuildProgress(build: Self.build(state: .queued, jobs: [job]), agents: [agent])
+        #expect(
+            progress.waitingHint(for: job)
+                == "waiting for a windows/amd64:10.0.20348 host labelled pool=gpu: the agents offering windows/amd64:10.0.20348 (win-1) lack the label"
+        )
+        var labelled = agent
+        labelled.labels = ["pool": "gpu"]
+        #expect(BuildProgress(build: Self.build(state: .queued, jobs: [job]), agents: [labelled]).waitingHint(for: job) == nil)
+    }
+
     @Test func showPublishedBuild() {
         let jobs = [
             JobView(

@@ -48,11 +48,18 @@ struct BuildProgress: Sendable {
     /// `waiting for a windows/amd64:10.0.20348 host: no agent offers it (agents offer linux/amd64, linux/arm64)`.
     func waitingHint(for job: JobView) -> String? {
         guard job.state == .queued, let agents else { return nil }
-        let offering = agents.filter { agent in
+        let required = job.agentLabels ?? [:]
+        let offeringPlatform = agents.filter { agent in
             agent.state != .left && agent.platforms.contains { job.platform.isSatisfied(by: $0) }
         }
+        let offering = offeringPlatform.filter { agent in required.allSatisfy { agent.labels[$0.key] == $0.value } }
         if offering.contains(where: { $0.state == .active }) { return nil }
         let wanted = job.platform.description
+        if offering.isEmpty, !offeringPlatform.isEmpty {
+            let labels = required.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            let names = offeringPlatform.map(\.name).joined(separator: ", ")
+            return "waiting for a \(wanted) host labelled \(labels): the agents offering \(wanted) (\(names)) lack the label"
+        }
         if !offering.isEmpty {
             let names = offering.map { "\($0.name) is \($0.state.rawValue)" }.joined(separator: ", ")
             return "waiting for a \(wanted) host: the agents offering it take no jobs (\(names))"
