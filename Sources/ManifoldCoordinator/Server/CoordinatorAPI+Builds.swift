@@ -127,6 +127,7 @@ extension CoordinatorAPI {
     /// everything has been sent. A comment line every 15 s keeps proxies from closing an idle stream.
     func streamEvents(buildId: String, after: Int64, writer: inout any ResponseBodyWriter) async throws {
         var last = after
+        var finalSeen = false
         while !Task.isCancelled {
             let generation = notifier.generation(of: .progress)
             let events = try await store.events(buildId: buildId, after: last)
@@ -137,7 +138,13 @@ extension CoordinatorAPI {
             }
             if events.isEmpty {
                 if notifier.isShuttingDown { return }
-                if try await store.build(id: buildId).state.isFinal { return }
+                // The final transition may have committed its events after the read above: end only once a read
+                // made after the build was seen final comes back empty.
+                if finalSeen { return }
+                if try await store.build(id: buildId).state.isFinal {
+                    finalSeen = true
+                    continue
+                }
                 await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
                 if notifier.generation(of: .progress) == generation {
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
