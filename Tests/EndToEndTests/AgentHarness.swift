@@ -37,17 +37,7 @@ final class AgentHarness: @unchecked Sendable {
         registry = try TestRegistry.start(.http)
         port = try Loopback.freePort()
         state = scratch.file("coordinator").path
-        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
-        guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
-        func value(_ label: String) throws -> String {
-            guard let found = CoordinatorProcessTests.value(after: label, in: initialised.stdout) else {
-                throw TestEnvironmentError("no \(label) in manifold init's output:\n\(initialised.stdout)")
-            }
-            return found
-        }
-        fingerprint = try value("CA fingerprint")
-        admin = try value("Admin token")
-        joinToken = try value("Agent join token")
+        (fingerprint, admin, joinToken) = try CoordinatorProcessTests.initialise(state: state, port: port)
         environment = [
             "MANIFOLD_INSECURE_REGISTRIES": registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
             "MANIFOLD_LEASE_TTL_SECONDS": "\(leaseTTLSeconds)",

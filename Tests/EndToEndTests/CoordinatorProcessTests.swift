@@ -39,6 +39,22 @@ import Testing
         return try await running.client.execute(request)
     }
 
+    /// `manifold init` into `state`, listening on loopback `port`; returns what it printed once.
+    static func initialise(
+        state: String, port: Int, environment: [String: String] = [:]
+    ) throws -> (fingerprint: String, admin: String, joinToken: String) {
+        let initialised = try manifold(
+            ["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"], environment: environment)
+        guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
+        func value(_ label: String) throws -> String {
+            guard let found = Self.value(after: label, in: initialised.stdout) else {
+                throw TestEnvironmentError("no \(label) in manifold init's output:\n\(initialised.stdout)")
+            }
+            return found
+        }
+        return (try value("CA fingerprint"), try value("Admin token"), try value("Agent join token"))
+    }
+
     static func value(after label: String, in output: String) -> String? {
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         guard let index = lines.firstIndex(where: { $0.hasPrefix(label) }), index + 1 < lines.count else { return nil }

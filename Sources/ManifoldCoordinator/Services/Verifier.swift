@@ -122,16 +122,21 @@ public struct Verifier: Service {
         }
         let destination = try registries.client(for: target.registry)
         let sameRepository = reported.registry == target.registry && reported.repository == target.repository
-        if !sameRepository, !plan.children.contains(where: { $0.descriptor.digest == pending.digest }) {
-            // The agent reported an index (e.g. with attestations): bring the index itself over, its children are there now.
-            let index = try await registries.client(for: reported.registry).fetchManifest(
+        // The reported manifest's bytes: the plan read them already, unless the agent reported an index (e.g. with
+        // attestations), which the plan flattened into its children.
+        let manifest: RawManifest
+        if let child = plan.children.first(where: { $0.descriptor.digest == pending.digest }) {
+            manifest = child.manifest
+        } else {
+            manifest = try await registries.client(for: reported.registry).fetchManifest(
                 repository: reported.repository, reference: pending.digest.description)
-            _ = try await destination.pushManifest(
-                repository: target.repository, reference: pending.digest.description, manifest: index)
+            if !sameRepository {
+                // Bring the index itself over; its children are there now.
+                _ = try await destination.pushManifest(
+                    repository: target.repository, reference: pending.digest.description, manifest: manifest)
+            }
         }
         if !(sameRepository && reported.tag == pending.childTag) {
-            let manifest = try await destination.fetchManifest(
-                repository: target.repository, reference: pending.digest.description)
             _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
         }
         return sameRepository ? nil : try target.withTag(pending.childTag).description
