@@ -3,7 +3,8 @@ import ManifoldCore
 
 /// The version of the agent protocol; the coordinator refuses agents that speak an older one.
 public enum AgentProtocol {
-    public static let version = 1
+    /// 2: agents push to a per-attempt tag, give jobs back with `released`, and treat 401 as a lost lease.
+    public static let version = 2
 }
 
 public struct JoinRequest: Sendable, Hashable, Codable {
@@ -68,7 +69,9 @@ public struct JobSpec: Sendable, Hashable, Codable {
     public var platform: Platform
     /// `registry/repository` to push to.
     public var image: String
-    /// The per-platform tag to push (e.g. `1.0-linux-arm64`).
+    /// The tag to push to, owned by this attempt alone: `{child tag}-attempt-{epoch}` (e.g.
+    /// `1.0-linux-arm64-attempt-42`). Only the coordinator writes the stable per-platform tag (`1.0-linux-arm64`),
+    /// after it verified the image, so an agent cut off from the coordinator can never move what users pull.
     public var tag: String
     public var context: ContextSource
     public var dockerfile: String
@@ -153,7 +156,9 @@ public struct LogAppendResponse: Sendable, Hashable, Codable {
 }
 
 public struct CompleteRequest: Sendable, Hashable, Codable {
-    public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
+    /// `released`: the agent gives the job back without a verdict (it is shutting down or draining); the
+    /// coordinator re-queues it at once and does not count the attempt.
+    public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled, released }
     public var jobId: String
     public var epoch: Int64
     public var outcome: Outcome

@@ -153,6 +153,53 @@ enum Schema {
                     CREATE INDEX outbox_build ON outbox(buildId, id);
                     """)
         }
+        // v3: fencing up to the registry and bounded growth.
+        // - attempt.pushTag: the tag only this attempt pushes to; acknowledgedAt: when the agent first proved it
+        //   received the lease (heartbeat, log, report), so a grant lost on the way is given back quickly, uncounted.
+        // - attempt.lastLogEventAt: job.log events are coalesced per attempt.
+        // - tag_owner: which build's list each (image, tag) holds, so an older build never moves a tag back.
+        // - outbox 'pushing': the row was re-checked and its tag PUTs are under way; build.notice records a push
+        //   that landed after the build was cancelled.
+        migrator.registerMigration("v3") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE attempt ADD COLUMN pushTag TEXT;
+                    ALTER TABLE attempt ADD COLUMN acknowledgedAt REAL;
+                    ALTER TABLE attempt ADD COLUMN lastLogEventAt REAL;
+                    UPDATE attempt SET acknowledgedAt = startedAt;
+                    ALTER TABLE build ADD COLUMN notice TEXT;
+                    ALTER TABLE context ADD COLUMN lastUsedAt REAL;
+                    CREATE INDEX build_finished ON build(finishedAt) WHERE finishedAt IS NOT NULL;
+                    CREATE TABLE tag_owner (
+                        image TEXT NOT NULL,
+                        tag TEXT NOT NULL,
+                        buildId TEXT NOT NULL,
+                        buildSeq INTEGER NOT NULL,
+                        listDigest TEXT NOT NULL,
+                        updatedAt REAL NOT NULL,
+                        PRIMARY KEY (image, tag)
+                    );
+                    CREATE TABLE outbox_v3 (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        buildId TEXT NOT NULL REFERENCES build(id),
+                        digestSet TEXT NOT NULL,
+                        children TEXT,
+                        partial INTEGER NOT NULL DEFAULT 0,
+                        state TEXT NOT NULL CHECK (state IN ('pending', 'pushing', 'done', 'failed', 'superseded')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        notBefore REAL NOT NULL,
+                        createdAt REAL NOT NULL,
+                        finishedAt REAL,
+                        listDigest TEXT,
+                        error TEXT
+                    );
+                    INSERT INTO outbox_v3 SELECT * FROM outbox;
+                    DROP TABLE outbox;
+                    ALTER TABLE outbox_v3 RENAME TO outbox;
+                    CREATE INDEX outbox_pending ON outbox(state, notBefore);
+                    CREATE INDEX outbox_build ON outbox(buildId, id);
+                    """)
+        }
         return migrator
     }()
 }

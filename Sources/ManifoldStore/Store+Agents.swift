@@ -20,7 +20,7 @@ extension Store {
         let platforms = try Store.json(request.platforms.map { $0.normalized() })
         let labels = try Store.json(request.labels)
         let builders = try Store.json(request.builders)
-        try await database.write { db in
+        try await write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM agent WHERE name = ? AND state != 'left'", arguments: [name]) == true {
                 throw StoreError.conflict(
                     "an agent named \"\(name)\" has already joined; pick another --name, or remove the old one first "
@@ -68,7 +68,7 @@ extension Store {
                 field: "state", message: "\"left\" is set by the agent itself; use active, draining or disabled")
         }
         let at = now()
-        let id = try await database.write { db -> String in
+        let id = try await write { db -> String in
             guard
                 let id = try String.fetchOne(
                     db, sql: "SELECT id FROM agent WHERE (id = ? OR name = ?) AND state != 'left'",
@@ -88,7 +88,7 @@ extension Store {
     @discardableResult
     public func removeAgent(_ nameOrId: String) async throws -> AgentView {
         let at = now()
-        let id = try await database.write { db -> String in
+        let id = try await write { db -> String in
             guard
                 let id = try String.fetchOne(
                     db, sql: "SELECT id FROM agent WHERE (id = ? OR name = ?) AND state != 'left'",

@@ -26,7 +26,7 @@ extension Store {
         let id = Store.newID("bld")
         let at = Store.timestamp(now())
         let maxAttempts = spec.maxAttempts ?? settings.defaultMaxAttempts
-        try await database.write { db in
+        try await write { db in
             if case .upload(let digest) = spec.context,
                 try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true
             {
@@ -101,7 +101,7 @@ extension Store {
     /// and nothing is published. Cancelling a finished build is a conflict.
     public func cancelBuild(id: String, by actor: String?) async throws -> BuildView {
         let at = Store.timestamp(now())
-        try await database.write { db in
+        try await write { db in
             let state = try Self.buildState(db, id: id)
             guard !state.isFinal else { throw StoreError.conflict("build \(id) is already \(state.rawValue)") }
             try db.execute(
@@ -125,7 +125,7 @@ extension Store {
     /// re-published when the new attempt's digest is verified.
     public func retryJob(buildId: String, platform: String) async throws -> BuildView {
         let at = Store.timestamp(now())
-        try await database.write { db in
+        try await write { db in
             let state = try Self.buildState(db, id: buildId)
             guard state != .cancelled else {
                 throw StoreError.conflict("build \(buildId) was cancelled; submit it again instead")
@@ -160,7 +160,7 @@ extension Store {
     /// Records an uploaded context (the file is already in place, verified).
     public func recordContext(digest: Digest, size: Int64) async throws {
         let at = Store.timestamp(now())
-        try await database.write { db in
+        try await write { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO context (digest, size, createdAt) VALUES (?, ?, ?)",
                 arguments: [digest.description, size, at])

@@ -15,7 +15,7 @@ extension Store {
 
     /// Appends an event for a job of a build in its own transaction (services reporting progress).
     public func recordEvent(buildId: String, jobId: String, type: String, data: [String: String]) async throws {
-        try await database.write { db in
+        try await write { db in
             let platform = try String.fetchOne(db, sql: "SELECT platform FROM job WHERE id = ?", arguments: [jobId])
             try self.appendEvent(db, buildId: buildId, jobId: jobId, platform: platform, type: type, data: data)
         }

@@ -73,7 +73,7 @@ extension Store {
     /// Records a published list. Only the row's first completion counts (exactly once per digest set).
     public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String) async throws {
         let at = Store.timestamp(now())
-        try await database.write { db in
+        try await write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
@@ -105,7 +105,7 @@ extension Store {
     /// build fails with the registry's reason.
     public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int? = nil) async throws {
         let at = now()
-        try await database.write { db in
+        try await write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
                 (row["state"] as String) == "pending"
             else { return }

@@ -36,7 +36,7 @@ extension Store {
     /// submission order (FIFO across builds); a job no agent can take never blocks the ones behind it.
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
-        return try await database.write { db -> Lease? in
+        return try await write { db -> Lease? in
             try self.touchAgent(db, id: agentId, poll: poll)
             guard let stateRaw = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId]) else {
                 throw StoreError.notFound(kind: "agent", id: agentId)
@@ -84,19 +84,28 @@ extension Store {
             data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
         let spec = try Store.decode(
             BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
-        let tag = settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform)
+        let pushTag = Self.attemptTag(
+            childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
+        try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
         let jobSpec = JobSpec(
-            buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: tag, context: spec.context,
+            buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: pushTag, context: spec.context,
             dockerfile: platformSpec.dockerfile ?? spec.dockerfile,
             buildArgs: spec.buildArgs.merging(platformSpec.buildArgs ?? [:]) { $1 }, secretBuildArgs: spec.secretBuildArgs,
             labels: spec.labels, timeoutSeconds: spec.timeoutSeconds)
         return Lease(jobId: jobId, epoch: epoch, attempt: number, leaseExpiresAt: expires, spec: jobSpec)
     }
 
+    /// The tag an attempt pushes to: `{child tag}-attempt-{epoch}`, at most 128 characters (the child tag is
+    /// shortened, never the suffix). Only that attempt writes it; the stable child tag is the coordinator's.
+    public static func attemptTag(childTag: String, epoch: Int64) -> String {
+        let suffix = "-attempt-\(epoch)"
+        return String(childTag.prefix(128 - suffix.count)) + suffix
+    }
+
     /// Extends a running attempt's lease and records its phase. Answers whether the job was cancelled.
     public func heartbeat(agentId: String, _ request: HeartbeatRequest) async throws -> HeartbeatResponse {
         let at = now()
-        return try await database.write { db in
+        return try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
             let expires = at.addingTimeInterval(settings.leaseTTL)
@@ -119,7 +128,7 @@ extension Store {
     /// that overlaps stores only the new part; one that leaves a gap is answered with the stored size.
     public func appendLog(agentId: String, jobId: String, epoch: Int64, offset: Int64, data: Data) async throws -> LogAppendResult
     {
-        try await database.write { db in
+        try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -226,7 +235,7 @@ extension Store {
     /// accepted; a different digest for the same attempt is a conflict.
     public func complete(agentId: String, _ request: CompleteRequest) async throws {
         let at = now()
-        try await database.write { db in
+        try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -254,6 +263,32 @@ extension Store {
                 try self.appendEvent(
                     db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.verifying",
                     data: ["digest": digest.description, "image": reference])
+            case .released:
+                // Given back without a verdict (the agent is shutting down): re-queued at once, not counted.
+                if state != "running" {
+                    guard state == "cancelled" || state == "lost" else {
+                        throw StoreError.conflict(
+                            "attempt \(request.epoch) already ended as \(state); it cannot be released now")
+                    }
+                    return
+                }
+                let reason = request.reason ?? "the agent gave the job back"
+                try db.execute(
+                    sql: "UPDATE attempt SET state = 'cancelled', reason = ?, endedAt = ? WHERE epoch = ?",
+                    arguments: [reason, Store.timestamp(at), request.epoch])
+                if (attempt["cancelRequested"] as Int) != 0 {
+                    try db.execute(
+                        sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, request.jobId])
+                    try self.appendEvent(
+                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.cancelled",
+                        data: [:])
+                } else {
+                    try db.execute(sql: "UPDATE job SET retryBase = retryBase + 1 WHERE id = ?", arguments: [request.jobId])
+                    try self.appendEvent(
+                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.released",
+                        data: ["reason": reason, "epoch": "\(request.epoch)"])
+                    try self.attemptEnded(db, job: try self.jobRow(db, id: request.jobId), reason: reason, at: at, backoff: false)
+                }
             case .failed, .cancelled:
                 let wanted = request.outcome == .failed ? "failed" : "cancelled"
                 if state != "running" {
@@ -312,7 +347,7 @@ extension Store {
         jobId: String, epoch: Int64, outcome: VerificationOutcome, canonicalReference: String? = nil
     ) async throws {
         let at = now()
-        try await database.write { db in
+        try await write { db in
             guard
                 let attempt = try Row.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),
@@ -344,7 +379,7 @@ extension Store {
     @discardableResult
     public func expireLeases() async throws -> Int {
         let at = now()
-        return try await database.write { db in
+        return try await write { db in
             let expired = try Row.fetchAll(
                 db, sql: "SELECT epoch, jobId, agentId FROM attempt WHERE state = 'running' AND leaseExpiresAt < ?",
                 arguments: [Store.timestamp(at)])
@@ -378,7 +413,7 @@ extension Store {
     /// An agent leaves the pool: its running attempts are lost at once and their jobs re-queued.
     public func leaveAgent(id: String) async throws {
         let at = now()
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE agent SET state = 'left' WHERE id = ?", arguments: [id])
             try self.revokeAttempts(db, agentId: id, reason: "the agent left", counted: true, at: at)
         }
@@ -413,7 +448,7 @@ extension Store {
     @discardableResult
     public func enforceTimeouts() async throws -> Int {
         let at = now()
-        return try await database.write { db in
+        return try await write { db in
             let running = try Row.fetchAll(
                 db,
                 sql: """

@@ -17,7 +17,7 @@ extension Store {
         }
         let id = Store.newID("tok")
         let created = now()
-        try await database.write { db in
+        try await write { db in
             try db.execute(
                 sql: "INSERT INTO token (id, name, role, hash, createdAt) VALUES (?, ?, ?, ?, ?)",
                 arguments: [id, name, role.rawValue, secretHash, Store.timestamp(created)])
@@ -34,7 +34,7 @@ extension Store {
     /// Revokes a token; revoking twice is not an error.
     public func revokeToken(id: String) async throws {
         let at = Store.timestamp(now())
-        try await database.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE token SET revokedAt = COALESCE(revokedAt, ?) WHERE id = ?", arguments: [at, id])
             guard db.changesCount > 0 else { throw StoreError.notFound(kind: "token", id: id) }
         }
@@ -43,7 +43,7 @@ extension Store {
     /// The principal a secret's hash belongs to: a live user token or a joined agent that has not left.
     public func principal(forSecretHash hash: String) async throws -> Principal? {
         let at = Store.timestamp(now())
-        return try await database.write { db -> Principal? in
+        return try await write { db -> Principal? in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM token WHERE hash = ? AND revokedAt IS NULL", arguments: [hash])
             {
                 let id: String = row["id"]

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ManifoldAPI
 import ManifoldCore
+import Synchronization
 
 /// The coordinator's durable state: one SQLite file in WAL mode with `synchronous = FULL`, so a state
 /// change acknowledged to a caller survives `kill -9` and power loss.
@@ -12,6 +13,8 @@ public final class Store: Sendable {
     let database: DatabasePool
     let now: @Sendable () -> Date
     public let settings: StoreSettings
+    /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
+    public let writeHealth = WriteHealth()
 
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
     public init(path: String, settings: StoreSettings = StoreSettings(), now: @escaping @Sendable () -> Date = { Date() }) throws
@@ -23,6 +26,9 @@ public final class Store: Sendable {
         }
         configuration.busyMode = .timeout(10)
         database = try DatabasePool(path: path, configuration: configuration)
+        // GRDB switches the writer to `synchronous = NORMAL` when it enables WAL, after `prepareDatabase` ran:
+        // set FULL again on the one writer connection, so every commit is fsync'd before it is acknowledged.
+        try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         self.now = now
         self.settings = settings
         try Schema.migrator.migrate(database)
@@ -31,6 +37,33 @@ public final class Store: Sendable {
     /// The file's journal mode, for checks and diagnostics (always `wal`).
     public func journalMode() throws -> String {
         try database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+    }
+
+    /// `PRAGMA synchronous` of the writer and of a reader connection (2 = FULL), for checks and diagnostics.
+    public func synchronousModes() throws -> (writer: Int, reader: Int) {
+        let writer = try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        let reader = try database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+        return (writer, reader)
+    }
+
+    /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
+    /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
+    /// back, nothing of it was kept.
+    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            let value = try await database.write(updates)
+            writeHealth.succeeded(at: now())
+            return value
+        } catch let error as DatabaseError where Self.isStorageFailure(error) {
+            writeHealth.failed(at: now(), reason: error.message ?? "\(error.resultCode)")
+            throw StoreError.storageUnavailable(
+                "the coordinator cannot write its database (\(error.resultCode): \(error.message ?? "storage failure")); "
+                    + "nothing was changed. Free space on the file system of its state directory and retry")
+        }
+    }
+
+    static func isStorageFailure(_ error: DatabaseError) -> Bool {
+        [.SQLITE_FULL, .SQLITE_IOERR, .SQLITE_READONLY, .SQLITE_CANTOPEN].contains(error.resultCode)
     }
 
     static func timestamp(_ date: Date) -> Double { date.timeIntervalSince1970 }
@@ -90,6 +123,26 @@ public struct StoreSettings: Sendable {
     }
 }
 
+/// Whether writes reach the disk: the time of the last failure and of the last success after it.
+public final class WriteHealth: Sendable {
+    private let state = Mutex<(failedAt: Date?, reason: String?, succeededAt: Date?)>((nil, nil, nil))
+
+    func failed(at date: Date, reason: String) { state.withLock { $0.failedAt = date; $0.reason = reason } }
+    func succeeded(at date: Date) { state.withLock { $0.succeededAt = date } }
+
+    /// The reason writes fail now: the last write failed and none succeeded since.
+    public var failure: String? {
+        state.withLock { state in
+            guard let failed = state.failedAt else { return nil }
+            if let succeeded = state.succeededAt, succeeded > failed { return nil }
+            return state.reason
+        }
+    }
+
+    /// When a write last failed, if ever.
+    public var lastFailure: Date? { state.withLock { $0.failedAt } }
+}
+
 /// Why the store refused an operation. The coordinator maps each case to an HTTP status.
 public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     case notFound(kind: String, id: String)
@@ -102,6 +155,8 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     case limitExceeded(String)
     /// The caller may not touch this (403), e.g. an agent calling about another agent's attempt.
     case forbidden(String)
+    /// The database cannot be written (disk full, I/O error): 507, nothing changed.
+    case storageUnavailable(String)
 
     public var description: String {
         switch self {
@@ -110,7 +165,7 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
             return "attempt epoch \(epoch) of job \(jobId) is no longer current: \(reason)"
         case .conflict(let message): return message
         case .invalid(let field, let message): return "\(field): \(message)"
-        case .limitExceeded(let message), .forbidden(let message): return message
+        case .limitExceeded(let message), .forbidden(let message), .storageUnavailable(let message): return message
         }
     }
 }

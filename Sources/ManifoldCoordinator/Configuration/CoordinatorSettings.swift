@@ -29,7 +29,8 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var leaseTTLSeconds: Int
     /// How often agents are told to heartbeat; less than ``leaseTTLSeconds``.
     public var heartbeatIntervalSeconds: Int
-    /// How long a poll request is held open waiting for a matching job.
+    /// How long a poll request is held open waiting for a matching job. At most 60: agents give up on a request
+    /// that sends nothing for 75 s, and a poll they gave up on must never be answered with a lease.
     public var pollTimeoutSeconds: Int
     /// Attempts per platform job when a build does not say.
     public var defaultMaxAttempts: Int
@@ -136,7 +137,7 @@ extension CoordinatorSettings {
     static let validLogLevels = Logger.Level.allCases.map(\.rawValue)
     static let leaseTTLRange = 5...86_400
     static let heartbeatRange = 1...3_600
-    static let pollTimeoutRange = 1...600
+    static let pollTimeoutRange = 1...60
     static let maxAttemptsRange = 1...100
     static let requestBodyRange = 1_024...(1 << 30)
     static let retryBackoffRange = 1...3_600
@@ -366,7 +367,9 @@ extension CoordinatorSettings {
             case .heartbeatIntervalSeconds:
                 settings.heartbeatIntervalSeconds = try integer(heartbeatRange, unit: "seconds")
             case .pollTimeoutSeconds:
-                settings.pollTimeoutSeconds = try integer(pollTimeoutRange, unit: "seconds")
+                // Agents give up on a request that sends nothing for 75 s; a longer hold would answer a poll
+                // nobody waits for.
+                settings.pollTimeoutSeconds = try integer(pollTimeoutRange, unit: "seconds (agents give up on a silent request after 75)")
             case .defaultMaxAttempts:
                 settings.defaultMaxAttempts = try integer(maxAttemptsRange, unit: "attempts")
             case .childTagTemplate:
