@@ -94,12 +94,17 @@ public struct BuildView: Sendable, Hashable, Codable {
     public var updatedAt: Date
     public var finishedAt: Date?
     public var allowPartial: Bool
+    /// Something the user must know that the state alone does not say, e.g. a list push that was already under
+    /// way when the build was cancelled and landed afterwards.
+    public var notice: String?
 
     public init(
         id: String, state: BuildState, image: String, tags: [String], jobs: [JobView], listDigest: Digest?,
         listMediaType: String?,
-        reason: String?, submittedBy: String?, createdAt: Date, updatedAt: Date, finishedAt: Date?, allowPartial: Bool
+        reason: String?, submittedBy: String?, createdAt: Date, updatedAt: Date, finishedAt: Date?, allowPartial: Bool,
+        notice: String? = nil
     ) {
+        self.notice = notice
         self.id = id
         self.state = state
         self.image = image

@@ -116,7 +116,12 @@ extension Store {
                     WHERE state IN ('running', 'verifying') AND jobId IN (SELECT id FROM job WHERE buildId = ?)
                     """, arguments: [id])
             try db.execute(sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending'", arguments: [id])
-            try appendEvent(db, buildId: id, type: "build.cancelled", data: ["by": actor ?? ""])
+            // A run whose tag PUTs already started cannot be called back; if it lands, it is recorded on the build.
+            let pushing =
+                try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND state = 'pushing'", arguments: [id]) ?? false
+            try appendEvent(
+                db, buildId: id, type: "build.cancelled",
+                data: pushing ? ["by": actor ?? "", "pushInFlight": "true"] : ["by": actor ?? ""])
         }
         return try await build(id: id)
     }
@@ -243,6 +248,6 @@ extension Store {
             listDigest: (row["listDigest"] as String?).flatMap { try? Digest(parsing: $0) }, listMediaType: row["listMediaType"],
             reason: row["reason"], submittedBy: row["submittedBy"], createdAt: Store.date(row["createdAt"]) ?? Date(),
             updatedAt: Store.date(row["updatedAt"]) ?? Date(), finishedAt: Store.date(row["finishedAt"]),
-            allowPartial: spec.allowPartial)
+            allowPartial: spec.allowPartial, notice: row["notice"])
     }
 }

@@ -21,80 +21,187 @@ public struct Publication: Sendable, Hashable {
     }
 }
 
+/// What the publisher may do right before moving tags, decided in one transaction with the outbox row.
+public enum PublicationClaim: Sendable, Hashable {
+    /// Push these tags (tags a later-submitted build holds are left out, with a `tag.kept` event).
+    case push(tags: [String])
+    /// Push nothing: the run was superseded or its build cancelled since it was read.
+    case abandon(reason: String)
+}
+
+/// The due outbox rows: those that can be published, and those that cannot even be read (logged and failed,
+/// never allowed to stall the queue).
+public struct DuePublications: Sendable {
+    public var ready: [Publication] = []
+    public var unreadable: [(id: Int64, buildId: String, error: String)] = []
+}
+
 extension Store {
-    /// Publications that are due, oldest first. Rows left pending by a crash are returned again, so
+    /// Publications that are due, oldest first. Rows left pending or pushing by a crash are returned again, so
     /// publishing resumes on start; pushing the same bytes twice is harmless at the registry.
-    public func duePublications() async throws -> [Publication] {
+    public func duePublications() async throws -> DuePublications {
         let at = Store.timestamp(now())
         return try await database.read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM outbox WHERE state = 'pending' AND notBefore <= ? ORDER BY id", arguments: [at]
-            ).map { row in
-                let buildId: String = row["buildId"]
-                let spec = try Store.decode(
-                    BuildSpec.self,
-                    try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
-                let children: [Publication.Child]
-                if let stored = row["children"] as String? {
-                    // The run publishes exactly the set it was queued for, whatever the jobs did since.
-                    children = try Store.decode([StoredChild].self, stored).map { child in
-                        Publication.Child(
-                            platform: child.platform, imageReference: child.imageReference,
-                            digest: try Digest(parsing: child.digest))
-                    }
-                } else {
-                    // Rows queued before schema v2 carry no children: the build's succeeded jobs are that set.
-                    children = try Row.fetchAll(
-                        db,
-                        sql:
-                            "SELECT spec, digest, imageReference FROM job WHERE buildId = ? AND state = 'succeeded' ORDER BY seq",
-                        arguments: [buildId]
-                    ).map { job in
-                        let child = try Store.storedChild(job)
-                        return Publication.Child(
-                            platform: child.platform, imageReference: child.imageReference,
-                            digest: try Digest(parsing: child.digest))
-                    }
+            var due = DuePublications()
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM outbox WHERE state IN ('pending', 'pushing') AND notBefore <= ? ORDER BY id",
+                arguments: [at])
+            for row in rows {
+                do {
+                    due.ready.append(try Self.publication(db, row: row))
+                } catch {
+                    due.unreadable.append((row["id"], row["buildId"], "\(error)"))
                 }
-                return Publication(
-                    id: row["id"], buildId: buildId, image: spec.image, tags: spec.tags, children: children,
-                    partial: (row["partial"] as Int) != 0, attempts: row["attempts"])
+            }
+            return due
+        }
+    }
+
+    private static func publication(_ db: Database, row: Row) throws -> Publication {
+        let buildId: String = row["buildId"]
+        let spec = try buildSpec(db, id: buildId)
+        let children: [Publication.Child]
+        if let stored = row["children"] as String? {
+            // The run publishes exactly the set it was queued for, whatever the jobs did since.
+            children = try Store.decode([StoredChild].self, stored).map { child in
+                Publication.Child(
+                    platform: child.platform, imageReference: child.imageReference, digest: try Digest(parsing: child.digest))
+            }
+        } else {
+            // Rows queued before schema v2 carry no children: the build's succeeded jobs are that set.
+            children = try Row.fetchAll(
+                db, sql: "SELECT spec, digest, imageReference FROM job WHERE buildId = ? AND state = 'succeeded' ORDER BY seq",
+                arguments: [buildId]
+            ).map { job in
+                let child = try Store.storedChild(job)
+                return Publication.Child(
+                    platform: child.platform, imageReference: child.imageReference, digest: try Digest(parsing: child.digest))
             }
         }
+        return Publication(
+            id: row["id"], buildId: buildId, image: spec.image, tags: spec.tags, children: children,
+            partial: (row["partial"] as Int) != 0, attempts: row["attempts"])
     }
 
     /// The next time a pending publication becomes due (after a backoff), if any.
     public func nextPublicationTime() async throws -> Date? {
         try await database.read { db in
-            Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state = 'pending'"))
+            Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state IN ('pending', 'pushing')"))
         }
     }
 
-    /// Records a published list. Only the row's first completion counts (exactly once per digest set).
-    public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String) async throws {
+    /// Re-checks a publishing run right before its tag PUTs and takes the tags it may move.
+    ///
+    /// The run must still be current (not superseded by a retry) and its build still publishing (not cancelled);
+    /// otherwise nothing is pushed. A tag whose list comes from a build submitted later than this one is kept
+    /// where it is (`tag.kept` event): tags never move backwards across builds. The row becomes `pushing`, so a
+    /// cancel from now on is answered with "a push is under way" and a push that lands is recorded.
+    public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
+        let at = Store.timestamp(now())
+        return try await write { db -> PublicationClaim in
+            guard let row = try Row.fetchOne(db, sql: "SELECT state, buildId FROM outbox WHERE id = ?", arguments: [id]) else {
+                throw StoreError.notFound(kind: "publication", id: "\(id)")
+            }
+            let state: String = row["state"]
+            guard state == "pending" || state == "pushing" else {
+                return .abandon(reason: "the publishing run is \(state)")
+            }
+            let buildId: String = row["buildId"]
+            guard let build = try Row.fetchOne(db, sql: "SELECT seq, image, state FROM build WHERE id = ?", arguments: [buildId])
+            else { throw StoreError.notFound(kind: "build", id: buildId) }
+            let buildState: String = build["state"]
+            guard try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
+                try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
+                return .abandon(reason: "a newer publishing run of build \(buildId) replaced it")
+            }
+            guard buildState == BuildState.publishing.rawValue else {
+                try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
+                return .abandon(reason: "build \(buildId) is \(buildState)")
+            }
+            let seq: Int64 = build["seq"]
+            let image: String = build["image"]
+            var claimed: [String] = []
+            for tag in tags {
+                if let owner = try Row.fetchOne(
+                    db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, tag]),
+                    (owner["buildSeq"] as Int64) > seq
+                {
+                    let holder: String = owner["buildId"]
+                    try appendEvent(
+                        db, buildId: buildId, type: "tag.kept",
+                        data: ["tag": tag, "heldBy": holder, "reason": "tag \(tag) kept: held by \(holder) submitted later"])
+                    continue
+                }
+                try db.execute(
+                    sql: """
+                        INSERT INTO tag_owner (image, tag, buildId, buildSeq, listDigest, updatedAt) VALUES (?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (image, tag) DO UPDATE SET buildId = excluded.buildId, buildSeq = excluded.buildSeq,
+                            listDigest = excluded.listDigest, updatedAt = excluded.updatedAt
+                        """, arguments: [image, tag, buildId, seq, listDigest.description, at])
+                claimed.append(tag)
+            }
+            try db.execute(sql: "UPDATE outbox SET state = 'pushing' WHERE id = ?", arguments: [id])
+            return .push(tags: claimed)
+        }
+    }
+
+    /// Whether a later publishing run of the build is queued or under way (a retry's new digest set).
+    static func hasNewerRun(_ db: Database, buildId: String, than id: Int64) throws -> Bool {
+        try Bool.fetchOne(
+            db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND id > ? AND state IN ('pending', 'pushing')",
+            arguments: [buildId, id]) ?? false
+    }
+
+    /// Which build's list each tag of `image` holds, as the publisher recorded it.
+    public func tagOwners(image: String) async throws -> [String: (buildId: String, listDigest: String)] {
+        try await database.read { db in
+            var owners: [String: (buildId: String, listDigest: String)] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT tag, buildId, listDigest FROM tag_owner WHERE image = ?", arguments: [image]) {
+                owners[row["tag"]] = (row["buildId"], row["listDigest"])
+            }
+            return owners
+        }
+    }
+
+    /// Records a published list under `tags` (those the claim allowed). Only the row's first completion counts
+    /// (exactly once per run). A push that landed after its build was cancelled, or after a retry replaced the
+    /// run, is never silent: it is recorded as an event and in the build's notice.
+    public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String, tags: [String]) async throws {
         let at = Store.timestamp(now())
         try await write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
-            guard (row["state"] as String) == "pending" else { return }
+            let rowState: String = row["state"]
+            guard rowState == "pending" || rowState == "pushing" else { return }
             let buildId: String = row["buildId"]
             try db.execute(
                 sql: "UPDATE outbox SET state = 'done', listDigest = ?, finishedAt = ?, attempts = attempts + 1 WHERE id = ?",
                 arguments: [listDigest.description, at, id])
             let final: BuildState = (row["partial"] as Int) != 0 ? .partiallyPublished : .published
-            // Only a build still waiting for this list finishes with it (not one cancelled or retried meanwhile).
             let current = try Self.buildState(db, id: buildId)
-            guard current == .publishing else { return }
+            let tagList = tags.joined(separator: ",")
+            guard current == .publishing, try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
+                // Cancelled or retried while the push was under way: the list is live under these tags; say so.
+                let why = current == .cancelled ? "after the build was cancelled" : "after a retry replaced its publishing run"
+                let notice =
+                    "list \(listDigest) was pushed to \(tags.isEmpty ? "no tag" : tags.joined(separator: ", ")) \(why): "
+                    + "the push was already under way"
+                try db.execute(
+                    sql: "UPDATE build SET notice = ?, updatedAt = ? WHERE id = ?", arguments: [notice, at, buildId])
+                try appendEvent(
+                    db, buildId: buildId,
+                    type: current == .cancelled ? "list.pushed_after_cancel" : "list.pushed_superseded",
+                    data: ["digest": listDigest.description, "mediaType": mediaType, "tags": tagList, "reason": notice])
+                return
+            }
             try db.execute(
                 sql: "UPDATE build SET state = ?, listDigest = ?, listMediaType = ?, updatedAt = ?, finishedAt = ? WHERE id = ?",
                 arguments: [final.rawValue, listDigest.description, mediaType, at, at, buildId])
-            let spec = try Store.decode(
-                BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
             try appendEvent(
                 db, buildId: buildId, type: "list.published",
                 data: [
-                    "digest": listDigest.description, "mediaType": mediaType, "tags": spec.tags.joined(separator: ","),
+                    "digest": listDigest.description, "mediaType": mediaType, "tags": tagList,
                     "partial": final == .partiallyPublished ? "true" : "false",
                 ])
         }
@@ -107,14 +214,14 @@ extension Store {
         let at = now()
         try await write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
-                (row["state"] as String) == "pending"
+                ["pending", "pushing"].contains(row["state"] as String)
             else { return }
             let buildId: String = row["buildId"]
             let attempts = (row["attempts"] as Int) + 1
             if retryable && attempts < (maxAttempts ?? Int.max) {
                 let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: attempts))
                 try db.execute(
-                    sql: "UPDATE outbox SET attempts = ?, error = ?, notBefore = ? WHERE id = ?",
+                    sql: "UPDATE outbox SET state = 'pending', attempts = ?, error = ?, notBefore = ? WHERE id = ?",
                     arguments: [attempts, error, Store.timestamp(retryAt), id])
                 try appendEvent(db, buildId: buildId, type: "list.retrying", data: ["reason": error, "attempt": "\(attempts)"])
             } else {

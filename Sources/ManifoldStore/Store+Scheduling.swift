@@ -29,6 +29,9 @@ public enum LogAppendResult: Sendable, Hashable {
     case stored(size: Int64)
     /// The chunk starts past the end; resend from `size`.
     case gap(size: Int64)
+    /// The attempt's log reached the coordinator's cap: what fitted and a marker line were stored, nothing more
+    /// will be (413 to the agent, which stops sending).
+    case truncated(size: Int64)
 }
 
 extension Store {
@@ -42,6 +45,25 @@ extension Store {
                 throw StoreError.notFound(kind: "agent", id: agentId)
             }
             guard AgentState(rawValue: stateRaw) == .active else { return nil }
+            // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on
+            // the way) is handed out again, same epoch, before anything new.
+            if let held = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
+                    JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
+                    WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
+                    ORDER BY attempt.epoch LIMIT 1
+                    """, arguments: [agentId])
+            {
+                let epoch: Int64 = held["epoch"]
+                let expires = at.addingTimeInterval(settings.acknowledgeWindow)
+                try db.execute(
+                    sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ?", arguments: [Store.timestamp(expires), epoch])
+                return try self.leaseView(
+                    db, job: try self.jobRow(db, id: held["jobId"]), epoch: epoch, number: held["number"],
+                    pushTag: held["pushTag"], expires: expires)
+            }
             let offers = poll.platforms.map { $0.normalized() }
             let candidates = try Row.fetchAll(
                 db,
@@ -66,7 +88,9 @@ extension Store {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
         let number = (job["attempts"] as Int) + 1
-        let expires = at.addingTimeInterval(settings.leaseTTL)
+        // Until the agent confirms the lease (first heartbeat, log or report) it lasts only the acknowledge window:
+        // a grant whose answer never reached the agent goes back to the queue quickly and uncounted.
+        let expires = at.addingTimeInterval(settings.acknowledgeWindow)
         try db.execute(
             sql: """
                 INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt) VALUES (?, ?, ?, 'running', ?, ?)
@@ -82,17 +106,49 @@ extension Store {
         try appendEvent(
             db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
             data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
-        let spec = try Store.decode(
-            BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [buildId]) ?? "")
+        let spec = try Self.buildSpec(db, id: buildId)
         let pushTag = Self.attemptTag(
             childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
         try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
+        return try leaseView(db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires)
+    }
+
+    /// The lease an agent receives for attempt `epoch` of `job`.
+    private func leaseView(_ db: Database, job: Row, epoch: Int64, number: Int, pushTag: String, expires: Date) throws -> Lease {
+        let buildId: String = job["buildId"]
+        let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
+        let spec = try Self.buildSpec(db, id: buildId)
         let jobSpec = JobSpec(
             buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: pushTag, context: spec.context,
             dockerfile: platformSpec.dockerfile ?? spec.dockerfile,
             buildArgs: spec.buildArgs.merging(platformSpec.buildArgs ?? [:]) { $1 }, secretBuildArgs: spec.secretBuildArgs,
             labels: spec.labels, timeoutSeconds: spec.timeoutSeconds)
-        return Lease(jobId: jobId, epoch: epoch, attempt: number, leaseExpiresAt: expires, spec: jobSpec)
+        return Lease(jobId: job["id"], epoch: epoch, attempt: number, leaseExpiresAt: expires, spec: jobSpec)
+    }
+
+    /// Gives back a lease whose poll answer could not be delivered (the agent's connection closed): the attempt
+    /// is lost, not counted, and the job is queued again at once. Does nothing once the agent confirmed it.
+    public func releaseUndelivered(agentId: String, epoch: Int64) async throws {
+        let at = now()
+        try await write { db in
+            guard
+                let attempt = try Row.fetchOne(
+                    db,
+                    sql: "SELECT jobId FROM attempt WHERE epoch = ? AND agentId = ? AND state = 'running' AND acknowledgedAt IS NULL",
+                    arguments: [epoch, agentId])
+            else { return }
+            try self.loseAttempt(
+                db, epoch: epoch, jobId: attempt["jobId"], reason: "the lease could not be delivered: the agent's poll connection closed",
+                counted: false, at: at)
+        }
+    }
+
+    /// The agent proved it holds attempt `epoch` (heartbeat, log, report): from now on the full lease TTL applies.
+    func acknowledge(_ db: Database, attempt: Row, at: Date) throws {
+        guard attempt["acknowledgedAt"] as Double? == nil else { return }
+        try db.execute(
+            sql: "UPDATE attempt SET acknowledgedAt = ?, leaseExpiresAt = MAX(leaseExpiresAt, ?) WHERE epoch = ?",
+            arguments: [Store.timestamp(at), Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), attempt["epoch"] as Int64])
     }
 
     /// The tag an attempt pushes to: `{child tag}-attempt-{epoch}`, at most 128 characters (the child tag is
@@ -108,6 +164,7 @@ extension Store {
         return try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
+            try self.acknowledge(db, attempt: attempt, at: at)
             let expires = at.addingTimeInterval(settings.leaseTTL)
             try db.execute(
                 sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ? AND state = 'running'",
@@ -128,41 +185,64 @@ extension Store {
     /// that overlaps stores only the new part; one that leaves a gap is answered with the stored size.
     public func appendLog(agentId: String, jobId: String, epoch: Int64, offset: Int64, data: Data) async throws -> LogAppendResult
     {
-        try await write { db in
+        let at = now()
+        let cap = settings.maxLogBytesPerAttempt
+        let marker = Data(
+            "\n[manifold] this attempt's log reached the coordinator's limit of \(cap) bytes (max_log_bytes_per_attempt); later output was not stored\n"
+                .utf8)
+        return try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
+            if (attempt["state"] as String) == "running" { try self.acknowledge(db, attempt: attempt, at: at) }
             let size: Int64 = attempt["logSize"]
+            let room = max(0, cap - Int64(marker.count))
+            guard size < room || (size == 0 && room == 0) else {
+                throw StoreError.limitExceeded(
+                    "the log of this attempt reached the coordinator's limit of \(cap) bytes; further output is not stored")
+            }
             if offset > size { return .gap(size: size) }
+            guard data.count <= Int(Int32.max), offset <= Int64.max - Int64(data.count) else {
+                throw StoreError.invalid(field: "offset", message: "offset \(offset) plus \(data.count) bytes is out of range")
+            }
             let end = offset + Int64(data.count)
             guard end > size else { return .stored(size: size) }
-            guard end <= settings.maxLogBytesPerAttempt else {
-                throw StoreError.limitExceeded(
-                    "the log of this attempt would exceed the coordinator's limit of \(settings.maxLogBytesPerAttempt) bytes "
-                        + "(it holds \(size)); further output is not stored")
-            }
             let job = try self.jobRow(db, id: jobId)
+            // What fits below the cap is stored; past it, one marker line ends the log.
+            let truncated = end > room
+            let keptEnd = min(end, room)
+            let slice = data.dropFirst(Int(size - offset)).prefix(Int(keptEnd - size))
             // The agent redacts secret build-arg values before sending; masking them here too (same length, so
             // offsets stay true) keeps a careless builder's echo out of stored logs and events.
-            let fresh = Self.masking(
-                Data(data.suffix(from: data.startIndex + Int(size - offset))),
-                secrets: try Self.secretValues(db, buildId: job["buildId"], platformSpec: job["spec"]))
-            try db.execute(
-                sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, Data(fresh)])
+            var fresh = Self.masking(
+                Data(slice), secrets: try Self.secretValues(db, buildId: job["buildId"], platformSpec: job["spec"]))
+            if truncated { fresh.append(marker) }
+            let newSize = size + Int64(fresh.count)
+            try db.execute(sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, fresh])
             let lastLine = String(decoding: fresh, as: UTF8.self).split(whereSeparator: \.isNewline).last.map {
                 String($0.trimmingCharacters(in: .whitespaces).prefix(300))
             }
             try db.execute(
                 sql: "UPDATE attempt SET logSize = ?, lastLogLine = COALESCE(?, lastLogLine) WHERE epoch = ?",
-                arguments: [end, lastLine, epoch])
-            if let lastLine, !lastLine.isEmpty {
+                arguments: [newSize, lastLine, epoch])
+            // One job.log event per attempt and second at most (plus the marker): a chatty build cannot flood the
+            // event table; the attempt's last line is always current.
+            let lastEvent = attempt["lastLogEventAt"] as Double?
+            if let lastLine, !lastLine.isEmpty,
+                truncated || lastEvent.map({ Store.timestamp(at) - $0 >= Self.logEventInterval }) ?? true
+            {
+                try db.execute(
+                    sql: "UPDATE attempt SET lastLogEventAt = ? WHERE epoch = ?", arguments: [Store.timestamp(at), epoch])
                 try self.appendEvent(
                     db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.log",
                     data: ["line": lastLine])
             }
-            return .stored(size: end)
+            return truncated ? .truncated(size: newSize) : .stored(size: newSize)
         }
     }
+
+    /// The shortest time between two `job.log` events of one attempt.
+    static let logEventInterval: TimeInterval = 1
 
     /// The values of a build's secret build args (build-wide and this platform's), longest first.
     static func secretValues(_ db: Database, buildId: String, platformSpec: String) throws -> [Data] {
@@ -240,6 +320,7 @@ extension Store {
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
             let state: String = attempt["state"]
+            if state == "running" { try self.acknowledge(db, attempt: attempt, at: at) }
             let job = try self.jobRow(db, id: request.jobId)
             switch request.outcome {
             case .succeeded:
@@ -375,31 +456,67 @@ extension Store {
         }
     }
 
-    /// Marks attempts whose lease ran out as lost and re-queues their jobs. Returns how many expired.
+    /// Marks attempts whose lease ran out as lost and re-queues their jobs at once (no backoff: the build did not
+    /// fail, its host went away). A lease that was never confirmed is not counted as an attempt. Returns how many
+    /// expired.
+    ///
+    /// The coordinator's own trouble is never held against an agent: while writes failed within the last lease
+    /// TTL (a full disk refused heartbeats), running leases are extended instead of expired.
     @discardableResult
     public func expireLeases() async throws -> Int {
         let at = now()
+        if let failed = writeHealth.lastFailure, at.timeIntervalSince(failed) < settings.leaseTTL {
+            try await extendRunningLeases(until: at.addingTimeInterval(settings.leaseTTL))
+            return 0
+        }
         return try await write { db in
             let expired = try Row.fetchAll(
-                db, sql: "SELECT epoch, jobId, agentId FROM attempt WHERE state = 'running' AND leaseExpiresAt < ?",
+                db,
+                sql: """
+                    SELECT attempt.epoch, attempt.jobId, attempt.acknowledgedAt, agent.name AS agentName FROM attempt
+                    LEFT JOIN agent ON agent.id = attempt.agentId
+                    WHERE attempt.state = 'running' AND attempt.leaseExpiresAt < ?
+                    """,
                 arguments: [Store.timestamp(at)])
             for attempt in expired {
-                let epoch: Int64 = attempt["epoch"]
-                let reason = "the agent stopped renewing its lease"
-                try db.execute(
-                    sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
-                    arguments: [reason, Store.timestamp(at), epoch])
-                let job = try self.jobRow(db, id: attempt["jobId"])
-                let agentName = try String.fetchOne(
-                    db, sql: "SELECT name FROM agent WHERE id = ?", arguments: [attempt["agentId"] as String])
-                try self.appendEvent(
-                    db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.lost",
-                    data: ["agent": agentName ?? "", "epoch": "\(epoch)"])
-                if (job["currentEpoch"] as Int64?) == epoch {
-                    try self.attemptEnded(db, job: job, reason: "lease expired on agent \(agentName ?? "?")", at: at)
-                }
+                let agent = attempt["agentName"] as String? ?? "?"
+                let confirmed = attempt["acknowledgedAt"] as Double? != nil
+                try self.loseAttempt(
+                    db, epoch: attempt["epoch"], jobId: attempt["jobId"],
+                    reason: confirmed
+                        ? "lease expired on agent \(agent): it stopped renewing it"
+                        : "agent \(agent) never confirmed the lease (the poll answer did not reach it)",
+                    counted: confirmed, at: at)
             }
             return expired.count
+        }
+    }
+
+    /// Pushes every running lease's expiry to at least `until`: after the coordinator could not accept heartbeats
+    /// (full disk) or its wall clock jumped, agents get a full TTL to reach it again.
+    public func extendRunningLeases(until: Date) async throws {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE attempt SET leaseExpiresAt = MAX(leaseExpiresAt, ?) WHERE state = 'running'",
+                arguments: [Store.timestamp(until)])
+        }
+    }
+
+    /// Ends a running attempt as lost and hands its job to the queue again at once; `counted` false gives the
+    /// attempt back (it does not use up one of the job's attempts).
+    func loseAttempt(_ db: Database, epoch: Int64, jobId: String, reason: String, counted: Bool, at: Date) throws {
+        try db.execute(
+            sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
+            arguments: [reason, Store.timestamp(at), epoch])
+        if !counted {
+            try db.execute(sql: "UPDATE job SET retryBase = retryBase + 1 WHERE id = ?", arguments: [jobId])
+        }
+        let job = try self.jobRow(db, id: jobId)
+        try self.appendEvent(
+            db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.lost",
+            data: ["reason": reason, "epoch": "\(epoch)", "counted": counted ? "true" : "false"])
+        if (job["currentEpoch"] as Int64?) == epoch {
+            try self.attemptEnded(db, job: job, reason: reason, at: at, backoff: false)
         }
     }
 
@@ -424,22 +541,7 @@ extension Store {
         let running = try Row.fetchAll(
             db, sql: "SELECT epoch, jobId FROM attempt WHERE agentId = ? AND state = 'running'", arguments: [agentId])
         for attempt in running {
-            let epoch: Int64 = attempt["epoch"]
-            try db.execute(
-                sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
-                arguments: [reason, Store.timestamp(at), epoch])
-            if !counted {
-                try db.execute(
-                    sql: "UPDATE job SET retryBase = retryBase + 1 WHERE id = ?", arguments: [attempt["jobId"] as String])
-            }
-            let job = try self.jobRow(db, id: attempt["jobId"])
-            try self.appendEvent(
-                db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.lost",
-                data: ["reason": reason, "epoch": "\(epoch)"])
-            if (job["currentEpoch"] as Int64?) == epoch {
-                // An attempt taken away (not failed) is handed to another agent at once.
-                try self.attemptEnded(db, job: job, reason: reason, at: at, backoff: false)
-            }
+            try loseAttempt(db, epoch: attempt["epoch"], jobId: attempt["jobId"], reason: reason, counted: counted, at: at)
         }
     }
 

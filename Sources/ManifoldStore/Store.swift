@@ -118,6 +118,10 @@ public struct StoreSettings: Sendable {
         return String(String(joined).prefix(128))
     }
 
+    /// How long a fresh grant lasts before the agent confirms it (its first heartbeat, log chunk or report comes
+    /// at once): at most 15 s, so a lease whose poll answer was lost goes back to the queue quickly.
+    public var acknowledgeWindow: TimeInterval { min(leaseTTL, 15) }
+
     func backoff(afterAttempt attempt: Int) -> TimeInterval {
         min(retryBackoff * pow(2, Double(max(0, attempt - 1))), maxRetryBackoff)
     }

@@ -10,10 +10,10 @@ import Testing
 @Suite struct PublicationHistoryTests {
     /// Publishes the one pending run with a made-up list digest.
     func publish(_ fixture: StoreFixture, _ name: String) async throws -> (Publication, Digest) {
-        let due = try await fixture.store.duePublications()
+        let due = try await fixture.store.duePublications().ready
         try #require(due.count == 1)
         let digest = Digest.compute(of: Data(name.utf8))
-        try await fixture.store.publicationSucceeded(id: due[0].id, listDigest: digest, mediaType: MediaType.ociImageIndex)
+        try await fixture.publish(id: due[0].id, listDigest: digest, mediaType: MediaType.ociImageIndex)
         return (due[0], digest)
     }
 
@@ -41,7 +41,7 @@ import Testing
 
         // A reproducible rebuild brings back set A: the tags point at list B, so A must be pushed again.
         try await rebuild(fixture, build, agent: agent, digest: digestA)
-        let due = try await fixture.store.duePublications()
+        let due = try await fixture.store.duePublications().ready
         #expect(due.count == 1)
         #expect(due.first?.children.map(\.digest) == [digestA])
         #expect(try await fixture.store.build(id: build.id).state == .publishing)
@@ -60,7 +60,7 @@ import Testing
         try await fixture.verifyAll()
         let (_, list) = try await publish(fixture, "list")
         try await rebuild(fixture, build, agent: agent, digest: digest)
-        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.duePublications().ready.isEmpty)
         let view = try await fixture.store.build(id: build.id)
         #expect(view.state == .published)
         #expect(view.listDigest == list)
@@ -78,7 +78,7 @@ import Testing
         let digest = Digest.compute(of: Data("image".utf8))
         _ = try await fixture.succeed(lease, agent: agent, digest: digest)
         try await fixture.verifyAll()
-        let due = try await fixture.store.duePublications()
+        let due = try await fixture.store.duePublications().ready
         try await fixture.store.publicationFailed(
             id: due[0].id, error: "denied: requested access to the resource is denied", retryable: false)
         var view = try await fixture.store.build(id: build.id)
@@ -101,12 +101,12 @@ import Testing
         let lease = try #require(try await fixture.poll(agent))
         _ = try await fixture.succeed(lease, agent: agent)
         try await fixture.verifyAll()
-        let id = try await fixture.store.duePublications()[0].id
+        let id = try await fixture.store.duePublications().ready[0].id
         for _ in 0..<12 {
-            let due = try await fixture.store.duePublications()
+            let due = try await fixture.store.duePublications().ready
             #expect(due.map(\.id) == [id])
             try await fixture.store.publicationFailed(id: id, error: "HTTP 503 from the registry", retryable: true)
-            #expect(try await fixture.store.duePublications().isEmpty)
+            #expect(try await fixture.store.duePublications().ready.isEmpty)
             let next = try #require(try await fixture.store.nextPublicationTime())
             #expect(next.timeIntervalSince(fixture.clock.now) <= 300)
             fixture.clock.advance(301)
@@ -128,7 +128,7 @@ import Testing
         try await fixture.verifyAll()
         _ = try await fixture.succeed(armLease, agent: arm)
         try await fixture.verifyAll()
-        let due = try await fixture.store.duePublications()
+        let due = try await fixture.store.duePublications().ready
         #expect(due.count == 1)
         #expect(due[0].children.count == 2)
         #expect(due[0].children[0].digest == amdDigest)
@@ -195,7 +195,7 @@ import Testing
     }
 
     @Test func logsAreCappedAndSecretValuesMasked() async throws {
-        let fixture = try StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 64))
+        let fixture = try StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
         let digest = Digest.compute(of: Data("ctx".utf8))
         try await fixture.store.recordContext(digest: digest, size: 3)
         let spec = BuildSpec(
@@ -213,13 +213,29 @@ import Testing
         #expect(String(decoding: log.data, as: UTF8.self) == "using ******** in fast mode\n")
         let events = try await fixture.store.events(buildId: build.id)
         #expect(!events.contains { $0.data.values.contains { $0.contains("hunter22") } })
+        // Past the cap: what fits is stored, then one marker line, and the log never passes the cap.
+        let truncated = try await fixture.store.appendLog(
+            agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 28, data: Data(repeating: 65, count: 400))
+        guard case .truncated(let size) = truncated else {
+            Issue.record("expected a truncated append, got \(truncated)")
+            return
+        }
+        #expect(size <= 300)
+        let capped = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64")
+        let text = String(decoding: capped.data, as: UTF8.self)
+        #expect(capped.size == size && capped.data.count == Int(size))
+        #expect(text.hasPrefix("using ******** in fast mode\nAAAA"))
+        #expect(text.hasSuffix("limit of 300 bytes (max_log_bytes_per_attempt); later output was not stored\n"), "\(text)")
         await #expect {
             _ = try await fixture.store.appendLog(
-                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 28, data: Data(repeating: 65, count: 40))
+                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 428, data: Data(repeating: 66, count: 10))
         } throws: { error in
             guard case StoreError.limitExceeded(let message) = error else { return false }
-            return message.contains("64 bytes")
+            return message.contains("300 bytes")
         }
+        // The marker line reached the event stream too.
+        let later = try await fixture.store.events(buildId: build.id)
+        #expect(later.last { $0.type == "job.log" }?.data["line"]?.contains("later output was not stored") == true)
     }
 
     @Test func usersNameAWindowsJobWithOrWithoutItsOSBuild() async throws {

@@ -2,6 +2,7 @@ import Foundation
 import ManifoldAPI
 import ManifoldCore
 import Synchronization
+import Testing
 
 @testable import ManifoldStore
 
@@ -43,12 +44,30 @@ final class StoreFixture: Sendable {
             secretHash: "hash-\(name)")
     }
 
-    func poll(_ agent: AgentView, labels: [String: String] = [:]) async throws -> Lease? {
-        try await store.lease(
+    /// Records a list as published the way the publisher does: the claim right before the tag PUTs (which
+    /// decides the tags), then the success with the claimed tags.
+    @discardableResult
+    func publish(id: Int64, listDigest: Digest, mediaType: String) async throws -> PublicationClaim {
+        let row = try #require(try await store.duePublications().ready.first { $0.id == id }, "outbox row \(id) is not due")
+        let claim = try await store.claimPublication(id: id, listDigest: listDigest, tags: row.tags)
+        if case .push(let tags) = claim {
+            try await store.publicationSucceeded(id: id, listDigest: listDigest, mediaType: mediaType, tags: tags)
+        }
+        return claim
+    }
+
+    /// Polls like an agent; `confirm` sends the first heartbeat a real agent sends at once, which makes the lease
+    /// the agent's for the full TTL (without it the grant lasts only the acknowledge window).
+    func poll(_ agent: AgentView, labels: [String: String] = [:], confirm: Bool = true) async throws -> Lease? {
+        let lease = try await store.lease(
             agentId: agent.id,
             poll: PollRequest(
                 platforms: agent.platforms, labels: labels.isEmpty ? agent.labels : labels, builders: ["buildah"], version: "test"
             ))
+        if let lease, confirm {
+            _ = try await store.heartbeat(agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        }
+        return lease
     }
 
     func submit(

@@ -132,10 +132,11 @@ import Testing
         }
     }
 
-    @Test func anExpiredLeaseIsLostRetriedWithBackoffAndFencedOff() async throws {
+    @Test func anExpiredLeaseIsLostRequeuedAtOnceAndFencedOff() async throws {
         let fixture = try StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let other = try await fixture.join("b", platforms: ["linux/amd64"])
         let first = try #require(try await fixture.poll(agent))
         fixture.clock.advance(61)
         #expect(try await fixture.store.expireLeases() == 1)
@@ -147,10 +148,8 @@ import Testing
             try await fixture.store.complete(
                 agentId: agent.id, CompleteRequest(jobId: first.jobId, epoch: first.epoch, outcome: .failed))
         } throws: { $0 is StoreError }
-        // Backoff: not leasable until the retry time.
-        #expect(try await fixture.poll(agent) == nil)
-        fixture.clock.advance(5)
-        let second = try #require(try await fixture.poll(agent))
+        // No backoff: the build did not fail, its host went away; another agent takes it at once.
+        let second = try #require(try await fixture.poll(other))
         #expect(second.attempt == 2)
         #expect(second.epoch > first.epoch)
         fixture.clock.advance(61)
@@ -161,6 +160,84 @@ import Testing
         #expect(view.reason?.contains("no list was published") == true)
         #expect(
             try await fixture.store.events(buildId: build.id).map(\.type).suffix(3) == ["job.lost", "job.failed", "build.failed"])
+    }
+
+    @Test func aGrantTheAgentNeverConfirmedIsGivenBackQuicklyAndUncounted() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let other = try await fixture.join("b", platforms: ["linux/amd64"])
+        let lost = try #require(try await fixture.poll(agent, confirm: false))
+        // Polls are idempotent: polling again before confirming returns the same lease, same epoch.
+        let again = try #require(try await fixture.poll(agent, confirm: false))
+        #expect(again.epoch == lost.epoch && again.jobId == lost.jobId && again.spec == lost.spec)
+        // Not confirmed within the acknowledge window (15 s, not the 60 s TTL): given back, not counted.
+        fixture.clock.advance(14)
+        #expect(try await fixture.store.expireLeases() == 0)
+        fixture.clock.advance(2)
+        #expect(try await fixture.store.expireLeases() == 1)
+        let next = try #require(try await fixture.poll(other))
+        #expect(next.epoch > lost.epoch)
+        try await fixture.store.complete(
+            agentId: other.id, CompleteRequest(jobId: next.jobId, epoch: next.epoch, outcome: .failed, reason: "boom"))
+        // max_attempts 1 and the build failed on its own only attempt: the unconfirmed grant did not use it up.
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .failed)
+        #expect(view.jobs[0].reason?.contains("boom") == true, "\(view)")
+        let lostEvent = try #require(try await fixture.store.events(buildId: build.id).first { $0.type == "job.lost" })
+        #expect(lostEvent.data["counted"] == "false")
+        #expect(lostEvent.data["reason"]?.contains("never confirmed") == true)
+    }
+
+    @Test func anUndeliveredGrantIsReleasedAtOnceButNotAfterTheAgentConfirmedIt() async throws {
+        let fixture = try StoreFixture()
+        _ = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let other = try await fixture.join("b", platforms: ["linux/amd64"])
+        let undelivered = try #require(try await fixture.poll(agent, confirm: false))
+        try await fixture.store.releaseUndelivered(agentId: agent.id, epoch: undelivered.epoch)
+        // max_attempts 1: had the undelivered grant counted, the job would have failed instead of being queued.
+        let taken = try #require(try await fixture.poll(other))
+        #expect(taken.epoch > undelivered.epoch)
+        // Once confirmed, a release request changes nothing.
+        try await fixture.store.releaseUndelivered(agentId: other.id, epoch: taken.epoch)
+        _ = try await fixture.store.heartbeat(agentId: other.id, HeartbeatRequest(jobId: taken.jobId, epoch: taken.epoch))
+    }
+
+    @Test func anAgentShuttingDownGivesItsJobBackUncounted() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        // Three rolling restarts of the only agent, each giving the job back mid-build.
+        for _ in 0..<3 {
+            let lease = try #require(try await fixture.poll(agent))
+            try await fixture.store.complete(
+                agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released, reason: "shutting down"))
+            // A repeated report is accepted without change.
+            try await fixture.store.complete(
+                agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released))
+        }
+        let lease = try #require(try await fixture.poll(agent))
+        #expect(lease.attempt == 4)
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .running && view.jobs[0].state == .assigned, "\(view)")
+        #expect(try await fixture.store.events(buildId: build.id).filter { $0.type == "job.released" }.count == 3)
+    }
+
+    @Test func leasesAreExtendedNotExpiredAfterTheCoordinatorCouldNotWrite() async throws {
+        let fixture = try StoreFixture()
+        _ = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        _ = try #require(try await fixture.poll(agent))
+        // Writes fail (a full disk refuses the agent's heartbeats) until past the lease's end, then work again.
+        fixture.clock.advance(65)
+        fixture.store.writeHealth.failed(at: fixture.clock.now, reason: "database or disk is full")
+        fixture.clock.advance(5)
+        #expect(try await fixture.store.expireLeases() == 0)
+        #expect(try await fixture.store.listAgents().first?.currentJob != nil)
+        // A full TTL after the last failure without a heartbeat, the lease does expire.
+        fixture.clock.advance(61)
+        #expect(try await fixture.store.expireLeases() == 1)
     }
 
     @Test func logAppendsAreIdempotentAndGapsAreReported() async throws {
@@ -202,22 +279,24 @@ import Testing
             return true
         }
         try await fixture.verifyAll()
-        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.duePublications().ready.isEmpty)
         #expect(try await fixture.store.build(id: build.id).state == .running)
         _ = try await fixture.succeed(armLease, agent: arm)
         try await fixture.verifyAll()
-        let due = try await fixture.store.duePublications()
+        let due = try await fixture.store.duePublications().ready
         #expect(due.count == 1)
         #expect(due[0].children.map(\.platform.description) == ["linux/amd64", "linux/arm64"])
         #expect(try await fixture.store.build(id: build.id).state == .publishing)
 
         let listDigest = Digest.compute(of: Data("list 1".utf8))
-        try await fixture.store.publicationSucceeded(id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex)
-        try await fixture.store.publicationSucceeded(id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex)
+        try await fixture.publish(id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex)
+        // A second completion of the same run changes nothing.
+        try await fixture.store.publicationSucceeded(
+            id: due[0].id, listDigest: listDigest, mediaType: MediaType.ociImageIndex, tags: due[0].tags)
         var view = try await fixture.store.build(id: build.id)
         #expect(view.state == .published)
         #expect(view.listDigest == listDigest)
-        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.duePublications().ready.isEmpty)
         #expect(try await fixture.store.events(buildId: build.id).filter { $0.type == "list.published" }.count == 1)
 
         // Rebuild one platform: a new digest means a new publication.
@@ -227,7 +306,7 @@ import Testing
         #expect(again.attempt == 2)
         _ = try await fixture.succeed(again, agent: arm)
         try await fixture.verifyAll()
-        let second = try await fixture.store.duePublications()
+        let second = try await fixture.store.duePublications().ready
         #expect(second.count == 1)
         #expect(second[0].id != due[0].id)
         #expect(second[0].children[0].digest == amdDigest)
@@ -240,13 +319,18 @@ import Testing
         let lease = try #require(try await fixture.poll(agent))
         _ = try await fixture.succeed(lease, agent: agent)
         try await fixture.verifyAll()
-        let pending = try await fixture.store.duePublications()
+        let pending = try await fixture.store.duePublications().ready
         #expect(pending.count == 1)
         _ = try await fixture.store.retryJob(buildId: build.id, platform: "linux/amd64")
-        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.duePublications().ready.isEmpty)
         // A late success of the superseded publication changes nothing, and the retried job can be leased.
-        try await fixture.store.publicationSucceeded(
-            id: pending[0].id, listDigest: Digest.compute(of: Data("stale".utf8)), mediaType: MediaType.ociImageIndex)
+        // The publisher re-checks right before the tag PUTs: the superseded run pushes no tag.
+        let claim = try await fixture.store.claimPublication(
+            id: pending[0].id, listDigest: Digest.compute(of: Data("stale".utf8)), tags: ["1.0"])
+        guard case .abandon = claim else {
+            Issue.record("a superseded run was allowed to tag: \(claim)")
+            return
+        }
         #expect(try await fixture.store.build(id: build.id).state == .running)
         #expect(try await fixture.poll(agent) != nil)
     }
@@ -278,7 +362,7 @@ import Testing
             agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .cancelled))
         view = try await fixture.store.build(id: build.id)
         #expect(view.jobs.map(\.state) == [.cancelled, .cancelled])
-        #expect(try await fixture.store.duePublications().isEmpty)
+        #expect(try await fixture.store.duePublications().ready.isEmpty)
         await #expect { try await fixture.store.cancelBuild(id: build.id, by: nil) } throws: {
             "\($0)".contains("already cancelled")
         }
@@ -299,7 +383,7 @@ import Testing
                 agentId: arm.id,
                 CompleteRequest(jobId: bad.jobId, epoch: bad.epoch, outcome: .failed, exitCode: 2, reason: "RUN make failed"))
             let view = try await fixture.store.build(id: build.id)
-            let due = try await fixture.store.duePublications()
+            let due = try await fixture.store.duePublications().ready
             if allowPartial {
                 #expect(view.state == .publishing)
                 #expect(due.count == 1 && due[0].partial && due[0].children.count == 1)
@@ -321,6 +405,6 @@ import Testing
         #expect(try await restarted.pendingVerifications().map(\.jobId) == [lease.jobId])
         try await restarted.recordVerification(jobId: lease.jobId, epoch: lease.epoch, outcome: .verified)
         let again = try fixture.reopen()
-        #expect(try await again.duePublications().map(\.buildId) == [build.id])
+        #expect(try await again.duePublications().ready.map(\.buildId) == [build.id])
     }
 }

@@ -42,6 +42,12 @@ enum BuildRendering {
             return prefix + "attempt ended: \(data["reason"] ?? "lease lost")"
         case "job.cancelled":
             return prefix + "cancelled"
+        case "job.released":
+            return prefix + "given back by its agent (\(data["reason"] ?? "shutting down")); not counted as an attempt"
+        case "tag.kept":
+            return data["reason"] ?? "tag \(data["tag"] ?? "?") kept: held by a build submitted later"
+        case "list.pushed_after_cancel", "list.pushed_superseded":
+            return data["reason"] ?? "a list push that was already under way landed: \(data["digest"] ?? "")"
         case "list.publishing":
             return "publishing the list (\(data["platforms"] ?? "?") of \(data["of"] ?? "?") platforms)"
         case "list.retrying":
@@ -109,6 +115,7 @@ enum BuildRendering {
         }
         if build.allowPartial { lines.append(("Partial", "allowed")) }
         if let reason = build.reason { lines.append(("Reason", reason)) }
+        if let notice = build.notice { lines.append(("Notice", notice)) }
         var output = lines.map { $0.0.padding(toLength: 11, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
         output += "\n\n"
         let progress = BuildProgress(build: build)

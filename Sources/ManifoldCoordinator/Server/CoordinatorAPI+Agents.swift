@@ -24,20 +24,31 @@ extension CoordinatorAPI {
 
         agents.post("/poll") { request, context -> Response in
             let agent = try context.requireAgent()
-            let poll = try await decode(PollRequest.self, from: request, context: context)
-            try Self.checkProtocol(poll.protocolVersion)
-            guard !poll.platforms.isEmpty else { throw APIError.badRequest("offer at least one platform", field: "platforms") }
-            let lease = try await longPoll(agentId: agent.id, poll: poll)
-            var notice: String? = nil
-            if lease == nil {
-                switch try await store.agent(id: agent.id).state {
-                case .draining:
-                    notice = "an admin is draining agent \(agent.name): it takes no new jobs (set it active again to resume)"
-                case .disabled: notice = "an admin disabled agent \(agent.name): it gets no jobs until it is set active again"
-                case .active, .left: break
+            // The held poll ends as soon as the agent's connection closes (the task is cancelled), and a lease is
+            // never granted into a closed connection: one granted in that instant is given back at once.
+            return try await request.body.consumeWithCancellationOnInboundClose { body -> Response in
+                let poll = try await decode(PollRequest.self, from: body, context: context)
+                try Self.checkProtocol(poll.protocolVersion)
+                guard !poll.platforms.isEmpty else {
+                    throw APIError.badRequest("offer at least one platform", field: "platforms")
                 }
+                let lease = try await longPoll(agentId: agent.id, poll: poll)
+                if let lease, Task.isCancelled {
+                    try await store.releaseUndelivered(agentId: agent.id, epoch: lease.epoch)
+                    notifier.notify([.work, .progress])
+                    throw CancellationError()
+                }
+                var notice: String? = nil
+                if lease == nil {
+                    switch try await store.agent(id: agent.id).state {
+                    case .draining:
+                        notice = "an admin is draining agent \(agent.name): it takes no new jobs (set it active again to resume)"
+                    case .disabled: notice = "an admin disabled agent \(agent.name): it gets no jobs until it is set active again"
+                    case .active, .left: break
+                    }
+                }
+                return try Self.json(PollResponse(lease: lease, notice: notice))
             }
-            return try Self.json(PollResponse(lease: lease, notice: notice))
         }
 
         agents.post("/heartbeat") { request, context -> Response in
@@ -67,6 +78,12 @@ extension CoordinatorAPI {
             case .gap(let size):
                 // The agent resends from `size`.
                 return try Self.json(LogAppendResponse(size: size), status: .rangeNotSatisfiable)
+            case .truncated(let size):
+                notifier.notify(.progress)
+                throw APIError(
+                    .contentTooLarge, code: "TOO_LARGE",
+                    "this attempt's log reached the coordinator's limit of \(store.settings.maxLogBytesPerAttempt) bytes "
+                        + "(\(size) stored, ending with a marker line); send no more log for it and report the result")
             }
         }
 
@@ -90,7 +107,7 @@ extension CoordinatorAPI {
     /// passes, or the agent disconnects.
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
-        while true {
+        while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
             if let lease = try await store.lease(agentId: agentId, poll: poll) {
                 notifier.notify(.progress)
@@ -104,6 +121,7 @@ extension CoordinatorAPI {
             }
             await notifier.wait(for: .work, after: generation, until: wakeAt)
         }
+        return nil
     }
 
     static func checkProtocol(_ version: Int) throws {

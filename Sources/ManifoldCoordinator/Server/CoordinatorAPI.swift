@@ -76,10 +76,14 @@ public struct CoordinatorAPI: Sendable {
     }
 
     func decode<T: Decodable>(_ type: T.Type, from request: Request, context: CoordinatorContext) async throws -> T {
+        try await decode(type, from: request.body, context: context)
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, from body: RequestBody, context: CoordinatorContext) async throws -> T {
         let limit = options.maxRequestBodyBytes
         let buffer: ByteBuffer
         do {
-            buffer = try await request.body.collect(upTo: limit)
+            buffer = try await body.collect(upTo: limit)
         } catch {
             throw APIError(
                 .contentTooLarge, code: "TOO_LARGE", "the request body is over the \(limit)-byte limit (max_request_body_bytes)")

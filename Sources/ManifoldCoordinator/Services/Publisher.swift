@@ -4,6 +4,7 @@ import ManifoldCore
 import ManifoldRegistry
 import ManifoldStore
 import ServiceLifecycle
+import Synchronization
 
 /// Publishes manifest lists from the outbox: once per build and set of verified digests, resumed after a
 /// restart (pushing identical bytes again is harmless), retried with backoff on registry failures.
@@ -24,25 +25,58 @@ public struct Publisher: Service {
     }
 
     public func run() async throws {
+        let backoff = RecordingBackoff()
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let generation = notifier.generation(of: .publication)
-                for publication in (try? await store.duePublications()) ?? [] {
+                let due: DuePublications
+                do {
+                    due = try await store.duePublications()
+                } catch {
+                    logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
+                    await notifier.wait(for: .publication, after: generation, until: .now + .seconds(5))
+                    continue
+                }
+                for bad in due.unreadable {
+                    // A row that cannot be read never stalls the rows behind it.
+                    logger.error(
+                        "an outbox row cannot be read; failing it", metadata: ["row": "\(bad.id)", "build": "\(bad.buildId)", "error": "\(bad.error)"])
+                    try? await store.publicationFailed(
+                        id: bad.id, error: "the coordinator cannot read this publishing record: \(bad.error)", retryable: false)
+                }
+                for publication in due.ready where backoff.isDue(publication.id) {
                     if Task.isCancelled { return }
-                    await publish(publication)
+                    await publish(publication, backoff: backoff)
                 }
                 var deadline = ContinuousClock.now + .seconds(30)
                 if let next = try? await store.nextPublicationTime() {
                     let delay = max(0.05, next.timeIntervalSinceNow)
                     deadline = min(deadline, .now + .milliseconds(Int64(delay * 1000)))
                 }
+                if let next = backoff.next() { deadline = max(min(deadline, next), .now + .milliseconds(50)) }
                 await notifier.wait(for: .publication, after: generation, until: deadline)
             }
         }
     }
 
-    func publish(_ publication: Publication) async {
+    /// The publisher's own backoff for rows whose outcome could not be recorded (the database refused the write):
+    /// such a row stays due in the store, and without this the loop would retry it every 50 ms.
+    final class RecordingBackoff: Sendable {
+        private let table = Mutex([Int64: (failures: Int, until: ContinuousClock.Instant)]())
+        func isDue(_ id: Int64) -> Bool { table.withLock { $0[id].map { $0.until <= .now } ?? true } }
+        func next() -> ContinuousClock.Instant? { table.withLock { $0.values.map(\.until).min() } }
+        func failed(_ id: Int64) {
+            table.withLock { table in
+                let failures = (table[id]?.failures ?? 0) + 1
+                table[id] = (failures, .now + .milliseconds(min(500 << min(failures - 1, 7), 60_000)))
+            }
+        }
+        func succeeded(_ id: Int64) { table.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+
+    func publish(_ publication: Publication, backoff: RecordingBackoff = RecordingBackoff()) async {
         let started = ContinuousClock.now
+        let store = self.store
         do {
             let target = try ImageReference(parsing: publication.image)
             let sources = try publication.children.map { child in
@@ -50,34 +84,82 @@ public struct Publisher: Service {
                     reference: try ImageReference(parsing: child.imageReference).withDigest(child.digest),
                     expectedPlatform: child.platform)
             }
-            let result = try await ManifestListAssembler(registries: registries, logger: logger).assemble(
-                AssemblyRequest(target: target, tags: publication.tags, sources: sources))
-            try await store.publicationSucceeded(
-                id: publication.id, listDigest: result.digest, mediaType: result.plan.list.mediaType)
+            let assembler = ManifestListAssembler(registries: registries, logger: logger)
+            let plan = try await assembler.plan(AssemblyRequest(target: target, tags: publication.tags, sources: sources))
+            // Re-checked right before the first tag moves: a cancel or a retry since the row was read, or a tag a
+            // later build holds, stops the push there.
+            let result = try await assembler.publish(plan) { tags in
+                switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags) {
+                case .push(let claimed): return claimed
+                case .abandon(let reason): throw PublicationAbandoned(reason: reason)
+                }
+            }
+            try await recordOutcome(publication, backoff: backoff) {
+                try await store.publicationSucceeded(
+                    id: publication.id, listDigest: result.digest, mediaType: result.plan.list.mediaType, tags: result.tags)
+            }
             metrics.increment("manifold_lists_published_total")
             let elapsed = ContinuousClock.now - started
             metrics.observeAssembly(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-            logger.info("published list", metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)"])
+            logger.info(
+                "published list",
+                metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)", "tags": "\(result.tags)"])
             notifier.notify(.progress)
-        } catch  where error is CancellationError || Task.isCancelled {
-            // Shutting down mid-push: the row stays pending and is published after the restart; not a failure.
+        } catch let abandoned as PublicationAbandoned {
+            logger.info("publishing skipped", metadata: ["build": "\(publication.buildId)", "reason": "\(abandoned.reason)"])
+            notifier.notify(.progress)
+        } catch where error is CancellationError || Task.isCancelled {
+            // Shutting down mid-push: the row stays due and is published after the restart; not a failure.
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {
             metrics.increment("manifold_registry_errors_total")
-            let retryable: Bool
-            switch error {
-            case is AssemblyError, is ImageReferenceError: retryable = false
-            case let registryError as RegistryError: retryable = registryError.isRetryableForPublishing
-            default: retryable = true
-            }
+            let (retryable, limit) = Self.classify(error)
             let reason = String(describing: error)
             logger.warning(
                 "publishing failed",
                 metadata: ["build": "\(publication.buildId)", "error": "\(reason)", "retryable": "\(retryable)"])
-            try? await store.publicationFailed(id: publication.id, error: reason, retryable: retryable)
+            try? await recordOutcome(publication, backoff: backoff) {
+                try await store.publicationFailed(id: publication.id, error: reason, retryable: retryable, maxAttempts: limit)
+            }
             notifier.notify([.progress, .publication])
         }
     }
+
+    /// Runs a store update for `publication`; when the store cannot take it, the row is tried again later with
+    /// backoff instead of at once.
+    private func recordOutcome(
+        _ publication: Publication, backoff: RecordingBackoff, _ update: () async throws -> Void
+    ) async throws {
+        do {
+            try await update()
+            backoff.succeeded(publication.id)
+        } catch {
+            backoff.failed(publication.id)
+            logger.error(
+                "recording a publishing outcome failed; will try again",
+                metadata: ["build": "\(publication.buildId)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// Whether a failure is worth another try, and how many tries in all: registry outages are retried until
+    /// the registry is back; a refusal that a re-check did not prove (a child the registry called unknown while
+    /// HEAD finds it) a few times; a proven refusal never.
+    static func classify(_ error: any Error) -> (retryable: Bool, maxAttempts: Int?) {
+        switch error {
+        case is AssemblyError, is ImageReferenceError: return (false, nil)
+        case let registryError as RegistryError:
+            if registryError.isRetryableForPublishing { return (true, nil) }
+            if registryError.isUnprovenRefusal { return (true, 6) }
+            return (false, nil)
+        default: return (true, nil)
+        }
+    }
+}
+
+/// The outbox row was superseded or its build cancelled since it was read: nothing was tagged.
+struct PublicationAbandoned: Error {
+    var reason: String
 }
 
 extension RegistryError {
@@ -88,5 +170,12 @@ extension RegistryError {
         case .tokenRequestFailed, .transport: return true
         default: return false
         }
+    }
+
+    /// A refusal about content that may be a race with another push rather than a fact (a blob or child the
+    /// registry calls unknown or invalid): it gets re-checked and retried before a build fails on it.
+    var isUnprovenRefusal: Bool {
+        let codes = Set(registryCodes)
+        return !codes.isDisjoint(with: ["MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID", "BLOB_UPLOAD_UNKNOWN"])
     }
 }

@@ -4,7 +4,13 @@ import ManifoldCore
 extension ManifestListAssembler {
     /// Copies children into the target repository where needed, pushes the list by digest and then under
     /// every tag, and reads it back: every tag must return exactly the pushed bytes and every child must exist.
-    public func publish(_ plan: AssemblyPlan) async throws -> AssemblyResult {
+    ///
+    /// `beforeTagging` runs after the list is stored by digest and right before the first tag moves: it receives
+    /// the tags and returns those to push (a coordinator re-checks there that the push is still wanted, and which
+    /// tags are still its to move); throwing from it moves no tag.
+    public func publish(
+        _ plan: AssemblyPlan, beforeTagging: (@Sendable ([String]) async throws -> [String])? = nil
+    ) async throws -> AssemblyResult {
         let target = plan.request.target
         let registry = try registries.client(for: target.registry)
 
@@ -32,16 +38,19 @@ extension ManifestListAssembler {
                 guard let found else { throw error }
                 if found == nil { missing.append("\(digest) (from \(child.source))") }
             }
+            // Every child answers a HEAD: the refusal proves nothing missing, so it stays the registry's error
+            // (worth another try) rather than a verdict on the children.
+            guard !missing.isEmpty else { throw error }
             throw AssemblyError.childMissing(
-                child: missing.isEmpty ? "(unknown)" : missing.joined(separator: ", "), target: target.name,
-                registryMessage: RegistryError.render(error.details))
+                child: missing.joined(separator: ", "), target: target.name, registryMessage: RegistryError.render(error.details))
         }
-        for tag in plan.request.allTags {
+        let tags = try await beforeTagging?(plan.request.allTags) ?? plan.request.allTags
+        for tag in tags {
             progress("tagging \(target.name):\(tag)")
             try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
         }
 
-        for tag in plan.request.allTags {
+        for tag in tags {
             let stored = try await registry.fetchManifest(repository: target.repository, reference: tag)
             guard stored.bytes == plan.list.bytes else {
                 throw AssemblyError.readBackMismatch(tag: tag, expected: plan.list.digest, actual: stored.digest)
@@ -58,7 +67,7 @@ extension ManifestListAssembler {
             }
         }
         return AssemblyResult(
-            plan: plan, reference: target.withDigest(plan.list.digest), tags: plan.request.allTags, copiedChildren: copied)
+            plan: plan, reference: target.withDigest(plan.list.digest), tags: tags, copiedChildren: copied)
     }
 
     /// Makes `child` exist in the target repository: nothing to do when it is already there; blob mounts

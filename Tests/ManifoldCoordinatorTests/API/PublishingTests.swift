@@ -45,8 +45,9 @@ import Testing
             try await fixture.poll(linux.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         let windowsLease = try #require(
             try await fixture.poll(windows.secret, platforms: ["windows/amd64:10.0.20348.2227"]).decode(PollResponse.self).lease)
-        #expect(linuxLease.spec.tag == "1.0-linux-amd64")
-        #expect(windowsLease.spec.tag == "1.0-windows-amd64-10.0.20348")
+        // Agents push to tags only their attempt owns; the stable child tags are the coordinator's.
+        #expect(linuxLease.spec.tag == "1.0-linux-amd64-attempt-\(linuxLease.epoch)")
+        #expect(windowsLease.spec.tag == "1.0-windows-amd64-10.0.20348-attempt-\(windowsLease.epoch)")
 
         let (linuxRef, linuxDigest) = try await Self.pushImage(for: linuxLease, text: "linux 1")
         #expect(

@@ -1,0 +1,145 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import Testing
+
+@testable import ManifoldStore
+
+/// The outbox is re-checked right before the tag PUTs; tags never move backwards across builds; a push that
+/// lands after a cancel or a retry is recorded, never silent.
+@Suite struct PublicationFencingTests {
+    /// Runs one platform build to a due outbox row; returns the row.
+    static func readyToPublish(
+        _ fixture: StoreFixture, tags: [String] = ["1.0", "latest"], agent name: String = "a"
+    ) async throws -> (build: BuildView, publication: Publication) {
+        let build = try await fixture.submit(platforms: ["linux/amd64"], tags: tags)
+        let agent = try await fixture.join(name, platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        try await fixture.verifyAll()
+        let publication = try #require(try await fixture.store.duePublications().ready.first { $0.buildId == build.id })
+        return (build, publication)
+    }
+
+    static let list = Digest.compute(of: Data("list".utf8))
+
+    @Test func aCancelBeforeTheClaimPushesNoTag() async throws {
+        let fixture = try StoreFixture()
+        let (build, publication) = try await Self.readyToPublish(fixture)
+        _ = try await fixture.store.cancelBuild(id: build.id, by: "ops")
+        let claim = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
+        guard case .abandon = claim else {
+            Issue.record("a cancelled build's run was allowed to tag: \(claim)")
+            return
+        }
+        #expect(try await fixture.store.tagOwners(image: publication.image).isEmpty)
+        #expect(try await fixture.store.build(id: build.id).state == .cancelled)
+    }
+
+    @Test func aCancelDuringTheTagPUTsIsRecordedWhenThePushLands() async throws {
+        let fixture = try StoreFixture()
+        let (build, publication) = try await Self.readyToPublish(fixture)
+        let claim = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
+        #expect(claim == .push(tags: ["1.0", "latest"]))
+        _ = try await fixture.store.cancelBuild(id: build.id, by: "ops")
+        #expect(
+            try await fixture.store.events(buildId: build.id).last { $0.type == "build.cancelled" }?.data["pushInFlight"]
+                == "true")
+        try await fixture.store.publicationSucceeded(
+            id: publication.id, listDigest: Self.list, mediaType: MediaType.ociImageIndex, tags: ["1.0", "latest"])
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .cancelled)
+        #expect(view.notice?.contains("\(Self.list)") == true, "\(view)")
+        #expect(view.notice?.contains("after the build was cancelled") == true)
+        let late = try #require(try await fixture.store.events(buildId: build.id).last { $0.type == "list.pushed_after_cancel" })
+        #expect(late.data["tags"] == "1.0,latest")
+        #expect(late.data["digest"] == Self.list.description)
+    }
+
+    @Test func anOlderBuildNeverMovesATagANewerBuildPublished() async throws {
+        let fixture = try StoreFixture()
+        let (older, olderRun) = try await Self.readyToPublish(fixture, tags: ["1.0", "latest"], agent: "a")
+        let (newer, newerRun) = try await Self.readyToPublish(fixture, tags: ["1.1", "latest"], agent: "b")
+        let newerList = Digest.compute(of: Data("newer".utf8))
+        #expect(
+            try await fixture.publish(id: newerRun.id, listDigest: newerList, mediaType: MediaType.ociImageIndex)
+                == .push(tags: ["1.1", "latest"]))
+        // The older build finishes late: it keeps its own tag, `latest` stays on the newer list.
+        #expect(
+            try await fixture.publish(id: olderRun.id, listDigest: Self.list, mediaType: MediaType.ociImageIndex)
+                == .push(tags: ["1.0"]))
+        let owners = try await fixture.store.tagOwners(image: olderRun.image)
+        #expect(owners["latest"]?.buildId == newer.id && owners["latest"]?.listDigest == newerList.description)
+        #expect(owners["1.0"]?.buildId == older.id)
+        let kept = try #require(try await fixture.store.events(buildId: older.id).first { $0.type == "tag.kept" })
+        #expect(kept.data["reason"] == "tag latest kept: held by \(newer.id) submitted later")
+        let published = try #require(try await fixture.store.events(buildId: older.id).last { $0.type == "list.published" })
+        #expect(published.data["tags"] == "1.0")
+        #expect(try await fixture.store.build(id: older.id).state == .published)
+        // A retry of the older build later still does not take `latest` back.
+        let retried = try await fixture.store.retryJob(buildId: older.id, platform: "linux/amd64")
+        #expect(retried.state == .running)
+        let agent = try await fixture.join("c", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        try await fixture.verifyAll()
+        let rerun = try #require(try await fixture.store.duePublications().ready.first { $0.buildId == older.id })
+        #expect(
+            try await fixture.store.claimPublication(id: rerun.id, listDigest: Digest.compute(of: Data("r".utf8)), tags: rerun.tags)
+                == .push(tags: ["1.0"]))
+        #expect(try await fixture.store.tagOwners(image: olderRun.image)["latest"]?.buildId == newer.id)
+    }
+
+    @Test func aRunReplacedByARetryWhileItPushedIsRecordedAndDoesNotFinishTheBuild() async throws {
+        let fixture = try StoreFixture()
+        let (build, first) = try await Self.readyToPublish(fixture)
+        #expect(try await fixture.store.claimPublication(id: first.id, listDigest: Self.list, tags: first.tags) != nil)
+        // A retry while the first run's tags are being pushed; the rebuilt platform is verified at once.
+        _ = try await fixture.store.retryJob(buildId: build.id, platform: "linux/amd64")
+        let agent = try await fixture.join("b", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.succeed(lease, agent: agent)
+        try await fixture.verifyAll()
+        let second = try #require(try await fixture.store.duePublications().ready.first { $0.id != first.id })
+        // The first push lands now: recorded, but the build waits for the second run's list.
+        try await fixture.store.publicationSucceeded(
+            id: first.id, listDigest: Self.list, mediaType: MediaType.ociImageIndex, tags: first.tags)
+        var view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .publishing, "\(view)")
+        #expect(view.notice?.contains("after a retry replaced its publishing run") == true)
+        #expect(try await fixture.store.events(buildId: build.id).contains { $0.type == "list.pushed_superseded" })
+        let newList = Digest.compute(of: Data("second".utf8))
+        #expect(
+            try await fixture.publish(id: second.id, listDigest: newList, mediaType: MediaType.ociImageIndex)
+                == .push(tags: ["1.0", "latest"]))
+        view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .published && view.listDigest == newList)
+    }
+
+    @Test func aFailedPushAfterTheClaimIsRetriedFromPending() async throws {
+        let fixture = try StoreFixture()
+        let (build, publication) = try await Self.readyToPublish(fixture)
+        _ = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
+        // A crash mid-push leaves the row pushing: it is due again after a restart.
+        #expect(try await fixture.store.duePublications().ready.map(\.id) == [publication.id])
+        try await fixture.store.publicationFailed(id: publication.id, error: "503", retryable: true)
+        #expect(try await fixture.store.duePublications().ready.isEmpty, "backoff before the next try")
+        fixture.clock.advance(10)
+        #expect(
+            try await fixture.publish(id: publication.id, listDigest: Self.list, mediaType: MediaType.ociImageIndex)
+                == .push(tags: ["1.0", "latest"]))
+        #expect(try await fixture.store.build(id: build.id).state == .published)
+    }
+
+    @Test func anUnreadableOutboxRowIsReportedNotFatalToTheOthers() async throws {
+        let fixture = try StoreFixture()
+        let (_, good) = try await Self.readyToPublish(fixture, agent: "a")
+        let (bad, broken) = try await Self.readyToPublish(fixture, agent: "b")
+        try await fixture.store.database.write { db in
+            try db.execute(sql: "UPDATE outbox SET children = 'not json' WHERE id = ?", arguments: [broken.id])
+        }
+        let due = try await fixture.store.duePublications()
+        #expect(due.ready.map(\.id) == [good.id])
+        #expect(due.unreadable.map(\.buildId) == [bad.id])
+    }
+}
