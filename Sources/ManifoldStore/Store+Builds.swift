@@ -118,7 +118,8 @@ extension Store {
             try db.execute(sql: "UPDATE outbox SET state = 'superseded' WHERE buildId = ? AND state = 'pending'", arguments: [id])
             // A run whose tag PUTs already started cannot be called back; if it lands, it is recorded on the build.
             let pushing =
-                try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND state = 'pushing'", arguments: [id]) ?? false
+                try Bool.fetchOne(db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND state = 'pushing'", arguments: [id])
+                ?? false
             try appendEvent(
                 db, buildId: id, type: "build.cancelled",
                 data: pushing ? ["by": actor ?? "", "pushInFlight": "true"] : ["by": actor ?? ""])

@@ -156,7 +156,9 @@ extension Store {
     public func tagOwners(image: String) async throws -> [String: (buildId: String, listDigest: String)] {
         try await database.read { db in
             var owners: [String: (buildId: String, listDigest: String)] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT tag, buildId, listDigest FROM tag_owner WHERE image = ?", arguments: [image]) {
+            for row in try Row.fetchAll(
+                db, sql: "SELECT tag, buildId, listDigest FROM tag_owner WHERE image = ?", arguments: [image])
+            {
                 owners[row["tag"]] = (row["buildId"], row["listDigest"])
             }
             return owners

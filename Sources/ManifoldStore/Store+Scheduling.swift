@@ -16,6 +16,12 @@ public struct PendingVerification: Sendable, Hashable {
     public var childTag: String
 }
 
+/// Reports due for a registry check, and those whose rows cannot be read.
+public struct DueVerifications: Sendable {
+    public var ready: [PendingVerification] = []
+    public var unreadable: [(jobId: String, epoch: Int64, error: String)] = []
+}
+
 /// The outcome of checking a reported digest in the registry.
 public enum VerificationOutcome: Sendable, Hashable {
     case verified
@@ -134,11 +140,13 @@ extension Store {
             guard
                 let attempt = try Row.fetchOne(
                     db,
-                    sql: "SELECT jobId FROM attempt WHERE epoch = ? AND agentId = ? AND state = 'running' AND acknowledgedAt IS NULL",
+                    sql:
+                        "SELECT jobId FROM attempt WHERE epoch = ? AND agentId = ? AND state = 'running' AND acknowledgedAt IS NULL",
                     arguments: [epoch, agentId])
             else { return }
             try self.loseAttempt(
-                db, epoch: epoch, jobId: attempt["jobId"], reason: "the lease could not be delivered: the agent's poll connection closed",
+                db, epoch: epoch, jobId: attempt["jobId"],
+                reason: "the lease could not be delivered: the agent's poll connection closed",
                 counted: false, at: at)
         }
     }
@@ -148,7 +156,9 @@ extension Store {
         guard attempt["acknowledgedAt"] as Double? == nil else { return }
         try db.execute(
             sql: "UPDATE attempt SET acknowledgedAt = ?, leaseExpiresAt = MAX(leaseExpiresAt, ?) WHERE epoch = ?",
-            arguments: [Store.timestamp(at), Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), attempt["epoch"] as Int64])
+            arguments: [
+                Store.timestamp(at), Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), attempt["epoch"] as Int64,
+            ])
     }
 
     /// The tag an attempt pushes to: `{child tag}-attempt-{epoch}`, at most 128 characters (the child tag is
@@ -397,26 +407,34 @@ extension Store {
         }
     }
 
-    /// Reports awaiting a registry check, oldest first (also those left over from before a restart).
-    public func pendingVerifications() async throws -> [PendingVerification] {
+    /// Reports awaiting a registry check, oldest first (also those left over from before a restart), and those
+    /// whose rows cannot be read (the verifier fails them rather than stall).
+    public func pendingVerifications() async throws -> DueVerifications {
         try await database.read { db in
-            try Row.fetchAll(
+            var due = DueVerifications()
+            let rows = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
                         build.image, build.spec AS buildSpec
                     FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
                     WHERE attempt.state = 'verifying' ORDER BY attempt.epoch
-                    """
-            ).compactMap { row in
-                guard let digest = try? Digest(parsing: row["digest"] as String) else { return nil }
-                let platform = try Store.decode(PlatformSpec.self, row["spec"]).platform
-                let spec = try Store.decode(BuildSpec.self, row["buildSpec"])
-                return PendingVerification(
-                    jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"], platform: platform, image: row["image"],
-                    imageReference: row["imageReference"], digest: digest,
-                    childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platform))
+                    """)
+            for row in rows {
+                do {
+                    let digest = try Digest(parsing: row["digest"] as String? ?? "")
+                    let platform = try Store.decode(PlatformSpec.self, row["spec"]).platform
+                    let spec = try Store.decode(BuildSpec.self, row["buildSpec"])
+                    due.ready.append(
+                        PendingVerification(
+                            jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"], platform: platform,
+                            image: row["image"], imageReference: row["imageReference"] ?? "", digest: digest,
+                            childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platform)))
+                } catch {
+                    due.unreadable.append((row["jobId"], row["epoch"], "\(error)"))
+                }
             }
+            return due
         }
     }
 

@@ -34,6 +34,9 @@ public final class Store: Sendable {
         try Schema.migrator.migrate(database)
     }
 
+    /// The store's clock: the one time source for leases, deadlines and backoff.
+    public func currentTime() -> Date { now() }
+
     /// The file's journal mode, for checks and diagnostics (always `wal`).
     public func journalMode() throws -> String {
         try database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
@@ -131,7 +134,11 @@ public struct StoreSettings: Sendable {
 public final class WriteHealth: Sendable {
     private let state = Mutex<(failedAt: Date?, reason: String?, succeededAt: Date?)>((nil, nil, nil))
 
-    func failed(at date: Date, reason: String) { state.withLock { $0.failedAt = date; $0.reason = reason } }
+    func failed(at date: Date, reason: String) {
+        state.withLock {
+            $0.failedAt = date; $0.reason = reason
+        }
+    }
     func succeeded(at date: Date) { state.withLock { $0.succeededAt = date } }
 
     /// The reason writes fail now: the last write failed and none succeeded since.

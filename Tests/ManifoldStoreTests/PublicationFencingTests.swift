@@ -85,7 +85,8 @@ import Testing
         try await fixture.verifyAll()
         let rerun = try #require(try await fixture.store.duePublications().ready.first { $0.buildId == older.id })
         #expect(
-            try await fixture.store.claimPublication(id: rerun.id, listDigest: Digest.compute(of: Data("r".utf8)), tags: rerun.tags)
+            try await fixture.store.claimPublication(
+                id: rerun.id, listDigest: Digest.compute(of: Data("r".utf8)), tags: rerun.tags)
                 == .push(tags: ["1.0"]))
         #expect(try await fixture.store.tagOwners(image: olderRun.image)["latest"]?.buildId == newer.id)
     }

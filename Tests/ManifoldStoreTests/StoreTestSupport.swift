@@ -94,7 +94,7 @@ final class StoreFixture: Sendable {
     }
 
     func verifyAll() async throws {
-        for pending in try await store.pendingVerifications() {
+        for pending in try await store.pendingVerifications().ready {
             try await store.recordVerification(jobId: pending.jobId, epoch: pending.epoch, outcome: .verified)
         }
     }

@@ -212,7 +212,8 @@ import Testing
         for _ in 0..<3 {
             let lease = try #require(try await fixture.poll(agent))
             try await fixture.store.complete(
-                agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released, reason: "shutting down"))
+                agentId: agent.id,
+                CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released, reason: "shutting down"))
             // A repeated report is accepted without change.
             try await fixture.store.complete(
                 agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released))
@@ -402,7 +403,7 @@ import Testing
         let lease = try #require(try await fixture.poll(agent))
         _ = try await fixture.succeed(lease, agent: agent)
         let restarted = try fixture.reopen()
-        #expect(try await restarted.pendingVerifications().map(\.jobId) == [lease.jobId])
+        #expect(try await restarted.pendingVerifications().ready.map(\.jobId) == [lease.jobId])
         try await restarted.recordVerification(jobId: lease.jobId, epoch: lease.epoch, outcome: .verified)
         let again = try fixture.reopen()
         #expect(try await again.duePublications().ready.map(\.buildId) == [build.id])

@@ -369,7 +369,8 @@ extension CoordinatorSettings {
             case .pollTimeoutSeconds:
                 // Agents give up on a request that sends nothing for 75 s; a longer hold would answer a poll
                 // nobody waits for.
-                settings.pollTimeoutSeconds = try integer(pollTimeoutRange, unit: "seconds (agents give up on a silent request after 75)")
+                settings.pollTimeoutSeconds = try integer(
+                    pollTimeoutRange, unit: "seconds (agents give up on a silent request after 75)")
             case .defaultMaxAttempts:
                 settings.defaultMaxAttempts = try integer(maxAttemptsRange, unit: "attempts")
             case .childTagTemplate:

@@ -52,7 +52,8 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
         case .limitExceeded(let message): return APIError(.contentTooLarge, code: "TOO_LARGE", message)
         case .forbidden(let message): return APIError(.forbidden, code: "FORBIDDEN", message)
         case .storageUnavailable(let message):
-            return APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "STORAGE_UNAVAILABLE", message)
+            return APIError(
+                HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "STORAGE_UNAVAILABLE", message)
         }
     }
 }

@@ -29,8 +29,17 @@ public struct LeaseReaper: Service {
         await cancelWhenGracefulShutdown {
             // After a restart, agents need one lease period to reach us again before their leases count as lost.
             try? await Task.sleep(for: startupGrace)
+            var jumps = ClockJumpDetector()
             while !Task.isCancelled {
                 do {
+                    if let jump = jumps.observe(wall: store.currentTime(), monotonic: .now) {
+                        // The wall clock stepped forward (NTP, a resumed VM): no agent missed a heartbeat for
+                        // that, so every running lease gets a full TTL instead of expiring at once.
+                        logger.warning(
+                            "the wall clock jumped forward; extending running leases", metadata: ["seconds": "\(jump)"])
+                        try await store.extendRunningLeases(
+                            until: store.currentTime().addingTimeInterval(store.settings.leaseTTL))
+                    }
                     let expired = try await store.expireLeases()
                     if expired > 0 {
                         metrics.increment("manifold_lease_expiries_total", by: Double(expired))
@@ -49,5 +58,24 @@ public struct LeaseReaper: Service {
                 try? await Task.sleep(for: interval)
             }
         }
+    }
+}
+
+/// Notices a forward step of the wall clock between two observations: wall time that passed beyond the
+/// monotonic time that passed, past a tolerance.
+struct ClockJumpDetector {
+    var tolerance: TimeInterval
+    private var last: (wall: Date, monotonic: ContinuousClock.Instant)?
+
+    init(tolerance: TimeInterval = 5) { self.tolerance = tolerance }
+
+    /// The size of a forward jump since the last observation, if there was one.
+    mutating func observe(wall: Date, monotonic: ContinuousClock.Instant) -> TimeInterval? {
+        defer { last = (wall, monotonic) }
+        guard let last else { return nil }
+        let elapsed = monotonic - last.monotonic
+        let monotonicSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let jump = wall.timeIntervalSince(last.wall) - monotonicSeconds
+        return jump > tolerance ? jump : nil
     }
 }

@@ -40,7 +40,8 @@ public struct Publisher: Service {
                 for bad in due.unreadable {
                     // A row that cannot be read never stalls the rows behind it.
                     logger.error(
-                        "an outbox row cannot be read; failing it", metadata: ["row": "\(bad.id)", "build": "\(bad.buildId)", "error": "\(bad.error)"])
+                        "an outbox row cannot be read; failing it",
+                        metadata: ["row": "\(bad.id)", "build": "\(bad.buildId)", "error": "\(bad.error)"])
                     try? await store.publicationFailed(
                         id: bad.id, error: "the coordinator cannot read this publishing record: \(bad.error)", retryable: false)
                 }
@@ -108,7 +109,7 @@ public struct Publisher: Service {
         } catch let abandoned as PublicationAbandoned {
             logger.info("publishing skipped", metadata: ["build": "\(publication.buildId)", "reason": "\(abandoned.reason)"])
             notifier.notify(.progress)
-        } catch where error is CancellationError || Task.isCancelled {
+        } catch  where error is CancellationError || Task.isCancelled {
             // Shutting down mid-push: the row stays due and is published after the restart; not a failure.
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {

@@ -55,7 +55,24 @@ public struct Verifier: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let generation = notifier.generation(of: .verification)
-                let pending = (try? await store.pendingVerifications()) ?? []
+                let due: DueVerifications
+                do {
+                    due = try await store.pendingVerifications()
+                } catch {
+                    logger.error("reading the reports to verify failed", metadata: ["error": "\(error)"])
+                    await notifier.wait(for: .verification, after: generation, until: .now + .seconds(5))
+                    continue
+                }
+                for bad in due.unreadable {
+                    // A report that cannot be read fails its attempt; it never stalls the reports behind it.
+                    logger.error(
+                        "a report cannot be read; failing its attempt",
+                        metadata: ["job": "\(bad.jobId)", "error": "\(bad.error)"])
+                    try? await store.recordVerification(
+                        jobId: bad.jobId, epoch: bad.epoch,
+                        outcome: .rejected(reason: "the coordinator cannot read this report: \(bad.error)"))
+                }
+                let pending = due.ready
                 let now = ContinuousClock.now
                 for item in pending where (postponed.withLock { $0[item.epoch]?.nextTry }).map({ $0 <= now }) ?? true {
                     if Task.isCancelled { return }
@@ -84,6 +101,10 @@ public struct Verifier: Service {
             outcome = .rejected(reason: "the agent reported an invalid image reference: \(error)")
         } catch let error as RegistryError {
             switch error {
+            case .notFound where await reportedImageIsPresent(pending):
+                // Proven present by a HEAD: the 404 was a race with another push, not a verdict.
+                guard let reason = await postpone(pending, error: error) else { return }
+                outcome = .rejected(reason: reason)
             case .notFound, .digestMismatch, .protocolViolation, .tooLarge:
                 outcome = .rejected(reason: error.description)
             default:
@@ -130,16 +151,31 @@ public struct Verifier: Service {
         } else {
             manifest = try await registries.client(for: reported.registry).fetchManifest(
                 repository: reported.repository, reference: pending.digest.description)
-            if !sameRepository {
+            if !sameRepository,
+                try await destination.headManifest(repository: target.repository, reference: pending.digest.description) == nil
+            {
                 // Bring the index itself over; its children are there now.
                 _ = try await destination.pushManifest(
                     repository: target.repository, reference: pending.digest.description, manifest: manifest)
             }
         }
-        if !(sameRepository && reported.tag == pending.childTag) {
+        // Only the coordinator writes the stable child tag, after the checks above; a tag that already names
+        // this very manifest is left alone (no re-push racing another list's push).
+        if try await destination.headManifest(repository: target.repository, reference: pending.childTag)?.digest
+            != manifest.digest
+        {
             _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
         }
         return sameRepository ? nil : try target.withTag(pending.childTag).description
+    }
+
+    /// Whether a HEAD finds the reported digest where the agent said it pushed it.
+    func reportedImageIsPresent(_ pending: PendingVerification) async -> Bool {
+        guard let reported = try? ImageReference(parsing: pending.imageReference),
+            let client = try? registries.client(for: reported.registry),
+            let found = try? await client.headManifest(repository: reported.repository, reference: pending.digest.description)
+        else { return false }
+        return found.digest == pending.digest
     }
 
     /// Records a failed check for a retry with backoff (with an event the first time and every fifth), or
