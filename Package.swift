@@ -63,7 +63,10 @@ let package = Package(
         .executableTarget(name: "manifold-agent", dependencies: ["ManifoldAgent"]),
         .executableTarget(
             name: "manifold-bench",
-            dependencies: ["ManifoldCore", "ManifoldArchive", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", "ManifoldArchive", "ManifoldStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .target(
             name: "ManifoldStore",

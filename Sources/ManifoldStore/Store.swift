@@ -16,19 +16,29 @@ public final class Store: Sendable {
     /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
     public let writeHealth = WriteHealth()
 
+    /// How commits reach the disk. `full` fsyncs every commit before it is acknowledged (the coordinator always
+    /// runs so); `normal` fsyncs only at checkpoints and can lose the last commits on power loss — it exists so a
+    /// benchmark can measure what durability costs.
+    public enum Synchronous: String, Sendable {
+        case full = "FULL"
+        case normal = "NORMAL"
+    }
+
     /// Opens (creating if needed) the database at `path` and runs pending migrations.
-    public init(path: String, settings: StoreSettings = StoreSettings(), now: @escaping @Sendable () -> Date = { Date() }) throws
-    {
+    public init(
+        path: String, settings: StoreSettings = StoreSettings(), synchronous: Synchronous = .full,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         configuration.busyMode = .timeout(10)
         database = try DatabasePool(path: path, configuration: configuration)
         // GRDB switches the writer to `synchronous = NORMAL` when it enables WAL, after `prepareDatabase` ran:
         // set FULL again on the one writer connection, so every commit is fsync'd before it is acknowledged.
-        try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)") }
         self.now = now
         self.settings = settings
         try Schema.migrator.migrate(database)

@@ -7,11 +7,12 @@ import ManifoldCore
 // ratio (peer time / Manifold time: above 1 means Manifold is faster). Build with `-c release`; see
 // deploy/bench/README.md for the whole-command comparisons against other tools.
 //
-//   swift run -c release manifold-bench [--megabytes N] [--rounds N]
+//   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N]
 
 struct Options {
     var megabytes = 64
     var rounds = 5
+    var builds = 200
 
     init(_ arguments: [String]) throws {
         var iterator = arguments.makeIterator()
@@ -19,8 +20,9 @@ struct Options {
             switch argument {
             case "--megabytes": megabytes = try Self.number(iterator.next(), for: argument)
             case "--rounds": rounds = try Self.number(iterator.next(), for: argument)
+            case "--builds": builds = try Self.number(iterator.next(), for: argument)
             case "-h", "--help":
-                print("usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)]")
+                print("usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)] [--builds N (default 200)]")
                 exit(0)
             default: throw BenchError("unknown argument \(argument); see --help")
             }
@@ -140,6 +142,7 @@ do {
     report("sha512", bytes: data.count, manifold: ours512, peerName: "swift-crypto", peer: peer512)
 
     try contextBenchmark(rounds: options.rounds)
+    try await storeBenchmark(builds: options.builds)
 
     // The two must agree, or the comparison is meaningless.
     let agree =

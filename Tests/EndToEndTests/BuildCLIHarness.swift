@@ -177,7 +177,11 @@ final class ScriptedAgent: Sendable {
         while ContinuousClock.now < deadline {
             let answer = try await client.poll(
                 PollRequest(platforms: [platform], labels: ["pool": "e2e"], builders: ["scripted"], version: "test"))
-            if let lease = answer.lease { return lease }
+            if let lease = answer.lease {
+                // Confirmed at once, as the real agent does; an unconfirmed grant goes back to the queue.
+                _ = try await client.heartbeat(HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "fetching"))
+                return lease
+            }
         }
         throw TestEnvironmentError("agent \(name) got no job")
     }

@@ -323,8 +323,9 @@ extension CoordinatorSettings {
                 guard case .text(let value) = raw else { throw invalid(expected) }
                 return value
             }
-            func integer(_ range: ClosedRange<Int>, unit: String) throws -> Int {
-                let expected = "a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound)"
+            func integer(_ range: ClosedRange<Int>, unit: String, why: String? = nil) throws -> Int {
+                let expected =
+                    "a whole number of \(unit) from \(range.lowerBound) to \(range.upperBound)" + (why.map { " (\($0))" } ?? "")
                 guard let value = Int(try text(expected).trimmingCharacters(in: .whitespaces)), range.contains(value)
                 else { throw invalid(expected) }
                 return value
@@ -370,7 +371,7 @@ extension CoordinatorSettings {
                 // Agents give up on a request that sends nothing for 75 s; a longer hold would answer a poll
                 // nobody waits for.
                 settings.pollTimeoutSeconds = try integer(
-                    pollTimeoutRange, unit: "seconds (agents give up on a silent request after 75)")
+                    pollTimeoutRange, unit: "seconds", why: "agents give up on a silent request after 75")
             case .defaultMaxAttempts:
                 settings.defaultMaxAttempts = try integer(maxAttemptsRange, unit: "attempts")
             case .childTagTemplate:

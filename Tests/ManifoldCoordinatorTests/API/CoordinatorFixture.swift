@@ -135,12 +135,20 @@ final class CoordinatorFixture: Sendable {
         return (joined.agentId, joined.secret)
     }
 
-    func poll(_ secret: String, platforms: [String], timeout: Duration = .seconds(40)) async throws -> Reply {
-        try await call(
+    /// Polls like an agent; `confirm` sends the heartbeat a real agent sends as soon as it has a lease (an
+    /// unconfirmed grant goes back to the queue after the acknowledge window).
+    func poll(_ secret: String, platforms: [String], timeout: Duration = .seconds(40), confirm: Bool = true) async throws -> Reply
+    {
+        let reply = try await call(
             "POST", "/api/v1/agent/poll", token: secret,
             json: PollRequest(
                 platforms: try platforms.map { try Platform(parsing: $0) }, labels: [:], builders: ["command"], version: "test"),
             timeout: timeout)
+        if confirm, reply.status == 200, let lease = try reply.decode(PollResponse.self).lease {
+            _ = try await call(
+                "POST", "/api/v1/agent/heartbeat", token: secret, json: HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        }
+        return reply
     }
 
     /// Uploads a small context and returns its digest.

@@ -97,7 +97,7 @@ import Testing
         await fixture.stop()
     }
 
-    @Test func aHeldPollIsWokenWhenALostJobComesBackFromBackoff() async throws {
+    @Test func aHeldPollIsWokenWhenALostJobComesBack() async throws {
         let fixture = try await CoordinatorFixture.start { settings in
             settings.leaseTTLSeconds = 5
             settings.heartbeatIntervalSeconds = 1
@@ -109,9 +109,9 @@ import Testing
         let waiting = try await fixture.joinAgent("waiting", platforms: ["linux/amd64"])
         let build = try await fixture.submit(submitter, image: "127.0.0.1:1/team/app", platforms: ["linux/amd64"])
         let lost = try #require(
-            try await fixture.poll(vanishing.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
-        // The first agent never heartbeats. The second one's poll is held until the lease expires and the
-        // backoff passes, then answered at once — well before its 30 s window closes.
+            try await fixture.poll(vanishing.secret, platforms: ["linux/amd64"], confirm: false).decode(PollResponse.self).lease)
+        // The first agent never confirms its lease. The second one's poll is held until the grant expires (no
+        // backoff follows a lost lease), then answered at once — well before its 30 s window closes.
         let started = ContinuousClock.now
         let reply = try await fixture.poll(waiting.secret, platforms: ["linux/amd64"])
         let waited = ContinuousClock.now - started

@@ -134,6 +134,14 @@ struct CoordinatorSettingsTests {
         #expect(contradiction.contains("MANIFOLD_TLS"))
     }
 
+    @Test func aPollTimeoutAgentsWouldGiveUpOnIsRefused() throws {
+        #expect(try resolve(file: "poll_timeout_seconds: 60\n").pollTimeoutSeconds == 60)
+        let text = message { try resolve(file: "poll_timeout_seconds: 90\n") }
+        #expect(text.contains("90"), "\(text)")
+        #expect(text.contains("from 1 to 60"), "\(text)")
+        #expect(text.contains("agents give up on a silent request after 75"), "\(text)")
+    }
+
     @Test func badPort() {
         for listen in ["0.0.0.0:99999", "0.0.0.0:-1", "0.0.0.0:http", "0.0.0.0", "0.0.0.0:"] {
             let text = message { try resolve(file: nil, flags: ["listen": listen]) }
