@@ -115,7 +115,7 @@ let package = Package(
 
         .target(
             name: "ManifoldTestSupport",
-            dependencies: ["ManifoldCore", "ManifoldHTTP"],
+            dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP"],
             path: "Tests/ManifoldTestSupport"
         ),
         .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore"]),
@@ -137,6 +137,14 @@ let package = Package(
         .testTarget(name: "ManifoldCLITests", dependencies: ["ManifoldCLI", "ManifoldClient", "ManifoldTestSupport"]),
         .testTarget(
             name: "EndToEndTests",
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldTestSupport",
+            ]
+        ),
+        // Real processes under faults (kill -9, SIGSTOP, a TCP fault proxy, a registry that goes away, a full disk);
+        // deploy/chaos/README.md says what each scenario proves.
+        .testTarget(
+            name: "ChaosTests",
             dependencies: [
                 "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldTestSupport",
             ]

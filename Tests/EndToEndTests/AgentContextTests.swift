@@ -49,7 +49,7 @@ import Glibc
         let spec = BuildSpec(
             image: harness.image, tags: ["git"], platforms: [PlatformSpec(platform: harness.platform)],
             context: .git(url: "http://127.0.0.1:\(port)/app.git", ref: "v1"), timeoutSeconds: 300, maxAttempts: 1)
-        let response = try await CoordinatorProcessTests.call(
+        let response = try await CoordinatorProcess.call(
             harness.coordinator, "POST", "/api/v1/builds", token: harness.submitter, json: spec)
         #expect(response.status == 201, "\(String(decoding: response.body, as: UTF8.self))")
         let submitted = try APICoding.decoder().decode(BuildView.self, from: response.body)
@@ -89,11 +89,11 @@ import Glibc
             "slow", script: AgentLifecycleTests.stubbornScript(pids: pidFile), extra: ["--drain-timeout", "1"])
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await AgentLifecycleTests.waitUntil { AgentLifecycleTests.pids(in: pidFile).count == 3 })
+        #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 })
         kill(agent.processIdentifier, SIGTERM)
         #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
         let final = try await harness.wait(submitted.id, timeout: .seconds(20))
         #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
-        #expect(!AgentLifecycleTests.pids(in: pidFile).contains(where: AgentLifecycleTests.alive))
+        #expect(!ProcessProbe.pids(in: pidFile).contains(where: ProcessProbe.alive))
     }
 }

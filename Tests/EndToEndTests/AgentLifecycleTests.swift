@@ -11,27 +11,6 @@ import Glibc
 /// Stopping builds, shutting the agent down, and surviving coordinator and agent restarts — all with real
 /// processes.
 @Suite struct AgentLifecycleTests {
-    /// Whether `pid` is a live (non-zombie) process.
-    static func alive(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-        guard let close = stat.lastIndex(of: ")") else { return false }
-        let state = stat[stat.index(close, offsetBy: 2)]
-        return state != "Z" && state != "X"
-    }
-
-    static func pids(in file: URL) -> [Int32] {
-        ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
-    }
-
-    static func waitUntil(_ timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return try await condition()
-    }
-
     /// A builder (and its children) that ignore SIGTERM, writing their pids to `pids`.
     static func stubbornScript(pids: URL) -> String {
         """
@@ -53,14 +32,15 @@ import Glibc
         let agent = try harness.startAgent("stubborn", script: Self.stubbornScript(pids: pidFile))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 }, "\(agent.output())")
-        let pids = Self.pids(in: pidFile)
-        #expect(pids.allSatisfy(Self.alive))
+        #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 }, "\(agent.output())")
+        let pids = ProcessProbe.pids(in: pidFile)
+        #expect(pids.allSatisfy(ProcessProbe.alive))
         try await harness.cancel(submitted.id)
         let final = try await harness.wait(submitted.id, timeout: .seconds(30))
         #expect(final.state == .cancelled, "\(final)")
         // SIGTERM is ignored by all three; the kill after the 2 s grace period ends them.
-        #expect(await Self.waitUntil(.seconds(15)) { !pids.contains(where: Self.alive) }, "\(pids) \(agent.output())")
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(15)) { !pids.contains(where: ProcessProbe.alive) }, "\(pids) \(agent.output())")
         #expect(agent.isRunning)
     }
 
@@ -77,7 +57,7 @@ import Glibc
                 before: "touch '\(marker.path)'; while [ ! -e '\(signalled.path)' ]; do sleep 0.1; done"))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
+        #expect(await ProcessProbe.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
         kill(agent.processIdentifier, SIGTERM)
         try await Task.sleep(for: .milliseconds(300))
         #expect(agent.isRunning)
@@ -96,7 +76,7 @@ import Glibc
         let agent = try harness.startAgent("impatient", script: Self.stubbornScript(pids: pidFile))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
+        #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 })
         kill(agent.processIdentifier, SIGTERM)
         try await Task.sleep(for: .milliseconds(500))
         #expect(agent.isRunning)
@@ -108,7 +88,7 @@ import Glibc
         #expect(final.state.isFinal, "\(final)")
         #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
         #expect(agent.output().contains("as cancelled"), "\(agent.output())")
-        #expect(!Self.pids(in: pidFile).contains(where: Self.alive))
+        #expect(!ProcessProbe.pids(in: pidFile).contains(where: ProcessProbe.alive))
     }
 
     @Test func logUploadSurvivesACoordinatorRestartWithoutLossOrDuplicates() async throws {
@@ -130,11 +110,11 @@ import Glibc
             "chatty", script: AgentHarness.buildahScript(before: steps.joined(separator: "\n")))
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: file("half")) })
+        #expect(await ProcessProbe.waitUntil { FileManager.default.fileExists(atPath: file("half")) })
         try await Task.sleep(for: .milliseconds(1500))
         harness.stopCoordinator()
         try Data().write(to: URL(fileURLWithPath: file("down")))
-        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: file("printed")) })
+        #expect(await ProcessProbe.waitUntil { FileManager.default.fileExists(atPath: file("printed")) })
         try await Task.sleep(for: .seconds(1))
         try harness.startCoordinator()
         try Data().write(to: URL(fileURLWithPath: file("back")))
@@ -159,12 +139,12 @@ import Glibc
         let agent = try harness.startAgent("crashy", script: script)
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
+        #expect(await ProcessProbe.waitUntil { FileManager.default.fileExists(atPath: marker.path) })
         harness.stopCoordinator()
         try Data().write(to: down)
         let reports = URL(fileURLWithPath: joined.state).appendingPathComponent("reports")
         #expect(
-            await Self.waitUntil(.seconds(60)) {
+            await ProcessProbe.waitUntil(.seconds(60)) {
                 ((try? FileManager.default.contentsOfDirectory(atPath: reports.path)) ?? []).contains { $0.hasSuffix(".json") }
             }, "\(agent.output())")
         // ...and the agent dies before it could be.
@@ -190,7 +170,7 @@ import Glibc
         let final = try await harness.wait(submitted.id, timeout: .seconds(40))
         #expect(final.state == .failed, "\(final)")
         #expect(final.jobs.first?.reason?.contains("timeout") == true, "\(final)\n\(agent.output())")
-        #expect(!Self.pids(in: pidFile).contains(where: Self.alive))
+        #expect(!ProcessProbe.pids(in: pidFile).contains(where: ProcessProbe.alive))
         #expect(agent.isRunning)
     }
 
@@ -202,15 +182,15 @@ import Glibc
         let agent = try harness.startAgent("orphaned", script: Self.stubbornScript(pids: pidFile))
         defer { agent.stop() }
         _ = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
-        let pids = Self.pids(in: pidFile)
+        #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 })
+        let pids = ProcessProbe.pids(in: pidFile)
         // The agent is frozen (its builder keeps running) for longer than the lease: the coordinator expires it,
         // and the agent's next heartbeat is refused with 409.
         kill(agent.processIdentifier, SIGSTOP)
         try await Task.sleep(for: .seconds(9))
         kill(agent.processIdentifier, SIGCONT)
         #expect(
-            await Self.waitUntil(.seconds(40)) { !pids.contains(where: Self.alive) }, "\(agent.output())")
+            await ProcessProbe.waitUntil(.seconds(40)) { !pids.contains(where: ProcessProbe.alive) }, "\(agent.output())")
         #expect(agent.output().contains("is gone"), "\(agent.output())")
         #expect(agent.isRunning)
     }
@@ -224,16 +204,16 @@ import Glibc
         let agent = try harness.startAgent("phoenix", script: script)
         defer { agent.stop() }
         _ = try await harness.submit(files: AgentHarness.context)
-        #expect(await Self.waitUntil { Self.pids(in: pidFile).count == 3 })
-        let pids = Self.pids(in: pidFile)
+        #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 })
+        let pids = ProcessProbe.pids(in: pidFile)
         // SIGKILL cannot be caught: the builder's process group outlives the agent...
         kill(agent.processIdentifier, SIGKILL)
         _ = await AgentHarness.waitForExit(agent)
-        #expect(pids.allSatisfy(Self.alive))
+        #expect(pids.allSatisfy(ProcessProbe.alive))
         // ...until the agent starts again.
         let restarted = try harness.startAgent("phoenix", script: script, runName: "agent-phoenix-2")
         defer { restarted.stop() }
-        #expect(await Self.waitUntil(.seconds(20)) { !pids.contains(where: Self.alive) }, "\(restarted.output())")
+        #expect(await ProcessProbe.waitUntil(.seconds(20)) { !pids.contains(where: ProcessProbe.alive) }, "\(restarted.output())")
         #expect(restarted.output().contains("left by a previous run"), "\(restarted.output())")
     }
 }

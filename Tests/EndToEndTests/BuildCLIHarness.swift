@@ -32,7 +32,7 @@ final class BuildCLIHarness: Sendable {
         port = try Loopback.freePort()
         state = scratch.file("coordinator").path
         let configHome = scratch.file("config").path
-        (fingerprint, admin, joinToken) = try CoordinatorProcessTests.initialise(
+        (fingerprint, admin, joinToken) = try CoordinatorProcess.initialise(
             state: state, port: port, environment: ["XDG_CONFIG_HOME": configHome])
         coordinatorEnvironment = [
             "MANIFOLD_INSECURE_REGISTRIES": registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",

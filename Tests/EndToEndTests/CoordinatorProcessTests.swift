@@ -6,61 +6,8 @@ import ManifoldRegistry
 import ManifoldTestSupport
 import Testing
 
-/// The coordinator as a real process: `manifold init`, `manifold serve`, `kill -9` in the middle of publishing.
+/// The coordinator as a real process: `manifold init` twice, `kill -9` in the middle of publishing, SIGTERM.
 @Suite struct CoordinatorProcessTests {
-    struct Running {
-        var process: ManagedProcess
-        var client: HTTPClient
-        var base: URL
-    }
-
-    static func serve(
-        state: String, port: Int, logDirectory: URL, name: String, environment: [String: String] = [:]
-    ) throws -> Running {
-        let process = try ManagedProcess(
-            name: name, executable: try manifoldBinary(), arguments: ["serve", "--state-dir", state], environment: environment,
-            logDirectory: logDirectory)
-        try Loopback.waitUntilListening(port: port, process: process)
-        let client = HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caFile: "\(state)/pki/ca.crt")))
-        return Running(process: process, client: client, base: URL(string: "https://127.0.0.1:\(port)")!)
-    }
-
-    static func call(
-        _ running: Running, _ method: String, _ path: String, token: String, json: (some Encodable)? = String?.none
-    )
-        async throws -> HTTPResponse
-    {
-        var request = HTTPRequest(method: method, url: URL(string: path, relativeTo: running.base)!.absoluteURL)
-        request.headers.add("Authorization", "Bearer \(token)")
-        if let json {
-            request.body = .bytes(try APICoding.encoder().encode(json))
-            request.headers.add("Content-Type", "application/json")
-        }
-        return try await running.client.execute(request)
-    }
-
-    /// `manifold init` into `state`, listening on loopback `port`; returns what it printed once.
-    static func initialise(
-        state: String, port: Int, environment: [String: String] = [:]
-    ) throws -> (fingerprint: String, admin: String, joinToken: String) {
-        let initialised = try manifold(
-            ["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"], environment: environment)
-        guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
-        func value(_ label: String) throws -> String {
-            guard let found = Self.value(after: label, in: initialised.stdout) else {
-                throw TestEnvironmentError("no \(label) in manifold init's output:\n\(initialised.stdout)")
-            }
-            return found
-        }
-        return (try value("CA fingerprint"), try value("Admin token"), try value("Agent join token"))
-    }
-
-    static func value(after label: String, in output: String) -> String? {
-        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard let index = lines.firstIndex(where: { $0.hasPrefix(label) }), index + 1 < lines.count else { return nil }
-        return lines[index + 1]
-    }
-
     @Test func initRefusesAnExistingDirectoryAndChangesNothing() throws {
         let scratch = try ScratchDirectory(prefix: "init-twice")
         defer { scratch.remove() }
@@ -68,7 +15,7 @@ import Testing
         let first = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:7443"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("CA fingerprint"))
-        let fingerprint = try #require(Self.value(after: "CA fingerprint", in: first.stdout))
+        let fingerprint = try #require(CoordinatorProcess.value(after: "CA fingerprint", in: first.stdout))
         #expect(fingerprint.hasPrefix("sha256:") && fingerprint.count == 71)
         let before = try FileManager.default.contentsOfDirectory(atPath: state).sorted()
         let database = try Data(contentsOf: scratch.file("state/manifold.db"))
@@ -90,16 +37,16 @@ import Testing
         let state = scratch.file("state").path
         let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
         #expect(initialised.status == 0, "\(initialised.stderr)")
-        let admin = try #require(Self.value(after: "Admin token", in: initialised.stdout))
-        let join = try #require(Self.value(after: "Agent join token", in: initialised.stdout))
+        let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
+        let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         // The coordinator reaches the registry through the fault proxy, over plain HTTP.
         let environment = ["MANIFOLD_INSECURE_REGISTRIES": proxy.host]
-        var running = try Self.serve(
+        var running = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: environment)
-        let created = try await Self.call(
+        let created = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/tokens", token: admin, json: CreateTokenRequest(name: "ci", role: .submitter))
         let submitter = try APICoding.decoder().decode(CreatedToken.self, from: created.body).secret
-        let joined = try await Self.call(
+        let joined = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/join", token: join,
             json: JoinRequest(
                 name: "builder", platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: ["command"],
@@ -118,14 +65,15 @@ import Testing
             platforms: [PlatformSpec(platform: Platform(os: "linux", architecture: "amd64"))],
             context: .upload(digest: contextDigest))
         let build = try APICoding.decoder().decode(
-            BuildView.self, from: try await Self.call(running, "POST", "/api/v1/builds", token: submitter, json: spec).body)
-        let polled = try await Self.call(
+            BuildView.self,
+            from: try await CoordinatorProcess.call(running, "POST", "/api/v1/builds", token: submitter, json: spec).body)
+        let polled = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/poll", token: agent,
             json: PollRequest(
                 platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: ["command"], version: "test"))
         let lease = try #require(try APICoding.decoder().decode(PollResponse.self, from: polled.body).lease)
         // Confirmed at once, as the real agent does; an unconfirmed grant goes back to the queue.
-        let confirmed = try await Self.call(
+        let confirmed = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/heartbeat", token: agent,
             json: HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
         #expect(confirmed.status == 200)
@@ -144,7 +92,7 @@ import Testing
 
         // Hold the list's push in the proxy, so the coordinator is in the middle of publishing when it dies.
         try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/sha256:", delay: 8)])
-        let completed = try await Self.call(
+        let completed = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/complete", token: agent,
             json: CompleteRequest(
                 jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded,
@@ -154,7 +102,8 @@ import Testing
         var publishing = false
         for _ in 0..<2400 {
             let view = try APICoding.decoder().decode(
-                BuildView.self, from: try await Self.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
+                BuildView.self,
+                from: try await CoordinatorProcess.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
             if view.state == .publishing { publishing = true; break }
             try await Task.sleep(for: .milliseconds(25))
         }
@@ -165,7 +114,7 @@ import Testing
         running.client.shutdown()
         try proxy.clearRules()
 
-        running = try Self.serve(
+        running = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator-2", environment: environment)
         defer {
             running.process.stop()
@@ -174,7 +123,8 @@ import Testing
         var final: BuildView? = nil
         for _ in 0..<400 {
             let view = try APICoding.decoder().decode(
-                BuildView.self, from: try await Self.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
+                BuildView.self,
+                from: try await CoordinatorProcess.call(running, "GET", "/api/v1/builds/\(build.id)", token: submitter).body)
             if view.state.isFinal { final = view; break }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -183,7 +133,7 @@ import Testing
         let listDigest = try #require(published.listDigest)
         let stored = try await registryClient.fetchManifest(repository: "crash/app", reference: "latest")
         #expect(stored.digest == listDigest)
-        let events = try await Self.call(running, "GET", "/api/v1/builds/\(build.id)/events", token: submitter)
+        let events = try await CoordinatorProcess.call(running, "GET", "/api/v1/builds/\(build.id)/events", token: submitter)
         let text = String(decoding: events.body, as: UTF8.self)
         #expect(text.components(separatedBy: "event: list.published").count - 1 == 1, "\(text)")
     }
@@ -194,21 +144,21 @@ import Testing
         let port = try Loopback.freePort()
         let state = scratch.file("state").path
         let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
-        let join = try #require(Self.value(after: "Agent join token", in: initialised.stdout))
+        let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         // Polls are held for a minute here (the most allowed), so an answer within half of it proves the shutdown
         // released it.
-        let running = try Self.serve(
+        let running = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator",
             environment: ["MANIFOLD_POLL_TIMEOUT_SECONDS": "60"])
         defer { running.client.shutdown() }
-        let joined = try await Self.call(
+        let joined = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/join", token: join,
             json: JoinRequest(
                 name: "idle", platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: [],
                 version: "test"))
         let agent = try APICoding.decoder().decode(JoinResponse.self, from: joined.body).secret
         let started = ContinuousClock.now
-        async let held = Self.call(
+        async let held = CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/poll", token: agent,
             json: PollRequest(
                 platforms: [Platform(os: "linux", architecture: "amd64")], labels: [:], builders: [], version: "test"))
@@ -230,8 +180,8 @@ import Testing
         let port = try Loopback.freePort()
         let state = scratch.file("state").path
         let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
-        let admin = try #require(Self.value(after: "Admin token", in: initialised.stdout))
-        let running = try Self.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
+        let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
+        let running = try CoordinatorProcess.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
         defer { running.client.shutdown() }
         // A 4 MiB context sent at 256 KiB/s: about sixteen seconds on the wire.
         var generator = SystemRandomNumberGenerator()

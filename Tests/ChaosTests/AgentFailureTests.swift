@@ -1,0 +1,187 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ChaosTests {
+    /// An agent is killed with SIGKILL mid-build while a second agent offers the platform.
+    ///
+    /// Invariants: the job goes to the second agent within lease TTL + reaper period of the last heartbeat (the
+    /// kill), with no retry backoff between the lost lease and the next grant; the build publishes the second
+    /// agent's image.
+    @Test func agentKilledMidBuildIsRedispatched() async throws {
+        let harness = try await AgentHarness(
+            "redispatch", leaseTTLSeconds: Chaos.leaseTTLSeconds, environment: Chaos.environment)
+        defer { harness.tearDown() }
+        let ledger = harness.scratch.file("ledger")
+        let go = harness.scratch.file("go")
+        var agents: [String: ManagedProcess] = [:]
+        defer { agents.values.forEach { $0.stop() } }
+        for name in ["first", "second"] {
+            let pids = harness.scratch.file("pids-\(name)")
+            #expect(try harness.join(name).status == 0)
+            agents[name] = try harness.startAgent(
+                name, script: Chaos.pushScript(ledger: ledger, before: "echo $$ >> '\(pids.path)'\n\(Chaos.hold(until: go))"))
+        }
+        let submitted = try await harness.submit(files: AgentHarness.context, maxAttempts: 2)
+        let assigned = try #require(
+            try await harness.watch(submitted.id, timeout: .seconds(20)) {
+                $0.jobs[0].agent != nil && $0.jobs[0].state == .assigned
+            })
+        let holder = try #require(assigned.view.jobs[0].agent)
+        let other = holder == "first" ? "second" : "first"
+        let holderPids = harness.scratch.file("pids-\(holder)")
+        #expect(await ProcessProbe.waitUntil(.seconds(20)) { !ProcessProbe.pids(in: holderPids).isEmpty })
+        // Let a few heartbeats land, so the lease is fresh when its agent dies.
+        try await Task.sleep(for: .milliseconds(2_500))
+        let agent = try #require(agents[holder])
+        kill(agent.processIdentifier, SIGKILL)
+        let killedAt = ContinuousClock.now
+        _ = await AgentHarness.waitForExit(agent)
+        // The dead agent's builder would push on; end it as a reboot would, and let the next build run through.
+        for pid in ProcessProbe.pids(in: holderPids) { kill(pid, SIGKILL) }
+        try Data().write(to: go)
+
+        let moved = try #require(
+            try await harness.watch(submitted.id, timeout: .seconds(60)) { $0.jobs[0].agent == other },
+            "the job never reached \(other)\n\(harness.coordinatorLogs())")
+        let redispatch = moved.at - killedAt
+        let bound = Double(Chaos.leaseTTLSeconds) + Chaos.reaperSeconds
+        Chaos.figure(
+            "re-dispatch after kill -9: \(Chaos.seconds(redispatch)) (TTL \(Chaos.leaseTTLSeconds) s, reaper \(Int(Chaos.reaperSeconds)) s)"
+        )
+        #expect(redispatch <= .milliseconds(Int64(bound * 1000) + 500), "re-dispatch took \(Chaos.seconds(redispatch))")
+
+        let final = try await harness.wait(submitted.id, timeout: .seconds(60))
+        #expect(final.state == .published, "\(final)")
+        let events = try await harness.events(submitted.id)
+        let lost = try #require(events.last { $0.type == "job.lost" }, "no job.lost event: \(events.map(\.type))")
+        let regranted = try #require(
+            events.first { $0.type == "job.assigned" && $0.id > lost.id }, "no grant after the lost lease: \(events.map(\.type))")
+        let gap = regranted.time.timeIntervalSince(lost.time)
+        Chaos.figure("re-dispatch: lease lost -> next grant \(Chaos.seconds(gap))")
+        #expect(gap < 1.0, "the lost lease waited \(Chaos.seconds(gap)) before the next grant (a retry backoff?)")
+        #expect(!events.contains { $0.type == "job.retrying" && $0.id > lost.id && $0.id < regranted.id })
+        let winner = Chaos.ledger(ledger)
+        #expect(winner.count == 1 && final.jobs[0].digest?.description == winner.first?.digest, "\(winner) \(final)")
+    }
+
+    /// A zombie agent: frozen with SIGSTOP past its lease while another agent does the job, its builder pushes
+    /// anyway, then it is resumed with SIGCONT.
+    ///
+    /// Invariants: the coordinator refuses the zombie (the build stays published with the other agent's image and
+    /// list); the zombie stops its build; its image is in no list and under no stable tag, only under its own
+    /// `-attempt-N` tag.
+    @Test func zombieAgentChangesNothing() async throws {
+        let harness = try await AgentHarness("zombie", leaseTTLSeconds: Chaos.leaseTTLSeconds, environment: Chaos.environment)
+        defer { harness.tearDown() }
+        let ledger = harness.scratch.file("ledger")
+        let goZombie = harness.scratch.file("go-zombie")
+        let pushedZombie = harness.scratch.file("pushed-zombie")
+        let zombiePids = harness.scratch.file("pids-zombie")
+        #expect(try harness.join("zombie").status == 0)
+        #expect(try harness.join("healthy").status == 0)
+        // The zombie's builder pushes once released, then keeps running: only its agent can stop it.
+        let zombie = try harness.startAgent(
+            "zombie",
+            script: Chaos.pushScript(
+                ledger: ledger, before: "echo $$ >> '\(zombiePids.path)'\n\(Chaos.hold(until: goZombie))",
+                after: "touch '\(pushedZombie.path)'\nwhile true; do sleep 0.1; done"))
+        defer { zombie.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context, maxAttempts: 2)
+        _ = try #require(
+            try await harness.watch(submitted.id, timeout: .seconds(20)) { $0.jobs[0].agent == "zombie" })
+        #expect(await ProcessProbe.waitUntil(.seconds(20)) { !ProcessProbe.pids(in: zombiePids).isEmpty })
+        kill(zombie.processIdentifier, SIGSTOP)
+        let frozenAt = ContinuousClock.now
+
+        let healthy = try harness.startAgent("healthy", script: Chaos.pushScript(ledger: ledger))
+        defer { healthy.stop() }
+        let published = try await harness.wait(submitted.id, timeout: .seconds(60))
+        #expect(published.state == .published, "\(published)\n\(harness.coordinatorLogs())")
+        #expect(published.jobs[0].agent == "healthy", "\(published)")
+        Chaos.figure("zombie: the healthy agent published \(Chaos.seconds(ContinuousClock.now - frozenAt)) after the freeze")
+
+        // The zombie's builder pushes while its agent is still frozen; then the agent wakes up.
+        try Data().write(to: goZombie)
+        #expect(await ProcessProbe.waitUntil(.seconds(20)) { FileManager.default.fileExists(atPath: pushedZombie.path) })
+        kill(zombie.processIdentifier, SIGCONT)
+        let resumedAt = ContinuousClock.now
+        let builder = ProcessProbe.pids(in: zombiePids)
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(Double(Chaos.leaseTTLSeconds) + 10)) {
+                !builder.contains(where: ProcessProbe.alive)
+            }, "the zombie's build still runs\n\(zombie.output())")
+        Chaos.figure("zombie: build stopped \(Chaos.seconds(ContinuousClock.now - resumedAt)) after SIGCONT")
+        let output = zombie.output().lowercased()
+        #expect(
+            ["409", "401", "lost", "gone"].contains { output.contains($0) },
+            "the zombie's agent never says its lease was refused:\n\(zombie.output())")
+        // Give a late report every chance to land, then check nothing moved.
+        try await Task.sleep(for: .seconds(3))
+        let after = try await harness.build(submitted.id)
+        #expect(after.state == .published && after.listDigest == published.listDigest, "\(after)")
+        #expect(after.jobs[0].digest == published.jobs[0].digest && after.jobs[0].agent == "healthy", "\(after)")
+
+        let reader = try RegistryReader(host: harness.registry.host)
+        defer { reader.shutdown() }
+        let pushes = Chaos.ledger(ledger)
+        let zombiePush = try #require(
+            pushes.first { $0.digest != published.jobs[0].digest?.description }, "the zombie pushed nothing: \(pushes)")
+        #expect(zombiePush.tag.range(of: #"-attempt-\d+$"#, options: .regularExpression) != nil, "\(zombiePush)")
+        let list = try await reader.children("1.0")
+        #expect(!list.children.map(\.description).contains(zombiePush.digest), "the zombie's image is in the list")
+        #expect(list.list == after.listDigest)
+        for tag in try await reader.tags() {
+            let digest = try await reader.digest(tag)?.description
+            if tag == zombiePush.tag {
+                #expect(digest == zombiePush.digest)
+            } else {
+                #expect(digest != zombiePush.digest, "tag \(tag) points at the zombie's image")
+            }
+        }
+        #expect(try await reader.digest("1.0-linux-amd64")?.description == published.jobs[0].digest?.description)
+    }
+
+    /// An idle agent is stopped (SIGTERM, then in a second round SIGKILL) just before a build is submitted, while
+    /// a healthy agent waits for work.
+    ///
+    /// Invariants: the healthy agent gets the job within a second of the submit; no attempt is counted against the
+    /// stopped agent (one attempt, `max_attempts: 1` publishes).
+    @Test func idleAgentStoppedJustBeforeSubmit() async throws {
+        let harness = try await AgentHarness("idle-stop", leaseTTLSeconds: Chaos.leaseTTLSeconds, environment: Chaos.environment)
+        defer { harness.tearDown() }
+        let ledger = harness.scratch.file("ledger")
+        #expect(try harness.join("healthy").status == 0)
+        let healthy = try harness.startAgent("healthy", script: Chaos.pushScript(ledger: ledger))
+        defer { healthy.stop() }
+        for (round, signal) in [("SIGTERM", SIGTERM), ("kill -9", SIGKILL)] {
+            let name = signal == SIGTERM ? "idle-term" : "idle-kill"
+            #expect(try harness.join(name).status == 0)
+            let idle = try harness.startAgent(name, script: Chaos.pushScript(ledger: ledger))
+            defer { idle.stop() }
+            // Both agents hold a poll open.
+            try await Task.sleep(for: .seconds(2))
+            kill(idle.processIdentifier, signal)
+            #expect(await AgentHarness.waitForExit(idle, timeout: .seconds(20)), "\(idle.output())")
+            let submittedAt = ContinuousClock.now
+            let submitted = try await harness.submit(files: AgentHarness.context, tags: [name], maxAttempts: 1)
+            let assigned = try #require(
+                try await harness.watch(submitted.id, timeout: .seconds(30)) { $0.jobs[0].agent != nil })
+            let latency = assigned.at - submittedAt
+            Chaos.figure(
+                "idle agent stopped with \(round): job to \(assigned.view.jobs[0].agent ?? "?") \(Chaos.seconds(latency)) after submit"
+            )
+            #expect(assigned.view.jobs[0].agent == "healthy", "\(round): the job went to the stopped agent: \(assigned.view)")
+            #expect(latency <= .seconds(1), "\(round): the healthy agent waited \(Chaos.seconds(latency))")
+            let final = try await harness.wait(submitted.id, timeout: .seconds(Double(Chaos.leaseTTLSeconds) * 4 + 20))
+            #expect(final.state == .published, "\(round): \(final)")
+            #expect(final.jobs[0].attempts == 1, "\(round): \(final.jobs[0].attempts) attempts")
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+extension ChaosTests {
+    /// A successful build prints about 200 KB of log against a coordinator that keeps 64 KiB per attempt.
+    ///
+    /// Invariants: the build publishes with one attempt; the stored log is within the cap, holds a prefix of what
+    /// the builder printed, and ends with a marker line that says the log was cut at the limit.
+    @Test func logCapExceededBySuccessfulBuild() async throws {
+        let cap = 65_536
+        let harness = try await AgentHarness(
+            "log-cap", leaseTTLSeconds: Chaos.leaseTTLSeconds,
+            environment: Chaos.environment.merging(["MANIFOLD_MAX_LOG_BYTES_PER_ATTEMPT": "\(cap)"]) { $1 })
+        defer { harness.tearDown() }
+        let ledger = harness.scratch.file("ledger")
+        let printed = harness.scratch.file("printed")
+        try FileManager.default.createDirectory(at: printed, withIntermediateDirectories: true)
+        #expect(try harness.join("chatty").status == 0)
+        let agent = try harness.startAgent(
+            "chatty",
+            script: Chaos.pushScript(
+                ledger: ledger, printed: printed,
+                before:
+                    #"i=1; while [ $i -le 2000 ]; do say "chatty line $i of a build that talks far more than the coordinator keeps"; i=$((i+1)); done"#
+            ))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context, buildArgs: ["NAME": "chatty"])
+        let final = try await harness.wait(submitted.id, timeout: .seconds(90))
+        #expect(final.state == .published, "\(final)\n\(agent.output().suffix(4_000))")
+        #expect(final.jobs[0].attempts == 1, "\(final)")
+        let log = try await harness.log(submitted.id)
+        let builderOutput = try String(contentsOf: printed.appendingPathComponent("chatty.log"), encoding: .utf8)
+        let lines = log.split(separator: "\n", omittingEmptySubsequences: false)
+        let builderLines = lines.filter { $0.hasPrefix("chatty line ") }
+        let marker = lines.last { !$0.hasPrefix("chatty line ") && !$0.isEmpty }
+        Chaos.figure(
+            "log cap \(cap) B: builder printed \(builderOutput.utf8.count) B, coordinator keeps \(log.utf8.count) B; last other line: \(marker.map(String.init) ?? "none")"
+        )
+        #expect(log.utf8.count <= cap + 1_024, "the stored log is \(log.utf8.count) bytes, the cap \(cap)")
+        let kept = builderLines.map { String($0) + "\n" }.joined()
+        #expect(builderOutput.hasPrefix(kept), "the stored builder lines are not what the builder printed")
+        #expect(
+            lines.contains { !$0.hasPrefix("chatty line ") && $0.lowercased().contains("limit") },
+            "no marker line in the stored log says it was cut at the limit:\n\(log.suffix(1_000))")
+    }
+
+    /// Ten builds over a lossy, slow link between the agent and the coordinator: the TCP fault proxy delays
+    /// every chunk, cuts one connection in five somewhere in its first 40 kB, and resets a few new ones at once.
+    ///
+    /// Invariants: every build publishes; each stored log is byte-identical to what the builder printed (agent
+    /// lines aside); no attempt fails (one attempt per build).
+    @Test func lossyLinkBetweenAgentAndCoordinator() async throws {
+        let harness = try await AgentHarness("lossy", leaseTTLSeconds: 8, environment: Chaos.environment)
+        defer { harness.tearDown() }
+        let link = try TCPFaultProxy.start(backendPort: harness.port)
+        defer { link.stop() }
+        let ledger = harness.scratch.file("ledger")
+        let printed = harness.scratch.file("printed")
+        try FileManager.default.createDirectory(at: printed, withIntermediateDirectories: true)
+        #expect(try harness.join("remote", url: "https://127.0.0.1:\(link.port)").status == 0)
+        let agent = try harness.startAgent(
+            "remote",
+            script: Chaos.pushScript(
+                ledger: ledger, printed: printed,
+                before:
+                    #"i=1; while [ $i -le 300 ]; do say "$MANIFOLD_BUILD_ARG_NAME line $i: $i$i$i$i$i$i$i$i $i$i$i$i$i$i$i$i"; i=$((i+1)); done"#
+            ))
+        defer { agent.stop() }
+        try link.setRules([
+            TCPFaultRule(action: .refuse, probability: 0.05),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 6_000, probability: 0.08),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 40_000, probability: 0.12),
+            TCPFaultRule(delay: 0.005),
+        ])
+        let started = ContinuousClock.now
+        var builds: [(name: String, id: String)] = []
+        for index in 1...10 {
+            let name = "lossy-\(index)"
+            let view = try await harness.submit(
+                files: ["Dockerfile": "FROM scratch\n", "id.txt": "\(name)\n"], buildArgs: ["NAME": name], tags: [name],
+                maxAttempts: 3)
+            builds.append((name, view.id))
+        }
+        var published = 0
+        for build in builds {
+            let final = try await harness.wait(build.id, timeout: .seconds(150))
+            #expect(final.state == .published, "\(build.name): \(final)")
+            #expect(final.jobs[0].attempts == 1, "\(build.name) needed \(final.jobs[0].attempts) attempts: \(final)")
+            if final.state == .published { published += 1 }
+            let log = try await harness.log(build.id)
+            let builderLines = log.split(separator: "\n", omittingEmptySubsequences: false).filter {
+                !$0.hasPrefix("[manifold-agent] ")
+            }
+            let stored = builderLines.joined(separator: "\n")
+            let expected = try String(contentsOf: printed.appendingPathComponent("\(build.name).log"), encoding: .utf8)
+            #expect(stored == expected, "\(build.name): the stored log differs from what the builder printed")
+        }
+        let elapsed = ContinuousClock.now - started
+        let connections = link.connections()
+        Chaos.figure(
+            "lossy link: \(published)/10 published in \(Chaos.seconds(elapsed)); \(connections.count) connections, \(connections.filter(\.cut).count) cut mid-stream, \(connections.filter(\.refused).count) refused"
+        )
+        Chaos.figure(
+            "soak: after 10 lossy builds db \(Chaos.kib(Chaos.databaseBytes(state: harness.state))), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
+        )
+        #expect(connections.contains { $0.cut }, "no connection was cut: the scenario tested nothing")
+    }
+}

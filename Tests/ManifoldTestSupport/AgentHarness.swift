@@ -1,0 +1,252 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldHTTP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A real registry, a real coordinator process and helpers to join and run real agent processes against them.
+///
+/// ```swift
+/// let harness = try await AgentHarness("publish")
+/// defer { harness.tearDown() }
+/// try harness.join("builder")
+/// let agent = try harness.startAgent("builder", script: AgentHarness.buildahScript())
+/// let build = try await harness.submit(files: AgentHarness.context)
+/// let final = try await harness.wait(build.id)
+/// ```
+public final class AgentHarness: @unchecked Sendable {
+    // Safe: each test owns its harness and uses it from one task.
+    public let scratch: ScratchDirectory
+    public let registry: TestRegistry
+    public let port: Int
+    public let state: String
+    public let fingerprint: String
+    public let admin: String
+    public let joinToken: String
+    public var submitter = ""
+    public var coordinator: CoordinatorProcess.Running
+    public let environment: [String: String]
+    private var coordinatorRuns = 0
+    /// The platforms agents offer and builds ask for unless told otherwise; the first is ``platform``.
+    public let platforms: [Platform]
+    /// The registry host in submitted image references: the registry's, or a proxy's in front of it.
+    public var registryHost: String
+
+    /// Starts `registry` (a new plain-HTTP one by default) and a coordinator whose state is in `stateDirectory`
+    /// (default: in the scratch directory), with `environment` added to its settings.
+    public init(
+        _ name: String, leaseTTLSeconds: Int = 8, registry: TestRegistry? = nil, environment: [String: String] = [:],
+        stateDirectory: String? = nil, platforms: [Platform] = [Platform(os: "linux", architecture: "amd64")]
+    ) async throws {
+        scratch = try ScratchDirectory(prefix: "agent-\(name)")
+        self.registry = try registry ?? TestRegistry.start(.http)
+        self.platforms = platforms
+        registryHost = self.registry.host
+        port = try Loopback.freePort()
+        state = stateDirectory ?? scratch.file("coordinator").path
+        (fingerprint, admin, joinToken) = try CoordinatorProcess.initialise(state: state, port: port)
+        self.environment = [
+            "MANIFOLD_INSECURE_REGISTRIES": self.registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
+            "MANIFOLD_LEASE_TTL_SECONDS": "\(leaseTTLSeconds)",
+        ].merging(environment) { $1 }
+        coordinatorRuns = 1
+        coordinator = try CoordinatorProcess.serve(
+            state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: self.environment)
+        let created = try await CoordinatorProcess.call(
+            coordinator, "POST", "/api/v1/tokens", token: admin, json: CreateTokenRequest(name: "ci", role: .submitter))
+        submitter = try APICoding.decoder().decode(CreatedToken.self, from: created.body).secret
+    }
+
+    public var platform: Platform { platforms[0] }
+    public var baseURL: String { "https://127.0.0.1:\(port)" }
+    public var image: String { "\(registryHost)/e2e/app" }
+
+    /// Sends `signal` to the coordinator and waits for it to end (SIGKILL after five seconds).
+    public func stopCoordinator(signal: Int32 = SIGTERM) {
+        kill(coordinator.process.processIdentifier, signal)
+        coordinator.process.stop()
+        coordinator.client.shutdown()
+    }
+
+    /// Starts the coordinator again on the same port and state directory; its log is `coordinator-N.log`.
+    public func startCoordinator() throws {
+        coordinatorRuns += 1
+        coordinator = try CoordinatorProcess.serve(
+            state: state, port: port, logDirectory: scratch.url, name: "coordinator-\(coordinatorRuns)",
+            environment: environment)
+    }
+
+    /// The output of every coordinator run so far, oldest first.
+    public func coordinatorLogs() -> String {
+        (1...max(coordinatorRuns, 1)).map { run in
+            let file = scratch.file("coordinator-\(run).log")
+            return "== coordinator-\(run) ==\n" + ((try? String(contentsOf: file, encoding: .utf8)) ?? "")
+        }.joined(separator: "\n")
+    }
+
+    /// `manifold-agent join` into `scratch/NAME` through `url` (default the coordinator's own address); returns
+    /// its state directory.
+    @discardableResult
+    public func join(
+        _ name: String, fingerprint: String? = nil, url: String? = nil, platforms: [Platform]? = nil
+    ) throws -> (status: Int32, stdout: String, stderr: String, state: String) {
+        let agentState = scratch.file(name).path
+        let offered = (platforms ?? [platform]).flatMap { ["--platform", $0.description] }
+        let result = try runCommand(
+            try manifoldAgentBinary(),
+            [
+                "join", url ?? baseURL, "--token", joinToken, "--ca-fingerprint", fingerprint ?? self.fingerprint,
+                "--state-dir", agentState, "--name", name,
+            ] + offered)
+        return (result.status, result.stdout, result.stderr, agentState)
+    }
+
+    /// Starts `manifold-agent run` with the command builder running `script` (a shell script written here).
+    public func startAgent(
+        _ name: String, script: String, extra: [String] = [], runName: String? = nil, platforms: [Platform]? = nil
+    ) throws -> ManagedProcess {
+        let scriptFile = scratch.file("\(name)-build.sh")
+        try Data(script.utf8).write(to: scriptFile)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: scriptFile.path)
+        let offered = (platforms ?? [platform]).flatMap { ["--platform", $0.description] }
+        return try ManagedProcess(
+            name: runName ?? "agent-\(name)", executable: try manifoldAgentBinary(),
+            arguments: [
+                "run", "--state-dir", scratch.file(name).path, "--builder", "command", "--command", scriptFile.path,
+                "--kill-grace", "2",
+            ] + offered + extra,
+            environment: ["MANIFOLD_AGENT_LOG_LEVEL": "debug", "STORE": scratch.file("buildah-\(name)").path],
+            logDirectory: scratch.url)
+    }
+
+    /// Packs `files` with GNU tar, uploads the context and submits a build for `platforms` (default ``platform``).
+    public func submit(
+        files: [String: String], buildArgs: [String: String] = [:], secretBuildArgs: [String] = [],
+        tags: [String] = ["1.0"], timeoutSeconds: Int = 300, platforms: [Platform]? = nil, maxAttempts: Int = 1
+    ) async throws -> BuildView {
+        let contextDirectory = scratch.file("context-\(UUID().uuidString)")
+        for (path, content) in files {
+            let file = contextDirectory.appendingPathComponent(path)
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(content.utf8).write(to: file)
+        }
+        let archive = scratch.file("context-\(UUID().uuidString).tar.gz")
+        try runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
+        return try await submitArchive(
+            archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, tags: tags, timeoutSeconds: timeoutSeconds,
+            platforms: platforms, maxAttempts: maxAttempts)
+    }
+
+    /// Uploads a packed context and submits a build of it.
+    public func submitArchive(
+        _ archive: URL, buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], tags: [String] = ["1.0"],
+        timeoutSeconds: Int = 300, platforms: [Platform]? = nil, maxAttempts: Int = 1
+    ) async throws -> BuildView {
+        let digest = try await uploadContext(archive)
+        let spec = BuildSpec(
+            image: image, tags: tags, platforms: (platforms ?? [platform]).map { PlatformSpec(platform: $0) },
+            context: .upload(digest: digest), buildArgs: buildArgs, secretBuildArgs: secretBuildArgs,
+            timeoutSeconds: timeoutSeconds, maxAttempts: maxAttempts)
+        let response = try await CoordinatorProcess.call(coordinator, "POST", "/api/v1/builds", token: submitter, json: spec)
+        guard response.status == 201 || response.status == 200 else {
+            throw TestEnvironmentError("submit answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
+        }
+        return try APICoding.decoder().decode(BuildView.self, from: response.body)
+    }
+
+    /// Uploads a packed context; returns its digest.
+    public func uploadContext(_ archive: URL) async throws -> Digest {
+        let data = try Data(contentsOf: archive)
+        let digest = Digest.compute(of: data)
+        var upload = HTTPRequest(
+            method: "PUT", url: URL(string: "\(baseURL)/api/v1/contexts/\(digest)")!, body: .bytes(data))
+        upload.headers.add("Authorization", "Bearer \(submitter)")
+        let uploaded = try await coordinator.client.execute(upload)
+        guard uploaded.status == 201 || uploaded.status == 200 else {
+            throw TestEnvironmentError("context upload answered \(uploaded.status)")
+        }
+        return digest
+    }
+
+    public func build(_ id: String) async throws -> BuildView {
+        let response = try await CoordinatorProcess.call(coordinator, "GET", "/api/v1/builds/\(id)", token: submitter)
+        guard response.status == 200 else {
+            throw TestEnvironmentError(
+                "GET build \(id) answered \(response.status): \(String(decoding: response.body, as: UTF8.self))")
+        }
+        return try APICoding.decoder().decode(BuildView.self, from: response.body)
+    }
+
+    /// Polls the build until `done` holds (or `timeout` passes, returning the last view).
+    public func wait(
+        _ id: String, timeout: Duration = .seconds(60), until done: (BuildView) -> Bool = { $0.state.isFinal }
+    ) async throws -> BuildView {
+        let deadline = ContinuousClock.now + timeout
+        var last = try await build(id)
+        while !done(last) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            if let view = try? await build(id) { last = view }
+        }
+        return last
+    }
+
+    /// The stored log of `platform` (default ``platform``), of `attempt` (default the latest).
+    public func log(_ id: String, platform: Platform? = nil, attempt: Int? = nil) async throws -> String {
+        let attemptQuery = attempt.map { "&attempt=\($0)" } ?? ""
+        let response = try await CoordinatorProcess.call(
+            coordinator, "GET", "/api/v1/builds/\(id)/logs?platform=\((platform ?? self.platform).description)\(attemptQuery)",
+            token: submitter)
+        return String(decoding: response.body, as: UTF8.self)
+    }
+
+    /// The build's events, read from its event stream (which ends once the build is final: call it then).
+    public func events(_ id: String) async throws -> [BuildEvent] {
+        let response = try await CoordinatorProcess.call(coordinator, "GET", "/api/v1/builds/\(id)/events", token: submitter)
+        let decoder = APICoding.decoder()
+        return String(decoding: response.body, as: UTF8.self).split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("data: ") else { return nil }
+            return try? decoder.decode(BuildEvent.self, from: Data(line.dropFirst(6).utf8))
+        }
+    }
+
+    public func cancel(_ id: String) async throws {
+        _ = try await CoordinatorProcess.call(coordinator, "POST", "/api/v1/builds/\(id)/cancel", token: submitter)
+    }
+
+    /// Waits up to `timeout` for `process` to exit.
+    public static func waitForExit(_ process: ManagedProcess, timeout: Duration = .seconds(30)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(100)) }
+        return !process.isRunning
+    }
+
+    public func tearDown() {
+        stopCoordinator()
+        registry.stop()
+        scratch.remove()
+    }
+
+    /// A build script for the command builder: buildah (vfs + chroot) builds the context and pushes it, writing
+    /// the registry's digest to MANIFOLD_DIGEST_FILE. `before` runs first.
+    public static func buildahScript(before: String = "") -> String {
+        """
+        #!/bin/sh
+        set -e
+        \(before)
+        B="buildah --root $STORE/root --runroot $STORE/run --storage-driver vfs"
+        $B bud --isolation chroot --platform "$MANIFOLD_PLATFORM" -f "$MANIFOLD_DOCKERFILE" \\
+            -t "$MANIFOLD_IMAGE_REFERENCE" "$MANIFOLD_CONTEXT_DIR"
+        $B push --tls-verify=false --digestfile "$MANIFOLD_DIGEST_FILE" "$MANIFOLD_IMAGE_REFERENCE" \\
+            "docker://$MANIFOLD_IMAGE_REFERENCE"
+        """
+    }
+
+    public static let context = ["Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "hello from manifold\n"]
+}
