@@ -634,11 +634,18 @@ extension Store {
             try db.execute(
                 sql: "UPDATE job SET state = 'queued', notBefore = ?, reason = ? WHERE id = ?",
                 arguments: [Store.timestamp(retryAt), reason, jobId])
-            try appendEvent(
-                db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.retrying",
-                data: [
-                    "reason": reason, "attempt": "\(used)", "maxAttempts": "\(maxAttempts)", "at": "\(Store.timestamp(retryAt))",
-                ])
+            if backoff {
+                try appendEvent(
+                    db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.retrying",
+                    data: [
+                        "reason": reason, "attempt": "\(used)", "maxAttempts": "\(maxAttempts)",
+                        "at": "\(Store.timestamp(retryAt))",
+                    ])
+            } else {
+                // Taken away or given back, not failed: queued again at once for the next agent.
+                try appendEvent(
+                    db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.queued", data: ["reason": reason])
+            }
         } else {
             try db.execute(sql: "UPDATE job SET state = 'failed', reason = ? WHERE id = ?", arguments: [reason, jobId])
             try appendEvent(

@@ -39,7 +39,7 @@ public struct Verifier: Service {
 
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
-        retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(60), giveUpAfter: Duration = .seconds(900)
+        retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900)
     ) {
         self.store = store
         self.registries = registries
