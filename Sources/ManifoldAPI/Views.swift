@@ -94,11 +94,14 @@ public struct BuildView: Sendable, Hashable, Codable {
     public var updatedAt: Date
     public var finishedAt: Date?
     public var allowPartial: Bool
+    /// When retention removed the build's logs and events (`retention_days` after it finished); its result stays.
+    public var logsRemovedAt: Date?
 
     public init(
         id: String, state: BuildState, image: String, tags: [String], jobs: [JobView], listDigest: Digest?,
         listMediaType: String?,
-        reason: String?, submittedBy: String?, createdAt: Date, updatedAt: Date, finishedAt: Date?, allowPartial: Bool
+        reason: String?, submittedBy: String?, createdAt: Date, updatedAt: Date, finishedAt: Date?, allowPartial: Bool,
+        logsRemovedAt: Date? = nil
     ) {
         self.id = id
         self.state = state
@@ -113,6 +116,7 @@ public struct BuildView: Sendable, Hashable, Codable {
         self.updatedAt = updatedAt
         self.finishedAt = finishedAt
         self.allowPartial = allowPartial
+        self.logsRemovedAt = logsRemovedAt
     }
 }
 

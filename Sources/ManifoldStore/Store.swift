@@ -127,7 +127,11 @@ public struct StoreSettings: Sendable {
 public final class WriteHealth: Sendable {
     private let state = Mutex<(failedAt: Date?, reason: String?, succeededAt: Date?)>((nil, nil, nil))
 
-    func failed(at date: Date, reason: String) { state.withLock { $0.failedAt = date; $0.reason = reason } }
+    func failed(at date: Date, reason: String) {
+        state.withLock {
+            $0.failedAt = date; $0.reason = reason
+        }
+    }
     func succeeded(at date: Date) { state.withLock { $0.succeededAt = date } }
 
     /// The reason writes fail now: the last write failed and none succeeded since.
