@@ -95,6 +95,10 @@ public struct Coordinator: Sendable {
                         logger: logger),
                     Verifier(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
                     Publisher(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
+                    RetentionService(
+                        store: store, policy: settings.retentionPolicy, contexts: ContextDirectory(state.contexts),
+                        metrics: metrics, interval: .seconds(settings.retentionIntervalSeconds),
+                        startDelay: .seconds(min(60, settings.retentionIntervalSeconds)), logger: logger),
                     app,
                     ShutdownWaker(notifier: notifier),
                 ],
