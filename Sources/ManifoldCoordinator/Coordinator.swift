@@ -37,6 +37,9 @@ public struct Coordinator: Sendable {
                 "\(state.root.path) is not an initialised state directory (no manifold.db); run `manifold init --state-dir \(state.root.path)` first"
             )
         }
+        // Before the database is opened: a second coordinator must not touch it at all.
+        let lock = try StateDirectoryLock.acquire(state)
+        defer { lock.release() }
         let settings = settings
         let store = try Store(
             path: state.database.path,
