@@ -97,12 +97,14 @@ public struct BuildView: Sendable, Hashable, Codable {
     /// Something the user must know that the state alone does not say, e.g. a list push that was already under
     /// way when the build was cancelled and landed afterwards.
     public var notice: String?
+    /// When retention removed the build's logs and events (`retention_days` after it finished); its result stays.
+    public var logsRemovedAt: Date?
 
     public init(
         id: String, state: BuildState, image: String, tags: [String], jobs: [JobView], listDigest: Digest?,
         listMediaType: String?,
         reason: String?, submittedBy: String?, createdAt: Date, updatedAt: Date, finishedAt: Date?, allowPartial: Bool,
-        notice: String? = nil
+        notice: String? = nil, logsRemovedAt: Date? = nil
     ) {
         self.notice = notice
         self.id = id
@@ -118,6 +120,7 @@ public struct BuildView: Sendable, Hashable, Codable {
         self.updatedAt = updatedAt
         self.finishedAt = finishedAt
         self.allowPartial = allowPartial
+        self.logsRemovedAt = logsRemovedAt
     }
 }
 

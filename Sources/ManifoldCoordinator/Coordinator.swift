@@ -37,6 +37,9 @@ public struct Coordinator: Sendable {
                 "\(state.root.path) is not an initialised state directory (no manifold.db); run `manifold init --state-dir \(state.root.path)` first"
             )
         }
+        // Before the database is opened: a second coordinator must not touch it at all.
+        let lock = try StateDirectoryLock.acquire(state)
+        defer { lock.release() }
         let settings = settings
         let store = try Store(
             path: state.database.path,
@@ -95,6 +98,10 @@ public struct Coordinator: Sendable {
                         logger: logger),
                     Verifier(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
                     Publisher(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
+                    RetentionService(
+                        store: store, policy: settings.retentionPolicy, contexts: ContextDirectory(state.contexts),
+                        metrics: metrics, interval: .seconds(settings.retentionIntervalSeconds),
+                        startDelay: .seconds(min(60, settings.retentionIntervalSeconds)), logger: logger),
                     app,
                     ShutdownWaker(notifier: notifier),
                 ],

@@ -200,6 +200,27 @@ enum Schema {
                     CREATE INDEX outbox_build ON outbox(buildId, id);
                     """)
         }
+        // v4: retention and storage health.
+        // - build.prunedAt: when retention removed the build's logs and events (one build.pruned event remains);
+        //   a build retried and finished again after that is pruned again.
+        // - attempt.logPrunedAt: when retention removed the attempt's log chunks (logSize keeps the old size).
+        // - build_prune_due, attempt_log_kept: what retention still has to look at, so a run never scans history.
+        // - health: one row the readiness check rewrites to learn whether the database can be written again.
+        migrator.registerMigration("v4") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE build ADD COLUMN prunedAt REAL;
+                    ALTER TABLE attempt ADD COLUMN logPrunedAt REAL;
+                    CREATE INDEX build_prune_due ON build(finishedAt)
+                        WHERE finishedAt IS NOT NULL AND (prunedAt IS NULL OR prunedAt < finishedAt);
+                    CREATE INDEX attempt_log_kept ON attempt(endedAt) WHERE logPrunedAt IS NULL AND logSize > 0;
+                    CREATE INDEX context_last_used ON context(COALESCE(lastUsedAt, createdAt));
+                    CREATE TABLE health (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        checkedAt REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }()
 }

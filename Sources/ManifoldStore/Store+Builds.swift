@@ -34,6 +34,9 @@ extension Store {
                     field: "context.digest",
                     message: "no uploaded context has digest \(digest); upload it first (PUT /api/v1/contexts/\(digest))")
             }
+            if case .upload(let digest) = spec.context {
+                try db.execute(sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
+            }
             try db.execute(
                 sql: """
                     INSERT INTO build (id, image, spec, state, submittedBy, createdAt, updatedAt)
@@ -142,6 +145,16 @@ extension Store {
                 throw StoreError.conflict(
                     "the \(platform) job of build \(buildId) is \(jobState.rawValue); retry it once it has finished")
             }
+            if case .upload(let digest) = try Self.buildSpec(db, id: buildId).context {
+                guard
+                    try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true
+                else {
+                    throw StoreError.conflict(
+                        "the context \(digest) of build \(buildId) was removed by retention (context_retention_hours); "
+                            + "submit the build again, which uploads it again")
+                }
+                try db.execute(sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
+            }
             let jobId: String = job["id"]
             try db.execute(
                 sql: """
@@ -163,13 +176,17 @@ extension Store {
 
     // MARK: - Contexts
 
-    /// Records an uploaded context (the file is already in place, verified).
+    /// Records an uploaded context whose bytes were verified, or marks it used now if it is recorded already.
+    /// The upload renames its file into place after this (see ``ContextDirectory``).
     public func recordContext(digest: Digest, size: Int64) async throws {
         let at = Store.timestamp(now())
         try await write { db in
             try db.execute(
-                sql: "INSERT OR IGNORE INTO context (digest, size, createdAt) VALUES (?, ?, ?)",
-                arguments: [digest.description, size, at])
+                sql: """
+                    INSERT INTO context (digest, size, createdAt, lastUsedAt) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (digest) DO UPDATE SET lastUsedAt = excluded.lastUsedAt
+                    """,
+                arguments: [digest.description, size, at, at])
         }
     }
 
@@ -249,6 +266,6 @@ extension Store {
             listDigest: (row["listDigest"] as String?).flatMap { try? Digest(parsing: $0) }, listMediaType: row["listMediaType"],
             reason: row["reason"], submittedBy: row["submittedBy"], createdAt: Store.date(row["createdAt"]) ?? Date(),
             updatedAt: Store.date(row["updatedAt"]) ?? Date(), finishedAt: Store.date(row["finishedAt"]),
-            allowPartial: spec.allowPartial, notice: row["notice"])
+            allowPartial: spec.allowPartial, notice: row["notice"], logsRemovedAt: Store.date(row["prunedAt"]))
     }
 }

@@ -41,26 +41,38 @@ extension Store {
     }
 
     /// The principal a secret's hash belongs to: a live user token or a joined agent that has not left.
+    ///
+    /// A read; a token's `lastUsedAt` is refreshed at most once a minute, and a refresh that cannot be written
+    /// (full disk) does not refuse the caller, so reads keep working while writes fail.
     public func principal(forSecretHash hash: String) async throws -> Principal? {
         let at = Store.timestamp(now())
-        return try await write { db -> Principal? in
+        let (principal, staleToken) = try await database.read { db -> (Principal?, String?) in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM token WHERE hash = ? AND revokedAt IS NULL", arguments: [hash])
             {
                 let id: String = row["id"]
                 let lastUsed: Double? = row["lastUsedAt"]
-                // Writing on every call would make each request a write; a minute of precision is plenty.
-                if (lastUsed ?? 0) < at - 60 {
-                    try db.execute(sql: "UPDATE token SET lastUsedAt = ? WHERE id = ?", arguments: [at, id])
-                }
-                return .user(tokenId: id, name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer)
+                return (
+                    .user(tokenId: id, name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer),
+                    (lastUsed ?? 0) < at - 60 ? id : nil
+                )
             }
             if let row = try Row.fetchOne(
                 db, sql: "SELECT id, name, state FROM agent WHERE secretHash = ? AND state != 'left'", arguments: [hash])
             {
-                return .agent(id: row["id"], name: row["name"], state: AgentState(rawValue: row["state"]) ?? .disabled)
+                return (.agent(id: row["id"], name: row["name"], state: AgentState(rawValue: row["state"]) ?? .disabled), nil)
             }
-            return nil
+            return (nil, nil)
         }
+        if let staleToken {
+            do {
+                try await write { db in
+                    try db.execute(sql: "UPDATE token SET lastUsedAt = ? WHERE id = ?", arguments: [at, staleToken])
+                }
+            } catch StoreError.storageUnavailable {
+                // Recorded in writeHealth; the caller is who they say they are all the same.
+            }
+        }
+        return principal
     }
 
     static func tokenView(_ row: Row) -> TokenView {

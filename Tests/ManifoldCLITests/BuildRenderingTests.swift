@@ -147,6 +147,22 @@ import Testing
                 """)
     }
 
+    @Test func retentionSaysWhatWasRemovedAndTheResultStays() {
+        #expect(
+            BuildRendering.line(
+                for: Self.event(9, "build.pruned", nil, ["logBytes": "5120", "events": "42", "retentionDays": "30"]),
+                build: nil)
+                == "logs and events removed by retention after 30 days (5120 log bytes, 42 events); the result above is kept")
+        #expect(
+            BuildRendering.line(
+                for: Self.event(10, "job.log_pruned", Self.linux, ["attempt": "1", "logBytes": "9", "retentionDays": "30"]),
+                build: nil) == "[linux/amd64] log of attempt 1 removed by retention after 30 days")
+        var build = Self.build(state: .failed, jobs: [], reason: "1 of 1 platform(s) failed")
+        build.logsRemovedAt = Self.t0.addingTimeInterval(30 * 86_400)
+        let text = BuildRendering.show(build, now: Self.t0)
+        #expect(text.contains("Logs       removed by retention on 2026-10-21 14:13:20Z"), "\(text)")
+    }
+
     @Test func footers() {
         let job = JobView(id: "j", platform: Self.linux, state: .failed, attempts: 3, maxAttempts: 3, reason: "exit 1")
         #expect(

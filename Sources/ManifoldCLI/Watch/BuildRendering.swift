@@ -59,6 +59,13 @@ enum BuildRendering {
             return "\(kind) \(data["digest"] ?? "") to \(tags)\(unchanged)"
         case "build.failed":
             return "build failed: \(data["reason"] ?? "no reason given")"
+        case "build.pruned":
+            let days = data["retentionDays"].map { " after \($0) days" } ?? ""
+            return "logs and events removed by retention\(days) (\(data["logBytes"] ?? "0") log bytes, "
+                + "\(data["events"] ?? "0") events); the result above is kept"
+        case "job.log_pruned":
+            let days = data["retentionDays"].map { " after \($0) days" } ?? ""
+            return prefix + "log of attempt \(data["attempt"] ?? "?") removed by retention\(days)"
         case "build.cancelled":
             let by = data["by"].flatMap { $0.isEmpty ? nil : $0 }
             return "build cancelled" + (by.map { " by \($0)" } ?? "")
@@ -116,6 +123,9 @@ enum BuildRendering {
         if build.allowPartial { lines.append(("Partial", "allowed")) }
         if let reason = build.reason { lines.append(("Reason", reason)) }
         if let notice = build.notice { lines.append(("Notice", notice)) }
+        if let removed = build.logsRemovedAt {
+            lines.append(("Logs", "removed by retention on \(HumanFormat.timestamp(removed))"))
+        }
         var output = lines.map { $0.0.padding(toLength: 11, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
         output += "\n\n"
         let progress = BuildProgress(build: build)

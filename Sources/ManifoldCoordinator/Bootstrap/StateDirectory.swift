@@ -6,6 +6,7 @@ import Foundation
 /// ```
 /// manifold.yaml        settings (see CoordinatorSettings)
 /// manifold.db          SQLite database (plus -wal/-shm)
+/// manifold.lock        locked by the running coordinator (holds its pid)
 /// pki/ca.crt, ca.key   the coordinator's CA; agents pin ca.crt's fingerprint
 /// pki/server.crt/.key  the TLS server certificate
 /// contexts/            uploaded build contexts, content-addressed
@@ -26,6 +27,8 @@ public struct StateDirectory: Sendable {
     public var configFile: URL { root.appendingPathComponent("manifold.yaml") }
     /// The SQLite database, `manifold.db`.
     public var database: URL { root.appendingPathComponent("manifold.db") }
+    /// The lock file a running coordinator holds, `manifold.lock`; see ``StateDirectoryLock``.
+    public var lockFile: URL { root.appendingPathComponent("manifold.lock") }
     /// The directory of keys and certificates, `pki/`.
     public var pki: URL { root.appendingPathComponent("pki", isDirectory: true) }
     /// The CA certificate, `pki/ca.crt`.

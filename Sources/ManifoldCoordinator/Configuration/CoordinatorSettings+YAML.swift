@@ -82,6 +82,22 @@ extension CoordinatorSettings {
             lines.append("registry_cas:")
             lines += registryCAs.sorted { $0.key < $1.key }.map { "  \(Self.quoted($0.key)): \(Self.quoted($0.value))" }
         }
+        lines += [
+            "",
+            "# Retention, so the state directory does not grow forever. A finished build's logs and events are",
+            "# deleted retention_days after it finished (one build.pruned event says so; the build's state, digests",
+            "# and list stay), an attempt's log retention_days after the attempt ended. 0 keeps them forever.",
+            "# Default: \(defaults.retentionDays)",
+            "retention_days: \(retentionDays)",
+            "",
+            "# An uploaded context is deleted once no unfinished build uses it and it was last used (uploaded,",
+            "# submitted, downloaded by an agent) more than this many hours ago. 0 keeps contexts forever.",
+            "# Default: \(defaults.contextRetentionHours)",
+            "context_retention_hours: \(contextRetentionHours)",
+            "",
+            "# Seconds between retention runs; each deletes in transactions of at most 500 rows.",
+            "retention_interval_seconds: \(retentionIntervalSeconds)",
+        ]
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ManifoldStore
 import Yams
 
 /// The coordinator's settings, resolved with the precedence flags > environment (`MANIFOLD_*`) > config file
@@ -49,6 +50,14 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var insecureRegistries: [String]
     /// Extra CA certificates (PEM file paths) trusted for a registry host.
     public var registryCAs: [String: String]
+    /// Days a finished build's logs and events are kept (an attempt's log: days after the attempt ended);
+    /// 0 keeps them forever. The build's result (state, digests, list) is always kept.
+    public var retentionDays: Int
+    /// Hours an uploaded context is kept after it was last used (uploaded, submitted, downloaded) once no
+    /// unfinished build needs it; 0 keeps contexts forever.
+    public var contextRetentionHours: Int
+    /// Seconds between retention runs (the first runs a minute after start).
+    public var retentionIntervalSeconds: Int
 
     /// The built-in defaults.
     public static let defaults = CoordinatorSettings(
@@ -67,8 +76,18 @@ public struct CoordinatorSettings: Sendable, Equatable {
         maxRetryBackoffSeconds: 300,
         maxLogBytesPerAttempt: 64 << 20,
         insecureRegistries: [],
-        registryCAs: [:]
+        registryCAs: [:],
+        retentionDays: 30,
+        contextRetentionHours: 24,
+        retentionIntervalSeconds: 600
     )
+
+    /// What the retention service deletes, from ``retentionDays`` and ``contextRetentionHours`` (0 = never).
+    public var retentionPolicy: RetentionPolicy {
+        RetentionPolicy(
+            logRetention: retentionDays > 0 ? TimeInterval(retentionDays) * 86_400 : nil,
+            contextRetention: contextRetentionHours > 0 ? TimeInterval(contextRetentionHours) * 3_600 : nil)
+    }
 
     /// The log level as swift-log's type (always valid after ``resolve(configFile:environment:flags:)``).
     public var loggerLevel: Logger.Level {
@@ -125,6 +144,9 @@ extension CoordinatorSettings {
         case maxLogBytesPerAttempt = "max_log_bytes_per_attempt"
         case insecureRegistries = "insecure_registries"
         case registryCAs = "registry_cas"
+        case retentionDays = "retention_days"
+        case contextRetentionHours = "context_retention_hours"
+        case retentionIntervalSeconds = "retention_interval_seconds"
 
         var yamlKey: String { rawValue }
         var environmentVariable: String { "MANIFOLD_" + rawValue.uppercased() }
@@ -144,6 +166,9 @@ extension CoordinatorSettings {
     static let maxRetryBackoffRange = 1...86_400
     static let logBytesRange: ClosedRange<Int64> = 65_536...(16 << 30)
     static let contextRange: ClosedRange<Int64> = (1 << 20)...(1 << 40)
+    static let retentionDaysRange = 0...36_500
+    static let contextRetentionHoursRange = 0...876_000
+    static let retentionIntervalRange = 10...86_400
 }
 
 /// A value as it arrives from a source: YAML keeps lists and maps structured, env and flags give text.
@@ -426,6 +451,13 @@ extension CoordinatorSettings {
                     result[host] = file
                 }
                 settings.registryCAs = result
+            case .retentionDays:
+                settings.retentionDays = try integer(retentionDaysRange, unit: "days (0 keeps logs and events forever)")
+            case .contextRetentionHours:
+                settings.contextRetentionHours = try integer(
+                    contextRetentionHoursRange, unit: "hours (0 keeps contexts forever)")
+            case .retentionIntervalSeconds:
+                settings.retentionIntervalSeconds = try integer(retentionIntervalRange, unit: "seconds")
             }
             sources[key] = source
         }

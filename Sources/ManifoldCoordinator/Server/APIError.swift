@@ -76,6 +76,11 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(
                 error.status, code: error.status.code == 413 ? "TOO_LARGE" : "HTTP_\(error.status.code)",
                 error.body ?? error.status.reasonPhrase)
+        } catch let error where StorageErrors.code(of: error).map(StorageErrors.isStorageFailure) == true {
+            context.logger.error("request failed: storage", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            throw APIError(
+                HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "STORAGE_UNAVAILABLE",
+                "the coordinator cannot write its state directory (\(error)); free space on its file system and retry")
         } catch is CancellationError {
             throw APIError(.serviceUnavailable, code: "SHUTTING_DOWN", "the coordinator is shutting down; retry")
         } catch {

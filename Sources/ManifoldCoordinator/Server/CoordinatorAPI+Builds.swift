@@ -108,6 +108,12 @@ extension CoordinatorAPI {
             let offset = try Self.number(query.get("offset"), name: "offset", as: Int64.self, minimum: 0) ?? 0
             let follow = query.get("follow") == "true" || query.get("follow") == "1"
             let first = try await store.readLog(buildId: id, platform: platform, attempt: attempt, offset: offset)
+            if first.data.isEmpty, offset < first.size, let removed = try await store.logRemoval(epoch: first.epoch) {
+                throw APIError(
+                    .gone, code: "LOG_REMOVED",
+                    "this log (\(first.size) bytes) was removed by retention on \(removed.formatted(.iso8601)) "
+                        + "(retention_days); the build's result, digests and list are kept")
+            }
             guard follow else {
                 return Response(
                     status: .ok,
@@ -171,6 +177,7 @@ extension CoordinatorAPI {
                 continue
             }
             if (chunk.epoch != 0 && chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
+            if chunk.finished, try await store.logRemoval(epoch: chunk.epoch) != nil { return }
             await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
         }
     }

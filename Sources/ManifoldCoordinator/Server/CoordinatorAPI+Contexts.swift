@@ -11,30 +11,38 @@ extension CoordinatorAPI {
         contexts.head("/:digest") { _, context -> Response in
             _ = try context.requireUser([.submitter], to: "upload contexts")
             let digest = try Self.digestParameter(context)
-            return Response(status: try await store.hasContext(digest: digest) ? .ok : .notFound)
+            let present = try await markUsed(digest) && FileManager.default.fileExists(atPath: contextFile(digest).path)
+            return Response(status: present ? .ok : .notFound)
         }
 
-        /// Streams the upload to a temporary file while hashing it; only a body whose digest matches the URL is kept.
+        /// Streams the upload to a hidden file while hashing it; only a body whose digest matches the URL is kept.
+        /// The context is recorded before its file is renamed into place, which lets retention remove contexts
+        /// without a lock (see ``ContextDirectory``).
         contexts.put("/:digest") { request, context -> Response in
             _ = try context.requireUser([.submitter], to: "upload contexts")
             let digest = try Self.digestParameter(context)
-            let final = contextFile(digest)
-            if try await store.hasContext(digest: digest), FileManager.default.fileExists(atPath: final.path) {
+            let directory = ContextDirectory(options.contextsDirectory)
+            let final = directory.file(for: digest)
+            if FileManager.default.fileExists(atPath: final.path), try await markUsed(digest) {
                 let size = (try? FileManager.default.attributesOfItem(atPath: final.path)[.size] as? Int64) ?? nil
                 return try Self.json(ContextUploadResponse(digest: digest.description, size: size ?? 0, existed: true))
             }
-            try FileManager.default.createDirectory(at: options.contextsDirectory, withIntermediateDirectories: true)
-            let partial = options.contextsDirectory.appendingPathComponent(".upload-\(UUID().uuidString)")
+            let partial = directory.uploadFile()
             var keep = false
             defer { if !keep { try? FileManager.default.removeItem(at: partial) } }
             // Written through NIO's thread pool, never with blocking calls on the concurrency pool.
             let tally = UploadTally(digest.algorithm)
             let limit = options.maxContextBytes
-            try await FileIO().writeFile(
-                contents: request.body.map { buffer in
-                    try tally.add(buffer, limit: limit)
-                    return buffer
-                }, path: partial.path, context: context)
+            do {
+                try FileManager.default.createDirectory(at: options.contextsDirectory, withIntermediateDirectories: true)
+                try await FileIO().writeFile(
+                    contents: request.body.map { buffer in
+                        try tally.add(buffer, limit: limit)
+                        return buffer
+                    }, path: partial.path, context: context)
+            } catch {
+                throw storageError(error, writing: "the context") ?? error
+            }
             let (actual, size) = tally.finish()
             guard actual == digest else {
                 throw APIError(
@@ -42,12 +50,13 @@ extension CoordinatorAPI {
                     "the uploaded context has digest \(actual), not \(digest) as the URL says; nothing was kept",
                     field: "digest")
             }
-            // Same digest, same bytes: a concurrent or earlier upload that already put the file in place wins.
-            if !FileManager.default.fileExists(atPath: final.path) {
-                try FileManager.default.moveItem(at: partial, to: final)
+            try await store.recordContext(digest: digest, size: size)
+            // Same digest, same bytes: replacing a file a concurrent upload put in place changes nothing.
+            guard rename(partial.path, final.path) == 0 else {
+                let error = ContextDirectoryError(operation: "move into place", path: final.path, code: errno)
+                throw storageError(error, writing: "the context") ?? error
             }
             keep = true
-            try await store.recordContext(digest: digest, size: size)
             return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: false), status: .created)
         }
 
@@ -67,13 +76,38 @@ extension CoordinatorAPI {
             guard try await store.hasContext(digest: digest), FileManager.default.fileExists(atPath: file.path) else {
                 throw APIError(.notFound, code: "NOT_FOUND", "no context with digest \(digest)")
             }
+            if case .agent = context.principal {
+                // Retention counts from the last use; a download that cannot record it (full disk) still proceeds.
+                _ = try? await store.touchContext(digest: digest)
+            }
             let body = try await FileIO().loadFile(path: file.path, context: context)
             return Response(status: .ok, headers: [.contentType: "application/gzip"], body: body)
         }
     }
 
+    /// Marks a context used now, which keeps retention from deleting it between a check and the submission
+    /// that follows; answers whether it is recorded. When the disk is full the answer comes from a read.
+    func markUsed(_ digest: Digest) async throws -> Bool {
+        do { return try await store.touchContext(digest: digest) } catch StoreError.storageUnavailable {
+            return try await store.hasContext(digest: digest)
+        }
+    }
+
     func contextFile(_ digest: Digest) -> URL {
-        options.contextsDirectory.appendingPathComponent("\(digest.algorithm.rawValue)-\(digest.hex).tar.gz")
+        ContextDirectory(options.contextsDirectory).file(for: digest)
+    }
+
+    /// A 507 naming the contexts directory when `error` is the file system refusing a write (no space, quota,
+    /// read-only, I/O error), recorded so readiness reports it; nil for any other error.
+    func storageError(_ error: any Error, writing what: String) -> APIError? {
+        guard let code = StorageErrors.code(of: error), StorageErrors.isStorageFailure(code) else { return nil }
+        let cause = String(cString: strerror(code))
+        let directory = options.contextsDirectory.path
+        store.recordStorageFailure("cannot write \(what) to \(directory): \(cause)")
+        return APIError(
+            HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "STORAGE_UNAVAILABLE",
+            "the coordinator cannot write \(what) to its contexts directory \(directory): \(cause); nothing was kept. "
+                + "Free space on that file system and upload again")
     }
 
     static func digestParameter(_ context: CoordinatorContext) throws -> Digest {

@@ -104,10 +104,26 @@ public struct CoordinatorAPI: Sendable {
         router.get("/readyz") { _, _ -> Response in
             do {
                 _ = try await store.latestEventID()
-                return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
             } catch {
                 throw APIError(.serviceUnavailable, code: "NOT_READY", "the database cannot be read: \(error)")
             }
+            if store.writeHealth.failure != nil {
+                // While writes fail clients may stop writing: probe, so readiness returns once space does.
+                do {
+                    try await store.probeWrite()
+                    try await ContextDirectory(options.contextsDirectory).probe()
+                } catch {
+                    if store.writeHealth.failure == nil { store.recordStorageFailure("\(error)") }
+                    let since = store.writeHealth.lastFailure.map { " (last failed write \($0.formatted(.iso8601)))" } ?? ""
+                    throw APIError(
+                        .serviceUnavailable, code: "NOT_READY",
+                        "the coordinator cannot write its state directory "
+                            + "\(options.contextsDirectory.deletingLastPathComponent().path)\(since): "
+                            + "\(store.writeHealth.failure ?? "\(error)"). Free space on its file system; "
+                            + "readiness returns by itself once a write succeeds")
+                }
+            }
+            return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
         }
         router.get("/api/v1/ca.crt") { _, _ -> Response in
             guard let pem = options.caCertificatePEM else {

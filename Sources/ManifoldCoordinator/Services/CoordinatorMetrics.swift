@@ -37,6 +37,13 @@ public final class CoordinatorMetrics: Sendable {
             "manifold_registry_errors_total": "Registry operations that failed (verification or publishing).",
             "manifold_lists_published_total": "Manifest lists pushed.",
             "manifold_verifications_total": "Reported digests checked in the registry.",
+            "manifold_retention_runs_total": "Retention passes completed.",
+            "manifold_retention_failures_total": "Retention passes that failed (tried again at the next interval).",
+            "manifold_retention_builds_pruned_total": "Finished builds whose logs and events retention removed.",
+            "manifold_retention_log_bytes_deleted_total": "Log bytes removed by retention.",
+            "manifold_retention_events_deleted_total": "Build events removed by retention.",
+            "manifold_retention_contexts_deleted_total": "Uploaded contexts removed by retention.",
+            "manifold_retention_context_bytes_deleted_total": "Context bytes removed by retention.",
         ]
         for name in counterHelp.keys.sorted() {
             lines.append("# HELP \(name) \(counterHelp[name]!)")

@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldStore
 import Testing
 
 @testable import ManifoldCoordinator
@@ -100,6 +101,9 @@ struct CoordinatorSettingsTests {
                 "MANIFOLD_MAX_CONTEXT_BYTES": "10737418240",
                 "MANIFOLD_INSECURE_REGISTRIES": "localhost:5000, registry.local",
                 "MANIFOLD_REGISTRY_CAS": "registry.internal:5000=/etc/ca.pem,[2001:db8::1]:5000=/etc/v6.pem",
+                "MANIFOLD_RETENTION_DAYS": "7",
+                "MANIFOLD_CONTEXT_RETENTION_HOURS": "0",
+                "MANIFOLD_RETENTION_INTERVAL_SECONDS": "30",
             ])
         #expect(settings.listen == "[::]:8443")
         #expect(settings.listenAddress == ("::", 8443))
@@ -116,6 +120,13 @@ struct CoordinatorSettingsTests {
         #expect(settings.maxContextBytes == 10_737_418_240)
         #expect(settings.insecureRegistries == ["localhost:5000", "registry.local"])
         #expect(settings.registryCAs == ["registry.internal:5000": "/etc/ca.pem", "[2001:db8::1]:5000": "/etc/v6.pem"])
+        #expect(settings.retentionDays == 7)
+        #expect(settings.contextRetentionHours == 0)
+        #expect(settings.retentionIntervalSeconds == 30)
+        // 0 keeps forever; the policy says so with nil.
+        #expect(settings.retentionPolicy == RetentionPolicy(logRetention: 7 * 86_400, contextRetention: nil))
+        #expect(
+            CoordinatorSettings.defaults.retentionPolicy == RetentionPolicy(logRetention: 30 * 86_400, contextRetention: 86_400))
     }
 
     @Test func plainHTTPOnlyWhenAskedFor() throws {
@@ -225,6 +236,9 @@ struct CoordinatorSettingsTests {
             ("- listen\n", "mapping of settings"),
             ("listen: \"0.0.0.0:1\"\nlisten: \"0.0.0.0:2\"\n", "appears twice"),
             ("listen: {\n", "not valid YAML"),
+            ("retention_days: -1\n", "0 keeps logs and events forever"),
+            ("context_retention_hours: soon\n", "0 keeps contexts forever"),
+            ("retention_interval_seconds: 1\n", "seconds from 10 to 86400"),
         ]
         for (yaml, expected) in cases {
             let text = message { try resolve(file: yaml) }
@@ -247,6 +261,9 @@ struct CoordinatorSettingsTests {
         custom.maxContextBytes = 1 << 32
         custom.insecureRegistries = ["localhost:5000", "[::1]:5001"]
         custom.registryCAs = ["registry.internal:5000": "/etc/manifold/ca \"one\".pem", "b.example": "/b.pem"]
+        custom.retentionDays = 0
+        custom.contextRetentionHours = 72
+        custom.retentionIntervalSeconds = 60
         for settings in [CoordinatorSettings.defaults, custom] {
             let yaml = settings.yaml()
             #expect(try resolve(file: yaml) == settings, "\(yaml)")
