@@ -33,6 +33,31 @@ enum ArchiveFixture {
         return Data(block)
     }
 
+    /// A pax extended header (`x`) carrying `records` (e.g. `["size": "9223372036854775807"]`) for the next entry;
+    /// `lengthOverride` writes that length field instead of the true one, for malformed records.
+    static func paxHeader(_ records: [(String, String)], lengthOverride: String? = nil) -> Data {
+        var body = Data()
+        for (key, value) in records {
+            let content = " \(key)=\(value)\n"
+            var length = content.utf8.count + 1
+            while String(length).utf8.count + content.utf8.count != length { length += 1 }
+            body.append(Data(((lengthOverride ?? String(length)) + content).utf8))
+        }
+        var data = rawHeader(name: "PaxHeaders/entry", typeFlag: "x", size: body.count)
+        data.append(body)
+        if body.count % 512 != 0 { data.append(Data(count: 512 - body.count % 512)) }
+        return data
+    }
+
+    /// A tar.gz of already-encoded blocks (headers and content), ended by two zero blocks.
+    static func rawBlocks(_ blocks: [Data], at url: URL) throws {
+        var data = blocks.reduce(into: Data()) { $0.append($1) }
+        data.append(Data(count: 1024))
+        let tar = url.deletingPathExtension().appendingPathExtension("raw.tar")
+        try data.write(to: tar)
+        try Gzip.compress(file: tar, to: url)
+    }
+
     /// A tar.gz made of raw entries: (name, type, content or link target).
     static func rawArchive(_ entries: [(String, Character, String)], at url: URL) throws {
         var data = Data()

@@ -47,6 +47,41 @@ import Testing
         #expect(description.contains(name) && description.contains(why), "\(description)")
     }
 
+    /// Unpacks raw blocks; returns the archive error, if any.
+    private func unpackBlocks(_ blocks: [Data]) throws -> ArchiveError? {
+        let scratch = try ScratchDirectory(prefix: "unpack-sizes")
+        defer { scratch.remove() }
+        try ArchiveFixture.rawBlocks(blocks, at: scratch.file("ctx.tar.gz"))
+        let out = scratch.file("ctx")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        do {
+            try ContextUnpacker().unpack(archive: scratch.file("ctx.tar.gz"), into: out)
+            return nil
+        } catch let error as ArchiveError {
+            return error
+        }
+    }
+
+    @Test func aPaxSizeThatWouldOverflowTheTotalIsRefusedNotATrap() throws {
+        var first = ArchiveFixture.rawHeader(name: "small.txt", typeFlag: "0", size: 5)
+        first.append(Data("hello".utf8))
+        first.append(Data(count: 507))
+        let error = try unpackBlocks([
+            first, ArchiveFixture.paxHeader([("size", "\(Int64.max)")]),
+            ArchiveFixture.rawHeader(name: "huge.bin", typeFlag: "0"),
+        ])
+        let description = try #require(error, "an Int64.max pax size was accepted").description
+        #expect(description.contains("huge.bin") && description.contains("exceeds"), "\(description)")
+    }
+
+    @Test func aPaxRecordLengthNearInt64MaxIsMalformedNotATrap() throws {
+        let error = try unpackBlocks([
+            ArchiveFixture.paxHeader([("path", "x")], lengthOverride: "\(Int.max)"),
+            ArchiveFixture.rawHeader(name: "file.txt", typeFlag: "0"),
+        ])
+        #expect(try #require(error).description.contains("malformed pax"), "\(String(describing: error))")
+    }
+
     @Test func refusesEscapeThroughAnEarlierSymlinkedDirectory() throws {
         // dir -> . is harmless alone, but dir/.. is then the parent of the context.
         let (error, _, scratch) = try refused([("dir", "2", "."), ("escape", "2", "dir/..")])

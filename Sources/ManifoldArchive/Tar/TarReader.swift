@@ -198,7 +198,7 @@ public final class TarReader {
         while index < bytes.count {
             guard let space = bytes[index...].firstIndex(of: 0x20),
                 let length = Int(String(decoding: bytes[index..<space], as: UTF8.self)),
-                length > space - index, index + length <= bytes.count, bytes[index + length - 1] == 0x0a
+                length > space - index, length <= bytes.count - index, bytes[index + length - 1] == 0x0a
             else { throw ArchiveError.corruptTar("malformed pax extended header record") }
             let record = bytes[(space + 1)..<(index + length - 1)]
             guard let equals = record.firstIndex(of: UInt8(ascii: "=")) else {

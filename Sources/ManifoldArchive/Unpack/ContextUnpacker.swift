@@ -74,8 +74,11 @@ public struct ContextUnpacker: Sendable {
             case .directory:
                 try root.makeDirectory(components, mode: entry.mode, entry: entry.path)
             case .file:
-                totalBytes += entry.size
-                guard totalBytes <= limits.maxTotalBytes else {
+                // Sizes come from the archive: added with an overflow check (a pax size of Int64.max must be
+                // refused, not trap).
+                let (sum, overflow) = totalBytes.addingReportingOverflow(entry.size)
+                totalBytes = overflow ? Int64.max : sum
+                guard !overflow, totalBytes <= limits.maxTotalBytes else {
                     throw ArchiveError.limitExceeded(
                         "file content exceeds \(limits.maxTotalBytes) bytes (at \"\(entry.path)\", \(entry.size) bytes); "
                             + "shrink the context (.dockerignore) or raise the agent's context size limit")
