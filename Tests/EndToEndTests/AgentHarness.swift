@@ -32,7 +32,8 @@ final class AgentHarness: @unchecked Sendable {
     private var coordinatorRuns = 0
     let platform = Platform(os: "linux", architecture: "amd64")
 
-    init(_ name: String, leaseTTLSeconds: Int = 8) async throws {
+    /// `coordinatorEnvironment` adds coordinator settings (`MANIFOLD_*`) to every coordinator run.
+    init(_ name: String, leaseTTLSeconds: Int = 8, coordinatorEnvironment: [String: String] = [:]) async throws {
         scratch = try ScratchDirectory(prefix: "agent-\(name)")
         registry = try TestRegistry.start(.http)
         port = try Loopback.freePort()
@@ -41,7 +42,7 @@ final class AgentHarness: @unchecked Sendable {
         environment = [
             "MANIFOLD_INSECURE_REGISTRIES": registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
             "MANIFOLD_LEASE_TTL_SECONDS": "\(leaseTTLSeconds)",
-        ]
+        ].merging(coordinatorEnvironment) { $1 }
         coordinatorRuns = 1
         coordinator = try CoordinatorProcessTests.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: environment)
