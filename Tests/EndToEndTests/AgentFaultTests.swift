@@ -158,9 +158,10 @@ import Glibc
         defer { harness.tearDown() }
         let joined = try harness.join("downloader")
         #expect(joined.status == 0)
-        // The agent reaches the coordinator through a relay that sends it at most 1 MB/s, so the download of a
-        // 6 MB context takes seconds and the coordinator can be killed in the middle of it.
-        let relay = try ThrottledRelay(backendPort: harness.port, bytesPerSecond: 1_000_000)
+        // The agent reaches the coordinator through a relay that sends it at most 4 MB/s, so the download of a
+        // 24 MB context takes seconds and the coordinator can be killed in the middle of it. What the killed
+        // coordinator's socket still holds (at most its 4 MiB send buffer) cannot complete the download.
+        let relay = try ThrottledRelay(backendPort: harness.port, bytesPerSecond: 4_000_000)
         defer { relay.stop() }
         let credentialFile = URL(fileURLWithPath: joined.state + "/credential.json")
         var credential = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: credentialFile)) as? [String: Any])
@@ -175,8 +176,8 @@ import Glibc
                 try Data(content.utf8).write(to: directory.appendingPathComponent(name))
             }
             var generator = SystemRandomNumberGenerator()
-            var payload = Data(capacity: 6 << 20)
-            for _ in 0..<((6 << 20) / 8) { withUnsafeBytes(of: generator.next() as UInt64) { payload.append(contentsOf: $0) } }
+            var payload = Data(capacity: 24 << 20)
+            for _ in 0..<((24 << 20) / 8) { withUnsafeBytes(of: generator.next() as UInt64) { payload.append(contentsOf: $0) } }
             try payload.write(to: directory.appendingPathComponent("payload.bin"))
         }
         #expect(
@@ -189,6 +190,7 @@ import Glibc
         #expect(final.state == .published, "\(final)\n\(agent.output())")
         let job = try #require(final.jobs.first)
         #expect(job.attempts == 1 && Self.countedAttempts(job) == 1, "\(job)")
+        // The fault did land: the first download was cut off and tried again.
         #expect(agent.output().contains("downloading the context"), "\(agent.output())")
         let events = try await Self.eventTypes(harness, submitted.id)
         #expect(!events.contains("job.retrying") && !events.contains("job.lost"), "\(events)")
@@ -267,6 +269,10 @@ final class ThrottledRelay: Sendable {
             }
             guard client >= 0 else { continue }
             let backend = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            // A small fixed receive buffer (no autotuning): the relay holds little of what the backend sent, so a
+            // backend killed mid-answer leaves the client with a cut-off answer, as it would without the relay.
+            var bufferSize: Int32 = 256 * 1024
+            setsockopt(backend, SOL_SOCKET, SO_RCVBUF, &bufferSize, socklen_t(MemoryLayout<Int32>.size))
             var address = Self.loopback(port: backendPort)
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
