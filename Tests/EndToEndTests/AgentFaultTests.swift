@@ -125,6 +125,34 @@ import Glibc
         #expect(job.state == .queued && Self.countedAttempts(job) == 0, "\(view)")
     }
 
+    @Test func aBuildWithNoAcknowledgedHeartbeatForALeaseTTLIsStopped() async throws {
+        let harness = try await AgentHarness("silent", leaseTTLSeconds: 6)
+        defer { harness.tearDown() }
+        #expect(try harness.join("cutoff").status == 0)
+        let pidFile = harness.scratch.file("pids")
+        let agent = try harness.startAgent("cutoff", script: AgentLifecycleTests.stubbornScript(pids: pidFile))
+        defer { agent.stop() }
+        _ = try await harness.submit(files: AgentHarness.context)
+        #expect(await AgentLifecycleTests.waitUntil { AgentLifecycleTests.pids(in: pidFile).count == 3 })
+        let pids = AgentLifecycleTests.pids(in: pidFile)
+        // The coordinator is frozen: it accepts connections but answers nothing, so each heartbeat runs into its
+        // own deadline (2 s here) and none is acknowledged.
+        let coordinator = harness.coordinator.process.processIdentifier
+        kill(coordinator, SIGSTOP)
+        defer { kill(coordinator, SIGCONT) }
+        let frozenAt = ContinuousClock.now
+        #expect(
+            await AgentLifecycleTests.waitUntil(.seconds(30)) { !pids.contains(where: AgentLifecycleTests.alive) },
+            "\(agent.output())")
+        let elapsed = ContinuousClock.now - frozenAt
+        // A TTL after the last acknowledged heartbeat (at most a second before the freeze), plus the 2 s kill grace
+        // these builders need since they ignore SIGTERM.
+        #expect(elapsed >= .seconds(4) && elapsed <= .seconds(15), "\(elapsed)")
+        let output = agent.output()
+        #expect(output.contains("no heartbeat was acknowledged for a whole lease TTL"), "\(output)")
+        #expect(output.contains("timed out"), "\(output)")
+    }
+
     @Test func sigtermMidBuildGivesTheJobBackUncounted() async throws {
         let harness = try await AgentHarness("release")
         defer { harness.tearDown() }
