@@ -35,8 +35,10 @@ enum ProcessTree {
     static func identity(ofLeader pid: Int64) -> ProcessIdentity? {
         guard let process = OpenProcess(DWORD(PROCESS_QUERY_LIMITED_INFORMATION), false, DWORD(pid)) else { return nil }
         defer { CloseHandle(process) }
+        // A handle opens for a process that has exited while others still hold handles to it; only a running
+        // one (exit code STILL_ACTIVE, 259) counts.
         var exitCode: DWORD = 0
-        guard GetExitCodeProcess(process, &exitCode), exitCode == DWORD(STILL_ACTIVE) else { return nil }
+        guard GetExitCodeProcess(process, &exitCode), exitCode == 259 else { return nil }
         var creation = FILETIME()
         var exit = FILETIME()
         var kernel = FILETIME()
