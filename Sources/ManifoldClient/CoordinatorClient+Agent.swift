@@ -14,8 +14,10 @@ extension CoordinatorClient {
         try await call("POST", "/api/v1/agent/poll", body: request, timeout: .seconds(90))
     }
 
-    public func heartbeat(_ request: HeartbeatRequest) async throws -> HeartbeatResponse {
-        try await call("POST", "/api/v1/agent/heartbeat", body: request)
+    /// Renews a lease. `timeout` bounds this one request (agents pass about a third of the lease TTL, so one
+    /// stuck request cannot outlast the lease); nil means the client's default.
+    public func heartbeat(_ request: HeartbeatRequest, timeout: Duration? = nil) async throws -> HeartbeatResponse {
+        try await call("POST", "/api/v1/agent/heartbeat", body: request, timeout: timeout)
     }
 
     /// The outcome of appending a log chunk.

@@ -80,7 +80,7 @@ import Glibc
         #expect(bad.stdout.contains("fix:"))
     }
 
-    @Test func drainTimeoutCancelsAJobThatDoesNotFinish() async throws {
+    @Test func drainTimeoutStopsAJobThatDoesNotFinishAndGivesItBack() async throws {
         let harness = try await AgentHarness("drain-timeout")
         defer { harness.tearDown() }
         #expect(try harness.join("slow").status == 0)
@@ -92,8 +92,11 @@ import Glibc
         #expect(await ProcessProbe.waitUntil { ProcessProbe.pids(in: pidFile).count == 3 })
         kill(agent.processIdentifier, SIGTERM)
         #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
-        let final = try await harness.wait(submitted.id, timeout: .seconds(20))
-        #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
+        let view = try await harness.wait(submitted.id, timeout: .seconds(20)) {
+            $0.jobs.first?.reason == "the agent is shutting down"
+        }
+        #expect(view.jobs.first?.state == .queued, "\(view)\n\(agent.output())")
+        #expect(agent.output().contains("as released"), "\(agent.output())")
         #expect(!ProcessProbe.pids(in: pidFile).contains(where: ProcessProbe.alive))
     }
 }

@@ -68,7 +68,7 @@ import Glibc
         #expect(final.state == .published, "\(final)\n\(agent.output())")
     }
 
-    @Test func secondSignalCancelsTheJobAndReportsIt() async throws {
+    @Test func secondSignalStopsTheJobAndGivesItBack() async throws {
         let harness = try await AgentHarness("second-signal")
         defer { harness.tearDown() }
         #expect(try harness.join("impatient").status == 0)
@@ -82,12 +82,13 @@ import Glibc
         #expect(agent.isRunning)
         kill(agent.processIdentifier, SIGTERM)
         #expect(await AgentHarness.waitForExit(agent, timeout: .seconds(30)), "\(agent.output())")
-        let final = try await harness.wait(submitted.id, timeout: .seconds(20))
-        // The agent reports `cancelled` with its reason; the coordinator records an agent-side cancel as the
-        // attempt ending (failed, to be retried when attempts remain), not as a user cancel.
-        #expect(final.state.isFinal, "\(final)")
-        #expect(final.jobs.first?.reason == "the agent is shutting down", "\(final)\n\(agent.output())")
-        #expect(agent.output().contains("as cancelled"), "\(agent.output())")
+        // The agent gives the job back (`released`) with its reason: the coordinator re-queues it uncounted.
+        let view = try await harness.wait(submitted.id, timeout: .seconds(20)) {
+            $0.jobs.first?.reason == "the agent is shutting down"
+        }
+        let job = try #require(view.jobs.first)
+        #expect(job.state == .queued && job.attempts == 1 && job.maxAttempts == 2, "\(view)\n\(agent.output())")
+        #expect(agent.output().contains("as released"), "\(agent.output())")
         #expect(!ProcessProbe.pids(in: pidFile).contains(where: ProcessProbe.alive))
     }
 

@@ -32,6 +32,9 @@ public struct AgentSettings: Sendable, Hashable {
     public var redactions: [String] = []
     /// Log upload batch size in bytes.
     public var logBatchBytes: Int = 256 * 1024
+    /// The most builder output one job's log spool keeps on disk; past it one marker line is written and the rest
+    /// dropped. Default 64 MiB, the coordinator's default per-attempt log limit.
+    public var maxSpoolBytes: Int64 = LogSpool.defaultMaxBytes
 
     public init(stateDirectory: String) {
         self.stateDirectory = stateDirectory
@@ -41,7 +44,7 @@ public struct AgentSettings: Sendable, Hashable {
     public static let keys = [
         "state_dir", "platform", "builder", "builder_arg", "global_arg", "push_arg", "command", "label", "drain_timeout",
         "kill_grace",
-        "work_dir", "max_context_bytes", "redact", "log_batch_bytes",
+        "work_dir", "max_context_bytes", "redact", "log_batch_bytes", "max_spool_bytes",
     ]
 
     /// Applies `key = value` (from a file or the environment); list keys append.
@@ -75,6 +78,7 @@ public struct AgentSettings: Sendable, Hashable {
         case "max_context_bytes": maxContextBytes = Int64(try integer())
         case "redact": redactions.append(value)
         case "log_batch_bytes": logBatchBytes = max(1024, try integer())
+        case "max_spool_bytes": maxSpoolBytes = Int64(try integer())
         default:
             throw AgentSettingsError("\(origin): unknown setting \"\(key)\"; known: \(Self.keys.joined(separator: ", "))")
         }

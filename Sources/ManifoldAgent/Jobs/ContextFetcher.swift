@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ManifoldAPI
 import ManifoldArchive
 import ManifoldClient
@@ -7,9 +8,16 @@ import ManifoldHTTP
 
 /// Puts a job's build context into its work directory: an uploaded tar.gz (downloaded, digest-verified, unpacked
 /// safely) or a git repository cloned at a ref.
+///
+/// A download that fails in a way that may pass (no answer, 5xx — a restarting coordinator's 503, a full disk's
+/// 507 — 429 or 408) is tried again with backoff for as long as the job is not stopped; the lease keeper goes on
+/// heartbeating meanwhile, so a coordinator restart or a network blip during the download costs no attempt.
 struct ContextFetcher: Sendable {
     var client: CoordinatorClient
     var maxContextBytes: Int64
+    /// The longest wait between two download tries.
+    var retryCap: Duration = .seconds(10)
+    var logger: Logger = Logger(label: "manifold.agent")
 
     func fetch(
         _ source: ContextSource, into directory: URL, scratch: URL, log: LogSpool, stop: StopSignal, grace: Duration
@@ -19,7 +27,7 @@ struct ContextFetcher: Sendable {
         case .upload(let digest):
             let archive = scratch.appendingPathComponent("context.tar.gz")
             log.note("downloading context \(digest)")
-            try await client.downloadContext(digest, to: archive)
+            guard try await download(digest, to: archive, log: log, stop: stop) else { return }
             let actual = try await Blocking.run { try Self.digest(of: archive, algorithm: digest.algorithm) }
             guard actual == digest else {
                 throw AgentError("the downloaded context has digest \(actual), not the expected \(digest); refusing it")
@@ -55,6 +63,28 @@ struct ContextFetcher: Sendable {
                 }
             }
         }
+    }
+
+    /// Downloads until it succeeds (true), the job is stopped (false), or the coordinator refuses for good (throws).
+    func download(_ digest: Digest, to archive: URL, log: LogSpool, stop: StopSignal) async throws -> Bool {
+        var backoff = Backoff(initial: .milliseconds(500), cap: retryCap)
+        var failures = 0
+        while stop.requested == nil {
+            do {
+                guard try await stop.unlessRequested({ try await client.downloadContext(digest, to: archive) }) != nil else {
+                    return false
+                }
+                if failures > 0 { log.note("context downloaded after \(failures) failed tries") }
+                return true
+            } catch let error as CoordinatorClientError where error.isWorthRetryingWithinLease {
+                failures += 1
+                let delay = backoff.next()
+                logger.warning("downloading the context \(digest) failed (\(error)); trying again in \(delay)")
+                log.note("downloading the context failed (\(error)); trying again")
+                _ = try? await stop.unlessRequested { try await Task.sleep(for: delay) }
+            }
+        }
+        return false
     }
 
     /// Only network transports: a `file://` URL or a local path would let a build read the agent's host.

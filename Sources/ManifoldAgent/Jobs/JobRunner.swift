@@ -2,10 +2,14 @@ import Foundation
 import Logging
 import ManifoldAPI
 import ManifoldClient
-import Synchronization
 
-/// Runs one leased job from context to report: work directory, log spool and uploader, heartbeats, the builder,
-/// and the stop paths (cancel, lease lost, timeout, second shutdown signal).
+/// Runs one leased job from context to acknowledged report: work directory, log spool and uploader, the lease
+/// keeper's heartbeats, the builder, the stop paths (cancel, lost or expired lease, refused credential, timeout,
+/// shutdown), the report and the last of the log.
+///
+/// The lease is kept alive until the coordinator has acknowledged the report, so a finished build is never
+/// thrown away because its report or its log took long. The report goes before the rest of the log; the log
+/// flush after it is bounded by ``logFlushLimit``.
 struct JobRunner: Sendable {
     var client: CoordinatorClient
     var settings: AgentSettings
@@ -16,142 +20,196 @@ struct JobRunner: Sendable {
     var reports: ReportStore
     var logger: Logger
 
-    /// The report to send, or nil when the lease was lost (the coordinator has moved on; nothing to report).
-    func run(_ lease: Lease) async -> CompleteRequest? {
+    /// How long the log still on this host may take to reach the coordinator once the report is acknowledged.
+    static let logFlushLimit = Duration.seconds(60)
+
+    /// How a job ended for the agent.
+    enum Ending: Sendable, Equatable {
+        /// The report was acknowledged (or refused for good, and dropped).
+        case reported
+        /// The report was saved but not delivered before shutdown; the next start delivers it.
+        case reportKept
+        /// No report: the lease is gone (409, 401), so the coordinator has moved on.
+        case notReported
+    }
+
+    /// Runs the job; `grantedAt` is when the poll answer carrying `lease` arrived.
+    func run(_ lease: Lease, grantedAt: ContinuousClock.Instant = .now) async -> Ending {
         let jobDirectory = workRoot.appendingPathComponent("\(lease.jobId)-\(lease.epoch)", isDirectory: true)
         let contextDirectory = jobDirectory.appendingPathComponent("context", isDirectory: true)
         let scratch = jobDirectory.appendingPathComponent("scratch", isDirectory: true)
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
-        let stop = StopSignal()
-        let phase = JobPhase()
-        let grace = Duration.seconds(settings.killGraceSeconds)
         var logger = self.logger
         logger[metadataKey: "job"] = "\(lease.jobId)"
         logger.info(
             "leased job \(lease.jobId) (attempt \(lease.attempt), epoch \(lease.epoch)): \(lease.spec.image):\(lease.spec.tag) for \(lease.spec.platform)"
         )
+        let cadence = HeartbeatCadence(
+            intervalSeconds: credential.heartbeatIntervalSeconds, leaseTTLSeconds: credential.leaseTTLSeconds)
+        let keeper = LeaseKeeper(client: client, lease: lease, cadence: cadence, grantedAt: grantedAt, logger: logger)
+        let heartbeating = Task { await keeper.run() }
+
         let spool: LogSpool
         do {
             try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
             try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: jobDirectory.path)
             let secrets = lease.spec.secretBuildArgs.compactMap { lease.spec.buildArgs[$0] } + settings.redactions
-            spool = try LogSpool(file: jobDirectory.appendingPathComponent("build.log"), secrets: secrets)
+            spool = try LogSpool(
+                file: jobDirectory.appendingPathComponent("build.log"), secrets: secrets, maxBytes: settings.maxSpoolBytes)
         } catch {
-            return failed(lease, "the agent could not prepare the job's work directory \(jobDirectory.path): \(error)")
+            let reason = "the agent could not prepare the job's work directory \(jobDirectory.path): \(error)"
+            logger.error("\(reason)")
+            let report = CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, reason: reason)
+            return await conclude(report, keeper: keeper, heartbeating: heartbeating, uploader: nil, logger: logger)
         }
         let uploader = LogUploader(
             client: client, jobId: lease.jobId, epoch: lease.epoch, spool: spool, batchBytes: settings.logBatchBytes,
-            stop: stop, logger: logger)
+            keeper: keeper, logger: logger)
         let uploading = Task { await uploader.run() }
-        let heartbeating = Task { await heartbeat(lease, phase: phase, stop: stop, logger: logger) }
+        spool.note("job \(lease.jobId) attempt \(lease.attempt) on agent \(credential.name)")
+
+        let result = await build(
+            lease, keeper: keeper, spool: spool, contextDirectory: contextDirectory, scratch: scratch, logger: logger)
+        // Log uploads pause here so the report goes first; what is left follows once it is acknowledged.
+        uploading.cancel()
+        await uploading.value
+
+        let report = self.report(for: result, lease: lease, spool: spool, logger: logger)
+        spool.close()
+        guard let report else {
+            heartbeating.cancel()
+            await heartbeating.value
+            return .notReported
+        }
+        return await conclude(report, keeper: keeper, heartbeating: heartbeating, uploader: uploader, logger: logger)
+    }
+
+    /// Fetches the context and runs the builder, stopping it for the first reason that comes up.
+    private func build(
+        _ lease: Lease, keeper: LeaseKeeper, spool: LogSpool, contextDirectory: URL, scratch: URL, logger: Logger
+    ) async -> BuildResult {
+        let stop = StopSignal()
+        let grace = Duration.seconds(settings.killGraceSeconds)
+        let shutdown = self.shutdown
+        let timeoutSeconds = lease.spec.timeoutSeconds
         let watching = Task {
-            let deadline = ContinuousClock.now + .seconds(max(1, lease.spec.timeoutSeconds))
+            let deadline = ContinuousClock.now + .seconds(max(1, timeoutSeconds))
             while !Task.isCancelled && stop.requested == nil {
-                if shutdown.stage == .cancelling { stop.request(.shutdown) }
-                if ContinuousClock.now >= deadline { stop.request(.timeout) }
+                let reason: StopReason?
+                switch keeper.loss {
+                case .superseded: reason = .leaseLost
+                case .credentialRefused: reason = .credentialRefused
+                case nil:
+                    if keeper.cancelled {
+                        reason = .cancelled
+                    } else if keeper.expired() {
+                        reason = .leaseExpired
+                    } else if shutdown.stage == .cancelling {
+                        reason = .shutdown
+                    } else if ContinuousClock.now >= deadline {
+                        reason = .timeout
+                    } else {
+                        reason = nil
+                    }
+                }
+                if let reason {
+                    logger.warning("stopping the build of job \(lease.jobId): \(reason.explanation)")
+                    stop.request(reason)
+                }
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-        spool.note("job \(lease.jobId) attempt \(lease.attempt) on agent \(credential.name)")
-
-        var result: BuildResult
+        defer { watching.cancel() }
         do {
-            let fetcher = ContextFetcher(client: client, maxContextBytes: settings.maxContextBytes)
+            let fetcher = ContextFetcher(
+                client: client, maxContextBytes: settings.maxContextBytes, retryCap: keeper.cadence.requestTimeout,
+                logger: logger)
             try await fetcher.fetch(
                 lease.spec.context, into: contextDirectory, scratch: scratch, log: spool, stop: stop, grace: grace)
-            if let reason = stop.requested {
-                result = .stopped(reason)
-            } else {
-                phase.set("building")
-                var environment = ProcessInfo.processInfo.environment
-                environment["MANIFOLD_JOB_ID"] = lease.jobId
-                environment["MANIFOLD_BUILD_ID"] = lease.spec.buildId
-                let request = BuildRequest(
-                    spec: lease.spec, contextDirectory: contextDirectory, workDirectory: scratch, log: spool, stop: stop,
-                    grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state))
-                result = try await builder.build(request)
-            }
+            if let reason = stop.requested { return .stopped(reason) }
+            keeper.phase = "building"
+            var environment = ProcessInfo.processInfo.environment
+            environment["MANIFOLD_JOB_ID"] = lease.jobId
+            environment["MANIFOLD_BUILD_ID"] = lease.spec.buildId
+            let request = BuildRequest(
+                spec: lease.spec, contextDirectory: contextDirectory, workDirectory: scratch, log: spool, stop: stop,
+                grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state))
+            return try await builder.build(request)
         } catch let error as CoordinatorClientError where error.isConflict {
-            result = .stopped(.leaseLost)
+            logger.warning("stopping job \(lease.jobId): \(StopReason.leaseLost.explanation) (\(error))")
+            return .stopped(.leaseLost)
+        } catch let error as CoordinatorClientError where error.status == 401 {
+            logger.error("stopping job \(lease.jobId): \(StopReason.credentialRefused.explanation) (\(error))")
+            return .stopped(.credentialRefused)
         } catch {
-            result = .failed(exitCode: nil, reason: "\(error)")
+            return .failed(exitCode: nil, reason: "\(error)")
         }
-        watching.cancel()
-        heartbeating.cancel()
-        uploading.cancel()
-        _ = await (watching.value, heartbeating.value, uploading.value)
+    }
 
-        let report: CompleteRequest?
+    /// The report for `result`, or nil when there is nobody to report to (the lease is gone).
+    private func report(for result: BuildResult, lease: Lease, spool: LogSpool, logger: Logger) -> CompleteRequest? {
         switch result {
         case .succeeded(let reference, let digest):
             spool.note("pushed \(reference) as \(digest)")
-            report = CompleteRequest(
+            return CompleteRequest(
                 jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded, imageReference: reference, digest: digest)
         case .failed(let exitCode, let reason):
             spool.note("failed: \(reason)")
-            report = CompleteRequest(
+            return CompleteRequest(
                 jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: exitCode,
                 reason: String(reason.prefix(4000)))
-        case .stopped(.leaseLost):
-            spool.note("the lease was lost; the build was stopped")
-            report = nil
+        case .stopped(let reason) where reason == .leaseLost || reason == .credentialRefused:
+            spool.note("the build was stopped: \(reason.explanation); nothing is reported")
+            logger.warning("job \(lease.jobId) was stopped and is not reported: \(reason.explanation)")
+            return nil
         case .stopped(.timeout):
             spool.note("the build ran past its timeout of \(lease.spec.timeoutSeconds) s and was stopped")
-            report = CompleteRequest(
+            return CompleteRequest(
                 jobId: lease.jobId, epoch: lease.epoch, outcome: .failed,
                 reason: "the build ran past its timeout of \(lease.spec.timeoutSeconds) seconds")
+        case .stopped(.cancelled):
+            spool.note("stopped: the job was cancelled")
+            return CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .cancelled, reason: "the job was cancelled")
         case .stopped(let reason):
-            let why = reason == .shutdown ? "the agent is shutting down" : "the job was cancelled"
-            spool.note("stopped: \(why)")
-            report = CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .cancelled, reason: why)
+            // Shutdown or an expired lease: no verdict on the build, so the job goes back to the queue uncounted.
+            // An expired lease that the coordinator already re-dispatched refuses this with 409, changing nothing.
+            spool.note("stopped: \(reason.explanation); the job is given back")
+            logger.info("giving job \(lease.jobId) back to the coordinator: \(reason.explanation)")
+            return CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .released, reason: reason.explanation)
         }
-        spool.close()
-        if let report {
-            // Saved before anything else can fail or take long, so an agent restart still delivers it.
-            do {
-                try reports.save(report)
-            } catch {
-                logger.error("cannot save the report for job \(lease.jobId): \(error)")
+    }
+
+    /// Saves and delivers `report` while the lease keeper goes on heartbeating, then sends the rest of the log.
+    private func conclude(
+        _ report: CompleteRequest, keeper: LeaseKeeper, heartbeating: Task<Void, Never>, uploader: LogUploader?,
+        logger: Logger
+    ) async -> Ending {
+        keeper.phase = "reporting"
+        // Saved (synced) before anything else can fail or take long, so an agent restart still delivers it.
+        do {
+            try reports.save(report)
+        } catch {
+            logger.error("cannot save the report for job \(report.jobId): \(error); sending it from memory")
+        }
+        let shutdown = self.shutdown
+        let delivery = await reports.deliver(report, client: client, logger: logger, backoffCap: keeper.cadence.requestTimeout) {
+            shutdown.stage == .cancelling
+        }
+        heartbeating.cancel()
+        await heartbeating.value
+        switch delivery {
+        case .acknowledged, .dropped:
+            if let uploader {
+                let flushed = await uploader.flush(deadline: ContinuousClock.now + Self.logFlushLimit)
+                if !flushed { logger.warning("not all of job \(report.jobId)'s log reached the coordinator") }
             }
-            let flushed = await uploader.flush(deadline: ContinuousClock.now + .seconds(60))
-            if !flushed { logger.warning("not all of job \(lease.jobId)'s log reached the coordinator") }
-        }
-        return report
-    }
-
-    private func failed(_ lease: Lease, _ reason: String) -> CompleteRequest {
-        logger.error("\(reason)")
-        let report = CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, reason: reason)
-        try? reports.save(report)
-        return report
-    }
-
-    /// Heartbeats every interval; a cancel or a 409 stops the build.
-    private func heartbeat(_ lease: Lease, phase: JobPhase, stop: StopSignal, logger: Logger) async {
-        let interval = Duration.seconds(max(1, min(10, credential.heartbeatIntervalSeconds)))
-        while !Task.isCancelled {
-            do {
-                let answer = try await client.heartbeat(
-                    HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase.current))
-                if answer.cancelled {
-                    logger.info("the coordinator cancelled job \(lease.jobId); stopping the build")
-                    stop.request(.cancelled)
-                }
-            } catch let error as CoordinatorClientError where error.isConflict {
-                logger.warning("heartbeat refused with 409: the lease on job \(lease.jobId) is gone; stopping the build")
-                stop.request(.leaseLost)
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("heartbeat for job \(lease.jobId) failed: \(error)")
-            }
-            try? await Task.sleep(for: interval)
+            return .reported
+        case .credentialRefused:
+            return .notReported
+        case .postponed:
+            logger.warning(
+                "the report for job \(report.jobId) stays in \(reports.state.reportsDirectory.path) for the next start")
+            return .reportKept
         }
     }
-}
-
-/// What the job is doing now, for heartbeats.
-final class JobPhase: Sendable {
-    private let value = Mutex("fetching")
-    var current: String { value.withLock { $0 } }
-    func set(_ phase: String) { value.withLock { $0 = phase } }
 }

@@ -6,7 +6,10 @@ import Synchronization
 /// Sends a ``LogSpool`` to the coordinator in batches by byte offset.
 ///
 /// The coordinator's answer is the log's size there; the next batch starts from it, so a lost answer, a network
-/// blip or a coordinator restart neither loses nor duplicates bytes. A 409 means the lease is gone.
+/// blip or a coordinator restart neither loses nor duplicates bytes. A 409 or 401 means the lease is gone. A 413
+/// means the coordinator's per-attempt log limit is reached: that is final for the attempt, so the uploader
+/// logs one warning, tries to leave one marker line in the stored log, and sends nothing more — the build and
+/// its report go on.
 final class LogUploader: Sendable {
     let client: CoordinatorClient
     let jobId: String
@@ -14,10 +17,10 @@ final class LogUploader: Sendable {
     let spool: LogSpool
     let batchBytes: Int
     let logger: Logger
-    let stop: StopSignal
+    let keeper: LeaseKeeper
 
     init(
-        client: CoordinatorClient, jobId: String, epoch: Int64, spool: LogSpool, batchBytes: Int, stop: StopSignal,
+        client: CoordinatorClient, jobId: String, epoch: Int64, spool: LogSpool, batchBytes: Int, keeper: LeaseKeeper,
         logger: Logger
     ) {
         self.client = client
@@ -25,9 +28,25 @@ final class LogUploader: Sendable {
         self.epoch = epoch
         self.spool = spool
         self.batchBytes = batchBytes
-        self.stop = stop
+        self.keeper = keeper
         self.logger = logger
     }
+
+    /// The line left at the end of the coordinator's copy when its log limit refused more.
+    static let limitMarker = Data(
+        "\n[manifold-agent] the coordinator's log limit for this attempt was reached; the rest of the log was not uploaded\n"
+            .utf8)
+
+    private struct State {
+        var acknowledged: Int64 = 0
+        /// Set by a 413 (final for this attempt) or a lost lease: nothing more is sent.
+        var finished = false
+    }
+    private let state = Mutex(State())
+
+    /// Whether the coordinator refused more log with 413.
+    var limitReached: Bool { limit.withLock { $0 } }
+    private let limit = Mutex(false)
 
     /// Uploads until cancelled, every `interval`; a failed batch is tried again at the next tick.
     func run(interval: Duration = .seconds(1)) async {
@@ -37,21 +56,21 @@ final class LogUploader: Sendable {
         }
     }
 
-    /// Uploads everything on disk, retrying with backoff until `deadline`; returns whether the coordinator holds
-    /// all of it.
+    /// Uploads everything on disk, retrying with backoff until `deadline`; returns whether nothing is left to send
+    /// (all of it stored, or the coordinator's limit reached).
     @discardableResult
     func flush(deadline: ContinuousClock.Instant) async -> Bool {
         await uploadAvailable(deadline: deadline)
-        return acknowledged.withLock { $0 } >= spool.size
+        return limitReached || state.withLock { $0.acknowledged } >= spool.size
     }
-
-    private let acknowledged = Mutex<Int64>(0)
 
     private func uploadAvailable(deadline: ContinuousClock.Instant?) async {
         var backoff = Backoff(initial: .milliseconds(250), cap: .seconds(5))
         guard let handle = try? FileHandle(forReadingFrom: spool.file) else { return }
         defer { try? handle.close() }
-        while case let offset = acknowledged.withLock({ $0 }), offset < spool.size {
+        while !Task.isCancelled, case let (offset, finished) = state.withLock({ ($0.acknowledged, $0.finished) }), !finished,
+            offset < spool.size
+        {
             let data: Data
             do {
                 try handle.seek(toOffset: UInt64(offset))
@@ -62,12 +81,21 @@ final class LogUploader: Sendable {
             do {
                 switch try await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: data) {
                 case .stored(let size), .gap(let size):
-                    acknowledged.withLock { $0 = size }
+                    state.withLock { $0.acknowledged = size }
                 }
                 backoff.reset()
+            } catch let error as CoordinatorClientError where error.status == 413 {
+                await limitReached(at: offset, error)
+                return
             } catch let error as CoordinatorClientError where error.isConflict {
                 logger.warning("log upload refused with 409: the lease on job \(jobId) is gone")
-                stop.request(.leaseLost)
+                keeper.lost(.superseded, message: "\(error)")
+                state.withLock { $0.finished = true }
+                return
+            } catch let error as CoordinatorClientError where error.status == 401 {
+                logger.error("log upload refused with 401: the coordinator no longer accepts this agent's credential")
+                keeper.lost(.credentialRefused, message: "\(error)")
+                state.withLock { $0.finished = true }
                 return
             } catch {
                 guard let deadline, ContinuousClock.now < deadline, !Task.isCancelled else { return }
@@ -75,5 +103,16 @@ final class LogUploader: Sendable {
                 try? await Task.sleep(for: backoff.next())
             }
         }
+    }
+
+    /// A 413 is final: one warning here, one best-effort marker line there, nothing more for this attempt.
+    private func limitReached(at offset: Int64, _ error: CoordinatorClientError) async {
+        state.withLock { $0.finished = true }
+        limit.withLock { $0 = true }
+        logger.warning(
+            "the coordinator refused more log for job \(jobId) after \(offset) bytes (\(error)); the rest of this attempt's log stays on this host only"
+        )
+        // Fits only when the limit leaves room for it; refused otherwise, which changes nothing.
+        _ = try? await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: Self.limitMarker)
     }
 }

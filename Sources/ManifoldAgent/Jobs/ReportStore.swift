@@ -12,6 +12,7 @@ struct ReportStore: Sendable {
         state.reportsDirectory.appendingPathComponent("\(report.jobId)-\(report.epoch).json")
     }
 
+    /// Writes the report durably: the file is synced, renamed into `STATE/reports`, and the directory synced.
     func save(_ report: CompleteRequest) throws {
         try state.writePrivate(try APICoding.encoder().encode(report), to: file(for: report))
     }
@@ -29,34 +30,51 @@ struct ReportStore: Sendable {
         try? FileManager.default.removeItem(at: file(for: report))
     }
 
-    /// Sends `report` until the coordinator acknowledges it (or says it is superseded), backing off between tries.
-    /// Returns false if `giveUp` says to stop first (the file stays for the next start). A refused credential
-    /// throws.
+    /// How a delivery ended.
+    enum Delivery: Sendable, Equatable {
+        /// The coordinator recorded the report.
+        case acknowledged
+        /// The coordinator refused it for good (409 superseded, or another non-retryable answer); dropped.
+        case dropped
+        /// 401: the coordinator no longer accepts this agent's credential; dropped, since its lease went with it.
+        case credentialRefused(CoordinatorClientError)
+        /// `giveUp` said to stop first; the file stays for the next start.
+        case postponed
+    }
+
+    /// Sends `report` until the coordinator acknowledges or refuses it, backing off between tries (at most
+    /// `backoffCap` apart), or until `giveUp` says to stop.
     func deliver(
-        _ report: CompleteRequest, client: CoordinatorClient, logger: Logger, giveUp: @Sendable () -> Bool
-    ) async throws -> Bool {
-        var backoff = Backoff()
+        _ report: CompleteRequest, client: CoordinatorClient, logger: Logger, backoffCap: Duration = .seconds(30),
+        giveUp: @Sendable () -> Bool
+    ) async -> Delivery {
+        var backoff = Backoff(initial: .milliseconds(500), cap: max(.seconds(1), backoffCap))
         while true {
             do {
                 _ = try await client.complete(report)
                 logger.info("reported job \(report.jobId) attempt epoch \(report.epoch) as \(report.outcome.rawValue)")
                 remove(report)
-                return true
+                return .acknowledged
             } catch let error as CoordinatorClientError where error.isConflict {
                 logger.warning("the report for job \(report.jobId) was refused as superseded (409): \(error)")
                 remove(report)
-                return true
+                return .dropped
             } catch let error as CoordinatorClientError where error.status == 401 {
-                throw AgentRunner.credentialRefused(error)
-            } catch let error as CoordinatorClientError where !error.isRetryable {
+                logger.error(
+                    "the report for job \(report.jobId) was refused with 401: the coordinator no longer accepts this agent's credential; dropping it"
+                )
+                remove(report)
+                return .credentialRefused(error)
+            } catch let error as CoordinatorClientError where !error.isWorthRetryingWithinLease {
                 logger.error("the coordinator refused the report for job \(report.jobId): \(error); dropping it")
                 remove(report)
-                return true
+                return .dropped
             } catch {
-                if giveUp() { return false }
+                if giveUp() { return .postponed }
                 let delay = backoff.next()
                 logger.warning("could not report job \(report.jobId) (\(error)); retrying in \(delay)")
                 try? await Task.sleep(for: delay)
+                if giveUp() { return .postponed }
             }
         }
     }

@@ -22,11 +22,30 @@ enum ProcessTree {
     }
 
     /// Processes of a crashed agent's builds: the Job Object was the crashed agent's, so nothing is left to hold
-    /// them by; terminate the recorded builder process itself.
+    /// them by; terminate the recorded builder process itself (``ProcessTracker`` first checks that the pid still
+    /// names the recorded process).
     static func killLeftover(processGroup: Int64) {
         guard let process = OpenProcess(DWORD(PROCESS_TERMINATE), false, DWORD(processGroup)) else { return }
         TerminateProcess(process, 1)
         CloseHandle(process)
+    }
+
+    /// The identity of process `pid`: its creation time (a FILETIME, 100 ns since 1601, which no process of
+    /// another boot can share), with a fixed boot field since the creation time already tells boots apart.
+    static func identity(ofLeader pid: Int64) -> ProcessIdentity? {
+        guard let process = OpenProcess(DWORD(PROCESS_QUERY_LIMITED_INFORMATION), false, DWORD(pid)) else { return nil }
+        defer { CloseHandle(process) }
+        // A handle opens for a process that has exited while others still hold handles to it; only a running
+        // one (exit code STILL_ACTIVE, 259) counts.
+        var exitCode: DWORD = 0
+        guard GetExitCodeProcess(process, &exitCode), exitCode == 259 else { return nil }
+        var creation = FILETIME()
+        var exit = FILETIME()
+        var kernel = FILETIME()
+        var user = FILETIME()
+        guard GetProcessTimes(process, &creation, &exit, &kernel, &user) else { return nil }
+        let start = UInt64(creation.dwHighDateTime) << 32 | UInt64(creation.dwLowDateTime)
+        return ProcessIdentity(boot: "windows", start: start)
     }
 
     static func groupID(_ identifier: ProcessIdentifier) -> Int64 { Int64(identifier.value) }

@@ -41,8 +41,14 @@ public struct AgentRunner: Sendable {
         let workRoot = settings.workDirectory.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? state.defaultWorkDirectory
         try FileManager.default.createDirectory(at: workRoot, withIntermediateDirectories: true)
         // Builds a crashed run left behind are killed; their jobs were reported or have lost their lease.
-        let leftovers = ProcessTracker(state: state).killLeftovers()
-        if leftovers > 0 { logger.warning("killed \(leftovers) build process group(s) left by a previous run") }
+        for leftover in ProcessTracker(state: state).killLeftovers() {
+            switch leftover {
+            case .killed(let group):
+                logger.warning("killed build process group \(group), left by a previous run")
+            case .spared(let group, let reason):
+                logger.notice("not killing process group \(group) recorded by a previous run: \(reason)")
+            }
+        }
         // Work directories left by a crash are stale: their jobs were reported or have lost their lease.
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: workRoot.path)) ?? [] {
             try? FileManager.default.removeItem(at: workRoot.appendingPathComponent(leftover))
@@ -62,7 +68,8 @@ public struct AgentRunner: Sendable {
 
         for report in reports.pending() {
             logger.info("delivering the saved report for job \(report.jobId)")
-            _ = try await reports.deliver(report, client: client, logger: logger) { shutdown.stage == .cancelling }
+            let delivery = await reports.deliver(report, client: client, logger: logger) { shutdown.stage == .cancelling }
+            if case .credentialRefused(let error) = delivery { throw Self.credentialRefused(error) }
         }
 
         let runner = JobRunner(
@@ -74,8 +81,10 @@ public struct AgentRunner: Sendable {
         var lastNotice: String?
         while shutdown.stage == .running {
             let answer: PollResponse?
+            let receivedAt: ContinuousClock.Instant
             do {
                 answer = try await pollUnlessDraining(client, request)
+                receivedAt = .now
                 backoff.reset()
             } catch let error as CoordinatorClientError where error.status == 401 {
                 throw Self.credentialRefused(error)
@@ -100,11 +109,7 @@ public struct AgentRunner: Sendable {
                 if answer.notice != nil { try? await Task.sleep(for: .seconds(5)) }
                 continue
             }
-            guard let report = await runner.run(lease) else { continue }
-            let delivered = try await reports.deliver(report, client: client, logger: logger) {
-                shutdown.stage == .cancelling
-            }
-            if !delivered { logger.warning("the report for job \(lease.jobId) stays in \(state.reportsDirectory.path)") }
+            _ = await runner.run(lease, grantedAt: receivedAt)
         }
         logger.info("shutting down: no job is running")
     }

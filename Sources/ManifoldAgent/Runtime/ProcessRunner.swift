@@ -14,10 +14,30 @@ public enum StopReason: String, Sendable {
     case cancelled
     /// The coordinator answered 409: this attempt's lease is gone.
     case leaseLost
+    /// The coordinator answered 401: it no longer accepts this agent's credential (the agent was removed), so
+    /// the lease is gone too.
+    case credentialRefused
+    /// No heartbeat was acknowledged for a whole lease TTL: the coordinator may already have given the job to
+    /// another agent.
+    case leaseExpired
     /// The job ran past its timeout.
     case timeout
     /// A second shutdown signal (or the drain timeout).
     case shutdown
+
+    /// Why, in words, for the agent's log and the build log.
+    public var explanation: String {
+        switch self {
+        case .cancelled: "the coordinator cancelled the job"
+        case .leaseLost: "the coordinator refused this attempt as superseded (409): its lease is gone"
+        case .credentialRefused:
+            "the coordinator no longer accepts this agent's credential (401; the agent was probably removed), so the lease is gone"
+        case .leaseExpired:
+            "no heartbeat was acknowledged for a whole lease TTL, so the lease may already belong to another agent"
+        case .timeout: "the build ran past its timeout"
+        case .shutdown: "the agent is shutting down"
+        }
+    }
 }
 
 /// A one-shot flag the job's watchers set and the process runner waits on.
@@ -37,6 +57,22 @@ public final class StopSignal: Sendable {
         while requested == nil {
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { return }
+        }
+    }
+
+    /// Runs `operation` unless a stop is requested first: then `operation` is cancelled and the answer is nil.
+    func unlessRequested<Value: Sendable>(
+        _ operation: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value? {
+        guard requested == nil else { return nil }
+        return try await withThrowingTaskGroup(of: Value?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                await self.wait()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
         }
     }
 }

@@ -24,7 +24,9 @@ public struct StateDirectory: Sendable {
         }
     }
 
-    /// Writes `data` atomically, readable only by the owner.
+    /// Writes `data` atomically and durably, readable only by the owner: the bytes go to a temporary file that is
+    /// synced, renamed over `file`, and the directory is synced, so after a power cut `file` holds either its old
+    /// or its new content.
     public func writePrivate(_ data: Data, to file: URL) throws {
         let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).tmp")
         try? FileManager.default.removeItem(at: temporary)
@@ -36,11 +38,7 @@ public struct StateDirectory: Sendable {
         try handle.write(contentsOf: data)
         try handle.synchronize()
         try handle.close()
-        if FileManager.default.fileExists(atPath: file.path) {
-            _ = try FileManager.default.replaceItemAt(file, withItemAt: temporary)
-        } else {
-            try FileManager.default.moveItem(at: temporary, to: file)
-        }
+        try DurableFile.replace(file, with: temporary)
     }
 
     public func loadCredential() throws -> AgentCredential {
