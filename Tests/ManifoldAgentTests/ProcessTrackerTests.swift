@@ -27,7 +27,8 @@ import Glibc
                 "sleep", ["1000"], environment: ProcessInfo.processInfo.environment, workingDirectory: scratch.url,
                 log: spool, stop: stop, grace: .milliseconds(200), tracker: tracker)
         }
-        let deadline = ContinuousClock.now + .seconds(20)
+        // Generous: the whole suite runs in parallel on two cores, and a starved cooperative pool delays the spawn.
+        let deadline = ContinuousClock.now + .seconds(90)
         while ContinuousClock.now < deadline {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: tracker.directory.path)) ?? []
             if let group = names.compactMap({ Int64($0) }).first, getpgid(pid_t(group)) == pid_t(group) {

@@ -71,6 +71,7 @@ import Testing
         let stopping = ContinuousClock.now
         await group.triggerGracefulShutdown()
         try await running.value
-        #expect(ContinuousClock.now - stopping < .seconds(5))
+        // An hour's wait ended by the shutdown: a bound far below it, with room for a loaded machine.
+        #expect(ContinuousClock.now - stopping < .seconds(60))
     }
 }
