@@ -153,8 +153,12 @@ import Glibc
         let lines = output.split(separator: "\n")
         let stopped = try #require(
             lines.firstIndex { $0.contains("no heartbeat was acknowledged for a whole lease TTL") }, "\(output)")
-        let acknowledged = try #require(
+        let answered = try #require(
             lines[..<stopped].lastIndex { $0.contains("status=200") && $0.contains("/api/v1/agent/heartbeat") },
+            "\(output)")
+        // The lease runs from when that heartbeat was sent (heartbeats go one at a time).
+        let acknowledged = try #require(
+            lines[..<answered].lastIndex { $0.contains("HTTP request") && $0.contains("/api/v1/agent/heartbeat") },
             "\(output)")
         let formatter = ISO8601DateFormatter()
         let stoppedAt = try #require(formatter.date(from: String(lines[stopped].prefix(24))))
@@ -192,7 +196,7 @@ import Glibc
     }
 
     @Test func aCoordinatorRestartDuringTheContextDownloadCostsNoAttempt() async throws {
-        let harness = try await AgentHarness("download-restart", leaseTTLSeconds: 10)
+        let harness = try await AgentHarness("download-restart", leaseTTLSeconds: 20)
         defer { harness.tearDown() }
         let joined = try harness.join("downloader")
         #expect(joined.status == 0)
@@ -230,12 +234,16 @@ import Glibc
         try harness.startCoordinator()
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
         #expect(final.state == .published, "\(final)\n\(agent.output())")
+        // Usually the same attempt goes on once the coordinator is back; on a machine so busy that the restart
+        // outlasts the lease, the agent gives the job back (released, uncounted) and builds it again. Either way
+        // no attempt counts.
         let job = try #require(final.jobs.first)
-        #expect(job.attempts == 1 && Self.countedAttempts(job) == 1, "\(job)")
+        #expect(Self.countedAttempts(job) == 1, "\(job)")
         // The fault did land: the first download was cut off and tried again.
         #expect(agent.output().contains("downloading the context"), "\(agent.output())")
         let events = try await Self.eventTypes(harness, submitted.id)
-        #expect(!events.contains("job.retrying") && !events.contains("job.lost"), "\(events)")
+        #expect(!events.contains("job.failed") && !events.contains("job.lost"), "\(events)")
+        #expect(job.attempts == 1 || events.contains("job.released"), "\(events)")
     }
 }
 
