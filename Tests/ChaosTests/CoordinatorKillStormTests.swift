@@ -83,7 +83,8 @@ extension ChaosTests {
         #expect(await ProcessProbe.waitUntil(.seconds(120)) { await allFinal() }, "builds still running after the storm")
         let elapsed = ContinuousClock.now - started
         Chaos.figure(
-            "kill storm: \(kills) kills in \(Chaos.seconds(killsDone)), \(submitted.count) builds final after \(Chaos.seconds(elapsed))")
+            "kill storm: \(kills) kills in \(Chaos.seconds(killsDone)), \(submitted.count) builds final after \(Chaos.seconds(elapsed))"
+        )
         #expect(kills >= 8, "only \(kills) kills before the deadline")
         #expect(submitted.count == 20)
 

@@ -144,13 +144,27 @@ import Glibc
         #expect(
             await ProcessProbe.waitUntil(.seconds(30)) { !pids.contains(where: ProcessProbe.alive) },
             "\(agent.output())")
-        let elapsed = ContinuousClock.now - frozenAt
-        // A TTL after the last acknowledged heartbeat (at most a second before the freeze), plus the 2 s kill grace
-        // these builders need since they ignore SIGTERM.
-        #expect(elapsed >= .seconds(4) && elapsed <= .seconds(15), "\(elapsed)")
+        // Not before a TTL after the last acknowledged heartbeat (at most a second before the freeze).
+        #expect(ContinuousClock.now - frozenAt >= .seconds(4))
         let output = agent.output()
-        #expect(output.contains("no heartbeat was acknowledged for a whole lease TTL"), "\(output)")
         #expect(output.contains("timed out"), "\(output)")
+        // By the agent's own log (whole seconds), the stop came a TTL after the last acknowledged heartbeat: the
+        // test's own view of the time may lag on a busy machine, the agent's log does not.
+        let lines = output.split(separator: "\n")
+        let stopped = try #require(
+            lines.firstIndex { $0.contains("no heartbeat was acknowledged for a whole lease TTL") }, "\(output)")
+        let answered = try #require(
+            lines[..<stopped].lastIndex { $0.contains("status=200") && $0.contains("/api/v1/agent/heartbeat") },
+            "\(output)")
+        // The lease runs from when that heartbeat was sent (heartbeats go one at a time).
+        let acknowledged = try #require(
+            lines[..<answered].lastIndex { $0.contains("HTTP request") && $0.contains("/api/v1/agent/heartbeat") },
+            "\(output)")
+        let formatter = ISO8601DateFormatter()
+        let stoppedAt = try #require(formatter.date(from: String(lines[stopped].prefix(24))))
+        let acknowledgedAt = try #require(formatter.date(from: String(lines[acknowledged].prefix(24))))
+        let silence = stoppedAt.timeIntervalSince(acknowledgedAt)
+        #expect(silence >= 5 && silence <= 9, "\(lines[acknowledged])\n\(lines[stopped])")
     }
 
     @Test func sigtermMidBuildGivesTheJobBackUncounted() async throws {
@@ -182,14 +196,19 @@ import Glibc
     }
 
     @Test func aCoordinatorRestartDuringTheContextDownloadCostsNoAttempt() async throws {
-        let harness = try await AgentHarness("download-restart", leaseTTLSeconds: 10)
+        let harness = try await AgentHarness("download-restart", leaseTTLSeconds: 20)
         defer { harness.tearDown() }
         let joined = try harness.join("downloader")
         #expect(joined.status == 0)
         // The agent reaches the coordinator through a relay that sends it at most 4 MB/s, so the download of a
         // 24 MB context takes seconds and the coordinator can be killed in the middle of it. What the killed
         // coordinator's socket still holds (at most its 4 MiB send buffer) cannot complete the download.
-        let relay = try ThrottledRelay(backendPort: harness.port, bytesPerSecond: 4_000_000)
+        // The relay itself kills the coordinator once 1 MB of an answer has passed, so a busy machine that is slow
+        // to run the test cannot let the download finish first.
+        let coordinator = harness.coordinator.process.processIdentifier
+        let relay = try ThrottledRelay(backendPort: harness.port, bytesPerSecond: 4_000_000) { carried in
+            carried > 1_000_000 && kill(coordinator, SIGKILL) == 0
+        }
         defer { relay.stop() }
         let credentialFile = URL(fileURLWithPath: joined.state + "/credential.json")
         var credential = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: credentialFile)) as? [String: Any])
@@ -208,20 +227,23 @@ import Glibc
             for _ in 0..<((24 << 20) / 8) { withUnsafeBytes(of: generator.next() as UInt64) { payload.append(contentsOf: $0) } }
             try payload.write(to: directory.appendingPathComponent("payload.bin"))
         }
-        #expect(
-            await ProcessProbe.waitUntil(.seconds(60)) { relay.largestDownstream > 1_000_000 },
-            "\(agent.output())")
-        harness.stopCoordinator(signal: SIGKILL)
+        #expect(await ProcessProbe.waitUntil(.seconds(90)) { relay.tripped }, "\(agent.output())")
+        // Already killed by the relay: signal 0 only checks, and the harness forgets the process.
+        harness.stopCoordinator(signal: 0)
         try await Task.sleep(for: .seconds(2))
         try harness.startCoordinator()
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
         #expect(final.state == .published, "\(final)\n\(agent.output())")
+        // Usually the same attempt goes on once the coordinator is back; on a machine so busy that the restart
+        // outlasts the lease, the agent gives the job back (released, uncounted) and builds it again. Either way
+        // no attempt counts.
         let job = try #require(final.jobs.first)
-        #expect(job.attempts == 1 && Self.countedAttempts(job) == 1, "\(job)")
+        #expect(Self.countedAttempts(job) == 1, "\(job)")
         // The fault did land: the first download was cut off and tried again.
         #expect(agent.output().contains("downloading the context"), "\(agent.output())")
         let events = try await Self.eventTypes(harness, submitted.id)
-        #expect(!events.contains("job.retrying") && !events.contains("job.lost"), "\(events)")
+        #expect(!events.contains("job.failed") && !events.contains("job.lost"), "\(events)")
+        #expect(job.attempts == 1 || events.contains("job.released"), "\(events)")
     }
 }
 
@@ -229,22 +251,28 @@ import Glibc
 /// most `bytesPerSecond` per connection. Connections end when either side closes; a backend that is down closes
 /// new connections at once.
 ///
+/// `trip` runs on the relay's thread whenever an answer has carried more bytes, until it returns true once: a
+/// fault injected at an exact point of a transfer, whatever the test's own tasks are doing.
+///
 /// Mutable state is a `Mutex`; the sockets are plain descriptors used by the relay's own threads.
 final class ThrottledRelay: Sendable {
     let port: Int
     private let listener: Int32
     private let backendPort: Int
     private let bytesPerSecond: Int
+    private let trip: @Sendable (Int) -> Bool
     private struct State {
         var stopped = false
         var open: Set<Int32> = []
         var largestDownstream = 0
+        var tripped = false
     }
     private let state = Mutex(State())
 
-    init(backendPort: Int, bytesPerSecond: Int) throws {
+    init(backendPort: Int, bytesPerSecond: Int, trip: @escaping @Sendable (Int) -> Bool = { _ in false }) throws {
         self.backendPort = backendPort
         self.bytesPerSecond = bytesPerSecond
+        self.trip = trip
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw TestEnvironmentError("socket() failed: \(errno)") }
         var address = Self.loopback(port: 0)
@@ -269,6 +297,9 @@ final class ThrottledRelay: Sendable {
 
     /// The most bytes one connection has carried from the backend so far.
     var largestDownstream: Int { state.withLock { $0.largestDownstream } }
+
+    /// Whether `trip` has returned true.
+    var tripped: Bool { state.withLock { $0.tripped } }
 
     func stop() {
         let sockets = state.withLock { state -> Set<Int32> in
@@ -366,7 +397,11 @@ final class ThrottledRelay: Sendable {
             guard throttled else { continue }
             carried += count
             let total = carried
-            state.withLock { $0.largestDownstream = max($0.largestDownstream, total) }
+            let armed = state.withLock { state in
+                state.largestDownstream = max(state.largestDownstream, total)
+                return !state.tripped
+            }
+            if armed && trip(total) { state.withLock { $0.tripped = true } }
             usleep(useconds_t(count * 1_000_000 / bytesPerSecond))
         }
     }

@@ -23,8 +23,8 @@ if [ -n "$swift_version" ]; then
 fi
 
 PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
-    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux)
-COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum sqlite3 mount dd)
+    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux strace)
+COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum sqlite3 mount dd strace)
 LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev zlib1g-dev)
 
 missing_commands=()

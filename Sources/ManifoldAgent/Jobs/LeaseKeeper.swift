@@ -130,10 +130,15 @@ final class LeaseKeeper: Sendable {
         do {
             let answer = try await client.heartbeat(
                 HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase), timeout: cadence.requestTimeout)
-            let length = cadence.leaseLength(expiresAt: answer.leaseExpiresAt, now: Date())
+            let receivedAt = ContinuousClock.now
+            // The coordinator renewed the lease while handling the request, so it runs a TTL from some moment
+            // after `sentAt` — never later than `sentAt` + TTL as far as this agent can prove, and never later than
+            // what the answer's own expiry says.
+            let expiresAt = min(
+                sentAt + cadence.leaseTTL, receivedAt + cadence.leaseLength(expiresAt: answer.leaseExpiresAt, now: Date()))
             let newlyCancelled = state.withLock { state in
                 state.acknowledgedAt = max(state.acknowledgedAt, sentAt)
-                state.expiresAt = max(state.expiresAt, sentAt + length)
+                state.expiresAt = max(state.expiresAt, expiresAt)
                 defer { state.cancelled = state.cancelled || answer.cancelled }
                 return answer.cancelled && !state.cancelled
             }

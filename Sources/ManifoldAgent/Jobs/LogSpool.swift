@@ -53,11 +53,8 @@ public final class LogSpool: Sendable {
     /// Appends builder output; complete lines are redacted and written at once.
     public func append(_ data: Data) {
         state.withLock { state in
+            guard !state.capped else { return }
             state.partial.append(data)
-            if state.capped {
-                state.partial = Data()
-                return
-            }
             while let newline = state.partial.firstIndex(of: 0x0a) {
                 let line = state.partial[state.partial.startIndex...newline]
                 writeOutput(Data(line), into: &state)
