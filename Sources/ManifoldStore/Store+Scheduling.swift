@@ -368,11 +368,7 @@ extension Store {
                     sql: "UPDATE attempt SET state = 'cancelled', reason = ?, endedAt = ? WHERE epoch = ?",
                     arguments: [reason, Store.timestamp(at), request.epoch])
                 if (attempt["cancelRequested"] as Int) != 0 {
-                    try db.execute(
-                        sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, request.jobId])
-                    try self.appendEvent(
-                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.cancelled",
-                        data: [:])
+                    try self.cancelJob(db, job: job, reason: reason)
                 } else {
                     try db.execute(sql: "UPDATE job SET retryBase = retryBase + 1 WHERE id = ?", arguments: [request.jobId])
                     try self.appendEvent(
@@ -395,11 +391,7 @@ extension Store {
                     sql: "UPDATE attempt SET state = ?, exitCode = ?, reason = ?, endedAt = ? WHERE epoch = ?",
                     arguments: [wanted, request.exitCode, reason, Store.timestamp(at), request.epoch])
                 if request.outcome == .cancelled, (attempt["cancelRequested"] as Int) != 0 {
-                    try db.execute(
-                        sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, request.jobId])
-                    try self.appendEvent(
-                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.cancelled",
-                        data: [:])
+                    try self.cancelJob(db, job: job, reason: reason)
                 } else {
                     try self.attemptEnded(db, job: job, reason: reason + exit, at: at)
                 }
@@ -617,6 +609,14 @@ extension Store {
     }
 
     // MARK: - Transitions
+
+    /// Ends a job whose build was cancelled once its attempt stopped.
+    func cancelJob(_ db: Database, job: Row, reason: String) throws {
+        try db.execute(
+            sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, job["id"] as String])
+        try appendEvent(
+            db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.cancelled", data: [:])
+    }
 
     /// After a failed or lost attempt: retry with backoff while attempts remain, else fail the job.
     func attemptEnded(_ db: Database, job: Row, reason: String, at: Date, backoff: Bool = true) throws {
