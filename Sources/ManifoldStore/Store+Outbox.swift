@@ -110,16 +110,32 @@ extension Store {
             guard let build = try Row.fetchOne(db, sql: "SELECT seq, image, state FROM build WHERE id = ?", arguments: [buildId])
             else { throw StoreError.notFound(kind: "build", id: buildId) }
             let buildState: String = build["state"]
-            guard try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
-                try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
-                return .abandon(reason: "a newer publishing run of build \(buildId) replaced it")
-            }
-            guard buildState == BuildState.publishing.rawValue else {
-                try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
-                return .abandon(reason: "build \(buildId) is \(buildState)")
-            }
             let seq: Int64 = build["seq"]
             let image: String = build["image"]
+            /// Ends the run unpushed. A run that had already started its tag PUTs (and failed midway) may have
+            /// moved some tags: that is recorded, never silent.
+            func abandon(_ reason: String, kind: String) throws -> PublicationClaim {
+                try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
+                if state == "pushing" {
+                    let notice =
+                        "tags \(tags.joined(separator: ", ")) may already point at list \(listDigest): a push that failed "
+                        + "midway had started before \(reason)"
+                    try db.execute(
+                        sql: "UPDATE build SET notice = ?, updatedAt = ? WHERE id = ?", arguments: [notice, at, buildId])
+                    try appendEvent(
+                        db, buildId: buildId, type: kind,
+                        data: ["digest": listDigest.description, "tags": tags.joined(separator: ","), "reason": notice])
+                }
+                return .abandon(reason: reason)
+            }
+            guard try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
+                return try abandon("a newer publishing run of build \(buildId) replaced it", kind: "list.pushed_superseded")
+            }
+            guard buildState == BuildState.publishing.rawValue else {
+                return try abandon(
+                    "build \(buildId) was \(buildState)",
+                    kind: buildState == BuildState.cancelled.rawValue ? "list.pushed_after_cancel" : "list.pushed_superseded")
+            }
             var claimed: [String] = []
             for tag in tags {
                 if let owner = try Row.fetchOne(
@@ -132,16 +148,65 @@ extension Store {
                         data: ["tag": tag, "heldBy": holder, "reason": "tag \(tag) kept: held by \(holder) submitted later"])
                     continue
                 }
-                try db.execute(
-                    sql: """
-                        INSERT INTO tag_owner (image, tag, buildId, buildSeq, listDigest, updatedAt) VALUES (?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (image, tag) DO UPDATE SET buildId = excluded.buildId, buildSeq = excluded.buildSeq,
-                            listDigest = excluded.listDigest, updatedAt = excluded.updatedAt
-                        """, arguments: [image, tag, buildId, seq, listDigest.description, at])
                 claimed.append(tag)
             }
             try db.execute(sql: "UPDATE outbox SET state = 'pushing' WHERE id = ?", arguments: [id])
             return .push(tags: claimed)
+        }
+    }
+
+    /// Whether the verifier may point the stable child tag `childTag` of `image` at `digest` for attempt `epoch`,
+    /// decided right before the PUT: the attempt is still its job's current one and being verified, its build was
+    /// not cancelled, and no build submitted later holds the tag (then a `tag.kept` event says so). When allowed,
+    /// the build becomes the tag's owner.
+    public func claimChildTag(jobId: String, epoch: Int64, childTag: String, digest: Digest) async throws -> Bool {
+        let at = Store.timestamp(now())
+        return try await write { db -> Bool in
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT build.id AS buildId, build.seq, build.image, build.state AS buildState FROM attempt
+                        JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
+                        JOIN build ON build.id = job.buildId
+                        WHERE attempt.epoch = ? AND attempt.jobId = ? AND attempt.state = 'verifying'
+                        """, arguments: [epoch, jobId]),
+                (row["buildState"] as String) != BuildState.cancelled.rawValue
+            else { return false }
+            let buildId: String = row["buildId"]
+            let seq: Int64 = row["seq"]
+            let image: String = row["image"]
+            if let owner = try Row.fetchOne(
+                db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, childTag]),
+                (owner["buildSeq"] as Int64) > seq
+            {
+                let holder: String = owner["buildId"]
+                try appendEvent(
+                    db, buildId: buildId, jobId: jobId, type: "tag.kept",
+                    data: [
+                        "tag": childTag, "heldBy": holder, "reason": "tag \(childTag) kept: held by \(holder) submitted later",
+                    ])
+                return false
+            }
+            try Self.recordTagOwners(
+                db, image: image, tags: [childTag], buildId: buildId, seq: seq, digest: digest.description, at: at)
+            return true
+        }
+    }
+
+    /// Records that `tags` of `image` now hold `digest` from build `buildId` (its submission `seq`), unless a build
+    /// submitted later holds one already. Written when the tag PUTs landed, so a push refused for good claims nothing.
+    static func recordTagOwners(
+        _ db: Database, image: String, tags: [String], buildId: String, seq: Int64, digest: String, at: Double
+    ) throws {
+        for tag in tags {
+            try db.execute(
+                sql: """
+                    INSERT INTO tag_owner (image, tag, buildId, buildSeq, listDigest, updatedAt) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (image, tag) DO UPDATE SET buildId = excluded.buildId, buildSeq = excluded.buildSeq,
+                        listDigest = excluded.listDigest, updatedAt = excluded.updatedAt
+                    WHERE excluded.buildSeq >= tag_owner.buildSeq
+                    """, arguments: [image, tag, buildId, seq, digest, at])
         }
     }
 
@@ -183,6 +248,12 @@ extension Store {
             let final: BuildState = (row["partial"] as Int) != 0 ? .partiallyPublished : .published
             let current = try Self.buildState(db, id: buildId)
             let tagList = tags.joined(separator: ",")
+            // The tags hold this list now, whatever happened to the build meanwhile.
+            if let build = try Row.fetchOne(db, sql: "SELECT seq, image FROM build WHERE id = ?", arguments: [buildId]) {
+                try Self.recordTagOwners(
+                    db, image: build["image"], tags: tags, buildId: buildId, seq: build["seq"], digest: listDigest.description,
+                    at: at)
+            }
             guard current == .publishing, try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
                 // Cancelled or retried while the push was under way: the list is live under these tags; say so.
                 let why = current == .cancelled ? "after the build was cancelled" : "after a retry replaced its publishing run"
@@ -222,8 +293,10 @@ extension Store {
             let attempts = (row["attempts"] as Int) + 1
             if retryable && attempts < (maxAttempts ?? Int.max) {
                 let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: attempts))
+                // A run whose tag PUTs started stays `pushing`: some tags may have moved, and a cancel or retry
+                // meanwhile must be able to tell.
                 try db.execute(
-                    sql: "UPDATE outbox SET state = 'pending', attempts = ?, error = ?, notBefore = ? WHERE id = ?",
+                    sql: "UPDATE outbox SET attempts = ?, error = ?, notBefore = ? WHERE id = ?",
                     arguments: [attempts, error, Store.timestamp(retryAt), id])
                 try appendEvent(db, buildId: buildId, type: "list.retrying", data: ["reason": error, "attempt": "\(attempts)"])
             } else {

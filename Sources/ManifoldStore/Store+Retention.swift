@@ -297,21 +297,21 @@ extension Store {
         let at = now()
         for entry in try await directory.entries() {
             let age = at.timeIntervalSince(entry.modified)
-            let stray: Bool
             if entry.name.hasPrefix(ContextDirectory.uploadPrefix) || entry.name.hasPrefix(ContextDirectory.removalPrefix)
                 || entry.name.hasPrefix(ContextDirectory.probePrefix)
             {
-                stray = age > policy.strayFileAge
+                if age > policy.strayFileAge {
+                    try await directory.delete(named: entry.name)
+                    report.strayFilesDeleted += 1
+                }
             } else if let digest = ContextDirectory.digest(ofFileNamed: entry.name), let retention = policy.contextRetention,
-                age > max(retention, policy.strayFileAge)
+                age > max(retention, policy.strayFileAge), try await !hasContext(digest: digest)
             {
-                stray = try await !hasContext(digest: digest)
-            } else {
-                stray = false
-            }
-            if stray {
-                try await directory.delete(named: entry.name)
-                report.strayFilesDeleted += 1
+                // Moved aside and checked again, as for unused contexts: an upload of the same digest meanwhile
+                // keeps its file.
+                if try await directory.remove(digest, stillRecorded: { try await self.hasContext(digest: digest) }) {
+                    report.strayFilesDeleted += 1
+                }
             }
         }
     }

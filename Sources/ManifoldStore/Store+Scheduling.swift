@@ -59,8 +59,12 @@ extension Store {
                     SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
                     JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
                     WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
+                        AND attempt.startedAt > ?
                     ORDER BY attempt.epoch LIMIT 1
-                    """, arguments: [agentId])
+                    """,
+                // An agent that keeps polling but never confirms (it crashes before its first heartbeat) gets the
+                // lease again for a few acknowledge windows at most; then the reaper gives the job to another.
+                arguments: [agentId, Store.timestamp(at.addingTimeInterval(-4 * settings.acknowledgeWindow))])
             {
                 let epoch: Int64 = held["epoch"]
                 let expires = at.addingTimeInterval(settings.acknowledgeWindow)
@@ -207,6 +211,18 @@ extension Store {
             if (attempt["state"] as String) == "running" { try self.acknowledge(db, attempt: attempt, at: at) }
             let size: Int64 = attempt["logSize"]
             let room = max(0, cap - Int64(marker.count))
+            if size == room, offset >= size, !data.isEmpty, !(attempt["lastLogLine"] as String? ?? "").hasPrefix("[manifold]") {
+                // The log filled exactly up to the marker's room: more output came, so the marker ends it now.
+                try db.execute(
+                    sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, marker])
+                try db.execute(
+                    sql: "UPDATE attempt SET logSize = ?, lastLogLine = ? WHERE epoch = ?",
+                    arguments: [
+                        size + Int64(marker.count),
+                        String(decoding: marker, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), epoch,
+                    ])
+                return .truncated(size: size + Int64(marker.count))
+            }
             guard size < room || (size == 0 && room == 0) else {
                 throw StoreError.limitExceeded(
                     "the log of this attempt reached the coordinator's limit of \(cap) bytes; further output is not stored")

@@ -34,7 +34,10 @@ extension CoordinatorAPI {
                 }
                 let lease = try await longPoll(agentId: agent.id, poll: poll)
                 if let lease, Task.isCancelled {
-                    try await store.releaseUndelivered(agentId: agent.id, epoch: lease.epoch)
+                    // This task is cancelled, and the store refuses work for a cancelled task: give the lease back
+                    // from a task of its own.
+                    let store = self.store
+                    try? await Task { try await store.releaseUndelivered(agentId: agent.id, epoch: lease.epoch) }.value
                     notifier.notify([.work, .progress])
                     throw CancellationError()
                 }

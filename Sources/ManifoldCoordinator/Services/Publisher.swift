@@ -73,6 +73,15 @@ public struct Publisher: Service {
             }
         }
         func succeeded(_ id: Int64) { table.withLock { _ = $0.removeValue(forKey: id) } }
+
+        private let refusals = Mutex([Int64: Int]())
+        /// Counts one more unproven refusal of row `id`; returns the count.
+        func refused(_ id: Int64) -> Int {
+            refusals.withLock { table in
+                table[id, default: 0] += 1
+                return table[id]!
+            }
+        }
     }
 
     func publish(_ publication: Publication, backoff: RecordingBackoff = RecordingBackoff()) async {
@@ -114,13 +123,17 @@ public struct Publisher: Service {
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {
             metrics.increment("manifold_registry_errors_total")
-            let (retryable, limit) = Self.classify(error)
+            var (retryable, limit) = Self.classify(error)
+            if let limit {
+                // Unproven refusals are counted on their own: an outage before them must not use up their tries.
+                retryable = backoff.refused(publication.id) < limit
+            }
             let reason = String(describing: error)
             logger.warning(
                 "publishing failed",
                 metadata: ["build": "\(publication.buildId)", "error": "\(reason)", "retryable": "\(retryable)"])
             try? await recordOutcome(publication, backoff: backoff) {
-                try await store.publicationFailed(id: publication.id, error: reason, retryable: retryable, maxAttempts: limit)
+                try await store.publicationFailed(id: publication.id, error: reason, retryable: retryable)
             }
             notifier.notify([.progress, .publication])
         }
@@ -143,9 +156,9 @@ public struct Publisher: Service {
         }
     }
 
-    /// Whether a failure is worth another try, and how many tries in all: registry outages are retried until
-    /// the registry is back; a refusal that a re-check did not prove (a child the registry called unknown while
-    /// HEAD finds it) a few times; a proven refusal never.
+    /// Whether a failure is worth another try, and how many such refusals a run may meet: registry outages are
+    /// retried until the registry is back; a refusal that a re-check did not prove (a child the registry called
+    /// unknown while HEAD finds it) a few times; a proven refusal never.
     static func classify(_ error: any Error) -> (retryable: Bool, maxAttempts: Int?) {
         switch error {
         case is AssemblyError, is ImageReferenceError: return (false, nil)

@@ -159,10 +159,13 @@ public struct Verifier: Service {
                     repository: target.repository, reference: pending.digest.description, manifest: manifest)
             }
         }
-        // Only the coordinator writes the stable child tag, after the checks above; a tag that already names
-        // this very manifest is left alone (no re-push racing another list's push).
+        // Only the coordinator writes the stable child tag, after the checks above and a claim right before the
+        // PUT (the attempt still current, the build not cancelled, no later build holding the tag); a tag that
+        // already names this very manifest is left alone (no re-push racing another list's push).
         if try await destination.headManifest(repository: target.repository, reference: pending.childTag)?.digest
-            != manifest.digest
+            != manifest.digest,
+            try await store.claimChildTag(
+                jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest)
         {
             _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
         }
