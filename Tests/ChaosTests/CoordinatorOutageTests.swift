@@ -38,7 +38,7 @@ extension ChaosTests {
         _ = try #require(
             try await harness.watch(submitted.id, timeout: .seconds(30)) { $0.jobs[0].phase == "fetching" },
             "the agent never reported fetching")
-        try await Task.sleep(for: .seconds(2))
+        try await Task.sleep(for: .seconds(1))
         harness.stopCoordinator(signal: SIGKILL)
         try await Task.sleep(for: .seconds(1))
         try harness.startCoordinator()
