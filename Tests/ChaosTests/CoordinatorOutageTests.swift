@@ -38,16 +38,20 @@ extension ChaosTests {
         _ = try #require(
             try await harness.watch(submitted.id, timeout: .seconds(30)) { $0.jobs[0].phase == "fetching" },
             "the agent never reported fetching")
-        try await Task.sleep(for: .seconds(2))
-        let downloadedBeforeKill = link.connections().map(\.down).max() ?? 0
+        try await Task.sleep(for: .seconds(1))
         harness.stopCoordinator(signal: SIGKILL)
         try await Task.sleep(for: .seconds(1))
         try harness.startCoordinator()
         try link.clearRules()
         let final = try await harness.wait(submitted.id, timeout: .seconds(90))
+        let contextBytes = try Data(contentsOf: archive).count
+        let connections = link.connections()
+        // The kill ended a download part-way: a connection that had carried more than 64 KiB but not the context.
+        let interrupted = connections.filter { $0.down > 65_536 && $0.down < contextBytes }
         Chaos.figure(
-            "coordinator kill -9 during a context download: \(final.state.rawValue), attempts \(final.jobs[0].attempts), \(link.connections().count) connections (largest before the kill \(downloadedBeforeKill) bytes)"
+            "coordinator kill -9 during a context download: \(final.state.rawValue), attempts \(final.jobs[0].attempts); downloads cut by the kill at \(interrupted.map { "\($0.down / 1024) KiB" }) of \(contextBytes / 1024) KiB"
         )
+        #expect(!interrupted.isEmpty, "the kill did not land mid-download: \(connections)")
         #expect(final.state == .published, "\(final)\n\(agent.output().suffix(4_000))")
         #expect(final.jobs[0].attempts == 1, "the restart cost an attempt: \(final)")
     }

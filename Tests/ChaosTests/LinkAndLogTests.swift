@@ -40,7 +40,8 @@ extension ChaosTests {
             "log cap \(cap) B: builder printed \(builderOutput.utf8.count) B, coordinator keeps \(log.utf8.count) B; last other line: \(marker.map(String.init) ?? "none")"
         )
         #expect(log.utf8.count <= cap + 1_024, "the stored log is \(log.utf8.count) bytes, the cap \(cap)")
-        let kept = builderLines.map { String($0) + "\n" }.joined()
+        // The cap may fall mid-line: the last stored builder line may be a part of one.
+        let kept = builderLines.joined(separator: "\n")
         #expect(builderOutput.hasPrefix(kept), "the stored builder lines are not what the builder printed")
         #expect(
             lines.contains { !$0.hasPrefix("chatty line ") && $0.lowercased().contains("limit") },
@@ -48,7 +49,8 @@ extension ChaosTests {
     }
 
     /// Ten builds over a lossy, slow link between the agent and the coordinator: the TCP fault proxy delays
-    /// every chunk, cuts one connection in five somewhere in its first 40 kB, and resets a few new ones at once.
+    /// every chunk by 5 ms, refuses one new connection in ten, and cuts most of the others after 8, 30 or 120 kB
+    /// (in either direction, so mid-request or mid-answer).
     ///
     /// Invariants: every build publishes; each stored log is byte-identical to what the builder printed (agent
     /// lines aside); no attempt fails (one attempt per build).
@@ -66,13 +68,16 @@ extension ChaosTests {
             script: Chaos.pushScript(
                 ledger: ledger, printed: printed,
                 before:
-                    #"i=1; while [ $i -le 300 ]; do say "$MANIFOLD_BUILD_ARG_NAME line $i: $i$i$i$i$i$i$i$i $i$i$i$i$i$i$i$i"; i=$((i+1)); done"#
+                    #"i=1; while [ $i -le 1000 ]; do say "$MANIFOLD_BUILD_ARG_NAME line $i: $i$i$i$i$i$i$i$i $i$i$i$i$i$i$i$i"; i=$((i+1)); done"#
             ))
         defer { agent.stop() }
+        // Agents keep connections alive, so most connections are cut somewhere: a link that drops every few
+        // requests, not one that fails once.
         try link.setRules([
-            TCPFaultRule(action: .refuse, probability: 0.05),
-            TCPFaultRule(delay: 0.005, cutAfterBytes: 6_000, probability: 0.08),
-            TCPFaultRule(delay: 0.005, cutAfterBytes: 40_000, probability: 0.12),
+            TCPFaultRule(action: .refuse, probability: 0.1),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 8_000, probability: 0.25),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 30_000, probability: 0.35),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 120_000, probability: 0.6),
             TCPFaultRule(delay: 0.005),
         ])
         let started = ContinuousClock.now
@@ -85,27 +90,39 @@ extension ChaosTests {
             builds.append((name, view.id))
         }
         var published = 0
+        var logLag = Duration.zero
         for build in builds {
             let final = try await harness.wait(build.id, timeout: .seconds(150))
             #expect(final.state == .published, "\(build.name): \(final)")
             #expect(final.jobs[0].attempts == 1, "\(build.name) needed \(final.jobs[0].attempts) attempts: \(final)")
             if final.state == .published { published += 1 }
-            let log = try await harness.log(build.id)
-            let builderLines = log.split(separator: "\n", omittingEmptySubsequences: false).filter {
-                !$0.hasPrefix("[manifold-agent] ")
-            }
-            let stored = builderLines.joined(separator: "\n")
+            // The agent reports before it sends the rest of the log (a report must never wait behind a backlog),
+            // so the log may complete after the build is published: it must, within the agent's 60 s log flush limit
+            // (uploads retried with backoff through the cuts).
             let expected = try String(contentsOf: printed.appendingPathComponent("\(build.name).log"), encoding: .utf8)
-            #expect(stored == expected, "\(build.name): the stored log differs from what the builder printed")
+            let publishedAt = ContinuousClock.now
+            var stored = ""
+            let complete = await ProcessProbe.waitUntil(.seconds(60)) {
+                guard let log = try? await harness.log(build.id) else { return false }
+                stored = log.split(separator: "\n", omittingEmptySubsequences: false).filter {
+                    !$0.hasPrefix("[manifold-agent] ")
+                }.joined(separator: "\n")
+                return stored == expected
+            }
+            logLag = max(logLag, ContinuousClock.now - publishedAt)
+            #expect(
+                complete,
+                "\(build.name): the stored log differs from what the builder printed (\(stored.utf8.count) of \(expected.utf8.count) bytes)"
+            )
         }
         let elapsed = ContinuousClock.now - started
         let connections = link.connections()
         Chaos.figure(
-            "lossy link: \(published)/10 published in \(Chaos.seconds(elapsed)); \(connections.count) connections, \(connections.filter(\.cut).count) cut mid-stream, \(connections.filter(\.refused).count) refused"
+            "lossy link: \(published)/10 published in \(Chaos.seconds(elapsed)), logs complete at most \(Chaos.seconds(logLag)) after publication; \(connections.count) connections, \(connections.filter(\.cut).count) cut mid-stream, \(connections.filter(\.refused).count) refused"
         )
         Chaos.figure(
             "soak: after 10 lossy builds db \(Chaos.kib(Chaos.databaseBytes(state: harness.state))), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
         )
-        #expect(connections.contains { $0.cut }, "no connection was cut: the scenario tested nothing")
+        #expect(connections.filter { $0.cut }.count >= 5, "fewer than five connections were cut: \(connections)")
     }
 }
