@@ -144,3 +144,109 @@ import Testing
         #expect(due.unreadable.map(\.buildId) == [bad.id])
     }
 }
+
+/// The stable child tag is the coordinator's, claimed right before its PUT; a run that started pushing tags is
+/// never abandoned silently.
+@Suite struct ChildTagAndPartialPushTests {
+    @Test func aCancelledBuildOrAStaleAttemptNeverClaimsTheChildTag() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        let digest = try await fixture.succeed(lease, agent: agent)
+        _ = try await fixture.store.cancelBuild(id: build.id, by: "ops")
+        #expect(
+            try await !fixture.store.claimChildTag(
+                jobId: lease.jobId, epoch: lease.epoch, childTag: "1.0-linux-amd64", digest: digest))
+        #expect(
+            try await !fixture.store.claimChildTag(
+                jobId: lease.jobId, epoch: lease.epoch + 7, childTag: "1.0-linux-amd64", digest: digest))
+    }
+
+    @Test func anOlderBuildNeverMovesAChildTagANewerBuildHolds() async throws {
+        let fixture = try StoreFixture()
+        let older = try await fixture.submit(platforms: ["linux/amd64"], tags: ["latest"])
+        let newer = try await fixture.submit(platforms: ["linux/amd64"], tags: ["latest"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let first = try #require(try await fixture.poll(agent))
+        let second = try #require(try await fixture.poll(agent))
+        #expect(first.spec.buildId == older.id && second.spec.buildId == newer.id)
+        let olderDigest = try await fixture.succeed(first, agent: agent)
+        let newerDigest = try await fixture.succeed(second, agent: agent)
+        #expect(
+            try await fixture.store.claimChildTag(
+                jobId: second.jobId, epoch: second.epoch, childTag: "latest-linux-amd64", digest: newerDigest))
+        // The older build's verification comes late: the child tag stays on the newer build's image.
+        #expect(
+            try await !fixture.store.claimChildTag(
+                jobId: first.jobId, epoch: first.epoch, childTag: "latest-linux-amd64", digest: olderDigest))
+        #expect(
+            try await fixture.store.tagOwners(image: first.spec.image)["latest-linux-amd64"]?.listDigest
+                == newerDigest.description)
+        let kept = try #require(try await fixture.store.events(buildId: older.id).first { $0.type == "tag.kept" })
+        #expect(kept.data["tag"] == "latest-linux-amd64" && kept.data["heldBy"] == newer.id)
+    }
+
+    @Test func aPushThatFailedMidwayIsRecordedWhenTheBuildIsCancelledBeforeItsRetry() async throws {
+        let fixture = try StoreFixture()
+        let (build, publication) = try await PublicationFencingTests.readyToPublish(fixture)
+        #expect(
+            try await fixture.store.claimPublication(
+                id: publication.id, listDigest: PublicationFencingTests.list, tags: publication.tags)
+                == .push(tags: ["1.0", "latest"]))
+        // `1.0` moved, then the registry failed: the run is retried later, still marked as pushing.
+        try await fixture.store.publicationFailed(id: publication.id, error: "503", retryable: true)
+        _ = try await fixture.store.cancelBuild(id: build.id, by: "ops")
+        #expect(
+            try await fixture.store.events(buildId: build.id).last { $0.type == "build.cancelled" }?.data["pushInFlight"]
+                == "true")
+        fixture.clock.advance(60)
+        let claim = try await fixture.store.claimPublication(
+            id: publication.id, listDigest: PublicationFencingTests.list, tags: publication.tags)
+        guard case .abandon = claim else {
+            Issue.record("a cancelled build's run was allowed to tag: \(claim)")
+            return
+        }
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.notice?.contains("may already point at list \(PublicationFencingTests.list)") == true, "\(view)")
+        #expect(try await fixture.store.events(buildId: build.id).contains { $0.type == "list.pushed_after_cancel" })
+    }
+
+    @Test func aLogThatFillsExactlyToTheMarkersRoomStillEndsWithTheMarker() async throws {
+        let fixture = try StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        let marker =
+            "\n[manifold] this attempt's log reached the coordinator's limit of 300 bytes (max_log_bytes_per_attempt); later output was not stored\n"
+        let room = 300 - marker.utf8.count
+        #expect(
+            try await fixture.store.appendLog(
+                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 0, data: Data(repeating: 65, count: room))
+                == .stored(size: Int64(room)))
+        let more = try await fixture.store.appendLog(
+            agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: Int64(room), data: Data("more\n".utf8))
+        #expect(more == .truncated(size: 300))
+        let log = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64")
+        #expect(String(decoding: log.data, as: UTF8.self).hasSuffix(marker))
+    }
+
+    @Test func anAgentThatNeverConfirmsIsNotHandedTheSameLeaseForever() async throws {
+        let fixture = try StoreFixture()
+        _ = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let first = try #require(try await fixture.poll(agent, confirm: false))
+        for _ in 0..<5 {
+            fixture.clock.advance(10)
+            #expect(try await fixture.poll(agent, confirm: false)?.epoch == first.epoch)
+        }
+        // Past four acknowledge windows (60 s) the same grant is no longer handed out, nor extended; once its last
+        // extension runs out the reaper gives it back uncounted.
+        fixture.clock.advance(10)
+        #expect(try await fixture.poll(agent, confirm: false) == nil)
+        fixture.clock.advance(6)
+        #expect(try await fixture.store.expireLeases() == 1)
+        let next = try #require(try await fixture.poll(agent))
+        #expect(next.epoch > first.epoch)
+    }
+}
