@@ -108,7 +108,8 @@ public struct CoordinatorAPI: Sendable {
                 throw APIError(.serviceUnavailable, code: "NOT_READY", "the database cannot be read: \(error)")
             }
             if store.writeHealth.failure != nil {
-                // While writes fail clients may stop writing: probe, so readiness returns once space does.
+                // A load balancer sends nothing while we are not ready, so no client write would tell us that
+                // space is back: probe with a write of our own.
                 do {
                     try await store.probeWrite()
                     try await ContextDirectory(options.contextsDirectory).probe()
