@@ -30,7 +30,9 @@ import Testing
             try await fixture.poll(healthy.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         let waited = ContinuousClock.now - started
         #expect(lease.attempt == 1, "the closed poll took an attempt")
-        #expect(waited < .seconds(1), "the healthy agent waited \(waited)")
+        // At once, not after the 15 s acknowledge window a grant into the closed poll would have cost (the bound
+        // leaves room for the whole suite running in parallel on two cores).
+        #expect(waited < .seconds(10), "the healthy agent waited \(waited)")
         let view = try await fixture.build(build.id, token: submitter)
         #expect(view.jobs[0].agent == "healthy")
         let events = try await Store(path: fixture.state.database.path).events(buildId: build.id)
