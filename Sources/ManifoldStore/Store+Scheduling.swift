@@ -137,21 +137,24 @@ extension Store {
     }
 
     /// Gives back a lease whose poll answer could not be delivered (the agent's connection closed): the attempt
-    /// is lost, not counted, and the job is queued again at once. Does nothing once the agent confirmed it.
-    public func releaseUndelivered(agentId: String, epoch: Int64) async throws {
+    /// is lost, not counted, and the job is queued again at once. Does nothing once the agent confirmed it, nor
+    /// when a later poll of the agent was handed the same lease again (its expiry is no longer `offeredUntil`).
+    public func releaseUndelivered(agentId: String, epoch: Int64, offeredUntil: Date) async throws {
         let at = now()
         try await write { db in
             guard
                 let attempt = try Row.fetchOne(
                     db,
-                    sql:
-                        "SELECT jobId FROM attempt WHERE epoch = ? AND agentId = ? AND state = 'running' AND acknowledgedAt IS NULL",
-                    arguments: [epoch, agentId])
+                    sql: """
+                        SELECT jobId, leaseExpiresAt FROM attempt
+                        WHERE epoch = ? AND agentId = ? AND state = 'running' AND acknowledgedAt IS NULL
+                        """,
+                    arguments: [epoch, agentId]),
+                abs((attempt["leaseExpiresAt"] as Double) - Store.timestamp(offeredUntil)) < 0.001
             else { return }
             try self.loseAttempt(
                 db, epoch: epoch, jobId: attempt["jobId"],
-                reason: "the lease could not be delivered: the agent's poll connection closed",
-                counted: false, at: at)
+                reason: "the lease could not be delivered: the agent's poll connection closed", counted: false, at: at)
         }
     }
 

@@ -194,13 +194,22 @@ import Testing
         _ = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let other = try await fixture.join("b", platforms: ["linux/amd64"])
+        // The agent polled again (its first connection closed) and was handed the same lease: the first poll's
+        // release must not take it away.
+        let closed = try #require(try await fixture.poll(agent, confirm: false))
+        fixture.clock.advance(1)
         let undelivered = try #require(try await fixture.poll(agent, confirm: false))
-        try await fixture.store.releaseUndelivered(agentId: agent.id, epoch: undelivered.epoch)
+        #expect(undelivered.epoch == closed.epoch)
+        try await fixture.store.releaseUndelivered(agentId: agent.id, epoch: closed.epoch, offeredUntil: closed.leaseExpiresAt)
+        #expect(try await fixture.poll(other) == nil, "a lease re-offered to a newer poll was released")
+        // The newer poll's answer was lost as well: released now.
+        try await fixture.store.releaseUndelivered(
+            agentId: agent.id, epoch: undelivered.epoch, offeredUntil: undelivered.leaseExpiresAt)
         // max_attempts 1: had the undelivered grant counted, the job would have failed instead of being queued.
         let taken = try #require(try await fixture.poll(other))
         #expect(taken.epoch > undelivered.epoch)
         // Once confirmed, a release request changes nothing.
-        try await fixture.store.releaseUndelivered(agentId: other.id, epoch: taken.epoch)
+        try await fixture.store.releaseUndelivered(agentId: other.id, epoch: taken.epoch, offeredUntil: taken.leaseExpiresAt)
         _ = try await fixture.store.heartbeat(agentId: other.id, HeartbeatRequest(jobId: taken.jobId, epoch: taken.epoch))
     }
 

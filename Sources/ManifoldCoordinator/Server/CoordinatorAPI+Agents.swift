@@ -37,7 +37,10 @@ extension CoordinatorAPI {
                     // This task is cancelled, and the store refuses work for a cancelled task: give the lease back
                     // from a task of its own.
                     let store = self.store
-                    try? await Task { try await store.releaseUndelivered(agentId: agent.id, epoch: lease.epoch) }.value
+                    try? await Task {
+                        try await store.releaseUndelivered(
+                            agentId: agent.id, epoch: lease.epoch, offeredUntil: lease.leaseExpiresAt)
+                    }.value
                     notifier.notify([.work, .progress])
                     throw CancellationError()
                 }
