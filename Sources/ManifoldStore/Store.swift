@@ -132,8 +132,9 @@ public struct StoreSettings: Sendable {
     }
 
     /// How long a fresh grant lasts before the agent confirms it (its first heartbeat, log chunk or report comes
-    /// at once): at most 15 s, so a lease whose poll answer was lost goes back to the queue quickly.
-    public var acknowledgeWindow: TimeInterval { min(leaseTTL, 15) }
+    /// at once): one lease TTL, after which a lease whose poll answer was lost goes back to the queue uncounted.
+    /// (A poll answer can reach a live agent late on a loaded coordinator; a shorter window took such leases away.)
+    public var acknowledgeWindow: TimeInterval { leaseTTL }
 
     func backoff(afterAttempt attempt: Int) -> TimeInterval {
         min(retryBackoff * pow(2, Double(max(0, attempt - 1))), maxRetryBackoff)

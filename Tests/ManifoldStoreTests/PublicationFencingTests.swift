@@ -237,14 +237,14 @@ import Testing
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let first = try #require(try await fixture.poll(agent, confirm: false))
         for _ in 0..<5 {
-            fixture.clock.advance(10)
+            fixture.clock.advance(45)
             #expect(try await fixture.poll(agent, confirm: false)?.epoch == first.epoch)
         }
-        // Past four acknowledge windows (60 s) the same grant is no longer handed out, nor extended; once its last
-        // extension runs out the reaper gives it back uncounted.
-        fixture.clock.advance(10)
+        // Past four acknowledge windows (240 s) the same grant is no longer handed out, nor extended; once its last
+        // extension (at 225 s, to 285 s) runs out the reaper gives it back uncounted.
+        fixture.clock.advance(20)
         #expect(try await fixture.poll(agent, confirm: false) == nil)
-        fixture.clock.advance(6)
+        fixture.clock.advance(41)
         #expect(try await fixture.store.expireLeases() == 1)
         let next = try #require(try await fixture.poll(agent))
         #expect(next.epoch > first.epoch)

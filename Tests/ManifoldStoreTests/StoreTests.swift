@@ -171,8 +171,8 @@ import Testing
         // Polls are idempotent: polling again before confirming returns the same lease, same epoch.
         let again = try #require(try await fixture.poll(agent, confirm: false))
         #expect(again.epoch == lost.epoch && again.jobId == lost.jobId && again.spec == lost.spec)
-        // Not confirmed within the acknowledge window (15 s, not the 60 s TTL): given back, not counted.
-        fixture.clock.advance(14)
+        // Not confirmed within the acknowledge window (one TTL): given back, not counted.
+        fixture.clock.advance(59)
         #expect(try await fixture.store.expireLeases() == 0)
         fixture.clock.advance(2)
         #expect(try await fixture.store.expireLeases() == 1)
