@@ -162,7 +162,7 @@ import Testing
             try await fixture.store.events(buildId: build.id).map(\.type).suffix(3) == ["job.lost", "job.failed", "build.failed"])
     }
 
-    @Test func aGrantTheAgentNeverConfirmedIsGivenBackQuicklyAndUncounted() async throws {
+    @Test func aGrantTheAgentNeverConfirmedIsGivenBackAfterATTLUncounted() async throws {
         let fixture = try StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
