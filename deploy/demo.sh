@@ -73,7 +73,7 @@ chmod 600 "$work/registry-auth.json"
 coordinator_port="$(free_port)"
 coordinator="https://127.0.0.1:$coordinator_port"
 step "Initialising a coordinator in $work/coordinator"
-"$manifold" init --state-dir "$work/coordinator" --listen "127.0.0.1:$coordinator_port" | tee "$work/init.txt"
+"$manifold" init --state-dir "$work/coordinator" --listen "127.0.0.1:$coordinator_port" --allow-registry "$registry" | tee "$work/init.txt"
 value_after() { grep -A1 "^$1" "$work/init.txt" | tail -n 1 | tr -d ' '; }
 fingerprint="$(value_after 'CA fingerprint')"
 join_token="$(value_after 'Agent join token')"

@@ -17,7 +17,7 @@ public struct InitCommand: AsyncParsableCommand {
             of that name is never replaced.
 
             Examples:
-              manifold init --state-dir /var/lib/manifold --host coordinator.example.com --host 192.0.2.10
+              manifold init --state-dir /var/lib/manifold --host coordinator.example.com --allow-registry ghcr.io
               manifold init --state-dir /srv/manifold --context-name staging
               manifold init --state-dir /var/lib/manifold --no-context
             """)
@@ -35,6 +35,13 @@ public struct InitCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on, written to the config file.", valueName: "host:port"))
     var listen: String?
 
+    @Option(
+        name: .customLong("allow-registry"),
+        help: ArgumentHelp(
+            "A registry builds may push to and the coordinator may reach: HOST, HOST:PORT or *.DOMAIN (repeatable; written to allowed_registries).",
+            valueName: "registry"))
+    var allowedRegistries: [String] = []
+
     @Flag(help: "Write a config that serves plain HTTP (only behind a TLS-terminating proxy).")
     var insecurePlainHttp = false
 
@@ -51,6 +58,7 @@ public struct InitCommand: AsyncParsableCommand {
         var flags: [String: String] = [:]
         if let listen { flags["listen"] = listen }
         if insecurePlainHttp { flags["insecure_plain_http"] = "true" }
+        if !allowedRegistries.isEmpty { flags["allowed_registries"] = allowedRegistries.joined(separator: ",") }
         let settings: CoordinatorSettings
         do {
             settings = try CoordinatorSettings.resolve(configFile: nil, environment: [:], flags: flags)
@@ -75,7 +83,7 @@ public struct InitCommand: AsyncParsableCommand {
                 Agent join token (shown once):
                   \(result.joinToken)
 
-                \(contextNote)
+                \(contextNote)\(settings.allowedRegistries.isEmpty ? "No registry is allowed yet: list the ones builds may use under allowed_registries in \(state.configFile.path).\n\n" : "")
                 Next:
                   manifold serve --state-dir \(state.root.path)
                   manifold-agent join https://\(hosts.first ?? "HOST"):\(settings.listenAddress.port) --token JOIN_TOKEN --ca-fingerprint \(result.caFingerprint) --state-dir /var/lib/manifold-agent

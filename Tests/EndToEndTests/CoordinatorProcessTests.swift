@@ -35,7 +35,9 @@ import Testing
         defer { proxy.stop() }
         let port = try Loopback.freePort()
         let state = scratch.file("state").path
-        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        let initialised = try manifold([
+            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
+        ])
         #expect(initialised.status == 0, "\(initialised.stderr)")
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
@@ -143,7 +145,9 @@ import Testing
         defer { scratch.remove() }
         let port = try Loopback.freePort()
         let state = scratch.file("state").path
-        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        let initialised = try manifold([
+            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
+        ])
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         // Polls are held for a minute here (the most allowed), so an answer before it ends proves the shutdown
         // released it (on a loaded machine the answer has been seen to take 30 s; see the closing note).
@@ -179,7 +183,9 @@ import Testing
         defer { scratch.remove() }
         let port = try Loopback.freePort()
         let state = scratch.file("state").path
-        let initialised = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"])
+        let initialised = try manifold([
+            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
+        ])
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let running = try CoordinatorProcess.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
         defer { running.client.shutdown() }

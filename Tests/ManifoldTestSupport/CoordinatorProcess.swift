@@ -49,7 +49,8 @@ public enum CoordinatorProcess {
         state: String, port: Int, environment: [String: String] = [:]
     ) throws -> (fingerprint: String, admin: String, joinToken: String) {
         let initialised = try manifold(
-            ["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)"], environment: environment)
+            ["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1"],
+            environment: environment)
         guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
         func value(_ label: String) throws -> String {
             guard let found = Self.value(after: label, in: initialised.stdout) else {

@@ -67,6 +67,17 @@ extension CoordinatorSettings {
             "# Most log bytes kept per attempt (default \(defaults.maxLogBytesPerAttempt), 64 MiB); later output is dropped.",
             "max_log_bytes_per_attempt: \(maxLogBytesPerAttempt)",
             "",
+            "# The only registries builds may name and the coordinator contacts: HOST (any port), HOST:PORT or",
+            "# *.DOMAIN (hosts below DOMAIN). Empty allows none: every submission is refused until one is listed.",
+        ]
+        if allowedRegistries.isEmpty {
+            lines += ["allowed_registries: []", "#   - registry.example.com", "#   - \"*.corp.example\""]
+        } else {
+            lines.append("allowed_registries:")
+            lines += allowedRegistries.map { "  - \(Self.quoted($0.description))" }
+        }
+        lines += [
+            "",
             "# Registries (HOST or HOST:PORT) reached over plain HTTP instead of HTTPS.",
         ]
         if insecureRegistries.isEmpty {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ManifoldCore
 import ManifoldStore
 import Yams
 
@@ -46,6 +47,9 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var maxRetryBackoffSeconds: Int
     /// The most log bytes kept per attempt.
     public var maxLogBytesPerAttempt: Int64
+    /// The only registries the coordinator reaches and builds may name (`HOST`, `HOST:PORT`, `*.DOMAIN`); empty
+    /// (the default) allows none, so an admin names them (`manifold init --allow-registry`, `allowed_registries`).
+    public var allowedRegistries: [RegistryPattern]
     /// Registries (`host[:port]`) reached over plain HTTP.
     public var insecureRegistries: [String]
     /// Extra CA certificates (PEM file paths) trusted for a registry host.
@@ -75,6 +79,7 @@ public struct CoordinatorSettings: Sendable, Equatable {
         retryBackoffSeconds: 5,
         maxRetryBackoffSeconds: 300,
         maxLogBytesPerAttempt: 64 << 20,
+        allowedRegistries: [],
         insecureRegistries: [],
         registryCAs: [:],
         retentionDays: 30,
@@ -142,6 +147,7 @@ extension CoordinatorSettings {
         case retryBackoffSeconds = "retry_backoff_seconds"
         case maxRetryBackoffSeconds = "max_retry_backoff_seconds"
         case maxLogBytesPerAttempt = "max_log_bytes_per_attempt"
+        case allowedRegistries = "allowed_registries"
         case insecureRegistries = "insecure_registries"
         case registryCAs = "registry_cas"
         case retentionDays = "retention_days"
@@ -323,7 +329,7 @@ extension CoordinatorSettings {
                 !$0.isEmpty
             }
             switch key {
-            case .insecureRegistries:
+            case .insecureRegistries, .allowedRegistries:
                 return .list(items)
             case .registryCAs:
                 return .map(
@@ -422,6 +428,19 @@ extension CoordinatorSettings {
                 guard let value = Int64(try text(expected).trimmingCharacters(in: .whitespaces)), logBytesRange.contains(value)
                 else { throw invalid(expected) }
                 settings.maxLogBytesPerAttempt = value
+            case .allowedRegistries:
+                let expected = "a list of registries as HOST, HOST:PORT or *.DOMAIN, without a scheme or path"
+                let items: [String]
+                switch raw {
+                case .null: items = []
+                case .list(let list): items = list
+                default: throw invalid(expected)
+                }
+                settings.allowedRegistries = try items.map { item in
+                    do { return try RegistryPattern(parsing: item) } catch let error as RegistryPatternError {
+                        throw CoordinatorSettingsError.invalidValue(source: source, value: item, expected: error.reason)
+                    }
+                }
             case .insecureRegistries:
                 let expected = "a list of registry hosts as HOST or HOST:PORT, without a scheme or path"
                 let items: [String]

@@ -29,6 +29,7 @@ final class CoordinatorFixture: Sendable {
         var settings = CoordinatorSettings.defaults
         settings.listen = "127.0.0.1:0"
         settings.pollTimeoutSeconds = 20
+        settings.allowedRegistries = [try RegistryPattern(parsing: "127.0.0.1"), try RegistryPattern(parsing: "localhost")]
         if let registry {
             switch registry.mode {
             case .http: settings.insecureRegistries = [registry.host]
