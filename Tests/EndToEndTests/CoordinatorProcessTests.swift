@@ -198,13 +198,13 @@ import Testing
         let upload = try ManagedProcess(
             name: "curl-upload", executable: try ManagedProcess.resolve("curl"),
             arguments: [
-                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "--upload-file", file.path,
+                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "-H", "Expect:", "--upload-file", file.path,
                 "-H", "Authorization: Bearer \(admin)", "-H", "Content-Type: application/gzip", "--write-out", "%{http_code}",
                 "--output", scratch.file("answer.json").path, "https://127.0.0.1:\(port)/api/v1/contexts/\(digest)",
             ], logDirectory: scratch.url)
         // Two seconds into a sixteen-second upload, the request is in flight.
         try await Task.sleep(for: .seconds(2))
-        #expect(upload.isRunning)
+        try #require(upload.isRunning, "the upload ended before the signal: \(upload.output())")
         kill(running.process.processIdentifier, SIGTERM)
         for _ in 0..<400 where upload.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!upload.isRunning)
