@@ -322,20 +322,26 @@ extension Store {
             let epoch: Int64 = row["epoch"]
             let size: Int64 = row["logSize"]
             let finished = (row["state"] as String) != "running"
-            guard offset < size else { return (Data(), size, epoch, finished) }
+            guard offset < size, limit > 0 else { return (Data(), size, epoch, finished) }
+            // The chunk holding `offset` is found through the primary key (epoch, offset); from there a cursor
+            // reads chunks in order and stops at `limit`, so a follow near the end of a 64 MiB log reads only
+            // the bytes it returns, not the whole log.
+            let first =
+                try Int64.fetchOne(
+                    db, sql: "SELECT MAX(offset) FROM log_chunk WHERE epoch = ? AND offset <= ?", arguments: [epoch, offset])
+                ?? offset
             var data = Data()
-            let chunks = try Row.fetchAll(
-                db,
-                sql: "SELECT offset, data FROM log_chunk WHERE epoch = ? AND offset + length(data) > ? ORDER BY offset",
-                arguments: [epoch, offset])
-            for chunk in chunks {
+            let chunks = try Row.fetchCursor(
+                db, sql: "SELECT offset, data FROM log_chunk WHERE epoch = ? AND offset >= ? ORDER BY offset",
+                arguments: [epoch, first])
+            while let chunk = try chunks.next() {
                 let chunkOffset: Int64 = chunk["offset"]
                 let bytes: Data = chunk["data"]
-                let skip = Int(max(0, offset - chunkOffset))
-                data.append(bytes.dropFirst(skip))
+                let skip = Int(min(Int64(bytes.count), max(0, offset - chunkOffset)))
+                data.append(bytes.dropFirst(skip).prefix(limit - data.count))
                 if data.count >= limit { break }
             }
-            return (data.prefix(limit), size, epoch, finished)
+            return (data, size, epoch, finished)
         }
     }
 

@@ -269,6 +269,35 @@ import Testing
         #expect(String(decoding: tail.data, as: UTF8.self) == "step 2\n")
         #expect(try await fixture.store.build(id: build.id).jobs[0].lastLogLine == "step 2")
     }
+
+    @Test func logReadsByOffsetAndLimitReturnExactlyTheAskedSlice() async throws {
+        let fixture = try StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        var generator = SystemRandomNumberGenerator()
+        var whole = Data()
+        for index in 0..<60 {
+            let line =
+                Data("line \(index) ".utf8)
+                + Data(repeating: UInt8(ascii: "a") + UInt8(index % 26), count: Int.random(in: 1...300, using: &generator))
+                + Data("\n".utf8)
+            _ = try await fixture.store.appendLog(
+                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: Int64(whole.count), data: line)
+            whole.append(line)
+        }
+        let size = Int64(whole.count)
+        let cases: [(Int64, Int)] =
+            [(0, 1), (0, 10_000_000), (5, 17), (size - 1, 10), (size, 10), (size + 5, 10), (300, 0)]
+            + (0..<40).map { _ in (Int64.random(in: 0..<size, using: &generator), Int.random(in: 1...2_000, using: &generator)) }
+        for (offset, limit) in cases {
+            let read = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64", offset: offset, limit: limit)
+            let start = Int(min(offset, size))
+            let expected = whole[start..<min(whole.count, start + limit)]
+            #expect(read.data == expected, "offset \(offset) limit \(limit)")
+            #expect(read.size == size)
+        }
+    }
 }
 
 @Suite struct CompletionAndPublishingTests {
