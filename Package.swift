@@ -70,7 +70,10 @@ let package = Package(
         ),
         .target(
             name: "ManifoldStore",
-            dependencies: ["ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .target(
             name: "ManifoldCoordinator",

@@ -38,7 +38,13 @@ public struct CreatedToken: Sendable, Hashable, Codable {
 
 public struct RetryRequest: Sendable, Hashable, Codable {
     public var platform: String
-    public init(platform: String) { self.platform = platform }
+    /// The build's secrets again, for a build that has secrets and finished: they were erased then. Exactly the
+    /// names the build was submitted with.
+    public var secrets: [String: String]?
+    public init(platform: String, secrets: [String: String]? = nil) {
+        self.platform = platform
+        self.secrets = secrets
+    }
 }
 
 public struct AgentStateRequest: Sendable, Hashable, Codable {

@@ -1,10 +1,16 @@
 import Foundation
 import ManifoldCore
 
-/// The version of the agent protocol; the coordinator refuses agents that speak an older one.
+/// The version of the agent protocol; the coordinator refuses agents older than ``minimumVersion``.
 public enum AgentProtocol {
     /// 2: agents push to a per-attempt tag, give jobs back with `released`, and treat 401 as a lost lease.
-    public static let version = 2
+    /// 3: a job carries ``JobSpec/secrets``, which the agent hands to the builder as build secrets (never as build
+    /// args). A protocol 2 agent is never given a job that has secrets.
+    public static let version = 3
+    /// The oldest protocol the coordinator still serves.
+    public static let minimumVersion = 2
+    /// The oldest protocol whose agents may receive jobs with secrets.
+    public static let secretsVersion = 3
 }
 
 public struct JoinRequest: Sendable, Hashable, Codable {
@@ -76,13 +82,19 @@ public struct JobSpec: Sendable, Hashable, Codable {
     public var context: ContextSource
     public var dockerfile: String
     public var buildArgs: [String: String]
+    /// Protocol 3: the build secrets, `NAME: value`, for `--secret id=NAME,…` (or the command builder's
+    /// `MANIFOLD_SECRETS_DIR`). Decrypted by the coordinator only to hand out this lease.
+    public var secrets: [String: String]
+    /// Protocol 2: names of `buildArgs` that are secret. A protocol 3 coordinator sends none (its secrets are in
+    /// ``secrets``); an agent treats any it gets as secrets too (see ``buildSecrets``).
     public var secretBuildArgs: [String]
     public var labels: [String: String]
     public var timeoutSeconds: Int
 
     public init(
         buildId: String, platform: Platform, image: String, tag: String, context: ContextSource, dockerfile: String,
-        buildArgs: [String: String], secretBuildArgs: [String], labels: [String: String], timeoutSeconds: Int
+        buildArgs: [String: String], secrets: [String: String] = [:], secretBuildArgs: [String] = [],
+        labels: [String: String], timeoutSeconds: Int
     ) {
         self.buildId = buildId
         self.platform = platform
@@ -91,9 +103,29 @@ public struct JobSpec: Sendable, Hashable, Codable {
         self.context = context
         self.dockerfile = dockerfile
         self.buildArgs = buildArgs
+        self.secrets = secrets
         self.secretBuildArgs = secretBuildArgs
         self.labels = labels
         self.timeoutSeconds = timeoutSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case buildId, platform, image, tag, context, dockerfile, buildArgs, secrets, secretBuildArgs, labels, timeoutSeconds
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        buildId = try c.decode(String.self, forKey: .buildId)
+        platform = try c.decode(Platform.self, forKey: .platform)
+        image = try c.decode(String.self, forKey: .image)
+        tag = try c.decode(String.self, forKey: .tag)
+        context = try c.decode(ContextSource.self, forKey: .context)
+        dockerfile = try c.decode(String.self, forKey: .dockerfile)
+        buildArgs = try c.decode([String: String].self, forKey: .buildArgs)
+        secrets = try c.decodeIfPresent([String: String].self, forKey: .secrets) ?? [:]
+        secretBuildArgs = try c.decodeIfPresent([String].self, forKey: .secretBuildArgs) ?? []
+        labels = try c.decode([String: String].self, forKey: .labels)
+        timeoutSeconds = try c.decode(Int.self, forKey: .timeoutSeconds)
     }
 }
 

@@ -66,7 +66,13 @@ public struct BuildSpec: Sendable, Hashable, Codable {
     public var context: ContextSource
     public var dockerfile: String
     public var buildArgs: [String: String]
-    /// Names of build args whose values are secret: agents redact them from logs, the API never returns them.
+    /// Build secrets, `NAME: value`. Builders get them as build secrets (`RUN --mount=type=secret,id=NAME` reads
+    /// `/run/secrets/NAME`), never as build args or on a command line, so they stay out of the image and its
+    /// history. The coordinator keeps them encrypted until the build is final, agents mask them in logs, and the
+    /// API never returns them.
+    public var secrets: [String: String]
+    /// Deprecated: names of build args that are secret. The coordinator moves them into ``secrets`` (their
+    /// values leave `buildArgs`), so they reach the builder as build secrets, not as `--build-arg`.
     public var secretBuildArgs: [String]
     /// Image labels.
     public var labels: [String: String]
@@ -79,8 +85,9 @@ public struct BuildSpec: Sendable, Hashable, Codable {
 
     public init(
         image: String, tags: [String], platforms: [PlatformSpec], context: ContextSource, dockerfile: String = "Dockerfile",
-        buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], labels: [String: String] = [:],
-        timeoutSeconds: Int = 3600, maxAttempts: Int? = nil, allowPartial: Bool = false, childTagTemplate: String? = nil
+        buildArgs: [String: String] = [:], secrets: [String: String] = [:], secretBuildArgs: [String] = [],
+        labels: [String: String] = [:], timeoutSeconds: Int = 3600, maxAttempts: Int? = nil, allowPartial: Bool = false,
+        childTagTemplate: String? = nil
     ) {
         self.image = image
         self.tags = tags
@@ -88,6 +95,7 @@ public struct BuildSpec: Sendable, Hashable, Codable {
         self.context = context
         self.dockerfile = dockerfile
         self.buildArgs = buildArgs
+        self.secrets = secrets
         self.secretBuildArgs = secretBuildArgs
         self.labels = labels
         self.timeoutSeconds = timeoutSeconds
@@ -97,8 +105,26 @@ public struct BuildSpec: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case image, tags, platforms, context, dockerfile, buildArgs, secretBuildArgs, labels, timeoutSeconds, maxAttempts
-        case allowPartial, childTagTemplate
+        case image, tags, platforms, context, dockerfile, buildArgs, secrets, secretBuildArgs, labels, timeoutSeconds
+        case maxAttempts, allowPartial, childTagTemplate
+    }
+
+    /// `secrets` is left out when empty, so a spec without secrets reads as it did before the field existed.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(image, forKey: .image)
+        try c.encode(tags, forKey: .tags)
+        try c.encode(platforms, forKey: .platforms)
+        try c.encode(context, forKey: .context)
+        try c.encode(dockerfile, forKey: .dockerfile)
+        try c.encode(buildArgs, forKey: .buildArgs)
+        if !secrets.isEmpty { try c.encode(secrets, forKey: .secrets) }
+        try c.encode(secretBuildArgs, forKey: .secretBuildArgs)
+        try c.encode(labels, forKey: .labels)
+        try c.encode(timeoutSeconds, forKey: .timeoutSeconds)
+        try c.encodeIfPresent(maxAttempts, forKey: .maxAttempts)
+        try c.encode(allowPartial, forKey: .allowPartial)
+        try c.encodeIfPresent(childTagTemplate, forKey: .childTagTemplate)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -109,6 +135,7 @@ public struct BuildSpec: Sendable, Hashable, Codable {
         context = try c.decode(ContextSource.self, forKey: .context)
         dockerfile = try c.decodeIfPresent(String.self, forKey: .dockerfile) ?? "Dockerfile"
         buildArgs = try c.decodeIfPresent([String: String].self, forKey: .buildArgs) ?? [:]
+        secrets = try c.decodeIfPresent([String: String].self, forKey: .secrets) ?? [:]
         secretBuildArgs = try c.decodeIfPresent([String].self, forKey: .secretBuildArgs) ?? []
         labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
         timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds) ?? 3600
@@ -177,9 +204,7 @@ public struct BuildSpec: Sendable, Hashable, Codable {
                 throw APIValidationError(field: "context.ref", message: "give a branch, tag or commit, not \"\(ref)\"")
             }
         }
-        for name in secretBuildArgs where buildArgs[name] == nil {
-            throw APIValidationError(field: "secretBuildArgs", message: "\"\(name)\" is not one of the build args")
-        }
+        try validateSecretsAndBuildArgs()
         guard (1...604_800).contains(timeoutSeconds) else {
             throw APIValidationError(field: "timeoutSeconds", message: "\(timeoutSeconds) is outside 1…604800 (one week)")
         }

@@ -30,8 +30,10 @@ extension CoordinatorClient {
         try await call("POST", "/api/v1/builds/\(Self.segment(buildId))/cancel")
     }
 
-    public func retry(buildId: String, platform: String) async throws -> BuildView {
-        try await call("POST", "/api/v1/builds/\(Self.segment(buildId))/retry", body: RetryRequest(platform: platform))
+    /// Runs one platform of a build again; `secrets` gives a finished build's secrets again (they were erased).
+    public func retry(buildId: String, platform: String, secrets: [String: String]? = nil) async throws -> BuildView {
+        try await call(
+            "POST", "/api/v1/builds/\(Self.segment(buildId))/retry", body: RetryRequest(platform: platform, secrets: secrets))
     }
 
     /// Whether the coordinator already holds the context with this digest.

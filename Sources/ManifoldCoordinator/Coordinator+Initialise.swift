@@ -10,8 +10,8 @@ extension Coordinator {
         public var joinToken: String
     }
 
-    /// Fills a freshly created state directory: CA and server certificate for `hosts`, the config file,
-    /// the database, and an admin and a join token.
+    /// Fills a freshly created state directory: CA and server certificate for `hosts`, the config file, the
+    /// secrets key, the database, and an admin and a join token.
     public static func initialise(
         state: StateDirectory, settings: CoordinatorSettings, hosts: [String]
     ) async throws -> Initialisation {
@@ -22,7 +22,8 @@ extension Coordinator {
         try state.writeSecret(Data(try server.certificate.pemString().utf8), to: state.serverCertificate)
         try state.writeSecret(Data(try server.privateKey.pemString().utf8), to: state.serverKey)
         try state.writeSecret(Data(settings.yaml().utf8), to: state.configFile)
-        let store = try Store(path: state.database.path)
+        let secretsKey = try state.loadOrCreateSecretsKey()
+        let store = try Store(path: state.database.path, secretsKey: secretsKey)
         let adminToken = Secrets.generate(prefix: "mfd_admin_")
         let joinToken = Secrets.generate(prefix: "mfd_join_")
         try await store.createToken(name: "initial admin", role: .admin, secretHash: Secrets.hash(adminToken))

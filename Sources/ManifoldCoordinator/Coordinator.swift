@@ -41,6 +41,7 @@ public struct Coordinator: Sendable {
         let lock = try StateDirectoryLock.acquire(state)
         defer { lock.release() }
         let settings = settings
+        let secretsKey = try state.loadOrCreateSecretsKey()
         let store = try Store(
             path: state.database.path,
             settings: StoreSettings(
@@ -50,7 +51,7 @@ public struct Coordinator: Sendable {
                 maxLogBytesPerAttempt: settings.maxLogBytesPerAttempt,
                 childTag: { template, tag, platform in
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
-                }))
+                }), secretsKey: secretsKey)
         let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
         defer { registries.shutdown() }
         let notifier = WorkNotifier()

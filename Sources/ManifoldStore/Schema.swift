@@ -221,6 +221,35 @@ enum Schema {
                     );
                     """)
         }
+        // v6: build secrets leave the plain-text specs.
+        // - build.secretNames: the names of the build's secrets (JSON array), NULL when it has none; the values are
+        //   never in build.spec or job.spec.
+        // - build_secret: the values, AES-GCM sealed with the state directory's secrets key and the build id
+        //   (`sealed`); `legacy` holds, for a build still running at the upgrade, the plain values taken out of its
+        //   spec, which the store seals at its next start.
+        // - build_secret_erase: whatever path makes a build final erases its secrets, first overwriting them with
+        //   zeros in place, so the page that held them keeps nothing of them.
+        // Specs from before keep no secret values either: they are taken out here.
+        migrator.registerMigration("v6") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE build ADD COLUMN secretNames TEXT;
+                    CREATE TABLE build_secret (
+                        buildId TEXT PRIMARY KEY REFERENCES build(id) ON DELETE CASCADE,
+                        sealed BLOB,
+                        legacy TEXT
+                    );
+                    CREATE TRIGGER build_secret_erase AFTER UPDATE OF state ON build
+                    WHEN NEW.state IN ('published', 'partially-published', 'failed', 'cancelled')
+                    BEGIN
+                        UPDATE build_secret SET sealed = zeroblob(length(sealed)),
+                            legacy = zeroblob(length(CAST(legacy AS BLOB)))
+                        WHERE buildId = NEW.id;
+                        DELETE FROM build_secret WHERE buildId = NEW.id;
+                    END;
+                    """)
+            try Store.takeOutLegacySecrets(db)
+        }
         return migrator
     }()
 }

@@ -26,6 +26,10 @@ extension Store {
         let id = Store.newID("bld")
         let at = Store.timestamp(now())
         let maxAttempts = spec.maxAttempts ?? settings.defaultMaxAttempts
+        // The stored spec has no secret values; they are sealed here, before the write transaction.
+        let (spec, secrets) = spec.separatingSecrets()
+        let sealed = secrets.isEmpty ? nil : try seal(secrets, buildId: id)
+        let secretNames = secrets.isEmpty ? nil : try Store.json(secrets.keys.sorted())
         try await write { db in
             if case .upload(let digest) = spec.context,
                 try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true
@@ -39,11 +43,14 @@ extension Store {
             }
             try db.execute(
                 sql: """
-                    INSERT INTO build (id, image, spec, state, submittedBy, createdAt, updatedAt)
-                    VALUES (?, ?, ?, 'queued', ?, ?, ?)
+                    INSERT INTO build (id, image, spec, secretNames, state, submittedBy, createdAt, updatedAt)
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)
                     """,
-                arguments: [id, spec.image, try Store.json(spec), submittedBy, at, at])
+                arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, at, at])
             let buildSeq = db.lastInsertedRowID
+            if let sealed {
+                try db.execute(sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [id, sealed])
+            }
             for platformSpec in spec.platforms {
                 let platform = platformSpec.platform.normalized()
                 try db.execute(
@@ -132,8 +139,14 @@ extension Store {
 
     /// Runs one platform again (after success, failure or cancellation of that platform). The list is
     /// re-published when the new attempt's digest is verified.
-    public func retryJob(buildId: String, platform: String) async throws -> BuildView {
+    ///
+    /// A build with secrets that finished has none stored any more (they are erased when a build is final): its
+    /// retry must bring `secrets` again, exactly the names it was submitted with, or it is refused (409). Given
+    /// while the build still holds them, they replace them.
+    public func retryJob(buildId: String, platform: String, secrets: [String: String]? = nil) async throws -> BuildView {
         let at = Store.timestamp(now())
+        if let secrets { try Self.validateRetrySecrets(secrets) }
+        let sealed = try secrets.map { try seal($0, buildId: buildId) }
         try await write { db in
             let state = try Self.buildState(db, id: buildId)
             guard state != .cancelled else {
@@ -155,6 +168,7 @@ extension Store {
                 }
                 try db.execute(sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
             }
+            try Self.renewSecretsForRetry(db, buildId: buildId, given: secrets, sealed: sealed)
             let jobId: String = job["id"]
             try db.execute(
                 sql: """
@@ -172,6 +186,53 @@ extension Store {
                 data: ["reason": "retry requested"])
         }
         return try await build(id: buildId)
+    }
+
+    static func validateRetrySecrets(_ secrets: [String: String]) throws {
+        guard secrets.count <= BuildLimits.maxSecrets else {
+            throw StoreError.invalid(
+                field: "secrets",
+                message: "\(secrets.count) secrets is over the limit of \(BuildLimits.maxSecrets) secrets per build")
+        }
+        for (name, value) in secrets.sorted(by: { $0.key < $1.key }) where value.utf8.count > BuildLimits.maxSecretBytes {
+            throw StoreError.invalid(
+                field: "secrets.\(name)",
+                message:
+                    "the value is \(value.utf8.count) bytes, over the limit of \(BuildLimits.maxSecretBytes) bytes per secret")
+        }
+    }
+
+    /// Checks a retry's secrets against the build's and stores them; refuses a retry that needs them and has none.
+    static func renewSecretsForRetry(_ db: Database, buildId: String, given: [String: String]?, sealed: Data?) throws {
+        let names = try String.fetchOne(db, sql: "SELECT secretNames FROM build WHERE id = ?", arguments: [buildId])
+            .map { try Store.decode([String].self, $0) }
+        guard let names else {
+            if given != nil {
+                throw StoreError.invalid(
+                    field: "secrets", message: "build \(buildId) was submitted without secrets; retry it without them")
+            }
+            return
+        }
+        guard let given, let sealed else {
+            let stored = try Bool.fetchOne(db, sql: "SELECT 1 FROM build_secret WHERE buildId = ?", arguments: [buildId])
+            guard stored == true else {
+                throw StoreError.conflict(
+                    "build \(buildId) has secrets (\(names.joined(separator: ", "))), erased when it finished; give them "
+                        + "again with the retry (manifold build retry \(buildId) --secret NAME …, or \"secrets\" in the request)")
+            }
+            return
+        }
+        let missing = Set(names).subtracting(given.keys).sorted()
+        let unknown = Set(given.keys).subtracting(names).sorted()
+        guard missing.isEmpty, unknown.isEmpty else {
+            throw StoreError.invalid(
+                field: "secrets",
+                message: "give exactly the build's secrets (\(names.joined(separator: ", ")))"
+                    + (missing.isEmpty ? "" : "; missing: \(missing.joined(separator: ", "))")
+                    + (unknown.isEmpty ? "" : "; not secrets of this build: \(unknown.joined(separator: ", "))"))
+        }
+        try eraseSecrets(db, buildId: buildId)
+        try db.execute(sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [buildId, sealed])
     }
 
     // MARK: - Contexts

@@ -59,7 +59,7 @@ extension Store {
                     SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
                     JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
                     WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
-                        AND attempt.startedAt > ?
+                        AND attempt.startedAt > ? AND attempt.cancelRequested = 0
                     ORDER BY attempt.epoch LIMIT 1
                     """,
                 // An agent that keeps polling but never confirms (it crashes before its first heartbeat) gets the
@@ -67,12 +67,20 @@ extension Store {
                 arguments: [agentId, Store.timestamp(at.addingTimeInterval(-4 * settings.acknowledgeWindow))])
             {
                 let epoch: Int64 = held["epoch"]
-                let expires = at.addingTimeInterval(settings.acknowledgeWindow)
-                try db.execute(
-                    sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ?", arguments: [Store.timestamp(expires), epoch])
-                return try self.leaseView(
-                    db, job: try self.jobRow(db, id: held["jobId"]), epoch: epoch, number: held["number"],
-                    pushTag: held["pushTag"], expires: expires)
+                let job = try self.jobRow(db, id: held["jobId"])
+                if case .secrets(let secrets) = try self.leaseSecrets(db, buildId: job["buildId"], poll: poll) {
+                    let expires = at.addingTimeInterval(settings.acknowledgeWindow)
+                    try db.execute(
+                        sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ?",
+                        arguments: [Store.timestamp(expires), epoch])
+                    return try self.leaseView(
+                        db, job: job, epoch: epoch, number: held["number"], pushTag: held["pushTag"], expires: expires,
+                        secrets: secrets)
+                }
+                // Its secrets can no longer be handed out: the job goes back to the queue, where it is settled below.
+                try self.loseAttempt(
+                    db, epoch: epoch, jobId: held["jobId"], reason: "the lease could not be handed out again",
+                    counted: false, at: at)
             }
             let offers = poll.platforms.map { $0.normalized() }
             let candidates = try Row.fetchAll(
@@ -88,13 +96,49 @@ extension Store {
                 guard offers.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { continue }
                 let required = platformSpec.agentLabels ?? [:]
                 guard required.allSatisfy({ poll.labels[$0.key] == $0.value }) else { continue }
-                return try self.grant(db, job: candidate, platformSpec: platformSpec, agentId: agentId, at: at)
+                switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
+                case .secrets(let secrets):
+                    return try self.grant(
+                        db, job: candidate, platformSpec: platformSpec, agentId: agentId, secrets: secrets, at: at)
+                case .tooOld: continue
+                case .unusable(let reason):
+                    try self.failUnstartable(db, jobId: candidate["id"], reason: reason, at: at)
+                }
             }
             return nil
         }
     }
 
-    private func grant(_ db: Database, job: Row, platformSpec: PlatformSpec, agentId: String, at: Date) throws -> Lease {
+    /// What a lease of a job of `buildId` can carry to the polling agent.
+    enum LeaseSecrets {
+        case secrets([String: String])
+        /// The build has secrets and the agent speaks a protocol that would not keep them out of build args.
+        case tooOld
+        case unusable(String)
+    }
+
+    func leaseSecrets(_ db: Database, buildId: String, poll: PollRequest) throws -> LeaseSecrets {
+        switch try openSecrets(db, buildId: buildId) {
+        case .none: return .secrets([:])
+        case .secrets(let secrets):
+            return poll.protocolVersion >= AgentProtocol.secretsVersion ? .secrets(secrets) : .tooOld
+        case .unusable(let reason): return .unusable(reason)
+        }
+    }
+
+    /// Fails a queued job that can never start (its secrets are gone), without an attempt.
+    func failUnstartable(_ db: Database, jobId: String, reason: String, at: Date) throws {
+        try db.execute(sql: "UPDATE job SET state = 'failed', reason = ? WHERE id = ?", arguments: [reason, jobId])
+        let job = try self.jobRow(db, id: jobId)
+        try appendEvent(
+            db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.failed",
+            data: ["reason": reason, "attempts": "\((job["attempts"] as Int) - (job["retryBase"] as Int))"])
+        try evaluateBuild(db, id: job["buildId"], at: at)
+    }
+
+    private func grant(
+        _ db: Database, job: Row, platformSpec: PlatformSpec, agentId: String, secrets: [String: String], at: Date
+    ) throws -> Lease {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
         let number = (job["attempts"] as Int) + 1
@@ -120,18 +164,21 @@ extension Store {
         let pushTag = Self.attemptTag(
             childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
         try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
-        return try leaseView(db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires)
+        return try leaseView(
+            db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires, secrets: secrets)
     }
 
-    /// The lease an agent receives for attempt `epoch` of `job`.
-    private func leaseView(_ db: Database, job: Row, epoch: Int64, number: Int, pushTag: String, expires: Date) throws -> Lease {
+    /// The lease an agent receives for attempt `epoch` of `job`, carrying the build's decrypted `secrets`.
+    private func leaseView(
+        _ db: Database, job: Row, epoch: Int64, number: Int, pushTag: String, expires: Date, secrets: [String: String]
+    ) throws -> Lease {
         let buildId: String = job["buildId"]
         let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
         let spec = try Self.buildSpec(db, id: buildId)
         let jobSpec = JobSpec(
             buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: pushTag, context: spec.context,
             dockerfile: platformSpec.dockerfile ?? spec.dockerfile,
-            buildArgs: spec.buildArgs.merging(platformSpec.buildArgs ?? [:]) { $1 }, secretBuildArgs: spec.secretBuildArgs,
+            buildArgs: spec.buildArgs.merging(platformSpec.buildArgs ?? [:]) { $1 }, secrets: secrets,
             labels: spec.labels, timeoutSeconds: spec.timeoutSeconds)
         return Lease(jobId: job["id"], epoch: epoch, attempt: number, leaseExpiresAt: expires, spec: jobSpec)
     }
@@ -207,6 +254,10 @@ extension Store {
         let marker = Data(
             "\n[manifold] this attempt's log reached the coordinator's limit of \(cap) bytes (max_log_bytes_per_attempt); later output was not stored\n"
                 .utf8)
+        // The agent masks secret values before sending; masking them here too (same length, so offsets stay true)
+        // keeps a careless builder's echo out of stored logs and events. Decrypting and scanning happen here,
+        // outside the write transaction, so a chatty build never holds the database writer for them.
+        let data = Self.masking(data, secrets: try await maskingNeedles(jobId: jobId))
         return try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
@@ -241,10 +292,7 @@ extension Store {
             let truncated = end > room
             let keptEnd = min(end, room)
             let slice = data.dropFirst(Int(size - offset)).prefix(Int(keptEnd - size))
-            // The agent redacts secret build-arg values before sending; masking them here too (same length, so
-            // offsets stay true) keeps a careless builder's echo out of stored logs and events.
-            var fresh = Self.masking(
-                Data(slice), secrets: try Self.secretValues(db, buildId: job["buildId"], platformSpec: job["spec"]))
+            var fresh = Data(slice)
             if truncated { fresh.append(marker) }
             let newSize = size + Int64(fresh.count)
             try db.execute(sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, fresh])
@@ -272,35 +320,6 @@ extension Store {
 
     /// The shortest time between two `job.log` events of one attempt.
     static let logEventInterval: TimeInterval = 1
-
-    /// The values of a build's secret build args (build-wide and this platform's), longest first.
-    static func secretValues(_ db: Database, buildId: String, platformSpec: String) throws -> [Data] {
-        let spec = try buildSpec(db, id: buildId)
-        guard !spec.secretBuildArgs.isEmpty else { return [] }
-        let arguments = spec.buildArgs.merging(try Store.decode(PlatformSpec.self, platformSpec).buildArgs ?? [:]) { $1 }
-        return spec.secretBuildArgs.compactMap { arguments[$0] }.filter { $0.count >= 3 }.map { Data($0.utf8) }
-            .sorted { $0.count > $1.count }
-    }
-
-    /// `data` with every occurrence of each secret replaced by as many `*`.
-    static func masking(_ data: Data, secrets: [Data]) -> Data {
-        guard !secrets.isEmpty else { return data }
-        var bytes = [UInt8](data)
-        for secret in secrets {
-            let needle = [UInt8](secret)
-            var index = 0
-            while index + needle.count <= bytes.count {
-                if bytes[index] == needle[0], bytes[index..<index + needle.count].elementsEqual(needle) {
-                    bytes.replaceSubrange(
-                        index..<index + needle.count, with: repeatElement(UInt8(ascii: "*"), count: needle.count))
-                    index += needle.count
-                } else {
-                    index += 1
-                }
-            }
-        }
-        return Data(bytes)
-    }
 
     /// Log bytes of one attempt (the latest when `attempt` is nil) from `offset`, at most `limit` bytes.
     public func readLog(

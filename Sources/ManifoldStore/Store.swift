@@ -15,6 +15,8 @@ public final class Store: Sendable {
     public let settings: StoreSettings
     /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
     public let writeHealth = WriteHealth()
+    /// Encrypts build secrets at rest; without it, builds with secrets are refused.
+    let secretsKey: SecretsKey?
 
     /// How commits reach the disk. `full` fsyncs every commit before it is acknowledged (the coordinator always
     /// runs so); `normal` fsyncs only at checkpoints and can lose the last commits on power loss — it exists so a
@@ -24,15 +26,20 @@ public final class Store: Sendable {
         case normal = "NORMAL"
     }
 
-    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    /// Opens (creating if needed) the database at `path` and runs pending migrations. `secretsKey` encrypts build
+    /// secrets at rest (the coordinator passes the key of its state directory); a store without one refuses
+    /// builds with secrets.
     public init(
         path: String, settings: StoreSettings = StoreSettings(), synchronous: Synchronous = .full,
-        now: @escaping @Sendable () -> Date = { Date() }
+        secretsKey: SecretsKey? = nil, now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
+            // Deleted rows are zeroed in their page (at no extra I/O); build secrets are also overwritten in place
+            // before they are deleted (see Store+Secrets).
+            try db.execute(sql: "PRAGMA secure_delete = FAST")
         }
         configuration.busyMode = .timeout(10)
         database = try DatabasePool(path: path, configuration: configuration)
@@ -41,7 +48,9 @@ public final class Store: Sendable {
         try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)") }
         self.now = now
         self.settings = settings
+        self.secretsKey = secretsKey
         try Schema.migrator.migrate(database)
+        try sealLegacySecrets()
     }
 
     /// The store's clock: the one time source for leases, deadlines and backoff.

@@ -22,7 +22,7 @@ import Glibc
         #expect((directory[.posixPermissions] as? NSNumber)?.intValue == 0o700)
 
         let agent = try harness.startAgent(
-            "builder", script: AgentHarness.buildahScript(before: "echo \"token is $MANIFOLD_BUILD_ARG_TOKEN\""))
+            "builder", script: AgentHarness.buildahScript(before: "echo \"token is $(cat \"$MANIFOLD_SECRETS_DIR/TOKEN\")\""))
         defer { agent.stop() }
         let submitted = try await harness.submit(
             files: AgentHarness.context, buildArgs: ["TOKEN": "s3cr3t-value"], secretBuildArgs: ["TOKEN"],

@@ -139,4 +139,50 @@ import Testing
         #expect(git.spec.context == .git(url: "https://g.local/a.git", ref: "v1"))
         #expect(git.contextDirectory == nil)
     }
+
+    @Test func secretsComeFromTheEnvironmentFilesOrFlags() throws {
+        let scratch = try ScratchDirectory(prefix: "cli-secrets")
+        defer { scratch.remove() }
+        try FileManager.default.createDirectory(at: scratch.file("keys"), withIntermediateDirectories: true)
+        try Data("-----KEY-----\nabc\n".utf8).write(to: scratch.file("keys/deploy"))
+        try Data("from flag file".utf8).write(to: scratch.file("flag.txt"))
+        try """
+        image: registry.local/team/app
+        tags: [1]
+        platforms: [linux/amd64]
+        secrets: [NPM_TOKEN]
+        secret_files: {SSH_KEY: keys/deploy}
+        """.write(to: scratch.file("manifold.yaml"), atomically: true, encoding: .utf8)
+        let plan = try SubmitPlan.make(
+            flags: SubmitFlags(
+                context: scratch.path, secrets: ["FROM_ENV", "LITERAL=x=y"], secretFiles: ["FILE=flag.txt"]),
+            environment: ["NPM_TOKEN": "npm_1", "FROM_ENV": "env_2"], currentDirectory: scratch.url)
+        #expect(
+            plan.spec.secrets == [
+                "NPM_TOKEN": "npm_1", "SSH_KEY": "-----KEY-----\nabc\n", "FROM_ENV": "env_2", "LITERAL": "x=y",
+                "FILE": "from flag file",
+            ])
+        #expect(plan.spec.buildArgs.isEmpty)
+
+        func failure(_ flags: SubmitFlags) -> String {
+            do {
+                _ = try SubmitPlan.make(flags: flags, environment: ["NPM_TOKEN": "n"], currentDirectory: scratch.url)
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        let base = SubmitFlags(context: scratch.path)
+        var missing = base
+        missing.secrets = ["NOPE"]
+        #expect(failure(missing).contains("--secret NOPE: the environment has no NOPE"))
+        var unreadable = base
+        unreadable.secretFiles = ["X=absent.txt"]
+        #expect(failure(unreadable).contains("cannot read"))
+        try Data(count: BuildLimits.maxSecretBytes + 1).write(to: scratch.file("huge"))
+        var huge = base
+        huge.secretFiles = ["X=huge"]
+        #expect(failure(huge).contains("limit of 65536 bytes"))
+        var badName = base
+        badName.secrets = ["a/b=c"]
+        #expect(failure(badName).contains("not a usable secret name"))
+    }
 }

@@ -18,12 +18,16 @@ final class StoreFixture: Sendable {
     let directory: URL
     let clock = TestClock()
     let store: Store
+    /// The key the store seals build secrets with.
+    let secretsKey = SecretsKey.generate()
 
     init(settings: StoreSettings = StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5)) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-store-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let clock = clock
-        store = try Store(path: directory.appendingPathComponent("manifold.db").path, settings: settings, now: { clock.now })
+        store = try Store(
+            path: directory.appendingPathComponent("manifold.db").path, settings: settings, secretsKey: secretsKey,
+            now: { clock.now })
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
@@ -33,7 +37,7 @@ final class StoreFixture: Sendable {
     /// Opens the same file again, as a restarted coordinator would.
     func reopen() throws -> Store {
         let clock = clock
-        return try Store(path: databasePath, settings: store.settings, now: { clock.now })
+        return try Store(path: databasePath, settings: store.settings, secretsKey: secretsKey, now: { clock.now })
     }
 
     func join(_ name: String, platforms: [String], labels: [String: String] = [:]) async throws -> AgentView {

@@ -129,7 +129,8 @@ public final class AgentHarness: @unchecked Sendable {
     /// Packs `files` with GNU tar, uploads the context and submits a build for `platforms` (default ``platform``).
     public func submit(
         files: [String: String], buildArgs: [String: String] = [:], secretBuildArgs: [String] = [],
-        tags: [String] = ["1.0"], timeoutSeconds: Int = 300, platforms: [Platform]? = nil, maxAttempts: Int = 1
+        secrets: [String: String] = [:], tags: [String] = ["1.0"], timeoutSeconds: Int = 300, platforms: [Platform]? = nil,
+        maxAttempts: Int = 1
     ) async throws -> BuildView {
         let contextDirectory = scratch.file("context-\(UUID().uuidString)")
         for (path, content) in files {
@@ -140,19 +141,19 @@ public final class AgentHarness: @unchecked Sendable {
         let archive = scratch.file("context-\(UUID().uuidString).tar.gz")
         try runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
         return try await submitArchive(
-            archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, tags: tags, timeoutSeconds: timeoutSeconds,
-            platforms: platforms, maxAttempts: maxAttempts)
+            archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, secrets: secrets, tags: tags,
+            timeoutSeconds: timeoutSeconds, platforms: platforms, maxAttempts: maxAttempts)
     }
 
     /// Uploads a packed context and submits a build of it.
     public func submitArchive(
-        _ archive: URL, buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], tags: [String] = ["1.0"],
-        timeoutSeconds: Int = 300, platforms: [Platform]? = nil, maxAttempts: Int = 1
+        _ archive: URL, buildArgs: [String: String] = [:], secretBuildArgs: [String] = [], secrets: [String: String] = [:],
+        tags: [String] = ["1.0"], timeoutSeconds: Int = 300, platforms: [Platform]? = nil, maxAttempts: Int = 1
     ) async throws -> BuildView {
         let digest = try await uploadContext(archive)
         let spec = BuildSpec(
             image: image, tags: tags, platforms: (platforms ?? [platform]).map { PlatformSpec(platform: $0) },
-            context: .upload(digest: digest), buildArgs: buildArgs, secretBuildArgs: secretBuildArgs,
+            context: .upload(digest: digest), buildArgs: buildArgs, secrets: secrets, secretBuildArgs: secretBuildArgs,
             timeoutSeconds: timeoutSeconds, maxAttempts: maxAttempts)
         let response = try await CoordinatorProcess.call(coordinator, "POST", "/api/v1/builds", token: submitter, json: spec)
         guard response.status == 201 || response.status == 200 else {

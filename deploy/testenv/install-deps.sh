@@ -54,6 +54,13 @@ else
     apt_install "${PACKAGES[@]}"
 fi
 
+# A static busybox gives test images a shell, so a real buildah build can RUN steps (build secrets tests).
+if dpkg -s busybox-static >/dev/null 2>&1; then
+    echo "install-deps.sh: busybox-static present"
+else
+    apt_install busybox-static
+fi
+
 if python3 -c 'import jsonschema' 2>/dev/null; then
     echo "install-deps.sh: python3 jsonschema present"
 else

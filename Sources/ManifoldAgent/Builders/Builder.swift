@@ -20,6 +20,9 @@ struct BuildRequest: Sendable {
     var environment: [String: String]
     /// Records running builders so a restarted agent can kill what a crashed one left.
     var tracker: ProcessTracker? = nil
+    /// The owner-only directory holding one owner-only file per build secret, named after the secret; nil when
+    /// the job has no secrets.
+    var secrets: BuildSecrets? = nil
 
     var imageReference: String { "\(spec.image):\(spec.tag)" }
 
@@ -89,10 +92,15 @@ extension Builder {
         return .succeeded(imageReference: request.imageReference, digest: digest)
     }
 
+    /// `--build-arg` for each build arg that is not secret, `--secret id=NAME,src=FILE` for each secret (the
+    /// value stays in its file: never in the builder's argv, environment or the image), `--label` for each label.
     func buildArguments(_ request: BuildRequest) -> [String] {
         var arguments: [String] = []
-        for (name, value) in request.spec.buildArgs.sorted(by: { $0.key < $1.key }) {
+        for (name, value) in request.spec.plainBuildArgs.sorted(by: { $0.key < $1.key }) {
             arguments += ["--build-arg", "\(name)=\(value)"]
+        }
+        for (name, file) in request.secrets?.files.sorted(by: { $0.key < $1.key }) ?? [] {
+            arguments += ["--secret", "id=\(name),src=\(file.path)"]
         }
         for (name, value) in request.spec.labels.sorted(by: { $0.key < $1.key }) {
             arguments += ["--label", "\(name)=\(value)"]

@@ -1,7 +1,7 @@
 import Foundation
 import ManifoldCore
 
-/// `docker build` then `docker push`; the digest is the one the registry returned, as `docker push` prints it
+/// `docker build` (with BuildKit, for build secrets) then `docker push`; the digest is the one the registry returned, as `docker push` prints it
 /// (`TAG: digest: sha256:… size: N`), never computed locally.
 struct DockerBuilder: Builder {
     var extraArguments: [String]
@@ -11,7 +11,10 @@ struct DockerBuilder: Builder {
         build += ["-f", try request.dockerfilePath(), "-t", request.imageReference]
         build += buildArguments(request)
         build.append(request.contextDirectory.path)
-        if let stopped = try await step(request, "build", "docker", build) { return stopped }
+        // `--secret` needs BuildKit; the classic builder would refuse it.
+        var environment = request.environment
+        environment["DOCKER_BUILDKIT"] = "1"
+        if let stopped = try await step(request, "build", "docker", build, environment: environment) { return stopped }
         let before = request.log.size
         if let stopped = try await step(request, "push", "docker", ["push", request.imageReference]) { return stopped }
         guard let digest = Self.pushedDigest(in: request.log, from: before, tag: request.spec.tag) else {

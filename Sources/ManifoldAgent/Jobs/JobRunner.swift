@@ -53,7 +53,7 @@ struct JobRunner: Sendable {
         do {
             try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
             try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: jobDirectory.path)
-            let secrets = lease.spec.secretBuildArgs.compactMap { lease.spec.buildArgs[$0] } + settings.redactions
+            let secrets = Array(lease.spec.buildSecrets.values) + settings.redactions
             spool = try LogSpool(
                 file: jobDirectory.appendingPathComponent("build.log"), secrets: secrets, maxBytes: settings.maxSpoolBytes)
         } catch {
@@ -131,9 +131,12 @@ struct JobRunner: Sendable {
             var environment = ProcessInfo.processInfo.environment
             environment["MANIFOLD_JOB_ID"] = lease.jobId
             environment["MANIFOLD_BUILD_ID"] = lease.spec.buildId
+            // Next to the context, not in it: the secrets must never be sent as part of the build context.
+            let secrets = try BuildSecrets.write(lease.spec.buildSecrets, in: contextDirectory.deletingLastPathComponent())
+            defer { secrets.remove() }
             let request = BuildRequest(
                 spec: lease.spec, contextDirectory: contextDirectory, workDirectory: scratch, log: spool, stop: stop,
-                grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state))
+                grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state), secrets: secrets)
             return try await builder.build(request)
         } catch let error as CoordinatorClientError where error.isConflict {
             logger.warning("stopping job \(lease.jobId): \(StopReason.leaseLost.explanation) (\(error))")

@@ -10,7 +10,8 @@ import ManifoldCore
 /// dockerfile: Dockerfile
 /// build_args:
 ///   VERSION: 1.4.2            # values stay text as written
-/// secret_build_args: [NPM_TOKEN]   # values are read from the environment at submit time
+/// secrets: [NPM_TOKEN]       # build secrets; values are read from the environment at submit time
+/// secret_files: {SSH_KEY: keys/deploy}   # or from files (relative to this file)
 /// labels: {org.opencontainers.image.source: https://git.example.com/team/app}
 /// platforms:
 ///   - linux/amd64
@@ -23,8 +24,9 @@ import ManifoldCore
 /// allow_partial: false
 /// ```
 ///
-/// Also `context:` (a directory relative to the file), `git:` (`URL#REF`), `timeout_seconds:` and
-/// `child_tag_template:`. Unknown keys are errors, so a typo never silently changes a build.
+/// Also `context:` (a directory relative to the file), `git:` (`URL#REF`), `timeout_seconds:`,
+/// `child_tag_template:`, and the deprecated `secret_build_args:` (names of build args read from the environment,
+/// now sent as build secrets). Unknown keys are errors, so a typo never silently changes a build.
 struct BuildFile: Equatable {
     var image: String?
     var tags: [String]?
@@ -33,8 +35,12 @@ struct BuildFile: Equatable {
     var git: String?
     var dockerfile: String?
     var buildArgs: [String: String] = [:]
-    /// Names of build args whose values come from the environment and are kept secret.
+    /// Deprecated: names of build args whose values come from the environment; they become build secrets.
     var secretBuildArgs: [String] = []
+    /// Names of build secrets whose values come from the environment.
+    var secrets: [String] = []
+    /// Build secrets read from files: name → path (relative to the build file).
+    var secretFiles: [String: String] = [:]
     var labels: [String: String] = [:]
     var maxAttempts: Int?
     var allowPartial: Bool?
@@ -42,8 +48,8 @@ struct BuildFile: Equatable {
     var childTagTemplate: String?
 
     static let topLevelKeys = [
-        "image", "tags", "platforms", "context", "git", "dockerfile", "build_args", "secret_build_args", "labels",
-        "max_attempts", "allow_partial", "timeout_seconds", "child_tag_template",
+        "image", "tags", "platforms", "context", "git", "dockerfile", "build_args", "secret_build_args", "secrets",
+        "secret_files", "labels", "max_attempts", "allow_partial", "timeout_seconds", "child_tag_template",
     ]
     static let platformKeys = ["platform", "dockerfile", "build_args", "agent_labels"]
 
@@ -168,6 +174,8 @@ struct BuildFile: Equatable {
                 case "dockerfile": result.dockerfile = try string(value, key)
                 case "build_args": result.buildArgs = try map(value, key)
                 case "secret_build_args": result.secretBuildArgs = try strings(value, key)
+                case "secrets": result.secrets = try strings(value, key)
+                case "secret_files": result.secretFiles = try map(value, key)
                 case "labels": result.labels = try map(value, key)
                 case "max_attempts": result.maxAttempts = try integer(value, key, range: 1...20)
                 case "allow_partial": result.allowPartial = try boolean(value, key)

@@ -14,6 +14,10 @@ struct SubmitFlags: Sendable, Equatable {
     var buildArgs: [String] = []
     /// `NAME=VALUE`, or `NAME` to read the value from the environment.
     var secretBuildArgs: [String] = []
+    /// `NAME` (the value from the environment variable NAME) or `NAME=VALUE`.
+    var secrets: [String] = []
+    /// `NAME=PATH`: the value is the file's content.
+    var secretFiles: [String] = []
     var labels: [String] = []
     var maxAttempts: Int?
     var allowPartial = false
@@ -117,6 +121,20 @@ struct SubmitPlan: Sendable {
                 secretNames.append(value)
             }
         }
+        var secrets: [String: String] = [:]
+        for name in file.secrets {
+            guard let value = environment[name] else {
+                throw SubmitError("the build file's secrets names \(name), but the environment has no \(name); export it")
+            }
+            secrets[name] = value
+        }
+        for (name, path) in file.secretFiles.sorted(by: { $0.key < $1.key }) {
+            secrets[name] = try readSecretFile(resolve(path, against: fileDirectory), name: name, origin: "secret_files")
+        }
+        secrets.merge(
+            try Self.secrets(
+                flags.secrets, files: flags.secretFiles, environment: environment, currentDirectory: currentDirectory)
+        ) { $1 }
         var labels = file.labels
         for value in flags.labels {
             let (key, text) = try pair(value, flag: "--label")
@@ -135,7 +153,7 @@ struct SubmitPlan: Sendable {
 
         let spec = BuildSpec(
             image: image, tags: tags, platforms: platforms, context: context, dockerfile: dockerfile, buildArgs: buildArgs,
-            secretBuildArgs: Array(Set(secretNames)).sorted(), labels: labels,
+            secrets: secrets, secretBuildArgs: Array(Set(secretNames)).sorted(), labels: labels,
             timeoutSeconds: flags.timeoutSeconds ?? file.timeoutSeconds ?? 3600,
             maxAttempts: flags.maxAttempts ?? file.maxAttempts,
             allowPartial: flags.allowPartial || (file.allowPartial ?? false), childTagTemplate: file.childTagTemplate)
@@ -145,6 +163,46 @@ struct SubmitPlan: Sendable {
             throw SubmitError(error.description)
         }
         return SubmitPlan(spec: spec, contextDirectory: contextDirectory, buildFile: buildFileURL)
+    }
+
+    /// Secrets from `--secret NAME` (value from the environment variable NAME), `--secret NAME=VALUE` and
+    /// `--secret-file NAME=PATH`.
+    static func secrets(
+        _ values: [String], files: [String], environment: [String: String], currentDirectory: URL
+    ) throws -> [String: String] {
+        var secrets: [String: String] = [:]
+        for value in values {
+            if value.contains("=") {
+                let (name, text) = try pair(value, flag: "--secret")
+                secrets[name] = text
+            } else {
+                guard let text = environment[value] else {
+                    throw SubmitError(
+                        "--secret \(value): the environment has no \(value); export it, or use --secret-file \(value)=PATH")
+                }
+                secrets[value] = text
+            }
+        }
+        for value in files {
+            let (name, path) = try pair(value, flag: "--secret-file")
+            secrets[name] = try readSecretFile(resolve(path, against: currentDirectory), name: name, origin: "--secret-file")
+        }
+        return secrets
+    }
+
+    static func readSecretFile(_ url: URL, name: String, origin: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw SubmitError("\(origin) \(name): cannot read \(url.path)")
+        }
+        guard data.count <= BuildLimits.maxSecretBytes else {
+            throw SubmitError(
+                "\(origin) \(name): \(url.path) has \(data.count) bytes, over the limit of \(BuildLimits.maxSecretBytes) bytes per secret"
+            )
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw SubmitError("\(origin) \(name): \(url.path) is not UTF-8 text; secrets are text (base64-encode binary ones)")
+        }
+        return text
     }
 
     static func resolve(_ path: String, against base: URL) -> URL {

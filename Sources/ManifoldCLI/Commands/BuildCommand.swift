@@ -234,10 +234,22 @@ struct BuildRetry: AsyncParsableCommand {
             Examples:
               manifold build retry bld_7c1e2a… --platform windows/amd64:10.0.20348
               manifold build retry bld_7c1e2a… --platform linux/arm64 --watch
+              manifold build retry bld_7c1e2a… --platform linux/amd64 --secret NPM_TOKEN
+
+            A build with secrets erases them when it finishes: retrying one of its platforms then needs them \
+            again, all of them (--secret, --secret-file, as for build submit).
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
     @Option(name: .shortAndLong, help: ArgumentHelp("The platform to run again.", valueName: "platform")) var platform: String
+    @Option(
+        name: .customLong("secret"),
+        help: ArgumentHelp("A build secret again; NAME alone reads $NAME. Repeatable.", valueName: "name[=value]"))
+    var secrets: [String] = []
+    @Option(
+        name: .customLong("secret-file"),
+        help: ArgumentHelp("A build secret again, read from a file. Repeatable.", valueName: "name=path"))
+    var secretFiles: [String] = []
     @Flag(help: "Watch the build until the list is published again.") var watch = false
     @Option(help: "Output format: text or json.") var output: OutputFormat = .text
     @OptionGroup var coordinator: CoordinatorOptions
@@ -248,7 +260,16 @@ struct BuildRetry: AsyncParsableCommand {
 
     func run() async throws {
         let client = try coordinator.client()
-        let build = try await client.retry(buildId: id, platform: try Platform(parsing: platform).description)
+        let given: [String: String]
+        do {
+            given = try SubmitPlan.secrets(
+                secrets, files: secretFiles, environment: ProcessInfo.processInfo.environment,
+                currentDirectory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+        } catch let error as SubmitError {
+            throw ValidationError(error.description)
+        }
+        let build = try await client.retry(
+            buildId: id, platform: try Platform(parsing: platform).description, secrets: given.isEmpty ? nil : given)
         switch output {
         case .json: print(try APIJSON.line(build))
         case .text: print("Queued \(platform) of build \(build.id) again.")

@@ -17,15 +17,22 @@ struct BuildSubmit: AsyncParsableCommand {
             The context directory is packed honouring .dockerignore (the Dockerfiles and .dockerignore are always \
             sent) into a reproducible tar.gz, which is uploaded only if the coordinator does not have it yet. \
             A build file (manifold.yaml in the context, or --config FILE) can hold every setting, including \
-            per-platform Dockerfiles and build args; flags override it. --secret-build-arg values are masked in \
-            logs and never shown by the API.
+            per-platform Dockerfiles and build args; flags override it.
+
+            Secrets (--secret, --secret-file) reach the builder as build secrets, never as build args: a \
+            Dockerfile reads them with RUN --mount=type=secret,id=NAME (the file /run/secrets/NAME), so they stay \
+            out of the image and its history. The coordinator keeps them encrypted until the build ends, logs mask \
+            them, and the API never shows them. Prefer --secret NAME (from the environment) or --secret-file to \
+            NAME=VALUE, which other users of this host can see in the process list. --secret-build-arg is \
+            deprecated: it is sent as a build secret too.
 
             Examples:
               manifold build submit registry.example.com/team/app --tag 1.4.2 --tag latest \\
                   --platform linux/amd64 --platform linux/arm64 --context . --watch
               manifold build submit registry.example.com/team/app -t dev -p linux/amd64 \\
                   -p windows/amd64:10.0.20348 --file windows/amd64:10.0.20348=Dockerfile.windows
-              manifold build submit --config ci/manifold.yaml --build-arg VERSION=1.4.2 --secret-build-arg NPM_TOKEN
+              manifold build submit --config ci/manifold.yaml --build-arg VERSION=1.4.2 --secret NPM_TOKEN \
+                  --secret-file SSH_KEY=ci/deploy_key
               manifold build submit registry.example.com/team/app -t main -p linux/amd64 \\
                   --git https://git.example.com/team/app.git#main --output json
             """)
@@ -58,9 +65,21 @@ struct BuildSubmit: AsyncParsableCommand {
     var buildArgs: [String] = []
 
     @Option(
+        name: .customLong("secret"),
+        help: ArgumentHelp(
+            "A build secret; NAME alone reads $NAME. Dockerfiles use RUN --mount=type=secret,id=NAME. Repeatable.",
+            valueName: "name[=value]"))
+    var secrets: [String] = []
+
+    @Option(
+        name: .customLong("secret-file"),
+        help: ArgumentHelp("A build secret read from a file. Repeatable.", valueName: "name=path"))
+    var secretFiles: [String] = []
+
+    @Option(
         name: .customLong("secret-build-arg"),
         help: ArgumentHelp(
-            "A secret build argument (NAME alone reads $NAME); masked in logs. Repeatable.", valueName: "name[=value]"))
+            "Deprecated: like --secret (sent as a build secret, not a build arg). Repeatable.", valueName: "name[=value]"))
     var secretBuildArgs: [String] = []
 
     @Option(name: .customLong("label"), help: ArgumentHelp("An image label. Repeatable.", valueName: "key=value"))
@@ -92,7 +111,8 @@ struct BuildSubmit: AsyncParsableCommand {
     var flags: SubmitFlags {
         SubmitFlags(
             image: image, tags: tag, platforms: platform, context: context, git: git, files: file, buildArgs: buildArgs,
-            secretBuildArgs: secretBuildArgs, labels: labels, maxAttempts: maxAttempts, allowPartial: allowPartial,
+            secretBuildArgs: secretBuildArgs, secrets: secrets, secretFiles: secretFiles, labels: labels,
+            maxAttempts: maxAttempts, allowPartial: allowPartial,
             timeoutSeconds: timeout, config: config)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldStore
 
 /// The coordinator's state directory (`--state-dir`, `/var/lib/manifold` under systemd) and the paths of
 /// everything in it.
@@ -9,6 +10,7 @@ import Foundation
 /// manifold.lock        locked by the running coordinator (holds its pid)
 /// pki/ca.crt, ca.key   the coordinator's CA; agents pin ca.crt's fingerprint
 /// pki/server.crt/.key  the TLS server certificate
+/// pki/secrets.key      256 random bits that encrypt build secrets in the database
 /// contexts/            uploaded build contexts, content-addressed
 /// registry/config.json the coordinator's own registry credentials (a DOCKER_CONFIG directory)
 /// ```
@@ -39,6 +41,8 @@ public struct StateDirectory: Sendable {
     public var serverCertificate: URL { pki.appendingPathComponent("server.crt") }
     /// The TLS server private key, `pki/server.key`.
     public var serverKey: URL { pki.appendingPathComponent("server.key") }
+    /// The key that encrypts build secrets at rest, `pki/secrets.key` (32 random bytes, 0600).
+    public var secretsKey: URL { pki.appendingPathComponent("secrets.key") }
     /// Content-addressed build contexts, `contexts/`.
     public var contexts: URL { root.appendingPathComponent("contexts", isDirectory: true) }
     /// The coordinator's registry credentials directory, `registry/`, holding a docker-style `config.json`;
@@ -123,6 +127,35 @@ public struct StateDirectory: Sendable {
         }
     }
 
+    /// The secrets key, created (32 random bytes, 0600) when the state directory has none yet — `manifold init`
+    /// writes it, and a state directory made by an older version gets it at its first `serve`. A key file that
+    /// others may read or that is not 32 bytes is refused: the coordinator does not start.
+    public func loadOrCreateSecretsKey() throws -> SecretsKey {
+        let path = secretsKey.path
+        if !FileManager.default.fileExists(atPath: path) {
+            let key = SecretsKey.generate()
+            try writeSecret(key.data, to: secretsKey)
+            return key
+        }
+        let attributes: [FileAttributeKey: Any]
+        do {
+            attributes = try FileManager.default.attributesOfItem(atPath: path)
+        } catch {
+            throw StateDirectoryError.io(operation: "read", path: path, reason: "\(error)")
+        }
+        if let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue, mode & 0o077 != 0 {
+            throw StateDirectoryError.insecureKey(path, mode: mode)
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StateDirectoryError.io(operation: "read", path: path, reason: "the file cannot be read")
+        }
+        do {
+            return try SecretsKey(data: data)
+        } catch {
+            throw StateDirectoryError.io(operation: "use the secrets key", path: path, reason: error.description)
+        }
+    }
+
     private static func errnoDescription() -> String {
         String(cString: strerror(errno))
     }
@@ -136,6 +169,8 @@ public enum StateDirectoryError: Error, CustomStringConvertible, Equatable {
     case notADirectory(String)
     /// A file-system operation failed.
     case io(operation: String, path: String, reason: String)
+    /// A key file is readable or writable by others than its owner.
+    case insecureKey(String, mode: Int)
 
     public var description: String {
         switch self {
@@ -148,6 +183,9 @@ public enum StateDirectoryError: Error, CustomStringConvertible, Equatable {
             return "The state directory path \(path) is a file, not a directory; choose a new or empty directory."
         case .io(let operation, let path, let reason):
             return "Could not \(operation) \(path): \(reason)."
+        case .insecureKey(let path, let mode):
+            return "The key file \(path) has permissions \(String(mode, radix: 8)); others than its owner may use it. "
+                + "Run `chmod 600 \(path)` (and consider the secrets it protected exposed)."
         }
     }
 }

@@ -131,10 +131,11 @@ extension CoordinatorAPI {
     }
 
     static func checkProtocol(_ version: Int) throws {
-        guard version >= AgentProtocol.version else {
+        guard version >= AgentProtocol.minimumVersion else {
             throw APIError(
                 .badRequest, code: "PROTOCOL_TOO_OLD",
-                "the agent speaks protocol \(version); this coordinator needs \(AgentProtocol.version). Upgrade manifold-agent.")
+                "the agent speaks protocol \(version); this coordinator needs \(AgentProtocol.minimumVersion) or later. "
+                    + "Upgrade manifold-agent.")
         }
     }
 }

@@ -63,7 +63,8 @@ extension CoordinatorAPI {
         builds.post("/:id/retry") { request, context -> Response in
             _ = try context.requireUser([.submitter], to: "retry builds")
             let retry = try await decode(RetryRequest.self, from: request, context: context)
-            let build = try await store.retryJob(buildId: try Self.parameter("id", context), platform: retry.platform)
+            let build = try await store.retryJob(
+                buildId: try Self.parameter("id", context), platform: retry.platform, secrets: retry.secrets)
             notifier.notify([.work, .progress])
             return try Self.json(build)
         }
