@@ -4,16 +4,20 @@
 
 .DESCRIPTION
   Copies manifold-agent.exe to $InstallDir, creates the state directory with an ACL that only SYSTEM and
-  Administrators can read (the credential lives there), joins the coordinator when -Coordinator/-Token/-CaFingerprint
+  Administrators can read (the credential lives there), joins the coordinator when -Coordinator and -CaFingerprint
   are given, and registers the "manifold-agent" service (automatic start, restart on failure) running
   `manifold-agent.exe run --service --state-dir <dir> --builder <builder>` as LocalSystem.
+
+  The join token never appears on a command line: give -TokenFile (a file holding only the token; delete it
+  afterwards), or leave it out and type the token at the prompt. The script hands it to `manifold-agent join` on
+  standard input (`--token-file -`).
 
   Stopping the service drains: the running job finishes and is reported, then the agent exits. A second
   `sc.exe stop manifold-agent` cancels the job.
 
 .EXAMPLE
   .\install-windows-service.ps1 -Binary .\manifold-agent.exe -Coordinator https://ci.example.com:8443 `
-      -Token mjt_xxx -CaFingerprint sha256:3b1f... -Builder docker
+      -TokenFile C:\secure\join-token.txt -CaFingerprint sha256:3b1f... -Builder docker
 #>
 [CmdletBinding()]
 param(
@@ -22,7 +26,7 @@ param(
     [string] $StateDir = "$env:ProgramData\manifold-agent",
     [ValidateSet("docker", "buildx", "buildah", "podman", "command")] [string] $Builder = "docker",
     [string] $Coordinator,
-    [string] $Token,
+    [string] $TokenFile,
     [string] $CaFingerprint,
     [string] $Name = $env:COMPUTERNAME,
     [string[]] $Label = @()
@@ -44,12 +48,22 @@ New-Item -ItemType Directory -Force -Path $StateDir | Out-Null
 if ($LASTEXITCODE -ne 0) { throw "icacls failed to secure $StateDir" }
 
 if ($Coordinator) {
-    if (-not $Token -or -not $CaFingerprint) { throw "-Coordinator needs -Token and -CaFingerprint" }
-    $joinArgs = @("join", $Coordinator, "--token", $Token, "--ca-fingerprint", $CaFingerprint,
+    if (-not $CaFingerprint) { throw "-Coordinator needs -CaFingerprint" }
+    # The token goes to join on standard input, never as an argument (process lists and audit logs keep those).
+    if ($TokenFile) {
+        $token = (Get-Content -Raw -LiteralPath $TokenFile).Trim()
+    } else {
+        $secure = Read-Host -AsSecureString -Prompt "Join token"
+        $token = [System.Net.NetworkCredential]::new("", $secure).Password
+    }
+    if (-not $token) { throw "no join token: give -TokenFile or type it at the prompt" }
+    $joinArgs = @("join", $Coordinator, "--token-file", "-", "--ca-fingerprint", $CaFingerprint,
         "--state-dir", $StateDir, "--name", $Name)
     foreach ($l in $Label) { $joinArgs += @("--label", $l) }
-    & $exe @joinArgs
-    if ($LASTEXITCODE -ne 0) { throw "manifold-agent join failed" }
+    $token | & $exe @joinArgs
+    $joinStatus = $LASTEXITCODE
+    Remove-Variable token
+    if ($joinStatus -ne 0) { throw "manifold-agent join failed" }
 }
 
 $serviceName = "manifold-agent"

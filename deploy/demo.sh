@@ -4,7 +4,8 @@
 #   2. starts docker-registry on loopback with TLS and basic auth;
 #   3. initialises and starts a coordinator, gives it the registry credentials;
 #   4. joins and starts three agents, offering linux/amd64, linux/arm64 and windows/amd64, each building with
-#      buildah (vfs storage, chroot isolation);
+#      buildah (vfs storage, chroot isolation: fine for this throwaway demo as root, not for real hosts, which run
+#      the agent rootless as agent/README.md "Privileges" explains);
 #   5. submits the sample build in deploy/sample from the CLI and watches it live until the coordinator has
 #      published the manifest list, then shows the list and checks the stored bytes with skopeo.
 #
@@ -93,8 +94,8 @@ curl -fsS --cacert "$work/coordinator/pki/ca.crt" "$coordinator/readyz" >/dev/nu
 step "Joining and starting three agents (buildah, vfs storage, chroot isolation)"
 start_agent() {
     local name="$1" platform="$2" state="$work/agents/$1"
-    "$agent" join "$coordinator" --token "$join_token" --ca-fingerprint "$fingerprint" --state-dir "$state" \
-        --name "$name" --platform "$platform" >"$work/logs/$name-join.log"
+    "$agent" join "$coordinator" --token-file - --ca-fingerprint "$fingerprint" --state-dir "$state" \
+        --name "$name" --platform "$platform" <<<"$join_token" >"$work/logs/$name-join.log"
     "$agent" run --state-dir "$state" --platform "$platform" --builder buildah \
         --global-arg="--root=$state/storage" --global-arg="--runroot=$state/run" --global-arg=--storage-driver=vfs \
         --builder-arg=--isolation=chroot --push-arg="--cert-dir=$work/certs" \
@@ -107,7 +108,7 @@ start_agent demo-linux-arm64 linux/arm64
 start_agent demo-windows-ltsc2022 windows/amd64:10.0.20348.2227
 
 # `manifold init` stored an admin context for this user (here: the demo's XDG_CONFIG_HOME); on another machine
-# it would be: manifold login $coordinator --token ADMIN_OR_SUBMITTER_TOKEN --ca-fingerprint $fingerprint
+# it would be: manifold login $coordinator --token-file TOKEN_FILE --ca-fingerprint $fingerprint
 step "manifold agent list"
 sleep 1  # the agents' first polls
 "$manifold" agent list

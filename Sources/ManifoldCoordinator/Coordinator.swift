@@ -67,20 +67,20 @@ public struct Coordinator: Sendable {
             hash: Secrets.hash, generateSecret: Secrets.generate(prefix:))
 
         let (host, port) = try CoordinatorSettings.parseListen(settings.listen)
-        let server: HTTPServerBuilder
-        if settings.tls {
-            let tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(state.serverCertificate.path).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: state.serverKey.path, format: .pem)))
-            server = try .tls(.http1(), tlsConfiguration: tls)
-        } else {
-            server = .http1()
-        }
+        let limits = ConnectionLimits(settings)
+        let server = limits.serverBuilder(
+            tls: settings.tls
+                ? TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(state.serverCertificate.path).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: state.serverKey.path, format: .pem)))
+                : nil)
         let logger = logger
         let app = Application(
             router: api.router(),
             server: server,
-            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "manifold"),
+            configuration: ApplicationConfiguration(
+                address: .hostname(host, port: port), serverName: "manifold",
+                availableConnectionsDelegate: limits.availableConnections(logger: logger)),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 logger.info(

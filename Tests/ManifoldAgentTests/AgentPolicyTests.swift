@@ -8,14 +8,47 @@ import Testing
 @testable import ManifoldAgent
 
 @Suite struct AgentPolicyTests {
-    @Test(arguments: ["file:///etc", "/srv/repo", "./repo", "ext::sh -c evil", "-uhttps://x", "git://host/repo"])
-    func localGitURLsAreRefused(url: String) {
-        #expect(throws: AgentError.self) { try ContextFetcher.checkGitURL(url) }
+    @Test(arguments: [
+        "file:///etc", "/srv/repo", "./repo", "ext::sh -c evil", "-uhttps://x", "git://host/repo", "fd::17",
+        "C:\\repos\\app", "C:/repos/app", "https://host/repo --upload-pack=x", "", "https://x\u{0}y",
+    ])
+    func localAndHelperGitURLsAreRefused(url: String) {
+        let permissive = GitSourcePolicy(allowHTTP: true, sshHosts: [try! RegistryPattern(parsing: "*.example.com")])
+        #expect(throws: AgentError.self) { try permissive.check(url) }
     }
 
-    @Test(arguments: ["https://github.com/org/repo.git", "ssh://git@host/repo", "git@github.com:org/repo.git"])
-    func networkGitURLsAreAccepted(url: String) throws {
-        try ContextFetcher.checkGitURL(url)
+    @Test func httpsIsAlwaysClonedAndHTTPOnlyWhenAllowed() throws {
+        #expect(try GitSourcePolicy().check("https://github.com/org/repo.git") == .https)
+        let refused = #expect(throws: AgentError.self) { try GitSourcePolicy().check("http://git.local/repo.git") }
+        #expect(refused?.description.contains("allow_http_git") == true)
+        #expect(try GitSourcePolicy(allowHTTP: true).check("http://git.local/repo.git") == .http)
+        #expect(GitSourcePolicy.allowedProtocols(for: .https) == "https")
+    }
+
+    @Test(arguments: [
+        "ssh://git@git.example.com/org/repo.git", "ssh://git.example.com:2222/repo", "git@git.example.com:org/repo.git",
+        "git.example.com:org/repo.git", "git+ssh://git@git.example.com/repo", "GIT@GIT.EXAMPLE.COM:org/repo.git",
+    ])
+    func sshNeedsTheHostToBeAllowed(url: String) throws {
+        let refused = #expect(throws: AgentError.self) { try GitSourcePolicy().check(url) }
+        #expect(refused?.description.contains("allow_ssh_git_host") == true, "\(String(describing: refused))")
+        let other = GitSourcePolicy(sshHosts: [try RegistryPattern(parsing: "github.com")])
+        #expect(throws: AgentError.self) { try other.check(url) }
+        let allowed = GitSourcePolicy(sshHosts: [try RegistryPattern(parsing: "git.example.com")])
+        #expect(try allowed.check(url) == .ssh)
+        let wildcard = GitSourcePolicy(sshHosts: [try RegistryPattern(parsing: "*.example.com")])
+        #expect(try wildcard.check(url) == .ssh)
+    }
+
+    @Test func sshHostsComeFromSettings() throws {
+        var settings = AgentSettings(stateDirectory: "/tmp/x")
+        try settings.load(environment: ["MANIFOLD_AGENT_ALLOW_SSH_GIT_HOST": "git.example.com, *.corp.example"])
+        #expect(settings.allowedSSHGitHosts.map(\.description) == ["git.example.com", "*.corp.example"])
+        #expect(try settings.gitSourcePolicy.check("git@build.corp.example:team/app.git") == .ssh)
+        #expect(throws: AgentSettingsError.self) {
+            try settings.apply(key: "allow_ssh_git_host", value: "ssh://host/x", origin: "test")
+        }
+        #expect(throws: AgentSettingsError.self) { try settings.apply(key: "allow_http_git", value: "maybe", origin: "test") }
     }
 
     @Test func dockerfileOutsideTheContextIsRefused() throws {

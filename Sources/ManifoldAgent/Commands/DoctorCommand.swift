@@ -12,7 +12,9 @@ struct DoctorCommand: AsyncParsableCommand {
         discussion: """
             Example:
               manifold-agent doctor --state-dir /var/lib/manifold-agent
-            Exits non-zero when any check fails.
+            Exits non-zero when any check fails. Also warns (WARN, without failing) when builds would get more of \
+            the host than they need: the agent running as root (or elevated / LocalSystem on Windows), buildah or \
+            podman with --isolation=chroot, or a builder that uses the root-equivalent Docker socket.
             """)
 
     @OptionGroup var state: StateOptions
@@ -21,8 +23,14 @@ struct DoctorCommand: AsyncParsableCommand {
     var builder: String?
 
     func run() async throws {
-        let settings = try resolveSettings(state: state, environment: ProcessInfo.processInfo.environment) { _ in }
+        let environment = ProcessInfo.processInfo.environment
+        let settings = try resolveSettings(state: state, environment: environment) { _ in }
         let directory = StateDirectory(path: settings.stateDirectory)
+        print(
+            Self.privilegeReport(
+                identity: HostSystem.currentIdentity(), settings: settings, environment: environment,
+                windows: HostSystem.detect().os == "windows"),
+            terminator: "")
         var problems = 0
         func check(_ ok: Bool, _ what: String, fix: String) {
             print("\(ok ? "ok  " : "FAIL") \(what)")
@@ -72,6 +80,19 @@ struct DoctorCommand: AsyncParsableCommand {
             "platforms: \((try? HostDescription.platforms(from: settings.platforms))?.map(\.description).joined(separator: ", ") ?? "invalid")"
         )
         if problems > 0 { throw ExitCode(1) }
+    }
+
+    /// The account line and one `WARN` block per ``PrivilegeAdvice`` warning.
+    static func privilegeReport(
+        identity: AgentAccount, settings: AgentSettings, environment: [String: String], windows: Bool
+    ) -> String {
+        var report = "user: \(identity.name)\n"
+        for warning in PrivilegeAdvice.warnings(
+            identity: identity, settings: settings, environment: environment, windows: windows)
+        {
+            report += "WARN \(warning.what)\n     why: \(warning.why)\n     fix: \(warning.fix)\n"
+        }
+        return report
     }
 
     static func probe(_ name: String, settings: AgentSettings) async -> (Bool, String) {

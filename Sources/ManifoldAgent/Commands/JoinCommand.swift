@@ -14,10 +14,12 @@ struct JoinCommand: AsyncParsableCommand {
         discussion: """
             Fetches the coordinator's CA certificate, refuses it unless its SHA-256 fingerprint matches the one \
             `manifold init` printed, then joins with the join token and stores the CA and the agent credential in \
-            the state directory, readable only by its owner.
+            the state directory, readable only by its owner. Prefer --token-file (a path, or - for standard input) \
+            to --token: a token on the command line is visible to every user of the host in the process list. A \
+            plain http:// URL is refused unless --insecure is given.
 
             Example:
-              manifold-agent join https://ci.example.com:8443 --token mjt_… \\
+              manifold-agent join https://ci.example.com:8443 --token-file /root/join-token \\
                   --ca-fingerprint sha256:3b1f… --state-dir /var/lib/manifold-agent --name arm-builder-1 \\
                   --label pool=arm
             """)
@@ -25,8 +27,16 @@ struct JoinCommand: AsyncParsableCommand {
     @Argument(help: "The coordinator's URL, e.g. https://ci.example.com:8443.")
     var coordinator: String
 
-    @Option(help: "The agent join token printed by `manifold init`.")
-    var token: String
+    @Option(help: "The agent join token printed by `manifold init` or `manifold token create`.")
+    var token: String?
+
+    @Option(
+        name: .customLong("token-file"),
+        help: ArgumentHelp("Read the join token from this file, or from standard input with -.", valueName: "path"))
+    var tokenFile: String?
+
+    @Flag(help: "Allow a plain http:// coordinator URL: the join token and the credential then cross the network unencrypted.")
+    var insecure = false
 
     @Option(name: .customLong("ca-fingerprint"), help: "sha256:HEX of the coordinator CA, as `manifold init` printed it.")
     var caFingerprint: String
@@ -42,12 +52,23 @@ struct JoinCommand: AsyncParsableCommand {
     @Option(name: .customLong("platform"), help: "A platform this host offers; repeatable. Default: detected.")
     var platforms: [String] = []
 
+    func validate() throws {
+        switch (token, tokenFile) {
+        case (.some, .some): throw ValidationError("give --token or --token-file, not both")
+        case (.none, .none): throw ValidationError("give --token-file PATH (- for standard input) or --token TOKEN")
+        default: break
+        }
+    }
+
     func run() async throws {
         let logger = Logger(label: "manifold.agent")
         let directory = StateDirectory(path: try state.resolvedStateDirectory())
         guard let url = URL(string: coordinator), let scheme = url.scheme, ["https", "http"].contains(scheme) else {
             throw ValidationError("\(coordinator) is not an http(s) URL")
         }
+        try CoordinatorURLPolicy.check(url, insecure: insecure)
+        let token = try tokenFile.map { path throws(TokenFileError) in try TokenFile.read(path) } ?? self.token ?? ""
+
         guard let expected = CoordinatorTrust.normalizedFingerprint(caFingerprint) else {
             throw ValidationError("--ca-fingerprint must be sha256: followed by 64 hex digits, as `manifold init` printed it")
         }

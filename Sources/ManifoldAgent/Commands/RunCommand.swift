@@ -63,6 +63,16 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("redact"), help: "A literal string redacted from build logs; repeatable.")
     var redactions: [String] = []
 
+    @Option(
+        name: .customLong("allow-ssh-git-host"),
+        help: ArgumentHelp(
+            "Clone git contexts over ssh from this host (HOST, HOST:PORT, *.DOMAIN) with this host's keys; repeatable.",
+            valueName: "host"))
+    var allowedSSHGitHosts: [String] = []
+
+    @Flag(help: "Allow git contexts over plain http:// (default: https only).")
+    var allowHttpGit = false
+
     @Flag(help: "Windows: run under the Service Control Manager (the service installer passes it).")
     var service = false
 
@@ -83,6 +93,13 @@ struct RunCommand: AsyncParsableCommand {
             if let killGrace { settings.killGraceSeconds = killGrace }
             if let workDirectory { settings.workDirectory = workDirectory }
             if !redactions.isEmpty { settings.redactions = redactions }
+            if !allowedSSHGitHosts.isEmpty {
+                settings.allowedSSHGitHosts = []
+                for host in allowedSSHGitHosts {
+                    try settings.apply(key: "allow_ssh_git_host", value: host, origin: "--allow-ssh-git-host")
+                }
+            }
+            if allowHttpGit { settings.allowHTTPGit = true }
         }
         let logger = Logger(label: "manifold.agent")
         let runner = AgentRunner(settings: settings, logger: logger)

@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldCore
 
 /// Everything `manifold-agent run` can be told, resolved with the precedence flags > environment
 /// (`MANIFOLD_AGENT_*`) > config file > defaults.
@@ -35,6 +36,16 @@ public struct AgentSettings: Sendable, Hashable {
     /// The most builder output one job's log spool keeps on disk; past it one marker line is written and the rest
     /// dropped. Default 64 MiB, the coordinator's default per-attempt log limit.
     public var maxSpoolBytes: Int64 = LogSpool.defaultMaxBytes
+    /// Hosts (`HOST`, `HOST:PORT`, `*.DOMAIN`) whose git repositories may be cloned over ssh, with this host's own
+    /// ssh keys. Empty (the default): no ssh clones.
+    public var allowedSSHGitHosts: [RegistryPattern] = []
+    /// Whether git contexts may be cloned over plain `http://`. Default false: https only.
+    public var allowHTTPGit = false
+
+    /// The git transports these settings allow.
+    var gitSourcePolicy: GitSourcePolicy {
+        GitSourcePolicy(allowHTTP: allowHTTPGit, sshHosts: allowedSSHGitHosts)
+    }
 
     public init(stateDirectory: String) {
         self.stateDirectory = stateDirectory
@@ -44,7 +55,8 @@ public struct AgentSettings: Sendable, Hashable {
     public static let keys = [
         "state_dir", "platform", "builder", "builder_arg", "global_arg", "push_arg", "command", "label", "drain_timeout",
         "kill_grace",
-        "work_dir", "max_context_bytes", "redact", "log_batch_bytes", "max_spool_bytes",
+        "work_dir", "max_context_bytes", "redact", "log_batch_bytes", "max_spool_bytes", "allow_ssh_git_host",
+        "allow_http_git",
     ]
 
     /// Applies `key = value` (from a file or the environment); list keys append.
@@ -79,6 +91,18 @@ public struct AgentSettings: Sendable, Hashable {
         case "redact": redactions.append(value)
         case "log_batch_bytes": logBatchBytes = max(1024, try integer())
         case "max_spool_bytes": maxSpoolBytes = Int64(try integer())
+        case "allow_ssh_git_host":
+            do {
+                allowedSSHGitHosts.append(try RegistryPattern(parsing: value))
+            } catch {
+                throw AgentSettingsError("\(origin): allow_ssh_git_host \"\(value)\": \(error.reason)")
+            }
+        case "allow_http_git":
+            switch value.lowercased() {
+            case "true", "yes", "on", "1": allowHTTPGit = true
+            case "false", "no", "off", "0": allowHTTPGit = false
+            default: throw AgentSettingsError("\(origin): allow_http_git must be true or false, not \"\(value)\"")
+            }
         default:
             throw AgentSettingsError("\(origin): unknown setting \"\(key)\"; known: \(Self.keys.joined(separator: ", "))")
         }
@@ -119,13 +143,14 @@ public struct AgentSettings: Sendable, Hashable {
             guard let value = environment["MANIFOLD_AGENT_" + key.uppercased()], !value.isEmpty else { continue }
             let origin = "MANIFOLD_AGENT_" + key.uppercased()
             switch key {
-            case "platform", "builder_arg", "global_arg", "push_arg", "label", "redact":
+            case "platform", "builder_arg", "global_arg", "push_arg", "label", "redact", "allow_ssh_git_host":
                 switch key {
                 case "platform": platforms = []
                 case "builder_arg": builderArguments = []
                 case "global_arg": globalArguments = []
                 case "push_arg": pushArguments = []
                 case "label": labels = [:]
+                case "allow_ssh_git_host": allowedSSHGitHosts = []
                 default: redactions = []
                 }
                 for item in value.split(separator: ",") {

@@ -7,7 +7,8 @@ import ManifoldCore
 import ManifoldHTTP
 
 /// Puts a job's build context into its work directory: an uploaded tar.gz (downloaded, digest-verified, unpacked
-/// safely) or a git repository cloned at a ref.
+/// safely) or a git repository cloned at a ref over a transport ``GitSourcePolicy`` allows, then checked by the
+/// unpacker's rules (no symlink out of the checkout, no special files, the size limit).
 ///
 /// A download that fails in a way that may pass (no answer, 5xx — a restarting coordinator's 503, a full disk's
 /// 507 — 429 or 408) is tried again with backoff for as long as the job is not stopped; the lease keeper goes on
@@ -15,6 +16,7 @@ import ManifoldHTTP
 struct ContextFetcher: Sendable {
     var client: CoordinatorClient
     var maxContextBytes: Int64
+    var git = GitSourcePolicy()
     /// The longest wait between two download tries.
     var retryCap: Duration = .seconds(10)
     var logger: Logger = Logger(label: "manifold.agent")
@@ -43,10 +45,16 @@ struct ContextFetcher: Sendable {
             }
             try? FileManager.default.removeItem(at: archive)
         case .git(let url, let ref):
-            try Self.checkGitURL(url)
+            let transport = try git.check(url)
             log.note("cloning \(URLRedaction.display(url)) at \(ref)")
             var environment = ProcessInfo.processInfo.environment
             environment["GIT_TERMINAL_PROMPT"] = "0"
+            // git itself (redirects, submodules, remote helpers) may use only the transport that was allowed.
+            environment["GIT_ALLOW_PROTOCOL"] = GitSourcePolicy.allowedProtocols(for: transport)
+            if transport != .ssh {
+                // Never let a redirect or helper reach for this host's ssh keys.
+                environment["GIT_SSH_COMMAND"] = "false"
+            }
             let safety = ["-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never"]
             let steps: [[String]] = [
                 safety + ["clone", "--quiet", "--no-checkout", "--", url, directory.path],
@@ -61,6 +69,15 @@ struct ContextFetcher: Sendable {
                 guard outcome.exitCode == 0 else {
                     throw AgentError("git \(arguments[safety.count]) failed with status \(outcome.exitCode)")
                 }
+            }
+            do {
+                let limits = ContextUnpacker.Limits(maxTotalBytes: maxContextBytes)
+                let summary = try await Blocking.run {
+                    try ContextUnpacker(limits: limits).validate(directory: directory)
+                }
+                log.note("checkout checked: \(summary.entries) entries, \(summary.totalBytes) bytes")
+            } catch let error as ArchiveError {
+                throw AgentError("the git checkout was refused: \(error)")
             }
         }
     }
@@ -85,17 +102,6 @@ struct ContextFetcher: Sendable {
             }
         }
         return false
-    }
-
-    /// Only network transports: a `file://` URL or a local path would let a build read the agent's host.
-    static func checkGitURL(_ url: String) throws {
-        let lower = url.lowercased()
-        let allowed = ["https://", "http://", "ssh://"]
-        let scpLike = !lower.contains("://") && lower.contains("@") && lower.contains(":") && !lower.hasPrefix("-")
-        guard allowed.contains(where: lower.hasPrefix) || scpLike else {
-            throw AgentError(
-                "the git URL \"\(url)\" is refused: only https://, http://, ssh:// and user@host:path are allowed")
-        }
     }
 
     static func digest(of file: URL, algorithm: Digest.Algorithm) throws -> Digest {

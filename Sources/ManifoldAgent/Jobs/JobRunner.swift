@@ -122,8 +122,8 @@ struct JobRunner: Sendable {
         defer { watching.cancel() }
         do {
             let fetcher = ContextFetcher(
-                client: client, maxContextBytes: settings.maxContextBytes, retryCap: keeper.cadence.requestTimeout,
-                logger: logger)
+                client: client, maxContextBytes: settings.maxContextBytes, git: settings.gitSourcePolicy,
+                retryCap: keeper.cadence.requestTimeout, logger: logger)
             try await fetcher.fetch(
                 lease.spec.context, into: contextDirectory, scratch: scratch, log: spool, stop: stop, grace: grace)
             if let reason = stop.requested { return .stopped(reason) }

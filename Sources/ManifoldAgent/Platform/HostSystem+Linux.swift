@@ -45,4 +45,25 @@ struct HostSystem {
         }
     }
 }
+
+extension HostSystem {
+    /// Who this process runs as: the effective uid (0 is root) and the names of its groups, for `doctor`'s
+    /// privilege warnings.
+    static func currentIdentity() -> AgentAccount {
+        let uid = geteuid()
+        var groupNames: [String] = []
+        let count = getgroups(0, nil)
+        if count > 0 {
+            var groups = [gid_t](repeating: 0, count: Int(count))
+            let filled = getgroups(count, &groups)
+            for gid in groups.prefix(Int(max(0, filled))) + [getegid()] {
+                if let entry = getgrgid(gid), let name = entry.pointee.gr_name { groupNames.append(String(cString: name)) }
+            }
+        }
+        let userName = getpwuid(uid).flatMap { $0.pointee.pw_name.map { String(cString: $0) } } ?? "uid \(uid)"
+        return AgentAccount(
+            name: uid == 0 ? "root (uid 0)" : "\(userName) (uid \(uid))", isPrivileged: uid == 0,
+            groups: Array(Set(groupNames)).sorted())
+    }
+}
 #endif

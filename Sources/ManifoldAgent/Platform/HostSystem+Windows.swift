@@ -45,4 +45,29 @@ struct HostSystem {
         return "\(version.dwMajorVersion).\(version.dwMinorVersion).\(version.dwBuildNumber).\(ubr)"
     }
 }
+
+extension HostSystem {
+    /// Who this process runs as: privileged when its token is elevated (an administrator past UAC) or is
+    /// LocalSystem (S-1-5-18), for `doctor`'s privilege warnings.
+    static func currentIdentity() -> AgentAccount {
+        var token: HANDLE? = nil
+        guard OpenProcessToken(GetCurrentProcess(), DWORD(TOKEN_QUERY), &token), let token else {
+            return AgentAccount(name: "an unknown account", isPrivileged: false, groups: [])
+        }
+        defer { CloseHandle(token) }
+        var elevation = TOKEN_ELEVATION()
+        var size = DWORD(MemoryLayout<TOKEN_ELEVATION>.size)
+        let elevated =
+            GetTokenInformation(token, TokenElevation, &elevation, size, &size) && elevation.TokenIsElevated != 0
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var needed = DWORD(0)
+        let system = buffer.withUnsafeMutableBytes { raw -> Bool in
+            guard GetTokenInformation(token, TokenUser, raw.baseAddress, DWORD(raw.count), &needed) else { return false }
+            let user = raw.baseAddress!.assumingMemoryBound(to: TOKEN_USER.self).pointee
+            return IsWellKnownSid(user.User.Sid, WinLocalSystemSid)
+        }
+        let name = system ? "LocalSystem" : (elevated ? "an elevated administrator" : "an unelevated account")
+        return AgentAccount(name: name, isPrivileged: system || elevated, groups: [])
+    }
+}
 #endif

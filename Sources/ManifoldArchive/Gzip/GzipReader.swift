@@ -16,6 +16,9 @@ public final class GzipReader: ByteSource {
     private let maxOutputBytes: Int64?
 
     /// Creates a reader; `maxOutputBytes` (if set) is the most decompressed bytes it will produce before failing.
+    /// The most bytes one ``read(upToCount:)`` returns.
+    static let maxReadBytes = 16 << 20
+
     public init(from source: any ByteSource, maxOutputBytes: Int64? = nil) throws {
         self.source = source
         self.maxOutputBytes = maxOutputBytes
@@ -33,8 +36,10 @@ public final class GzipReader: ByteSource {
         stream.deallocate()
     }
 
-    public func read(upToCount count: Int) throws -> Data {
-        guard count > 0, !ended else { return Data() }
+    public func read(upToCount requested: Int) throws -> Data {
+        guard requested > 0, !ended else { return Data() }
+        // zlib counts in 32 bits (`uInt`): a larger request would trap in the conversion, so read at most 16 MiB.
+        let count = Swift.min(requested, Self.maxReadBytes)
         var out = Data(count: count)
         var written = 0
         while written == 0 && !ended {
@@ -61,7 +66,7 @@ public final class GzipReader: ByteSource {
             }
             inputOffset += consumed
             written += made
-            produced += Int64(made)
+            produced = produced.saturatingAdding(Int64(made))
             if let maxOutputBytes, produced > maxOutputBytes {
                 throw ArchiveError.limitExceeded("decompressed data exceeds \(maxOutputBytes) bytes")
             }

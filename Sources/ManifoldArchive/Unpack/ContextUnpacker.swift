@@ -6,7 +6,11 @@ import Foundation
 /// Refused, with an ``ArchiveError`` naming the entry: absolute paths, `..` components, symlinks whose target
 /// resolves outside the directory (also through other symlinks, whatever their order in the archive), entries
 /// whose parent is a symlink, hard links to anything but an earlier regular file, device files and FIFOs, unknown
-/// entry types, and archives over ``Limits``. The caller owns `directory` and removes it after a failure.
+/// entry types, and archives over ``Limits``. With ``checksWindowsNames`` (on by default on Windows), also names
+/// Windows cannot hold safely: reserved device names (`CON`, `NUL`, `COM1`, … with any extension), names ending in a
+/// dot or space, and `< > : " | ? *`. The caller owns `directory` and removes it after a failure.
+///
+/// ``validate(directory:)`` applies the same rules to a tree that arrived another way, such as a git checkout.
 ///
 /// ```swift
 /// let unpacker = ContextUnpacker(limits: .init(maxTotalBytes: 2 << 30, maxEntries: 100_000))
@@ -33,18 +37,32 @@ public struct ContextUnpacker: Sendable {
     }
 
     public var limits: Limits
+    /// Whether entry names (and symlink targets) must be valid, non-device Windows file names.
+    public var checksWindowsNames: Bool
 
-    public init(limits: Limits = Limits()) {
+    /// True on Windows, where ``checksWindowsNames`` is on by default.
+    public static let hostIsWindows: Bool = {
+        #if os(Windows)
+        true
+        #else
+        false
+        #endif
+    }()
+
+    public init(limits: Limits = Limits(), checksWindowsNames: Bool = ContextUnpacker.hostIsWindows) {
         self.limits = limits
+        self.checksWindowsNames = checksWindowsNames
     }
 
     /// Unpacks the archive at `archive` (gzip-compressed when `gzip` is true) into `directory`, which must exist.
     @discardableResult
     public func unpack(archive: URL, into directory: URL, gzip: Bool = true) throws -> Summary {
-        // Headers and padding add at most a block or two per entry on top of the content.
-        let bound =
-            limits.maxTotalBytes + Int64(limits.maxEntries + 4) * 3 * Int64(TarLayout.blockSize)
-            + 64 * Int64(TarLayout.maxPaxHeaderBytes)
+        // Headers and padding add at most a block or two per entry on top of the content. The limits are
+        // configuration, possibly huge: saturating arithmetic, never a trap.
+        let perEntry = Int64(clamping: limits.maxEntries).saturatingAdding(4).saturatingMultiplied(
+            by: 3 * Int64(TarLayout.blockSize))
+        let bound = limits.maxTotalBytes.saturatingAdding(perEntry).saturatingAdding(
+            64 * Int64(TarLayout.maxPaxHeaderBytes))
         let reader = try TarReader(url: archive, gzip: gzip, maxDecompressedBytes: bound)
         return try unpack(from: reader, into: directory)
     }
@@ -63,6 +81,7 @@ public struct ContextUnpacker: Sendable {
                     "more than \(limits.maxEntries) entries (at \"\(entry.path)\"); raise the agent's context entry limit")
             }
             let components = try EntryPath.components(of: entry.path)
+            if checksWindowsNames { try EntryPath.checkWindowsNames(components, entry: entry.path) }
             if components.isEmpty {
                 guard case .directory = entry.kind else {
                     throw ArchiveError.unsafeEntry(path: entry.path, reason: "only a directory may name the root")
@@ -87,10 +106,14 @@ public struct ContextUnpacker: Sendable {
             case .symlink(let target):
                 let parent = Array(components.dropLast())
                 try Self.checkLinkTarget(target, parent: parent, in: root, entry: entry.path)
+                if checksWindowsNames {
+                    try EntryPath.checkWindowsNames(EntryPath.split(target).filter { $0 != ".." }, entry: entry.path)
+                }
                 try root.makeSymlink(components, target: target, entry: entry.path)
                 symlinks.append((entry.path, parent, target))
             case .hardLink(let target):
                 let targetComponents = try EntryPath.components(of: target)
+                if checksWindowsNames { try EntryPath.checkWindowsNames(targetComponents, entry: entry.path) }
                 guard !targetComponents.isEmpty else {
                     throw ArchiveError.unsafeEntry(path: entry.path, reason: "hard link to the root directory")
                 }

@@ -33,6 +33,40 @@ struct FileTree: Sendable {
         #endif
     }
 
+    /// A regular file's size, or nil when `components` is not a regular file (not following a symlink).
+    func regularFileSize(_ components: some Collection<String>) -> Int64? {
+        #if os(Windows)
+        guard let attributes = try? fileManager.attributesOfItem(atPath: path(components)),
+            attributes[.type] as? FileAttributeType == .typeRegular
+        else { return nil }
+        return (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        #else
+        var info = stat()
+        guard lstat(path(components), &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        return Int64(info.st_size)
+        #endif
+    }
+
+    /// The names in the directory `components`, sorted.
+    func children(_ components: some Collection<String>) throws -> [String] {
+        do {
+            return try fileManager.contentsOfDirectory(atPath: path(components)).sorted()
+        } catch {
+            throw ArchiveError.io(
+                path: components.joined(separator: "/"), reason: "cannot list: \(error.localizedDescription)")
+        }
+    }
+
+    /// The target of the symlink `components`.
+    func linkTarget(_ components: some Collection<String>) throws -> String {
+        do {
+            return try fileManager.destinationOfSymbolicLink(atPath: path(components))
+        } catch {
+            throw ArchiveError.io(
+                path: components.joined(separator: "/"), reason: "cannot read the link: \(error.localizedDescription)")
+        }
+    }
+
     /// Creates missing parent directories of `components`; refuses a parent that is a symlink or not a directory.
     func prepareParents(of components: [String], entry: String) throws {
         for depth in 1..<max(1, components.count) {

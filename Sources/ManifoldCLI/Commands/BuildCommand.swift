@@ -42,23 +42,30 @@ struct BuildWatch: AsyncParsableCommand {
               manifold build watch bld_7c1e2a…
               manifold build watch bld_7c1e2a… --output json | jq -r .type
               manifold build watch bld_7c1e2a… --plain > build.log
+
+            Log lines, reasons and names come from builds and agents, so terminal control sequences (escape \
+            sequences, carriage returns, other control characters) are removed from them unless --raw is given.
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
     @Flag(help: "One line per event even on a terminal.") var plain = false
+    @Flag(help: "Print log text and reasons as received, terminal control sequences included (removed by default).") var raw =
+        false
     @Option(help: "Output format: text or json.") var output: OutputFormat = .text
     @OptionGroup var coordinator: CoordinatorOptions
 
     func run() async throws {
         let client = try coordinator.client()
-        try await Self.watch(id, client: client, output: output, plain: plain)
+        try await Self.watch(id, client: client, output: output, plain: plain, raw: raw)
     }
 
     /// Watches `id`; throws `ExitCode.failure` unless the list was published.
-    static func watch(_ id: String, client: CoordinatorClient, output: OutputFormat, plain: Bool = false) async throws {
+    static func watch(
+        _ id: String, client: CoordinatorClient, output: OutputFormat, plain: Bool = false, raw: Bool = false
+    ) async throws {
         let mode: BuildWatcher.Mode =
             output == .json ? .json : (!plain && Terminal.isStandardOutputTerminal ? .table : .lines)
-        let build = try await BuildWatcher(client: client, buildId: id, mode: mode).run()
+        let build = try await BuildWatcher(client: client, buildId: id, mode: mode, raw: raw).run()
         guard build.state == .published || build.state == .partiallyPublished else { throw ExitCode.failure }
     }
 }
@@ -72,6 +79,10 @@ struct BuildLogs: AsyncParsableCommand {
               manifold build logs bld_7c1e2a… --platform linux/arm64
               manifold build logs bld_7c1e2a… --platform windows/amd64 --attempt 1
               manifold build logs bld_7c1e2a… --platform linux/amd64 --follow
+              manifold build logs bld_7c1e2a… --platform linux/amd64 --raw > build.log   # byte for byte
+
+            The log is what the builder printed, so terminal control sequences (escape sequences, carriage \
+            returns, other control characters except newline and tab) are removed unless --raw is given.
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
@@ -79,6 +90,7 @@ struct BuildLogs: AsyncParsableCommand {
     var platform: String
     @Option(help: ArgumentHelp("The attempt number (1 is the first).", valueName: "n")) var attempt: Int?
     @Flag(name: .shortAndLong, help: "Keep printing as the log grows, until the attempt ends.") var follow = false
+    @Flag(help: "Print the log byte for byte, terminal control sequences included.") var raw = false
     @OptionGroup var coordinator: CoordinatorOptions
 
     func validate() throws {
@@ -90,16 +102,20 @@ struct BuildLogs: AsyncParsableCommand {
         let client = try coordinator.client()
         let platform = try Platform(parsing: platform).description
         if follow {
-            try await Self.follow(client: client, buildId: id, platform: platform, attempt: attempt)
+            try await Self.follow(client: client, buildId: id, platform: platform, attempt: attempt, raw: raw)
         } else {
-            FileHandle.standardOutput.write(try await client.log(buildId: id, platform: platform, attempt: attempt))
+            let log = try await client.log(buildId: id, platform: platform, attempt: attempt)
+            var filter = TerminalText.Filter()
+            FileHandle.standardOutput.write(raw ? log : filter.clean(log))
         }
     }
 
     /// Follows one attempt's log to its end. A log stream carries nothing while the build is quiet, so the
     /// client's stall limit can end it; then it is reopened from the last byte printed, for the same attempt
     /// (pinned up front so a retry's new log is never spliced on).
-    static func follow(client: CoordinatorClient, buildId: String, platform: String, attempt: Int?) async throws {
+    static func follow(
+        client: CoordinatorClient, buildId: String, platform: String, attempt: Int?, raw: Bool = false
+    ) async throws {
         var pinned = attempt
         if pinned == nil {
             let build = try await client.build(id: buildId)
@@ -108,12 +124,14 @@ struct BuildLogs: AsyncParsableCommand {
         }
         var offset: Int64 = 0
         var failures = 0
+        // One filter for the whole log: a reconnection resumes at the next byte, inside a sequence or not.
+        var filter = TerminalText.Filter()
         while true {
             do {
                 for try await chunk in try await client.followLog(
                     buildId: buildId, platform: platform, attempt: pinned, offset: offset)
                 {
-                    FileHandle.standardOutput.write(chunk)
+                    FileHandle.standardOutput.write(raw ? chunk : filter.clean(chunk))
                     offset += Int64(chunk.count)
                     failures = 0
                 }
@@ -192,9 +210,14 @@ struct BuildShow: AsyncParsableCommand {
             Examples:
               manifold build show bld_7c1e2a…
               manifold build show bld_7c1e2a… --output json | jq -r .listDigest
+
+            Reasons and names come from builds and agents, so terminal control sequences are removed from the text \
+            output unless --raw is given (JSON output escapes them).
             """)
 
     @Argument(help: ArgumentHelp("The build id.", valueName: "id")) var id: String
+    @Flag(help: "Print log text and reasons as received, terminal control sequences included (removed by default).") var raw =
+        false
     @Option(help: "Output format: text or json.") var output: OutputFormat = .text
     @OptionGroup var coordinator: CoordinatorOptions
 
@@ -202,7 +225,9 @@ struct BuildShow: AsyncParsableCommand {
         let build = try await coordinator.client().build(id: id)
         switch output {
         case .json: print(try APIJSON.string(build))
-        case .text: print(BuildRendering.show(build, now: Date()), terminator: "")
+        case .text:
+            let text = BuildRendering.show(build, now: Date())
+            print(raw ? text : TerminalText.clean(text), terminator: "")
         }
     }
 }

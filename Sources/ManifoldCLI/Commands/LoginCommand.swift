@@ -13,11 +13,13 @@ struct LoginCommand: AsyncParsableCommand {
             fingerprint is the one `manifold init` printed; or trusts the CA file you give. Then checks that the \
             token is accepted and stores URL, token and CA in $XDG_CONFIG_HOME/manifold (default ~/.config/manifold), \
             readable only by you. MANIFOLD_COORDINATOR, MANIFOLD_TOKEN and MANIFOLD_CA_FILE override the stored \
-            context for one command.
+            context for one command. Prefer --token-file (a path, or - for standard input) to --token: a token on \
+            the command line is visible to every user of the host in the process list. A plain http:// URL is \
+            refused unless --insecure is given.
 
             Examples:
-              manifold login https://ci.example.com:8443 --token mfd_submitter_… --ca-fingerprint sha256:3b1f…
-              manifold login https://ci.example.com:8443 --token-stdin --ca-file ci-ca.crt --context ci < token.txt
+              manifold login https://ci.example.com:8443 --token-file ~/.ci-token --ca-fingerprint sha256:3b1f…
+              manifold login https://ci.example.com:8443 --token-file - --ca-file ci-ca.crt --context ci < token.txt
               manifold login https://builds.example.com --token mfd_submitter_…      # a certificate your system trusts
             """)
 
@@ -27,8 +29,16 @@ struct LoginCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A user token (admin, submitter or viewer); default MANIFOLD_TOKEN.", valueName: "token"))
     var token: String?
 
-    @Flag(help: "Read the token from standard input.")
+    @Option(
+        name: .customLong("token-file"),
+        help: ArgumentHelp("Read the token from this file, or from standard input with -.", valueName: "path"))
+    var tokenFile: String?
+
+    @Flag(help: "Read the token from standard input (same as --token-file -).")
     var tokenStdin = false
+
+    @Flag(help: "Allow a plain http:// coordinator URL: the token then crosses the network unencrypted.")
+    var insecure = false
 
     @Option(
         name: .customLong("ca-fingerprint"),
@@ -46,13 +56,16 @@ struct LoginCommand: AsyncParsableCommand {
 
     func validate() throws {
         if caFingerprint != nil && caFile != nil { throw ValidationError("give --ca-fingerprint or --ca-file, not both") }
-        if token != nil && tokenStdin { throw ValidationError("give --token or --token-stdin, not both") }
+        if [token != nil, tokenStdin, tokenFile != nil].filter({ $0 }).count > 1 {
+            throw ValidationError("give only one of --token, --token-file and --token-stdin")
+        }
         if let caFingerprint { _ = try CertificateFingerprint.normalized(caFingerprint) }
         do { try ContextStore.validateName(contextName) } catch { throw ValidationError("--context: \(error)") }
     }
 
     func run() async throws {
         let url = try CoordinatorOptions.coordinatorURL(coordinator)
+        do { try CoordinatorURLPolicy.check(url, insecure: insecure) } catch { throw CLIError(error.description) }
         let secret = try readToken()
         var pem: Data? = nil
         if let caFingerprint {
@@ -92,14 +105,14 @@ struct LoginCommand: AsyncParsableCommand {
     }
 
     private func readToken() throws -> String {
-        if tokenStdin {
-            let line = (readLine(strippingNewline: true) ?? "").trimmingCharacters(in: .whitespaces)
-            guard !line.isEmpty else { throw ValidationError("--token-stdin was given but standard input is empty") }
-            return line
+        if let path = tokenFile ?? (tokenStdin ? "-" : nil) {
+            do { return try TokenFile.read(path, flag: tokenStdin ? "--token-stdin" : "--token-file") } catch {
+                throw CLIError(error.description)
+            }
         }
         if let token, !token.isEmpty { return token }
         if let token = ProcessInfo.processInfo.environment["MANIFOLD_TOKEN"], !token.isEmpty { return token }
-        throw ValidationError("give --token TOKEN (or --token-stdin, or set MANIFOLD_TOKEN)")
+        throw ValidationError("give --token-file PATH (- for standard input), --token TOKEN, or set MANIFOLD_TOKEN")
     }
 }
 

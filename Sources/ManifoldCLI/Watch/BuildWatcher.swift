@@ -18,12 +18,14 @@ struct BuildWatcher {
     var client: CoordinatorClient
     var buildId: String
     var mode: Mode
+    /// Shows log lines, reasons and names as received, terminal control sequences included.
+    var raw = false
     /// Gives up after this many reconnections in a row that failed.
     var maxReconnects = 60
 
     /// Watches until the build is final; returns its final view.
     func run() async throws -> BuildView {
-        let display = WatchDisplay(mode: mode, build: try await client.build(id: buildId), client: client)
+        let display = WatchDisplay(mode: mode, raw: raw, build: try await client.build(id: buildId), client: client)
         await display.refreshAgents()
         await display.draw()
         let ticker: Task<Void, Never>? =
@@ -71,14 +73,16 @@ struct BuildWatcher {
 /// The state of one watch and its output; an actor so the ticker and the event stream take turns.
 actor WatchDisplay {
     let mode: BuildWatcher.Mode
+    let raw: Bool
     let client: CoordinatorClient
     private var progress: BuildProgress
     private var drawnLines = 0
     private var hinted: Set<String> = []
     private var agentsReadAt = Date.distantPast
 
-    init(mode: BuildWatcher.Mode, build: BuildView, client: CoordinatorClient) {
+    init(mode: BuildWatcher.Mode, raw: Bool, build: BuildView, client: CoordinatorClient) {
         self.mode = mode
+        self.raw = raw
         self.client = client
         self.progress = BuildProgress(build: build)
     }
@@ -92,7 +96,7 @@ actor WatchDisplay {
         case .json:
             Terminal.write(try APIJSON.line(event) + "\n")
         case .lines:
-            if let line = BuildRendering.line(for: event, build: progress.build) { Terminal.write(line + "\n") }
+            if let line = BuildRendering.line(for: event, build: progress.build) { Terminal.write(shown(line) + "\n") }
             if event.type != "job.log" { try await refresh() }
             printHints()
         case .table:
@@ -131,7 +135,7 @@ actor WatchDisplay {
         for job in progress.build.jobs {
             let key = "\(job.id)#\(job.attempts)"
             if let hint = progress.waitingHint(for: job) {
-                if hinted.insert(key).inserted { Terminal.write("[\(job.platform)] \(hint)\n") }
+                if hinted.insert(key).inserted { Terminal.write(shown("[\(job.platform)] \(hint)") + "\n") }
             } else if job.state != .queued {
                 hinted.remove(key)
             }
@@ -144,7 +148,7 @@ actor WatchDisplay {
         case .table:
             let lines = BuildRendering.table(progress, now: Date(), width: Terminal.columns - 1)
             var output = drawnLines > 0 ? "\u{1B}[\(drawnLines)F" : ""
-            for line in lines { output += "\u{1B}[2K" + line + "\n" }
+            for line in lines { output += "\u{1B}[2K" + shown(line) + "\n" }
             output += "\u{1B}[J"
             drawnLines = lines.count
             Terminal.write(output)
@@ -160,6 +164,11 @@ actor WatchDisplay {
             drawnLines = 0
         case .lines, .json: Terminal.writeError(message)
         }
+    }
+
+    /// Text from builds and agents as it may reach the terminal: without control sequences unless `raw`.
+    private func shown(_ text: String) -> String {
+        raw ? text : TerminalText.clean(text)
     }
 
     func finish() {

@@ -108,6 +108,17 @@ extension CoordinatorSettings {
             "",
             "# Seconds between retention runs; each deletes in transactions of at most 500 rows.",
             "retention_interval_seconds: \(retentionIntervalSeconds)",
+            "",
+            "# Connection limits against clients that hold connections without using them. A connection is closed when",
+            "# it has not sent a complete request head for idle_timeout_seconds (counted from its start or its last",
+            "# response; headers trickled byte by byte count as idle) or stalls a request body that long. Held polls",
+            "# and event streams are requests in progress, never idle. Default: \(defaults.idleTimeoutSeconds)",
+            "idle_timeout_seconds: \(idleTimeoutSeconds)",
+            "# Seconds a client has to finish the TLS handshake. Default: \(defaults.tlsHandshakeTimeoutSeconds)",
+            "tls_handshake_timeout_seconds: \(tlsHandshakeTimeoutSeconds)",
+            "# Most connections open at once; past it new connections wait in the kernel's accept queue (256) until",
+            "# one closes, and the kernel refuses connections beyond that. Default: \(defaults.maxConnections)",
+            "max_connections: \(maxConnections)",
         ]
         return lines.joined(separator: "\n") + "\n"
     }

@@ -62,6 +62,13 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var contextRetentionHours: Int
     /// Seconds between retention runs (the first runs a minute after start).
     public var retentionIntervalSeconds: Int
+    /// Seconds a connection may wait for a complete request head (from its start or its last response) or between
+    /// chunks of a request body before it is closed. Held polls and event streams are requests, never idle.
+    public var idleTimeoutSeconds: Int
+    /// Seconds a client has to finish the TLS handshake after connecting.
+    public var tlsHandshakeTimeoutSeconds: Int
+    /// The most connections open at once; past it new connections wait in the kernel's accept queue.
+    public var maxConnections: Int
 
     /// The built-in defaults.
     public static let defaults = CoordinatorSettings(
@@ -84,7 +91,10 @@ public struct CoordinatorSettings: Sendable, Equatable {
         registryCAs: [:],
         retentionDays: 30,
         contextRetentionHours: 24,
-        retentionIntervalSeconds: 600
+        retentionIntervalSeconds: 600,
+        idleTimeoutSeconds: 75,
+        tlsHandshakeTimeoutSeconds: 10,
+        maxConnections: 4096
     )
 
     /// What the retention service deletes, from ``retentionDays`` and ``contextRetentionHours`` (0 = never).
@@ -153,6 +163,9 @@ extension CoordinatorSettings {
         case retentionDays = "retention_days"
         case contextRetentionHours = "context_retention_hours"
         case retentionIntervalSeconds = "retention_interval_seconds"
+        case idleTimeoutSeconds = "idle_timeout_seconds"
+        case tlsHandshakeTimeoutSeconds = "tls_handshake_timeout_seconds"
+        case maxConnections = "max_connections"
 
         var yamlKey: String { rawValue }
         var environmentVariable: String { "MANIFOLD_" + rawValue.uppercased() }
@@ -175,6 +188,9 @@ extension CoordinatorSettings {
     static let retentionDaysRange = 0...36_500
     static let contextRetentionHoursRange = 0...876_000
     static let retentionIntervalRange = 10...86_400
+    static let idleTimeoutRange = 1...3_600
+    static let tlsHandshakeTimeoutRange = 1...300
+    static let maxConnectionsRange = 1...1_000_000
 }
 
 /// A value as it arrives from a source: YAML keeps lists and maps structured, env and flags give text.
@@ -477,6 +493,12 @@ extension CoordinatorSettings {
                     contextRetentionHoursRange, unit: "hours (0 keeps contexts forever)")
             case .retentionIntervalSeconds:
                 settings.retentionIntervalSeconds = try integer(retentionIntervalRange, unit: "seconds")
+            case .idleTimeoutSeconds:
+                settings.idleTimeoutSeconds = try integer(idleTimeoutRange, unit: "seconds")
+            case .tlsHandshakeTimeoutSeconds:
+                settings.tlsHandshakeTimeoutSeconds = try integer(tlsHandshakeTimeoutRange, unit: "seconds")
+            case .maxConnections:
+                settings.maxConnections = try integer(maxConnectionsRange, unit: "connections")
             }
             sources[key] = source
         }
