@@ -15,6 +15,10 @@ let package = Package(
         .library(name: "ManifoldCore", targets: ["ManifoldCore"]),
         .library(name: "ManifoldHTTP", targets: ["ManifoldHTTP"]),
         .library(name: "ManifoldRegistry", targets: ["ManifoldRegistry"]),
+        // For the libFuzzer targets in Fuzz/, a package of its own that depends on this one.
+        .library(name: "ManifoldArchive", targets: ["ManifoldArchive"]),
+        .library(name: "ManifoldAPI", targets: ["ManifoldAPI"]),
+        .library(name: "ManifoldCLI", targets: ["ManifoldCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

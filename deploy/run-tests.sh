@@ -8,7 +8,7 @@ cd "$root"
 bash deploy/testenv/install-deps.sh
 
 echo "==> swift format lint"
-swift format lint --strict --recursive Package.swift Sources Tests
+swift format lint --strict --recursive Package.swift Sources Tests Fuzz
 
 echo "==> swift build"
 swift build --build-tests
@@ -30,3 +30,8 @@ swift test --skip-build --filter EndToEndTests
 # its scenarios run one at a time and print their figures as `chaos: …` lines. Bounded to about ten minutes.
 echo "==> swift test: ChaosTests"
 swift test --skip-build --filter ChaosTests
+
+# libFuzzer targets for every parser of untrusted input (Fuzz/README.md), built with the address sanitizer in a
+# scratch directory of their own; 20 seconds each, failing on any finding.
+echo "==> fuzz"
+deploy/fuzz/run.sh 20

@@ -85,12 +85,6 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
                 input: string, part: .repository,
                 reason: "the repository name is missing; expected [registry/]repository[:tag][@digest]")
         }
-        if name.utf8.count > Self.maximumNameLength {
-            throw ImageReferenceError(
-                input: string, part: .repository,
-                reason: "the name is \(name.utf8.count) characters long; at most \(Self.maximumNameLength) are allowed")
-        }
-
         var registry = Self.dockerHubRegistry
         var repository = name
         if let slash = name.firstIndex(of: "/") {
@@ -104,6 +98,14 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         try Self.validateRepository(repository, input: string)
         if let tag { try Self.validateTag(tag, input: string) }
         self.init(validRegistry: registry, repository: repository, tag: tag, digest: digest)
+        // The limit applies to the normalised name, as in distribution/reference: a short Docker Hub name counts
+        // with its `docker.io/library/`, so whatever parses also prints back to a reference that parses.
+        if self.name.utf8.count > Self.maximumNameLength {
+            throw ImageReferenceError(
+                input: string, part: .repository,
+                reason: "the name \(self.name) is \(self.name.utf8.count) characters long; "
+                    + "at most \(Self.maximumNameLength) are allowed")
+        }
     }
 
     private init(validRegistry registry: String, repository: String, tag: String?, digest: Digest?) {

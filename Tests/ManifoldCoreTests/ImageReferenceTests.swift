@@ -179,8 +179,27 @@ import Testing
     }
 
     @Test func nameAtTheLengthLimitIsAccepted() throws {
-        let name = "a/" + String(repeating: "b", count: 253)
-        #expect(try ImageReference(parsing: name).repository == name)
+        let name = "ghcr.io/" + String(repeating: "b", count: 247)
+        #expect(try ImageReference(parsing: name).name == name)
+        let hub = String(repeating: "b", count: 255 - "docker.io/library/".count)
+        #expect(try ImageReference(parsing: hub).name.utf8.count == 255)
+    }
+
+    /// Found by Fuzz/fuzz-image-reference: a short Docker Hub name of 250 characters parsed, but its normalised form
+    /// `docker.io/library/…` (268 characters) did not parse back, and the component initialiser refused it.
+    @Test func lengthLimitCountsTheNormalisedDockerHubName() throws {
+        let short = String(repeating: "a", count: 250)
+        #expect {
+            try ImageReference(parsing: short)
+        } throws: { error in
+            guard let error = error as? ImageReferenceError else { return false }
+            return error.part == .repository && error.description.contains("268 characters long; at most 255")
+        }
+        // One below the limit, every printed form parses back to the same reference.
+        let reference = try ImageReference(parsing: String(repeating: "a", count: 237) + ":1.0")
+        #expect(try ImageReference(parsing: reference.description) == reference)
+        #expect(try ImageReference(parsing: reference.familiarDescription) == reference)
+        #expect(try ImageReference(registry: reference.registry, repository: reference.repository, tag: "1.0") == reference)
     }
 
     @Test func apiHostAndDockerHub() throws {
