@@ -83,7 +83,7 @@ import Testing
         #expect(failed.state == .failed, "\(failed)")
         let reason = try #require(failed.reason)
         #expect(!reason.contains("INTERNAL-SECRET-PAGE") && !reason.contains("<html"), "\(reason)")
-        #expect(reason.contains("HTTP 400") && reason.contains("text/html"), "\(reason)")
+        #expect(reason.contains("HTTP 400") && reason.contains("bytes, not a registry error document"), "\(reason)")
         await fixture.stop()
     }
 }
