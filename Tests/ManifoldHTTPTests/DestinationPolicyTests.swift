@@ -84,4 +84,15 @@ import Testing
         #expect(try await loopback.admit(URL(string: "https://127.0.0.1:5001/token")!) == [])
         #expect(await refusal(loopback, "http://127.0.0.1:5001/token")?.contains("not HTTPS") == true)
     }
+
+    @Test func aRegistryOnlyAProxyCanResolveIsStillReachedButWhatItPointsAtMustResolve() async throws {
+        let policy = DestinationPolicy(trustedOrigin: URL(string: "https://proxied.example")!, resolver: Self.resolver)
+        #expect(try await policy.admit(URL(string: "https://proxied.example/v2/")!) == [])
+        await #expect {
+            _ = try await policy.admit(URL(string: "https://unknown.example/token")!)
+        } throws: { error in
+            guard case HTTPClientError.connect(_, let message) = error else { return false }
+            return message.contains("unknown.example could not be resolved")
+        }
+    }
 }

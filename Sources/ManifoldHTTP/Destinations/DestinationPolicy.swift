@@ -43,14 +43,18 @@ public struct DestinationPolicy: Sendable {
         guard let host = url.host, !host.isEmpty, let scheme = url.scheme?.lowercased() else {
             throw HTTPClientError.destinationRefused(url: url.absoluteString, reason: "the URL has no scheme or host")
         }
+        let trusted = HTTPClient.origin(of: url) == HTTPClient.origin(of: trustedOrigin)
         let addresses: [IPAddress]
         do {
             addresses = try await resolver.addresses(of: host)
         } catch let error as HostResolutionError {
+            // The registry itself is trusted as configured: where only an HTTP proxy can resolve its name, the proxy
+            // does. Anything else must resolve here, or it cannot be checked.
+            if trusted { return [] }
             throw HTTPClientError.connect(url: url.absoluteString, message: error.description)
         }
         let pins = IPAddress(host) == nil ? addresses : []
-        if HTTPClient.origin(of: url) == HTTPClient.origin(of: trustedOrigin) { return pins }
+        if trusted { return pins }
 
         if scheme != "https" && !(scheme == "http" && allowsPlainHTTP) {
             throw HTTPClientError.destinationRefused(
