@@ -97,8 +97,12 @@ public struct Coordinator: Sendable {
                     LeaseReaper(
                         store: store, notifier: notifier, metrics: metrics, startupGrace: .seconds(settings.leaseTTLSeconds),
                         logger: logger),
-                    Verifier(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
-                    Publisher(store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger),
+                    Verifier(
+                        store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
+                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds)),
+                    Publisher(
+                        store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
+                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds)),
                     RetentionService(
                         store: store, policy: settings.retentionPolicy, contexts: ContextDirectory(state.contexts),
                         metrics: metrics, interval: .seconds(settings.retentionIntervalSeconds),
@@ -116,7 +120,9 @@ public struct Coordinator: Sendable {
         for (host, file) in settings.registryCAs { caFiles[host, default: []].append(file) }
         return RegistryConfiguration(
             plainHTTPHosts: Set(settings.insecureRegistries), caFiles: caFiles,
-            credentials: DockerConfig(file: state.dockerConfigDirectory.appendingPathComponent("config.json")))
+            credentials: DockerConfig(file: state.dockerConfigDirectory.appendingPathComponent("config.json")),
+            allowedRegistries: settings.allowedRegistries, allowedRegistriesSetting: "allowed_registries",
+            limits: AssemblyLimits(maxCopiedBytes: settings.maxCopiedBytesPerBuild))
     }
 
     /// Renders a per-platform tag. Windows images of different OS builds need different tags, so the build

@@ -54,15 +54,16 @@ public final class HTTPClient: Sendable {
     /// Like `execute`, but writes a 2xx body to `file` (created or truncated) and returns an empty body.
     ///
     /// The body of any other status (an error document) is returned in memory instead, up to a megabyte,
-    /// and `file` is left empty.
-    public func download(_ request: HTTPRequest, to file: URL) async throws -> HTTPResponse {
+    /// and `file` is left empty. A body longer than `maxBodySize` fails with `responseTooLarge` once the limit
+    /// is passed (what arrived stays in `file`).
+    public func download(_ request: HTTPRequest, to file: URL, maxBodySize: Int64? = nil) async throws -> HTTPResponse {
         guard FileManager.default.createFile(atPath: file.path, contents: nil),
             let handle = try? FileHandle(forWritingTo: file)
         else {
             throw HTTPClientError.invalidRequest("cannot create \(file.path) to download \(URLRedaction.display(request.url))")
         }
         defer { try? handle.close() }
-        let outcome = try await perform(request, sink: .file(handle))
+        let outcome = try await perform(request, sink: .file(handle, limit: maxBodySize))
         try? handle.synchronize()
         return HTTPResponse(
             status: outcome.head.status, headers: outcome.head.headers, body: outcome.body, url: outcome.head.url,
@@ -94,9 +95,10 @@ public final class HTTPClient: Sendable {
         var redirects = 0
         while true {
             if Task.isCancelled { throw HTTPClientError.cancelled }
+            let pinned = try await original.destinationPolicy?.admit(request.url) ?? []
             let transfer = CurlTransfer(
                 request: request, configuration: configuration, sink: sink,
-                followsRedirects: configuration.maxRedirects > 0, loop: loop)
+                followsRedirects: maxRedirects(for: original) > 0, pinnedAddresses: pinned, loop: loop)
             logger.debug(
                 "HTTP request", metadata: ["method": "\(request.method)", "url": "\(URLRedaction.display(request.url))"])
             logger.trace(
@@ -112,15 +114,20 @@ public final class HTTPClient: Sendable {
             logger.debug(
                 "HTTP response",
                 metadata: ["url": "\(URLRedaction.display(request.url))", "status": "\(outcome.head.status)"])
-            guard configuration.maxRedirects > 0, let next = redirect(from: request, head: outcome.head) else {
+            guard maxRedirects(for: original) > 0, let next = redirect(from: request, head: outcome.head) else {
                 return (outcome, transfer)
             }
             redirects += 1
-            guard redirects <= configuration.maxRedirects else {
+            guard redirects <= maxRedirects(for: original) else {
                 throw HTTPClientError.tooManyRedirects(url: next.url.absoluteString)
             }
             request = next
         }
+    }
+
+    /// The client's redirect limit, lowered by the request's destination policy.
+    private func maxRedirects(for request: HTTPRequest) -> Int {
+        min(configuration.maxRedirects, request.destinationPolicy?.maxRedirects ?? .max)
     }
 
     /// The request to send after a redirect response, or nil when `head` is not one to follow.
@@ -145,7 +152,8 @@ public final class HTTPClient: Sendable {
         return next
     }
 
-    static func origin(of url: URL) -> String {
+    /// `scheme://host:port` with the default port filled in: two URLs with the same origin reach the same server.
+    public static func origin(of url: URL) -> String {
         let scheme = url.scheme?.lowercased() ?? ""
         let port = url.port ?? (scheme == "https" ? 443 : 80)
         return "\(scheme)://\(url.host?.lowercased() ?? ""):\(port)"

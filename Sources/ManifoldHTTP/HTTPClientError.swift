@@ -14,6 +14,8 @@ public enum HTTPClientError: Error, CustomStringConvertible, Equatable {
     case responseTooLarge(url: String, limit: Int)
     case invalidRequest(String)
     case shutDown
+    /// A `DestinationPolicy` refused the URL (a hop of the request) before any connection to it.
+    case destinationRefused(url: String, reason: String)
 
     public var description: String {
         let shown: (String) -> String = URLRedaction.display
@@ -37,6 +39,8 @@ public enum HTTPClientError: Error, CustomStringConvertible, Equatable {
             return "Invalid request: \(message)."
         case .shutDown:
             return "The HTTP client was shut down before the request completed."
+        case .destinationRefused(let url, let reason):
+            return "Refused to contact \(shown(url)): \(reason)."
         }
     }
 
@@ -44,7 +48,8 @@ public enum HTTPClientError: Error, CustomStringConvertible, Equatable {
     public var isRetryable: Bool {
         switch self {
         case .timedOut, .connect, .transport: return true
-        case .cancelled, .tls, .tooManyRedirects, .responseTooLarge, .invalidRequest, .shutDown: return false
+        case .cancelled, .tls, .tooManyRedirects, .responseTooLarge, .invalidRequest, .shutDown, .destinationRefused:
+            return false
         }
     }
 }

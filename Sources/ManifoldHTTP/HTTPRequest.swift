@@ -24,6 +24,9 @@ public struct HTTPRequest: Sendable {
     /// and `HTTPRequest.unlimited` sets no total limit at all, for blob transfers and long-lived streams
     /// whose length depends on their size. The client's `stallTimeout` still applies either way.
     public var timeout: Duration?
+    /// Checks the URL before the first connection and before each redirect hop, and pins connections to the
+    /// addresses it checked; nil contacts whatever the URL and its redirects name.
+    public var destinationPolicy: DestinationPolicy?
 
     /// A `timeout` meaning "no total limit": the request runs as long as data keeps moving
     /// (see `HTTPClientConfiguration.stallTimeout`).
@@ -34,8 +37,10 @@ public struct HTTPRequest: Sendable {
     public static let unlimited: Duration = .zero
 
     public init(
-        method: String = "GET", url: URL, headers: HTTPHeaders = [:], body: Body = .none, timeout: Duration? = nil
+        method: String = "GET", url: URL, headers: HTTPHeaders = [:], body: Body = .none, timeout: Duration? = nil,
+        destinationPolicy: DestinationPolicy? = nil
     ) {
+        self.destinationPolicy = destinationPolicy
         self.method = method
         self.url = url
         self.headers = headers

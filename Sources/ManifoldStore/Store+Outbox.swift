@@ -83,10 +83,16 @@ extension Store {
             partial: (row["partial"] as Int) != 0, attempts: row["attempts"])
     }
 
-    /// The next time a pending publication becomes due (after a backoff), if any.
-    public func nextPublicationTime() async throws -> Date? {
-        try await database.read { db in
-            Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state IN ('pending', 'pushing')"))
+    /// The next time a pending publication becomes due (after a backoff), if any, leaving out the rows `excluding`
+    /// names: a caller already handling those (running them, or waiting for room) must not be woken again by them.
+    public func nextPublicationTime(excluding: Set<Int64> = []) async throws -> Date? {
+        let ids = excluding.sorted()
+        return try await database.read { db in
+            let filter = ids.isEmpty ? "" : " AND id NOT IN (\(ids.map { _ in "?" }.joined(separator: ",")))"
+            return Store.date(
+                try Double.fetchOne(
+                    db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state IN ('pending', 'pushing')" + filter,
+                    arguments: StatementArguments(ids)))
         }
     }
 

@@ -45,7 +45,7 @@ public final class TestRegistry: Sendable {
     public let readOnlyPassword: String?
     /// The token server of `token` mode; its output is one JSON line per request (see `tokenRequests()`).
     public let tokenServer: ManagedProcess?
-    /// `http://127.0.0.1:TOKENPORT/token` in `token` mode.
+    /// `https://127.0.0.1:TOKENPORT/token` in `token` mode (same certificates as the registry).
     public let tokenRealm: URL?
     /// The scratch directory: `data/`, `config.yml`, certificates and logs. Removed when the
     /// registry is deallocated unless `MANIFOLD_KEEP_TEST_DIRS` is set.
@@ -139,9 +139,10 @@ public final class TestRegistry: Sendable {
             let tokenPort = try Loopback.freePort()
             let server = try TokenServer.start(
                 port: tokenPort, signingKey: signer, users: [credentials!], readOnlyUsers: [readOnly!],
-                expiresIn: tokenExpiresIn, logDirectory: directory)
+                expiresIn: tokenExpiresIn, tls: certs, logDirectory: directory)
             tokenServer = server
-            tokenRealm = URL(string: "http://127.0.0.1:\(tokenPort)/token")!
+            // HTTPS like the registry: clients refuse a realm that leaves HTTPS.
+            tokenRealm = URL(string: "https://127.0.0.1:\(tokenPort)/token")!
             auth = """
                 auth:
                   token:

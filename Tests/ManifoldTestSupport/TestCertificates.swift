@@ -12,7 +12,7 @@ public struct TestCertificates: Sendable {
     public var clientKey: URL { directory.appendingPathComponent("client.key") }
 
     /// Generates the CA and leaf certificates in `directory` (created if needed).
-    /// The server certificate names `127.0.0.1`, `::1` and `localhost`.
+    /// The server certificate names `127.0.0.1`, `127.0.0.2` (a second loopback "host"), `::1` and `localhost`.
     public static func generate(in directory: URL, commonName: String = "Manifold Test CA") throws -> TestCertificates {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let certs = TestCertificates(directory: directory)
@@ -28,7 +28,7 @@ public struct TestCertificates: Sendable {
         try issue(
             certs: certs, name: "server", certificate: certs.serverCertificate, key: certs.serverKey, directory: d,
             extensions:
-                "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+                "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
         )
         try issue(
             certs: certs, name: "client", certificate: certs.clientCertificate, key: certs.clientKey, directory: d,

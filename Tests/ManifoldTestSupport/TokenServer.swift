@@ -43,11 +43,11 @@ public enum TokenServer {
         public let granted: [Access]
     }
 
-    /// Starts the token server on 127.0.0.1:`port` and waits until it listens.
-    /// `expiresIn` 0 leaves `expires_in` out of the response (60-second tokens).
+    /// Starts the token server on 127.0.0.1:`port` and waits until it listens; over HTTPS with `tls`'s server
+    /// certificate when given. `expiresIn` 0 leaves `expires_in` out of the response (60-second tokens).
     public static func start(
         port: Int, signingKey: TokenSigningKey, users: [(String, String)], readOnlyUsers: [(String, String)] = [],
-        expiresIn: Int = 300, logDirectory: URL
+        expiresIn: Int = 300, tls: TestCertificates? = nil, logDirectory: URL
     ) throws -> ManagedProcess {
         var arguments = [
             try TestEnvironmentScripts.path("token_server.py"), "--port", "\(port)", "--key", signingKey.key.path,
@@ -56,6 +56,7 @@ public enum TokenServer {
         ]
         for (user, password) in users { arguments += ["--user", "\(user):\(password)"] }
         for (user, password) in readOnlyUsers { arguments += ["--readonly-user", "\(user):\(password)"] }
+        if let tls { arguments += ["--tls-cert", tls.serverCertificate.path, "--tls-key", tls.serverKey.path] }
         let process = try ManagedProcess(
             name: "token-server", executable: "python3", arguments: ["-u"] + arguments, logDirectory: logDirectory)
         do {

@@ -79,8 +79,10 @@ start() {
         token)
             generate_token_key "$DIR"
             local token_port="${TOKEN_PORT:-$((port + 1))}"
-            auth="auth: {token: {realm: http://127.0.0.1:$token_port/token, service: $SERVICE, issuer: $ISSUER, rootcertbundle: $DIR/token.crt}}"
+            # HTTPS with the registry's certificate: Manifold refuses a realm that leaves HTTPS.
+            auth="auth: {token: {realm: https://127.0.0.1:$token_port/token, service: $SERVICE, issuer: $ISSUER, rootcertbundle: $DIR/token.crt}}"
             python3 "$HERE/token_server.py" --port "$token_port" --key "$DIR/token.key" --cert "$DIR/token.crt" \
+                --tls-cert "$DIR/server.crt" --tls-key "$DIR/server.key" \
                 --issuer "$ISSUER" --service "$SERVICE" --user "$USERNAME:$PASSWORD" \
                 --readonly-user reader:reader-password >"$DIR/token-server.log" 2>&1 &
             echo $! >"$DIR/token.pid"

@@ -2,7 +2,8 @@
 """A Docker registry token server for tests (the "token" auth flow of CNCF distribution).
 
     token_server.py --port 5001 --key token.key --cert token.crt \
-        --issuer manifold-test-issuer --user manifold:secret [--readonly-user reader:pw] [--expires-in 300]
+        --issuer manifold-test-issuer --user manifold:secret [--readonly-user reader:pw] [--expires-in 300] \
+        [--tls-cert server.crt --tls-key server.key]
 
 GET /token?service=S&scope=repository:NAME:pull,push&scope=...  with optional Basic credentials
 returns {"token", "access_token", "expires_in", "issued_at"}. The JWT is RS256, signed by piping the
@@ -242,6 +243,8 @@ def main():
     parser.add_argument("--readonly-user", action="append", default=[], metavar="USER[:PASSWORD]",
                         help="a pull-only user (USER:PASSWORD defines it, USER restricts one given with --user)")
     parser.add_argument("--expires-in", type=int, default=300, help="token lifetime in seconds; 0 omits expires_in (60 s tokens)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) instead of plain HTTP")
+    parser.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
     args = parser.parse_args()
 
     if args.host not in ("127.0.0.1", "::1", "localhost"):
@@ -262,7 +265,13 @@ def main():
 
     issuer = TokenIssuer(args.key, args.cert, args.issuer, args.expires_in)
     server = Server((args.host, args.port), issuer, users, readonly, args.service)
-    print(json.dumps({"listening": f"http://{args.host}:{args.port}/token"}), flush=True)
+    scheme = "http"
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print(json.dumps({"listening": f"{scheme}://{args.host}:{args.port}/token"}), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

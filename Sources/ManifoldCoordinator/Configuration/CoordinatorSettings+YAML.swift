@@ -95,6 +95,18 @@ extension CoordinatorSettings {
         }
         lines += [
             "",
+            "# Verifications and list pushes run concurrently, at most this many at once against one registry, each",
+            "# cancelled and retried later after registry_deadline_seconds, so a registry that does not answer never",
+            "# holds up builds on other registries. Allow enough time to copy max_copied_bytes_per_build.",
+            "registry_concurrency: \(registryConcurrency)",
+            "registry_deadline_seconds: \(registryDeadlineSeconds)",
+            "",
+            "# Most blob bytes one verification or list push copies through the coordinator from another registry",
+            "# (default \(defaults.maxCopiedBytesPerBuild), 10 GiB); a larger copy fails with a message saying so.",
+            "max_copied_bytes_per_build: \(maxCopiedBytesPerBuild)",
+        ]
+        lines += [
+            "",
             "# Retention, so the state directory does not grow forever. A finished build's logs and events are",
             "# deleted retention_days after it finished (one build.pruned event says so; the build's state, digests",
             "# and list stay), an attempt's log retention_days after the attempt ended. 0 keeps them forever.",

@@ -54,6 +54,12 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var insecureRegistries: [String]
     /// Extra CA certificates (PEM file paths) trusted for a registry host.
     public var registryCAs: [String: String]
+    /// How many verifications, and separately how many publications, run at once against one registry.
+    public var registryConcurrency: Int
+    /// The longest one verification or publication may take before it is cancelled and tried again later.
+    public var registryDeadlineSeconds: Int
+    /// The most blob bytes one verification or publication copies through the coordinator from another registry.
+    public var maxCopiedBytesPerBuild: Int64
     /// Days a finished build's logs and events are kept (an attempt's log: days after the attempt ended);
     /// 0 keeps them forever. The build's result (state, digests, list) is always kept.
     public var retentionDays: Int
@@ -89,6 +95,9 @@ public struct CoordinatorSettings: Sendable, Equatable {
         allowedRegistries: [],
         insecureRegistries: [],
         registryCAs: [:],
+        registryConcurrency: 4,
+        registryDeadlineSeconds: 600,
+        maxCopiedBytesPerBuild: 10 << 30,
         retentionDays: 30,
         contextRetentionHours: 24,
         retentionIntervalSeconds: 600,
@@ -160,6 +169,9 @@ extension CoordinatorSettings {
         case allowedRegistries = "allowed_registries"
         case insecureRegistries = "insecure_registries"
         case registryCAs = "registry_cas"
+        case registryConcurrency = "registry_concurrency"
+        case registryDeadlineSeconds = "registry_deadline_seconds"
+        case maxCopiedBytesPerBuild = "max_copied_bytes_per_build"
         case retentionDays = "retention_days"
         case contextRetentionHours = "context_retention_hours"
         case retentionIntervalSeconds = "retention_interval_seconds"
@@ -186,6 +198,9 @@ extension CoordinatorSettings {
     static let logBytesRange: ClosedRange<Int64> = 65_536...(16 << 30)
     static let contextRange: ClosedRange<Int64> = (1 << 20)...(1 << 40)
     static let retentionDaysRange = 0...36_500
+    static let registryConcurrencyRange = 1...64
+    static let registryDeadlineRange = 10...86_400
+    static let copiedBytesRange: ClosedRange<Int64> = (1 << 20)...(1 << 44)
     static let contextRetentionHoursRange = 0...876_000
     static let retentionIntervalRange = 10...86_400
     static let idleTimeoutRange = 1...3_600
@@ -486,6 +501,16 @@ extension CoordinatorSettings {
                     result[host] = file
                 }
                 settings.registryCAs = result
+            case .registryConcurrency:
+                settings.registryConcurrency = try integer(registryConcurrencyRange, unit: "requests per registry")
+            case .registryDeadlineSeconds:
+                settings.registryDeadlineSeconds = try integer(registryDeadlineRange, unit: "seconds")
+            case .maxCopiedBytesPerBuild:
+                let expected = "a whole number of bytes from \(copiedBytesRange.lowerBound) to \(copiedBytesRange.upperBound)"
+                guard let value = Int64(try text(expected).trimmingCharacters(in: .whitespaces)),
+                    copiedBytesRange.contains(value)
+                else { throw invalid(expected) }
+                settings.maxCopiedBytesPerBuild = value
             case .retentionDays:
                 settings.retentionDays = try integer(retentionDaysRange, unit: "days (0 keeps logs and events forever)")
             case .contextRetentionHours:

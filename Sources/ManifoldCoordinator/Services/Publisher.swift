@@ -14,9 +14,16 @@ public struct Publisher: Service {
     let notifier: WorkNotifier
     let metrics: CoordinatorMetrics
     let logger: Logger
+    /// The longest one publication's registry work may take before it is cancelled and retried later.
+    let itemDeadline: Duration
+    private let lanes: RegistryLanes
 
-    public init(store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger)
-    {
+    public init(
+        store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600)
+    ) {
+        self.lanes = RegistryLanes(perRegistry: perRegistry)
+        self.itemDeadline = itemDeadline
         self.store = store
         self.registries = registries
         self.notifier = notifier
@@ -27,37 +34,57 @@ public struct Publisher: Service {
     public func run() async throws {
         let backoff = RecordingBackoff()
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let generation = notifier.generation(of: .publication)
-                let due: DuePublications
-                do {
-                    due = try await store.duePublications()
-                } catch {
-                    logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
-                    await notifier.wait(for: .publication, after: generation, until: .now + .seconds(5))
-                    continue
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    let generation = notifier.generation(of: .publication)
+                    let due: DuePublications
+                    do {
+                        due = try await store.duePublications()
+                    } catch {
+                        logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
+                        await notifier.wait(for: .publication, after: generation, until: .now + .seconds(5))
+                        continue
+                    }
+                    for bad in due.unreadable {
+                        // A row that cannot be read never stalls the rows behind it.
+                        logger.error(
+                            "an outbox row cannot be read; failing it",
+                            metadata: ["row": "\(bad.id)", "build": "\(bad.buildId)", "error": "\(bad.error)"])
+                        try? await store.publicationFailed(
+                            id: bad.id, error: "the coordinator cannot read this publishing record: \(bad.error)",
+                            retryable: false)
+                    }
+                    for publication in due.ready where backoff.isDue(publication.id) {
+                        if Task.isCancelled { return }
+                        // Each row runs on its own, bounded per registry, so a registry that does not answer holds up
+                        // only its own lists. Rows of one image stay one at a time and in row order: the tag claims
+                        // and pushes of two builds must not interleave.
+                        let key = "\(publication.id)"
+                        guard lanes.start(item: key, registries: Self.registries(of: publication), serialKey: publication.image)
+                        else { continue }
+                        group.addTask {
+                            await publish(publication, backoff: backoff)
+                            lanes.finish(item: key)
+                            notifier.notify(.publication)
+                        }
+                    }
+                    var deadline = ContinuousClock.now + .seconds(30)
+                    // Due rows are running, waiting for room (their finish notifies), or in `backoff`: only later rows count.
+                    if let next = try? await store.nextPublicationTime(excluding: Set(due.ready.map(\.id))) {
+                        let delay = max(0.05, next.timeIntervalSinceNow)
+                        deadline = min(deadline, .now + .milliseconds(Int64(delay * 1000)))
+                    }
+                    if let next = backoff.next() { deadline = max(min(deadline, next), .now + .milliseconds(50)) }
+                    await notifier.wait(for: .publication, after: generation, until: deadline)
                 }
-                for bad in due.unreadable {
-                    // A row that cannot be read never stalls the rows behind it.
-                    logger.error(
-                        "an outbox row cannot be read; failing it",
-                        metadata: ["row": "\(bad.id)", "build": "\(bad.buildId)", "error": "\(bad.error)"])
-                    try? await store.publicationFailed(
-                        id: bad.id, error: "the coordinator cannot read this publishing record: \(bad.error)", retryable: false)
-                }
-                for publication in due.ready where backoff.isDue(publication.id) {
-                    if Task.isCancelled { return }
-                    await publish(publication, backoff: backoff)
-                }
-                var deadline = ContinuousClock.now + .seconds(30)
-                if let next = try? await store.nextPublicationTime() {
-                    let delay = max(0.05, next.timeIntervalSinceNow)
-                    deadline = min(deadline, .now + .milliseconds(Int64(delay * 1000)))
-                }
-                if let next = backoff.next() { deadline = max(min(deadline, next), .now + .milliseconds(50)) }
-                await notifier.wait(for: .publication, after: generation, until: deadline)
             }
         }
+    }
+
+    /// The registries a publication talks to: the list's and those its children are copied from.
+    static func registries(of publication: Publication) -> Set<String> {
+        let names = [publication.image] + publication.children.map(\.imageReference)
+        return Set(names.map { text in (try? ImageReference(parsing: text))?.registry ?? text })
     }
 
     /// The publisher's own backoff for rows whose outcome could not be recorded (the database refused the write):
@@ -95,13 +122,15 @@ public struct Publisher: Service {
                     expectedPlatform: child.platform)
             }
             let assembler = ManifestListAssembler(registries: registries, logger: logger)
-            let plan = try await assembler.plan(AssemblyRequest(target: target, tags: publication.tags, sources: sources))
-            // Re-checked right before the first tag moves: a cancel or a retry since the row was read, or a tag a
-            // later build holds, stops the push there.
-            let result = try await assembler.publish(plan) { tags in
-                switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags) {
-                case .push(let claimed): return claimed
-                case .abandon(let reason): throw PublicationAbandoned(reason: reason)
+            let result = try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: publication)) {
+                let plan = try await assembler.plan(AssemblyRequest(target: target, tags: publication.tags, sources: sources))
+                // Re-checked right before the first tag moves: a cancel or a retry since the row was read, or a tag a
+                // later build holds, stops the push there.
+                return try await assembler.publish(plan) { tags in
+                    switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags) {
+                    case .push(let claimed): return claimed
+                    case .abandon(let reason): throw PublicationAbandoned(reason: reason)
+                    }
                 }
             }
             try await recordOutcome(publication, backoff: backoff) {
@@ -181,6 +210,7 @@ extension RegistryError {
     var isRetryableForPublishing: Bool {
         switch self {
         case .unexpectedStatus(_, _, let status, _, _): return status == 408 || status == 429 || status >= 500
+        case .transport(.destinationRefused, _): return false
         case .tokenRequestFailed, .transport: return true
         default: return false
         }

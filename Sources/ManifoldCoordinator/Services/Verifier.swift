@@ -23,7 +23,10 @@ public struct Verifier: Service {
     let retryDelay: Duration
     let maxRetryDelay: Duration
     let giveUpAfter: Duration
+    /// The longest one report's registry work may take before it is cancelled and tried again later.
+    let itemDeadline: Duration
     private let postponed = Postponements()
+    private let lanes: RegistryLanes
 
     /// Checks the registry could not answer yet, by attempt epoch (memory only: a restart checks at once).
     final class Postponements: Sendable {
@@ -39,8 +42,11 @@ public struct Verifier: Service {
 
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
-        retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900)
+        retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900),
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600)
     ) {
+        self.lanes = RegistryLanes(perRegistry: perRegistry)
+        self.itemDeadline = itemDeadline
         self.store = store
         self.registries = registries
         self.notifier = notifier
@@ -53,39 +59,63 @@ public struct Verifier: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let generation = notifier.generation(of: .verification)
-                let due: DueVerifications
-                do {
-                    due = try await store.pendingVerifications()
-                } catch {
-                    logger.error("reading the reports to verify failed", metadata: ["error": "\(error)"])
-                    await notifier.wait(for: .verification, after: generation, until: .now + .seconds(5))
-                    continue
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    let generation = notifier.generation(of: .verification)
+                    let due: DueVerifications
+                    do {
+                        due = try await store.pendingVerifications()
+                    } catch {
+                        logger.error("reading the reports to verify failed", metadata: ["error": "\(error)"])
+                        await notifier.wait(for: .verification, after: generation, until: .now + .seconds(5))
+                        continue
+                    }
+                    for bad in due.unreadable {
+                        // A report that cannot be read fails its attempt; it never stalls the reports behind it.
+                        logger.error(
+                            "a report cannot be read; failing its attempt",
+                            metadata: ["job": "\(bad.jobId)", "error": "\(bad.error)"])
+                        try? await store.recordVerification(
+                            jobId: bad.jobId, epoch: bad.epoch,
+                            outcome: .rejected(reason: "the coordinator cannot read this report: \(bad.error)"))
+                    }
+                    let pending = due.ready
+                    let now = ContinuousClock.now
+                    for item in pending where (postponed.withLock { $0[item.epoch]?.nextTry }).map({ $0 <= now }) ?? true {
+                        if Task.isCancelled { return }
+                        // Each report runs on its own, bounded per registry: a registry that does not answer holds
+                        // up only the reports that need it. Reports for the same child tag stay one at a time, in
+                        // order, as the tag's claim-then-push relies on.
+                        let key = "\(item.epoch)"
+                        guard
+                            lanes.start(
+                                item: key, registries: Self.registries(of: item), serialKey: "\(item.image)|\(item.childTag)")
+                        else { continue }
+                        group.addTask {
+                            await verify(item)
+                            lanes.finish(item: key)
+                            notifier.notify(.verification)
+                        }
+                    }
+                    let live = Set(pending.map(\.epoch))
+                    // Reports due already are running or waiting for room (a finishing check notifies): only later
+                    // retries set the wake-up time.
+                    let next = postponed.withLock { table -> ContinuousClock.Instant? in
+                        table = table.filter { live.contains($0.key) }
+                        return table.values.map(\.nextTry).filter { $0 > now }.min()
+                    }
+                    await notifier.wait(for: .verification, after: generation, until: next ?? .now + .seconds(30))
                 }
-                for bad in due.unreadable {
-                    // A report that cannot be read fails its attempt; it never stalls the reports behind it.
-                    logger.error(
-                        "a report cannot be read; failing its attempt",
-                        metadata: ["job": "\(bad.jobId)", "error": "\(bad.error)"])
-                    try? await store.recordVerification(
-                        jobId: bad.jobId, epoch: bad.epoch,
-                        outcome: .rejected(reason: "the coordinator cannot read this report: \(bad.error)"))
-                }
-                let pending = due.ready
-                let now = ContinuousClock.now
-                for item in pending where (postponed.withLock { $0[item.epoch]?.nextTry }).map({ $0 <= now }) ?? true {
-                    if Task.isCancelled { return }
-                    await verify(item)
-                }
-                let live = Set(pending.map(\.epoch))
-                let next = postponed.withLock { table -> ContinuousClock.Instant? in
-                    table = table.filter { live.contains($0.key) }
-                    return table.values.map(\.nextTry).min()
-                }
-                await notifier.wait(for: .verification, after: generation, until: next ?? .now + .seconds(30))
             }
         }
+    }
+
+    /// The registries a report's check talks to: the build's and the one the agent pushed to.
+    static func registries(of pending: PendingVerification) -> Set<String> {
+        let names = [pending.image, pending.imageReference].map { text in
+            (try? ImageReference(parsing: text))?.registry ?? text
+        }
+        return Set(names)
     }
 
     func verify(_ pending: PendingVerification) async {
@@ -93,7 +123,9 @@ public struct Verifier: Service {
         let outcome: VerificationOutcome
         var canonical: String? = nil
         do {
-            canonical = try await check(pending)
+            canonical = try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
+                try await check(pending)
+            }
             outcome = .verified
         } catch let error as AssemblyError {
             outcome = .rejected(reason: error.description)
@@ -105,7 +137,11 @@ public struct Verifier: Service {
                 // Proven present by a HEAD: the 404 was a race with another push, not a verdict.
                 guard let reason = await postpone(pending, error: error) else { return }
                 outcome = .rejected(reason: reason)
-            case .notFound, .digestMismatch, .protocolViolation, .tooLarge:
+            case .notFound, .digestMismatch, .protocolViolation, .tooLarge, .registryNotAllowed, .tooManyIndexEntries,
+                .copyLimitExceeded:
+                outcome = .rejected(reason: error.description)
+            case .transport(.destinationRefused, _):
+                // A realm or redirect the rules refuse stays refused; waiting would not change it.
                 outcome = .rejected(reason: error.description)
             default:
                 guard let reason = await postpone(pending, error: error) else { return }
@@ -138,8 +174,9 @@ public struct Verifier: Service {
             AssemblyRequest(
                 target: target, tags: ["verify"],
                 sources: [AssemblySource(reference: source, expectedPlatform: pending.platform)]))
+        let budget = CopyBudget(limit: registries.configuration.limits.maxCopiedBytes)
         for child in plan.children {
-            _ = try await assembler.copyIfNeeded(child, into: target)
+            _ = try await assembler.copyIfNeeded(child, into: target, budget: budget)
         }
         let destination = try registries.client(for: target.registry)
         let sameRepository = reported.registry == target.registry && reported.repository == target.repository

@@ -5,8 +5,9 @@ import Foundation
 enum BodySink: Sendable {
     /// Keep the body in memory, failing beyond `limit` bytes.
     case collect(limit: Int)
-    /// Write a 2xx body to the file; keep other bodies (error documents) in memory, up to a megabyte.
-    case file(FileHandle)
+    /// Write a 2xx body to the file, failing beyond `limit` bytes when given; keep other bodies (error documents)
+    /// in memory, up to a megabyte.
+    case file(FileHandle, limit: Int64?)
     /// Hand the body to a consumer chunk by chunk, pausing the transfer while the consumer lags.
     case stream
 }
@@ -40,12 +41,15 @@ final class CurlTransfer: @unchecked Sendable {
     let sink: BodySink
     /// Whether a redirect response's body is thrown away because the client will follow it.
     let followsRedirects: Bool
+    /// The addresses the connection must use (CURLOPT_RESOLVE); empty lets libcurl resolve the host.
+    let pinnedAddresses: [IPAddress]
     private let loop: CurlEventLoop
     var urlString: String { request.url.absoluteString }
 
     // Loop thread only.
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var resolveList: UnsafeMutablePointer<curl_slist>?
     private let errorBuffer: UnsafeMutablePointer<CChar>
     private var upload: UploadSource?
     private var status = 0
@@ -53,6 +57,7 @@ final class CurlTransfer: @unchecked Sendable {
     private var head: ResponseHead?
     private var discardBody = false
     private var collected = Data()
+    private var written: Int64 = 0
     private var failure: HTTPClientError?
 
     private struct Shared {
@@ -70,8 +75,9 @@ final class CurlTransfer: @unchecked Sendable {
 
     init(
         request: HTTPRequest, configuration: HTTPClientConfiguration, sink: BodySink, followsRedirects: Bool,
-        loop: CurlEventLoop
+        pinnedAddresses: [IPAddress] = [], loop: CurlEventLoop
     ) {
+        self.pinnedAddresses = pinnedAddresses
         self.request = request
         self.configuration = configuration
         self.sink = sink
@@ -219,6 +225,14 @@ final class CurlTransfer: @unchecked Sendable {
         results += try configureMethodAndBody(options, userdata: me)
         headerList = makeHeaderList()
         results.append(manifold_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList))
+        if !pinnedAddresses.isEmpty, let host = request.url.host {
+            // HOST:PORT:ADDR[,ADDR]: libcurl connects to these addresses instead of resolving the name again.
+            let scheme = request.url.scheme?.lowercased()
+            let port = request.url.port ?? (scheme == "https" ? 443 : 80)
+            let addresses = pinnedAddresses.map { $0.isIPv6 ? "[\($0)]" : "\($0)" }.joined(separator: ",")
+            resolveList = curl_slist_append(nil, "\(host):\(port):\(addresses)")
+            results.append(manifold_curl_easy_setopt_slist(easy, CURLOPT_RESOLVE, resolveList))
+        }
         if let bad = results.first(where: { $0 != CURLE_OK }) {
             throw .invalidRequest(
                 "libcurl rejected an option for \(URLRedaction.display(urlString)): \(String(cString: curl_easy_strerror(bad)))")
@@ -269,6 +283,8 @@ final class CurlTransfer: @unchecked Sendable {
         easy = nil
         if let headerList { curl_slist_free_all(headerList) }
         headerList = nil
+        if let resolveList { curl_slist_free_all(resolveList) }
+        resolveList = nil
         upload?.close()
         upload = nil
     }
@@ -364,8 +380,13 @@ final class CurlTransfer: @unchecked Sendable {
                 return 0
             }
             collected.append(contentsOf: bytes)
-        case .file(let handle):
+        case .file(let handle, let limit):
             if (200..<300).contains(status) {
+                written += Int64(bytes.count)
+                if let limit, written > limit {
+                    failure = .responseTooLarge(url: urlString, limit: Int(clamping: limit))
+                    return 0
+                }
                 do {
                     try handle.write(contentsOf: bytes)
                 } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import ManifoldCore
+import Synchronization
 
 extension ManifestListAssembler {
     /// Copies children into the target repository where needed, pushes the list by digest and then under
@@ -15,8 +16,9 @@ extension ManifestListAssembler {
         let registry = try registries.client(for: target.registry)
 
         var copied = 0
+        let budget = CopyBudget(limit: registries.configuration.limits.maxCopiedBytes)
         for child in plan.children {
-            if try await copyIfNeeded(child, into: target) { copied += 1 }
+            if try await copyIfNeeded(child, into: target, budget: budget) { copied += 1 }
         }
 
         let digestReference = plan.list.digest.description
@@ -72,7 +74,10 @@ extension ManifestListAssembler {
 
     /// Makes `child` exist in the target repository: nothing to do when it is already there; blob mounts
     /// within one registry; a streamed copy through a temporary file across registries. Returns whether it copied.
-    public func copyIfNeeded(_ child: AssembledChild, into target: ImageReference) async throws -> Bool {
+    ///
+    /// Bytes copied through Manifold count against `budget` (share one budget across the children of one list);
+    /// a copy that would exceed it fails with `RegistryError.copyLimitExceeded` before its download starts.
+    public func copyIfNeeded(_ child: AssembledChild, into target: ImageReference, budget: CopyBudget) async throws -> Bool {
         let source = child.source
         if source.registry == target.registry, source.repository == target.repository { return false }
         let destination = try registries.client(for: target.registry)
@@ -93,7 +98,8 @@ extension ManifestListAssembler {
                 }
                 group.addTask {
                     try await copyBlob(
-                        blob, from: source, origin: origin, to: target, destination: destination, sameRegistry: sameRegistry)
+                        blob, from: source, origin: origin, to: target, destination: destination, sameRegistry: sameRegistry,
+                        budget: budget)
                 }
                 running += 1
             }
@@ -106,7 +112,7 @@ extension ManifestListAssembler {
 
     private func copyBlob(
         _ blob: Descriptor, from source: ImageReference, origin: RegistryClient, to target: ImageReference,
-        destination: RegistryClient, sameRegistry: Bool
+        destination: RegistryClient, sameRegistry: Bool, budget: CopyBudget
     ) async throws {
         if try await destination.blobSize(repository: target.repository, digest: blob.digest) != nil { return }
         var session: URL? = nil
@@ -116,9 +122,15 @@ extension ManifestListAssembler {
             case .uploadStarted(let location): session = location
             }
         }
+        guard blob.size >= 0, budget.reserve(blob.size) else {
+            throw RegistryError.copyLimitExceeded(
+                source: source.description, target: target.name, bytes: budget.used + max(blob.size, 0), limit: budget.limit)
+        }
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-blob-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let size = try await origin.downloadBlob(repository: source.repository, digest: blob.digest, to: scratch)
+        // No more than the descriptor's size is written to disk: a registry that streams on is cut off there.
+        let size = try await origin.downloadBlob(
+            repository: source.repository, digest: blob.digest, to: scratch, maxSize: blob.size)
         try await destination.uploadBlob(
             repository: target.repository, digest: blob.digest, file: scratch, size: size, session: session)
     }
@@ -131,6 +143,27 @@ extension ManifestListAssembler {
                 blob.mediaType == MediaType.dockerForeignLayerTarGzip || blob.mediaType.contains(".nondistributable.")
                 || !(blob.urls ?? []).isEmpty
             return !foreign && seen.insert(blob.digest).inserted
+        }
+    }
+}
+
+/// How many bytes one assembly may still copy through Manifold; shared by the concurrent copies of its children.
+public final class CopyBudget: Sendable {
+    public let limit: Int64
+    private let spent = Mutex<Int64>(0)
+
+    public init(limit: Int64) { self.limit = limit }
+
+    /// The bytes reserved so far.
+    public var used: Int64 { spent.withLock { $0 } }
+
+    /// Reserves `bytes`; false (and nothing reserved) when that would pass the limit.
+    func reserve(_ bytes: Int64) -> Bool {
+        spent.withLock { spent in
+            let (total, overflow) = spent.addingReportingOverflow(bytes)
+            guard !overflow, total <= limit else { return false }
+            spent = total
+            return true
         }
     }
 }

@@ -107,6 +107,10 @@ public struct ManifestListAssembler: Sendable {
 
     private func flatten(index: ImageIndex, source: AssemblySource, registry: RegistryClient) async throws -> [AssembledChild] {
         let reference = source.reference
+        let limit = registries.configuration.limits.maxIndexEntries
+        guard index.manifests.count <= limit else {
+            throw RegistryError.tooManyIndexEntries(reference: reference.description, count: index.manifests.count, limit: limit)
+        }
         var images: [AssembledChild] = []
         var attestations: [(Descriptor, RawManifest, ImageManifest)] = []
         var available: [Platform] = []

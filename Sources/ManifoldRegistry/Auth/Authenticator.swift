@@ -25,6 +25,8 @@ actor Authenticator {
     private var credentialLookup: Task<RegistryCredential?, any Error>?
     private let tokenClient: @Sendable (URL) throws -> HTTPClient
     private let retry: RetryPolicy
+    /// Checks realms (and their redirects) before any connection: HTTPS, and no internal address the registry is not on.
+    private let destinations: DestinationPolicy?
     /// The current time; injected so token expiry is tested without waiting.
     private let now: @Sendable () -> ContinuousClock.Instant
     private let logger: Logger
@@ -35,7 +37,7 @@ actor Authenticator {
 
     init(
         registry: String, credential: @escaping @Sendable () async throws -> RegistryCredential?,
-        retry: RetryPolicy = RetryPolicy(), logger: Logger,
+        retry: RetryPolicy = RetryPolicy(), logger: Logger, destinations: DestinationPolicy? = nil,
         now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now },
         tokenClient: @escaping @Sendable (URL) throws -> HTTPClient
     ) {
@@ -43,6 +45,7 @@ actor Authenticator {
         self.now = now
         self.credentialSource = credential
         self.retry = retry
+        self.destinations = destinations
         self.logger = logger
         self.tokenClient = tokenClient
     }
@@ -123,7 +126,8 @@ actor Authenticator {
         realm: String, service: String?, scopes: [RepositoryScope]
     ) async throws -> (String, Duration) {
         let credential = try await credential()
-        let request = try Self.tokenRequest(realm: realm, service: service, scopes: scopes, credential: credential)
+        var request = try Self.tokenRequest(realm: realm, service: service, scopes: scopes, credential: credential)
+        request.destinationPolicy = destinations
         let shownRealm = URLRedaction.display(realm)
         var attempt = 1
         var response: HTTPResponse
@@ -132,6 +136,7 @@ actor Authenticator {
             do {
                 response = try await tokenClient(request.url).execute(request)
             } catch let error as HTTPClientError {
+                if case .destinationRefused = error { throw RegistryError.transport(error, attempts: attempt) }
                 guard error.isRetryable, attempt < retry.maxAttempts else {
                     throw RegistryError.tokenRequestFailed(realm: realm, status: nil, message: error.description)
                 }
@@ -157,7 +162,7 @@ actor Authenticator {
                     errors: RegistryError.details(from: response.body))
             }
             throw RegistryError.tokenRequestFailed(
-                realm: realm, status: response.status, message: String(decoding: response.body.prefix(300), as: UTF8.self))
+                realm: realm, status: response.status, message: Self.explanation(of: response))
         }
         struct TokenAnswer: Decodable {
             var token: String?
@@ -224,6 +229,26 @@ actor Authenticator {
         }
         request.headers.add("Accept", "application/json")
         return request
+    }
+
+    /// What a token server said about a failure: its `errors` (registry style) or `error`/`error_description`
+    /// (OAuth2 style), made safe to show; else only the body's type and size.
+    static func explanation(of response: HTTPResponse) -> String {
+        let errors = RegistryError.details(from: response.body)
+        if !errors.isEmpty { return RegistryError.render(errors) }
+        struct OAuthError: Decodable {
+            var error: String
+            var errorDescription: String?
+            enum CodingKeys: String, CodingKey {
+                case error
+                case errorDescription = "error_description"
+            }
+        }
+        if let oauth = try? JSONDecoder().decode(OAuthError.self, from: response.body) {
+            return RegistryError.render([RegistryErrorDetail(code: oauth.error, message: oauth.errorDescription)])
+        }
+        let summary = RegistryError.summary(ofBody: response.body, contentType: response.headers["Content-Type"])
+        return summary.isEmpty ? "the answer has no body" : summary
     }
 
     private static func key(_ scopes: [RepositoryScope]) -> String {

@@ -51,15 +51,16 @@ extension RegistryClient {
     }
 
     /// Streams a blob to `file` without holding it in memory, then verifies its digest.
-    /// Returns the number of bytes written.
+    /// Returns the number of bytes written. With `maxSize` (the descriptor's size), a longer answer is cut off
+    /// there instead of filling the disk.
     @discardableResult
-    public func downloadBlob(repository: String, digest: Digest, to file: URL) async throws -> Int64 {
+    public func downloadBlob(repository: String, digest: Digest, to file: URL, maxSize: Int64? = nil) async throws -> Int64 {
         let operation = "downloading blob \(digest) from \(registry)/\(repository)"
         var request = RegistryRequest(method: "GET", path: Self.path(repository, "blobs/\(digest)"))
         request.scopes = [.pull(repository)]
         request.timeout = HTTPRequest.unlimited
         let response = try await send(request, operation: operation) { http, request in
-            try await http.download(request, to: file)
+            try await http.download(request, to: file, maxBodySize: maxSize)
         }
         switch response.status {
         case 200: break

@@ -22,6 +22,8 @@ public final class RegistryClient: Sendable {
     let http: HTTPClient
     let configuration: RegistryConfiguration
     let authenticator: Authenticator
+    /// Checks every URL this client contacts other than the registry itself (see `DestinationPolicy`).
+    let destinations: DestinationPolicy
     let logger: Logger
 
     init(
@@ -37,11 +39,14 @@ public final class RegistryClient: Sendable {
         self.http = http
         self.configuration = configuration
         self.logger = logger
+        let destinations = configuration.destinations.policy(
+            origin: url, plainHTTP: configuration.scheme(for: registry) == "http")
+        self.destinations = destinations
         // Looked up on the first challenge that needs it, not here: a registry that never asks never reads it.
         let credentials = configuration.credentials
         self.authenticator = Authenticator(
             registry: registry, credential: { try await credentials.credential(for: registry) },
-            retry: configuration.retry, logger: logger, tokenClient: tokenClient)
+            retry: configuration.retry, logger: logger, destinations: destinations, tokenClient: tokenClient)
     }
 
     /// Checks that the registry speaks the Distribution API and accepts our credentials (`GET /v2/`).
@@ -118,9 +123,12 @@ public final class RegistryClient: Sendable {
     ) async throws -> HTTPResponse {
         let url = try url(for: request)
         var httpRequest = HTTPRequest(
-            method: request.method, url: url, headers: request.headers, body: request.body, timeout: request.timeout)
+            method: request.method, url: url, headers: request.headers, body: request.body, timeout: request.timeout,
+            destinationPolicy: destinations)
         httpRequest.headers.replaceOrAdd("User-Agent", configuration.userAgent)
-        var authorization = try await authenticator.authorization(for: request.scopes)
+        // Credentials go to the registry's own origin only, never to an upload Location or Link elsewhere.
+        let ownOrigin = HTTPClient.origin(of: url) == HTTPClient.origin(of: baseURL)
+        var authorization = ownOrigin ? try await authenticator.authorization(for: request.scopes) : nil
         var answeredChallenge = false
         var attempt = 1
         let retry = configuration.retry
@@ -152,7 +160,7 @@ public final class RegistryClient: Sendable {
 
             if response.status == 401 || response.status == 403 {
                 let challenges = AuthChallenge.parse(response.headers.values("WWW-Authenticate"))
-                if !answeredChallenge, !challenges.isEmpty,
+                if ownOrigin, !answeredChallenge, !challenges.isEmpty,
                     let retryAuthorization = try await authenticator.respond(
                         toChallenges: challenges, status: response.status, scopes: request.scopes, rejected: authorization)
                 {
@@ -201,7 +209,8 @@ public final class RegistryClient: Sendable {
     func unexpected(_ response: HTTPResponse, operation: String) -> RegistryError {
         .unexpectedStatus(
             operation: operation, url: response.url.absoluteString, status: response.status,
-            errors: RegistryError.details(from: response.body), body: String(decoding: response.body.prefix(500), as: UTF8.self))
+            errors: RegistryError.details(from: response.body),
+            bodySummary: RegistryError.summary(ofBody: response.body, contentType: response.headers["Content-Type"]))
     }
 
     /// Percent-encodes a repository path for use in a URL path (its components are already URL-safe by grammar).

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ManifoldCore
 import ManifoldHTTP
 import Synchronization
 
@@ -25,14 +26,20 @@ public final class RegistryClientPool: Sendable {
     deinit { shutdown() }
 
     /// The client for `registry` (`HOST[:PORT]` as in an image reference).
+    ///
+    /// Throws `RegistryError.registryNotAllowed` when `configuration.allowedRegistries` does not cover it.
     public func client(for registry: String) throws -> RegistryClient {
+        if let allowed = configuration.allowedRegistries, !RegistryPattern.allows(allowed, registry: registry) {
+            throw RegistryError.registryNotAllowed(
+                host: registry, allowed: allowed.map(\.description), setting: configuration.allowedRegistriesSetting)
+        }
         if let existing = state.withLock({ $0.registries[registry] }) { return existing }
         let http = try httpClient(for: registry)
         let client = try RegistryClient(
             registry: registry, http: http, configuration: configuration, logger: logger,
             tokenClient: { [weak self] url in
                 guard let self else { throw HTTPClientError.shutDown }
-                return try self.httpClient(for: url)
+                return try self.tokenClient(for: url, registry: registry)
             })
         return state.withLock { state in
             if let raced = state.registries[registry] { return raced }
@@ -41,12 +48,13 @@ public final class RegistryClientPool: Sendable {
         }
     }
 
-    /// A client for a token server's URL: the registry's own TLS settings when the host is a registry we know.
-    func httpClient(for url: URL) throws -> HTTPClient {
+    /// A client for a token server's URL: the realm host's own TLS settings when it has any (a CA or client
+    /// certificate configured for it), else the registry's, as Docker uses the registry's transport for its tokens.
+    func tokenClient(for url: URL, registry: String) throws -> HTTPClient {
         var host = url.host ?? ""
         if host.contains(":") { host = "[\(host)]" }
         if let port = url.port { host += ":\(port)" }
-        return try httpClient(for: host)
+        return try configuration.tls(for: host) == TLSConfiguration() ? httpClient(for: registry) : httpClient(for: host)
     }
 
     private func httpClient(for host: String) throws -> HTTPClient {
@@ -54,6 +62,9 @@ public final class RegistryClientPool: Sendable {
         var settings = configuration.http
         settings.tls = try configuration.tls(for: host)
         settings.userAgent = configuration.userAgent
+        // Everything read into memory is a manifest, a config, a token or an error document: cap it at the document
+        // limit while it arrives rather than after (blobs stream to files and have their own cap).
+        settings.maxResponseBodySize = min(settings.maxResponseBodySize, Int(clamping: configuration.maxDocumentSize))
         let client = HTTPClient(configuration: settings, logger: logger)
         let (chosen, discard) = state.withLock { state -> (HTTPClient, HTTPClient?) in
             if let raced = state.httpClients[host] { return (raced, client) }

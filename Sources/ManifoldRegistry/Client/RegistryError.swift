@@ -3,17 +3,63 @@ import ManifoldCore
 import ManifoldHTTP
 
 /// One entry of the `errors` array a registry returns (OCI distribution-spec, "Error Codes").
+///
+/// Both fields come from a foreign server and end up in job reasons, logs and terminals, so decoding makes
+/// them safe to show: control characters (terminal escapes included) are dropped and the lengths are capped.
 public struct RegistryErrorDetail: Sendable, Hashable, Decodable {
+    /// The longest `code` kept (registry codes are short identifiers such as `MANIFEST_BLOB_UNKNOWN`).
+    public static let maxCodeLength = 64
+    /// The longest `message` kept; a longer one is cut and ends with "…".
+    public static let maxMessageLength = 200
+
     public var code: String
     public var message: String?
 
     enum CodingKeys: String, CodingKey { case code, message }
+
+    public init(code: String, message: String? = nil) {
+        self.code = Self.printable(code, limit: Self.maxCodeLength)
+        self.message = message.map { Self.printable($0, limit: Self.maxMessageLength) }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let code = (try? container.decode(String.self, forKey: .code)) ?? "UNKNOWN"
+        self.init(code: code, message: try? container.decodeIfPresent(String.self, forKey: .message))
+    }
+
+    /// `text` without control or bidirectional-override characters, whitespace runs collapsed, at most `limit`
+    /// characters.
+    public static func printable(_ text: String, limit: Int) -> String {
+        var kept = ""
+        var lastWasSpace = false
+        for scalar in text.unicodeScalars {
+            let isSpace = scalar.properties.isWhitespace
+            if isSpace {
+                if !lastWasSpace && !kept.isEmpty { kept.unicodeScalars.append(" ") }
+                lastWasSpace = true
+                continue
+            }
+            let category = scalar.properties.generalCategory
+            if category == .control || category == .format || category == .unassigned || category == .surrogate
+                || category == .privateUse
+            {
+                continue
+            }
+            lastWasSpace = false
+            kept.unicodeScalars.append(scalar)
+            if kept.count > limit { break }
+        }
+        kept = kept.trimmingCharacters(in: .whitespaces)
+        return kept.count > limit ? String(kept.prefix(limit - 1)) + "…" : kept
+    }
 }
 
 /// A failure talking to a registry, with enough context to act on.
 public enum RegistryError: Error, CustomStringConvertible, Sendable {
-    /// The registry answered with an unexpected status; `errors` holds its own codes and messages.
-    case unexpectedStatus(operation: String, url: String, status: Int, errors: [RegistryErrorDetail], body: String)
+    /// The registry answered with an unexpected status; `errors` holds its own codes and messages, `bodySummary`
+    /// what the body was when it held none (its type and size, never its content).
+    case unexpectedStatus(operation: String, url: String, status: Int, errors: [RegistryErrorDetail], bodySummary: String)
     /// The registry rejected the credentials, or none were found for it.
     case unauthorized(host: String, url: String, hadCredentials: Bool, errors: [RegistryErrorDetail])
     /// Access to a repository was refused even with a fresh token (or the token lacks a scope):
@@ -33,14 +79,20 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
     case transport(HTTPClientError, attempts: Int)
     /// A document was larger than Manifold is willing to hold in memory.
     case tooLarge(what: String, size: Int64, limit: Int64)
+    /// The registry is not among those the configuration allows; nothing was sent to it.
+    case registryNotAllowed(host: String, allowed: [String], setting: String)
+    /// An index has more entries than Manifold flattens.
+    case tooManyIndexEntries(reference: String, count: Int, limit: Int)
+    /// Copying from another registry would move more bytes than one assembly may.
+    case copyLimitExceeded(source: String, target: String, bytes: Int64, limit: Int64)
 
     public var description: String {
         let shown: (String) -> String = URLRedaction.display
         switch self {
-        case .unexpectedStatus(let operation, let url, let status, let errors, let body):
+        case .unexpectedStatus(let operation, let url, let status, let errors, let bodySummary):
             if errors.isEmpty {
-                let snippet = body.trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
-                return "\(operation) failed: \(shown(url)) answered HTTP \(status)\(snippet.isEmpty ? "" : ": \(snippet)")"
+                return
+                    "\(operation) failed: \(shown(url)) answered HTTP \(status)\(bodySummary.isEmpty ? "" : " (\(bodySummary))")"
             }
             return "\(operation) failed: \(shown(url)) answered HTTP \(status) \(Self.render(errors))\(Self.advice(for: errors))"
         case .unauthorized(let host, let url, let hadCredentials, let errors):
@@ -82,6 +134,16 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
             return attempts > 1 ? "\(error) (gave up after \(attempts) attempts)" : error.description
         case .tooLarge(let what, let size, let limit):
             return "\(what) is \(size) bytes, over the \(limit)-byte limit for documents Manifold reads into memory"
+        case .registryNotAllowed(let host, let allowed, let setting):
+            let list = allowed.isEmpty ? "none (the list is empty)" : allowed.joined(separator: ", ")
+            return "registry \(host) is not in \(setting), so Manifold does not contact it; allowed: \(list). "
+                + "An administrator can add it (e.g. manifold init --allow-registry \(host), or edit \(setting))."
+        case .tooManyIndexEntries(let reference, let count, let limit):
+            return "\(reference) is an index of \(count) entries; Manifold flattens at most \(limit). "
+                + "Name the images it should use instead of the whole index."
+        case .copyLimitExceeded(let source, let target, let bytes, let limit):
+            return "copying \(source) into \(target) would move \(bytes) bytes across registries, over the \(limit)-byte "
+                + "limit for one build; push the images to \(target)'s registry directly."
         }
     }
 
@@ -98,11 +160,23 @@ public enum RegistryError: Error, CustomStringConvertible, Sendable {
     /// The registry's error codes, e.g. `MANIFEST_BLOB_UNKNOWN`.
     public var registryCodes: [String] { details.map(\.code) }
 
+    /// At most this many of a registry's errors are quoted.
+    static let maxRenderedErrors = 5
+
     static func render(_ errors: [RegistryErrorDetail]) -> String {
-        errors.map { detail in
+        let shown = errors.prefix(maxRenderedErrors).map { detail in
             if let message = detail.message, !message.isEmpty { return "\(detail.code): \(message)" }
             return detail.code
         }.joined(separator: "; ")
+        return errors.count > maxRenderedErrors ? shown + "; and \(errors.count - maxRenderedErrors) more" : shown
+    }
+
+    /// What a body without a usable error document was, for messages: its media type and size, never its content
+    /// (a foreign server's body may be an internal page, a secret or terminal escapes).
+    static func summary(ofBody body: Data, contentType: String?) -> String {
+        guard !body.isEmpty else { return "" }
+        let type = contentType.map { RegistryErrorDetail.printable($0, limit: 60) }.map { $0.isEmpty ? "" : "\($0), " } ?? ""
+        return "\(type)\(body.count) bytes, not a registry error document"
     }
 
     /// "push access to repository a and pull access to repository b" for the scopes a request needed.

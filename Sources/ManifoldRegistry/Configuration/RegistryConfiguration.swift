@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldCore
 import ManifoldHTTP
 
 /// How Manifold reaches registries: which speak plain HTTP, which CAs and client certificates
@@ -22,6 +23,15 @@ public struct RegistryConfiguration: Sendable {
     public var userAgent: String
     /// Settings for the HTTP client other than TLS, which is chosen per host.
     public var http: HTTPClientConfiguration
+    /// The registries that may be contacted at all; nil allows any (the CLI), a list is the coordinator's
+    /// `allowed_registries`. Any other registry fails with `RegistryError.registryNotAllowed` before a connection.
+    public var allowedRegistries: [RegistryPattern]?
+    /// The name of the setting `allowedRegistries` comes from, quoted in refusals.
+    public var allowedRegistriesSetting: String
+    /// How token realms, upload locations and redirects away from a registry are checked (see `DestinationPolicy`).
+    public var destinations: DestinationRules
+    /// Caps on what one assembly may cost: index entries flattened, bytes copied across registries.
+    public var limits: AssemblyLimits
 
     public static let defaultCertsDirectories: [URL] = {
         #if os(Windows)
@@ -46,8 +56,16 @@ public struct RegistryConfiguration: Sendable {
         uploadChunkSize: Int64 = 16 << 20,
         maxDocumentSize: Int64 = 8 << 20,
         userAgent: String = "manifold/\(ManifoldRegistryVersion.current)",
-        http: HTTPClientConfiguration = HTTPClientConfiguration()
+        http: HTTPClientConfiguration = HTTPClientConfiguration(maxRedirects: 5),
+        allowedRegistries: [RegistryPattern]? = nil,
+        allowedRegistriesSetting: String = "allowed_registries",
+        destinations: DestinationRules = DestinationRules(),
+        limits: AssemblyLimits = AssemblyLimits()
     ) {
+        self.allowedRegistries = allowedRegistries
+        self.allowedRegistriesSetting = allowedRegistriesSetting
+        self.destinations = destinations
+        self.limits = limits
         self.plainHTTPHosts = plainHTTPHosts
         self.caFiles = caFiles
         self.certsDirectories = certsDirectories
@@ -163,6 +181,46 @@ public struct RegistryConfiguration: Sendable {
             if let text = try? String(contentsOfFile: path, encoding: .utf8) { return text }
         }
         return nil
+    }
+}
+
+/// How a registry client checks URLs that leave the registry: token realms, upload `Location`s, pagination
+/// links and redirects. See `DestinationPolicy` for the rules.
+public struct DestinationRules: Sendable {
+    /// Redirects one request may follow (each hop is checked).
+    public var maxRedirects: Int
+    public var resolver: HostResolver
+    /// The kind of network an address belongs to; tests inject one that calls a loopback registry public.
+    public var scope: @Sendable (IPAddress) -> AddressScope
+
+    public init(
+        maxRedirects: Int = 5, resolver: HostResolver = .system,
+        scope: @escaping @Sendable (IPAddress) -> AddressScope = { $0.scope }
+    ) {
+        self.maxRedirects = maxRedirects
+        self.resolver = resolver
+        self.scope = scope
+    }
+
+    /// The policy for requests of the registry at `origin`.
+    func policy(origin: URL, plainHTTP: Bool) -> DestinationPolicy {
+        DestinationPolicy(
+            trustedOrigin: origin, allowsPlainHTTP: plainHTTP, maxRedirects: maxRedirects, resolver: resolver, scope: scope)
+    }
+}
+
+/// Caps that keep one list from costing unbounded work: a crafted index with thousands of entries, or a build
+/// that copies terabytes from another registry.
+public struct AssemblyLimits: Sendable, Hashable {
+    /// Entries an index may have to be flattened into a list.
+    public var maxIndexEntries: Int
+    /// Blob bytes one assembly (one verification or one publication) may copy through Manifold: downloaded from
+    /// another registry (or another repository, when a mount is refused) and uploaded to the target.
+    public var maxCopiedBytes: Int64
+
+    public init(maxIndexEntries: Int = 256, maxCopiedBytes: Int64 = 10 << 30) {
+        self.maxIndexEntries = maxIndexEntries
+        self.maxCopiedBytes = maxCopiedBytes
     }
 }
 

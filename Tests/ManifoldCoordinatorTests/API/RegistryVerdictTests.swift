@@ -15,7 +15,7 @@ import Testing
             RegistryErrorDetail.self, from: Data(#"{"code": "\#(code)", "message": "test"}"#.utf8))
         return .unexpectedStatus(
             operation: "pushing manifest", url: "http://127.0.0.1:5000/v2/team/app/manifests/1.0", status: status,
-            errors: [detail], body: "")
+            errors: [detail], bodySummary: "")
     }
 
     @Test func publishingFailuresAreClassifiedByWhatTheyProve() {
