@@ -357,9 +357,8 @@ import Testing
             ["build", "submit", harness.image, "-t", "1.0", "-p", "linux/amd64", "--context", context.path, "--quiet"],
             environment: ["MANIFOLD_TOKEN": team.secret])
         #expect(outside.status == 1)
-        #expect(
-            outside.stderr.contains("(HTTP 403)") && outside.stderr.contains("\(harness.registry.host)/team/*"),
-            "\(outside.stderr)")
+        #expect(outside.stderr.contains("\(harness.registry.host)/team/*"), "\(outside.stderr)")
+        #expect(outside.stderr.contains("HTTP 403)"), "\(outside.stderr)")
 
         let inUse = try await harness.cli(["pool", "remove", "release"])
         #expect(inUse.status == 1)
