@@ -20,9 +20,41 @@ public enum APICoding {
 public struct CreateTokenRequest: Sendable, Hashable, Codable {
     public var name: String
     public var role: Role
-    public init(name: String, role: Role) {
+    /// The pool a join token's agents join (join tokens only; default `default`).
+    public var pool: String?
+    /// Seconds until the token stops working; default 24 h for join tokens, never for the others.
+    public var expiresInSeconds: Int?
+    /// How many agents a join token may join (join tokens only; default 1).
+    public var uses: Int?
+    /// Repository patterns (`registry.example.com/team/*`) a submitter or viewer token is limited to; absent or
+    /// empty: every repository of `allowed_registries`.
+    public var repositories: [String]?
+
+    public init(
+        name: String, role: Role, pool: String? = nil, expiresInSeconds: Int? = nil, uses: Int? = nil,
+        repositories: [String]? = nil
+    ) {
         self.name = name
         self.role = role
+        self.pool = pool
+        self.expiresInSeconds = expiresInSeconds
+        self.uses = uses
+        self.repositories = repositories
+    }
+}
+
+/// A pool an admin creates: the labels its agents carry and the platforms they may offer.
+public struct CreatePoolRequest: Sendable, Hashable, Codable {
+    public var name: String
+    /// Imposed on every agent that joins the pool.
+    public var labels: [String: String]
+    /// `os/arch[/variant][:os.version]`; empty allows every platform.
+    public var platforms: [String]
+
+    public init(name: String, labels: [String: String] = [:], platforms: [String] = []) {
+        self.name = name
+        self.labels = labels
+        self.platforms = platforms
     }
 }
 

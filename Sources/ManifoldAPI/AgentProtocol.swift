@@ -40,8 +40,18 @@ public struct JoinResponse: Sendable, Hashable, Codable {
     public var secret: String
     public var leaseTTLSeconds: Int
     public var heartbeatIntervalSeconds: Int
+    /// The pool joined, and the labels and platforms fixed for the agent (polls may narrow them, never widen).
+    public var pool: String?
+    public var labels: [String: String]?
+    public var platforms: [Platform]?
 
-    public init(agentId: String, secret: String, leaseTTLSeconds: Int, heartbeatIntervalSeconds: Int) {
+    public init(
+        agentId: String, secret: String, leaseTTLSeconds: Int, heartbeatIntervalSeconds: Int, pool: String? = nil,
+        labels: [String: String]? = nil, platforms: [Platform]? = nil
+    ) {
+        self.pool = pool
+        self.labels = labels
+        self.platforms = platforms
         self.agentId = agentId
         self.secret = secret
         self.leaseTTLSeconds = leaseTTLSeconds

@@ -169,11 +169,14 @@ public struct AgentView: Sendable, Hashable, Codable {
     public var currentJob: String?
     public var joinedAt: Date
     public var lastSeenAt: Date?
+    /// The pool it joined; its labels and platforms were fixed then, and polls may only narrow them.
+    public var pool: String?
 
     public init(
         id: String, name: String, platforms: [Platform], labels: [String: String], builders: [String], version: String?,
-        state: AgentState, currentJob: String?, joinedAt: Date, lastSeenAt: Date?
+        state: AgentState, currentJob: String?, joinedAt: Date, lastSeenAt: Date?, pool: String? = nil
     ) {
+        self.pool = pool
         self.id = id
         self.name = name
         self.platforms = platforms
@@ -191,9 +194,9 @@ public struct AgentView: Sendable, Hashable, Codable {
 public enum Role: String, Sendable, Codable, CaseIterable {
     /// Everything, including tokens and agents.
     case admin
-    /// Submit, cancel and retry builds; read everything.
+    /// Submit, cancel and retry builds within its repository scopes; read the builds its scopes cover.
     case submitter
-    /// Read builds, logs, events and agents.
+    /// Read the builds (logs, events) its repository scopes cover, and the agents.
     case viewer
     /// Only join agents.
     case join
@@ -206,14 +209,54 @@ public struct TokenView: Sendable, Hashable, Codable {
     public var createdAt: Date
     public var lastUsedAt: Date?
     public var revokedAt: Date?
+    /// When it stops working; nil: never.
+    public var expiresAt: Date?
+    /// A join token's pool.
+    public var pool: String?
+    /// How many more agents a join token may join; nil: no limit (tokens from before pools existed).
+    public var usesLeft: Int?
+    /// The repository patterns a submitter or viewer token is limited to; nil: every repository of
+    /// `allowed_registries`.
+    public var repositories: [String]?
 
-    public init(id: String, name: String, role: Role, createdAt: Date, lastUsedAt: Date?, revokedAt: Date?) {
+    public init(
+        id: String, name: String, role: Role, createdAt: Date, lastUsedAt: Date?, revokedAt: Date?, expiresAt: Date? = nil,
+        pool: String? = nil, usesLeft: Int? = nil, repositories: [String]? = nil
+    ) {
+        self.expiresAt = expiresAt
+        self.pool = pool
+        self.usesLeft = usesLeft
+        self.repositories = repositories
         self.id = id
         self.name = name
         self.role = role
         self.createdAt = createdAt
         self.lastUsedAt = lastUsedAt
         self.revokedAt = revokedAt
+    }
+}
+
+/// A pool of agents: the labels imposed on them and the platforms they may offer.
+public struct PoolView: Sendable, Hashable, Codable {
+    public var name: String
+    public var labels: [String: String]
+    /// Empty: every platform.
+    public var platforms: [Platform]
+    /// Agents in the pool that have not left.
+    public var agents: Int
+    /// Join tokens of the pool that still work (not revoked, expired or used up).
+    public var liveJoinTokens: Int
+    public var createdAt: Date
+
+    public init(
+        name: String, labels: [String: String], platforms: [Platform], agents: Int, liveJoinTokens: Int, createdAt: Date
+    ) {
+        self.name = name
+        self.labels = labels
+        self.platforms = platforms
+        self.agents = agents
+        self.liveJoinTokens = liveJoinTokens
+        self.createdAt = createdAt
     }
 }
 

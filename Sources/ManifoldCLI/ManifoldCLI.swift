@@ -8,7 +8,7 @@ import Logging
 public enum ManifoldCLI {
     /// Commands every build of `manifold` has; they build on Windows too.
     public static let clientCommands: [any ParsableCommand.Type] = [
-        LoginCommand.self, ContextCommand.self, BuildCommand.self, AgentCommand.self, TokenCommand.self,
+        LoginCommand.self, ContextCommand.self, BuildCommand.self, AgentCommand.self, TokenCommand.self, PoolCommand.self,
         ManifestCommand.self, RegistryCommand.self,
     ]
 

@@ -115,8 +115,30 @@ extension CoordinatorClient {
         try await call("DELETE", "/api/v1/agents/\(Self.segment(name))")
     }
 
-    public func createToken(name: String, role: Role) async throws -> CreatedToken {
-        try await call("POST", "/api/v1/tokens", body: CreateTokenRequest(name: name, role: role))
+    /// Creates a token (admin). A join token joins agents into `pool` (default `default`), expires after 24 h
+    /// and joins one agent unless `expiresInSeconds` and `uses` say otherwise; `repositories` limit a submitter or
+    /// viewer to those repository patterns.
+    public func createToken(
+        name: String, role: Role, pool: String? = nil, expiresInSeconds: Int? = nil, uses: Int? = nil,
+        repositories: [String]? = nil
+    ) async throws -> CreatedToken {
+        try await call(
+            "POST", "/api/v1/tokens",
+            body: CreateTokenRequest(
+                name: name, role: role, pool: pool, expiresInSeconds: expiresInSeconds, uses: uses, repositories: repositories))
+    }
+
+    public func pools() async throws -> [PoolView] {
+        try await call("GET", "/api/v1/pools")
+    }
+
+    public func createPool(_ request: CreatePoolRequest) async throws -> PoolView {
+        try await call("POST", "/api/v1/pools", body: request)
+    }
+
+    /// Removes a pool (admin); refused while agents or working join tokens use it.
+    public func removePool(name: String) async throws {
+        _ = try await send("DELETE", "/api/v1/pools/\(Self.segment(name))")
     }
 
     public func tokens() async throws -> [TokenView] {

@@ -8,12 +8,22 @@ extension Coordinator {
         public var caFingerprint: String
         public var adminToken: String
         public var joinToken: String
+        /// The join token's limits: it joins agents into the `default` pool until it expires or is used up.
+        public var joinTokenExpiresAt: Date
+        public var joinTokenUses: Int
     }
 
-    /// Fills a freshly created state directory: CA and server certificate for `hosts`, the config file, the
-    /// secrets key, the database, and an admin and a join token.
+    /// The first join token joins this many agents (`manifold init --join-token-uses`).
+    public static let defaultInitialJoinTokenUses = 10
+    /// … for this long (`manifold init --join-token-hours`).
+    public static let defaultInitialJoinTokenLifetime: TimeInterval = 86_400
+
+    /// Fills a freshly created state directory: CA and server certificate for `hosts`, the config file,
+    /// the secrets key, the database (with the `default` pool, which imposes no labels and allows every platform), an admin token
+    /// and a join token for the `default` pool.
     public static func initialise(
-        state: StateDirectory, settings: CoordinatorSettings, hosts: [String]
+        state: StateDirectory, settings: CoordinatorSettings, hosts: [String],
+        joinTokenUses: Int = defaultInitialJoinTokenUses, joinTokenLifetime: TimeInterval = defaultInitialJoinTokenLifetime
     ) async throws -> Initialisation {
         let ca = try CertificateAuthority.generate()
         let server = try ca.issueServerCertificate(hosts: hosts)
@@ -27,7 +37,12 @@ extension Coordinator {
         let adminToken = Secrets.generate(prefix: "mfd_admin_")
         let joinToken = Secrets.generate(prefix: "mfd_join_")
         try await store.createToken(name: "initial admin", role: .admin, secretHash: Secrets.hash(adminToken))
-        try await store.createToken(name: "initial join", role: .join, secretHash: Secrets.hash(joinToken))
-        return Initialisation(caFingerprint: ca.fingerprint, adminToken: adminToken, joinToken: joinToken)
+        let expiresAt = store.currentTime().addingTimeInterval(joinTokenLifetime)
+        try await store.createToken(
+            name: "initial join", role: .join, secretHash: Secrets.hash(joinToken),
+            options: TokenOptions(pool: "default", expiresAt: expiresAt, uses: joinTokenUses))
+        return Initialisation(
+            caFingerprint: ca.fingerprint, adminToken: adminToken, joinToken: joinToken, joinTokenExpiresAt: expiresAt,
+            joinTokenUses: joinTokenUses)
     }
 }

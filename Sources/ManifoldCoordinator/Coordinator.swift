@@ -51,7 +51,7 @@ public struct Coordinator: Sendable {
                 maxLogBytesPerAttempt: settings.maxLogBytesPerAttempt,
                 childTag: { template, tag, platform in
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
-                }), secretsKey: secretsKey)
+                }, stagingRepositories: settings.stagingRepositories), secretsKey: secretsKey)
         let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
         defer { registries.shutdown() }
         let notifier = WorkNotifier()
@@ -63,7 +63,9 @@ public struct Coordinator: Sendable {
                 leaseTTLSeconds: settings.leaseTTLSeconds, heartbeatIntervalSeconds: settings.heartbeatIntervalSeconds,
                 pollTimeout: .seconds(settings.pollTimeoutSeconds), maxContextBytes: settings.maxContextBytes,
                 maxRequestBodyBytes: settings.maxRequestBodyBytes,
-                contextsDirectory: state.contexts, caCertificatePEM: caPEM),
+                contextsDirectory: state.contexts, caCertificatePEM: caPEM, allowedRegistries: settings.allowedRegistries,
+                maxQueuedBuildsPerToken: settings.maxQueuedBuildsPerToken, maxPlatformsPerBuild: settings.maxPlatformsPerBuild,
+                maxStreamsPerToken: settings.maxStreamsPerToken, authFailuresPerMinute: settings.authFailuresPerMinute),
             hash: Secrets.hash, generateSecret: Secrets.generate(prefix:))
 
         let (host, port) = try CoordinatorSettings.parseListen(settings.listen)

@@ -11,7 +11,9 @@ public struct InitCommand: AsyncParsableCommand {
         abstract: "Create a coordinator state directory: config, CA and server certificate, database, first tokens.",
         discussion: """
             Prints the CA's SHA-256 fingerprint (agents pin it), an admin token and an agent join token. \
-            Tokens are shown once and stored only as hashes. Refuses to touch an existing, non-empty directory.
+            Tokens are shown once and stored only as hashes. The join token joins agents into the `default` pool \
+            (no labels imposed, every platform allowed); it works for 24 hours and 10 agents unless \
+            --join-token-hours / --join-token-uses say otherwise. Later join tokens: `manifold token create --role join`. Refuses to touch an existing, non-empty directory.
             Also stores an admin context for you ($XDG_CONFIG_HOME/manifold, default ~/.config/manifold) that \
             reaches this coordinator on this host, so `manifold build …` works right away; an existing context \
             of that name is never replaced.
@@ -42,6 +44,12 @@ public struct InitCommand: AsyncParsableCommand {
             valueName: "registry"))
     var allowedRegistries: [String] = []
 
+    @Option(help: ArgumentHelp("How many agents the printed join token may join (1–10000).", valueName: "n"))
+    var joinTokenUses = Coordinator.defaultInitialJoinTokenUses
+
+    @Option(help: ArgumentHelp("Hours the printed join token works (1–8784).", valueName: "hours"))
+    var joinTokenHours = Int(Coordinator.defaultInitialJoinTokenLifetime / 3600)
+
     @Flag(help: "Write a config that serves plain HTTP (only behind a TLS-terminating proxy).")
     var insecurePlainHttp = false
 
@@ -52,6 +60,15 @@ public struct InitCommand: AsyncParsableCommand {
     var noContext = false
 
     public init() {}
+
+    public func validate() throws {
+        guard (1...10_000).contains(joinTokenUses) else {
+            throw ValidationError("--join-token-uses \(joinTokenUses) must be 1…10000")
+        }
+        guard (1...8_784).contains(joinTokenHours) else {
+            throw ValidationError("--join-token-hours \(joinTokenHours) must be 1…8784 (a year)")
+        }
+    }
 
     public func run() async throws {
         let state = StateDirectory(URL(fileURLWithPath: stateDir).standardizedFileURL)
@@ -68,7 +85,9 @@ public struct InitCommand: AsyncParsableCommand {
         let existed = FileManager.default.fileExists(atPath: state.root.path)
         try state.create()
         do {
-            let result = try await Coordinator.initialise(state: state, settings: settings, hosts: hosts)
+            let result = try await Coordinator.initialise(
+                state: state, settings: settings, hosts: hosts, joinTokenUses: joinTokenUses,
+                joinTokenLifetime: TimeInterval(joinTokenHours) * 3600)
             let contextNote = noContext ? "" : storeContext(result, state: state, settings: settings)
             print(
                 """
@@ -80,7 +99,7 @@ public struct InitCommand: AsyncParsableCommand {
                 Admin token (shown once; keep it safe):
                   \(result.adminToken)
 
-                Agent join token (shown once):
+                Agent join token (shown once; pool "default", joins up to \(result.joinTokenUses) agent\(result.joinTokenUses == 1 ? "" : "s") until \(result.joinTokenExpiresAt.formatted(.iso8601))):
                   \(result.joinToken)
 
                 \(contextNote)\(settings.allowedRegistries.isEmpty ? "No registry is allowed yet: list the ones builds may use under allowed_registries in \(state.configFile.path).\n\n" : "")

@@ -221,6 +221,41 @@ enum Schema {
                     );
                     """)
         }
+        // v5: least privilege.
+        // - pool: the labels imposed on its agents and the platforms they may offer (empty JSON list: any). The
+        //   `default` pool imposes nothing; join tokens from before belong to it.
+        // - token.pool/expiresAt/usesLeft: a join token joins agents into one pool, until it expires or is used
+        //   up (NULL: no limit, as for tokens from before). token.repositories: a JSON list of repository
+        //   patterns a submitter or viewer is limited to (NULL: every allowed registry).
+        // - agent.pool/fixedPlatforms/fixedLabels: what the agent was given at join; a poll may narrow it only.
+        //   Agents from before keep what they had as fixed.
+        // - build.submittedByToken: which token submitted it, to cap the unfinished builds per token.
+        migrator.registerMigration("v5") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE pool (
+                        name TEXT PRIMARY KEY,
+                        labels TEXT NOT NULL,
+                        platforms TEXT NOT NULL,
+                        createdAt REAL NOT NULL
+                    );
+                    INSERT INTO pool (name, labels, platforms, createdAt)
+                    VALUES ('default', '{}', '[]', (julianday('now') - 2440587.5) * 86400.0);
+                    ALTER TABLE token ADD COLUMN pool TEXT REFERENCES pool(name);
+                    ALTER TABLE token ADD COLUMN expiresAt REAL;
+                    ALTER TABLE token ADD COLUMN usesLeft INTEGER;
+                    ALTER TABLE token ADD COLUMN repositories TEXT;
+                    UPDATE token SET pool = 'default' WHERE role = 'join';
+                    CREATE INDEX token_pool ON token(pool) WHERE pool IS NOT NULL;
+                    ALTER TABLE agent ADD COLUMN pool TEXT REFERENCES pool(name);
+                    ALTER TABLE agent ADD COLUMN fixedPlatforms TEXT;
+                    ALTER TABLE agent ADD COLUMN fixedLabels TEXT;
+                    UPDATE agent SET pool = 'default', fixedPlatforms = platforms, fixedLabels = labels;
+                    CREATE INDEX agent_pool ON agent(pool) WHERE state != 'left';
+                    ALTER TABLE build ADD COLUMN submittedByToken TEXT;
+                    CREATE INDEX build_token_unfinished ON build(submittedByToken) WHERE finishedAt IS NULL;
+                    """)
+        }
         // v6: build secrets leave the plain-text specs.
         // - build.secretNames: the names of the build's secrets (JSON array), NULL when it has none; the values are
         //   never in build.spec or job.spec.

@@ -4,8 +4,12 @@ import ManifoldAPI
 import ManifoldCore
 
 extension Store {
-    /// Registers an agent under `name`. A name is unique among agents that have not left.
-    public func joinAgent(_ request: JoinRequest, secretHash: String) async throws -> AgentView {
+    /// Registers an agent under `name` in the join token's pool (`default` when an admin joins it), using up one
+    /// of the token's uses in the same transaction.
+    ///
+    /// The pool's labels are imposed, the agent's own labels may only add keys no pool imposes, and its platforms
+    /// must be among the pool's: all of that is fixed now, and later polls may only narrow it.
+    public func joinAgent(_ request: JoinRequest, secretHash: String, joinTokenId: String? = nil) async throws -> AgentView {
         let name = request.name.trimmingCharacters(in: .whitespaces)
         guard !name.isEmpty, name.count <= 100,
             name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
@@ -15,28 +19,93 @@ extension Store {
         guard !request.platforms.isEmpty else {
             throw StoreError.invalid(field: "platforms", message: "an agent must offer at least one platform")
         }
+        guard request.platforms.count <= 64, request.labels.count <= 64 else {
+            throw StoreError.invalid(field: "platforms", message: "an agent offers at most 64 platforms and 64 labels")
+        }
         let id = Store.newID("agt")
         let joined = now()
-        let platforms = try Store.json(request.platforms.map { $0.normalized() })
-        let labels = try Store.json(request.labels)
+        let platformList = request.platforms.map { $0.normalized() }
+        let platforms = try Store.json(platformList)
         let builders = try Store.json(request.builders)
         try await write { db in
+            var poolName = "default"
+            if let joinTokenId {
+                guard let token = try Row.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [joinTokenId]),
+                    (token["revokedAt"] as Double?) == nil
+                else { throw StoreError.unauthenticated("the join token was revoked meanwhile") }
+                try Self.checkUsable(token, grant: try Self.grant(token), now: joined)
+                guard let pool: String = token["pool"] else {
+                    throw StoreError.unauthenticated(
+                        "join token \(joinTokenId) belongs to no pool (its pool was removed); ask an admin for a new one")
+                }
+                poolName = pool
+            }
+            guard let pool = try Row.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [poolName]) else {
+                throw StoreError.notFound(kind: "pool", id: poolName)
+            }
+            let poolLabels = try Store.decode([String: String].self, pool["labels"])
+            let allowed = try Store.decode([String].self, pool["platforms"]).map { try Platform(parsing: $0) }
+            if let refusal = PoolRules.joinPlatforms(platformList, poolName: poolName, allowed: allowed) {
+                throw StoreError.forbidden(refusal.description)
+            }
+            let labels: [String: String]
+            switch PoolRules.joinLabels(
+                requested: request.labels, poolName: poolName, poolLabels: poolLabels, reserved: try Self.reservedLabelKeys(db))
+            {
+            case .success(let granted): labels = granted
+            case .failure(let refusal): throw StoreError.forbidden(refusal.description)
+            }
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM agent WHERE name = ? AND state != 'left'", arguments: [name]) == true {
                 throw StoreError.conflict(
                     "an agent named \"\(name)\" has already joined; pick another --name, or remove the old one first "
                         + "(manifold agent disable \(name), then the old host runs `manifold-agent leave`)")
             }
+            if let joinTokenId {
+                try db.execute(
+                    sql: "UPDATE token SET usesLeft = usesLeft - 1 WHERE id = ? AND usesLeft IS NOT NULL",
+                    arguments: [joinTokenId])
+            }
+            let labelsJSON = try Store.json(labels)
             try db.execute(
                 sql: """
-                    INSERT INTO agent (id, name, secretHash, platforms, labels, builders, version, protocolVersion, state, joinedAt, lastSeenAt)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+                    INSERT INTO agent (id, name, secretHash, platforms, labels, builders, version, protocolVersion, state, joinedAt,
+                        lastSeenAt, pool, fixedPlatforms, fixedLabels)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    id, name, secretHash, platforms, labels, builders, request.version, request.protocolVersion,
-                    Store.timestamp(joined), Store.timestamp(joined),
+                    id, name, secretHash, platforms, labelsJSON, builders, request.version, request.protocolVersion,
+                    Store.timestamp(joined), Store.timestamp(joined), poolName, platforms, labelsJSON,
                 ])
         }
         return try await agent(id: id)
+    }
+
+    /// What a poll may match jobs with: its platforms and labels when they narrow what the agent was given at
+    /// join (a widening poll is refused as forbidden, naming the platform or label), plus the pool's labels. A label
+    /// key that a pool other than the agent's imposes never counts (the agent may have carried it since before
+    /// that pool existed).
+    func agentOffer(
+        _ db: Database, agentId: String, poll: PollRequest
+    ) throws -> (platforms: [Platform], labels: [String: String]) {
+        guard let agent = try Row.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
+            throw StoreError.notFound(kind: "agent", id: agentId)
+        }
+        let poolName: String? = agent["pool"]
+        let poolLabels =
+            try poolName.flatMap {
+                try String.fetchOne(db, sql: "SELECT labels FROM pool WHERE name = ?", arguments: [$0])
+            }.map { try Store.decode([String: String].self, $0) } ?? [:]
+        let fixedPlatforms = try Store.decode([Platform].self, (agent["fixedPlatforms"] as String?) ?? agent["platforms"])
+        let fixedLabels = try Store.decode([String: String].self, (agent["fixedLabels"] as String?) ?? agent["labels"])
+        switch PoolRules.narrow(
+            poll: poll, fixedPlatforms: fixedPlatforms, fixedLabels: fixedLabels.merging(poolLabels) { _, imposed in imposed },
+            poolLabels: poolLabels, agentName: agent["name"])
+        {
+        case .failure(let refusal): throw StoreError.forbidden(refusal.description)
+        case .success(let offer):
+            let reserved = try Self.reservedLabelKeys(db)
+            return (offer.platforms, offer.labels.filter { reserved[$0.key] == nil || poolLabels[$0.key] != nil })
+        }
     }
 
     public func agent(id: String) async throws -> AgentView {
@@ -102,13 +171,13 @@ extension Store {
     }
 
     /// Records what an agent offers now (sent with every poll) and that it was seen.
-    func touchAgent(_ db: Database, id: String, poll: PollRequest?) throws {
+    func touchAgent(_ db: Database, id: String, poll: PollRequest?, labels: [String: String]? = nil) throws {
         if let poll {
             try db.execute(
                 sql:
                     "UPDATE agent SET platforms = ?, labels = ?, builders = ?, version = ?, protocolVersion = ?, lastSeenAt = ? WHERE id = ?",
                 arguments: [
-                    try Store.json(poll.platforms.map { $0.normalized() }), try Store.json(poll.labels),
+                    try Store.json(poll.platforms.map { $0.normalized() }), try Store.json(labels ?? poll.labels),
                     try Store.json(poll.builders),
                     poll.version, poll.protocolVersion, Store.timestamp(now()), id,
                 ])
@@ -130,6 +199,7 @@ extension Store {
             labels: try Store.decode([String: String].self, row["labels"]),
             builders: try Store.decode([String].self, row["builders"]),
             version: row["version"], state: AgentState(rawValue: row["state"]) ?? .disabled, currentJob: current,
-            joinedAt: Store.date(row["joinedAt"]) ?? Date(timeIntervalSince1970: 0), lastSeenAt: Store.date(row["lastSeenAt"]))
+            joinedAt: Store.date(row["joinedAt"]) ?? Date(timeIntervalSince1970: 0), lastSeenAt: Store.date(row["lastSeenAt"]),
+            pool: row["pool"])
     }
 }

@@ -10,8 +10,14 @@ public struct BuildQuery: Sendable {
     /// Builds submitted before this build (by submission order), for paging backwards.
     public var before: String?
     public var limit: Int
+    /// Only builds whose image this accepts (a token's repository scopes); nil: every build.
+    public var visible: (@Sendable (String) -> Bool)?
 
-    public init(state: BuildState? = nil, image: String? = nil, before: String? = nil, limit: Int = 50) {
+    public init(
+        state: BuildState? = nil, image: String? = nil, before: String? = nil, limit: Int = 50,
+        visible: (@Sendable (String) -> Bool)? = nil
+    ) {
+        self.visible = visible
         self.state = state
         self.image = image
         self.before = before
@@ -21,7 +27,12 @@ public struct BuildQuery: Sendable {
 
 extension Store {
     /// Records a validated build, one queued job per platform, and its first event.
-    public func submitBuild(_ spec: BuildSpec, submittedBy: String?) async throws -> BuildView {
+    ///
+    /// With `token` and `maxUnfinished`, a token that already has that many unfinished builds is refused
+    /// (``StoreError/quotaExceeded(_:)``), counted in the same transaction so a burst cannot slip past.
+    public func submitBuild(
+        _ spec: BuildSpec, submittedBy: String?, token: String? = nil, maxUnfinished: Int? = nil
+    ) async throws -> BuildView {
         do { try spec.validate() } catch { throw StoreError.invalid(field: error.field, message: error.message) }
         let id = Store.newID("bld")
         let at = Store.timestamp(now())
@@ -31,6 +42,18 @@ extension Store {
         let sealed = secrets.isEmpty ? nil : try seal(secrets, buildId: id)
         let secretNames = secrets.isEmpty ? nil : try Store.json(secrets.keys.sorted())
         try await write { db in
+            if let token, let maxUnfinished {
+                let unfinished =
+                    try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM build WHERE submittedByToken = ? AND finishedAt IS NULL",
+                        arguments: [token])
+                    ?? 0
+                if unfinished >= maxUnfinished {
+                    throw StoreError.quotaExceeded(
+                        "this token already has \(unfinished) unfinished builds, the limit (max_queued_builds_per_token = "
+                            + "\(maxUnfinished)); wait for some to finish or cancel them, then submit again")
+                }
+            }
             if case .upload(let digest) = spec.context,
                 try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true
             {
@@ -43,10 +66,10 @@ extension Store {
             }
             try db.execute(
                 sql: """
-                    INSERT INTO build (id, image, spec, secretNames, state, submittedBy, createdAt, updatedAt)
-                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)
+                    INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, createdAt, updatedAt)
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
                     """,
-                arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, at, at])
+                arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, token, at, at])
             let buildSeq = db.lastInsertedRowID
             if let sealed {
                 try db.execute(sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [id, sealed])
@@ -101,8 +124,19 @@ extension Store {
             }
             let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             let limit = max(1, min(query.limit, 500))
-            let ids = try String.fetchAll(
-                db, sql: "SELECT id FROM build \(whereClause) ORDER BY seq DESC LIMIT \(limit)", arguments: arguments)
+            guard let visible = query.visible else {
+                let ids = try String.fetchAll(
+                    db, sql: "SELECT id FROM build \(whereClause) ORDER BY seq DESC LIMIT \(limit)", arguments: arguments)
+                return try ids.map { try Self.buildView(db, id: $0) }
+            }
+            // Scopes are patterns SQL cannot match: walk the builds newest first, a batch at a time, keeping the
+            // visible ones until the page is full.
+            var ids: [String] = []
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT id, image FROM build \(whereClause) ORDER BY seq DESC", arguments: arguments)
+            while ids.count < limit, let row = try rows.next() {
+                if visible(row["image"]) { ids.append(row["id"]) }
+            }
             return try ids.map { try Self.buildView(db, id: $0) }
         }
     }

@@ -29,6 +29,14 @@ public enum VerificationOutcome: Sendable, Hashable {
     case rejected(reason: String)
 }
 
+/// What became of an agent's report.
+public enum CompletionOutcome: Sendable, Hashable {
+    case accepted
+    /// The report broke a rule (e.g. it named an image outside the build's repository): the attempt failed with
+    /// `reason`, and the agent is told so.
+    case refused(reason: String)
+}
+
 /// What happened to a log append.
 public enum LogAppendResult: Sendable, Hashable {
     /// Stored (or already had it); the log now has `size` bytes.
@@ -46,7 +54,8 @@ extension Store {
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
         return try await write { db -> Lease? in
-            try self.touchAgent(db, id: agentId, poll: poll)
+            let offer = try self.agentOffer(db, agentId: agentId, poll: poll)
+            try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels)
             guard let stateRaw = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId]) else {
                 throw StoreError.notFound(kind: "agent", id: agentId)
             }
@@ -82,7 +91,7 @@ extension Store {
                     db, epoch: epoch, jobId: held["jobId"], reason: "the lease could not be handed out again",
                     counted: false, at: at)
             }
-            let offers = poll.platforms.map { $0.normalized() }
+            let offers = offer.platforms
             let candidates = try Row.fetchAll(
                 db,
                 sql: """
@@ -95,7 +104,7 @@ extension Store {
                 let platformSpec = try Store.decode(PlatformSpec.self, candidate["spec"])
                 guard offers.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { continue }
                 let required = platformSpec.agentLabels ?? [:]
-                guard required.allSatisfy({ poll.labels[$0.key] == $0.value }) else { continue }
+                guard required.allSatisfy({ offer.labels[$0.key] == $0.value }) else { continue }
                 switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
                 case .secrets(let secrets):
                     return try self.grant(
@@ -367,9 +376,14 @@ extension Store {
     /// Records an agent's result. Success moves the attempt to verification (the coordinator checks the
     /// digest); failure re-queues the job with backoff or fails it. Reporting the same result twice is
     /// accepted; a different digest for the same attempt is a conflict.
-    public func complete(agentId: String, _ request: CompleteRequest) async throws {
+    ///
+    /// A succeeded report must name an image in the build's own repository (registry and repository equal to the
+    /// build's image) or in one of ``StoreSettings/stagingRepositories``: the coordinator copies what the report
+    /// names with its own credentials, so anything else is refused and the attempt fails with the rule as reason.
+    @discardableResult
+    public func complete(agentId: String, _ request: CompleteRequest) async throws -> CompletionOutcome {
         let at = now()
-        try await write { db in
+        return try await write { db -> CompletionOutcome in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -387,7 +401,16 @@ extension Store {
                             "attempt \(request.epoch) already reported \(attempt["digest"] as String? ?? state); it cannot report \(digest) now"
                         )
                     }
-                    return
+                    return .accepted
+                }
+                if let refusal = Self.reportRefusal(
+                    reference, image: try Self.buildSpec(db, id: job["buildId"]).image, staging: self.settings.stagingRepositories
+                ) {
+                    try db.execute(
+                        sql: "UPDATE attempt SET state = 'failed', reason = ?, endedAt = ? WHERE epoch = ?",
+                        arguments: [refusal, Store.timestamp(at), request.epoch])
+                    try self.attemptEnded(db, job: job, reason: refusal, at: at)
+                    return .refused(reason: refusal)
                 }
                 try db.execute(
                     sql: "UPDATE attempt SET state = 'verifying', digest = ?, imageReference = ?, endedAt = ? WHERE epoch = ?",
@@ -405,7 +428,7 @@ extension Store {
                         throw StoreError.conflict(
                             "attempt \(request.epoch) already ended as \(state); it cannot be released now")
                     }
-                    return
+                    return .accepted
                 }
                 let reason = request.reason ?? "the agent gave the job back"
                 try db.execute(
@@ -427,7 +450,7 @@ extension Store {
                         throw StoreError.conflict(
                             "attempt \(request.epoch) already ended as \(state); it cannot report \(wanted) now")
                     }
-                    return
+                    return .accepted
                 }
                 let reason = request.reason ?? (request.outcome == .cancelled ? "cancelled" : "the build failed")
                 let exit = request.exitCode.map { " (exit code \($0))" } ?? ""
@@ -440,7 +463,25 @@ extension Store {
                     try self.attemptEnded(db, job: job, reason: reason + exit, at: at)
                 }
             }
+            return .accepted
         }
+    }
+
+    /// Why a report naming `reference` is refused for a build of `image`, or nil when it is in the build's own
+    /// repository or a staging repository.
+    static func reportRefusal(_ reference: String, image: String, staging: [RepositoryPattern]) -> String? {
+        let rule =
+            "a report must name an image in the build's own repository\(staging.isEmpty ? "" : " or in staging_repositories (\(staging.map(\.description).joined(separator: ", ")))")"
+        guard let reported = try? ImageReference(parsing: reference) else {
+            return "the agent reported \"\(reference)\", which is not an image reference; \(rule)"
+        }
+        if let own = try? ImageReference(parsing: image), own.registry.lowercased() == reported.registry.lowercased(),
+            own.repository == reported.repository
+        {
+            return nil
+        }
+        if RepositoryPattern.allows(staging, reported) { return nil }
+        return "the agent reported image \(reference), outside the build's repository \(image); \(rule)"
     }
 
     /// Reports awaiting a registry check, oldest first (also those left over from before a restart), and those

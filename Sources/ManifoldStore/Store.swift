@@ -115,12 +115,16 @@ public struct StoreSettings: Sendable {
     public var maxLogBytesPerAttempt: Int64
     /// `{tag}-{os}-{arch}{-variant}` and friends; rendered by `childTag`.
     public var childTag: @Sendable (_ template: String?, _ tag: String, _ platform: Platform) -> String
+    /// Repositories besides the build's own that an agent may report its image in (`staging_repositories`).
+    public var stagingRepositories: [RepositoryPattern]
 
     public init(
         leaseTTL: TimeInterval = 60, defaultMaxAttempts: Int = 3, retryBackoff: TimeInterval = 5,
         maxRetryBackoff: TimeInterval = 300, maxLogBytesPerAttempt: Int64 = 64 << 20,
-        childTag: @escaping @Sendable (String?, String, Platform) -> String = StoreSettings.defaultChildTag
+        childTag: @escaping @Sendable (String?, String, Platform) -> String = StoreSettings.defaultChildTag,
+        stagingRepositories: [RepositoryPattern] = []
     ) {
+        self.stagingRepositories = stagingRepositories
         self.leaseTTL = leaseTTL
         self.defaultMaxAttempts = defaultMaxAttempts
         self.retryBackoff = retryBackoff
@@ -188,6 +192,10 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
     case forbidden(String)
     /// The database cannot be written (disk full, I/O error): 507, nothing changed.
     case storageUnavailable(String)
+    /// The credential no longer works (401), e.g. a join token that expired or was used up meanwhile.
+    case unauthenticated(String)
+    /// A per-token quota is used up (429), e.g. too many unfinished builds.
+    case quotaExceeded(String)
 
     public var description: String {
         switch self {
@@ -196,7 +204,9 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
             return "attempt epoch \(epoch) of job \(jobId) is no longer current: \(reason)"
         case .conflict(let message): return message
         case .invalid(let field, let message): return "\(field): \(message)"
-        case .limitExceeded(let message), .forbidden(let message), .storageUnavailable(let message): return message
+        case .limitExceeded(let message), .forbidden(let message), .storageUnavailable(let message),
+            .unauthenticated(let message), .quotaExceeded(let message):
+            return message
         }
     }
 }

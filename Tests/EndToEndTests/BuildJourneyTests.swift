@@ -293,9 +293,12 @@ import Testing
         let agents = try await harness.cli(["agent", "list"])
         #expect(agents.status == 0, "\(agents.stderr)")
         let rows = agents.stdout.split(separator: "\n")
-        #expect(rows.first?.hasPrefix("NAME   PLATFORMS                 BUILDERS  LABELS    STATE   JOB  LAST SEEN") == true)
         #expect(
-            rows.last?.hasPrefix("win-1  windows/amd64:10.0.20348  scripted  pool=e2e  active  -") == true, "\(agents.stdout)")
+            rows.first?.hasPrefix("NAME   POOL     PLATFORMS                 BUILDERS  LABELS    STATE   JOB  LAST SEEN") == true,
+            "\(agents.stdout)")
+        #expect(
+            rows.last?.hasPrefix("win-1  default  windows/amd64:10.0.20348  scripted  pool=e2e  active  -") == true,
+            "\(agents.stdout)")
         for (command, state) in [("drain", "draining"), ("disable", "disabled"), ("enable", "active")] {
             let result = try await harness.cli(["agent", command, "win-1"])
             #expect(result.status == 0, "\(result.stderr)")
@@ -322,6 +325,51 @@ import Testing
         #expect(afterRevoke.stderr.contains("(HTTP 401)"), "\(afterRevoke.stderr)")
     }
 
+    /// Pools and scoped tokens through the real CLI against a real coordinator process: a pool with its join
+    /// token, a scoped submitter refused outside its repositories, and a pool that cannot go while in use.
+    @Test func poolAndScopedTokenCommands() async throws {
+        let harness = try await BuildCLIHarness("pools")
+        let pool = try await harness.cli([
+            "pool", "create", "release", "--label", "pool=release", "--platform", "linux/amd64", "--platform", "linux/arm64",
+        ])
+        #expect(pool.status == 0, "\(pool.stderr)")
+        #expect(pool.stdout.contains("Created pool release: labels pool=release, platforms linux/amd64,linux/arm64"))
+        let join = try await harness.cli([
+            "token", "create", "--role", "join", "--pool", "release", "--expires", "1h", "--uses", "1", "--output", "json",
+        ])
+        #expect(join.status == 0, "\(join.stderr)")
+        let joinToken = try APICoding.decoder().decode(CreatedToken.self, from: Data(join.stdout.utf8))
+        #expect(joinToken.token.pool == "release" && joinToken.token.usesLeft == 1)
+        #expect(abs((joinToken.token.expiresAt ?? .distantPast).timeIntervalSinceNow - 3_600) < 120)
+        let scoped = try await harness.cli([
+            "token", "create", "--role", "submitter", "--name", "team", "--repository", "\(harness.registry.host)/team/*",
+            "--output", "json",
+        ])
+        #expect(scoped.status == 0, "\(scoped.stderr)")
+        let team = try APICoding.decoder().decode(CreatedToken.self, from: Data(scoped.stdout.utf8))
+        let tokens = try await harness.cli(["token", "list"])
+        #expect(tokens.stdout.contains("pool release"), "\(tokens.stdout)")
+        #expect(tokens.stdout.contains("\(harness.registry.host)/team/*"), "\(tokens.stdout)")
+        let pools = try await harness.cli(["pool", "list"])
+        #expect(pools.stdout.contains("release  pool=release  linux/amd64,linux/arm64  0       1"), "\(pools.stdout)")
+
+        // The scoped submitter cannot build into e2e/app.
+        let context = try harness.directory("app", ["Dockerfile": "FROM scratch\n"])
+        let outside = try await harness.cli(
+            ["build", "submit", harness.image, "-t", "1.0", "-p", "linux/amd64", "--context", context.path, "--quiet"],
+            environment: ["MANIFOLD_TOKEN": team.secret])
+        #expect(outside.status == 1)
+        #expect(outside.stderr.contains("\(harness.registry.host)/team/*"), "\(outside.stderr)")
+        #expect(outside.stderr.contains("HTTP 403)"), "\(outside.stderr)")
+
+        let inUse = try await harness.cli(["pool", "remove", "release"])
+        #expect(inUse.status == 1)
+        #expect(inUse.stderr.contains(joinToken.token.id), "\(inUse.stderr)")
+        #expect(try await harness.cli(["token", "revoke", joinToken.token.id]).status == 0)
+        let removed = try await harness.cli(["pool", "remove", "release"])
+        #expect(removed.status == 0, "\(removed.stderr)")
+    }
+
     @Test(arguments: [
         (["build", "submit", "r.local/app", "-p", "linux/amd64"], "--tag"),
         (["build", "submit", "r.local/app", "-t", "x", "-p", "linux/amd64", "--file", "linux/arm64=D"], "linux/arm64"),
@@ -329,6 +377,10 @@ import Testing
         (["build", "logs", "b1", "--platform", "linux"], "os/arch"),
         (["build", "list", "--state", "done"], "published"),
         (["token", "create", "--role", "root"], "root"),
+        (["token", "create", "--role", "join", "--expires", "5x"], "duration"),
+        (["token", "create", "--role", "viewer", "--repository", "no-path"], "REGISTRY/PATH"),
+        (["pool", "create", "x", "--label", "novalue"], "key=value"),
+        (["pool", "create", "x", "--platform", "linux"], "os/arch"),
         (["login", "https://127.0.0.1:1", "--token", "t", "--ca-fingerprint", "sha256:12"], "64 hex digits"),
     ])
     func usageErrorsExitTwo(_ arguments: [String], _ mention: String) throws {
@@ -340,6 +392,7 @@ import Testing
     @Test(arguments: [
         ["build", "submit"], ["build", "watch"], ["build", "logs"], ["build", "list"], ["build", "show"], ["build", "cancel"],
         ["build", "retry"], ["agent", "list"], ["agent", "drain"], ["token", "create"], ["token", "revoke"], ["login"],
+        ["pool", "create"], ["pool", "list"], ["pool", "remove"],
     ])
     func everyCommandHasHelpWithExamples(_ arguments: [String]) throws {
         let result = try manifold(arguments + ["--help"])

@@ -17,7 +17,9 @@ import Testing
     @Test func tokensAreFoundByHashAndRevoked() async throws {
         let fixture = try StoreFixture()
         let token = try await fixture.store.createToken(name: "ci", role: .submitter, secretHash: "abc")
-        #expect(try await fixture.store.principal(forSecretHash: "abc") == .user(tokenId: token.id, name: "ci", role: .submitter))
+        #expect(
+            try await fixture.store.principal(forSecretHash: "abc")
+                == .user(TokenGrant(tokenId: token.id, name: "ci", role: .submitter)))
         #expect(try await fixture.store.principal(forSecretHash: "nope") == nil)
         try await fixture.store.revokeToken(id: token.id)
         #expect(try await fixture.store.principal(forSecretHash: "abc") == nil)

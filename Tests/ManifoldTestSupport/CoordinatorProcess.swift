@@ -44,12 +44,16 @@ public enum CoordinatorProcess {
         return try await running.client.execute(request)
     }
 
-    /// `manifold init` into `state`, listening on loopback `port`; returns what it printed once.
+    /// `manifold init` into `state`, listening on loopback `port`; returns what it printed once. The join token
+    /// may join 1000 agents, since chaos tests join many (the default of 10 is checked by its own test).
     public static func initialise(
         state: String, port: Int, environment: [String: String] = [:]
     ) throws -> (fingerprint: String, admin: String, joinToken: String) {
         let initialised = try manifold(
-            ["init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1"],
+            [
+                "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
+                "--join-token-uses", "1000",
+            ],
             environment: environment)
         guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
         func value(_ label: String) throws -> String {

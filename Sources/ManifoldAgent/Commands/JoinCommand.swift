@@ -97,7 +97,12 @@ struct JoinCommand: AsyncParsableCommand {
                 leaseTTLSeconds: joined.leaseTTLSeconds, heartbeatIntervalSeconds: joined.heartbeatIntervalSeconds,
                 caFingerprint: expected))
         print("Joined \(URLRedaction.display(url)) as \(hostName) (agent \(joined.agentId)).")
-        print("Platforms: \(platformList.map(\.description).joined(separator: ", "))")
+        print("Platforms: \((joined.platforms ?? platformList).map(\.description).joined(separator: ", "))")
+        if let pool = joined.pool {
+            let labels = (joined.labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            print("Pool: \(pool); labels: \(labels.isEmpty ? "none" : labels.joined(separator: ", "))")
+            print("These labels and platforms are fixed: later runs may offer fewer, never more (join again for more).")
+        }
         print("Builders found: \(builders.joined(separator: ", "))")
         print("Credential and CA stored in \(directory.url.path).")
         print("Next: manifold-agent run --state-dir \(directory.url.path) --builder \(builders.first ?? "command")")

@@ -131,6 +131,24 @@ extension CoordinatorSettings {
             "# Most connections open at once; past it new connections wait in the kernel's accept queue (256) until",
             "# one closes, and the kernel refuses connections beyond that. Default: \(defaults.maxConnections)",
             "max_connections: \(maxConnections)",
+            "# Repositories besides a build's own where an agent may report its built image (REGISTRY/PATH, * for one",
+            "# path component, a final /** for any depth). A report naming any other image is refused. Default: none.",
+        ]
+        if stagingRepositories.isEmpty {
+            lines += ["staging_repositories: []", "#   - \"registry.example.com/staging/*\""]
+        } else {
+            lines.append("staging_repositories:")
+            lines += stagingRepositories.map { "  - \(Self.quoted($0.description))" }
+        }
+        lines += [
+            "",
+            "# Limits against abuse. Unfinished builds per token (more: 429), platforms per build (more: 400), event",
+            "# streams and log follows open at once per token (more: 429), and failed authentications per client",
+            "# address and minute (more: 429 with Retry-After until the minute is over).",
+            "max_queued_builds_per_token: \(maxQueuedBuildsPerToken)",
+            "max_platforms_per_build: \(maxPlatformsPerBuild)",
+            "max_streams_per_token: \(maxStreamsPerToken)",
+            "auth_failures_per_minute: \(authFailuresPerMinute)",
         ]
         return lines.joined(separator: "\n") + "\n"
     }

@@ -75,6 +75,18 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var tlsHandshakeTimeoutSeconds: Int
     /// The most connections open at once; past it new connections wait in the kernel's accept queue.
     public var maxConnections: Int
+    /// Repositories besides a build's own where an agent may report its image (`REGISTRY/PATH` patterns); the
+    /// coordinator copies from there into the build's repository. Empty (the default): only the build's own.
+    public var stagingRepositories: [RepositoryPattern] = []
+    /// The most unfinished builds one token may have; more are refused with 429.
+    public var maxQueuedBuildsPerToken: Int = 100
+    /// The most platforms one build may ask for; more are refused with 400.
+    public var maxPlatformsPerBuild: Int = 32
+    /// The most event streams and log follows one token (or agent) may hold open at once; more are refused with 429.
+    public var maxStreamsPerToken: Int = 16
+    /// Failed authentications (401) one client address may cause per minute; then it gets 429 until the
+    /// minute is over, before its token is even looked up.
+    public var authFailuresPerMinute: Int = 20
 
     /// The built-in defaults.
     public static let defaults = CoordinatorSettings(
@@ -178,6 +190,11 @@ extension CoordinatorSettings {
         case idleTimeoutSeconds = "idle_timeout_seconds"
         case tlsHandshakeTimeoutSeconds = "tls_handshake_timeout_seconds"
         case maxConnections = "max_connections"
+        case stagingRepositories = "staging_repositories"
+        case maxQueuedBuildsPerToken = "max_queued_builds_per_token"
+        case maxPlatformsPerBuild = "max_platforms_per_build"
+        case maxStreamsPerToken = "max_streams_per_token"
+        case authFailuresPerMinute = "auth_failures_per_minute"
 
         var yamlKey: String { rawValue }
         var environmentVariable: String { "MANIFOLD_" + rawValue.uppercased() }
@@ -206,6 +223,10 @@ extension CoordinatorSettings {
     static let idleTimeoutRange = 1...3_600
     static let tlsHandshakeTimeoutRange = 1...300
     static let maxConnectionsRange = 1...1_000_000
+    static let queuedBuildsRange = 1...1_000_000
+    static let platformsPerBuildRange = 1...256
+    static let streamsPerTokenRange = 1...10_000
+    static let authFailuresRange = 1...1_000_000
 }
 
 /// A value as it arrives from a source: YAML keeps lists and maps structured, env and flags give text.
@@ -360,7 +381,7 @@ extension CoordinatorSettings {
                 !$0.isEmpty
             }
             switch key {
-            case .insecureRegistries, .allowedRegistries:
+            case .insecureRegistries, .allowedRegistries, .stagingRepositories:
                 return .list(items)
             case .registryCAs:
                 return .map(
@@ -524,6 +545,28 @@ extension CoordinatorSettings {
                 settings.tlsHandshakeTimeoutSeconds = try integer(tlsHandshakeTimeoutRange, unit: "seconds")
             case .maxConnections:
                 settings.maxConnections = try integer(maxConnectionsRange, unit: "connections")
+            case .stagingRepositories:
+                let expected =
+                    "a list of repository patterns REGISTRY/PATH, * for one path component, e.g. ghcr.io/team/staging/*"
+                let items: [String]
+                switch raw {
+                case .null: items = []
+                case .list(let list): items = list
+                default: throw invalid(expected)
+                }
+                settings.stagingRepositories = try items.map { item in
+                    do { return try RepositoryPattern(parsing: item) } catch let error as RegistryPatternError {
+                        throw CoordinatorSettingsError.invalidValue(source: source, value: item, expected: error.reason)
+                    }
+                }
+            case .maxQueuedBuildsPerToken:
+                settings.maxQueuedBuildsPerToken = try integer(queuedBuildsRange, unit: "builds")
+            case .maxPlatformsPerBuild:
+                settings.maxPlatformsPerBuild = try integer(platformsPerBuildRange, unit: "platforms")
+            case .maxStreamsPerToken:
+                settings.maxStreamsPerToken = try integer(streamsPerTokenRange, unit: "streams")
+            case .authFailuresPerMinute:
+                settings.authFailuresPerMinute = try integer(authFailuresRange, unit: "failed authentications")
             }
             sources[key] = source
         }

@@ -51,6 +51,8 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
         case .invalid(let field, let message): return APIError(.badRequest, code: "INVALID", message, field: field)
         case .limitExceeded(let message): return APIError(.contentTooLarge, code: "TOO_LARGE", message)
         case .forbidden(let message): return APIError(.forbidden, code: "FORBIDDEN", message)
+        case .unauthenticated(let message): return APIError(.unauthorized, code: "UNAUTHENTICATED", message)
+        case .quotaExceeded(let message): return APIError(.tooManyRequests, code: "TOO_MANY", message)
         case .storageUnavailable(let message):
             return APIError(
                 HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "STORAGE_UNAVAILABLE", message)

@@ -9,17 +9,24 @@ extension CoordinatorAPI {
         let agents = router.group("/api/v1/agent")
 
         agents.post("/join") { request, context -> Response in
-            _ = try context.requireUser([.join], to: "join agents")
+            let user = try context.requireUser([.join], to: "join agents")
             let join = try await decode(JoinRequest.self, from: request, context: context)
             try Self.checkProtocol(join.protocolVersion)
             let secret = generateSecret("mfd_agent_")
-            let agent = try await store.joinAgent(join, secretHash: hash(secret))
+            // An admin joins agents into the default pool without using up a token.
+            let agent = try await store.joinAgent(
+                join, secretHash: hash(secret), joinTokenId: user.role == .join ? user.tokenId : nil)
             context.logger.info(
-                "agent joined", metadata: ["agent": "\(agent.name)", "platforms": "\(agent.platforms.map(\.description))"])
+                "agent joined",
+                metadata: [
+                    "agent": "\(agent.name)", "pool": "\(agent.pool ?? "-")",
+                    "platforms": "\(agent.platforms.map(\.description))",
+                ])
             return try Self.json(
                 JoinResponse(
                     agentId: agent.id, secret: secret, leaseTTLSeconds: options.leaseTTLSeconds,
-                    heartbeatIntervalSeconds: options.heartbeatIntervalSeconds), status: .created)
+                    heartbeatIntervalSeconds: options.heartbeatIntervalSeconds, pool: agent.pool, labels: agent.labels,
+                    platforms: agent.platforms), status: .created)
         }
 
         agents.post("/poll") { request, context -> Response in
@@ -96,8 +103,13 @@ extension CoordinatorAPI {
         agents.post("/complete") { request, context -> Response in
             let agent = try context.requireAgent()
             let report = try await decode(CompleteRequest.self, from: request, context: context)
-            try await store.complete(agentId: agent.id, report)
+            let outcome = try await store.complete(agentId: agent.id, report)
             notifier.notify([.verification, .work, .progress])
+            if case .refused(let reason) = outcome {
+                context.logger.warning(
+                    "report refused", metadata: ["agent": "\(agent.name)", "job": "\(report.jobId)", "reason": "\(reason)"])
+                throw APIError(.unprocessableContent, code: "REPORT_REFUSED", reason, field: "imageReference")
+            }
             return try Self.json(CompleteResponse(accepted: true))
         }
 

@@ -12,12 +12,19 @@ extension CoordinatorAPI {
         builds.post { request, context -> Response in
             let user = try context.requireUser([.submitter], to: "submit builds")
             let spec = try await decode(BuildSpec.self, from: request, context: context)
+            guard spec.platforms.count <= options.maxPlatformsPerBuild else {
+                throw APIError.badRequest(
+                    "the build asks for \(spec.platforms.count) platforms; at most \(options.maxPlatformsPerBuild) are allowed "
+                        + "(max_platforms_per_build)", field: "platforms")
+            }
             try spec.validate()
             if let template = spec.childTagTemplate, let problem = CoordinatorSettings.problem(withChildTagTemplate: template) {
                 throw APIError.badRequest(
                     "\"\(template)\" is not a usable child tag template; give \(problem)", field: "childTagTemplate")
             }
-            let build = try await store.submitBuild(spec, submittedBy: user.name)
+            try checkDestination(spec.image, for: user)
+            let build = try await store.submitBuild(
+                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
             metrics.increment("manifold_builds_submitted_total")
             notifier.notify([.work, .progress])
             context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
@@ -25,7 +32,7 @@ extension CoordinatorAPI {
         }
 
         builds.get { request, context -> Response in
-            _ = try context.requireUser([.viewer, .submitter], to: "list builds")
+            let user = try context.requireUser([.viewer, .submitter], to: "list builds")
             let query = request.uri.queryParameters
             var filter = BuildQuery()
             if let state = query.get("state") {
@@ -44,33 +51,39 @@ extension CoordinatorAPI {
                 }
                 filter.limit = value
             }
+            if user.role != .admin, user.repositories != nil {
+                filter.visible = { image in user.covers(image: image) }
+            }
             let page = try await store.listBuilds(filter)
             return try Self.json(BuildList(builds: page, next: page.count == filter.limit ? page.last?.id : nil))
         }
 
         builds.get("/:id") { _, context -> Response in
-            _ = try context.requireUser([.viewer, .submitter], to: "read builds")
-            return try Self.json(try await store.build(id: try Self.parameter("id", context)))
+            let user = try context.requireUser([.viewer, .submitter], to: "read builds")
+            return try Self.json(try await visibleBuild(try Self.parameter("id", context), to: user))
         }
 
         builds.post("/:id/cancel") { _, context -> Response in
             let user = try context.requireUser([.submitter], to: "cancel builds")
-            let build = try await store.cancelBuild(id: try Self.parameter("id", context), by: user.name)
+            let id = try Self.parameter("id", context)
+            _ = try await visibleBuild(id, to: user)
+            let build = try await store.cancelBuild(id: id, by: user.name)
             notifier.notify([.work, .progress])
             return try Self.json(build)
         }
 
         builds.post("/:id/retry") { request, context -> Response in
-            _ = try context.requireUser([.submitter], to: "retry builds")
+            let user = try context.requireUser([.submitter], to: "retry builds")
+            let id = try Self.parameter("id", context)
+            _ = try await visibleBuild(id, to: user)
             let retry = try await decode(RetryRequest.self, from: request, context: context)
-            let build = try await store.retryJob(
-                buildId: try Self.parameter("id", context), platform: retry.platform, secrets: retry.secrets)
+            let build = try await store.retryJob(buildId: id, platform: retry.platform, secrets: retry.secrets)
             notifier.notify([.work, .progress])
             return try Self.json(build)
         }
 
         builds.get("/:id/events") { request, context -> Response in
-            _ = try context.requireUser([.viewer, .submitter], to: "watch builds")
+            let user = try context.requireUser([.viewer, .submitter], to: "watch builds")
             let id = try Self.parameter("id", context)
             let resumeFrom: Int64
             if let header = request.headers[HTTPField.Name("Last-Event-ID")!] {
@@ -88,19 +101,21 @@ extension CoordinatorAPI {
             } else {
                 resumeFrom = 0
             }
-            _ = try await store.build(id: id)  // 404 before the stream starts
+            _ = try await visibleBuild(id, to: user)  // 404 before the stream starts
+            let slot = try streams.open(tokenId: user.tokenId, expiresAt: user.expiresAt)
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                 body: ResponseBody { writer in
-                    try await streamEvents(buildId: id, after: resumeFrom, writer: &writer)
+                    try await streamEvents(buildId: id, after: resumeFrom, slot: slot, writer: &writer)
                     try await writer.finish(nil)
                 })
         }
 
         builds.get("/:id/logs") { request, context -> Response in
-            _ = try context.requireUser([.viewer, .submitter], to: "read logs")
+            let user = try context.requireUser([.viewer, .submitter], to: "read logs")
             let id = try Self.parameter("id", context)
+            _ = try await visibleBuild(id, to: user)
             let query = request.uri.queryParameters
             guard let platform = query.get("platform") else {
                 throw APIError.badRequest("give ?platform=os/arch[/variant]", field: "platform")
@@ -121,21 +136,56 @@ extension CoordinatorAPI {
                     headers: [.contentType: "text/plain; charset=utf-8", HTTPField.Name("X-Log-Size")!: "\(first.size)"],
                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: first.data)))
             }
+            let slot = try streams.open(tokenId: user.tokenId, expiresAt: user.expiresAt)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-cache"],
                 body: ResponseBody { writer in
-                    try await followLog(buildId: id, platform: platform, attempt: attempt, from: offset, writer: &writer)
+                    try await followLog(
+                        buildId: id, platform: platform, attempt: attempt, from: offset, slot: slot, writer: &writer)
                     try await writer.finish(nil)
                 })
         }
     }
 
+    /// The build, if `user`'s scopes cover its image; otherwise 404 as if it did not exist, so a token learns
+    /// nothing about builds outside its scopes.
+    func visibleBuild(_ id: String, to user: TokenGrant) async throws -> BuildView {
+        let build = try await store.build(id: id)
+        guard user.covers(image: build.image) else { throw StoreError.notFound(kind: "build", id: id) }
+        return build
+    }
+
+    /// Refuses a destination outside `allowed_registries` (403 naming them) or outside the token's repository
+    /// scopes (403 naming the scopes).
+    func checkDestination(_ image: String, for user: TokenGrant) throws {
+        let reference: ImageReference
+        do { reference = try ImageReference(parsing: image) } catch {
+            throw APIError.badRequest("image \"\(image)\" is not an image reference: \(error)", field: "image")
+        }
+        guard RegistryPattern.allows(options.allowedRegistries, registry: reference.registry) else {
+            let allowed =
+                options.allowedRegistries.isEmpty
+                ? "none is allowed yet (an admin lists them under allowed_registries)"
+                : "allowed: \(options.allowedRegistries.map(\.description).joined(separator: ", "))"
+            throw APIError(
+                .forbidden, code: "REGISTRY_NOT_ALLOWED",
+                "registry \(reference.registry) of image \(image) is not in allowed_registries; \(allowed)", field: "image")
+        }
+        guard user.covers(image: image) else {
+            throw APIError(
+                .forbidden, code: "OUT_OF_SCOPE",
+                "token \"\(user.name)\" may build only into \(user.scopeDescription); \(reference.registry)/\(reference.repository) "
+                    + "is outside its scopes", field: "image")
+        }
+    }
+
     /// Writes events as Server-Sent Events from `after` on, waiting for new ones, until the build is final and
-    /// everything has been sent. A comment line every 15 s keeps proxies from closing an idle stream.
-    func streamEvents(buildId: String, after: Int64, writer: inout any ResponseBodyWriter) async throws {
+    /// everything has been sent, or the caller's token is revoked or expires. A comment line every 15 s keeps
+    /// proxies from closing an idle stream.
+    func streamEvents(buildId: String, after: Int64, slot: StreamSlot, writer: inout any ResponseBodyWriter) async throws {
         var last = after
         var finalSeen = false
-        while !Task.isCancelled {
+        while !Task.isCancelled, !slot.isOver {
             let generation = notifier.generation(of: .progress)
             let events = try await store.events(buildId: buildId, after: last)
             for event in events {
@@ -160,13 +210,15 @@ extension CoordinatorAPI {
         }
     }
 
-    /// Streams an attempt's log as it grows, until the attempt has finished and every byte was sent.
+    /// Streams an attempt's log as it grows, until the attempt has finished and every byte was sent, or the
+    /// caller's token is revoked or expires.
     func followLog(
-        buildId: String, platform: String, attempt: Int?, from offset: Int64, writer: inout any ResponseBodyWriter
+        buildId: String, platform: String, attempt: Int?, from offset: Int64, slot: StreamSlot,
+        writer: inout any ResponseBodyWriter
     ) async throws {
         var position = offset
         var epoch: Int64? = nil
-        while !Task.isCancelled {
+        while !Task.isCancelled, !slot.isOver {
             let generation = notifier.generation(of: .progress)
             let chunk = try await store.readLog(buildId: buildId, platform: platform, attempt: attempt, offset: position)
             // A new attempt started: the followed attempt's log is over. Before the first attempt there is nothing yet.

@@ -16,12 +16,24 @@ public struct CoordinatorAPI: Sendable {
         public var maxRequestBodyBytes: Int
         public var contextsDirectory: URL
         public var caCertificatePEM: String?
+        /// Registries builds may name (`allowed_registries`); empty allows none.
+        public var allowedRegistries: [RegistryPattern]
+        public var maxQueuedBuildsPerToken: Int
+        public var maxPlatformsPerBuild: Int
+        public var maxStreamsPerToken: Int
+        public var authFailuresPerMinute: Int
 
         public init(
             leaseTTLSeconds: Int = 60, heartbeatIntervalSeconds: Int = 10, pollTimeout: Duration = .seconds(30),
             maxContextBytes: Int64 = 2 << 30, maxRequestBodyBytes: Int = 1 << 20, contextsDirectory: URL,
-            caCertificatePEM: String?
+            caCertificatePEM: String?, allowedRegistries: [RegistryPattern] = [], maxQueuedBuildsPerToken: Int = 100,
+            maxPlatformsPerBuild: Int = 32, maxStreamsPerToken: Int = 16, authFailuresPerMinute: Int = 20
         ) {
+            self.allowedRegistries = allowedRegistries
+            self.maxQueuedBuildsPerToken = maxQueuedBuildsPerToken
+            self.maxPlatformsPerBuild = maxPlatformsPerBuild
+            self.maxStreamsPerToken = maxStreamsPerToken
+            self.authFailuresPerMinute = authFailuresPerMinute
             self.leaseTTLSeconds = leaseTTLSeconds
             self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
             self.pollTimeout = pollTimeout
@@ -38,6 +50,8 @@ public struct CoordinatorAPI: Sendable {
     let options: Options
     let hash: @Sendable (String) -> String
     let generateSecret: @Sendable (String) -> String
+    let failures: AuthFailureLimiter
+    let streams: StreamRegistry
 
     public init(
         store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, options: Options,
@@ -49,6 +63,8 @@ public struct CoordinatorAPI: Sendable {
         self.options = options
         self.hash = hash
         self.generateSecret = generateSecret
+        failures = AuthFailureLimiter(limit: options.authFailuresPerMinute)
+        streams = StreamRegistry(limit: options.maxStreamsPerToken)
     }
 
     /// Paths answered without a token: liveness, readiness and the CA certificate agents pin by fingerprint.
@@ -58,11 +74,13 @@ public struct CoordinatorAPI: Sendable {
     public func router() -> Router<CoordinatorContext> {
         let router = Router(context: CoordinatorContext.self)
         router.add(middleware: ErrorMiddleware())
-        router.add(middleware: AuthenticationMiddleware(store: store, hash: hash, publicPaths: Self.publicPaths))
+        router.add(
+            middleware: AuthenticationMiddleware(store: store, hash: hash, publicPaths: Self.publicPaths, failures: failures))
         addHealthRoutes(to: router)
         addAgentRoutes(to: router)
         addBuildRoutes(to: router)
         addAdminRoutes(to: router)
+        addPoolRoutes(to: router)
         addContextRoutes(to: router)
         return router
     }

@@ -2,24 +2,29 @@ import Foundation
 import Hummingbird
 import ManifoldAPI
 import ManifoldStore
+import NIOCore
 
 /// The per-request context: who is calling, once `AuthenticationMiddleware` has checked the token.
 public struct CoordinatorContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// The client's IP address (the proxy's behind a TCP load balancer), for the failed-authentication limit.
+    public var clientAddress: String
     /// Bodies are read with explicit limits (`max_request_body_bytes`, `max_context_bytes`), not this default.
     public var maxUploadSize: Int { 1 << 20 }
 
     public init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        let remote = source.channel.remoteAddress
+        clientAddress = remote?.ipAddress ?? remote?.pathname ?? "unknown"
     }
 
     /// The calling user, if it has one of `roles` (admins may do everything).
-    func requireUser(_ roles: Set<Role>, to action: String) throws -> (tokenId: String, name: String, role: Role) {
+    func requireUser(_ roles: Set<Role>, to action: String) throws -> TokenGrant {
         switch principal {
-        case .user(let tokenId, let name, let role) where role == .admin || roles.contains(role):
-            return (tokenId, name, role)
+        case .user(let grant) where grant.role == .admin || roles.contains(grant.role):
+            return grant
         case .none:
             throw APIError.unauthenticated
         default:
@@ -38,15 +43,44 @@ public struct CoordinatorContext: RequestContext {
 }
 
 /// Checks `Authorization: Bearer SECRET` against the stored hashes. Paths listed in `publicPaths` need no token.
+///
+/// A client address that failed to authenticate `auth_failures_per_minute` times gets 429 with `Retry-After`
+/// until its minute is over, before its token is looked up.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = CoordinatorContext
     let store: Store
     let hash: @Sendable (String) -> String
     let publicPaths: Set<String>
+    let failures: AuthFailureLimiter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
         if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        if let seconds = failures.retryAfter(context.clientAddress) {
+            var error = APIError(
+                .tooManyRequests, code: "TOO_MANY",
+                "too many failed authentications from \(context.clientAddress) (more than \(failures.limit) a minute, "
+                    + "auth_failures_per_minute); try again in \(seconds) s with a valid token")
+            error.headers[.retryAfter] = "\(seconds)"
+            throw error
+        }
+        let principal: Principal
+        do {
+            principal = try await authenticate(request)
+        } catch let error as APIError where error.status == .unauthorized {
+            failures.recordFailure(context.clientAddress)
+            throw error
+        } catch StoreError.unauthenticated(let message) {
+            failures.recordFailure(context.clientAddress)
+            throw APIError(.unauthorized, code: "UNAUTHENTICATED", message)
+        }
+        var context = context
+        context.principal = principal
+        context.logger[metadataKey: "principal"] = "\(Self.describe(principal))"
+        return try await next(request, context)
+    }
+
+    func authenticate(_ request: Request) async throws -> Principal {
         guard let header = request.headers[.authorization] else { throw APIError.unauthenticated }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else { throw APIError.unauthenticated }
@@ -55,15 +89,12 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard let principal = try await store.principal(forSecretHash: hash(String(parts[1]))) else {
             throw APIError.invalidToken
         }
-        var context = context
-        context.principal = principal
-        context.logger[metadataKey: "principal"] = "\(Self.describe(principal))"
-        return try await next(request, context)
+        return principal
     }
 
     static func describe(_ principal: Principal) -> String {
         switch principal {
-        case .user(_, let name, let role): return "\(role.rawValue):\(name)"
+        case .user(let grant): return "\(grant.role.rawValue):\(grant.name)"
         case .agent(_, let name, _): return "agent:\(name)"
         }
     }

@@ -6,16 +6,28 @@ import Testing
 
 @testable import ManifoldCoordinator
 
-/// Every endpoint × every kind of caller: no token, a wrong token, viewer, submitter, join, an agent, admin.
+/// Every endpoint × every kind of caller: no token, a wrong token, viewer, submitter, join, an agent, admin, and
+/// a viewer and a submitter whose repository scopes do not cover the build the endpoints name.
 @Suite struct AuthorizationTests {
     enum Caller: String, CaseIterable {
-        case none, wrong, viewer, submitter, join, agent, admin
+        case none, wrong, viewer, submitter, join, agent, admin, scopedViewer, scopedSubmitter
+
+        /// The role whose permissions the caller has.
+        var role: String {
+            switch self {
+            case .scopedViewer: "viewer"
+            case .scopedSubmitter: "submitter"
+            default: rawValue
+            }
+        }
     }
 
     struct Endpoint: Sendable, CustomStringConvertible {
         var method: String
         var path: String
         var allowed: Set<String>
+        /// Names the matrix build: a scoped caller whose role is allowed gets 404, as if it did not exist.
+        var outOfScope = false
         var description: String { "\(method) \(path)" }
     }
 
@@ -26,6 +38,12 @@ import Testing
             .wrong: "mfd_admin_not-a-real-token", .viewer: try await fixture.token(.viewer), .submitter: submitter,
             .join: fixture.initialisation.joinToken, .admin: fixture.initialisation.adminToken,
         ]
+        for (caller, role) in [(Caller.scopedViewer, Role.viewer), (.scopedSubmitter, .submitter)] {
+            tokens[caller] = try await fixture.call(
+                "POST", "/api/v1/tokens", token: fixture.initialisation.adminToken,
+                json: CreateTokenRequest(name: caller.rawValue, role: role, repositories: ["127.0.0.1/elsewhere/*"])
+            ).decode(CreatedToken.self).secret
+        }
         tokens[.agent] = try await fixture.joinAgent("matrix-agent", platforms: ["linux/amd64"]).secret
         let doomed = try await fixture.joinAgent("doomed-agent", platforms: ["linux/amd64"]).secret
         let build = try await fixture.submit(submitter, image: "127.0.0.1:1/matrix/app", platforms: ["linux/amd64"])
@@ -34,12 +52,13 @@ import Testing
         let writers: Set<String> = ["submitter", "admin"]
         let endpoints = [
             Endpoint(method: "GET", path: "/api/v1/builds", allowed: users),
-            Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)", allowed: users),
-            Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", allowed: users),
+            Endpoint(method: "GET", path: "/api/v1/builds/\(build.id)", allowed: users, outOfScope: true),
+            Endpoint(
+                method: "GET", path: "/api/v1/builds/\(build.id)/logs?platform=linux/amd64", allowed: users, outOfScope: true),
             // A missing build answers 404 once the caller is allowed, so the stream does not stay open.
             Endpoint(method: "GET", path: "/api/v1/builds/bld_missing/events", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/builds", allowed: writers),
-            Endpoint(method: "POST", path: "/api/v1/builds/\(build.id)/retry", allowed: writers),
+            Endpoint(method: "POST", path: "/api/v1/builds/\(build.id)/retry", allowed: writers, outOfScope: true),
             Endpoint(method: "POST", path: "/api/v1/builds/bld_missing/cancel", allowed: writers),
             Endpoint(method: "HEAD", path: "/api/v1/contexts/\(context)", allowed: writers),
             Endpoint(method: "PUT", path: "/api/v1/contexts/\(context)", allowed: writers),
@@ -52,6 +71,9 @@ import Testing
             Endpoint(method: "GET", path: "/api/v1/tokens", allowed: ["admin"]),
             Endpoint(method: "POST", path: "/api/v1/tokens", allowed: ["admin"]),
             Endpoint(method: "DELETE", path: "/api/v1/tokens/tok_missing", allowed: ["admin"]),
+            Endpoint(method: "GET", path: "/api/v1/pools", allowed: ["admin"]),
+            Endpoint(method: "POST", path: "/api/v1/pools", allowed: ["admin"]),
+            Endpoint(method: "DELETE", path: "/api/v1/pools/pool_missing", allowed: ["admin"]),
             Endpoint(method: "GET", path: "/metrics", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/agent/join", allowed: ["join", "admin"]),
             Endpoint(method: "POST", path: "/api/v1/agent/poll", allowed: ["agent"]),
@@ -69,8 +91,12 @@ import Testing
                 case .none, .wrong:
                     #expect(reply.status == 401, "\(endpoint) as \(caller): \(reply.status)")
                     if endpoint.method != "HEAD" { #expect(reply.error?.code == "UNAUTHENTICATED", "\(endpoint) as \(caller)") }
+                case .scopedViewer where endpoint.outOfScope, .scopedSubmitter where endpoint.outOfScope:
+                    // Allowed by role but not by scope: 404, so the build's existence is not revealed.
+                    let expected = endpoint.allowed.contains(caller.role) ? 404 : 403
+                    #expect(reply.status == expected, "\(endpoint) as \(caller) got \(reply.status), expected \(expected)")
                 default:
-                    if endpoint.allowed.contains(caller.rawValue) {
+                    if endpoint.allowed.contains(caller.role) {
                         #expect(
                             reply.status != 401 && reply.status != 403, "\(endpoint) as \(caller) was refused: \(reply.status)")
                     } else {

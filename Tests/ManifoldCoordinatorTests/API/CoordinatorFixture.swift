@@ -19,7 +19,7 @@ final class CoordinatorFixture: Sendable {
     private let task: Task<Void, any Error>
 
     static func start(
-        registry: TestRegistry? = nil, configure: (inout CoordinatorSettings) -> Void = { _ in }
+        registry: TestRegistry? = nil, joinTokenUses: Int = 1000, configure: (inout CoordinatorSettings) -> Void = { _ in }
     ) async throws
         -> CoordinatorFixture
     {
@@ -30,6 +30,8 @@ final class CoordinatorFixture: Sendable {
         settings.listen = "127.0.0.1:0"
         settings.pollTimeoutSeconds = 20
         settings.allowedRegistries = [try RegistryPattern(parsing: "127.0.0.1"), try RegistryPattern(parsing: "localhost")]
+        // Tests send many wrong tokens on purpose from one address; the limit has tests of its own.
+        settings.authFailuresPerMinute = 100_000
         if let registry {
             switch registry.mode {
             case .http: settings.insecureRegistries = [registry.host]
@@ -37,7 +39,9 @@ final class CoordinatorFixture: Sendable {
             }
         }
         configure(&settings)
-        let initialisation = try await Coordinator.initialise(state: state, settings: settings, hosts: [])
+        // Tests join many agents with the first join token; its default limits have a test of their own.
+        let initialisation = try await Coordinator.initialise(
+            state: state, settings: settings, hosts: [], joinTokenUses: joinTokenUses)
         if let username = registry?.username, let registry {
             _ = ManifoldRegistryDockerConfig.write(
                 directory: state.dockerConfigDirectory, host: registry.host, username: username, password: registry.password ?? ""
@@ -120,12 +124,20 @@ final class CoordinatorFixture: Sendable {
         return try reply.decode(CreatedToken.self).secret
     }
 
+    /// Opens a streaming GET (event stream, log follow) and returns once the answer's head arrived.
+    func openStream(_ path: String, token: String) async throws -> HTTPStreamingResponse {
+        var request = HTTPRequest(
+            method: "GET", url: URL(string: path, relativeTo: baseURL)!.absoluteURL, timeout: .seconds(120))
+        request.headers.replaceOrAdd("Authorization", "Bearer \(token)")
+        return try await client.stream(request)
+    }
+
     /// Joins an agent and returns its credential.
     func joinAgent(
-        _ name: String, platforms: [String], labels: [String: String] = [:]
+        _ name: String, platforms: [String], labels: [String: String] = [:], joinToken: String? = nil
     ) async throws -> (id: String, secret: String) {
         let reply = try await call(
-            "POST", "/api/v1/agent/join", token: initialisation.joinToken,
+            "POST", "/api/v1/agent/join", token: joinToken ?? initialisation.joinToken,
             json: JoinRequest(
                 name: name, platforms: try platforms.map { try Platform(parsing: $0) }, labels: labels, builders: ["command"],
                 version: "test"))
@@ -138,12 +150,15 @@ final class CoordinatorFixture: Sendable {
 
     /// Polls like an agent; `confirm` sends the heartbeat a real agent sends as soon as it has a lease (an
     /// unconfirmed grant goes back to the queue after the acknowledge window).
-    func poll(_ secret: String, platforms: [String], timeout: Duration = .seconds(40), confirm: Bool = true) async throws -> Reply
-    {
+    func poll(
+        _ secret: String, platforms: [String], labels: [String: String] = [:], timeout: Duration = .seconds(40),
+        confirm: Bool = true
+    ) async throws -> Reply {
         let reply = try await call(
             "POST", "/api/v1/agent/poll", token: secret,
             json: PollRequest(
-                platforms: try platforms.map { try Platform(parsing: $0) }, labels: [:], builders: ["command"], version: "test"),
+                platforms: try platforms.map { try Platform(parsing: $0) }, labels: labels, builders: ["command"],
+                version: "test"),
             timeout: timeout)
         if confirm, reply.status == 200, let lease = try reply.decode(PollResponse.self).lease {
             _ = try await call(

@@ -30,10 +30,13 @@ import Testing
         return manifest.digest
     }
 
+    /// An image reported from a staging repository (`staging_repositories`) is copied into the build's own.
     @Test func anImagePushedToAnotherRepositoryIsCopiedAndGetsItsChildTag() async throws {
         let registry = try TestRegistry.start(.http)
         defer { registry.stop() }
-        let fixture = try await CoordinatorFixture.start(registry: registry)
+        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
+            settings.stagingRepositories = [try! RepositoryPattern(parsing: "\(registry.host)/ci/*")]
+        }
         let submitter = try await fixture.token(.submitter)
         let agent = try await fixture.joinAgent("elsewhere", platforms: ["linux/arm64/v8"])
         let build = try await fixture.submit(
