@@ -25,6 +25,7 @@ public func fuzzAPIRequest(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt
     _ = roundTrip(RetryRequest.self, data)
     _ = roundTrip(AgentStateRequest.self, data)
     _ = roundTrip(CreateTokenRequest.self, data)
+    _ = roundTrip(CreatePoolRequest.self, data)
     return 0
 }
 
