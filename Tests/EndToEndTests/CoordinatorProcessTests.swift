@@ -198,7 +198,8 @@ import Testing
         let upload = try ManagedProcess(
             name: "curl-upload", executable: try ManagedProcess.resolve("curl"),
             arguments: [
-                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "-H", "Expect:", "--upload-file", file.path,
+                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "-H", "Expect:",
+                "--upload-file", file.path,
                 "-H", "Authorization: Bearer \(admin)", "-H", "Content-Type: application/gzip", "--write-out", "%{http_code}",
                 "--output", scratch.file("answer.json").path, "https://127.0.0.1:\(port)/api/v1/contexts/\(digest)",
             ], logDirectory: scratch.url)
