@@ -124,11 +124,18 @@ import Testing
         let againBuild = try APICoding.decoder().decode(BuildView.self, from: Data(again.stdout.utf8))
         _ = try await harness.cli(["build", "cancel", againBuild.id])
 
-        // Retry the linux platform: a new image, and the list is re-published with the new child.
+        // Retry the linux platform: a new image, and the list is re-published with the new child. The published
+        // build's secrets were erased, so the retry gives them again.
+        let refused = try await harness.cli(["build", "retry", build.id, "--platform", "linux/amd64"])
+        #expect(refused.status != 0 && refused.stderr.contains("TOKEN"), "\(refused.stderr)")
         let retry = try harness.start(
-            ["build", "retry", build.id, "--platform", "linux/amd64", "--watch", "--output", "json"], name: "retry-watch")
+            [
+                "build", "retry", build.id, "--platform", "linux/amd64", "--secret", "TOKEN=hunter3", "--watch", "--output",
+                "json",
+            ], name: "retry-watch")
         let retried = try await linuxAgent.take()
         #expect(retried.attempt == 2)
+        #expect(retried.spec.secrets == ["TOKEN": "hunter3"])
         let newLinuxDigest = try await linuxAgent.succeed(retried, layer: "linux v2")
         #expect(try await exitStatus(of: retry) == 0, "\(retry.output())")
         let events = retry.output().split(separator: "\n").dropFirst().compactMap {

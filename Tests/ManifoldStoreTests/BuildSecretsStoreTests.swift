@@ -69,6 +69,7 @@ import Testing
         // The older build is skipped, the one without secrets is served.
         let lease = try #require(try await fixture.store.lease(agentId: agent.id, poll: old))
         #expect(lease.spec.buildId == plain.id)
+        _ = try await fixture.store.heartbeat(agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
         #expect(try await fixture.store.lease(agentId: agent.id, poll: old) == nil)
         let current = try await fixture.join("new", platforms: ["linux/amd64"])
         #expect(try #require(try await fixture.poll(current)).spec.secrets == ["NPM_TOKEN": "npm_secret_1"])
@@ -149,7 +150,11 @@ import Testing
         #expect(again.spec.secrets == ["NPM_TOKEN": "second", "SSH_KEY": "key2"])
 
         // A build without secrets takes none.
-        let plain = try await fixture.submit(platforms: ["linux/amd64"])
+        _ = try await fixture.succeed(again, agent: agent)
+        let plain = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
+        let plainLease = try #require(try await fixture.poll(agent))
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: plainLease.jobId, epoch: plainLease.epoch, outcome: .failed, exitCode: 1))
         await #expect {
             _ = try await fixture.store.retryJob(buildId: plain.id, platform: "linux/amd64", secrets: ["A": "b"])
         } throws: { error in
