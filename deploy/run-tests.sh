@@ -13,13 +13,14 @@ swift format lint --strict --recursive Package.swift Sources Tests Fuzz
 echo "==> swift build"
 swift build --build-tests
 
-# The HTTP client's tests watch transfers as they happen; they run on their own so the
-# process-heavy registry and end-to-end suites cannot starve them of the machine's two cores.
-echo "==> swift test: ManifoldHTTPTests"
-swift test --skip-build --filter ManifoldHTTPTests
+# The HTTP client's tests watch transfers as they happen, and the coordinator's connection-limit tests time
+# handshakes and idle connections; they run on their own so the process-heavy registry and end-to-end suites
+# cannot starve them of the machine's two cores.
+echo "==> swift test: ManifoldHTTPTests, ConnectionLimitTests"
+swift test --skip-build --filter ManifoldHTTPTests --filter ConnectionLimitTests
 
 echo "==> swift test: libraries, registry and coordinator"
-swift test --skip-build --skip ManifoldHTTPTests --skip EndToEndTests --skip ChaosTests
+swift test --skip-build --skip ManifoldHTTPTests --skip ConnectionLimitTests --skip EndToEndTests --skip ChaosTests
 
 # The end-to-end suite runs the real binaries as separate processes (coordinators that are killed and
 # restarted, registries, skopeo); alone, its waits measure the product rather than a crowded machine.

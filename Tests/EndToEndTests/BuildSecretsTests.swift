@@ -37,16 +37,15 @@ import Testing
             COPY hello.txt /hello.txt
 
             """
-        let scan = ProcessScan(needle: Data(value.utf8))
-        let scanning = Task.detached { await scan.run() }
+        let scan = ProcessScan(needle: Data(value.utf8), marker: "\(store)/root")
+        scan.start()
         let submitted = try await harness.submitRaw(secrets: ["NPM_TOKEN": value]) { directory in
             try Data(dockerfile.utf8).write(to: directory.appendingPathComponent("Dockerfile"))
             try Data("hello\n".utf8).write(to: directory.appendingPathComponent("hello.txt"))
             try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: directory.appendingPathComponent("busybox").path)
         }
         let final = try await harness.wait(submitted.id, timeout: .seconds(180))
-        scanning.cancel()
-        let scanned = await scanning.value
+        let scanned = scan.stop()
         #expect(final.state == .published, "\(final)\n\(agent.output())")
 
         // The builder ran while the scan went on, with the secret as a file reference only.
@@ -147,6 +146,10 @@ import Testing
 
 /// Scans `/proc/*/cmdline` and `/proc/*/environ` of every process until cancelled, recording any that holds
 /// `needle`, and whether a `buildah build` with a `--secret` flag was seen.
+/// Scans every process's command line and environment for a value, on a thread of its own (the test's
+/// cooperative pool is shared with the suites running beside it, and a starved scan would see nothing), counting
+/// the buildah builds whose command line names `marker` (this test's storage root, so other tests' builds never
+/// count).
 final class ProcessScan: Sendable {
     struct Result: Sendable {
         var leaks: Set<String> = []
@@ -155,30 +158,47 @@ final class ProcessScan: Sendable {
     }
 
     let needle: Data
+    let marker: String
     private let result = Mutex(Result())
+    private let stopped = Mutex(false)
 
-    init(needle: Data) { self.needle = needle }
+    init(needle: Data, marker: String) {
+        self.needle = needle
+        self.marker = marker
+    }
 
-    func run() async -> Result {
-        while !Task.isCancelled {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-                guard let pid = Int32(entry) else { continue }
-                for part in ["cmdline", "environ"] {
-                    guard let bytes = FileManager.default.contents(atPath: "/proc/\(pid)/\(part)") else { continue }
-                    let leaked = bytes.range(of: needle) != nil
-                    let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
-                    result.withLock { result in
-                        if leaked { result.leaks.insert("/proc/\(pid)/\(part): \(text.prefix(300))") }
-                        if part == "cmdline", text.contains("buildah"), text.contains(" build ") {
-                            result.builderCommandLines += 1
-                            if text.contains("--secret id=NPM_TOKEN,src=") { result.builderSawSecretFlag = true }
-                        }
+    func start() {
+        let thread = Thread { [self] in
+            while !stopped.withLock({ $0 }) {
+                scanOnce()
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+        thread.start()
+    }
+
+    func stop() -> Result {
+        stopped.withLock { $0 = true }
+        Thread.sleep(forTimeInterval: 0.1)
+        return result.withLock { $0 }
+    }
+
+    private func scanOnce() {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry) else { continue }
+            for part in ["cmdline", "environ"] {
+                guard let bytes = FileManager.default.contents(atPath: "/proc/\(pid)/\(part)") else { continue }
+                let leaked = bytes.range(of: needle) != nil
+                let text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
+                result.withLock { result in
+                    if leaked { result.leaks.insert("/proc/\(pid)/\(part): \(text.prefix(300))") }
+                    if part == "cmdline", text.contains("buildah"), text.contains(" build "), text.contains(marker) {
+                        result.builderCommandLines += 1
+                        if text.contains("--secret id=NPM_TOKEN,src=") { result.builderSawSecretFlag = true }
                     }
                 }
             }
-            try? await Task.sleep(for: .milliseconds(50))
         }
-        return result.withLock { $0 }
     }
 }
 

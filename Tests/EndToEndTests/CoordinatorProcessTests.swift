@@ -189,25 +189,26 @@ import Testing
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let running = try CoordinatorProcess.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
         defer { running.client.shutdown() }
-        // A 4 MiB context sent at 256 KiB/s: about sixteen seconds on the wire.
+        // A 2 MiB context sent at 48 KiB/s: over forty seconds on the wire, so even a test process whose sleeps a
+        // loaded machine stretches signals the coordinator while the upload is in flight.
         var generator = SystemRandomNumberGenerator()
-        let body = Data((0..<(4 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let body = Data((0..<(2 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let file = scratch.file("context.tar.gz")
         try body.write(to: file)
         let digest = Digest.compute(of: body)
         let upload = try ManagedProcess(
             name: "curl-upload", executable: try ManagedProcess.resolve("curl"),
             arguments: [
-                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "256k", "-H", "Expect:",
+                "--silent", "--show-error", "--cacert", "\(state)/pki/ca.crt", "--limit-rate", "48k", "-H", "Expect:",
                 "--upload-file", file.path,
                 "-H", "Authorization: Bearer \(admin)", "-H", "Content-Type: application/gzip", "--write-out", "%{http_code}",
                 "--output", scratch.file("answer.json").path, "https://127.0.0.1:\(port)/api/v1/contexts/\(digest)",
             ], logDirectory: scratch.url)
-        // Two seconds into a sixteen-second upload, the request is in flight.
+        // Two seconds into the upload, the request is in flight.
         try await Task.sleep(for: .seconds(2))
         try #require(upload.isRunning, "the upload ended before the signal: \(upload.output())")
         kill(running.process.processIdentifier, SIGTERM)
-        for _ in 0..<400 where upload.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<1_800 where upload.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!upload.isRunning)
         // The upload in flight was finished and acknowledged, and what was acknowledged was kept.
         #expect(upload.terminationStatus == 0, "\(upload.output())")
