@@ -131,6 +131,10 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
     /// The short form Docker prints: `ubuntu:22.04` or `org/app` for Docker Hub, ``description`` otherwise.
     public var familiarDescription: String {
         guard isDockerHub else { return description }
+        // A Docker Hub repository whose first component looks like a registry (`libra.io/x`) keeps `docker.io/`,
+        // or the short form would name another registry.
+        let first = repository.split(separator: "/", maxSplits: 1).first.map(String.init) ?? repository
+        if first.contains(".") || first.contains(":") || first == "localhost" { return description }
         var path = repository
         if path.hasPrefix("library/"), path.dropFirst("library/".count).contains("/") == false {
             path.removeFirst("library/".count)

@@ -257,4 +257,13 @@ import Testing
     func invalidTags(_ tag: String) {
         #expect(throws: ImageReferenceError.self) { try ImageReference.validateTag(tag) }
     }
+
+    /// Found by fuzz-image-reference: a Hub repository whose first component looks like a host kept no
+    /// `docker.io/` in its short form, which then named the registry `libra.io`.
+    @Test func familiarFormOfAHubRepositoryThatLooksLikeAHostKeepsDockerIO() throws {
+        let reference = try ImageReference(parsing: "docker.io/libra.io/library/79")
+        #expect(reference.familiarDescription == "docker.io/libra.io/library/79")
+        #expect(try ImageReference(parsing: reference.familiarDescription) == reference)
+        #expect(try ImageReference(parsing: "docker.io/team/app:1").familiarDescription == "team/app:1")
+    }
 }

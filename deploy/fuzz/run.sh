@@ -25,8 +25,11 @@ if [[ -f "$root/Package.resolved" && ! -f "$root/Fuzz/Package.resolved" ]]; then
 fi
 # Release (optimised) code runs several times as many inputs per second as debug; -enable-testing lets the
 # build-file target reach the CLI's internal parser.
+# SwiftPM's --sanitize=fuzzer --sanitize=address links libFuzzer's main, but it passes the compiler two flags and
+# the second replaces the first, which leaves the code without coverage counters (libFuzzer then fuzzes blind);
+# the combined -sanitize=fuzzer,address after them instruments it.
 build=(swift build -c release --package-path "$root/Fuzz" --scratch-path "$scratch" --sanitize=fuzzer --sanitize=address
-    -Xswiftc -enable-testing)
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing)
 started=$SECONDS
 "${build[@]}"
 echo "fuzz: built ${#targets[@]} targets in $((SECONDS - started)) s"
@@ -49,6 +52,11 @@ for target in "${targets[@]}"; do
     # -timeout: one input may take at most 10 s; -rss_limit_mb: a parser must not need 2 GiB for a small input.
     if TMPDIR="$work/tmp" ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         -detect_leaks="$leaks" -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+        if ! grep -q "inline 8-bit counters" "$log"; then
+            failed+=("$target")
+            echo "fuzz: $target FAILED: the code has no coverage counters, so libFuzzer would fuzz blind ($log)"
+            continue
+        fi
         runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
         rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
         units="$(find "$corpus" -type f | wc -l)"
