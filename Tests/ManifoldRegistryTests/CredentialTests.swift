@@ -107,6 +107,26 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: store.path))
     }
 
+    /// Found by fuzz-docker-config: two `credHelpers` keys for Docker Hub, one naming a helper and one not a
+    /// string. Reading and storing used to pick whichever came first in dictionary order, so a password stored in
+    /// `auths` could be read back through the helper. Both now choose the same entry, every time.
+    @Test func severalHelperKeysForOneRegistryAreChosenTheSameWayForReadAndStore() async throws {
+        let (scratch, written) = try write(
+            #"{"credHelpers":{"registry-1.docker.io":"ecr-login","docker.io":5},"auths":{"index.docker.io":{"auth":"dTpw"}}}"#)
+        let config = DockerConfig(file: written.file, helperSearchPath: [scratch.path])
+        defer { scratch.remove() }
+        for _ in 0..<20 {
+            #expect(DockerConfig.credHelper(in: try config.load() ?? [:], for: "docker.io") == "ecr-login")
+        }
+        await #expect { try await config.credential(for: "docker.io") } throws: { error in
+            "\(error)".contains("docker-credential-ecr-login")
+        }
+        await #expect { try await config.store(username: "fuzz", password: "pw", for: "docker.io") } throws: { error in
+            "\(error)".contains("docker-credential-ecr-login")
+        }
+        #expect(try String(contentsOf: config.file, encoding: .utf8).contains("dTpw"))
+    }
+
     @Test func missingHelperIsNamed() async throws {
         let (scratch, written) = try write(#"{"credsStore": "does-not-exist-anywhere"}"#)
         let config = DockerConfig(file: written.file, helperSearchPath: [scratch.path])

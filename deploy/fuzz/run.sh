@@ -50,7 +50,7 @@ for target in "${targets[@]}"; do
     leaks=1
     [[ "$target" == fuzz-docker-config ]] && leaks=0
     # -timeout: one input may take at most 10 s; -rss_limit_mb: a parser must not need 2 GiB for a small input.
-    if TMPDIR="$work/tmp" ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
+    if TMPDIR="$work/tmp" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         -detect_leaks="$leaks" -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
         if ! grep -q "inline 8-bit counters" "$log"; then
             failed+=("$target")

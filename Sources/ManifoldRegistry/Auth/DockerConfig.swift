@@ -52,12 +52,8 @@ public struct DockerConfig: CredentialProvider {
     public func credential(for registry: String) async throws -> RegistryCredential? {
         guard let document = try load() else { return nil }
         let wanted = Self.normalizedKey(registry)
-        if let helpers = document["credHelpers"] as? [String: Any] {
-            for (key, value) in helpers where Self.normalizedKey(key) == wanted {
-                if let name = value as? String {
-                    return try await self.helper(name).get(serverURL: Self.serverURL(for: registry))
-                }
-            }
+        if let name = Self.credHelper(in: document, for: registry) {
+            return try await self.helper(name).get(serverURL: Self.serverURL(for: registry))
         }
         if let store = document["credsStore"] as? String, !store.isEmpty {
             if let credential = try await self.helper(store).get(serverURL: Self.serverURL(for: registry)) {
@@ -65,8 +61,11 @@ public struct DockerConfig: CredentialProvider {
             }
         }
         guard let auths = document["auths"] as? [String: Any] else { return nil }
-        for (key, value) in auths where Self.normalizedKey(key) == wanted {
-            guard let entry = value as? [String: Any] else { continue }
+        let exact = Self.configKey(for: registry)
+        let keys = auths.keys.filter { Self.normalizedKey($0) == wanted }
+            .sorted { ($0 == exact ? 0 : 1, $0) < ($1 == exact ? 0 : 1, $1) }
+        for key in keys {
+            guard let entry = auths[key] as? [String: Any] else { continue }
             if let token = entry["identitytoken"] as? String, !token.isEmpty { return .identityToken(token) }
             if let token = entry["registrytoken"] as? String, !token.isEmpty { return .registryToken(token) }
             if let auth = entry["auth"] as? String, !auth.isEmpty {
@@ -133,12 +132,23 @@ public struct DockerConfig: CredentialProvider {
         normalizedKey(registry) == "docker.io" ? dockerHubKey : registry
     }
 
-    static func helperName(in document: [String: Any], for registry: String) -> String? {
-        if let helpers = document["credHelpers"] as? [String: Any] {
-            for (key, helper) in helpers where normalizedKey(key) == normalizedKey(registry) {
-                return helper as? String
-            }
+    /// The `credHelpers` entry for `registry`. Several keys can name one registry (`docker.io`,
+    /// `index.docker.io`, …): the key spelled as asked wins, then the first in sorted order; entries that are
+    /// not a helper name are ignored. Reading and storing both use this, so a password stored goes where the
+    /// next read looks for it.
+    static func credHelper(in document: [String: Any], for registry: String) -> String? {
+        guard let helpers = document["credHelpers"] as? [String: Any] else { return nil }
+        let wanted = normalizedKey(registry)
+        let candidates = helpers.keys.filter { normalizedKey($0) == wanted }
+            .sorted { ($0 == registry ? 0 : 1, $0) < ($1 == registry ? 0 : 1, $1) }
+        for key in candidates {
+            if let name = helpers[key] as? String, !name.isEmpty { return name }
         }
+        return nil
+    }
+
+    static func helperName(in document: [String: Any], for registry: String) -> String? {
+        if let helper = credHelper(in: document, for: registry) { return helper }
         if let store = document["credsStore"] as? String, !store.isEmpty { return store }
         return nil
     }
