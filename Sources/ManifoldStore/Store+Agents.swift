@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -30,7 +29,7 @@ extension Store {
         try await write { db in
             var poolName = "default"
             if let joinTokenId {
-                guard let token = try Row.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [joinTokenId]),
+                guard let token = try SQLRow.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [joinTokenId]),
                     (token["revokedAt"] as Double?) == nil
                 else { throw StoreError.unauthenticated("the join token was revoked meanwhile") }
                 try Self.checkUsable(token, grant: try Self.grant(token), now: joined)
@@ -40,7 +39,7 @@ extension Store {
                 }
                 poolName = pool
             }
-            guard let pool = try Row.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [poolName]) else {
+            guard let pool = try SQLRow.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [poolName]) else {
                 throw StoreError.notFound(kind: "pool", id: poolName)
             }
             let poolLabels = try Store.decode([String: String].self, pool["labels"])
@@ -85,9 +84,9 @@ extension Store {
     /// key that a pool other than the agent's imposes never counts (the agent may have carried it since before
     /// that pool existed).
     func agentOffer(
-        _ db: Database, agentId: String, poll: PollRequest
+        _ db: SQLTransaction, agentId: String, poll: PollRequest
     ) throws -> (platforms: [Platform], labels: [String: String]) {
-        guard let agent = try Row.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
+        guard let agent = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
             throw StoreError.notFound(kind: "agent", id: agentId)
         }
         let poolName: String? = agent["pool"]
@@ -109,8 +108,8 @@ extension Store {
     }
 
     public func agent(id: String) async throws -> AgentView {
-        try await database.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [id]) else {
+        try await backend.read { db in
+            guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "agent", id: id)
             }
             return try Self.agentView(row, db: db)
@@ -118,10 +117,10 @@ extension Store {
     }
 
     public func listAgents(includeLeft: Bool = false) async throws -> [AgentView] {
-        try await database.read { db in
+        try await backend.read { db in
             let sql =
                 includeLeft ? "SELECT * FROM agent ORDER BY name" : "SELECT * FROM agent WHERE state != 'left' ORDER BY name"
-            return try Row.fetchAll(db, sql: sql).map { try Self.agentView($0, db: db) }
+            return try SQLRow.fetchAll(db, sql: sql).map { try Self.agentView($0, db: db) }
         }
     }
 
@@ -171,7 +170,7 @@ extension Store {
     }
 
     /// Records what an agent offers now (sent with every poll) and that it was seen.
-    func touchAgent(_ db: Database, id: String, poll: PollRequest?, labels: [String: String]? = nil) throws {
+    func touchAgent(_ db: SQLTransaction, id: String, poll: PollRequest?, labels: [String: String]? = nil) throws {
         if let poll {
             try db.execute(
                 sql:
@@ -186,7 +185,7 @@ extension Store {
         }
     }
 
-    static func agentView(_ row: Row, db: Database) throws -> AgentView {
+    static func agentView(_ row: SQLRow, db: SQLTransaction) throws -> AgentView {
         let id: String = row["id"]
         let current = try String.fetchOne(
             db,

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -64,13 +63,15 @@ extension Store {
             if case .upload(let digest) = spec.context {
                 try db.execute(sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, createdAt, updatedAt)
-                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
-                    """,
-                arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, token, at, at])
-            let buildSeq = db.lastInsertedRowID
+            guard
+                let buildSeq = try Int64.fetchOne(
+                    db,
+                    sql: """
+                        INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, createdAt, updatedAt)
+                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING seq
+                        """,
+                    arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, token, at, at])
+            else { throw SQLError.other("inserting build \(id) returned no sequence number") }
             if let sealed {
                 try db.execute(sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [id, sealed])
             }
@@ -102,25 +103,25 @@ extension Store {
 
     /// A build with its jobs.
     public func build(id: String) async throws -> BuildView {
-        try await database.read { db in try Self.buildView(db, id: id) }
+        try await backend.read { db in try Self.buildView(db, id: id) }
     }
 
     /// Builds, newest first.
     public func listBuilds(_ query: BuildQuery = BuildQuery()) async throws -> [BuildView] {
-        try await database.read { db in
+        try await backend.read { db in
             var conditions: [String] = []
-            var arguments: StatementArguments = []
+            var arguments: SQLArguments = []
             if let state = query.state {
                 conditions.append("state = ?")
-                _ = arguments.append(contentsOf: [state.rawValue])
+                arguments.append(state.rawValue)
             }
             if let image = query.image {
                 conditions.append("image = ?")
-                _ = arguments.append(contentsOf: [image])
+                arguments.append(image)
             }
             if let before = query.before {
                 conditions.append("seq < (SELECT seq FROM build WHERE id = ?)")
-                _ = arguments.append(contentsOf: [before])
+                arguments.append(before)
             }
             let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             let limit = max(1, min(query.limit, 500))
@@ -132,10 +133,21 @@ extension Store {
             // Scopes are patterns SQL cannot match: walk the builds newest first, a batch at a time, keeping the
             // visible ones until the page is full.
             var ids: [String] = []
-            let rows = try Row.fetchCursor(
-                db, sql: "SELECT id, image FROM build \(whereClause) ORDER BY seq DESC", arguments: arguments)
-            while ids.count < limit, let row = try rows.next() {
-                if visible(row["image"]) { ids.append(row["id"]) }
+            var below = Int64.max
+            walking: while ids.count < limit {
+                var batchArguments = arguments
+                batchArguments.append(below)
+                let rows = try SQLRow.fetchAll(
+                    db,
+                    sql: "SELECT seq, id, image FROM build WHERE \((conditions + ["seq < ?"]).joined(separator: " AND ")) "
+                        + "ORDER BY seq DESC LIMIT 200",
+                    arguments: batchArguments)
+                if rows.isEmpty { break }
+                for row in rows {
+                    below = row["seq"]
+                    if visible(row["image"]) { ids.append(row["id"]) }
+                    if ids.count >= limit { break walking }
+                }
             }
             return try ids.map { try Self.buildView(db, id: $0) }
         }
@@ -237,7 +249,7 @@ extension Store {
     }
 
     /// Checks a retry's secrets against the build's and stores them; refuses a retry that needs them and has none.
-    static func renewSecretsForRetry(_ db: Database, buildId: String, given: [String: String]?, sealed: Data?) throws {
+    static func renewSecretsForRetry(_ db: SQLTransaction, buildId: String, given: [String: String]?, sealed: Data?) throws {
         let names = try String.fetchOne(db, sql: "SELECT secretNames FROM build WHERE id = ?", arguments: [buildId])
             .map { try Store.decode([String].self, $0) }
         guard let names else {
@@ -286,7 +298,7 @@ extension Store {
     }
 
     public func hasContext(digest: Digest) async throws -> Bool {
-        try await database.read { db in
+        try await backend.read { db in
             try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true
         }
     }
@@ -295,10 +307,10 @@ extension Store {
 
     /// The job of `buildId` for `platform` as a user names it: `linux/arm64`, `linux/arm64/v8`, or for Windows
     /// `windows/amd64` when the build has one Windows amd64 job, else `windows/amd64:10.0.20348`.
-    static func jobRow(_ db: Database, buildId: String, platform: String) throws -> Row {
+    static func jobRow(_ db: SQLTransaction, buildId: String, platform: String) throws -> SQLRow {
         _ = try buildState(db, id: buildId)  // 404 for an unknown build, before any platform complaint
         let wanted = try parsePlatform(platform).normalized()
-        let jobs = try Row.fetchAll(db, sql: "SELECT * FROM job WHERE buildId = ? ORDER BY seq", arguments: [buildId])
+        let jobs = try SQLRow.fetchAll(db, sql: "SELECT * FROM job WHERE buildId = ? ORDER BY seq", arguments: [buildId])
         if let exact = jobs.first(where: { ($0["platformKey"] as String) == platformKey(wanted) }) { return exact }
         if wanted.osVersion == nil {
             let sameBase = jobs.filter {
@@ -322,19 +334,19 @@ extension Store {
         }
     }
 
-    static func buildState(_ db: Database, id: String) throws -> BuildState {
+    static func buildState(_ db: SQLTransaction, id: String) throws -> BuildState {
         guard let raw = try String.fetchOne(db, sql: "SELECT state FROM build WHERE id = ?", arguments: [id]) else {
             throw StoreError.notFound(kind: "build", id: id)
         }
         return BuildState(rawValue: raw) ?? .failed
     }
 
-    static func buildView(_ db: Database, id: String) throws -> BuildView {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM build WHERE id = ?", arguments: [id]) else {
+    static func buildView(_ db: SQLTransaction, id: String) throws -> BuildView {
+        guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM build WHERE id = ?", arguments: [id]) else {
             throw StoreError.notFound(kind: "build", id: id)
         }
         let spec = try Store.decode(BuildSpec.self, row["spec"])
-        let jobs = try Row.fetchAll(
+        let jobs = try SQLRow.fetchAll(
             db,
             sql: """
                 SELECT job.*, attempt.phase AS phase, attempt.startedAt AS startedAt, attempt.endedAt AS endedAt,

@@ -1,11 +1,10 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 
 extension Store {
     /// Appends to a build's event log inside the caller's transaction.
     func appendEvent(
-        _ db: Database, buildId: String, jobId: String? = nil, platform: String? = nil, type: String, data: [String: String]
+        _ db: SQLTransaction, buildId: String, jobId: String? = nil, platform: String? = nil, type: String, data: [String: String]
     ) throws {
         try db.execute(
             sql: "INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)",
@@ -23,11 +22,11 @@ extension Store {
 
     /// A build's events after `afterId` (exclusive), oldest first: the source of progress streams.
     public func events(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> [BuildEvent] {
-        try await database.read { db in
+        try await backend.read { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM build WHERE id = ?", arguments: [buildId]) == true else {
                 throw StoreError.notFound(kind: "build", id: buildId)
             }
-            return try Row.fetchAll(
+            return try SQLRow.fetchAll(
                 db, sql: "SELECT * FROM event WHERE buildId = ? AND id > ? ORDER BY id LIMIT ?",
                 arguments: [buildId, afterId, max(1, min(limit, 5000))]
             ).map { row in
@@ -41,6 +40,6 @@ extension Store {
 
     /// The newest event id of all builds, for waking streams.
     public func latestEventID() async throws -> Int64 {
-        try await database.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
+        try await backend.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
     }
 }

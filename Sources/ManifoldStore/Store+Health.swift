@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 extension Store {
     /// Rewrites the one row of the `health` table: a write as small as writes get. Readiness calls it while the

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -41,9 +40,9 @@ extension Store {
     /// publishing resumes on start; pushing the same bytes twice is harmless at the registry.
     public func duePublications() async throws -> DuePublications {
         let at = Store.timestamp(now())
-        return try await database.read { db in
+        return try await backend.read { db in
             var due = DuePublications()
-            let rows = try Row.fetchAll(
+            let rows = try SQLRow.fetchAll(
                 db, sql: "SELECT * FROM outbox WHERE state IN ('pending', 'pushing') AND notBefore <= ? ORDER BY id",
                 arguments: [at])
             for row in rows {
@@ -57,7 +56,7 @@ extension Store {
         }
     }
 
-    private static func publication(_ db: Database, row: Row) throws -> Publication {
+    private static func publication(_ db: SQLTransaction, row: SQLRow) throws -> Publication {
         let buildId: String = row["buildId"]
         let spec = try buildSpec(db, id: buildId)
         let children: [Publication.Child]
@@ -69,7 +68,7 @@ extension Store {
             }
         } else {
             // Rows queued before schema v2 carry no children: the build's succeeded jobs are that set.
-            children = try Row.fetchAll(
+            children = try SQLRow.fetchAll(
                 db, sql: "SELECT spec, digest, imageReference FROM job WHERE buildId = ? AND state = 'succeeded' ORDER BY seq",
                 arguments: [buildId]
             ).map { job in
@@ -87,12 +86,12 @@ extension Store {
     /// names: a caller already handling those (running them, or waiting for room) must not be woken again by them.
     public func nextPublicationTime(excluding: Set<Int64> = []) async throws -> Date? {
         let ids = excluding.sorted()
-        return try await database.read { db in
+        return try await backend.read { db in
             let filter = ids.isEmpty ? "" : " AND id NOT IN (\(ids.map { _ in "?" }.joined(separator: ",")))"
             return Store.date(
                 try Double.fetchOne(
                     db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state IN ('pending', 'pushing')" + filter,
-                    arguments: StatementArguments(ids)))
+                    arguments: SQLArguments(ids)))
         }
     }
 
@@ -105,7 +104,7 @@ extension Store {
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
         return try await write { db -> PublicationClaim in
-            guard let row = try Row.fetchOne(db, sql: "SELECT state, buildId FROM outbox WHERE id = ?", arguments: [id]) else {
+            guard let row = try SQLRow.fetchOne(db, sql: "SELECT state, buildId FROM outbox WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
             let state: String = row["state"]
@@ -113,7 +112,8 @@ extension Store {
                 return .abandon(reason: "the publishing run is \(state)")
             }
             let buildId: String = row["buildId"]
-            guard let build = try Row.fetchOne(db, sql: "SELECT seq, image, state FROM build WHERE id = ?", arguments: [buildId])
+            guard
+                let build = try SQLRow.fetchOne(db, sql: "SELECT seq, image, state FROM build WHERE id = ?", arguments: [buildId])
             else { throw StoreError.notFound(kind: "build", id: buildId) }
             let buildState: String = build["state"]
             let seq: Int64 = build["seq"]
@@ -144,7 +144,7 @@ extension Store {
             }
             var claimed: [String] = []
             for tag in tags {
-                if let owner = try Row.fetchOne(
+                if let owner = try SQLRow.fetchOne(
                     db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, tag]),
                     (owner["buildSeq"] as Int64) > seq
                 {
@@ -169,7 +169,7 @@ extension Store {
         let at = Store.timestamp(now())
         return try await write { db -> Bool in
             guard
-                let row = try Row.fetchOne(
+                let row = try SQLRow.fetchOne(
                     db,
                     sql: """
                         SELECT build.id AS buildId, build.seq, build.image, build.state AS buildState FROM attempt
@@ -182,7 +182,7 @@ extension Store {
             let buildId: String = row["buildId"]
             let seq: Int64 = row["seq"]
             let image: String = row["image"]
-            if let owner = try Row.fetchOne(
+            if let owner = try SQLRow.fetchOne(
                 db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, childTag]),
                 (owner["buildSeq"] as Int64) > seq
             {
@@ -203,7 +203,7 @@ extension Store {
     /// Records that `tags` of `image` now hold `digest` from build `buildId` (its submission `seq`), unless a build
     /// submitted later holds one already. Written when the tag PUTs landed, so a push refused for good claims nothing.
     static func recordTagOwners(
-        _ db: Database, image: String, tags: [String], buildId: String, seq: Int64, digest: String, at: Double
+        _ db: SQLTransaction, image: String, tags: [String], buildId: String, seq: Int64, digest: String, at: Double
     ) throws {
         for tag in tags {
             try db.execute(
@@ -217,7 +217,7 @@ extension Store {
     }
 
     /// Whether a later publishing run of the build is queued or under way (a retry's new digest set).
-    static func hasNewerRun(_ db: Database, buildId: String, than id: Int64) throws -> Bool {
+    static func hasNewerRun(_ db: SQLTransaction, buildId: String, than id: Int64) throws -> Bool {
         try Bool.fetchOne(
             db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND id > ? AND state IN ('pending', 'pushing')",
             arguments: [buildId, id]) ?? false
@@ -225,9 +225,9 @@ extension Store {
 
     /// Which build's list each tag of `image` holds, as the publisher recorded it.
     public func tagOwners(image: String) async throws -> [String: (buildId: String, listDigest: String)] {
-        try await database.read { db in
+        try await backend.read { db in
             var owners: [String: (buildId: String, listDigest: String)] = [:]
-            for row in try Row.fetchAll(
+            for row in try SQLRow.fetchAll(
                 db, sql: "SELECT tag, buildId, listDigest FROM tag_owner WHERE image = ?", arguments: [image])
             {
                 owners[row["tag"]] = (row["buildId"], row["listDigest"])
@@ -242,7 +242,7 @@ extension Store {
     public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String, tags: [String]) async throws {
         let at = Store.timestamp(now())
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]) else {
+            guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
             let rowState: String = row["state"]
@@ -255,7 +255,7 @@ extension Store {
             let current = try Self.buildState(db, id: buildId)
             let tagList = tags.joined(separator: ",")
             // The tags hold this list now, whatever happened to the build meanwhile.
-            if let build = try Row.fetchOne(db, sql: "SELECT seq, image FROM build WHERE id = ?", arguments: [buildId]) {
+            if let build = try SQLRow.fetchOne(db, sql: "SELECT seq, image FROM build WHERE id = ?", arguments: [buildId]) {
                 try Self.recordTagOwners(
                     db, image: build["image"], tags: tags, buildId: buildId, seq: build["seq"], digest: listDigest.description,
                     at: at)
@@ -292,7 +292,7 @@ extension Store {
     public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int? = nil) async throws {
         let at = now()
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
+            guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
                 ["pending", "pushing"].contains(row["state"] as String)
             else { return }
             let buildId: String = row["buildId"]
@@ -321,10 +321,10 @@ extension Store {
 
     /// Counts for `/metrics`: builds and jobs by state.
     public func stateCounts() async throws -> (builds: [String: Int], jobs: [String: Int], agents: [String: Int]) {
-        try await database.read { db in
+        try await backend.read { db in
             func counts(_ table: String) throws -> [String: Int] {
                 Dictionary(
-                    uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM \(table) GROUP BY state")
+                    uniqueKeysWithValues: try SQLRow.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM \(table) GROUP BY state")
                         .map {
                             ($0["state"] as String, $0["n"] as Int)
                         })

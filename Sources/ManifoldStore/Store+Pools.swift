@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -35,8 +34,8 @@ extension Store {
     }
 
     public func pool(name: String) async throws -> PoolView {
-        try await database.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [name]) else {
+        try await backend.read { db in
+            guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [name]) else {
                 throw StoreError.notFound(kind: "pool", id: name)
             }
             return try self.poolView(db, row)
@@ -44,8 +43,8 @@ extension Store {
     }
 
     public func listPools() async throws -> [PoolView] {
-        try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM pool ORDER BY name").map { try self.poolView(db, $0) }
+        try await backend.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT * FROM pool ORDER BY name").map { try self.poolView(db, $0) }
         }
     }
 
@@ -88,7 +87,7 @@ extension Store {
             && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }
     }
 
-    func poolView(_ db: Database, _ row: Row) throws -> PoolView {
+    func poolView(_ db: SQLTransaction, _ row: SQLRow) throws -> PoolView {
         let name: String = row["name"]
         let agents =
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM agent WHERE pool = ? AND state != 'left'", arguments: [name]) ?? 0
@@ -104,9 +103,9 @@ extension Store {
 
     /// Label keys that some pool imposes, with the pools that impose each: an agent outside those pools may not
     /// carry such a label, or an agent of any pool could claim `pool=release` jobs.
-    static func reservedLabelKeys(_ db: Database) throws -> [String: [String]] {
+    static func reservedLabelKeys(_ db: SQLTransaction) throws -> [String: [String]] {
         var reserved: [String: [String]] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name") {
+        for row in try SQLRow.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name") {
             for key in try Store.decode([String: String].self, row["labels"]).keys {
                 reserved[key, default: []].append(row["name"])
             }

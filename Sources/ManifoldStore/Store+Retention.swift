@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -88,7 +87,7 @@ extension Store {
     ) async throws {
         var done: Set<String> = []
         while true {
-            let ids = try await database.read { db in
+            let ids = try await backend.read { db in
                 try String.fetchAll(
                     db,
                     sql: """
@@ -112,8 +111,8 @@ extension Store {
         id: String, retention: TimeInterval, limits: RetentionPolicy, into report: inout RetentionReport
     ) async throws {
         let batchSize = limits.batchSize
-        let (attempts, lastEvent) = try await database.read { db in
-            let attempts = try Row.fetchAll(
+        let (attempts, lastEvent) = try await backend.read { db in
+            let attempts = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.logSize, attempt.logPrunedAt FROM attempt
@@ -172,8 +171,8 @@ extension Store {
         endedBefore cutoff: Date, retention: TimeInterval, limits: RetentionPolicy, into report: inout RetentionReport
     ) async throws {
         while true {
-            let attempts = try await database.read { db in
-                try Row.fetchAll(
+            let attempts = try await backend.read { db in
+                try SQLRow.fetchAll(
                     db,
                     sql: """
                         SELECT attempt.epoch, attempt.number, attempt.logSize, attempt.jobId, job.buildId, job.platform
@@ -188,7 +187,7 @@ extension Store {
                 let epoch: Int64 = attempt["epoch"]
                 report.logChunksDeleted += try await deleteLogChunks(epoch: epoch, limits: limits)
                 let at = Store.timestamp(now())
-                let arguments: StatementArguments = [
+                let arguments: SQLArguments = [
                     attempt["buildId"] as String, attempt["jobId"] as String, attempt["platform"] as String,
                     try Store.json([
                         "attempt": "\(attempt["number"] as Int)", "epoch": "\(epoch)",
@@ -216,20 +215,21 @@ extension Store {
         while true {
             let deleted = try await write { db -> Int in
                 // length() of a blob comes from the record header: the chunks are not read.
-                let rows = try Row.fetchAll(
-                    db, sql: "SELECT rowid, length(data) AS size FROM log_chunk WHERE epoch = ? LIMIT ?",
+                let rows = try SQLRow.fetchAll(
+                    db,
+                    sql: "SELECT \"offset\", length(data) AS size FROM log_chunk WHERE epoch = ? ORDER BY \"offset\" LIMIT ?",
                     arguments: [epoch, limits.batchSize])
-                var rowids: [Int64] = []
+                var count = 0
+                var last: Int64 = -1
                 var bytes = 0
                 for row in rows where bytes < limits.batchBytes {
-                    rowids.append(row["rowid"])
+                    last = row["offset"]
                     bytes += row["size"] as Int
+                    count += 1
                 }
-                guard !rowids.isEmpty else { return 0 }
-                try db.execute(
-                    sql: "DELETE FROM log_chunk WHERE rowid IN (\(rowids.map { _ in "?" }.joined(separator: ", ")))",
-                    arguments: StatementArguments(rowids))
-                return rowids.count
+                guard count > 0 else { return 0 }
+                try db.execute(sql: "DELETE FROM log_chunk WHERE epoch = ? AND \"offset\" <= ?", arguments: [epoch, last])
+                return count
             }
             if deleted == 0 { return total }
             total += deleted
@@ -238,7 +238,7 @@ extension Store {
 
     /// When retention removed the log of the attempt `epoch`, or nil if it did not.
     public func logRemoval(epoch: Int64) async throws -> Date? {
-        try await database.read { db in
+        try await backend.read { db in
             Store.date(try Double.fetchOne(db, sql: "SELECT logPrunedAt FROM attempt WHERE epoch = ?", arguments: [epoch]))
         }
     }
@@ -264,7 +264,7 @@ extension Store {
                             guard case .upload(let digest) = try Store.decode(BuildSpec.self, text).context else { return nil }
                             return digest.description
                         })
-                let candidates = try Row.fetchAll(
+                let candidates = try SQLRow.fetchAll(
                     db,
                     sql: """
                         SELECT digest, size FROM context WHERE COALESCE(lastUsedAt, createdAt) < ?

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -62,7 +61,7 @@ extension Store {
             guard AgentState(rawValue: stateRaw) == .active else { return nil }
             // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on
             // the way) is handed out again, same epoch, before anything new.
-            if let held = try Row.fetchOne(
+            if let held = try SQLRow.fetchOne(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
@@ -92,7 +91,7 @@ extension Store {
                     counted: false, at: at)
             }
             let offers = offer.platforms
-            let candidates = try Row.fetchAll(
+            let candidates = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT job.id, job.buildId, job.spec, job.attempts, job.platform FROM job
@@ -126,7 +125,7 @@ extension Store {
         case unusable(String)
     }
 
-    func leaseSecrets(_ db: Database, buildId: String, poll: PollRequest) throws -> LeaseSecrets {
+    func leaseSecrets(_ db: SQLTransaction, buildId: String, poll: PollRequest) throws -> LeaseSecrets {
         switch try openSecrets(db, buildId: buildId) {
         case .none: return .secrets([:])
         case .secrets(let secrets):
@@ -136,7 +135,7 @@ extension Store {
     }
 
     /// Fails a queued job that can never start (its secrets are gone), without an attempt.
-    func failUnstartable(_ db: Database, jobId: String, reason: String, at: Date) throws {
+    func failUnstartable(_ db: SQLTransaction, jobId: String, reason: String, at: Date) throws {
         try db.execute(sql: "UPDATE job SET state = 'failed', reason = ? WHERE id = ?", arguments: [reason, jobId])
         let job = try self.jobRow(db, id: jobId)
         try appendEvent(
@@ -146,7 +145,7 @@ extension Store {
     }
 
     private func grant(
-        _ db: Database, job: Row, platformSpec: PlatformSpec, agentId: String, secrets: [String: String], at: Date
+        _ db: SQLTransaction, job: SQLRow, platformSpec: PlatformSpec, agentId: String, secrets: [String: String], at: Date
     ) throws -> Lease {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
@@ -154,11 +153,14 @@ extension Store {
         // Until the agent confirms the lease (first heartbeat, log or report) it lasts only the acknowledge window:
         // a grant whose answer never reached the agent goes back to the queue quickly and uncounted.
         let expires = at.addingTimeInterval(settings.acknowledgeWindow)
-        try db.execute(
-            sql: """
-                INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt) VALUES (?, ?, ?, 'running', ?, ?)
-                """, arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at)])
-        let epoch = db.lastInsertedRowID
+        guard
+            let epoch = try Int64.fetchOne(
+                db,
+                sql: """
+                    INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt) VALUES (?, ?, ?, 'running', ?, ?)
+                    RETURNING epoch
+                    """, arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at)])
+        else { throw SQLError.other("inserting an attempt of job \(jobId) returned no epoch") }
         try db.execute(
             sql: "UPDATE job SET state = 'assigned', attempts = ?, currentEpoch = ? WHERE id = ?",
             arguments: [number, epoch, jobId])
@@ -179,7 +181,7 @@ extension Store {
 
     /// The lease an agent receives for attempt `epoch` of `job`, carrying the build's decrypted `secrets`.
     private func leaseView(
-        _ db: Database, job: Row, epoch: Int64, number: Int, pushTag: String, expires: Date, secrets: [String: String]
+        _ db: SQLTransaction, job: SQLRow, epoch: Int64, number: Int, pushTag: String, expires: Date, secrets: [String: String]
     ) throws -> Lease {
         let buildId: String = job["buildId"]
         let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
@@ -199,7 +201,7 @@ extension Store {
         let at = now()
         try await write { db in
             guard
-                let attempt = try Row.fetchOne(
+                let attempt = try SQLRow.fetchOne(
                     db,
                     sql: """
                         SELECT jobId, leaseExpiresAt FROM attempt
@@ -215,10 +217,10 @@ extension Store {
     }
 
     /// The agent proved it holds attempt `epoch` (heartbeat, log, report): from now on the full lease TTL applies.
-    func acknowledge(_ db: Database, attempt: Row, at: Date) throws {
+    func acknowledge(_ db: SQLTransaction, attempt: SQLRow, at: Date) throws {
         guard attempt["acknowledgedAt"] as Double? == nil else { return }
         try db.execute(
-            sql: "UPDATE attempt SET acknowledgedAt = ?, leaseExpiresAt = MAX(leaseExpiresAt, ?) WHERE epoch = ?",
+            sql: "UPDATE attempt SET acknowledgedAt = ?, leaseExpiresAt = \(db.greatest("leaseExpiresAt", "?")) WHERE epoch = ?",
             arguments: [
                 Store.timestamp(at), Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), attempt["epoch"] as Int64,
             ])
@@ -277,7 +279,7 @@ extension Store {
             if size == room, offset >= size, !data.isEmpty, !(attempt["lastLogLine"] as String? ?? "").hasPrefix("[manifold]") {
                 // The log filled exactly up to the marker's room: more output came, so the marker ends it now.
                 try db.execute(
-                    sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, marker])
+                    sql: "INSERT INTO log_chunk (epoch, \"offset\", data) VALUES (?, ?, ?)", arguments: [epoch, size, marker])
                 try db.execute(
                     sql: "UPDATE attempt SET logSize = ?, lastLogLine = ? WHERE epoch = ?",
                     arguments: [
@@ -304,7 +306,8 @@ extension Store {
             var fresh = Data(slice)
             if truncated { fresh.append(marker) }
             let newSize = size + Int64(fresh.count)
-            try db.execute(sql: "INSERT INTO log_chunk (epoch, offset, data) VALUES (?, ?, ?)", arguments: [epoch, size, fresh])
+            try db.execute(
+                sql: "INSERT INTO log_chunk (epoch, \"offset\", data) VALUES (?, ?, ?)", arguments: [epoch, size, fresh])
             let lastLine = String(decoding: fresh, as: UTF8.self).split(whereSeparator: \.isNewline).last.map {
                 String($0.trimmingCharacters(in: .whitespaces).prefix(300))
             }
@@ -336,14 +339,14 @@ extension Store {
     ) async throws
         -> (data: Data, size: Int64, epoch: Int64, finished: Bool)
     {
-        try await database.read { db in
+        try await backend.read { db in
             let jobId: String = try Self.jobRow(db, buildId: buildId, platform: platform)["id"]
-            let row: Row?
+            let row: SQLRow?
             if let attempt {
-                row = try Row.fetchOne(
+                row = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE jobId = ? AND number = ?", arguments: [jobId, attempt])
             } else {
-                row = try Row.fetchOne(
+                row = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE jobId = ? ORDER BY epoch DESC LIMIT 1", arguments: [jobId])
             }
             guard let row else { return (Data(), 0, 0, false) }
@@ -351,23 +354,30 @@ extension Store {
             let size: Int64 = row["logSize"]
             let finished = (row["state"] as String) != "running"
             guard offset < size, limit > 0 else { return (Data(), size, epoch, finished) }
-            // The chunk holding `offset` is found through the primary key (epoch, offset); from there a cursor
-            // reads chunks in order and stops at `limit`, so a follow near the end of a 64 MiB log reads only
-            // the bytes it returns, not the whole log.
-            let first =
+            // The chunk holding `offset` is found through the primary key (epoch, offset); from there chunks are
+            // read in order, a few at a time, until `limit`: a follow near the end of a 64 MiB log reads only the
+            // bytes it returns, not the whole log.
+            var next =
                 try Int64.fetchOne(
-                    db, sql: "SELECT MAX(offset) FROM log_chunk WHERE epoch = ? AND offset <= ?", arguments: [epoch, offset])
+                    db, sql: "SELECT MAX(\"offset\") FROM log_chunk WHERE epoch = ? AND \"offset\" <= ?",
+                    arguments: [epoch, offset])
                 ?? offset
             var data = Data()
-            let chunks = try Row.fetchCursor(
-                db, sql: "SELECT offset, data FROM log_chunk WHERE epoch = ? AND offset >= ? ORDER BY offset",
-                arguments: [epoch, first])
-            while let chunk = try chunks.next() {
-                let chunkOffset: Int64 = chunk["offset"]
-                let bytes: Data = chunk["data"]
-                let skip = Int(min(Int64(bytes.count), max(0, offset - chunkOffset)))
-                data.append(bytes.dropFirst(skip).prefix(limit - data.count))
-                if data.count >= limit { break }
+            reading: while data.count < limit {
+                let chunks = try SQLRow.fetchAll(
+                    db,
+                    sql:
+                        "SELECT \"offset\", data FROM log_chunk WHERE epoch = ? AND \"offset\" >= ? ORDER BY \"offset\" LIMIT 16",
+                    arguments: [epoch, next])
+                if chunks.isEmpty { break }
+                for chunk in chunks {
+                    let chunkOffset: Int64 = chunk["offset"]
+                    let bytes: Data = chunk["data"]
+                    let skip = Int(min(Int64(bytes.count), max(0, offset - chunkOffset)))
+                    data.append(bytes.dropFirst(skip).prefix(limit - data.count))
+                    next = chunkOffset + 1
+                    if data.count >= limit { break reading }
+                }
             }
             return (data, size, epoch, finished)
         }
@@ -487,9 +497,9 @@ extension Store {
     /// Reports awaiting a registry check, oldest first (also those left over from before a restart), and those
     /// whose rows cannot be read (the verifier fails them rather than stall).
     public func pendingVerifications() async throws -> DueVerifications {
-        try await database.read { db in
+        try await backend.read { db in
             var due = DueVerifications()
-            let rows = try Row.fetchAll(
+            let rows = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
@@ -525,7 +535,7 @@ extension Store {
         let at = now()
         try await write { db in
             guard
-                let attempt = try Row.fetchOne(
+                let attempt = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),
                 (attempt["state"] as String) == "verifying"
             else { return }
@@ -565,7 +575,7 @@ extension Store {
             return 0
         }
         return try await write { db in
-            let expired = try Row.fetchAll(
+            let expired = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.jobId, attempt.acknowledgedAt, agent.name AS agentName FROM attempt
@@ -592,14 +602,14 @@ extension Store {
     public func extendRunningLeases(until: Date) async throws {
         try await write { db in
             try db.execute(
-                sql: "UPDATE attempt SET leaseExpiresAt = MAX(leaseExpiresAt, ?) WHERE state = 'running'",
+                sql: "UPDATE attempt SET leaseExpiresAt = \(db.greatest("leaseExpiresAt", "?")) WHERE state = 'running'",
                 arguments: [Store.timestamp(until)])
         }
     }
 
     /// Ends a running attempt as lost and hands its job to the queue again at once; `counted` false gives the
     /// attempt back (it does not use up one of the job's attempts).
-    func loseAttempt(_ db: Database, epoch: Int64, jobId: String, reason: String, counted: Bool, at: Date) throws {
+    func loseAttempt(_ db: SQLTransaction, epoch: Int64, jobId: String, reason: String, counted: Bool, at: Date) throws {
         try db.execute(
             sql: "UPDATE attempt SET state = 'lost', reason = ?, endedAt = ? WHERE epoch = ?",
             arguments: [reason, Store.timestamp(at), epoch])
@@ -617,7 +627,7 @@ extension Store {
 
     /// The earliest moment a queued job becomes eligible, for waking long polls after a backoff.
     public func nextQueuedJobTime() async throws -> Date? {
-        try await database.read { db in
+        try await backend.read { db in
             Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM job WHERE state = 'queued'"))
         }
     }
@@ -632,8 +642,8 @@ extension Store {
     }
 
     /// Ends an agent's running attempts as lost and re-queues their jobs; `counted` false gives the attempt back.
-    func revokeAttempts(_ db: Database, agentId: String, reason: String, counted: Bool, at: Date) throws {
-        let running = try Row.fetchAll(
+    func revokeAttempts(_ db: SQLTransaction, agentId: String, reason: String, counted: Bool, at: Date) throws {
+        let running = try SQLRow.fetchAll(
             db, sql: "SELECT epoch, jobId FROM attempt WHERE agentId = ? AND state = 'running'", arguments: [agentId])
         for attempt in running {
             try loseAttempt(db, epoch: attempt["epoch"], jobId: attempt["jobId"], reason: reason, counted: counted, at: at)
@@ -646,7 +656,7 @@ extension Store {
     public func enforceTimeouts() async throws -> Int {
         let at = now()
         return try await write { db in
-            let running = try Row.fetchAll(
+            let running = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.jobId, attempt.startedAt, build.spec AS buildSpec FROM attempt
@@ -679,7 +689,7 @@ extension Store {
 
     /// Whether the agent holds a running lease on a job whose build uses the uploaded context `digest`.
     public func agentMayReadContext(agentId: String, digest: Digest) async throws -> Bool {
-        try await database.read { db in
+        try await backend.read { db in
             let specs = try String.fetchAll(
                 db,
                 sql: """
@@ -696,7 +706,7 @@ extension Store {
     // MARK: - Transitions
 
     /// Ends a job whose build was cancelled once its attempt stopped.
-    func cancelJob(_ db: Database, job: Row, reason: String) throws {
+    func cancelJob(_ db: SQLTransaction, job: SQLRow, reason: String) throws {
         try db.execute(
             sql: "UPDATE job SET state = 'cancelled', reason = ? WHERE id = ?", arguments: [reason, job["id"] as String])
         try appendEvent(
@@ -704,7 +714,7 @@ extension Store {
     }
 
     /// After a failed or lost attempt: retry with backoff while attempts remain, else fail the job.
-    func attemptEnded(_ db: Database, job: Row, reason: String, at: Date, backoff: Bool = true) throws {
+    func attemptEnded(_ db: SQLTransaction, job: SQLRow, reason: String, at: Date, backoff: Bool = true) throws {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
         let used = (job["attempts"] as Int) - (job["retryBase"] as Int)
@@ -741,10 +751,10 @@ extension Store {
     }
 
     /// Decides what a build's jobs add up to: publish (all verified, or partial when allowed), fail, or keep running.
-    func evaluateBuild(_ db: Database, id: String, at: Date) throws {
+    func evaluateBuild(_ db: SQLTransaction, id: String, at: Date) throws {
         let state = try Self.buildState(db, id: id)
         guard state != .cancelled else { return }
-        let jobs = try Row.fetchAll(
+        let jobs = try SQLRow.fetchAll(
             db, sql: "SELECT state, digest, platformKey, spec, imageReference FROM job WHERE buildId = ? ORDER BY seq",
             arguments: [id])
         let states = jobs.map { JobState(rawValue: $0["state"] as String) ?? .queued }
@@ -775,7 +785,7 @@ extension Store {
     /// set, nothing is pushed again and the build is published with that run's list. Any other history (a newer
     /// list pushed since, a failed or superseded run) queues a new run: the tags must move to this set.
     func queuePublication(
-        _ db: Database, buildId id: String, digestSet: String, children: [StoredChild], partial: Bool,
+        _ db: SQLTransaction, buildId id: String, digestSet: String, children: [StoredChild], partial: Bool,
         platforms: (done: Int, of: Int), at: Date
     ) throws {
         try db.execute(
@@ -788,7 +798,7 @@ extension Store {
         try db.execute(
             sql: "UPDATE build SET state = 'publishing', updatedAt = ? WHERE id = ?", arguments: [Store.timestamp(at), id])
         if pending { return }
-        let newest = try Row.fetchOne(
+        let newest = try SQLRow.fetchOne(
             db, sql: "SELECT state, digestSet, listDigest, partial FROM outbox WHERE buildId = ? ORDER BY id DESC LIMIT 1",
             arguments: [id])
         if let newest, (newest["state"] as String) == "done", (newest["digestSet"] as String) == digestSet,
@@ -826,13 +836,13 @@ extension Store {
         var digest: String
     }
 
-    static func storedChild(_ job: Row) throws -> StoredChild {
+    static func storedChild(_ job: SQLRow) throws -> StoredChild {
         StoredChild(
             platform: try Store.decode(PlatformSpec.self, job["spec"]).platform, imageReference: job["imageReference"] ?? "",
             digest: job["digest"] ?? "")
     }
 
-    static func buildSpec(_ db: Database, id: String) throws -> BuildSpec {
+    static func buildSpec(_ db: SQLTransaction, id: String) throws -> BuildSpec {
         guard let text = try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [id]) else {
             throw StoreError.notFound(kind: "build", id: id)
         }
@@ -840,8 +850,9 @@ extension Store {
     }
 
     /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
-    func currentAttempt(_ db: Database, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> Row {
-        guard let attempt = try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch]),
+    func currentAttempt(_ db: SQLTransaction, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> SQLRow
+    {
+        guard let attempt = try SQLRow.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch]),
             (attempt["jobId"] as String) == jobId
         else {
             throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "no such attempt of this job")
@@ -862,8 +873,8 @@ extension Store {
         return attempt
     }
 
-    func jobRow(_ db: Database, id: String) throws -> Row {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]) else {
+    func jobRow(_ db: SQLTransaction, id: String) throws -> SQLRow {
+        guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM job WHERE id = ?", arguments: [id]) else {
             throw StoreError.notFound(kind: "job", id: id)
         }
         return row

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -15,12 +14,13 @@ extension Store {
     }
 
     /// The secrets of `buildId`, decrypted.
-    func openSecrets(_ db: Database, buildId: String) throws -> StoredSecrets {
+    func openSecrets(_ db: SQLTransaction, buildId: String) throws -> StoredSecrets {
         guard let namesText = try String.fetchOne(db, sql: "SELECT secretNames FROM build WHERE id = ?", arguments: [buildId])
         else { return .none }
         let names = try Store.decode([String].self, namesText)
         guard
-            let row = try Row.fetchOne(db, sql: "SELECT sealed, legacy FROM build_secret WHERE buildId = ?", arguments: [buildId])
+            let row = try SQLRow.fetchOne(
+                db, sql: "SELECT sealed, legacy FROM build_secret WHERE buildId = ?", arguments: [buildId])
         else {
             return .unusable(
                 "the build's secrets (\(names.joined(separator: ", "))) were erased when it finished; retry with them "
@@ -46,19 +46,27 @@ extension Store {
         return try secretsKey.seal(secrets, buildId: buildId)
     }
 
-    /// Overwrites the stored secrets of `buildId` with zeros in place, then deletes them.
-    static func eraseSecrets(_ db: Database, buildId: String) throws {
+    /// Deletes the stored secrets of `buildId`; SQLite first overwrites them with zeros in place (with
+    /// `secure_delete` its pages then keep nothing of them). PostgreSQL writes a new row version for any update, so
+    /// there the row is deleted and its old version is gone once (auto)vacuum reclaims it.
+    static func eraseSecrets(_ db: SQLTransaction, buildId: String) throws {
+        if db.dialect == .sqlite {
+            try Self.zeroSecrets(db, buildId: buildId)
+        }
+        try db.execute(sql: "DELETE FROM build_secret WHERE buildId = ?", arguments: [buildId])
+    }
+
+    private static func zeroSecrets(_ db: SQLTransaction, buildId: String) throws {
         try db.execute(
             sql: """
                 UPDATE build_secret SET sealed = zeroblob(length(sealed)), legacy = zeroblob(length(CAST(legacy AS BLOB)))
                 WHERE buildId = ?
                 """, arguments: [buildId])
-        try db.execute(sql: "DELETE FROM build_secret WHERE buildId = ?", arguments: [buildId])
     }
 
     /// Whether `buildId` still holds stored secrets (sealed or legacy), for checks and tests.
     public func hasStoredSecrets(buildId: String) async throws -> Bool {
-        try await database.read { db in
+        try await backend.read { db in
             try Bool.fetchOne(db, sql: "SELECT 1 FROM build_secret WHERE buildId = ?", arguments: [buildId]) ?? false
         }
     }
@@ -66,8 +74,8 @@ extension Store {
     /// The values to mask in log chunks of `jobId`'s build (at least 3 bytes each, longest first), read and
     /// decrypted outside the write transaction.
     func maskingNeedles(jobId: String) async throws -> [Data] {
-        let stored = try await database.read { db -> (buildId: String, sealed: Data?, legacy: String?)? in
-            try Row.fetchOne(
+        let stored = try await backend.read { db -> (buildId: String, sealed: Data?, legacy: String?)? in
+            try SQLRow.fetchOne(
                 db,
                 sql: """
                     SELECT build_secret.buildId, build_secret.sealed, build_secret.legacy FROM job
@@ -110,10 +118,10 @@ extension Store {
 
     /// Seals the plain values the v6 migration took out of builds that were still running, now that the key is
     /// known. Without a key they stay until a coordinator with one starts.
-    func sealLegacySecrets() throws {
+    func sealLegacySecrets(_ db: SQLTransaction) throws {
         guard let secretsKey else { return }
-        try database.write { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT buildId, legacy FROM build_secret WHERE legacy IS NOT NULL")
+        do {
+            let rows = try SQLRow.fetchAll(db, sql: "SELECT buildId, legacy FROM build_secret WHERE legacy IS NOT NULL")
             for row in rows {
                 let buildId: String = row["buildId"]
                 let sealed = try secretsKey.seal(try Store.decode([String: String].self, row["legacy"]), buildId: buildId)
@@ -127,8 +135,8 @@ extension Store {
     /// v6: takes the values of `secretBuildArgs` out of every stored spec. A build that is not final keeps them
     /// in `build_secret.legacy` until ``sealLegacySecrets()`` seals them; a per-platform value of a secret build
     /// arg gives way to the build-wide one (secrets are build-wide now).
-    static func takeOutLegacySecrets(_ db: Database) throws {
-        let rows = try Row.fetchAll(db, sql: "SELECT id, spec, state FROM build WHERE spec LIKE '%secretBuildArgs%'")
+    static func takeOutLegacySecrets(_ db: SQLTransaction) throws {
+        let rows = try SQLRow.fetchAll(db, sql: "SELECT id, spec, state FROM build WHERE spec LIKE '%secretBuildArgs%'")
         for row in rows {
             let buildId: String = row["id"]
             guard let spec = try? Store.decode(BuildSpec.self, row["spec"]), !spec.secretBuildArgs.isEmpty else { continue }
@@ -136,7 +144,7 @@ extension Store {
             try db.execute(
                 sql: "UPDATE build SET spec = ?, secretNames = ? WHERE id = ?",
                 arguments: [try Store.json(stored), try Store.json(secrets.keys.sorted()), buildId])
-            let jobs = try Row.fetchAll(db, sql: "SELECT id, spec FROM job WHERE buildId = ?", arguments: [buildId])
+            let jobs = try SQLRow.fetchAll(db, sql: "SELECT id, spec FROM job WHERE buildId = ?", arguments: [buildId])
             for job in jobs {
                 guard var platformSpec = try? Store.decode(PlatformSpec.self, job["spec"]),
                     let arguments = platformSpec.buildArgs

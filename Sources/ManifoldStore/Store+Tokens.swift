@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 
@@ -127,14 +126,14 @@ extension Store {
                     options.expiresAt.map(Store.timestamp), options.uses, repositoriesJSON,
                 ])
         }
-        return try await database.read { db in
-            try Self.tokenView(try Row.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [id])!)
+        return try await backend.read { db in
+            try Self.tokenView(try SQLRow.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [id])!)
         }
     }
 
     public func listTokens() async throws -> [TokenView] {
-        try await database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM token ORDER BY createdAt, id").map(Self.tokenView)
+        try await backend.read { db in
+            try SQLRow.fetchAll(db, sql: "SELECT * FROM token ORDER BY createdAt, id").map(Self.tokenView)
         }
     }
 
@@ -156,15 +155,16 @@ extension Store {
     public func principal(forSecretHash hash: String) async throws -> Principal? {
         let current = now()
         let at = Store.timestamp(current)
-        let (principal, staleToken) = try await database.read { db -> (Principal?, String?) in
-            if let row = try Row.fetchOne(db, sql: "SELECT * FROM token WHERE hash = ? AND revokedAt IS NULL", arguments: [hash])
+        let (principal, staleToken) = try await backend.read { db -> (Principal?, String?) in
+            if let row = try SQLRow.fetchOne(
+                db, sql: "SELECT * FROM token WHERE hash = ? AND revokedAt IS NULL", arguments: [hash])
             {
                 let grant = try Self.grant(row)
                 try Self.checkUsable(row, grant: grant, now: current)
                 let lastUsed: Double? = row["lastUsedAt"]
                 return (.user(grant), (lastUsed ?? 0) < at - 60 ? grant.tokenId : nil)
             }
-            if let row = try Row.fetchOne(
+            if let row = try SQLRow.fetchOne(
                 db, sql: "SELECT id, name, state FROM agent WHERE secretHash = ? AND state != 'left'", arguments: [hash])
             {
                 return (.agent(id: row["id"], name: row["name"], state: AgentState(rawValue: row["state"]) ?? .disabled), nil)
@@ -184,7 +184,7 @@ extension Store {
     }
 
     /// Refuses a token past its expiry or a join token with no uses left, with a message that says which.
-    static func checkUsable(_ row: Row, grant: TokenGrant, now: Date) throws {
+    static func checkUsable(_ row: SQLRow, grant: TokenGrant, now: Date) throws {
         if let expiresAt = grant.expiresAt, expiresAt <= now {
             throw StoreError.unauthenticated(
                 "this \(grant.role.rawValue) token (\(grant.tokenId), \"\(grant.name)\") expired at "
@@ -198,7 +198,7 @@ extension Store {
         }
     }
 
-    static func grant(_ row: Row) throws -> TokenGrant {
+    static func grant(_ row: SQLRow) throws -> TokenGrant {
         let repositories = try (row["repositories"] as String?).map { text in
             try Store.decode([String].self, text).map { try RepositoryPattern(parsing: $0) }
         }
@@ -207,7 +207,7 @@ extension Store {
             pool: row["pool"], expiresAt: Store.date(row["expiresAt"]))
     }
 
-    static func tokenView(_ row: Row) throws -> TokenView {
+    static func tokenView(_ row: SQLRow) throws -> TokenView {
         TokenView(
             id: row["id"], name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer,
             createdAt: Store.date(row["createdAt"]) ?? Date(timeIntervalSince1970: 0), lastUsedAt: Store.date(row["lastUsedAt"]),

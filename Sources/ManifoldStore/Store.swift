@@ -1,16 +1,15 @@
 import Foundation
-import GRDB
 import ManifoldAPI
 import ManifoldCore
 import Synchronization
 
-/// The coordinator's durable state: one SQLite file in WAL mode with `synchronous = FULL`, so a state
-/// change acknowledged to a caller survives `kill -9` and power loss.
+/// The coordinator's durable state, on SQLite (embedded, the default) or PostgreSQL (shared by replicas).
 ///
-/// Every operation is one transaction. Time comes from `now`, so lease expiry and backoff are tested
-/// without sleeping.
+/// Every operation is one transaction of its ``backend``; the rules are written once, over ``SQLTransaction``.
+/// Time comes from `now` — the backend's clock unless a test injects one — so lease expiry and backoff are tested
+/// without sleeping, and replicas on one database agree on it.
 public final class Store: Sendable {
-    let database: DatabasePool
+    public let backend: any StoreBackend
     let now: @Sendable () -> Date
     public let settings: StoreSettings
     /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
@@ -18,74 +17,73 @@ public final class Store: Sendable {
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
 
-    /// How commits reach the disk. `full` fsyncs every commit before it is acknowledged (the coordinator always
-    /// runs so); `normal` fsyncs only at checkpoints and can lose the last commits on power loss — it exists so a
-    /// benchmark can measure what durability costs.
-    public enum Synchronous: String, Sendable {
-        case full = "FULL"
-        case normal = "NORMAL"
+    public typealias Synchronous = SQLiteBackend.Synchronous
+
+    init(backend: any StoreBackend, settings: StoreSettings, secretsKey: SecretsKey?, now: @escaping @Sendable () -> Date) {
+        self.backend = backend
+        self.settings = settings
+        self.secretsKey = secretsKey
+        self.now = now
     }
 
-    /// Opens (creating if needed) the database at `path` and runs pending migrations. `secretsKey` encrypts build
-    /// secrets at rest (the coordinator passes the key of its state directory); a store without one refuses
+    /// Opens (creating if needed) the SQLite database at `path` and runs pending migrations. `secretsKey` encrypts
+    /// build secrets at rest (the coordinator passes the key of its state directory); a store without one refuses
     /// builds with secrets.
-    public init(
+    public convenience init(
         path: String, settings: StoreSettings = StoreSettings(), synchronous: Synchronous = .full,
         secretsKey: SecretsKey? = nil, now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
-        var configuration = Configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)")
-            try db.execute(sql: "PRAGMA foreign_keys = ON")
-            // Deleted rows are zeroed in their page (at no extra I/O); build secrets are also overwritten in place
-            // before they are deleted (see Store+Secrets).
-            try db.execute(sql: "PRAGMA secure_delete = FAST")
-        }
-        configuration.busyMode = .timeout(10)
-        database = try DatabasePool(path: path, configuration: configuration)
-        // GRDB switches the writer to `synchronous = NORMAL` when it enables WAL, after `prepareDatabase` ran:
-        // set FULL again on the one writer connection, so every commit is fsync'd before it is acknowledged.
-        try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue)") }
-        self.now = now
-        self.settings = settings
-        self.secretsKey = secretsKey
-        try Schema.migrator.migrate(database)
-        try sealLegacySecrets()
+        let backend = try SQLiteBackend(path: path, synchronous: synchronous)
+        try backend.migrateSynchronously()
+        self.init(backend: backend, settings: settings, secretsKey: secretsKey, now: now)
+        try backend.writeSynchronously { db in try self.sealLegacySecrets(db) }
+    }
+
+    /// Opens a store on `backend`, bringing its schema up to date. Without `now`, time comes from the backend's
+    /// clock (the database server's for PostgreSQL).
+    public static func open(
+        backend: any StoreBackend, settings: StoreSettings = StoreSettings(), secretsKey: SecretsKey? = nil,
+        now: (@Sendable () -> Date)? = nil
+    ) async throws -> Store {
+        try await backend.migrate()
+        let store = Store(backend: backend, settings: settings, secretsKey: secretsKey, now: now ?? backend.clock)
+        try await store.write { db in try store.sealLegacySecrets(db) }
+        return store
     }
 
     /// The store's clock: the one time source for leases, deadlines and backoff.
     public func currentTime() -> Date { now() }
 
-    /// The file's journal mode, for checks and diagnostics (always `wal`).
+    /// The SQLite file's journal mode, for checks and diagnostics (always `wal`).
     public func journalMode() throws -> String {
-        try database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+        guard let sqlite = backend as? SQLiteBackend else { return "" }
+        return try sqlite.journalMode()
     }
 
-    /// `PRAGMA synchronous` of the writer and of a reader connection (2 = FULL), for checks and diagnostics.
+    /// `PRAGMA synchronous` of the SQLite writer and of a reader connection (2 = FULL), for checks and diagnostics.
     public func synchronousModes() throws -> (writer: Int, reader: Int) {
-        let writer = try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
-        let reader = try database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
-        return (writer, reader)
+        guard let sqlite = backend as? SQLiteBackend else { return (-1, -1) }
+        return try sqlite.synchronousModes()
     }
 
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
-    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         do {
-            let value = try await database.write(updates)
+            let value = try await backend.write(updates)
             writeHealth.succeeded(at: now())
             return value
-        } catch let error as DatabaseError where Self.isStorageFailure(error) {
-            writeHealth.failed(at: now(), reason: error.message ?? "\(error.resultCode)")
+        } catch SQLError.storage(let reason) {
+            writeHealth.failed(at: now(), reason: reason)
             throw StoreError.storageUnavailable(
-                "the coordinator cannot write its database (\(error.resultCode): \(error.message ?? "storage failure")); "
-                    + "nothing was changed. Free space on the file system of its state directory and retry")
+                "the coordinator cannot write its database (\(reason)); nothing was changed. "
+                    + "Free space where the database lives and retry")
+        } catch SQLError.unavailable(let reason) {
+            writeHealth.failed(at: now(), reason: reason)
+            throw StoreError.storageUnavailable(
+                "the coordinator cannot reach its database (\(reason)); nothing was changed. Retry when it is back")
         }
-    }
-
-    static func isStorageFailure(_ error: DatabaseError) -> Bool {
-        [.SQLITE_FULL, .SQLITE_IOERR, .SQLITE_READONLY, .SQLITE_CANTOPEN].contains(error.resultCode)
     }
 
     static func timestamp(_ date: Date) -> Double { date.timeIntervalSince1970 }

@@ -35,11 +35,11 @@ import Testing
     }
 
     @Test func specsHoldNoValuesAndOnlyTheLeaseCarriesThem() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await submit(
             fixture, secrets: ["NPM_TOKEN": "npm_secret_1"], buildArgs: ["VERSION": "1", "LEGACY": "legacy_secret_2"],
             secretBuildArgs: ["LEGACY"])
-        let rows = try await fixture.store.database.read { db in
+        let rows = try await fixture.store.backend.read { db in
             try String.fetchAll(db, sql: "SELECT spec FROM build UNION ALL SELECT spec FROM job")
                 + [try String.fetchOne(db, sql: "SELECT secretNames FROM build") ?? ""]
         }
@@ -47,7 +47,7 @@ import Testing
             #expect(!row.contains("npm_secret_1") && !row.contains("legacy_secret_2"), "\(row)")
         }
         #expect(rows.last == "[\"LEGACY\",\"NPM_TOKEN\"]")
-        let sealed = try await fixture.store.database.read { db in
+        let sealed = try await fixture.store.backend.read { db in
             try Data.fetchOne(db, sql: "SELECT sealed FROM build_secret WHERE buildId = ?", arguments: [build.id])
         }
         #expect(try fixture.secretsKey.open(try #require(sealed), buildId: build.id).count == 2)
@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test func agentsOfProtocol2GetNoJobWithSecrets() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await submit(fixture, secrets: ["NPM_TOKEN": "npm_secret_1"])
         let plain = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("old", platforms: ["linux/amd64"])
@@ -76,7 +76,7 @@ import Testing
     }
 
     @Test func secretsAreErasedWhenTheBuildIsFinal() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
 
         // Published.
@@ -105,15 +105,15 @@ import Testing
         #expect(try await fixture.store.hasStoredSecrets(buildId: cancelled.id) == false)
 
         // The page that held the sealed value keeps none of it once the WAL is checkpointed into the file.
-        try await fixture.store.database.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        if let sqlite = fixture.store.backend as? SQLiteBackend {
+            try sqlite.checkpoint()
+            let file = try Data(contentsOf: URL(fileURLWithPath: sqlite.path))
+            #expect(file.range(of: sealed.suffix(24)) == nil)
         }
-        let file = try Data(contentsOf: URL(fileURLWithPath: fixture.databasePath))
-        #expect(file.range(of: sealed.suffix(24)) == nil)
     }
 
     @Test func aFinalBuildIsRetriedOnlyWithItsSecretsAgain() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let build = try await submit(fixture, secrets: ["NPM_TOKEN": "first", "SSH_KEY": "key"], maxAttempts: 1)
         let lease = try #require(try await fixture.poll(agent))
@@ -164,11 +164,11 @@ import Testing
     }
 
     @Test func aJobWhoseSecretsCannotBeOpenedFailsWithTheReason() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await submit(fixture, secrets: ["K": "value"])
         // Another coordinator key (pki/secrets.key replaced): the job cannot start, and says why.
         let clock = fixture.clock
-        let other = try Store(path: fixture.databasePath, secretsKey: SecretsKey.generate(), now: { clock.now })
+        let other = try await fixture.another(secretsKey: SecretsKey.generate(), now: { clock.now })
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         #expect(
             try await other.lease(
@@ -185,7 +185,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("manifold.db").path
         let old = try DatabaseQueue(path: path)
-        try Schema.migrator.migrate(old, upTo: "v4")
+        try SQLiteSchema.migrator.migrate(old, upTo: "v4")
         let spec = """
             {"buildArgs":{"TOKEN":"legacy-value","V":"1"},"context":{"digest":"sha256:\(String(repeating: "a", count: 64))",\
             "type":"upload"},"dockerfile":"Dockerfile","image":"r.local/a","labels":{},"platforms":[{"platform":\
@@ -210,7 +210,7 @@ import Testing
 
         let key = SecretsKey.generate()
         let store = try Store(path: path, secretsKey: key)
-        let rows = try await store.database.read { db in
+        let rows = try await store.backend.read { db in
             try String.fetchAll(db, sql: "SELECT spec FROM build UNION ALL SELECT spec FROM job")
                 + [try String.fetchOne(db, sql: "SELECT legacy FROM build_secret") ?? ""]
         }
@@ -248,7 +248,7 @@ import Testing
 
     func sealedBytes(_ fixture: StoreFixture, _ buildId: String) async throws -> Data {
         try #require(
-            try await fixture.store.database.read { db in
+            try await fixture.store.backend.read { db in
                 try Data.fetchOne(db, sql: "SELECT sealed FROM build_secret WHERE buildId = ?", arguments: [buildId])
             })
     }

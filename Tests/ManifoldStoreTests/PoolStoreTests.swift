@@ -18,7 +18,7 @@ import Testing
         let path = directory.appendingPathComponent("manifold.db").path
         do {
             let old = try DatabaseQueue(path: path)
-            try Schema.migrator.migrate(old, upTo: "v4")
+            try SQLiteSchema.migrator.migrate(old, upTo: "v4")
             try await old.write { db in
                 try db.execute(
                     sql: """
@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test func tokensExpireAndJoinTokensAreUsedUp() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let store = fixture.store
         try await store.createPool(name: "release", labels: ["pool": "release"], platforms: [])
         let token = try await store.createToken(

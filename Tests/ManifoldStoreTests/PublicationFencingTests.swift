@@ -24,7 +24,7 @@ import Testing
     static let list = Digest.compute(of: Data("list".utf8))
 
     @Test func aCancelBeforeTheClaimPushesNoTag() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (build, publication) = try await Self.readyToPublish(fixture)
         _ = try await fixture.store.cancelBuild(id: build.id, by: "ops")
         let claim = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
@@ -37,7 +37,7 @@ import Testing
     }
 
     @Test func aCancelDuringTheTagPUTsIsRecordedWhenThePushLands() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (build, publication) = try await Self.readyToPublish(fixture)
         let claim = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
         #expect(claim == .push(tags: ["1.0", "latest"]))
@@ -57,7 +57,7 @@ import Testing
     }
 
     @Test func anOlderBuildNeverMovesATagANewerBuildPublished() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (older, olderRun) = try await Self.readyToPublish(fixture, tags: ["1.0", "latest"], agent: "a")
         let (newer, newerRun) = try await Self.readyToPublish(fixture, tags: ["1.1", "latest"], agent: "b")
         let newerList = Digest.compute(of: Data("newer".utf8))
@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test func aRunReplacedByARetryWhileItPushedIsRecordedAndDoesNotFinishTheBuild() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (build, first) = try await Self.readyToPublish(fixture)
         #expect(try await fixture.store.claimPublication(id: first.id, listDigest: Self.list, tags: first.tags) != nil)
         // A retry while the first run's tags are being pushed; the rebuilt platform is verified at once.
@@ -118,7 +118,7 @@ import Testing
     }
 
     @Test func aFailedPushAfterTheClaimIsRetriedFromPending() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (build, publication) = try await Self.readyToPublish(fixture)
         _ = try await fixture.store.claimPublication(id: publication.id, listDigest: Self.list, tags: publication.tags)
         // A crash mid-push leaves the row pushing: it is due again after a restart.
@@ -133,10 +133,10 @@ import Testing
     }
 
     @Test func anUnreadableOutboxRowIsReportedNotFatalToTheOthers() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (_, good) = try await Self.readyToPublish(fixture, agent: "a")
         let (bad, broken) = try await Self.readyToPublish(fixture, agent: "b")
-        try await fixture.store.database.write { db in
+        try await fixture.store.backend.write { db in
             try db.execute(sql: "UPDATE outbox SET children = 'not json' WHERE id = ?", arguments: [broken.id])
         }
         let due = try await fixture.store.duePublications()
@@ -149,7 +149,7 @@ import Testing
 /// never abandoned silently.
 @Suite struct ChildTagAndPartialPushTests {
     @Test func aCancelledBuildOrAStaleAttemptNeverClaimsTheChildTag() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -164,7 +164,7 @@ import Testing
     }
 
     @Test func anOlderBuildNeverMovesAChildTagANewerBuildHolds() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let older = try await fixture.submit(platforms: ["linux/amd64"], tags: ["latest"])
         let newer = try await fixture.submit(platforms: ["linux/amd64"], tags: ["latest"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
@@ -188,7 +188,7 @@ import Testing
     }
 
     @Test func aPushThatFailedMidwayIsRecordedWhenTheBuildIsCancelledBeforeItsRetry() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let (build, publication) = try await PublicationFencingTests.readyToPublish(fixture)
         #expect(
             try await fixture.store.claimPublication(
@@ -213,7 +213,7 @@ import Testing
     }
 
     @Test func aLogThatFillsExactlyToTheMarkersRoomStillEndsWithTheMarker() async throws {
-        let fixture = try StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
+        let fixture = try await StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -232,7 +232,7 @@ import Testing
     }
 
     @Test func anAgentThatNeverConfirmsIsNotHandedTheSameLeaseForever() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let first = try #require(try await fixture.poll(agent, confirm: false))

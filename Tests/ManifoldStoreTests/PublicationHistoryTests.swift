@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func aDigestSetPublishedEarlierIsPublishedAgainAfterANewerList() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let first = try #require(try await fixture.poll(agent))
@@ -51,7 +51,7 @@ import Testing
     }
 
     @Test func theSameDigestRightAfterItsListIsPublishedPushesNothing() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -71,7 +71,7 @@ import Testing
     }
 
     @Test func aFailedPublicationIsRetriedWhenTheSameSetIsVerifiedAgain() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -94,7 +94,7 @@ import Testing
     }
 
     @Test func registryOutagesAreRetriedWithCappedBackoffWithoutFailingTheBuild() async throws {
-        let fixture = try StoreFixture(
+        let fixture = try await StoreFixture(
             settings: StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5, maxRetryBackoff: 300))
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
@@ -118,7 +118,7 @@ import Testing
     }
 
     @Test func aRunPublishesTheSetItWasQueuedFor() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"], allowPartial: true)
         let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
         let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
@@ -139,7 +139,7 @@ import Testing
 /// Agents' access, timeouts, logs and platform names.
 @Suite struct AgentGuardTests {
     @Test func disablingAnAgentTakesItsJobBackWithoutUsingAnAttempt() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let first = try await fixture.join("first", platforms: ["linux/amd64"])
         let second = try await fixture.join("second", platforms: ["linux/amd64"])
@@ -158,7 +158,7 @@ import Testing
     }
 
     @Test func anAgentReadsOnlyContextsOfItsLeasedJobs() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"])
         let holder = try await fixture.join("holder", platforms: ["linux/amd64"])
         let other = try await fixture.join("other", platforms: ["linux/amd64"])
@@ -174,7 +174,7 @@ import Testing
     }
 
     @Test func anAttemptPastItsTimeoutFailsTheJob() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let digest = Digest.compute(of: Data("ctx".utf8))
         try await fixture.store.recordContext(digest: digest, size: 3)
         let spec = BuildSpec(
@@ -195,7 +195,7 @@ import Testing
     }
 
     @Test func logsAreCappedAndSecretValuesMasked() async throws {
-        let fixture = try StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
+        let fixture = try await StoreFixture(settings: StoreSettings(maxLogBytesPerAttempt: 300))
         let digest = Digest.compute(of: Data("ctx".utf8))
         try await fixture.store.recordContext(digest: digest, size: 3)
         let spec = BuildSpec(
@@ -239,7 +239,7 @@ import Testing
     }
 
     @Test func usersNameAWindowsJobWithOrWithoutItsOSBuild() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64", "windows/amd64:10.0.20348"])
         _ = try await fixture.store.readLog(buildId: build.id, platform: "windows/amd64")
         _ = try await fixture.store.readLog(buildId: build.id, platform: "windows/amd64:10.0.20348.2227")

@@ -34,8 +34,8 @@ import Testing
             CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: "exit 1"))
     }
 
-    static func count(_ fixture: StoreFixture, _ sql: String, _ arguments: StatementArguments = []) async throws -> Int {
-        try await fixture.store.database.read { db in try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 }
+    static func count(_ fixture: StoreFixture, _ sql: String, _ arguments: SQLArguments = []) async throws -> Int {
+        try await fixture.store.backend.read { db in try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 }
     }
 
     static func chunks(_ fixture: StoreFixture, buildId: String) async throws -> Int {
@@ -48,7 +48,7 @@ import Testing
     }
 
     @Test func oldFinishedBuildsLoseLogsAndEventsButKeepTheirResult() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("builder", platforms: ["linux/amd64", "linux/arm64"])
         // An old build that failed after logging seven chunks.
         let old = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
@@ -104,7 +104,7 @@ import Testing
     }
 
     @Test func buildsFinishedWithinTheWindowAndForeverSettingsKeepEverything() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("builder", platforms: ["linux/amd64"])
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let lease = try #require(try await fixture.poll(agent))
@@ -121,7 +121,7 @@ import Testing
     }
 
     @Test func anOldAttemptOfAnOpenBuildLosesItsLogAndTheCurrentOneKeepsIt() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("builder", platforms: ["linux/amd64"])
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 3)
         let first = try #require(try await fixture.poll(agent))
@@ -169,7 +169,7 @@ import Testing
     }
 
     @Test func unusedContextsGoWithTheirFilesAndNeededOrRecentOnesStay() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let contexts = ContextDirectory(fixture.directory.appendingPathComponent("contexts"))
         try FileManager.default.createDirectory(at: contexts.url, withIntermediateDirectories: true)
         let agent = try await fixture.join("builder", platforms: ["linux/amd64"])
@@ -234,7 +234,7 @@ import Testing
     }
 
     @Test func aSubmissionKeepsItsContextFromBeingCollected() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let contexts = ContextDirectory(fixture.directory.appendingPathComponent("contexts"))
         try FileManager.default.createDirectory(at: contexts.url, withIntermediateDirectories: true)
         let digest = try await Self.upload(fixture, contexts, "context")
@@ -266,7 +266,7 @@ import Testing
     }
 
     @Test func aProbeWriteClearsARecordedStorageFailure() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         fixture.store.recordStorageFailure("cannot write the context to /x: No space left on device")
         #expect(fixture.store.writeHealth.failure == "cannot write the context to /x: No space left on device")
         fixture.clock.advance(1)

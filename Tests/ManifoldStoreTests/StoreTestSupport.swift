@@ -13,31 +13,64 @@ final class TestClock: Sendable {
     func advance(_ seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
 }
 
-/// A store on a real SQLite file in a fresh directory, removed at the end.
+/// The engine a store test runs on. The store suite runs once per engine: `MANIFOLD_TEST_STORE=postgres` selects
+/// PostgreSQL (a real server, see `TestPostgres`); anything else, SQLite. A test about one engine's own behaviour
+/// (the SQLite file's pages, its old migrations) names that engine instead of taking the selected one.
+enum TestBackend: String, Sendable {
+    case sqlite
+    case postgres
+
+    static let selected: TestBackend =
+        ProcessInfo.processInfo.environment["MANIFOLD_TEST_STORE"].flatMap(TestBackend.init(rawValue:)) ?? .sqlite
+}
+
+/// A store on a real database — a SQLite file in a fresh directory, or a fresh schema of the test PostgreSQL
+/// server — removed at the end.
 final class StoreFixture: Sendable {
     let directory: URL
     let clock = TestClock()
     let store: Store
+    let kind: TestBackend
     /// The key the store seals build secrets with.
     let secretsKey = SecretsKey.generate()
+    /// Opens another store on the same database, as a restarted coordinator (or a second replica) would.
+    private let open: @Sendable (StoreSettings, SecretsKey?, @escaping @Sendable () -> Date) async throws -> Store
 
-    init(settings: StoreSettings = StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5)) throws {
+    init(
+        settings: StoreSettings = StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5),
+        backend: TestBackend = .selected
+    ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-store-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        kind = backend
+        let path = directory.appendingPathComponent("manifold.db").path
+        switch backend {
+        case .sqlite:
+            open = { settings, key, now in try Store(path: path, settings: settings, secretsKey: key, now: now) }
+        case .postgres:
+            throw PostgresNotWired()
+        }
         let clock = clock
-        store = try Store(
-            path: directory.appendingPathComponent("manifold.db").path, settings: settings, secretsKey: secretsKey,
-            now: { clock.now })
+        store = try await open(settings, secretsKey, { clock.now })
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
+    /// The SQLite file (for tests about SQLite itself, which create their fixture with `backend: .sqlite`).
     var databasePath: String { directory.appendingPathComponent("manifold.db").path }
 
-    /// Opens the same file again, as a restarted coordinator would.
-    func reopen() throws -> Store {
+    /// Opens the same database again, as a restarted coordinator would.
+    func reopen() async throws -> Store {
         let clock = clock
-        return try Store(path: databasePath, settings: store.settings, secretsKey: secretsKey, now: { clock.now })
+        return try await open(store.settings, secretsKey, { clock.now })
+    }
+
+    /// Another store on the same database with its own settings, key or clock.
+    func another(
+        settings: StoreSettings? = nil, secretsKey: SecretsKey? = nil, now: (@Sendable () -> Date)? = nil
+    ) async throws -> Store {
+        let clock = clock
+        return try await open(settings ?? store.settings, secretsKey ?? self.secretsKey, now ?? { clock.now })
     }
 
     func join(_ name: String, platforms: [String], labels: [String: String] = [:]) async throws -> AgentView {
@@ -103,3 +136,5 @@ final class StoreFixture: Sendable {
         }
     }
 }
+
+struct PostgresNotWired: Error {}

@@ -7,15 +7,15 @@ import Testing
 
 @Suite struct StoreBasicsTests {
     @Test func usesWALAndSurvivesReopening() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         #expect(try fixture.store.journalMode() == "wal")
         let build = try await fixture.submit(platforms: ["linux/amd64"])
-        let reopened = try fixture.reopen()
+        let reopened = try await fixture.reopen()
         #expect(try await reopened.build(id: build.id) == build)
     }
 
     @Test func tokensAreFoundByHashAndRevoked() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let token = try await fixture.store.createToken(name: "ci", role: .submitter, secretHash: "abc")
         #expect(
             try await fixture.store.principal(forSecretHash: "abc")
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func agentNamesAreUniqueAndValidated() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let agent = try await fixture.join("win-1", platforms: ["windows/amd64:10.0.20348.2227"])
         #expect(agent.platforms.first?.osVersion == "10.0.20348.2227")
         #expect(
@@ -44,7 +44,7 @@ import Testing
     }
 
     @Test func submitValidatesAndNamesTheField() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let digest = Digest.compute(of: Data("never uploaded".utf8))
         var spec = BuildSpec(
             image: "registry.local/app", tags: ["1.0"], platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))],
@@ -72,7 +72,7 @@ import Testing
 
 @Suite struct SchedulingTests {
     @Test func jobsGoToMatchingAgentsInSubmissionOrder() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let first = try await fixture.submit(platforms: ["linux/amd64", "windows/amd64:10.0.20348"])
         let second = try await fixture.submit(platforms: ["linux/amd64"])
         let linux = try await fixture.join("linux", platforms: ["linux/amd64"])
@@ -97,7 +97,7 @@ import Testing
     }
 
     @Test func labelsAndAgentStateGateLeases() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/arm64"], agentLabels: ["gpu": "yes"])
         let plain = try await fixture.join("plain", platforms: ["linux/arm64"])
         let gpu = try await fixture.join("gpu", platforms: ["linux/arm64/v8"], labels: ["gpu": "yes"])
@@ -109,7 +109,7 @@ import Testing
     }
 
     @Test func heartbeatsExtendTheLeaseAndStaleCallsAreRefused() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let other = try await fixture.join("b", platforms: ["linux/amd64"])
@@ -135,7 +135,7 @@ import Testing
     }
 
     @Test func anExpiredLeaseIsLostRequeuedAtOnceAndFencedOff() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let other = try await fixture.join("b", platforms: ["linux/amd64"])
@@ -165,7 +165,7 @@ import Testing
     }
 
     @Test func aGrantTheAgentNeverConfirmedIsGivenBackAfterATTLUncounted() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let other = try await fixture.join("b", platforms: ["linux/amd64"])
@@ -192,7 +192,7 @@ import Testing
     }
 
     @Test func anUndeliveredGrantIsReleasedAtOnceButNotAfterTheAgentConfirmedIt() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let other = try await fixture.join("b", platforms: ["linux/amd64"])
@@ -216,7 +216,7 @@ import Testing
     }
 
     @Test func anAgentShuttingDownGivesItsJobBackUncounted() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 1)
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         // Three rolling restarts of the only agent, each giving the job back mid-build.
@@ -237,7 +237,7 @@ import Testing
     }
 
     @Test func leasesAreExtendedNotExpiredAfterTheCoordinatorCouldNotWrite() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         _ = try #require(try await fixture.poll(agent))
@@ -253,7 +253,7 @@ import Testing
     }
 
     @Test func logAppendsAreIdempotentAndGapsAreReported() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -273,7 +273,7 @@ import Testing
     }
 
     @Test func logReadsByOffsetAndLimitReturnExactlyTheAskedSlice() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -304,7 +304,7 @@ import Testing
 
 @Suite struct CompletionAndPublishingTests {
     @Test func verifiedPlatformsQueueOnePublicationAndRetryRepublishes() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
         let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
         let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
@@ -354,7 +354,7 @@ import Testing
     }
 
     @Test func retryingWhilePublishingSupersedesThePendingList() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -377,7 +377,7 @@ import Testing
     }
 
     @Test func aRejectedDigestFailsTheAttemptAndRetries() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -390,7 +390,7 @@ import Testing
     }
 
     @Test func cancellingStopsQueuedJobsAndTellsRunningOnes() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
@@ -411,7 +411,7 @@ import Testing
 
     @Test func partialPublishingOnlyWhenAsked() async throws {
         for allowPartial in [false, true] {
-            let fixture = try StoreFixture()
+            let fixture = try await StoreFixture()
             let build = try await fixture.submit(
                 platforms: ["linux/amd64", "linux/arm64"], maxAttempts: 1, allowPartial: allowPartial)
             let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
@@ -437,15 +437,15 @@ import Testing
     }
 
     @Test func pendingWorkSurvivesARestart() async throws {
-        let fixture = try StoreFixture()
+        let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let agent = try await fixture.join("a", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent))
         _ = try await fixture.succeed(lease, agent: agent)
-        let restarted = try fixture.reopen()
+        let restarted = try await fixture.reopen()
         #expect(try await restarted.pendingVerifications().ready.map(\.jobId) == [lease.jobId])
         try await restarted.recordVerification(jobId: lease.jobId, epoch: lease.epoch, outcome: .verified)
-        let again = try fixture.reopen()
+        let again = try await fixture.reopen()
         #expect(try await again.duePublications().ready.map(\.buildId) == [build.id])
     }
 }

@@ -87,6 +87,14 @@ public struct CoordinatorSettings: Sendable, Equatable {
     /// Failed authentications (401) one client address may cause per minute; then it gets 429 until the
     /// minute is over, before its token is even looked up.
     public var authFailuresPerMinute: Int = 20
+    /// The PostgreSQL database replicas share, `postgres://USER@HOST:PORT/DB[?sslmode=…]`; nil (the default): the
+    /// embedded SQLite file in the state directory. Never holds a password: that comes from
+    /// ``databasePasswordFile`` or the `MANIFOLD_DATABASE_PASSWORD` environment variable.
+    public var databaseURL: String?
+    /// A file whose content (first line) is the database password.
+    public var databasePasswordFile: String?
+    /// Connections each replica keeps to PostgreSQL; with N replicas the server needs N × (this + 1) connections.
+    public var databasePoolSize: Int = 8
 
     /// The built-in defaults.
     public static let defaults = CoordinatorSettings(
@@ -195,6 +203,9 @@ extension CoordinatorSettings {
         case maxPlatformsPerBuild = "max_platforms_per_build"
         case maxStreamsPerToken = "max_streams_per_token"
         case authFailuresPerMinute = "auth_failures_per_minute"
+        case databaseURL = "database_url"
+        case databasePasswordFile = "database_password_file"
+        case databasePoolSize = "database_pool_size"
 
         var yamlKey: String { rawValue }
         var environmentVariable: String { "MANIFOLD_" + rawValue.uppercased() }
@@ -227,6 +238,7 @@ extension CoordinatorSettings {
     static let platformsPerBuildRange = 1...256
     static let streamsPerTokenRange = 1...10_000
     static let authFailuresRange = 1...1_000_000
+    static let databasePoolRange = 1...500
 }
 
 /// A value as it arrives from a source: YAML keeps lists and maps structured, env and flags give text.
@@ -567,6 +579,34 @@ extension CoordinatorSettings {
                 settings.maxStreamsPerToken = try integer(streamsPerTokenRange, unit: "streams")
             case .authFailuresPerMinute:
                 settings.authFailuresPerMinute = try integer(authFailuresRange, unit: "failed authentications")
+            case .databaseURL:
+                let expected =
+                    "a postgres://USER@HOST:PORT/DATABASE URL without a password (the password goes in "
+                    + "database_password_file or MANIFOLD_DATABASE_PASSWORD), or null for the embedded SQLite database"
+                if case .null = raw {
+                    settings.databaseURL = nil
+                } else {
+                    let value = try text(expected).trimmingCharacters(in: .whitespaces)
+                    guard let url = URLComponents(string: value), ["postgres", "postgresql"].contains(url.scheme ?? ""),
+                        url.host.map({ !$0.isEmpty }) == true
+                    else { throw invalid(expected) }
+                    guard url.password == nil else {
+                        var shown = url
+                        shown.password = "REDACTED"
+                        throw CoordinatorSettingsError.invalidValue(
+                            source: source, value: shown.string ?? "a URL with a password", expected: expected)
+                    }
+                    settings.databaseURL = value.isEmpty ? nil : value
+                }
+            case .databasePasswordFile:
+                if case .null = raw {
+                    settings.databasePasswordFile = nil
+                } else {
+                    let value = try text("the path of a file holding the database password")
+                    settings.databasePasswordFile = value.isEmpty ? nil : value
+                }
+            case .databasePoolSize:
+                settings.databasePoolSize = try integer(databasePoolRange, unit: "connections")
             }
             sources[key] = source
         }

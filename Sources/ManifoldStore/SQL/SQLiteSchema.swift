@@ -1,7 +1,7 @@
 import GRDB
 
 /// Versioned migrations. A migration, once released, never changes: add a new one.
-enum Schema {
+enum SQLiteSchema {
     static let migrator: DatabaseMigrator = {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -283,7 +283,7 @@ enum Schema {
                         DELETE FROM build_secret WHERE buildId = NEW.id;
                     END;
                     """)
-            try Store.takeOutLegacySecrets(db)
+            try Store.takeOutLegacySecrets(GRDBTransaction(db))
         }
         return migrator
     }()
