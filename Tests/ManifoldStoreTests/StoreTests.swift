@@ -6,12 +6,31 @@ import Testing
 @testable import ManifoldStore
 
 @Suite struct StoreBasicsTests {
-    @Test func usesWALAndSurvivesReopening() async throws {
+    @Test func survivesReopening() async throws {
         let fixture = try await StoreFixture()
-        #expect(try fixture.store.journalMode() == "wal")
+        if fixture.kind == .sqlite { #expect(try fixture.store.journalMode() == "wal") }
         let build = try await fixture.submit(platforms: ["linux/amd64"])
         let reopened = try await fixture.reopen()
         #expect(try await reopened.build(id: build.id) == build)
+    }
+
+    /// A replica (or a downgraded coordinator) never serves a database migrated by a newer version: its rules
+    /// would be wrong for the new schema.
+    @Test func aSchemaNewerThanThisBuildIsRefusedByName() async throws {
+        let fixture = try await StoreFixture()
+        try await fixture.store.backend.write { db in
+            if db.dialect == .sqlite {
+                try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99')")
+            } else {
+                try db.execute(sql: "INSERT INTO manifold_schema (version, appliedAt) VALUES ('v99', 0)")
+            }
+        }
+        await #expect {
+            _ = try await fixture.reopen()
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("v99") && text.contains("newer than this manifold knows") && text.contains("v6")
+        }
     }
 
     @Test func tokensAreFoundByHashAndRevoked() async throws {

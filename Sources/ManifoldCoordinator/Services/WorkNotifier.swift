@@ -40,8 +40,21 @@ public final class WorkNotifier: Sendable {
 
     public init() {}
 
-    /// Wakes the waiters of any of `topics`.
+    private let relay = Mutex<(@Sendable (Topics) -> Void)?>(nil)
+
+    /// Passes every local notification to `relay` as well (replicas forward them to each other).
+    public func relayNotifications(to relay: @escaping @Sendable (Topics) -> Void) {
+        self.relay.withLock { $0 = relay }
+    }
+
+    /// Wakes the waiters of any of `topics`, here and, through the relay, on the other replicas.
     public func notify(_ topics: Topics) {
+        relay.withLock { $0 }?(topics)
+        notifyHere(topics)
+    }
+
+    /// Wakes the waiters of any of `topics` in this process only (a notification another replica sent).
+    public func notifyHere(_ topics: Topics) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             for bit in 0..<4 where topics.contains(Topics(rawValue: 1 << bit)) { state.generations[bit] &+= 1 }
             let ids = state.waiters.filter { !$0.value.topics.isDisjoint(with: topics) }.map(\.key)

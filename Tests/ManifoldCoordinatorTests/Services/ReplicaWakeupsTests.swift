@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@testable import ManifoldCoordinator
+
+/// A channel in memory with PostgreSQL's delivery rules: every listener gets every message sent while it listens,
+/// the sender's own included; a listener can be cut off (its `listen` throws) and then misses what is sent.
+final class MemoryWakeupChannel: WakeupChannel {
+    private struct Listener {
+        var receive: @Sendable (WakeupEvent) async -> Void
+        var cut: CheckedContinuation<Void, Error>
+    }
+    private let listeners = Mutex<[UUID: Listener]>([:])
+    let sent = Mutex<[String]>([])
+
+    func publish(_ payload: String) async throws {
+        sent.withLock { $0.append(payload) }
+        for listener in listeners.withLock({ Array($0.values) }) { await listener.receive(.message(payload)) }
+    }
+
+    func listen(_ receive: @escaping @Sendable (WakeupEvent) async -> Void) async throws {
+        let id = UUID()
+        await receive(.listening)
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                listeners.withLock { $0[id] = Listener(receive: receive, cut: continuation) }
+            }
+        } onCancel: {
+            listeners.withLock { $0.removeValue(forKey: id) }?.cut.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Drops every listener's connection, as a restarted database would.
+    func cutAll() {
+        let cut = listeners.withLock { listeners in
+            defer { listeners.removeAll() }
+            return listeners.values.map(\.cut)
+        }
+        struct ConnectionLost: Error {}
+        for continuation in cut { continuation.resume(throwing: ConnectionLost()) }
+    }
+
+    var listenerCount: Int { listeners.withLock { $0.count } }
+}
+
+@Suite struct ReplicaWakeupsTests {
+    static let logger = Logger(label: "test")
+
+    /// Waits (up to 5 s) until `topics` are notified on `notifier` after `generation`; true if they were.
+    static func woken(_ notifier: WorkNotifier, _ topics: WorkNotifier.Topics, after generation: UInt64) async -> Bool {
+        await notifier.wait(for: topics, after: generation, until: .now + .seconds(5))
+        return notifier.generation(of: topics) != generation
+    }
+
+    static func running(
+        _ services: [ReplicaWakeups], _ body: @Sendable () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for service in services { group.addTask { try await service.run() } }
+            try await body()
+            group.cancelAll()
+        }
+    }
+
+    @Test func aNotificationOnOneReplicaWakesTheOthersOnce() async throws {
+        let channel = MemoryWakeupChannel()
+        let a = WorkNotifier()
+        let b = WorkNotifier()
+        let services = [
+            ReplicaWakeups(notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger),
+            ReplicaWakeups(notifier: b, channel: channel, replica: "b", safetyInterval: .seconds(3600), logger: Self.logger),
+        ]
+        try await Self.running(services) {
+            while channel.listenerCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
+            let beforeA = a.generation(of: .work)
+            let before = b.generation(of: .work)
+            let untouched = b.generation(of: .publication)
+            a.notify(.work)
+            #expect(await Self.woken(b, .work, after: before))
+            // b was woken for work only; a heard its own message back and ignored it (one local wake-up).
+            #expect(b.generation(of: .publication) == untouched)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(a.generation(of: .work) == beforeA &+ 1)
+            #expect(channel.sent.withLock { $0 } == ["a work"])
+        }
+    }
+
+    @Test func aReconnectedListenerWakesEverythingToRescan() async throws {
+        let channel = MemoryWakeupChannel()
+        let b = WorkNotifier()
+        let service = ReplicaWakeups(
+            notifier: b, channel: channel, replica: "b", safetyInterval: .seconds(3600), logger: Self.logger)
+        try await Self.running([service]) {
+            while channel.listenerCount < 1 { try await Task.sleep(for: .milliseconds(10)) }
+            let before = b.generation(of: .all)
+            channel.cutAll()
+            // A message sent while b is cut off is lost; the re-scan after the reconnect covers it.
+            try await channel.publish("a work")
+            #expect(await Self.woken(b, .work, after: before))
+            while channel.listenerCount < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
+    @Test func burstsAreCoalescedIntoFewMessages() async throws {
+        let channel = MemoryWakeupChannel()
+        let a = WorkNotifier()
+        let service = ReplicaWakeups(
+            notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger)
+        try await Self.running([service]) {
+            while channel.listenerCount < 1 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<500 { a.notify(.progress) }
+            a.notify(.publication)
+            try await Task.sleep(for: .milliseconds(300))
+            let sent = channel.sent.withLock { $0 }
+            #expect(sent.count < 20, "\(sent.count) messages for one burst")
+            #expect(sent.contains { $0.contains("publication") })
+        }
+    }
+
+    @Test func theSafetyWakeupReachesTheServicesWithoutAnyMessage() async throws {
+        let channel = MemoryWakeupChannel()
+        let a = WorkNotifier()
+        let service = ReplicaWakeups(
+            notifier: a, channel: channel, replica: "a", safetyInterval: .milliseconds(200), logger: Self.logger)
+        try await Self.running([service]) {
+            while channel.listenerCount < 1 { try await Task.sleep(for: .milliseconds(10)) }
+            let before = a.generation(of: .publication)
+            #expect(await Self.woken(a, .publication, after: before))
+            #expect(channel.sent.withLock { $0 }.isEmpty)
+        }
+    }
+
+    @Test func payloadsNameTheSenderAndKnownTopicsOnly() {
+        #expect(ReplicaWakeups.payload(replica: "r1", topics: [.work, .publication]) == "r1 work,publication")
+        #expect(ReplicaWakeups.topics(of: "r2 work,progress", ignoring: "r1") == [.work, .progress])
+        #expect(ReplicaWakeups.topics(of: "r1 work", ignoring: "r1") == nil)
+        #expect(ReplicaWakeups.topics(of: "r2 nonsense", ignoring: "r1") == nil)
+        #expect(ReplicaWakeups.topics(of: "garbage", ignoring: "r1") == nil)
+    }
+}
