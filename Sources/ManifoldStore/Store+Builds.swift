@@ -297,6 +297,13 @@ extension Store {
         }
     }
 
+    /// The recorded size of a context, nil when there is none.
+    public func contextSize(digest: Digest) async throws -> Int64? {
+        try await backend.read { db in
+            try Int64.fetchOne(db, sql: "SELECT size FROM context WHERE digest = ?", arguments: [digest.description])
+        }
+    }
+
     public func hasContext(digest: Digest) async throws -> Bool {
         try await backend.read { db in
             try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true

@@ -51,6 +51,8 @@ public struct RetentionReport: Sendable, Equatable {
     public var contextBytesDeleted: Int64 = 0
     /// Files in the contexts directory that belonged to nothing: interrupted uploads or removals.
     public var strayFilesDeleted = 0
+    /// Stored context chunks that belonged to no context: uploads a replica did not finish.
+    public var strayContextChunksDeleted = 0
 
     public init() {}
 
@@ -76,7 +78,35 @@ extension Store {
             }
             try await sweepStrayFiles(in: contexts, policy: policy, into: &report)
         }
+        try await sweepStrayContextChunks(into: &report, batchSize: policy.batchSize)
         return report
+    }
+
+    /// How long the chunks of an upload may wait for their context row: an upload copies them in well under this.
+    static let contextChunkGrace: TimeInterval = 3_600
+
+    /// Deletes stored context chunks without a context row once they are older than ``contextChunkGrace`` (a
+    /// replica died while copying an upload into the database), a batch per transaction.
+    func sweepStrayContextChunks(into report: inout RetentionReport, batchSize: Int) async throws {
+        let cutoff = Store.timestamp(now().addingTimeInterval(-Self.contextChunkGrace))
+        while true {
+            let deleted = try await write { db -> Int in
+                let stray = try SQLRow.fetchAll(
+                    db,
+                    sql: """
+                        SELECT digest, byteOffset FROM context_chunk
+                        WHERE createdAt < ? AND digest NOT IN (SELECT digest FROM context) LIMIT ?
+                        """, arguments: [cutoff, batchSize])
+                for chunk in stray {
+                    try db.execute(
+                        sql: "DELETE FROM context_chunk WHERE digest = ? AND byteOffset = ?",
+                        arguments: [chunk["digest"] as String, chunk["byteOffset"] as Int64])
+                }
+                return stray.count
+            }
+            report.strayContextChunksDeleted += deleted
+            if deleted < batchSize { return }
+        }
     }
 
     // MARK: - Logs and events
@@ -274,6 +304,7 @@ extension Store {
                     .filter { !needed.contains($0.digest) }.prefix(batchSize)
                 for context in doomed {
                     try db.execute(sql: "DELETE FROM context WHERE digest = ?", arguments: [context.digest])
+                    try db.execute(sql: "DELETE FROM context_chunk WHERE digest = ?", arguments: [context.digest])
                 }
                 return Array(doomed)
             }

@@ -11,7 +11,8 @@ extension CoordinatorAPI {
         contexts.head("/:digest") { _, context -> Response in
             _ = try context.requireUser([.submitter], to: "upload contexts")
             let digest = try Self.digestParameter(context)
-            let present = try await markUsed(digest) && FileManager.default.fileExists(atPath: contextFile(digest).path)
+            let recorded = try await markUsed(digest)
+            let present = recorded && (options.sharedContexts || FileManager.default.fileExists(atPath: contextFile(digest).path))
             return Response(status: present ? .ok : .notFound)
         }
 
@@ -23,9 +24,10 @@ extension CoordinatorAPI {
             let digest = try Self.digestParameter(context)
             let directory = ContextDirectory(options.contextsDirectory)
             let final = directory.file(for: digest)
-            if FileManager.default.fileExists(atPath: final.path), try await markUsed(digest) {
-                let size = (try? FileManager.default.attributesOfItem(atPath: final.path)[.size] as? Int64) ?? nil
-                return try Self.json(ContextUploadResponse(digest: digest.description, size: size ?? 0, existed: true))
+            if options.sharedContexts || FileManager.default.fileExists(atPath: final.path), try await markUsed(digest),
+                let size = try await store.contextSize(digest: digest)
+            {
+                return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: true))
             }
             let partial = directory.uploadFile()
             var keep = false
@@ -50,6 +52,10 @@ extension CoordinatorAPI {
                     "the uploaded context has digest \(actual), not \(digest) as the URL says; nothing was kept",
                     field: "digest")
             }
+            if options.sharedContexts {
+                // Every replica must find it: the chunks are in the database before the row that says it exists.
+                try await store.storeSharedContext(digest: digest, file: partial)
+            }
             try await store.recordContext(digest: digest, size: size)
             // Same digest, same bytes: replacing a file a concurrent upload put in place changes nothing.
             guard rename(partial.path, final.path) == 0 else {
@@ -73,7 +79,7 @@ extension CoordinatorAPI {
                     .forbidden, code: "FORBIDDEN", "an agent may download only the contexts of jobs currently leased to it")
             }
             let file = contextFile(digest)
-            guard try await store.hasContext(digest: digest), FileManager.default.fileExists(atPath: file.path) else {
+            guard try await store.hasContext(digest: digest), try await hasLocalCopy(digest) else {
                 throw APIError(.notFound, code: "NOT_FOUND", "no context with digest \(digest)")
             }
             if case .agent = context.principal {
@@ -91,6 +97,28 @@ extension CoordinatorAPI {
         do { return try await store.touchContext(digest: digest) } catch StoreError.storageUnavailable {
             return try await store.hasContext(digest: digest)
         }
+    }
+
+    /// Whether the contexts directory holds `digest`, fetching it from the database first when contexts are shared
+    /// and this replica has not seen it yet.
+    func hasLocalCopy(_ digest: Digest) async throws -> Bool {
+        let file = contextFile(digest)
+        if FileManager.default.fileExists(atPath: file.path) { return true }
+        guard options.sharedContexts else { return false }
+        let directory = ContextDirectory(options.contextsDirectory)
+        let partial = directory.uploadFile()
+        defer { try? FileManager.default.removeItem(at: partial) }
+        do {
+            try FileManager.default.createDirectory(at: options.contextsDirectory, withIntermediateDirectories: true)
+            guard try await store.loadSharedContext(digest: digest, into: partial) else { return false }
+        } catch {
+            throw storageError(error, writing: "the context") ?? error
+        }
+        guard rename(partial.path, file.path) == 0 else {
+            let error = ContextDirectoryError(operation: "move into place", path: file.path, code: errno)
+            throw storageError(error, writing: "the context") ?? error
+        }
+        return true
     }
 
     func contextFile(_ digest: Digest) -> URL {

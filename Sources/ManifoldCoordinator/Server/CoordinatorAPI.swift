@@ -22,6 +22,9 @@ public struct CoordinatorAPI: Sendable {
         public var maxPlatformsPerBuild: Int
         public var maxStreamsPerToken: Int
         public var authFailuresPerMinute: Int
+        /// Whether uploaded contexts are also kept in the database (replicas on PostgreSQL): the contexts directory
+        /// is then a cache any replica fills from the database on first download.
+        public var sharedContexts = false
 
         public init(
             leaseTTLSeconds: Int = 60, heartbeatIntervalSeconds: Int = 10, pollTimeout: Duration = .seconds(30),

@@ -285,6 +285,20 @@ enum SQLiteSchema {
                     """)
             try Store.takeOutLegacySecrets(GRDBTransaction(db))
         }
+        // v7: contexts in the database, for replicas on PostgreSQL (see Store+SharedContexts); the embedded
+        // coordinator keeps them in files and leaves this table empty.
+        migrator.registerMigration("v7") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE context_chunk (
+                        digest TEXT NOT NULL,
+                        byteOffset INTEGER NOT NULL,
+                        data BLOB NOT NULL,
+                        createdAt REAL NOT NULL,
+                        PRIMARY KEY (digest, byteOffset)
+                    );
+                    """)
+        }
         return migrator
     }()
 }
