@@ -150,6 +150,27 @@ extension CoordinatorSettings {
             "max_streams_per_token: \(maxStreamsPerToken)",
             "auth_failures_per_minute: \(authFailuresPerMinute)",
         ]
+        lines += [
+            "",
+            "# The PostgreSQL database that replicas share: postgres://USER@HOST:PORT/DATABASE[?sslmode=verify-full&sslrootcert=FILE].",
+            "# Without it, the embedded SQLite database in this directory. Never put the password here or in the URL:",
+            "# it comes from database_password_file or the MANIFOLD_DATABASE_PASSWORD environment variable.",
+        ]
+        if let databaseURL {
+            lines.append("database_url: \(Self.quoted(databaseURL))")
+        } else {
+            lines.append("# database_url: \"postgres://manifold@db.example:5432/manifold?sslmode=verify-full\"")
+        }
+        if let databasePasswordFile {
+            lines.append("database_password_file: \(Self.quoted(databasePasswordFile))")
+        } else {
+            lines.append("# database_password_file: /etc/manifold/database-password")
+        }
+        lines += [
+            "# Connections each replica keeps to PostgreSQL (it uses one more to listen for the other replicas'",
+            "# wake-ups): keep replicas × (database_pool_size + 1) below the server's max_connections.",
+            "database_pool_size: \(databasePoolSize)",
+        ]
         return lines.joined(separator: "\n") + "\n"
     }
 

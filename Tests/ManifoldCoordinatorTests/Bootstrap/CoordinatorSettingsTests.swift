@@ -129,6 +129,33 @@ struct CoordinatorSettingsTests {
             CoordinatorSettings.defaults.retentionPolicy == RetentionPolicy(logRetention: 30 * 86_400, contextRetention: 86_400))
     }
 
+    @Test func theDatabaseIsPostgreSQLOnlyWhenNamedAndNeverWithAPasswordInTheURL() throws {
+        #expect(try resolve(file: nil).databaseURL == nil)
+        let fromFile = try resolve(
+            file: """
+                database_url: postgres://manifold@db.example:5432/manifold?sslmode=verify-full
+                database_password_file: /etc/manifold/db-password
+                database_pool_size: 12
+                """)
+        #expect(fromFile.databaseURL == "postgres://manifold@db.example:5432/manifold?sslmode=verify-full")
+        #expect(fromFile.databasePasswordFile == "/etc/manifold/db-password")
+        #expect(fromFile.databasePoolSize == 12)
+        let fromEnvironment = try resolve(
+            file: nil, environment: ["MANIFOLD_DATABASE_URL": "postgresql://m@127.0.0.1:6543/m"])
+        #expect(fromEnvironment.databaseURL == "postgresql://m@127.0.0.1:6543/m")
+
+        #expect {
+            try resolve(file: "database_url: postgres://manifold:hunter2@db.example/manifold")
+        } throws: { error in
+            let text = "\(error)"
+            return !text.contains("hunter2") && text.contains("REDACTED") && text.contains("database_password_file")
+        }
+        #expect {
+            try resolve(file: "database_url: mysql://manifold@db.example/manifold")
+        } throws: { error in "\(error)".contains("mysql://manifold@db.example/manifold") && "\(error)".contains("postgres://") }
+        #expect { try resolve(file: "database_pool_size: 0") } throws: { error in "\(error)".contains("1 to 500") }
+    }
+
     @Test func plainHTTPOnlyWhenAskedFor() throws {
         #expect(try resolve(file: nil).tls)
         #expect(try !resolve(file: nil, flags: ["insecure_plain_http": "true"]).tls)
