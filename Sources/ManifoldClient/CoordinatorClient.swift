@@ -3,6 +3,7 @@ import Logging
 import ManifoldAPI
 import ManifoldCore
 import ManifoldHTTP
+import Synchronization
 
 /// A typed client for the coordinator's `/api/v1`, shared by the agent and the CLI.
 ///
@@ -14,16 +15,34 @@ import ManifoldHTTP
 ///                                tls: TLSConfiguration(caFile: "/var/lib/manifold-agent/ca.crt"))
 /// let build = try await client.build(id: "bld_7c1e2a…")
 /// ```
+///
+/// With several URLs (replicas of one coordinator, reached directly rather than through a load balancer) the
+/// client sends to one of them and moves on to the next when it cannot connect — the request never left, so it
+/// is sent again at once — or when an answer says that replica cannot serve now (502, 503, 504) or the
+/// connection failed mid-request; the caller's retry then reaches another replica.
 public final class CoordinatorClient: Sendable {
-    public let baseURL: URL
+    /// Every URL this coordinator answers at, in the order given.
+    public let baseURLs: [URL]
     public let token: String?
     public let http: HTTPClient
+    private let preferred = Mutex(0)
 
-    public init(
+    /// The URL requests go to now.
+    public var baseURL: URL { baseURLs[preferred.withLock { $0 }] }
+
+    public convenience init(
         baseURL: URL, token: String?, tls: TLSConfiguration = .systemDefault, userAgent: String = "manifold",
         logger: Logger = Logger(label: "manifold.client")
     ) {
-        self.baseURL = baseURL
+        self.init(baseURLs: [baseURL], token: token, tls: tls, userAgent: userAgent, logger: logger)
+    }
+
+    public init(
+        baseURLs: [URL], token: String?, tls: TLSConfiguration = .systemDefault, userAgent: String = "manifold",
+        logger: Logger = Logger(label: "manifold.client")
+    ) {
+        precondition(!baseURLs.isEmpty, "a coordinator client needs at least one URL")
+        self.baseURLs = baseURLs
         self.token = token
         // Long polls and followed streams send nothing for up to ~30 s; the stall limit sits above that.
         self.http = HTTPClient(
@@ -35,9 +54,9 @@ public final class CoordinatorClient: Sendable {
 
     deinit { http.shutdown() }
 
-    /// The URL of `path` (which starts with `/`) with `query` appended.
-    public func url(_ path: String, query: [(String, String)] = []) -> URL {
-        var components = URLComponents(url: baseURL, resolvingAgainstBaseURL: false)!
+    /// The URL of `path` (which starts with `/`) with `query` appended, at `base` (the current URL by default).
+    public func url(_ path: String, query: [(String, String)] = [], base: URL? = nil) -> URL {
+        var components = URLComponents(url: base ?? baseURL, resolvingAgainstBaseURL: false)!
         let base = components.path.hasSuffix("/") ? String(components.path.dropLast()) : components.path
         components.percentEncodedPath = base + path
         if !query.isEmpty {
@@ -69,17 +88,50 @@ public final class CoordinatorClient: Sendable {
     ) async throws -> HTTPResponse {
         var headers = headers(json: json)
         for (name, value) in extra { headers.replaceOrAdd(name, value) }
-        let request = HTTPRequest(method: method, url: url(path, query: query), headers: headers, body: body, timeout: timeout)
-        let response: HTTPResponse
-        do {
-            response = try await http.execute(request)
-        } catch let error as HTTPClientError {
-            throw CoordinatorClientError.transport(error)
+        let headersToSend = headers
+        let response = try await failingOver { base in
+            let request = HTTPRequest(
+                method: method, url: self.url(path, query: query, base: base), headers: headersToSend, body: body,
+                timeout: timeout)
+            return try await self.http.execute(request)
+        } status: {
+            $0.status
         }
         guard (200..<300).contains(response.status) else {
             throw CoordinatorClientError.from(status: response.status, body: response.body, headers: response.headers)
         }
         return response
+    }
+
+    /// Runs `attempt` against the current URL; when it cannot connect, against the next ones in turn. A failure
+    /// mid-request or an answer of a replica that cannot serve now (502, 503, 504) moves the current URL on
+    /// for the next call, and is returned as it is.
+    func failingOver<Response>(
+        _ attempt: (URL) async throws -> Response, status: (Response) -> Int
+    ) async throws -> Response {
+        let first = preferred.withLock { $0 }
+        var index = first
+        while true {
+            do {
+                let response = try await attempt(baseURLs[index])
+                if [502, 503, 504].contains(status(response)) { moveOn(from: index) }
+                return response
+            } catch let error as HTTPClientError {
+                moveOn(from: index)
+                guard case .connect = error, baseURLs.count > 1, (index + 1) % baseURLs.count != first else {
+                    throw CoordinatorClientError.transport(error)
+                }
+                index = (index + 1) % baseURLs.count
+            }
+        }
+    }
+
+    /// Makes the URL after `index` the current one, unless another call already moved on.
+    private func moveOn(from index: Int) {
+        guard baseURLs.count > 1 else { return }
+        preferred.withLock { current in
+            if current == index { current = (index + 1) % baseURLs.count }
+        }
     }
 
     /// Sends `body` as JSON and decodes the JSON answer.
@@ -105,12 +157,13 @@ public final class CoordinatorClient: Sendable {
     {
         var headers = headers()
         for (name, value) in extra { headers.replaceOrAdd(name, value) }
-        let request = HTTPRequest(url: url(path, query: query), headers: headers, timeout: HTTPRequest.unlimited)
-        let response: HTTPStreamingResponse
-        do {
-            response = try await http.stream(request)
-        } catch let error as HTTPClientError {
-            throw CoordinatorClientError.transport(error)
+        let headersToSend = headers
+        let response = try await failingOver { base in
+            try await self.http.stream(
+                HTTPRequest(url: self.url(path, query: query, base: base), headers: headersToSend, timeout: HTTPRequest.unlimited)
+            )
+        } status: {
+            $0.status
         }
         guard (200..<300).contains(response.status) else {
             var body = Data()

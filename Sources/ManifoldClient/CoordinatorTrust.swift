@@ -33,6 +33,22 @@ public enum CoordinatorTrust {
     }
 
     /// Fetches the coordinator's CA certificate (PEM) and returns it only if its fingerprint is `fingerprint`.
+    /// ``fetchPinnedCA(from:fingerprint:userAgent:)`` from the first of several replicas that answers. A CA that
+    /// does not match the fingerprint stops at once: another replica is not asked to vouch for the same coordinator.
+    public static func fetchPinnedCA(from urls: [URL], fingerprint expected: String, userAgent: String) async throws -> Data {
+        var lastError: (any Error)?
+        for url in urls {
+            do {
+                return try await fetchPinnedCA(from: url, fingerprint: expected, userAgent: userAgent)
+            } catch let error as CoordinatorTrustError {
+                throw error
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? CoordinatorTrustError("no coordinator URL was given")
+    }
+
     public static func fetchPinnedCA(from url: URL, fingerprint expected: String, userAgent: String) async throws -> Data {
         let bootstrap = CoordinatorClient(
             baseURL: url, token: nil, tls: TLSConfiguration(insecureSkipVerify: true), userAgent: userAgent)

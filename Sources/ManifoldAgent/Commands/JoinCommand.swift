@@ -24,7 +24,10 @@ struct JoinCommand: AsyncParsableCommand {
                   --label pool=arm
             """)
 
-    @Argument(help: "The coordinator's URL, e.g. https://ci.example.com:8443.")
+    @Argument(
+        help: ArgumentHelp(
+            "The coordinator's URL, e.g. https://ci.example.com:8443; for replicas reached directly, several URLs "
+                + "separated by commas (the agent fails over between them).", valueName: "url[,url…]"))
     var coordinator: String
 
     @Option(help: "The agent join token printed by `manifold init` or `manifold token create`.")
@@ -63,10 +66,15 @@ struct JoinCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = Logger(label: "manifold.agent")
         let directory = StateDirectory(path: try state.resolvedStateDirectory())
-        guard let url = URL(string: coordinator), let scheme = url.scheme, ["https", "http"].contains(scheme) else {
-            throw ValidationError("\(coordinator) is not an http(s) URL")
+        var urls: [URL] = []
+        for text in coordinator.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let url = URL(string: text), let scheme = url.scheme, ["https", "http"].contains(scheme) else {
+                throw ValidationError("\(text) is not an http(s) URL")
+            }
+            try CoordinatorURLPolicy.check(url, insecure: insecure)
+            urls.append(url)
         }
-        try CoordinatorURLPolicy.check(url, insecure: insecure)
+        guard let url = urls.first else { throw ValidationError("give the coordinator's URL, e.g. https://ci.example.com:8443") }
         let token = try tokenFile.map { path throws(TokenFileError) in try TokenFile.read(path) } ?? self.token ?? ""
 
         guard let expected = CoordinatorTrust.normalizedFingerprint(caFingerprint) else {
@@ -74,7 +82,7 @@ struct JoinCommand: AsyncParsableCommand {
         }
         try directory.prepare()
         let pem = try await CoordinatorTrust.fetchPinnedCA(
-            from: url, fingerprint: expected, userAgent: "manifold-agent/\(AgentVersion.current)")
+            from: urls, fingerprint: expected, userAgent: "manifold-agent/\(AgentVersion.current)")
         try directory.writePrivate(pem, to: directory.caFile)
         var labelMap: [String: String] = [:]
         for label in labels {
@@ -85,7 +93,7 @@ struct JoinCommand: AsyncParsableCommand {
         let builders = await HostDescription.detectBuilders()
         let hostName = name ?? ProcessInfo.processInfo.hostName
         let client = CoordinatorClient(
-            baseURL: url, token: token, tls: TLSConfiguration(caFile: directory.caFile.path),
+            baseURLs: urls, token: token, tls: TLSConfiguration(caFile: directory.caFile.path),
             userAgent: "manifold-agent/\(AgentVersion.current)", logger: logger)
         let joined = try await client.join(
             JoinRequest(
@@ -93,10 +101,11 @@ struct JoinCommand: AsyncParsableCommand {
                 version: AgentVersion.current))
         try directory.saveCredential(
             AgentCredential(
-                coordinatorURL: url, agentId: joined.agentId, secret: joined.secret, name: hostName,
+                coordinatorURL: url, alternateURLs: urls.count > 1 ? Array(urls.dropFirst()) : nil, agentId: joined.agentId,
+                secret: joined.secret, name: hostName,
                 leaseTTLSeconds: joined.leaseTTLSeconds, heartbeatIntervalSeconds: joined.heartbeatIntervalSeconds,
                 caFingerprint: expected))
-        print("Joined \(URLRedaction.display(url)) as \(hostName) (agent \(joined.agentId)).")
+        print("Joined \(urls.map(URLRedaction.display).joined(separator: ", ")) as \(hostName) (agent \(joined.agentId)).")
         print("Platforms: \((joined.platforms ?? platformList).map(\.description).joined(separator: ", "))")
         if let pool = joined.pool {
             let labels = (joined.labels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }

@@ -25,7 +25,7 @@ public struct AgentRunner: Sendable {
 
     static func client(_ credential: AgentCredential, state: StateDirectory, logger: Logger) -> CoordinatorClient {
         CoordinatorClient(
-            baseURL: credential.coordinatorURL, token: credential.secret, tls: TLSConfiguration(caFile: state.caFile.path),
+            baseURLs: credential.coordinatorURLs, token: credential.secret, tls: TLSConfiguration(caFile: state.caFile.path),
             userAgent: "manifold-agent/\(AgentVersion.current)", logger: logger)
     }
 

@@ -23,7 +23,10 @@ struct LoginCommand: AsyncParsableCommand {
               manifold login https://builds.example.com --token mfd_submitter_…      # a certificate your system trusts
             """)
 
-    @Argument(help: ArgumentHelp("The coordinator's URL, e.g. https://ci.example.com:8443.", valueName: "url"))
+    @Argument(
+        help: ArgumentHelp(
+            "The coordinator's URL, e.g. https://ci.example.com:8443; several replicas' URLs separated by commas.",
+            valueName: "url[,url…]"))
     var coordinator: String
 
     @Option(help: ArgumentHelp("A user token (admin, submitter or viewer); default MANIFOLD_TOKEN.", valueName: "token"))
@@ -64,14 +67,18 @@ struct LoginCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let url = try CoordinatorOptions.coordinatorURL(coordinator)
-        do { try CoordinatorURLPolicy.check(url, insecure: insecure) } catch { throw CLIError(error.description) }
+        let urls = try CoordinatorOptions.coordinatorURLs(coordinator)
+        for url in urls {
+            do { try CoordinatorURLPolicy.check(url, insecure: insecure) } catch { throw CLIError(error.description) }
+        }
+        let url = urls[0]
+        let stored = urls.map(\.absoluteString).joined(separator: ",")
         let secret = try readToken()
         var pem: Data? = nil
         if let caFingerprint {
             let expected = try CertificateFingerprint.normalized(caFingerprint)
             pem = try await CoordinatorTrust.fetchPinnedCA(
-                from: url, fingerprint: expected, userAgent: "manifold/\(ManifoldCLI.version)")
+                from: urls, fingerprint: expected, userAgent: "manifold/\(ManifoldCLI.version)")
         } else if let caFile {
             do {
                 pem = try Data(contentsOf: URL(fileURLWithPath: caFile))
@@ -86,7 +93,7 @@ struct LoginCommand: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: scratch) }
         if let pem { try ContextStore.writePrivate(pem, to: scratch) }
         let checking = try CoordinatorOptions.client(
-            for: CoordinatorContext(coordinator: url.absoluteString, token: secret, caFile: pem == nil ? nil : scratch.path))
+            for: CoordinatorContext(coordinator: stored, token: secret, caFile: pem == nil ? nil : scratch.path))
         do {
             _ = try await checking.builds(limit: 1)
         } catch let error as CoordinatorClientError where error.status == 401 {
@@ -98,9 +105,9 @@ struct LoginCommand: AsyncParsableCommand {
         }
         let fingerprint = try pem.map { try CertificateFingerprint.sha256(ofPEM: $0) }
         try store.save(
-            CoordinatorContext(coordinator: url.absoluteString, token: secret, caFingerprint: fingerprint), named: contextName,
+            CoordinatorContext(coordinator: stored, token: secret, caFingerprint: fingerprint), named: contextName,
             caPEM: pem, makeCurrent: !noSwitch)
-        print("Logged in to \(url.absoluteString); context \"\(contextName)\" stored in \(store.file.path).")
+        print("Logged in to \(stored); context \"\(contextName)\" stored in \(store.file.path).")
         if let fingerprint { print("Pinned CA \(fingerprint).") }
     }
 

@@ -45,15 +45,25 @@ struct CoordinatorOptions: ParsableArguments {
     }
 
     static func client(for context: CoordinatorContext, verbose: Bool = false) throws -> CoordinatorClient {
-        let url = try coordinatorURL(context.coordinator)
+        let urls = try coordinatorURLs(context.coordinator)
         if let caFile = context.caFile, !FileManager.default.isReadableFile(atPath: caFile) {
             throw CLIError("the coordinator's CA file \(caFile) cannot be read; log in again or fix MANIFOLD_CA_FILE")
         }
         var logger = Logger(label: "manifold.client") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = verbose ? .debug : .warning
         return CoordinatorClient(
-            baseURL: url, token: context.token, tls: TLSConfiguration(caFile: context.caFile),
+            baseURLs: urls, token: context.token, tls: TLSConfiguration(caFile: context.caFile),
             userAgent: "manifold/\(ManifoldCLI.version)", logger: logger)
+    }
+
+    /// Parses the coordinator's URLs: one, or several replicas separated by commas, which the client fails over
+    /// between (`https://a.example:7443,https://b.example:7443`).
+    static func coordinatorURLs(_ text: String) throws -> [URL] {
+        let urls = try text.split(separator: ",").map { try coordinatorURL($0.trimmingCharacters(in: .whitespaces)) }
+        guard !urls.isEmpty else {
+            throw CLIError("\"\(text)\" is not a coordinator URL; give one like https://ci.example.com:8443")
+        }
+        return urls
     }
 
     /// Parses a coordinator URL: `https://host:port` (a bare `host:port` means https).
