@@ -24,14 +24,16 @@ public struct CoordinatorAPI: Sendable {
         public var authFailuresPerMinute: Int
         /// Whether uploaded contexts are also kept in the database (replicas on PostgreSQL): the contexts directory
         /// is then a cache any replica fills from the database on first download.
-        public var sharedContexts = false
+        public var sharedContexts: Bool
 
         public init(
             leaseTTLSeconds: Int = 60, heartbeatIntervalSeconds: Int = 10, pollTimeout: Duration = .seconds(30),
             maxContextBytes: Int64 = 2 << 30, maxRequestBodyBytes: Int = 1 << 20, contextsDirectory: URL,
             caCertificatePEM: String?, allowedRegistries: [RegistryPattern] = [], maxQueuedBuildsPerToken: Int = 100,
-            maxPlatformsPerBuild: Int = 32, maxStreamsPerToken: Int = 16, authFailuresPerMinute: Int = 20
+            maxPlatformsPerBuild: Int = 32, maxStreamsPerToken: Int = 16, authFailuresPerMinute: Int = 20,
+            sharedContexts: Bool = false
         ) {
+            self.sharedContexts = sharedContexts
             self.allowedRegistries = allowedRegistries
             self.maxQueuedBuildsPerToken = maxQueuedBuildsPerToken
             self.maxPlatformsPerBuild = maxPlatformsPerBuild
