@@ -1,0 +1,135 @@
+import Foundation
+
+/// The SQL engines the store runs on. Statements are written once, in the subset both understand (`?`
+/// placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, double-quoted identifiers for reserved words); where the
+/// engines differ, the domain code asks ``SQLTransaction/dialect``.
+public enum SQLDialect: String, Sendable {
+    case sqlite
+    case postgres
+}
+
+/// One open transaction of a store backend. Domain code runs synchronously inside it on a thread the backend
+/// owns (never on the Swift concurrency pool); a write transaction commits when the closure returns and rolls
+/// back when it throws.
+public protocol SQLTransaction: AnyObject {
+    var dialect: SQLDialect { get }
+    /// Runs a statement and returns the rows it produced (none for most writes).
+    @discardableResult
+    func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow]
+    /// Rows changed by the last statement (`UPDATE`, `DELETE`, `INSERT`).
+    var changesCount: Int { get }
+}
+
+extension SQLTransaction {
+    /// Runs a statement that produces no rows the caller needs.
+    public func execute(sql: String, arguments: SQLArguments = []) throws {
+        try query(sql, arguments)
+    }
+
+    /// Runs several statements separated by `;`, without arguments (schema changes).
+    public func executeScript(_ sql: String) throws {
+        for statement in SQLScript.statements(sql) { try query(statement, []) }
+    }
+}
+
+extension SQLRow {
+    public static func fetchAll(_ db: SQLTransaction, sql: String, arguments: SQLArguments = []) throws -> [SQLRow] {
+        try db.query(sql, arguments)
+    }
+
+    public static func fetchOne(_ db: SQLTransaction, sql: String, arguments: SQLArguments = []) throws -> SQLRow? {
+        try db.query(sql, arguments).first
+    }
+}
+
+extension SQLDecodable {
+    /// The first column of the first row, or nil when there is no row or it holds NULL.
+    public static func fetchOne(_ db: SQLTransaction, sql: String, arguments: SQLArguments = []) throws -> Self? {
+        guard let row = try db.query(sql, arguments).first, let value = row.values.first else { return nil }
+        if case .null = value { return nil }
+        guard let decoded = Self.decode(value) else { throw SQLError.unexpectedValue(value, expected: "\(Self.self)", sql: sql) }
+        return decoded
+    }
+
+    /// The first column of every row (NULLs left out).
+    public static func fetchAll(_ db: SQLTransaction, sql: String, arguments: SQLArguments = []) throws -> [Self] {
+        try db.query(sql, arguments).compactMap { row -> Self? in
+            guard let value = row.values.first else { return nil }
+            if case .null = value { return nil }
+            guard let decoded = Self.decode(value) else {
+                throw SQLError.unexpectedValue(value, expected: "\(Self.self)", sql: sql)
+            }
+            return decoded
+        }
+    }
+}
+
+/// A failure reported by a backend, classified so the store's rules do not depend on one engine's error codes.
+public enum SQLError: Error, CustomStringConvertible, Sendable {
+    /// The storage cannot take writes (disk full, I/O error, read-only): nothing of the transaction was kept.
+    case storage(String)
+    /// A constraint (unique, foreign key, check) refused the change.
+    case constraint(String)
+    /// The database is unreachable (connection refused or lost); the transaction did not commit.
+    case unavailable(String)
+    /// A column held a value of another type than the store's SQL expects.
+    case unexpectedValue(SQLValue, expected: String, sql: String)
+    /// Anything else the engine refused, with its message.
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .storage(let message), .constraint(let message), .unavailable(let message), .other(let message):
+            return message
+        case .unexpectedValue(let value, let expected, let sql):
+            return "expected \(expected) but the database returned \(value) for: \(sql)"
+        }
+    }
+}
+
+/// Splits a schema script at the `;` that end statements, leaving those inside quotes, comments and
+/// `$$`-quoted function bodies alone.
+enum SQLScript {
+    static func statements(_ script: String) -> [String] {
+        var statements: [String] = []
+        var current = ""
+        var characters = Array(script)[...]
+        var quote: Character?
+        var dollarQuoted = false
+        while let character = characters.popFirst() {
+            if dollarQuoted {
+                current.append(character)
+                if character == "$", characters.first == "$" {
+                    current.append(characters.removeFirst())
+                    dollarQuoted = false
+                }
+                continue
+            }
+            if let open = quote {
+                current.append(character)
+                if character == open { quote = nil }
+                continue
+            }
+            switch character {
+            case "'", "\"":
+                quote = character
+                current.append(character)
+            case "$" where characters.first == "$":
+                current.append(character)
+                current.append(characters.removeFirst())
+                dollarQuoted = true
+            case "-" where characters.first == "-":
+                while let next = characters.first, next != "\n" { characters.removeFirst() }
+            case ";":
+                let statement = current.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !statement.isEmpty { statements.append(statement) }
+                current = ""
+            default:
+                current.append(character)
+            }
+        }
+        let last = current.trimmingCharacters(in: .whitespacesAndNewlines)
+        if !last.isEmpty { statements.append(last) }
+        return statements
+    }
+}

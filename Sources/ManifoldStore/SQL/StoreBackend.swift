@@ -1,0 +1,41 @@
+import Foundation
+
+/// What the store needs from a database engine: snapshot reads, serializable writes, its schema, and a clock.
+/// ``SQLiteBackend`` (embedded, the default) and ``PostgresBackend`` (shared by replicas) implement it; the
+/// store's rules are written once over ``SQLTransaction``.
+public protocol StoreBackend: Sendable {
+    var dialect: SQLDialect { get }
+
+    /// Runs `body` in a read-only transaction that sees one consistent snapshot.
+    func read<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
+    /// Runs `body` in a write transaction whose effect is as if no other write ran at the same time. A backend
+    /// may run `body` again after the engine aborted it for a conflict (PostgreSQL's serialization failures), so
+    /// `body` changes nothing outside the database.
+    func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
+    /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
+    /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
+    func migrate() async throws
+
+    /// The time every process using this database agrees on, for leases and deadlines: the engine's clock for a
+    /// shared database, the local clock for an embedded one.
+    var clock: @Sendable () -> Date { get }
+
+    /// Ends the backend's connections; the store is not used afterwards.
+    func close() async
+}
+
+/// The schema versions this build knows, in order; a database that has applied any other is newer than this build.
+enum SchemaVersions {
+    static let known = ["v1", "v2", "v3", "v4", "v5", "v6"]
+
+    static func refuseNewer(applied: [String], database: String) throws {
+        let unknown = applied.filter { !known.contains($0) }
+        guard unknown.isEmpty else {
+            throw SQLError.other(
+                "the database \(database) has schema \(unknown.joined(separator: ", ")), newer than this manifold "
+                    + "knows (up to \(known.last ?? "none")): upgrade this replica to the version that migrated it")
+        }
+    }
+}
