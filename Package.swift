@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         .systemLibrary(
@@ -77,6 +79,10 @@ let package = Package(
             dependencies: [
                 "ManifoldCore", "ManifoldAPI", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -127,7 +133,19 @@ let package = Package(
         ),
         .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore"]),
         .testTarget(name: "ManifoldHTTPTests", dependencies: ["ManifoldHTTP", "ManifoldTestSupport"]),
-        .testTarget(name: "ManifoldStoreTests", dependencies: ["ManifoldStore", "ManifoldTestSupport"]),
+        // Test stores on the real PostgreSQL server of `ManifoldTestSupport` (a fresh schema each).
+        .target(
+            name: "ManifoldStoreTestSupport",
+            dependencies: ["ManifoldStore", "ManifoldTestSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/ManifoldStoreTestSupport"
+        ),
+        .testTarget(
+            name: "ManifoldStoreTests",
+            dependencies: [
+                "ManifoldStore", "ManifoldTestSupport", "ManifoldStoreTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "ManifoldCoordinatorTests",
             dependencies: [

@@ -62,6 +62,23 @@ else
     apt_install busybox-static
 fi
 
+# A real PostgreSQL server for the store's shared backend (Tests/ManifoldTestSupport/TestPostgres.swift starts a
+# throwaway cluster from /usr/lib/postgresql/N/bin) and HAProxy to put replicas behind one address. The package's
+# own cluster service is not needed: keep its maintainer scripts from starting it.
+if dpkg -s postgresql haproxy >/dev/null 2>&1; then
+    echo "install-deps.sh: postgresql and haproxy present"
+else
+    policy=/usr/sbin/policy-rc.d
+    created_policy=no
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created_policy=yes
+    fi
+    apt_install postgresql haproxy || { [ "$created_policy" = yes ] && rm -f "$policy"; exit 1; }
+    [ "$created_policy" = yes ] && rm -f "$policy"
+fi
+
 if python3 -c 'import jsonschema' 2>/dev/null; then
     echo "install-deps.sh: python3 jsonschema present"
 else

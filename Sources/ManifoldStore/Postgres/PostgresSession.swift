@@ -1,0 +1,299 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// One connection of a ``PostgresBackend`` and the thread it is used from. Every method is synchronous and runs
+/// on that thread (the actor's executor), so the store's synchronous closures and PostgresNIO's
+/// `EventLoopFuture.wait()` never occupy a thread of the Swift concurrency pool or an event loop.
+actor PostgresSession {
+    enum TransactionKind {
+        case read
+        case write
+
+        var begin: String {
+            switch self {
+            case .read: return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            case .write: return "BEGIN ISOLATION LEVEL SERIALIZABLE"
+            }
+        }
+    }
+
+    nonisolated let thread: SessionThread
+    nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
+
+    private let shared: PostgresShared
+    private let number: Int
+    private var connection: PostgresConnection?
+    private var closed = false
+
+    init(shared: PostgresShared, number: Int) {
+        self.shared = shared
+        self.number = number
+        self.thread = SessionThread(name: "manifold-postgres-\(number)")
+    }
+
+    deinit {
+        connection?.closeInBackground()
+        thread.stop()
+    }
+
+    private var address: String { shared.configuration.address }
+
+    /// Connects now and takes the best of three clock samples.
+    func open() throws {
+        let connection = try openConnection()
+        for _ in 0..<3 { try sampleClock(connection) }
+    }
+
+    func transaction<T: Sendable>(_ kind: TransactionKind, _ body: @Sendable (SQLTransaction) throws -> T) throws -> T {
+        var serializationFailures = 0
+        var reconnects = 0
+        while true {
+            let connection = try openConnection()
+            if shared.clock.isDue { try? sampleClock(connection) }
+            let transaction = PostgresTransaction(connection: connection, shared: shared)
+            do {
+                try transaction.control(kind.begin)
+                let value = try body(transaction)
+                try transaction.commit()
+                return value
+            } catch {
+                if transaction.connectionLost {
+                    drop(connection)
+                } else {
+                    do { try transaction.control("ROLLBACK") } catch { drop(connection) }
+                }
+                if transaction.serializationFailed {
+                    serializationFailures += 1
+                    guard serializationFailures < PostgresBackend.maxSerializationAttempts else {
+                        throw SQLError.other(
+                            "PostgreSQL at \(address) aborted the transaction for conflicts with concurrent ones "
+                                + "\(serializationFailures) times in a row; last: \(transaction.failureMessage ?? "\(error)")")
+                    }
+                    backoff(after: serializationFailures)
+                    continue
+                }
+                if transaction.connectionLost {
+                    if transaction.commitSent {
+                        throw SQLError.unavailable(
+                            "lost the connection to PostgreSQL at \(address) while committing; the transaction may or "
+                                + "may not have been committed")
+                    }
+                    if reconnects < 2 {
+                        reconnects += 1
+                        shared.logger.info(
+                            "PostgreSQL connection lost, running the transaction again on a new one",
+                            metadata: ["address": "\(address)", "session": "\(number)"])
+                        continue
+                    }
+                }
+                throw error
+            }
+        }
+    }
+
+    /// Brings the schema up to date under the migration advisory lock.
+    func migrate() throws {
+        let connection = try openConnection()
+        let session = PostgresTransaction(connection: connection, shared: shared)
+        do {
+            try session.query("SELECT pg_advisory_lock(\(PostgresSchema.migrationLockKey))", [])
+        } catch {
+            if session.connectionLost { drop(connection) }
+            throw error
+        }
+        defer {
+            do {
+                try session.query("SELECT pg_advisory_unlock(\(PostgresSchema.migrationLockKey))", [])
+            } catch {
+                // The lock ends with the session; a connection that cannot unlock is not reused.
+                drop(connection)
+            }
+        }
+        try applyMigrations(session)
+    }
+
+    private func applyMigrations(_ session: PostgresTransaction) throws {
+        try session.query(PostgresSchema.versionTable, [])
+        let applied = try String.fetchAll(session, sql: "SELECT version FROM manifold_schema ORDER BY version")
+        let database = "\(shared.configuration.database) at \(address)"
+        try SchemaVersions.refuseNewer(applied: applied, database: database)
+        var pending: [(versions: [String], script: String)] = []
+        if applied.isEmpty {
+            pending.append((PostgresSchema.baselineVersions, PostgresSchema.baseline))
+        } else {
+            let missing = PostgresSchema.baselineVersions.filter { !applied.contains($0) }
+            guard missing.isEmpty else {
+                throw SQLError.other(
+                    "the database \(database) records schema versions \(applied.joined(separator: ", ")) but not "
+                        + "\(missing.joined(separator: ", ")); it was not created by manifold's migrations — use an "
+                        + "empty database or schema")
+            }
+        }
+        for migration in PostgresSchema.migrations where !applied.contains(migration.version) {
+            pending.append(([migration.version], migration.script))
+        }
+        for migration in pending {
+            try session.control("BEGIN")
+            do {
+                try session.executeScript(migration.script)
+                for version in migration.versions {
+                    try session.query(
+                        "INSERT INTO manifold_schema (version, appliedAt) VALUES (?, extract(epoch FROM clock_timestamp()))",
+                        [version])
+                }
+                try session.commit()
+            } catch {
+                if !session.connectionLost { try? session.control("ROLLBACK") }
+                throw error
+            }
+            shared.logger.info(
+                "Applied the store's schema on PostgreSQL",
+                metadata: ["versions": "\(migration.versions.joined(separator: ", "))", "database": "\(database)"])
+        }
+    }
+
+    func execute(_ sql: String) throws {
+        let connection = try openConnection()
+        let session = PostgresTransaction(connection: connection, shared: shared)
+        do {
+            try session.query(sql, [])
+        } catch {
+            if session.connectionLost { drop(connection) }
+            throw error
+        }
+    }
+
+    func shutdown() {
+        closed = true
+        if let connection {
+            _ = try? connection.close().wait()
+            self.connection = nil
+        }
+        thread.stop()
+    }
+
+    // MARK: - Connection
+
+    private func openConnection() throws -> PostgresConnection {
+        if closed { throw SQLError.unavailable("the store's connection to \(address) is closed") }
+        if let connection, !connection.isClosed { return connection }
+        connection = nil
+        do {
+            let new = try PostgresConnection.connect(
+                on: shared.eventLoopGroup.next(), configuration: shared.connectionConfiguration, id: number,
+                logger: shared.logger
+            ).wait()
+            connection = new
+            return new
+        } catch {
+            throw PostgresErrors.classifyConnect(error, configuration: shared.configuration)
+        }
+    }
+
+    private func drop(_ connection: PostgresConnection) {
+        connection.closeInBackground()
+        if self.connection === connection { self.connection = nil }
+    }
+
+    private func sampleClock(_ connection: PostgresConnection) throws {
+        let probe = PostgresTransaction(connection: connection, shared: shared)
+        let sent = ContinuousClock.now
+        let rows: [SQLRow]
+        do {
+            rows = try probe.query("SELECT extract(epoch FROM clock_timestamp())::double precision", [])
+        } catch {
+            if probe.connectionLost { drop(connection) }
+            throw error
+        }
+        let received = ContinuousClock.now
+        guard let epoch = rows.first?.first(as: Double.self) else {
+            throw SQLError.other("PostgreSQL at \(address) returned no time for clock_timestamp()")
+        }
+        shared.clock.record(serverEpoch: epoch, sent: sent, received: received)
+    }
+
+    /// Sleeps this session's thread (never a pool thread) 1–2 ms doubled per failure, up to 64–128 ms, at random in
+    /// that range so conflicting writers do not meet again in step.
+    private func backoff(after failures: Int) {
+        let base = Double(1 << min(failures - 1, 6)) / 1000
+        Thread.sleep(forTimeInterval: base * Double.random(in: 1...2))
+    }
+}
+
+/// A thread that runs the jobs of one ``PostgresSession`` actor in order: the actor's serial executor.
+///
+/// `@unchecked Sendable`: `jobs` and `stopping` are read and written only while `condition` is locked, and the
+/// other stored properties are immutable.
+final class SessionThread: SerialExecutor, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var stopping = false
+
+    init(name: String) {
+        let thread = Thread { [self] in run() }
+        thread.name = name
+        thread.start()
+    }
+
+    /// The session thread the caller runs on, nil on any other thread.
+    static var current: SessionThread? {
+        pthread_getspecific(currentKey).map { Unmanaged<SessionThread>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    private static let currentKey: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    func checkIsolated() {
+        precondition(Self.current === self, "a PostgreSQL session ran off its own thread")
+    }
+
+    /// Lets the thread finish the jobs already queued and end.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        // The thread's own reference; the thread keeps `self` alive until it ends.
+        pthread_setspecific(Self.currentKey, Unmanaged.passUnretained(self).toOpaque())
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopping { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedSerialExecutor())
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// Closes without waiting. The completion keeps the connection alive until it is closed: PostgresNIO asserts
+    /// that a connection is closed before it is released.
+    func closeInBackground() {
+        close().whenComplete { _ in withExtendedLifetime(self) {} }
+    }
+}

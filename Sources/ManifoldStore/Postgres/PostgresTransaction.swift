@@ -1,0 +1,317 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// A PostgreSQL connection inside one of the store's transactions, seen through the store's seam. Used only on
+/// its session's thread; it records what went wrong so the session can tell a conflict (run the transaction
+/// again) and a lost connection (reconnect) from an error of the statement.
+final class PostgresTransaction: SQLTransaction {
+    let connection: PostgresConnection
+    let shared: PostgresShared
+
+    var dialect: SQLDialect { .postgres }
+    /// Rows changed by the last INSERT, UPDATE or DELETE (a SELECT leaves it as it was, as SQLite's `changes()`).
+    private(set) var changesCount = 0
+    /// A statement failed with SQLSTATE 40001 or 40P01: the transaction is void and may run again.
+    private(set) var serializationFailed = false
+    /// The connection failed or was closed by the server.
+    private(set) var connectionLost = false
+    /// `COMMIT` was sent: after a lost connection, the outcome is unknown.
+    private(set) var commitSent = false
+    /// The first failure's message, for the error after giving up.
+    private(set) var failureMessage: String?
+    private var firstFailure: SQLError?
+
+    init(connection: PostgresConnection, shared: PostgresShared) {
+        self.connection = connection
+        self.shared = shared
+    }
+
+    @discardableResult
+    func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow] {
+        let statement = shared.statements.translate(sql)
+        guard statement.placeholders == arguments.values.count else {
+            throw SQLError.other(
+                "the statement has \(statement.placeholders) placeholders but \(arguments.values.count) arguments: \(sql)")
+        }
+        var binds = PostgresBindings(capacity: arguments.values.count)
+        for value in arguments.values { Self.bind(value, to: &binds) }
+        let result = try run(PostgresQuery(unsafeSQL: statement.text, binds: binds), sql: sql)
+        switch result.metadata.command {
+        case "INSERT", "UPDATE", "DELETE", "MERGE": changesCount = result.metadata.rows ?? 0
+        default: break
+        }
+        return try result.rows.map { row in
+            var columns: [String] = []
+            var values: [SQLValue] = []
+            columns.reserveCapacity(row.count)
+            values.reserveCapacity(row.count)
+            for cell in row {
+                columns.append(cell.columnName)
+                values.append(try Self.decode(cell, sql: sql))
+            }
+            return SQLRow(columns: columns, values: values)
+        }
+    }
+
+    /// Runs a transaction-control statement (`BEGIN …`, `ROLLBACK`).
+    func control(_ sql: String) throws {
+        _ = try run(PostgresQuery(unsafeSQL: sql), sql: sql)
+    }
+
+    /// Sends `COMMIT`. PostgreSQL answers a `COMMIT` of a transaction that an earlier error aborted with
+    /// `ROLLBACK` instead of an error; that is reported as the earlier error.
+    func commit() throws {
+        commitSent = true
+        let result = try run(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
+        if result.metadata.command == "ROLLBACK" {
+            throw firstFailure
+                ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
+        }
+    }
+
+    private func run(_ query: PostgresQuery, sql: String) throws -> PostgresQueryResult {
+        let timeout = TimeAmount.seconds(Int64(shared.configuration.queryTimeout))
+        let connection = self.connection
+        let timedOut = TimeoutFlag()
+        let watchdog = connection.eventLoop.scheduleTask(in: timeout) {
+            timedOut.fired.withLock { $0 = true }
+            connection.closeInBackground()
+        }
+        defer { watchdog.cancel() }
+        do {
+            return try connection.query(query, logger: shared.logger).wait()
+        } catch {
+            let classified = PostgresErrors.classify(
+                error, sql: sql, configuration: shared.configuration, timedOut: timedOut.fired.withLock { $0 })
+            if classified.serializationFailure { serializationFailed = true }
+            if classified.connectionLost { connectionLost = true }
+            if firstFailure == nil {
+                firstFailure = classified.error
+                failureMessage = classified.error.description
+            }
+            throw classified.error
+        }
+    }
+
+    static func bind(_ value: SQLValue, to binds: inout PostgresBindings) {
+        switch value {
+        case .null: binds.appendNull()
+        case .integer(let integer): binds.append(integer)
+        case .real(let real): binds.append(real)
+        case .text(let text): binds.append(text)
+        case .blob(let data): binds.append(ByteBuffer(bytes: data))
+        }
+    }
+
+    /// Reads a result cell as the storage class the store knows (see ``SQLValue``).
+    static func decode(_ cell: PostgresCell, sql: String) throws -> SQLValue {
+        guard var bytes = cell.bytes else { return .null }
+        let unreadable = SQLError.other(
+            "column \(cell.columnName) holds PostgreSQL type \(cell.dataType) (\(cell.format)), which the store does "
+                + "not read; cast it to bigint, double precision, text or bytea in: \(sql)")
+        if cell.format == .text {
+            let text = bytes.readString(length: bytes.readableBytes) ?? ""
+            switch cell.dataType {
+            case .int2, .int4, .int8, .oid: return Int64(text).map(SQLValue.integer) ?? .text(text)
+            case .float4, .float8: return Double(text).map(SQLValue.real) ?? .text(text)
+            case .numeric: return numeric(text)
+            case .bool: return .integer(text == "t" ? 1 : 0)
+            case .void: return .null
+            case .bytea: throw unreadable
+            default: return .text(text)
+            }
+        }
+        switch cell.dataType {
+        case .int2:
+            guard let value = bytes.readInteger(as: Int16.self) else { throw unreadable }
+            return .integer(Int64(value))
+        case .int4:
+            guard let value = bytes.readInteger(as: Int32.self) else { throw unreadable }
+            return .integer(Int64(value))
+        case .int8:
+            guard let value = bytes.readInteger(as: Int64.self) else { throw unreadable }
+            return .integer(value)
+        case .oid:
+            guard let value = bytes.readInteger(as: UInt32.self) else { throw unreadable }
+            return .integer(Int64(value))
+        case .float4:
+            guard let bits = bytes.readInteger(as: UInt32.self) else { throw unreadable }
+            return .real(Double(Float(bitPattern: bits)))
+        case .float8:
+            guard let bits = bytes.readInteger(as: UInt64.self) else { throw unreadable }
+            return .real(Double(bitPattern: bits))
+        case .numeric:
+            guard let decimal = try? cell.decode(Decimal.self, context: .default) else { throw unreadable }
+            return numeric("\(decimal)")
+        case .bool:
+            guard let value = bytes.readInteger(as: UInt8.self) else { throw unreadable }
+            return .integer(value == 0 ? 0 : 1)
+        case .bytea:
+            return .blob(Data(bytes.readableBytesView))
+        case .void:
+            return .null
+        case .text, .varchar, .name, .bpchar, .unknown, .json, .xml, .char:
+            return .text(bytes.readString(length: bytes.readableBytes) ?? "")
+        case .jsonb:
+            guard bytes.readInteger(as: UInt8.self) == 1 else { throw unreadable }
+            return .text(bytes.readString(length: bytes.readableBytes) ?? "")
+        case .uuid:
+            guard let uuid = bytes.readUUIDBytesOfSixteen() else { throw unreadable }
+            return .text(UUID(uuid: uuid).uuidString.lowercased())
+        default:
+            throw unreadable
+        }
+    }
+
+    /// A numeric as an integer when it is whole and fits, else as a double (`SUM` of bigints is a numeric).
+    static func numeric(_ text: String) -> SQLValue {
+        if let integer = Int64(text) { return .integer(integer) }
+        if let dot = text.firstIndex(of: "."), text[text.index(after: dot)...].allSatisfy({ $0 == "0" }),
+            let integer = Int64(text[..<dot])
+        {
+            return .integer(integer)
+        }
+        return .real(Double(text) ?? .nan)
+    }
+}
+
+/// The store's SQL with `?` placeholders translated to PostgreSQL's `$1…$n`, cached per SQL text (the store runs
+/// a few hundred distinct statements).
+final class StatementCache: Sendable {
+    struct Statement: Sendable {
+        var text: String
+        var placeholders: Int
+    }
+
+    private static let limit = 2000
+    private let cache = Mutex<[String: Statement]>([:])
+
+    func translate(_ sql: String) -> Statement {
+        if let cached = cache.withLock({ $0[sql] }) { return cached }
+        let statement = Self.translatePlaceholders(sql)
+        cache.withLock { cache in
+            if cache.count >= Self.limit { cache.removeAll(keepingCapacity: true) }
+            cache[sql] = statement
+        }
+        return statement
+    }
+
+    /// Replaces each `?` outside string literals (`'…'`, `E'…'`, `$tag$…$tag$`), quoted identifiers (`"…"`) and
+    /// comments (`-- …`, `/* … */`) with `$1`, `$2`, … in order.
+    static func translatePlaceholders(_ sql: String) -> Statement {
+        let characters = Array(sql.unicodeScalars)
+        var output = String.UnicodeScalarView()
+        output.reserveCapacity(characters.count + 8)
+        var count = 0
+        var index = 0
+        func isIdentifier(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || scalar == "_" || scalar == "$"
+        }
+        func copy(until end: Int) {
+            output.append(contentsOf: characters[index..<min(end, characters.count)])
+            index = min(end, characters.count)
+        }
+        while index < characters.count {
+            let scalar = characters[index]
+            let next: Unicode.Scalar? = index + 1 < characters.count ? characters[index + 1] : nil
+            switch scalar {
+            case "?":
+                count += 1
+                output.append(contentsOf: "$\(count)".unicodeScalars)
+                index += 1
+            case "'":
+                let escapes =
+                    index > 0 && (characters[index - 1] == "E" || characters[index - 1] == "e")
+                    && (index < 2 || !isIdentifier(characters[index - 2]))
+                var end = index + 1
+                while end < characters.count {
+                    if escapes && characters[end] == "\\" {
+                        end += 2
+                        continue
+                    }
+                    if characters[end] == "'" {
+                        // '' inside a literal is a quote, not the end.
+                        if end + 1 < characters.count && characters[end + 1] == "'" {
+                            end += 2
+                            continue
+                        }
+                        break
+                    }
+                    end += 1
+                }
+                copy(until: end + 1)
+            case "\"":
+                var end = index + 1
+                while end < characters.count && characters[end] != "\"" { end += 1 }
+                copy(until: end + 1)
+            case "-" where next == "-":
+                var end = index
+                while end < characters.count && characters[end] != "\n" { end += 1 }
+                copy(until: end)
+            case "/" where next == "*":
+                var depth = 0
+                var end = index
+                while end < characters.count {
+                    if characters[end] == "/" && end + 1 < characters.count && characters[end + 1] == "*" {
+                        depth += 1
+                        end += 2
+                    } else if characters[end] == "*" && end + 1 < characters.count && characters[end + 1] == "/" {
+                        depth -= 1
+                        end += 2
+                        if depth == 0 { break }
+                    } else {
+                        end += 1
+                    }
+                }
+                copy(until: end)
+            case "$" where index == 0 || !isIdentifier(characters[index - 1]):
+                // A dollar quote: $$ or $tag$ up to the same delimiter.
+                var tagEnd = index + 1
+                while tagEnd < characters.count && characters[tagEnd] != "$"
+                    && (characters[tagEnd].properties.isAlphabetic || characters[tagEnd] == "_"
+                        || (tagEnd > index + 1 && ("0"..."9").contains(characters[tagEnd])))
+                {
+                    tagEnd += 1
+                }
+                guard tagEnd < characters.count && characters[tagEnd] == "$" else {
+                    copy(until: index + 1)
+                    continue
+                }
+                let delimiter = Array(characters[index...tagEnd])
+                var end = tagEnd + 1
+                while end < characters.count {
+                    if characters[end] == "$" && end + delimiter.count <= characters.count
+                        && Array(characters[end..<end + delimiter.count]) == delimiter
+                    {
+                        end += delimiter.count
+                        break
+                    }
+                    end += 1
+                }
+                copy(until: end)
+            default:
+                output.append(scalar)
+                index += 1
+            }
+        }
+        return Statement(text: String(output), placeholders: count)
+    }
+}
+
+/// Set by a statement's watchdog when it closed the connection for want of an answer.
+final class TimeoutFlag: Sendable {
+    let fired = Mutex(false)
+}
+
+extension ByteBuffer {
+    fileprivate mutating func readUUIDBytesOfSixteen() -> uuid_t? {
+        guard let bytes = readBytes(length: 16) else { return nil }
+        return (
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9],
+            bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+        )
+    }
+}

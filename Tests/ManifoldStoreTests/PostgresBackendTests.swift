@@ -1,0 +1,628 @@
+import Foundation
+import GRDB
+import Logging
+import ManifoldStoreTestSupport
+import ManifoldTestSupport
+import Synchronization
+import Testing
+
+@testable import ManifoldStore
+
+/// The PostgreSQL backend against a real server (``TestPostgres``): each test gets a schema of its own.
+@Suite struct PostgresBackendTests {
+    static let logger = Logger(label: "manifold.test.postgres")
+
+    /// A backend on a fresh schema, closed after `body`.
+    func withBackend<T: Sendable>(
+        poolSize: Int = 4, migrate: Bool = false, _ body: (PostgresBackend, PostgresConfiguration) async throws -> T
+    ) async throws -> T {
+        let configuration = try await TestPostgres.shared.freshSchema(poolSize: poolSize)
+        let backend = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        do {
+            if migrate { try await backend.migrate() }
+            let result = try await body(backend, configuration)
+            await backend.close()
+            return result
+        } catch {
+            await backend.close()
+            throw error
+        }
+    }
+
+    func sqlError(_ body: () async throws -> Void) async -> SQLError? {
+        do {
+            try await body()
+            return nil
+        } catch let error as SQLError {
+            return error
+        } catch {
+            Issue.record("expected an SQLError, got \(type(of: error)): \(error)")
+            return nil
+        }
+    }
+
+    // MARK: - Placeholders
+
+    @Test func placeholdersBecomeNumberedOutsideLiteralsIdentifiersAndComments() {
+        let cases: [(String, String, Int)] = [
+            ("SELECT ?, ? FROM t WHERE a = ?", "SELECT $1, $2 FROM t WHERE a = $3", 3),
+            ("SELECT 'a?b', ? ", "SELECT 'a?b', $1 ", 1),
+            ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', $1", 1),
+            ("SELECT \"odd?name\" FROM t WHERE x = ?", "SELECT \"odd?name\" FROM t WHERE x = $1", 1),
+            ("SELECT ? -- why?\n, ?", "SELECT $1 -- why?\n, $2", 2),
+            ("SELECT /* a ? /* nested ? */ still ? */ ?", "SELECT /* a ? /* nested ? */ still ? */ $1", 1),
+            ("SELECT $$ ? $$, ?", "SELECT $$ ? $$, $1", 1),
+            ("SELECT $fn$ it's ? $fn$, ?", "SELECT $fn$ it's ? $fn$, $1", 1),
+            ("SELECT E'\\' ?', ?", "SELECT E'\\' ?', $1", 1),
+            (
+                "SELECT \"offset\" FROM log_chunk WHERE epoch = ? AND \"offset\" >= ?",
+                "SELECT \"offset\" FROM log_chunk WHERE epoch = $1 AND \"offset\" >= $2", 2
+            ),
+            ("SELECT price$1 FROM t", "SELECT price$1 FROM t", 0),
+            ("SELECT 'unterminated ?", "SELECT 'unterminated ?", 0),
+        ]
+        for (sql, expected, count) in cases {
+            let statement = StatementCache.translatePlaceholders(sql)
+            #expect(statement.text == expected, "\(sql)")
+            #expect(statement.placeholders == count, "\(sql)")
+        }
+    }
+
+    @Test func aStatementWithTheWrongNumberOfArgumentsIsRefusedBeforeItIsSent() async throws {
+        try await withBackend { backend, _ in
+            let error = await sqlError { _ = try await backend.read { db in try db.query("SELECT ?, ?", [1]) } }
+            guard case .other(let message) = error else {
+                Issue.record("expected .other, got \(String(describing: error))")
+                return
+            }
+            #expect(message.contains("2 placeholders but 1 arguments"))
+        }
+    }
+
+    // MARK: - Configuration
+
+    @Test func urlParsesWithDefaultsAndParameters() throws {
+        let local = try PostgresConfiguration(url: "postgres://manifold@127.0.0.1:6543/coord", password: "pw")
+        #expect(local.host == "127.0.0.1")
+        #expect(local.port == 6543)
+        #expect(local.user == "manifold")
+        #expect(local.database == "coord")
+        #expect(local.password == "pw")
+        #expect(local.sslMode == .disable)
+        #expect(local.poolSize == 8)
+        #expect(local.schema == nil)
+        #expect(!local.description.contains("pw"))
+
+        let remote = try PostgresConfiguration(url: "postgresql://svc%40corp@db.example.com/manifold")
+        #expect(remote.user == "svc@corp")
+        #expect(remote.port == 5432)
+        #expect(remote.sslMode == .verifyFull)
+
+        let tuned = try PostgresConfiguration(
+            url: "postgres://m@[::1]:5433/db?sslmode=require&pool_size=3&search_path=replica_a&connect_timeout=5"
+                + "&query_timeout=7&application_name=coord-1")
+        #expect(tuned.host == "::1")
+        #expect(tuned.address == "[::1]:5433")
+        #expect(tuned.sslMode == .require)
+        #expect(tuned.poolSize == 3)
+        #expect(tuned.schema == "replica_a")
+        #expect(tuned.connectTimeout == 5)
+        #expect(tuned.queryTimeout == 7)
+        #expect(tuned.applicationName == "coord-1")
+        #expect(try PostgresConfiguration(url: tuned.url) == tuned)
+
+        let defaultDatabase = try PostgresConfiguration(url: "postgres://alice@localhost")
+        #expect(defaultDatabase.database == "alice")
+    }
+
+    @Test func urlWithAPasswordIsRefusedWithoutRepeatingIt() throws {
+        for url in [
+            "postgres://manifold:s3cret@127.0.0.1/db", "postgres://manifold:@127.0.0.1/db",
+            "postgres://manifold:s3/cr@t@127.0.0.1/db", "postgres://manifold@127.0.0.1/db?password=s3cret",
+        ] {
+            do {
+                _ = try PostgresConfiguration(url: url)
+                Issue.record("accepted \(url)")
+            } catch let error as PostgresConfigurationError {
+                #expect(error.description.contains("password"), "\(url)")
+                #expect(error.description.contains("MANIFOLD_DATABASE_PASSWORD"), "\(url)")
+                #expect(!error.description.contains("s3cret") && !error.description.contains("cr@t"), "\(url)")
+            }
+        }
+    }
+
+    @Test(arguments: [
+        ("mysql://m@h/db", "mysql://"),
+        ("127.0.0.1:5432/db", "no scheme"),
+        ("postgres://m@h:0/db", "port 0"),
+        ("postgres://m@h:70000/db", "port 70000"),
+        ("postgres://m@h:abc/db", "port abc"),
+        ("postgres://h:5432/db", "names no user"),
+        ("postgres://m@/db", "names no host"),
+        ("postgres://m@h/db?sslmode=prefer", "sslmode=prefer"),
+        ("postgres://m@h/db?pool_size=0", "pool_size=0"),
+        ("postgres://m@h/db?search_path=Bad-Name", "search_path=Bad-Name"),
+        ("postgres://m@h/db?sslmode=disable&sslrootcert=/etc/hosts", "sslmode=disable"),
+        ("postgres://m@h/db?sslrootcert=/nonexistent/ca.pem", "/nonexistent/ca.pem"),
+        ("postgres://m@h/db?ssl=true", "unknown parameter ssl"),
+    ])
+    func badURLsNameTheBadValue(url: String, expected: String) {
+        do {
+            _ = try PostgresConfiguration(url: url)
+            Issue.record("accepted \(url)")
+        } catch {
+            #expect("\(error)".contains(expected), "\(url): \(error)")
+        }
+    }
+
+    @Test func passwordComesFromAFileOrTheEnvironment() throws {
+        let scratch = try ScratchDirectory(prefix: "manifold-pgpass")
+        defer { scratch.remove() }
+        let file = scratch.file("password")
+        try Data("from-file\nignored\n".utf8).write(to: file)
+        let environment = ["MANIFOLD_DATABASE_PASSWORD": "from-env"]
+        #expect(try PostgresConfiguration.readPassword(file: file.path, environment: environment) == "from-file")
+        #expect(try PostgresConfiguration.readPassword(file: nil, environment: environment) == "from-env")
+        #expect(try PostgresConfiguration.readPassword(file: nil, environment: [:]) == nil)
+        try Data().write(to: file)
+        #expect(throws: PostgresConfigurationError.self) {
+            try PostgresConfiguration.readPassword(file: file.path, environment: environment)
+        }
+        #expect(throws: PostgresConfigurationError.self) {
+            try PostgresConfiguration.readPassword(file: scratch.file("missing").path, environment: environment)
+        }
+    }
+
+    // MARK: - Values
+
+    @Test func everyValueTypeRoundTrips() async throws {
+        try await withBackend { backend, _ in
+            let values: [(SQLValue, SQLValue, SQLValue, SQLValue)] = [
+                (.integer(0), .real(0), .text(""), .blob(Data())),
+                (.integer(Int64.max), .real(1e300), .text("pässwörd ✓ 'quoted' \"double\" ?"), .blob(Data([0, 1, 255, 0]))),
+                (.integer(Int64.min), .real(-0.125), .text("line\nbreak\ttab"), .blob(Data(repeating: 0xAB, count: 100_000))),
+                (.null, .null, .null, .null),
+            ]
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE v (n BIGINT, r DOUBLE PRECISION, t TEXT, b BYTEA, k BIGINT)")
+                for (index, row) in values.enumerated() {
+                    try db.execute(
+                        sql: "INSERT INTO v (n, r, t, b, k) VALUES (?, ?, ?, ?, ?)",
+                        arguments: [row.0, row.1, row.2, row.3, index])
+                }
+            }
+            let rows = try await backend.read { db in try SQLRow.fetchAll(db, sql: "SELECT n, r, t, b FROM v ORDER BY k") }
+            #expect(rows.count == values.count)
+            for (row, expected) in zip(rows, values) {
+                #expect(row.columns == ["n", "r", "t", "b"])
+                #expect(row.values == [expected.0, expected.1, expected.2, expected.3])
+            }
+        }
+    }
+
+    @Test func serverTypesDecodeToTheStoresStorageClasses() async throws {
+        try await withBackend { backend, _ in
+            let fetched = try await backend.read { db in
+                try SQLRow.fetchOne(
+                    db,
+                    sql: """
+                        SELECT 7::int2 AS a, 8::int4 AS b, true AS yes, false AS no, 1.5::float4 AS f,
+                            (SELECT sum(x) FROM (VALUES (4::bigint), (5::bigint)) AS s(x)) AS total,
+                            2.5::numeric AS half, 'v'::varchar AS v, 'n'::name AS n, 'c'::char(3) AS c,
+                            NULL::text AS nothing, pg_sleep(0) AS void, 'a/b'::bytea AS bytes,
+                            CamelCase.x AS "MixedCase"
+                        FROM (SELECT 1 AS x) AS CamelCase
+                        """)
+            }
+            let expected: [String: SQLValue] = [
+                "a": .integer(7), "b": .integer(8), "yes": .integer(1), "no": .integer(0), "f": .real(1.5),
+                "total": .integer(9), "half": .real(2.5), "v": .text("v"), "n": .text("n"), "c": .text("c  "),
+                "nothing": .null, "void": .null, "bytes": .blob(Data("a/b".utf8)), "MixedCase": .integer(1),
+            ]
+            let row = try #require(fetched)
+            for (column, value) in expected { #expect(row.value(column) == value, "\(column)") }
+            #expect(row.columns.contains("MixedCase"))
+            let unreadable = await sqlError { _ = try await backend.read { db in try db.query("SELECT now() AS moment", []) } }
+            guard case .other(let message) = unreadable else {
+                Issue.record("expected .other, got \(String(describing: unreadable))")
+                return
+            }
+            #expect(message.contains("moment") && message.contains("cast it"))
+        }
+    }
+
+    @Test func changesCountAndReturningFollowTheLastStatement() async throws {
+        try await withBackend { backend, _ in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE c (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, g TEXT)")
+                try db.execute(sql: "INSERT INTO c (g) VALUES (?), (?), (?)", arguments: ["a", "a", "b"])
+                #expect(db.changesCount == 3)
+                try db.execute(sql: "UPDATE c SET g = 'z' WHERE g = ?", arguments: ["a"])
+                #expect(db.changesCount == 2)
+                _ = try db.query("SELECT * FROM c", [])
+                #expect(db.changesCount == 2, "a SELECT leaves the count of the last change")
+                try db.execute(sql: "UPDATE c SET g = 'y' WHERE g = 'none'")
+                #expect(db.changesCount == 0)
+                let returned = try db.query("INSERT INTO c (g) VALUES ('r1'), ('r2') RETURNING id, g", [])
+                #expect(db.changesCount == 2)
+                #expect(returned.map { $0["g"] as String } == ["r1", "r2"])
+                #expect(returned.map { $0["id"] as Int64 } == [4, 5])
+                try db.execute(sql: "DELETE FROM c WHERE id > ?", arguments: [1])
+                #expect(db.changesCount == 4)
+            }
+        }
+    }
+
+    // MARK: - Errors
+
+    @Test func constraintViolationsAreClassifiedAndOtherErrorsCarryStateAndStatement() async throws {
+        try await withBackend(migrate: true) { backend, _ in
+            try await backend.write { db in
+                try db.execute(
+                    sql: "INSERT INTO token (id, name, role, hash, createdAt) VALUES ('t1', 'a', 'admin', 'h1', 1)")
+            }
+            let violations = [
+                "INSERT INTO token (id, name, role, hash, createdAt) VALUES ('t2', 'b', 'admin', 'h1', 1)",  // unique
+                "INSERT INTO token (id, name, role, hash, createdAt) VALUES ('t3', 'b', 'root', 'h3', 1)",  // check
+                "INSERT INTO token (id, name, role, hash, createdAt) VALUES ('t4', NULL, 'admin', 'h4', 1)",  // not null
+                "INSERT INTO token (id, name, role, hash, createdAt, pool) VALUES ('t5', 'b', 'join', 'h5', 1, 'nope')",
+            ]
+            for sql in violations {
+                let error = await sqlError { try await backend.write { db in try db.execute(sql: sql) } }
+                guard case .constraint(let message) = error else {
+                    Issue.record("\(sql): expected .constraint, got \(String(describing: error))")
+                    continue
+                }
+                #expect(message.contains("SQLSTATE 23"), "\(message)")
+            }
+            let count = try await backend.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM token") }
+            #expect(count == 1, "nothing of a refused write is kept")
+
+            let syntax = await sqlError { _ = try await backend.read { db in try db.query("SELEC 1", []) } }
+            guard case .other(let message) = syntax else {
+                Issue.record("expected .other, got \(String(describing: syntax))")
+                return
+            }
+            #expect(message.contains("42601") && message.contains("SELEC 1") && message.contains("syntax error"))
+        }
+    }
+
+    @Test func aDomainErrorRollsBackAndIsRethrownUnchanged() async throws {
+        struct Refused: Error {}
+        try await withBackend { backend, _ in
+            try await backend.write { db in try db.execute(sql: "CREATE TABLE d (x BIGINT)") }
+            await #expect(throws: Refused.self) {
+                try await backend.write { db in
+                    try db.execute(sql: "INSERT INTO d VALUES (1)")
+                    throw Refused()
+                }
+            }
+            // A body that swallows a failed statement cannot commit the rest: PostgreSQL aborted the transaction.
+            let error = await sqlError {
+                try await backend.write { db in
+                    try db.execute(sql: "INSERT INTO d VALUES (2)")
+                    _ = try? db.query("SELECT * FROM missing_table", [])
+                }
+            }
+            #expect(error != nil)
+            #expect(try await backend.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM d") } == 0)
+        }
+    }
+
+    // MARK: - Transactions
+
+    @Test func concurrentReadModifyWriteLosesNoUpdate() async throws {
+        let attempts = Counter()
+        try await withBackend(poolSize: 4) { backend, _ in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE counter (id BIGINT PRIMARY KEY, value BIGINT NOT NULL)")
+                try db.execute(sql: "INSERT INTO counter VALUES (1, 0)")
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        for _ in 0..<50 {
+                            try await backend.write { db in
+                                attempts.increment()
+                                let value = try Int64.fetchOne(db, sql: "SELECT value FROM counter WHERE id = 1") ?? -1
+                                try db.execute(sql: "UPDATE counter SET value = ? WHERE id = 1", arguments: [value + 1])
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let value = try await backend.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM counter") }
+            #expect(value == 200)
+        }
+        #expect(attempts.value >= 200)
+    }
+
+    @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
+        try await withBackend(poolSize: 2) { backend, _ in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE s (x BIGINT)")
+                try db.execute(sql: "INSERT INTO s VALUES (1)")
+            }
+            let firstReadDone = Counter()
+            let writeDone = DispatchSemaphore(value: 0)
+            let reader = Task {
+                try await backend.read { db in
+                    let before = try Int.fetchOne(db, sql: "SELECT count(*) FROM s")
+                    firstReadDone.increment()
+                    writeDone.wait()  // on the session's own thread
+                    let after = try Int.fetchOne(db, sql: "SELECT count(*) FROM s")
+                    return (before, after)
+                }
+            }
+            while firstReadDone.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            try await backend.write { db in try db.execute(sql: "INSERT INTO s VALUES (2)") }
+            writeDone.signal()
+            let (before, after) = try await reader.value
+            #expect(before == 1)
+            #expect(after == 1, "the read transaction keeps its snapshot")
+            #expect(try await backend.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM s") } == 2)
+
+            let refused = await sqlError { try await backend.read { db in try db.execute(sql: "INSERT INTO s VALUES (3)") } }
+            guard case .storage(let message) = refused else {
+                Issue.record("expected .storage (read-only transaction), got \(String(describing: refused))")
+                return
+            }
+            #expect(message.contains("25006"))
+        }
+    }
+
+    @Test func manyCallersShareAFewSessionThreadsWithoutBlockingThePool() async throws {
+        try await withBackend(poolSize: 2) { backend, _ in
+            let threadNames = Names()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<64 {
+                    group.addTask {
+                        try await backend.read { db in
+                            threadNames.insert(SessionThread.current != nil ? "session" : "other: \(Thread.current)")
+                            // Holding the session a moment: with the work on the cooperative pool, 64 of these
+                            // would starve it.
+                            Thread.sleep(forTimeInterval: 0.005)
+                            let echoed = try Int.fetchOne(db, sql: "SELECT ?::bigint", arguments: [index])
+                            #expect(echoed == index)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let names = threadNames.all
+            #expect(names == ["session"], "the closures run on the sessions' own threads")
+            #expect(SessionThread.current == nil, "a test task is not on a session thread")
+            #expect(backend.openSessionCount <= 2)
+        }
+    }
+
+    // MARK: - Migrations
+
+    @Test func twoBackendsMigratingAtOnceApplyTheSchemaOnce() async throws {
+        let configuration = try await TestPostgres.shared.freshSchema(poolSize: 2)
+        let first = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        let second = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        async let a: Void = first.migrate()
+        async let b: Void = second.migrate()
+        _ = try await (a, b)
+        try await first.migrate()
+        let versions = try await second.read { db in
+            try String.fetchAll(db, sql: "SELECT version FROM manifold_schema ORDER BY version")
+        }
+        #expect(versions == ["v1", "v2", "v3", "v4", "v5", "v6"])
+        let pools = try await first.read { db in try String.fetchAll(db, sql: "SELECT name FROM pool") }
+        #expect(pools == ["default"])
+        await first.close()
+        await second.close()
+    }
+
+    @Test func aNewerSchemaIsRefusedWithBothVersions() async throws {
+        try await withBackend(migrate: true) { backend, configuration in
+            try await backend.write { db in
+                try db.execute(sql: "INSERT INTO manifold_schema (version, appliedAt) VALUES ('v7', 0)")
+            }
+            let other = try await PostgresBackend.connect(configuration, logger: Self.logger)
+            let error = await sqlError { try await other.migrate() }
+            await other.close()
+            guard case .other(let message) = error else {
+                Issue.record("expected .other, got \(String(describing: error))")
+                return
+            }
+            #expect(message.contains("v7") && message.contains("v6") && message.contains("newer"), "\(message)")
+        }
+    }
+
+    /// The PostgreSQL schema has the same tables, columns, NOT NULLs, column types and indexes as SQLite's after
+    /// its migrations, and no column but log_chunk."offset" needs quoting.
+    @Test func schemaMatchesSQLiteAndQuotesOnlyReservedOffset() async throws {
+        let sqlite = try DatabaseQueue()
+        try Schema.migrator.migrate(sqlite)
+        let typeNames = ["INTEGER": "bigint", "REAL": "double precision", "TEXT": "text", "BLOB": "bytea"]
+        let (sqliteColumns, sqliteIndexes) = try await sqlite.read { db in
+            var columns: Set<String> = []
+            let tables = try String.fetchAll(
+                db,
+                sql:
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'grdb_migrations'"
+            )
+            for table in tables {
+                for row in try Row.fetchAll(
+                    db, sql: "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?)", arguments: [table])
+                {
+                    let type: String = row["type"]
+                    // A primary key is NOT NULL in PostgreSQL; SQLite leaves that implicit.
+                    let notNull = (row["notnull"] as Int) != 0 || (row["pk"] as Int) > 0
+                    columns.insert("\(table).\((row["name"] as String).lowercased()) \(typeNames[type] ?? type) \(notNull)")
+                }
+            }
+            let indexes = try String.fetchAll(
+                db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")
+            return (columns, Set(indexes))
+        }
+        try await withBackend(migrate: true) { backend, configuration in
+            let schema = try #require(configuration.schema)
+            let (columns, indexes, reserved) = try await backend.read { db in
+                let columns = try SQLRow.fetchAll(
+                    db,
+                    sql: """
+                        SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
+                        WHERE table_schema = ? AND table_name != 'manifold_schema'
+                        """, arguments: [schema]
+                ).map { row in
+                    "\(row["table_name"] as String).\(row["column_name"] as String) \(row["data_type"] as String) "
+                        + "\((row["is_nullable"] as String) == "NO")"
+                }
+                let indexes = try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT indexname FROM pg_indexes WHERE schemaname = ?
+                        AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'
+                        """, arguments: [schema])
+                let reserved = try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT table_name || '.' || column_name FROM information_schema.columns c
+                        JOIN pg_get_keywords() k ON k.word = c.column_name
+                        WHERE c.table_schema = ? AND k.catcode IN ('R', 'T')
+                        UNION
+                        SELECT table_name FROM information_schema.tables t JOIN pg_get_keywords() k ON k.word = t.table_name
+                        WHERE t.table_schema = ? AND k.catcode IN ('R', 'T')
+                        """, arguments: [schema, schema])
+                return (Set(columns), Set(indexes), reserved)
+            }
+            #expect(columns.subtracting(sqliteColumns).sorted() == [], "only in PostgreSQL")
+            #expect(sqliteColumns.subtracting(columns).sorted() == [], "only in SQLite")
+            #expect(indexes == sqliteIndexes)
+            #expect(reserved == ["log_chunk.offset"])
+
+            // The trigger: a build made final loses its secrets; one still running keeps them.
+            try await backend.write { db in
+                for id in ["b1", "b2"] {
+                    try db.execute(
+                        sql:
+                            "INSERT INTO build (id, image, spec, state, createdAt, updatedAt) VALUES (?, 'i', '{}', 'running', 1, 1)",
+                        arguments: [id])
+                    try db.execute(
+                        sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [id, Data([1, 2])])
+                }
+                try db.execute(sql: "UPDATE build SET state = 'failed' WHERE id = 'b1'")
+                try db.execute(sql: "UPDATE build SET state = 'verifying' WHERE id = 'b2'")
+            }
+            let left = try await backend.read { db in try String.fetchAll(db, sql: "SELECT buildId FROM build_secret") }
+            #expect(left == ["b2"])
+        }
+    }
+
+    // MARK: - Connections
+
+    @Test func aTerminatedConnectionIsReplaced() async throws {
+        var configuration = try await TestPostgres.shared.freshSchema(poolSize: 2)
+        let applicationName = "m_\(try #require(configuration.schema))"
+        configuration.applicationName = applicationName
+        let backend = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        do {
+            try await backend.write { db in try db.execute(sql: "CREATE TABLE r (x BIGINT)") }
+            let admin = try await PostgresBackend.connect(try TestPostgres.shared.configuration(poolSize: 1), logger: Self.logger)
+            let terminated = try await admin.read { db in
+                try Bool.fetchAll(
+                    db, sql: "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?",
+                    arguments: [applicationName])
+            }
+            await admin.close()
+            #expect(terminated == [true])
+            // The next transactions reconnect (the schema is part of the configuration, so it is set again).
+            for value in 0..<3 {
+                try await backend.write { db in try db.execute(sql: "INSERT INTO r VALUES (?)", arguments: [value]) }
+            }
+            #expect(try await backend.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM r") } == 3)
+
+            // A connection lost in the middle of a transaction, before COMMIT: the transaction runs again on a new one.
+            let runs = Counter()
+            try await backend.write { db in
+                if runs.increment() == 1 {
+                    try db.execute(sql: "INSERT INTO r VALUES (100)")
+                    try db.execute(sql: "SELECT pg_terminate_backend(pg_backend_pid())")
+                }
+                try db.execute(sql: "INSERT INTO r VALUES (200)")
+            }
+            #expect(runs.value == 2)
+            let kept = try await backend.read { db in try Int.fetchAll(db, sql: "SELECT x FROM r WHERE x >= 100") }
+            #expect(kept == [200])
+        } catch {
+            await backend.close()
+            throw error
+        }
+        await backend.close()
+    }
+
+    @Test func anUnreachableServerIsUnavailableAndNamed() async throws {
+        let port = try Loopback.freePort()
+        var configuration = try PostgresConfiguration(url: "postgres://manifold@127.0.0.1:\(port)/manifold")
+        configuration.connectTimeout = 5
+        let error = await sqlError { _ = try await PostgresBackend.connect(configuration, logger: Self.logger) }
+        guard case .unavailable(let message) = error else {
+            Issue.record("expected .unavailable, got \(String(describing: error))")
+            return
+        }
+        #expect(message.contains("127.0.0.1:\(port)"), "\(message)")
+    }
+
+    @Test func aWrongPasswordIsRefusedNotUnavailable() async throws {
+        var configuration = try TestPostgres.shared.configuration(poolSize: 1)
+        guard configuration.password != nil else { return }  // an external server with trust authentication
+        configuration.password = "wrong"
+        let error = await sqlError { _ = try await PostgresBackend.connect(configuration, logger: Self.logger) }
+        guard case .other(let message) = error else {
+            Issue.record("expected .other, got \(String(describing: error))")
+            return
+        }
+        #expect(message.contains("28P01") && message.contains(configuration.address), "\(message)")
+        #expect(!message.contains("wrong"))
+    }
+
+    // MARK: - Clock
+
+    @Test func theClockIsTheServersClock() async throws {
+        try await withBackend { backend, _ in
+            let before = backend.clock()
+            let server = try await backend.read { db in
+                try Double.fetchOne(db, sql: "SELECT extract(epoch FROM clock_timestamp())::double precision")
+            }
+            let after = backend.clock()
+            let margin = backend.clockUncertainty.seconds + 0.05
+            let serverTime = try #require(server)
+            #expect(serverTime >= before.timeIntervalSince1970 - margin)
+            #expect(serverTime <= after.timeIntervalSince1970 + margin)
+        }
+    }
+
+    @Test func aClockSampleSetsTheTimeAndAShorterRoundTripReplacesIt() async throws {
+        let clock = ServerClock()
+        let now = ContinuousClock.now
+        clock.record(serverEpoch: 1_000_000, sent: now - .milliseconds(40), received: now)
+        let read = clock.now().timeIntervalSince1970
+        #expect(read >= 1_000_000.02 && read < 1_000_001, "the sample plus the time since, not the local clock")
+        #expect(clock.uncertainty == .milliseconds(20))
+        clock.record(serverEpoch: 2_000_000, sent: now - .milliseconds(100), received: now)
+        #expect(clock.now().timeIntervalSince1970 < 1_000_001, "a worse sample within the interval is ignored")
+        clock.record(serverEpoch: 3_000_000, sent: now - .milliseconds(2), received: now)
+        #expect(clock.now().timeIntervalSince1970 >= 3_000_000)
+        #expect(clock.uncertainty == .milliseconds(1))
+    }
+}
+
+/// A counter the test's concurrent closures share.
+final class Counter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    @discardableResult
+    func increment() -> Int { atomic.add(1, ordering: .sequentiallyConsistent).newValue }
+    var value: Int { atomic.load(ordering: .sequentiallyConsistent) }
+}
+
+/// The names of the threads the store's closures ran on.
+final class Names: Sendable {
+    private let names = Mutex<Set<String>>([])
+    func insert(_ name: String) { _ = names.withLock { $0.insert(name) } }
+    var all: Set<String> { names.withLock { $0 } }
+}
