@@ -149,7 +149,8 @@ let package = Package(
         .testTarget(
             name: "ManifoldCoordinatorTests",
             dependencies: [
-                "ManifoldCoordinator", "ManifoldRegistry", "ManifoldTestSupport", .product(name: "Yams", package: "Yams"),
+                "ManifoldCoordinator", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ManifoldAPI
 import ManifoldStore
 
@@ -23,7 +24,8 @@ extension Coordinator {
     /// and a join token for the `default` pool.
     public static func initialise(
         state: StateDirectory, settings: CoordinatorSettings, hosts: [String],
-        joinTokenUses: Int = defaultInitialJoinTokenUses, joinTokenLifetime: TimeInterval = defaultInitialJoinTokenLifetime
+        joinTokenUses: Int = defaultInitialJoinTokenUses, joinTokenLifetime: TimeInterval = defaultInitialJoinTokenLifetime,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) async throws -> Initialisation {
         let ca = try CertificateAuthority.generate()
         let server = try ca.issueServerCertificate(hosts: hosts)
@@ -33,7 +35,21 @@ extension Coordinator {
         try state.writeSecret(Data(try server.privateKey.pemString().utf8), to: state.serverKey)
         try state.writeSecret(Data(settings.yaml().utf8), to: state.configFile)
         let secretsKey = try state.loadOrCreateSecretsKey()
-        let store = try Store(path: state.database.path, secretsKey: secretsKey)
+        let store: Store
+        if let url = settings.databaseURL {
+            let backend = try await CoordinatorDatabase.connect(
+                url: url, settings: settings, environment: environment, logger: Logger(label: "manifold.init"))
+            store = try await Store.open(backend: backend, secretsKey: secretsKey)
+            guard try await store.listTokens().isEmpty else {
+                await backend.close()
+                throw CoordinatorError(
+                    "the database \(url) is already initialised (it has tokens): to add a replica, copy the state directory "
+                        + "of an existing one (see README, Replicas) instead of running init again")
+            }
+        } else {
+            store = try Store(path: state.database.path, secretsKey: secretsKey)
+        }
+
         let adminToken = Secrets.generate(prefix: "mfd_admin_")
         let joinToken = Secrets.generate(prefix: "mfd_join_")
         try await store.createToken(name: "initial admin", role: .admin, secretHash: Secrets.hash(adminToken))
@@ -41,6 +57,7 @@ extension Coordinator {
         try await store.createToken(
             name: "initial join", role: .join, secretHash: Secrets.hash(joinToken),
             options: TokenOptions(pool: "default", expiresAt: expiresAt, uses: joinTokenUses))
+        await store.backend.close()
         return Initialisation(
             caFingerprint: ca.fingerprint, adminToken: adminToken, joinToken: joinToken, joinTokenExpiresAt: expiresAt,
             joinTokenUses: joinTokenUses)

@@ -20,10 +20,17 @@ public struct Coordinator: Sendable {
     public let settings: CoordinatorSettings
     let logger: Logger
 
-    public init(state: StateDirectory, settings: CoordinatorSettings, logger: Logger) {
+    /// The process environment, for `MANIFOLD_DATABASE_PASSWORD`.
+    let environment: [String: String]
+
+    public init(
+        state: StateDirectory, settings: CoordinatorSettings, logger: Logger,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.state = state
         self.settings = settings
         self.logger = logger
+        self.environment = environment
     }
 
     /// Runs until one of `gracefulShutdownSignals` arrives or the task is cancelled. `onListening` receives the
@@ -32,26 +39,20 @@ public struct Coordinator: Sendable {
         gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
-        guard FileManager.default.fileExists(atPath: state.database.path) else {
-            throw CoordinatorError(
-                "\(state.root.path) is not an initialised state directory (no manifold.db); run `manifold init --state-dir \(state.root.path)` first"
-            )
-        }
-        // Before the database is opened: a second coordinator must not touch it at all.
-        let lock = try StateDirectoryLock.acquire(state)
-        defer { lock.release() }
         let settings = settings
         let secretsKey = try state.loadOrCreateSecretsKey()
-        let store = try Store(
-            path: state.database.path,
-            settings: StoreSettings(
+        let database = try await CoordinatorDatabase.open(
+            state: state, settings: settings,
+            storeSettings: StoreSettings(
                 leaseTTL: TimeInterval(settings.leaseTTLSeconds), defaultMaxAttempts: settings.defaultMaxAttempts,
                 retryBackoff: TimeInterval(settings.retryBackoffSeconds),
                 maxRetryBackoff: TimeInterval(max(settings.retryBackoffSeconds, settings.maxRetryBackoffSeconds)),
                 maxLogBytesPerAttempt: settings.maxLogBytesPerAttempt,
                 childTag: { template, tag, platform in
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
-                }, stagingRepositories: settings.stagingRepositories), secretsKey: secretsKey)
+                }, stagingRepositories: settings.stagingRepositories),
+            secretsKey: secretsKey, environment: environment, logger: logger)
+        let store = database.store
         let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
         defer { registries.shutdown() }
         let notifier = WorkNotifier()
@@ -65,7 +66,8 @@ public struct Coordinator: Sendable {
                 maxRequestBodyBytes: settings.maxRequestBodyBytes,
                 contextsDirectory: state.contexts, caCertificatePEM: caPEM, allowedRegistries: settings.allowedRegistries,
                 maxQueuedBuildsPerToken: settings.maxQueuedBuildsPerToken, maxPlatformsPerBuild: settings.maxPlatformsPerBuild,
-                maxStreamsPerToken: settings.maxStreamsPerToken, authFailuresPerMinute: settings.authFailuresPerMinute),
+                maxStreamsPerToken: settings.maxStreamsPerToken, authFailuresPerMinute: settings.authFailuresPerMinute,
+                sharedContexts: database.isShared),
             hash: Secrets.hash, generateSecret: Secrets.generate(prefix:))
 
         let (host, port) = try CoordinatorSettings.parseListen(settings.listen)
@@ -111,10 +113,16 @@ public struct Coordinator: Sendable {
                         startDelay: .seconds(min(60, settings.retentionIntervalSeconds)), logger: logger),
                     app,
                     ShutdownWaker(notifier: notifier),
-                ],
+                ] + (database.wakeups.map { [ReplicaWakeups(notifier: notifier, channel: $0, logger: logger)] } ?? []),
                 gracefulShutdownSignals: gracefulShutdownSignals,
                 logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await database.close()
+            throw error
+        }
+        await database.close()
     }
 
     func registryConfiguration() -> RegistryConfiguration {

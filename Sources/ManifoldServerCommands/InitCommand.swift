@@ -50,6 +50,16 @@ public struct InitCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Hours the printed join token works (1–8784).", valueName: "hours"))
     var joinTokenHours = Int(Coordinator.defaultInitialJoinTokenLifetime / 3600)
 
+    @Option(
+        help: ArgumentHelp(
+            "The PostgreSQL database replicas share, postgres://USER@HOST:PORT/DB (password from --database-password-file "
+                + "or MANIFOLD_DATABASE_PASSWORD); written to the config file. Default: the embedded SQLite database.",
+            valueName: "url"))
+    var database: String?
+
+    @Option(help: ArgumentHelp("A file holding the database password (first line).", valueName: "path"))
+    var databasePasswordFile: String?
+
     @Flag(help: "Write a config that serves plain HTTP (only behind a TLS-terminating proxy).")
     var insecurePlainHttp = false
 
@@ -76,6 +86,8 @@ public struct InitCommand: AsyncParsableCommand {
         if let listen { flags["listen"] = listen }
         if insecurePlainHttp { flags["insecure_plain_http"] = "true" }
         if !allowedRegistries.isEmpty { flags["allowed_registries"] = allowedRegistries.joined(separator: ",") }
+        if let database { flags["database_url"] = database }
+        if let databasePasswordFile { flags["database_password_file"] = databasePasswordFile }
         let settings: CoordinatorSettings
         do {
             settings = try CoordinatorSettings.resolve(configFile: nil, environment: [:], flags: flags)

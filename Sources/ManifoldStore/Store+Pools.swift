@@ -93,7 +93,7 @@ extension Store {
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM agent WHERE pool = ? AND state != 'left'", arguments: [name]) ?? 0
         let tokens =
             try Int.fetchOne(
-                db, sql: "SELECT COUNT(*) FROM (\(Self.liveJoinTokensSQL("id")))",
+                db, sql: "SELECT COUNT(*) FROM (\(Self.liveJoinTokensSQL("id"))) AS live",
                 arguments: [name, Store.timestamp(now())]) ?? 0
         return PoolView(
             name: name, labels: try Store.decode([String: String].self, row["labels"]),

@@ -1,6 +1,9 @@
 import Foundation
+import Logging
 import ManifoldAPI
 import ManifoldCore
+import ManifoldStoreTestSupport
+import ManifoldTestSupport
 import Synchronization
 import Testing
 
@@ -48,7 +51,12 @@ final class StoreFixture: Sendable {
         case .sqlite:
             open = { settings, key, now in try Store(path: path, settings: settings, secretsKey: key, now: now) }
         case .postgres:
-            throw PostgresNotWired()
+            let configuration = try await TestPostgres.shared.freshSchema()
+            open = { settings, key, now in
+                try await Store.open(
+                    backend: try await PostgresBackend.connect(configuration, logger: Logger(label: "manifold.test.store")),
+                    settings: settings, secretsKey: key, now: now)
+            }
         }
         let clock = clock
         store = try await open(settings, secretsKey, { clock.now })
@@ -136,5 +144,3 @@ final class StoreFixture: Sendable {
         }
     }
 }
-
-struct PostgresNotWired: Error {}

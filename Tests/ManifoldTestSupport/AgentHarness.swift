@@ -38,30 +38,115 @@ public final class AgentHarness: @unchecked Sendable {
     public let platforms: [Platform]
     /// The registry host in submitted image references: the registry's, or a proxy's in front of it.
     public var registryHost: String
+    /// With replicas: the `manifold serve` processes on one PostgreSQL database, their ports, and the HAProxy in
+    /// front of them at ``port``.
+    public private(set) var replicas: [CoordinatorProcess.Running] = []
+    public private(set) var replicaPorts: [Int] = []
+    public private(set) var proxy: TestHAProxy?
+    /// The PostgreSQL URL (with its own schema) the replicas share.
+    public private(set) var databaseURL: String?
+    private var replicaRuns: [Int] = []
 
     /// Starts `registry` (a new plain-HTTP one by default) and a coordinator whose state is in `stateDirectory`
     /// (default: in the scratch directory), with `environment` added to its settings.
+    ///
+    /// With `replicas` > 0 the coordinator is that many `manifold serve` processes on one PostgreSQL database (a
+    /// schema of its own on the test server), sharing one state directory, behind HAProxy at ``port``.
     public init(
         _ name: String, leaseTTLSeconds: Int = 8, registry: TestRegistry? = nil, environment: [String: String] = [:],
-        stateDirectory: String? = nil, platforms: [Platform] = [Platform(os: "linux", architecture: "amd64")]
+        stateDirectory: String? = nil, platforms: [Platform] = [Platform(os: "linux", architecture: "amd64")],
+        replicas: Int = 0
     ) async throws {
         scratch = try ScratchDirectory(prefix: "agent-\(name)")
         self.registry = try registry ?? TestRegistry.start(.http)
         self.platforms = platforms
         registryHost = self.registry.host
-        port = try Loopback.freePort()
         state = stateDirectory ?? scratch.file("coordinator").path
-        (fingerprint, admin, joinToken) = try CoordinatorProcess.initialise(state: state, port: port)
-        self.environment = [
+        var settings = [
             "MANIFOLD_INSECURE_REGISTRIES": self.registry.host, "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "1",
             "MANIFOLD_LEASE_TTL_SECONDS": "\(leaseTTLSeconds)",
         ].merging(environment) { $1 }
-        coordinatorRuns = 1
-        coordinator = try CoordinatorProcess.serve(
-            state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: self.environment)
+        guard replicas > 0 else {
+            port = try Loopback.freePort()
+            (fingerprint, admin, joinToken) = try CoordinatorProcess.initialise(state: state, port: port)
+            self.environment = settings
+            coordinatorRuns = 1
+            coordinator = try CoordinatorProcess.serve(
+                state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: settings)
+            try await createSubmitter()
+            return
+        }
+        let server = try TestPostgres.shared
+        let schema = server.uniqueSchemaName()
+        try server.psql("CREATE SCHEMA \(schema)")
+        let url = server.url + (server.url.contains("?") ? "&" : "?") + "search_path=\(schema)"
+        databaseURL = url
+        if let password = server.password { settings["MANIFOLD_DATABASE_PASSWORD"] = password }
+        self.environment = settings
+        replicaPorts = try (0..<replicas).map { _ in try Loopback.freePort() }
+        let proxy = try TestHAProxy.start(backends: replicaPorts, logDirectory: scratch.url)
+        self.proxy = proxy
+        port = proxy.port
+        (fingerprint, admin, joinToken) = try CoordinatorProcess.initialise(
+            state: state, port: port, environment: settings, arguments: ["--database", url])
+        replicaRuns = Array(repeating: 1, count: replicas)
+        let (state, ports, scratch) = (state, replicaPorts, scratch)
+        let started = try (0..<replicas).map { index in
+            try Self.serveReplica(index, run: 1, state: state, port: ports[index], scratch: scratch, environment: settings)
+        }
+        self.replicas = started
+        // Clients reach the replicas through the proxy; `process` is the first replica's, for its log.
+        coordinator = CoordinatorProcess.Running(
+            process: started[0].process,
+            client: HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caFile: "\(state)/pki/ca.crt"))),
+            base: URL(string: "https://127.0.0.1:\(proxy.port)")!)
+        try await createSubmitter()
+    }
+
+    private func createSubmitter() async throws {
         let created = try await CoordinatorProcess.call(
             coordinator, "POST", "/api/v1/tokens", token: admin, json: CreateTokenRequest(name: "ci", role: .submitter))
         submitter = try APICoding.decoder().decode(CreatedToken.self, from: created.body).secret
+    }
+
+    private static func serveReplica(
+        _ index: Int, run: Int, state: String, port: Int, scratch: ScratchDirectory, environment: [String: String]
+    ) throws -> CoordinatorProcess.Running {
+        try CoordinatorProcess.serve(
+            state: state, port: port, logDirectory: scratch.url, name: "replica-\(index + 1)-\(run)",
+            environment: environment, arguments: ["--listen", "127.0.0.1:\(port)"])
+    }
+
+    /// Sends `signal` to replica `index` and waits for it to end.
+    public func stopReplica(_ index: Int, signal: Int32 = SIGKILL) {
+        kill(replicas[index].process.processIdentifier, signal)
+        replicas[index].process.stop()
+        replicas[index].client.shutdown()
+    }
+
+    /// Starts replica `index` again on its port.
+    public func startReplica(_ index: Int) throws {
+        replicaRuns[index] += 1
+        replicas[index] = try Self.serveReplica(
+            index, run: replicaRuns[index], state: state, port: replicaPorts[index], scratch: scratch,
+            environment: environment)
+    }
+
+    /// The output of every run of every replica so far.
+    public func replicaLogs() -> String {
+        replicaRuns.enumerated().flatMap { index, runs in
+            (0..<runs).map { run in
+                let file = scratch.file("replica-\(index + 1)-\(run + 1).log")
+                return "== replica-\(index + 1)-\(run + 1) ==\n" + ((try? String(contentsOf: file, encoding: .utf8)) ?? "")
+            }
+        }.joined(separator: "\n")
+    }
+
+    /// Runs `sql` on the replicas' database (its schema first on the search path) and returns psql's unaligned
+    /// rows.
+    public func query(_ sql: String) throws -> [String] {
+        guard let databaseURL else { throw TestEnvironmentError("this harness has no replicas") }
+        return try TestPostgres.shared.psql(sql, url: databaseURL)
     }
 
     public var platform: Platform { platforms[0] }
@@ -229,7 +314,12 @@ public final class AgentHarness: @unchecked Sendable {
     }
 
     public func tearDown() {
-        stopCoordinator()
+        if replicas.isEmpty {
+            stopCoordinator()
+        } else {
+            for index in replicas.indices { stopReplica(index, signal: SIGTERM) }
+            proxy?.stop()
+        }
         registry.stop()
         scratch.remove()
     }

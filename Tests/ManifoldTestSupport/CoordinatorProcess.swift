@@ -19,11 +19,12 @@ public enum CoordinatorProcess {
 
     /// Starts `manifold serve --state-dir STATE` and returns once it listens on loopback `port`.
     public static func serve(
-        state: String, port: Int, logDirectory: URL, name: String, environment: [String: String] = [:]
+        state: String, port: Int, logDirectory: URL, name: String, environment: [String: String] = [:],
+        arguments: [String] = []
     ) throws -> Running {
         let process = try ManagedProcess(
-            name: name, executable: try manifoldBinary(), arguments: ["serve", "--state-dir", state], environment: environment,
-            logDirectory: logDirectory)
+            name: name, executable: try manifoldBinary(), arguments: ["serve", "--state-dir", state] + arguments,
+            environment: environment, logDirectory: logDirectory)
         try Loopback.waitUntilListening(port: port, process: process)
         let client = HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caFile: "\(state)/pki/ca.crt")))
         return Running(process: process, client: client, base: URL(string: "https://127.0.0.1:\(port)")!)
@@ -47,13 +48,13 @@ public enum CoordinatorProcess {
     /// `manifold init` into `state`, listening on loopback `port`; returns what it printed once. The join token
     /// may join 1000 agents, since chaos tests join many (the default of 10 is checked by its own test).
     public static func initialise(
-        state: String, port: Int, environment: [String: String] = [:]
+        state: String, port: Int, environment: [String: String] = [:], arguments: [String] = []
     ) throws -> (fingerprint: String, admin: String, joinToken: String) {
         let initialised = try manifold(
             [
                 "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
                 "--join-token-uses", "1000",
-            ],
+            ] + arguments,
             environment: environment)
         guard initialised.status == 0 else { throw TestEnvironmentError("manifold init failed: \(initialised.stderr)") }
         func value(_ label: String) throws -> String {

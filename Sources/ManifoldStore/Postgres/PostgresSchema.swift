@@ -1,7 +1,7 @@
 /// The store's schema on PostgreSQL.
 ///
 /// No PostgreSQL database predates v6, so a new database gets one script equal to the SQLite schema after its
-/// migrations v1–v6 (see `Schema.swift`) and records v1…v6 as applied. Every later migration is added both there
+/// migrations v1–v6 (see `SQLiteSchema.swift`) and records v1…v6 as applied. Every later migration is added both there
 /// and to ``migrations`` here, under the same version name.
 ///
 /// Type mapping: INTEGER → BIGINT, REAL → DOUBLE PRECISION, BLOB → BYTEA, TEXT → TEXT, `INTEGER PRIMARY KEY
@@ -12,8 +12,22 @@ enum PostgresSchema {
     /// The versions ``baseline`` stands for.
     static let baselineVersions = ["v1", "v2", "v3", "v4", "v5", "v6"]
 
-    /// Migrations after the baseline, in order: (version, script). Empty until v7.
-    static let migrations: [(version: String, script: String)] = []
+    /// Migrations after the baseline, in order: (version, script).
+    static let migrations: [(version: String, script: String)] = [
+        // v7: contexts in the database, so any replica can hand out a context another one received.
+        (
+            "v7",
+            """
+            CREATE TABLE context_chunk (
+                digest TEXT NOT NULL,
+                byteOffset BIGINT NOT NULL,
+                data BYTEA NOT NULL,
+                createdAt DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (digest, byteOffset)
+            );
+            """
+        )
+    ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).
     static let versionTable = """
