@@ -27,16 +27,16 @@ extension TestPostgres {
     }
 }
 
-/// One connection per test process that creates the schemas.
+/// One connection per test server that creates the schemas.
 actor TestPostgresAdmin {
     static let shared = TestPostgresAdmin()
-    private var admin: PostgresBackend?
+    private var admins: [String: PostgresBackend] = [:]
 
     func backend(for server: TestPostgres) async throws -> PostgresBackend {
-        if let admin { return admin }
+        if let admin = admins[server.url] { return admin }
         let backend = try await PostgresBackend.connect(
             server.configuration(poolSize: 1), logger: Logger(label: "manifold.test.postgres-admin"))
-        admin = backend
+        admins[server.url] = backend
         return backend
     }
 }

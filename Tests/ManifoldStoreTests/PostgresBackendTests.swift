@@ -583,6 +583,90 @@ import Testing
         #expect(!message.contains("wrong"))
     }
 
+    @Test func aServerThatStopsAnsweringOrGoesAwayIsUnavailableAndNamed() async throws {
+        let server = try TestPostgres.local
+        let proxy = try TCPFaultProxy.start(backendPort: try #require(server.port))
+        defer { proxy.stop() }
+        var configuration = try await server.freshSchema(poolSize: 1)
+        configuration.port = proxy.port
+        configuration.queryTimeout = 1
+        configuration.connectTimeout = 1
+        let backend = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        do {
+            try await backend.write { db in try db.execute(sql: "CREATE TABLE u (x BIGINT)") }
+            // Silence: no byte either way, on the open connection and on new ones.
+            try proxy.setRules([TCPFaultRule(action: .blackhole)])
+            let silent = await sqlError {
+                try await backend.write { db in try db.execute(sql: "INSERT INTO u VALUES (1)") }
+            }
+            guard case .unavailable(let message) = silent else {
+                Issue.record("expected .unavailable, got \(String(describing: silent))")
+                throw CancellationError()
+            }
+            #expect(message.contains("127.0.0.1:\(proxy.port)"), "\(message)")
+            // Answers again: the backend reconnects by itself.
+            try proxy.clearRules()
+            try await backend.write { db in try db.execute(sql: "INSERT INTO u VALUES (2)") }
+            #expect(try await backend.read { db in try Int.fetchAll(db, sql: "SELECT x FROM u") } == [2])
+            // Gone: connections are refused.
+            proxy.stop()
+            let gone = await sqlError { _ = try await backend.read { db in try db.query("SELECT 1", []) } }
+            guard case .unavailable(let goneMessage) = gone else {
+                Issue.record("expected .unavailable, got \(String(describing: gone))")
+                throw CancellationError()
+            }
+            #expect(goneMessage.contains("127.0.0.1:\(proxy.port)"), "\(goneMessage)")
+        } catch is CancellationError {
+        } catch {
+            await backend.close()
+            throw error
+        }
+        await backend.close()
+    }
+
+    @Test func tlsIsVerifiedAgainstTheGivenCA() async throws {
+        let server = try TestPostgres.local
+        let ca = try #require(server.caCertificate)
+        let base = try server.configuration(poolSize: 1)
+        func encrypted(_ configuration: PostgresConfiguration) async throws -> Bool? {
+            let backend = try await PostgresBackend.connect(configuration, logger: Self.logger)
+            let ssl = try await backend.read { db in
+                try Bool.fetchOne(db, sql: "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            }
+            await backend.close()
+            return ssl
+        }
+        #expect(try await encrypted(base) == false, "sslmode=disable is plain TCP")
+        for host in ["127.0.0.1", "localhost"] {
+            var verified = base
+            verified.host = host
+            verified.sslMode = .verifyFull
+            verified.sslRootCertificate = ca.path
+            #expect(try await encrypted(verified) == true, "verify-full with the server's CA, host \(host)")
+        }
+        var required = base
+        required.sslMode = .require
+        #expect(try await encrypted(required) == true)
+
+        // A CA that did not issue the server's certificate, and the system's CAs, are refused.
+        let scratch = try ScratchDirectory(prefix: "manifold-pg-otherca")
+        defer { scratch.remove() }
+        let otherCA = try TestCertificates.generate(in: scratch.url, commonName: "Another CA").caCertificate
+        for (mode, root) in [
+            (PostgresConfiguration.SSLMode.verifyFull, Optional(otherCA.path)), (.verifyFull, nil), (.verifyCA, otherCA.path),
+        ] {
+            var refused = base
+            refused.sslMode = mode
+            refused.sslRootCertificate = root
+            let error = await sqlError { _ = try await encrypted(refused) }
+            guard case .other(let message) = error else {
+                Issue.record("\(mode.rawValue) with \(root ?? "system CAs"): expected .other, got \(String(describing: error))")
+                continue
+            }
+            #expect(message.contains("TLS") && message.contains(base.address), "\(message)")
+        }
+    }
+
     // MARK: - Clock
 
     @Test func theClockIsTheServersClock() async throws {

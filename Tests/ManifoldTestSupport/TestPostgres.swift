@@ -27,17 +27,22 @@ public final class TestPostgres: Sendable {
     public let port: Int?
     /// The cluster's directory (`data/`, `postgres.log`, the socket) of a server this process started.
     public let directory: URL?
+    /// The CA that issued the server's certificate (SAN IP:127.0.0.1, DNS:localhost) of a server this process
+    /// started: it also accepts TLS (`sslmode=require`, `verify-full`).
+    public let caCertificate: URL?
 
-    private init(url: String, password: String?, isExternal: Bool, port: Int?, directory: URL?) {
+    private init(url: String, password: String?, isExternal: Bool, port: Int?, directory: URL?, caCertificate: URL?) {
         self.url = url
         self.password = password
         self.isExternal = isExternal
         self.port = port
         self.directory = directory
+        self.caCertificate = caCertificate
     }
 
     private static let state = Mutex<Result<TestPostgres, any Error>?>(nil)
-    private static let cluster = Mutex<Cluster?>(nil)
+    private static let localState = Mutex<Result<TestPostgres, any Error>?>(nil)
+    private static let clusters = Mutex<[Cluster]>([])
     private static let counter = Mutex(0)
 
     /// The process's server, started on first use (a failure is remembered and thrown again).
@@ -45,6 +50,19 @@ public final class TestPostgres: Sendable {
         get throws {
             try state.withLock { state in
                 if state == nil { state = Result { try start() } }
+                return try state!.get()
+            }
+        }
+    }
+
+    /// A server this process started (with TLS), for tests of what only a local cluster offers: ``shared`` when
+    /// that is local, else one more cluster next to the external server.
+    public static var local: TestPostgres {
+        get throws {
+            let shared = try shared
+            if !shared.isExternal { return shared }
+            return try localState.withLock { state in
+                if state == nil { state = Result { try startCluster() } }
                 return try state!.get()
             }
         }
@@ -72,18 +90,26 @@ public final class TestPostgres: Sendable {
         if let url = environment["MANIFOLD_TEST_DATABASE_URL"], !url.isEmpty {
             return TestPostgres(
                 url: url, password: environment["MANIFOLD_TEST_DATABASE_PASSWORD"], isExternal: true, port: nil,
-                directory: nil)
+                directory: nil, caCertificate: nil)
         }
+        return try startCluster()
+    }
+
+    private static func startCluster() throws -> TestPostgres {
         Cluster.removeAbandoned()
         var lastError: TestEnvironmentError?
         for _ in 0..<3 {
             do {
                 let cluster = try Cluster.create()
-                Self.cluster.withLock { $0 = cluster }
-                atexit { TestPostgres.stopAtExit() }
+                let first = clusters.withLock { clusters in
+                    clusters.append(cluster)
+                    return clusters.count == 1
+                }
+                if first { atexit { TestPostgres.stopAtExit() } }
                 return TestPostgres(
                     url: "postgres://\(Cluster.user)@127.0.0.1:\(cluster.port)/\(Cluster.database)?sslmode=disable",
-                    password: cluster.password, isExternal: false, port: cluster.port, directory: cluster.directory)
+                    password: cluster.password, isExternal: false, port: cluster.port, directory: cluster.directory,
+                    caCertificate: cluster.certificates.caCertificate)
             } catch let error as TestEnvironmentError {
                 lastError = error
                 // Another process took the port between choosing and binding it: try another.
@@ -94,9 +120,9 @@ public final class TestPostgres: Sendable {
     }
 
     private static func stopAtExit() {
-        cluster.withLock { cluster in
-            cluster?.stop()
-            cluster = nil
+        clusters.withLock { clusters in
+            for cluster in clusters { cluster.stop() }
+            clusters = []
         }
     }
 }
@@ -119,6 +145,7 @@ private struct Cluster: Sendable {
     let server: ManagedProcess?
 
     var data: String { directory.appendingPathComponent("data").path }
+    var certificates: TestCertificates { TestCertificates(directory: directory.appendingPathComponent("certs")) }
 
     static func create() throws -> Cluster {
         let binaries = try findBinaries()
@@ -146,9 +173,13 @@ private struct Cluster: Sendable {
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: passwordFile.path)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
         _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("postgres.log").path, contents: nil)
+        let certificates = try TestCertificates.generate(
+            in: directory.appendingPathComponent("certs"), commonName: "Manifold Test PostgreSQL CA")
         if Self.runsAsRoot {
             _ = try runChecked("chown", ["-R", "postgres:postgres", directory.path])
         }
+        // PostgreSQL refuses a key others can read.
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: certificates.serverKey.path)
         defer { try? FileManager.default.removeItem(at: passwordFile) }
         try run(
             "initdb",
@@ -164,7 +195,9 @@ private struct Cluster: Sendable {
             "-D", data, "-p", "\(port)", "-c", "listen_addresses=127.0.0.1",
             "-c", "unix_socket_directories=\(directory.path)", "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off", "-c", "max_connections=400", "-c", "shared_buffers=64MB",
-            "-c", "password_encryption=scram-sha-256",
+            "-c", "password_encryption=scram-sha-256", "-c", "ssl=on",
+            "-c", "ssl_cert_file=\(certificates.serverCertificate.path)",
+            "-c", "ssl_key_file=\(certificates.serverKey.path)",
         ]
         var executable = postgres
         if Self.runsAsRoot {

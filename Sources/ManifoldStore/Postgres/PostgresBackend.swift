@@ -74,8 +74,8 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in try await session.transaction(.write, body) }
     }
 
-    /// Creates or updates the schema. Holds a session advisory lock (``PostgresSchema/migrationLockKey``) for the
-    /// duration, so replicas starting together migrate one after the other and each sees what the other applied.
+    /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
+    /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.
     public func migrate() async throws {
         try await sessions.withSession { session in try await session.migrate() }
     }

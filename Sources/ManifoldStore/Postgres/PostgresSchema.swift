@@ -37,8 +37,11 @@ enum PostgresSchema {
         )
         """
 
-    /// The key of the session advisory lock every process holds while it migrates ("MANIFOLD" in ASCII).
-    static let migrationLockKey: Int64 = 0x4D41_4E49_464F_4C44
+    /// The session advisory lock a process holds while it migrates: a fixed class ("MANI" in ASCII) and the schema
+    /// the tables go to, so replicas of one deployment migrate one after the other while stores in other schemas of
+    /// the same database (tests, several deployments) do not wait for each other.
+    static let migrationLockClass: Int32 = 0x4D41_4E49
+    static let migrationLockKey = "\(migrationLockClass), hashtext(coalesce(current_schema(), ''))"
 
     /// The schema after v6.
     static let baseline = """

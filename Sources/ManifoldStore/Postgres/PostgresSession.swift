@@ -182,15 +182,35 @@ actor PostgresSession {
         if let connection, !connection.isClosed { return connection }
         connection = nil
         do {
-            let new = try PostgresConnection.connect(
-                on: shared.eventLoopGroup.next(), configuration: shared.connectionConfiguration, id: number,
-                logger: shared.logger
-            ).wait()
+            let new = try connectWithDeadline().wait()
             connection = new
             return new
         } catch {
             throw PostgresErrors.classifyConnect(error, configuration: shared.configuration)
         }
+    }
+
+    /// Connects, giving up after `connect_timeout` for the whole of it: PostgresNIO's own timeout covers the TCP
+    /// connect only, and a server (or proxy) that accepts but never answers the startup would block the session.
+    private func connectWithDeadline() -> EventLoopFuture<PostgresConnection> {
+        let loop = shared.eventLoopGroup.next()
+        let promise = loop.makePromise(of: PostgresConnection.self)
+        let settled = TimeoutFlag()
+        let seconds = shared.configuration.connectTimeout
+        let deadline = loop.scheduleTask(in: .seconds(Int64(seconds))) {
+            if settled.settle() { promise.fail(ConnectDeadlineExceeded(seconds: seconds)) }
+        }
+        PostgresConnection.connect(
+            on: loop, configuration: shared.connectionConfiguration, id: number, logger: shared.logger
+        ).whenComplete { result in
+            deadline.cancel()
+            if settled.settle() {
+                promise.completeWith(result)
+            } else if case .success(let late) = result {
+                late.closeInBackground()
+            }
+        }
+        return promise.futureResult
     }
 
     private func drop(_ connection: PostgresConnection) {
@@ -296,4 +316,10 @@ extension PostgresConnection {
     func closeInBackground() {
         close().whenComplete { _ in withExtendedLifetime(self) {} }
     }
+}
+
+/// The server took no part in the connection (TCP, TLS, startup, authentication) within `connect_timeout`.
+struct ConnectDeadlineExceeded: Error, CustomStringConvertible {
+    let seconds: Int
+    var description: String { "no answer within \(seconds) s (connect_timeout)" }
 }

@@ -301,9 +301,17 @@ final class StatementCache: Sendable {
     }
 }
 
-/// Set by a statement's watchdog when it closed the connection for want of an answer.
+/// Set once by whichever comes first, an answer or a deadline.
 final class TimeoutFlag: Sendable {
     let fired = Mutex(false)
+
+    /// True for the first caller only.
+    func settle() -> Bool {
+        fired.withLock { fired in
+            defer { fired = true }
+            return !fired
+        }
+    }
 }
 
 extension ByteBuffer {
