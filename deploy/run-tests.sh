@@ -19,8 +19,13 @@ swift build --build-tests
 echo "==> swift test: ManifoldHTTPTests, ConnectionLimitTests"
 swift test --skip-build --filter ManifoldHTTPTests --filter ConnectionLimitTests
 
-echo "==> swift test: libraries, registry and coordinator"
+echo "==> swift test: libraries, registry and coordinator (store suite on SQLite)"
 swift test --skip-build --skip ManifoldHTTPTests --skip ConnectionLimitTests --skip EndToEndTests --skip ChaosTests
+
+# The store's rules are written once for both engines: the same suite again, every store on PostgreSQL (a cluster the
+# test process starts on loopback, or MANIFOLD_TEST_DATABASE_URL).
+echo "==> swift test: store suite on PostgreSQL"
+MANIFOLD_TEST_STORE=postgres swift test --skip-build --filter ManifoldStoreTests
 
 # The end-to-end suite runs the real binaries as separate processes (coordinators that are killed and
 # restarted, registries, skopeo); alone, its waits measure the product rather than a crowded machine.
