@@ -15,6 +15,7 @@ public struct ServeCommand: AsyncParsableCommand {
             Examples:
               manifold serve --state-dir /var/lib/manifold
               manifold serve --state-dir ./state --listen 127.0.0.1:7443
+              manifold serve --state-dir /var/lib/manifold --database postgres://manifold@db.example/manifold
             """)
 
     @Option(help: ArgumentHelp("The directory `manifold init` created.", valueName: "dir"))
@@ -29,6 +30,13 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The PostgreSQL database replicas share, postgres://USER@HOST:PORT/DB (password from database_password_file "
+                + "or MANIFOLD_DATABASE_PASSWORD, never here); default: database_url, else the embedded SQLite database.",
+            valueName: "url"))
+    var database: String?
+
     public init() {}
 
     public func run() async throws {
@@ -37,6 +45,7 @@ public struct ServeCommand: AsyncParsableCommand {
         if let listen { flags["listen"] = listen }
         if insecurePlainHttp { flags["insecure_plain_http"] = "true" }
         if let logLevel { flags["log_level"] = logLevel }
+        if let database { flags["database_url"] = database }
         let settings: CoordinatorSettings
         do {
             settings = try CoordinatorSettings.resolve(

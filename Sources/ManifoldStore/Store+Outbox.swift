@@ -26,6 +26,9 @@ public enum PublicationClaim: Sendable, Hashable {
     case push(tags: [String])
     /// Push nothing: the run was superseded or its build cancelled since it was read.
     case abandon(reason: String)
+    /// Push nothing now: another replica claimed the run for its tag PUTs until `until`; it is left to that
+    /// replica, and comes back only if that claim expires unfinished.
+    case claimedElsewhere(replica: String, until: Date)
 }
 
 /// The due outbox rows: those that can be published, and those that cannot even be read (logged and failed,
@@ -42,9 +45,15 @@ extension Store {
         let at = Store.timestamp(now())
         return try await backend.read { db in
             var due = DuePublications()
+            // Rows another replica claimed for its tag PUTs are its own until the claim expires.
             let rows = try SQLRow.fetchAll(
-                db, sql: "SELECT * FROM outbox WHERE state IN ('pending', 'pushing') AND notBefore <= ? ORDER BY id",
-                arguments: [at])
+                db,
+                sql: """
+                    SELECT * FROM outbox WHERE state IN ('pending', 'pushing') AND notBefore <= ?
+                        AND (claimedBy IS NULL OR claimedBy = ? OR claimedUntil <= ?)
+                    ORDER BY id
+                    """,
+                arguments: [at, replica, at])
             for row in rows {
                 do {
                     due.ready.append(try Self.publication(db, row: row))
@@ -88,10 +97,18 @@ extension Store {
         let ids = excluding.sorted()
         return try await backend.read { db in
             let filter = ids.isEmpty ? "" : " AND id NOT IN (\(ids.map { _ in "?" }.joined(separator: ",")))"
+            // A row another replica claimed is due again when the claim runs out, if it is still unfinished then.
+            var arguments: SQLArguments = [replica]
+            for id in ids { arguments.append(id) }
             return Store.date(
                 try Double.fetchOne(
-                    db, sql: "SELECT MIN(notBefore) FROM outbox WHERE state IN ('pending', 'pushing')" + filter,
-                    arguments: SQLArguments(ids)))
+                    db,
+                    sql: """
+                        SELECT MIN(CASE WHEN claimedBy IS NOT NULL AND claimedBy <> ? AND claimedUntil > notBefore
+                            THEN claimedUntil ELSE notBefore END)
+                        FROM outbox WHERE state IN ('pending', 'pushing')
+                        """ + filter,
+                    arguments: arguments))
         }
     }
 
@@ -104,12 +121,21 @@ extension Store {
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
         return try await write { db -> PublicationClaim in
-            guard let row = try SQLRow.fetchOne(db, sql: "SELECT state, buildId FROM outbox WHERE id = ?", arguments: [id]) else {
+            guard
+                let row = try SQLRow.fetchOne(
+                    db, sql: "SELECT state, buildId, claimedBy, claimedUntil FROM outbox WHERE id = ?", arguments: [id])
+            else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
             let state: String = row["state"]
             guard state == "pending" || state == "pushing" else {
                 return .abandon(reason: "the publishing run is \(state)")
+            }
+            // Fenced: while another replica's claim runs, only that replica moves the tags.
+            if state == "pushing", let holder = row["claimedBy"] as String?, holder != replica,
+                let until = row["claimedUntil"] as Double?, until > at
+            {
+                return .claimedElsewhere(replica: holder, until: Date(timeIntervalSince1970: until))
             }
             let buildId: String = row["buildId"]
             guard
@@ -156,7 +182,9 @@ extension Store {
                 }
                 claimed.append(tag)
             }
-            try db.execute(sql: "UPDATE outbox SET state = 'pushing' WHERE id = ?", arguments: [id])
+            try db.execute(
+                sql: "UPDATE outbox SET state = 'pushing', claimedBy = ?, claimedUntil = ? WHERE id = ?",
+                arguments: [replica, at + settings.publicationClaimTTL, id])
             return .push(tags: claimed)
         }
     }

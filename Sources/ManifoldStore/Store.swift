@@ -17,12 +17,21 @@ public final class Store: Sendable {
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
 
+    /// Who this store is among the processes on one database: outbox claims name it. The embedded database has one
+    /// coordinator (the state directory lock sees to it), which is `embedded` across restarts, so after a crash it
+    /// takes back its own claims at once; each process on PostgreSQL is a replica with an id of its own.
+    public let replica: String
+
     public typealias Synchronous = SQLiteBackend.Synchronous
 
-    init(backend: any StoreBackend, settings: StoreSettings, secretsKey: SecretsKey?, now: @escaping @Sendable () -> Date) {
+    init(
+        backend: any StoreBackend, settings: StoreSettings, secretsKey: SecretsKey?, replica: String,
+        now: @escaping @Sendable () -> Date
+    ) {
         self.backend = backend
         self.settings = settings
         self.secretsKey = secretsKey
+        self.replica = replica
         self.now = now
     }
 
@@ -31,11 +40,11 @@ public final class Store: Sendable {
     /// builds with secrets.
     public convenience init(
         path: String, settings: StoreSettings = StoreSettings(), synchronous: Synchronous = .full,
-        secretsKey: SecretsKey? = nil, now: @escaping @Sendable () -> Date = { Date() }
+        secretsKey: SecretsKey? = nil, replica: String = "embedded", now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         let backend = try SQLiteBackend(path: path, synchronous: synchronous)
         try backend.migrateSynchronously()
-        self.init(backend: backend, settings: settings, secretsKey: secretsKey, now: now)
+        self.init(backend: backend, settings: settings, secretsKey: secretsKey, replica: replica, now: now)
         try backend.writeSynchronously { db in try self.sealLegacySecrets(db) }
     }
 
@@ -43,10 +52,13 @@ public final class Store: Sendable {
     /// clock (the database server's for PostgreSQL).
     public static func open(
         backend: any StoreBackend, settings: StoreSettings = StoreSettings(), secretsKey: SecretsKey? = nil,
-        now: (@Sendable () -> Date)? = nil
+        replica: String? = nil, now: (@Sendable () -> Date)? = nil
     ) async throws -> Store {
         try await backend.migrate()
-        let store = Store(backend: backend, settings: settings, secretsKey: secretsKey, now: now ?? backend.clock)
+        let store = Store(
+            backend: backend, settings: settings, secretsKey: secretsKey,
+            replica: replica ?? (backend.dialect == .sqlite ? "embedded" : "replica-" + UUID().uuidString.lowercased()),
+            now: now ?? backend.clock)
         try await store.write { db in try store.sealLegacySecrets(db) }
         return store
     }
@@ -141,6 +153,11 @@ public struct StoreSettings: Sendable {
         }
         return String(String(joined).prefix(128))
     }
+
+    /// How long a replica's claim on an outbox row lasts once it starts the tag PUTs: one lease TTL. Another replica
+    /// takes the row over only after that (the claimer died); PUTs slower than that are repeated with the same
+    /// content, which the registry takes as a no-op.
+    public var publicationClaimTTL: TimeInterval { leaseTTL }
 
     /// How long a fresh grant lasts before the agent confirms it (its first heartbeat, log chunk or report comes
     /// at once): one lease TTL, after which a lease whose poll answer was lost goes back to the queue uncounted.

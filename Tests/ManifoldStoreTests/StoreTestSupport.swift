@@ -37,7 +37,7 @@ final class StoreFixture: Sendable {
     /// The key the store seals build secrets with.
     let secretsKey = SecretsKey.generate()
     /// Opens another store on the same database, as a restarted coordinator (or a second replica) would.
-    private let open: @Sendable (StoreSettings, SecretsKey?, @escaping @Sendable () -> Date) async throws -> Store
+    private let open: @Sendable (StoreSettings, SecretsKey?, String?, @escaping @Sendable () -> Date) async throws -> Store
 
     init(
         settings: StoreSettings = StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5),
@@ -49,17 +49,19 @@ final class StoreFixture: Sendable {
         let path = directory.appendingPathComponent("manifold.db").path
         switch backend {
         case .sqlite:
-            open = { settings, key, now in try Store(path: path, settings: settings, secretsKey: key, now: now) }
+            open = { settings, key, replica, now in
+                try Store(path: path, settings: settings, secretsKey: key, replica: replica ?? "embedded", now: now)
+            }
         case .postgres:
             let configuration = try await TestPostgres.shared.freshSchema()
-            open = { settings, key, now in
+            open = { settings, key, replica, now in
                 try await Store.open(
                     backend: try await PostgresBackend.connect(configuration, logger: Logger(label: "manifold.test.store")),
-                    settings: settings, secretsKey: key, now: now)
+                    settings: settings, secretsKey: key, replica: replica, now: now)
             }
         }
         let clock = clock
-        store = try await open(settings, secretsKey, { clock.now })
+        store = try await open(settings, secretsKey, nil, { clock.now })
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
@@ -70,15 +72,18 @@ final class StoreFixture: Sendable {
     /// Opens the same database again, as a restarted coordinator would.
     func reopen() async throws -> Store {
         let clock = clock
-        return try await open(store.settings, secretsKey, { clock.now })
+        return try await open(store.settings, secretsKey, nil, { clock.now })
     }
 
     /// Another store on the same database with its own settings, key or clock.
+    /// `replica` names it among the processes on the database (default: a new replica on PostgreSQL, the one
+    /// embedded coordinator on SQLite).
     func another(
-        settings: StoreSettings? = nil, secretsKey: SecretsKey? = nil, now: (@Sendable () -> Date)? = nil
+        settings: StoreSettings? = nil, secretsKey: SecretsKey? = nil, replica: String? = nil,
+        now: (@Sendable () -> Date)? = nil
     ) async throws -> Store {
         let clock = clock
-        return try await open(settings ?? store.settings, secretsKey ?? self.secretsKey, now ?? { clock.now })
+        return try await open(settings ?? store.settings, secretsKey ?? self.secretsKey, replica, now ?? { clock.now })
     }
 
     func join(_ name: String, platforms: [String], labels: [String: String] = [:]) async throws -> AgentView {

@@ -130,6 +130,9 @@ public struct Publisher: Service {
                     switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags) {
                     case .push(let claimed): return claimed
                     case .abandon(let reason): throw PublicationAbandoned(reason: reason)
+                    case .claimedElsewhere(let replica, let until):
+                        throw PublicationAbandoned(
+                            reason: "replica \(replica) is pushing its tags (claimed until \(until.formatted(.iso8601)))")
                     }
                 }
             }

@@ -26,7 +26,15 @@ enum PostgresSchema {
                 PRIMARY KEY (digest, byteOffset)
             );
             """
-        )
+        ),
+        // v8: outbox claims (see SQLiteSchema).
+        (
+            "v8",
+            """
+            ALTER TABLE outbox ADD COLUMN claimedBy TEXT;
+            ALTER TABLE outbox ADD COLUMN claimedUntil DOUBLE PRECISION;
+            """
+        ),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

@@ -299,6 +299,15 @@ enum SQLiteSchema {
                     );
                     """)
         }
+        // v8: a replica claims an outbox row right before its tag PUTs (`claimedBy`, until `claimedUntil`); another
+        // replica leaves the row alone until the claim is released or expires.
+        migrator.registerMigration("v8") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE outbox ADD COLUMN claimedBy TEXT;
+                    ALTER TABLE outbox ADD COLUMN claimedUntil REAL;
+                    """)
+        }
         return migrator
     }()
 }
