@@ -40,7 +40,6 @@ public struct Coordinator: Sendable {
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) async throws {
         let settings = settings
-        let secretsKey = try state.loadOrCreateSecretsKey()
         let database = try await CoordinatorDatabase.open(
             state: state, settings: settings,
             storeSettings: StoreSettings(
@@ -51,7 +50,7 @@ public struct Coordinator: Sendable {
                 childTag: { template, tag, platform in
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
                 }, stagingRepositories: settings.stagingRepositories),
-            secretsKey: secretsKey, environment: environment, logger: logger)
+            environment: environment, logger: logger)
         let store = database.store
         let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
         defer { registries.shutdown() }

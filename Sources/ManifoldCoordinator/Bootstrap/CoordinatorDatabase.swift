@@ -16,7 +16,7 @@ struct CoordinatorDatabase: Sendable {
 
     /// Opens the configured database, creating nothing: `manifold init` creates it.
     static func open(
-        state: StateDirectory, settings: CoordinatorSettings, storeSettings: StoreSettings, secretsKey: SecretsKey,
+        state: StateDirectory, settings: CoordinatorSettings, storeSettings: StoreSettings,
         environment: [String: String], logger: Logger
     ) async throws -> CoordinatorDatabase {
         guard let url = settings.databaseURL else {
@@ -28,6 +28,7 @@ struct CoordinatorDatabase: Sendable {
             // Before the database is opened: a second coordinator must not touch it at all.
             let lock = try StateDirectoryLock.acquire(state)
             do {
+                let secretsKey = try state.loadOrCreateSecretsKey()
                 let store = try Store(path: state.database.path, settings: storeSettings, secretsKey: secretsKey)
                 return CoordinatorDatabase(store: store, lock: lock, wakeups: nil)
             } catch {
@@ -40,6 +41,13 @@ struct CoordinatorDatabase: Sendable {
                 "\(state.root.path) has no CA certificate; prepare it with `manifold init --database …` (the first replica) "
                     + "or copy the state directory of an existing replica (see README, Replicas)")
         }
+        // A replica never makes a key of its own: stored secrets are sealed with the one `init` made.
+        guard FileManager.default.fileExists(atPath: state.secretsKey.path) else {
+            throw CoordinatorError(
+                "\(state.secretsKey.path) is missing: every replica needs the secrets key of the state directory "
+                    + "`manifold init --database` made (it decrypts build secrets any replica stored); copy it from there")
+        }
+        let secretsKey = try state.loadOrCreateSecretsKey()
         let backend = try await connect(url: url, settings: settings, environment: environment, logger: logger)
         do {
             let store = try await Store.open(backend: backend, settings: storeSettings, secretsKey: secretsKey)
