@@ -72,6 +72,7 @@ let package = Package(
             dependencies: [
                 "ManifoldCore", "ManifoldAPI", "ManifoldArchive", "ManifoldStore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(

@@ -1,52 +1,123 @@
 import Foundation
+import Logging
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
 
 /// Durable completions per second: whole builds driven through the coordinator's store (submit, lease, confirm,
-/// report, verify, publish), once with `synchronous = FULL` (every acknowledged write fsync'd, as the coordinator
-/// runs) and once with `NORMAL` (the GRDB default, which loses the last commits on power loss). The ratio is what
-/// durability costs on this disk.
-func storeBenchmark(builds: Int) async throws {
-    let full = try await storeRun(builds: builds, synchronous: .full)
-    let normal = try await storeRun(builds: builds, synchronous: .normal)
+/// report, verify, claim, publish), with `synchronous = FULL` (every acknowledged write fsync'd, as the coordinator
+/// runs) against `NORMAL` (the GRDB default, which loses the last commits on power loss): the ratio is what
+/// durability costs on this disk. With `postgres`, the same builds on PostgreSQL, once through one store (one
+/// replica) and once through three stores on the same database driving builds at the same time (three replicas);
+/// each figure also gives the lease latency (one `lease` call, which is what a held poll waits for once woken).
+func storeBenchmark(builds: Int, postgres: String?) async throws {
+    let full = try await sqliteRun(builds: builds, synchronous: .full)
+    let normal = try await sqliteRun(builds: builds, synchronous: .normal)
     print(
         String(
             format:
                 "store    FULL %7.1f builds/s (%7.1f completions/s)   NORMAL %7.1f builds/s   ratio FULL/NORMAL throughput = %.2f",
-            full, full * 2, normal, full / normal))
+            full.buildsPerSecond, full.buildsPerSecond * 2, normal.buildsPerSecond,
+            full.buildsPerSecond / normal.buildsPerSecond))
+    print("store    SQLite FULL lease latency \(full.latency)")
+    guard let postgres else { return }
+    let one = try await postgresRun(url: postgres, builds: builds, replicas: 1)
+    let three = try await postgresRun(url: postgres, builds: builds, replicas: 3)
+    for (name, run) in [("PostgreSQL, 1 replica ", one), ("PostgreSQL, 3 replicas", three)] {
+        print(
+            String(
+                format: "store    %@ %7.1f builds/s (%7.1f completions/s)   ratio to SQLite FULL = %.2f   lease latency %@",
+                name, run.buildsPerSecond, run.buildsPerSecond * 2, run.buildsPerSecond / full.buildsPerSecond,
+                run.latency.description))
+    }
 }
 
-/// Two-platform builds through the store, one after another; returns builds per second.
-private func storeRun(builds: Int, synchronous: Store.Synchronous) async throws -> Double {
+struct StoreRun {
+    var buildsPerSecond: Double
+    var latency: Latency
+}
+
+/// p50 and p99 of a set of durations.
+struct Latency: CustomStringConvertible {
+    var samples: [Duration]
+    func percentile(_ p: Double) -> Double {
+        let sorted = samples.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        let value = sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        return Double(value.components.seconds) * 1e3 + Double(value.components.attoseconds) / 1e15
+    }
+    var description: String { String(format: "p50 %.2f ms, p99 %.2f ms", percentile(0.5), percentile(0.99)) }
+}
+
+private func sqliteRun(builds: Int, synchronous: Store.Synchronous) async throws -> StoreRun {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-store-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     let store = try Store(path: directory.appendingPathComponent("manifold.db").path, synchronous: synchronous)
+    let started = ContinuousClock.now
+    let latency = try await drive(store, builds: builds, lane: "only")
+    return StoreRun(buildsPerSecond: Double(builds) / seconds(ContinuousClock.now - started), latency: latency)
+}
+
+/// `replicas` stores on one fresh schema of `url`, each driving its share of the builds at the same time.
+private func postgresRun(url: String, builds: Int, replicas: Int) async throws -> StoreRun {
+    let logger = Logger(label: "manifold.bench")
+    let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
+    let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
+    let admin = try await PostgresBackend.connect(try PostgresConfiguration(url: url, password: password), logger: logger)
+    try await admin.execute("CREATE SCHEMA \(schema)")
+    var configuration = try PostgresConfiguration(url: url, password: password)
+    configuration.schema = schema
+    var stores: [Store] = []
+    for _ in 0..<replicas {
+        stores.append(try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger)))
+    }
+    let share = builds / replicas
+    let started = ContinuousClock.now
+    let latencies = try await withThrowingTaskGroup(of: Latency.self) { group in
+        for (index, store) in stores.enumerated() {
+            group.addTask { try await drive(store, builds: share, lane: "r\(index)") }
+        }
+        var all: [Duration] = []
+        for try await latency in group { all += latency.samples }
+        return Latency(samples: all)
+    }
+    let elapsed = ContinuousClock.now - started
+    for store in stores { await store.backend.close() }
+    try await admin.execute("DROP SCHEMA \(schema) CASCADE")
+    await admin.close()
+    return StoreRun(buildsPerSecond: Double(share * replicas) / seconds(elapsed), latency: latencies)
+}
+
+/// Two-platform builds through `store`, one after another, by agents of their own `lane` (a label the builds ask
+/// for, so lanes on one database never take each other's jobs); returns the lease latencies.
+private func drive(_ store: Store, builds: Int, lane: String) async throws -> Latency {
     let platforms = [Platform(os: "linux", architecture: "amd64"), Platform(os: "linux", architecture: "arm64")]
     var agents: [AgentView] = []
     for platform in platforms {
         agents.append(
             try await store.joinAgent(
                 JoinRequest(
-                    name: "bench-\(platform.architecture)", platforms: [platform], labels: [:], builders: ["command"],
-                    version: "bench"),
-                secretHash: "hash-\(platform.architecture)"))
+                    name: "bench-\(lane)-\(platform.architecture)", platforms: [platform], labels: ["lane": lane],
+                    builders: ["command"], version: "bench"),
+                secretHash: "hash-\(lane)-\(platform.architecture)"))
     }
-    let context = Digest.compute(of: Data("bench context".utf8))
+    let context = Digest.compute(of: Data("bench context \(lane)".utf8))
     try await store.recordContext(digest: context, size: 13)
-    let started = ContinuousClock.now
+    var samples: [Duration] = []
     for number in 0..<builds {
         let build = try await store.submitBuild(
             BuildSpec(
-                image: "registry.bench:5000/team/app", tags: ["\(number)"],
-                platforms: platforms.map { PlatformSpec(platform: $0) },
+                image: "registry.bench:5000/team/\(lane)", tags: ["\(number)"],
+                platforms: platforms.map { PlatformSpec(platform: $0, agentLabels: ["lane": lane]) },
                 context: .upload(digest: context)), submittedBy: "bench")
         for (agent, platform) in zip(agents, platforms) {
-            let poll = PollRequest(platforms: [platform], labels: [:], builders: ["command"], version: "bench")
+            let poll = PollRequest(platforms: [platform], labels: ["lane": lane], builders: ["command"], version: "bench")
+            let asked = ContinuousClock.now
             guard let lease = try await store.lease(agentId: agent.id, poll: poll) else {
                 throw BenchError("no lease for \(platform) of build \(build.id)")
             }
+            samples.append(ContinuousClock.now - asked)
             _ = try await store.heartbeat(agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
             try await store.complete(
                 agentId: agent.id,
@@ -65,6 +136,9 @@ private func storeRun(builds: Int, synchronous: Store.Synchronous) async throws 
         else { throw BenchError("build \(build.id): publishing was abandoned") }
         try await store.publicationSucceeded(id: publication.id, listDigest: list, mediaType: MediaType.ociImageIndex, tags: tags)
     }
-    let elapsed = ContinuousClock.now - started
-    return Double(builds) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    return Latency(samples: samples)
+}
+
+private func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }

@@ -7,12 +7,17 @@ import ManifoldCore
 // ratio (peer time / Manifold time: above 1 means Manifold is faster). Build with `-c release`; see
 // deploy/bench/README.md for the whole-command comparisons against other tools.
 //
-//   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N]
+//   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N] [--postgres URL] [--store-only]
 
 struct Options {
     var megabytes = 64
     var rounds = 5
     var builds = 200
+    /// A PostgreSQL database to compare the store on (password in MANIFOLD_DATABASE_PASSWORD); the benchmark
+    /// makes schemas of its own there and drops them.
+    var postgres: String?
+    /// Only the store benchmark.
+    var storeOnly = false
 
     init(_ arguments: [String]) throws {
         var iterator = arguments.makeIterator()
@@ -21,8 +26,14 @@ struct Options {
             case "--megabytes": megabytes = try Self.number(iterator.next(), for: argument)
             case "--rounds": rounds = try Self.number(iterator.next(), for: argument)
             case "--builds": builds = try Self.number(iterator.next(), for: argument)
+            case "--store-only": storeOnly = true
+            case "--postgres":
+                guard let url = iterator.next() else { throw BenchError("--postgres needs a postgres:// URL") }
+                postgres = url
             case "-h", "--help":
-                print("usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)] [--builds N (default 200)]")
+                print(
+                    "usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)] [--builds N (default 200)] "
+                        + "[--postgres URL] [--store-only]")
                 exit(0)
             default: throw BenchError("unknown argument \(argument); see --help")
             }
@@ -128,6 +139,10 @@ func run(_ executable: String, _ arguments: [String]) throws {
 
 do {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
+    if options.storeOnly {
+        try await storeBenchmark(builds: options.builds, postgres: options.postgres)
+        exit(0)
+    }
     var generator = SystemRandomNumberGenerator()
     let data = Data((0..<(options.megabytes << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
     print("manifold-bench: \(options.megabytes) MiB buffer, fastest of \(options.rounds) rounds")
@@ -142,7 +157,7 @@ do {
     report("sha512", bytes: data.count, manifold: ours512, peerName: "swift-crypto", peer: peer512)
 
     try contextBenchmark(rounds: options.rounds)
-    try await storeBenchmark(builds: options.builds)
+    try await storeBenchmark(builds: options.builds, postgres: options.postgres)
 
     // The two must agree, or the comparison is meaningless.
     let agree =

@@ -47,17 +47,31 @@ actor PostgresSession {
         for _ in 0..<3 { try sampleClock(connection) }
     }
 
-    func transaction<T: Sendable>(_ kind: TransactionKind, _ body: @Sendable (SQLTransaction) throws -> T) throws -> T {
+    func transaction<T: Sendable>(
+        _ kind: TransactionKind, lock: Int64? = nil, _ body: @Sendable (SQLTransaction) throws -> T
+    ) throws -> T {
         var serializationFailures = 0
         var reconnects = 0
         while true {
             let connection = try openConnection()
             if shared.clock.isDue { try? sampleClock(connection) }
             let transaction = PostgresTransaction(connection: connection, shared: shared)
+            var locked = false
+            /// Releases the advisory lock; a connection that cannot is not reused (the lock ends with it).
+            func unlock() {
+                guard locked, !transaction.connectionLost else { return }
+                do { try transaction.query("SELECT pg_advisory_unlock(\(lock ?? 0))", []) } catch { drop(connection) }
+                locked = false
+            }
             do {
+                if let lock {
+                    try transaction.query("SELECT pg_advisory_lock(\(lock))", [])
+                    locked = true
+                }
                 try transaction.control(kind.begin)
                 let value = try body(transaction)
                 try transaction.commit()
+                unlock()
                 return value
             } catch {
                 if transaction.connectionLost {
@@ -65,6 +79,7 @@ actor PostgresSession {
                 } else {
                     do { try transaction.control("ROLLBACK") } catch { drop(connection) }
                 }
+                unlock()
                 if transaction.serializationFailed {
                     serializationFailures += 1
                     guard serializationFailures < PostgresBackend.maxSerializationAttempts else {
