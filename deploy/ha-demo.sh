@@ -40,7 +40,7 @@ cleanup() {
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    [ -d "$work/pg/data" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+    [ -f "$work/pg/data/postmaster.pid" ] && kill -QUIT "$(head -n 1 "$work/pg/data/postmaster.pid")" 2>/dev/null || true
     "$here/testenv/registry-env.sh" stop "$work/registry" >/dev/null 2>&1 || true
     if [ "$status" != 0 ]; then
         echo "ha demo failed (exit $status); logs:" >&2
@@ -62,8 +62,13 @@ chmod 600 "$work/db-password"
 install -o postgres -m 600 "$work/db-password" "$work/pg/pwfile"
 runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg/data" -U manifold --pwfile="$work/pg/pwfile" \
     --auth=scram-sha-256 >"$work/logs/initdb.log"
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w \
-    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $work/pg" start >/dev/null
+runuser -u postgres -- "$pg_bin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$work/pg" >"$work/logs/postgres.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+    PGPASSWORD="$db_password" psql "postgres://manifold@127.0.0.1:$pg_port/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.1
+done
 PGPASSWORD="$db_password" psql "postgres://manifold@127.0.0.1:$pg_port/postgres" -q -c "CREATE DATABASE manifold"
 database="postgres://manifold@127.0.0.1:$pg_port/manifold?sslmode=disable"
 
