@@ -100,6 +100,7 @@ public final class AgentHarness: @unchecked Sendable {
             process: started[0].process,
             client: HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caFile: "\(state)/pki/ca.crt"))),
             base: URL(string: "https://127.0.0.1:\(proxy.port)")!)
+        try await waitUntilTheProxyServes()
         try await createSubmitter()
     }
 
@@ -107,6 +108,26 @@ public final class AgentHarness: @unchecked Sendable {
         let created = try await CoordinatorProcess.call(
             coordinator, "POST", "/api/v1/tokens", token: admin, json: CreateTokenRequest(name: "ci", role: .submitter))
         submitter = try APICoding.decoder().decode(CreatedToken.self, from: created.body).secret
+    }
+
+    /// HAProxy marked the replicas down while they were starting and takes one health check to mark each up
+    /// again; until then it closes connections. Waits until as many requests in a row as there are replicas (round
+    /// robin: one per replica) are answered through it.
+    public func waitUntilTheProxyServes(timeout: Duration = .seconds(20)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var answered = 0
+        while answered < replicas.count {
+            guard ContinuousClock.now < deadline else {
+                throw TestEnvironmentError("HAProxy at \(baseURL) does not reach the replicas:\n\(replicaLogs().suffix(4_000))")
+            }
+            let request = HTTPRequest(url: URL(string: "\(baseURL)/healthz")!)
+            if let response = try? await coordinator.client.execute(request), response.status == 200 {
+                answered += 1
+            } else {
+                answered = 0
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
     }
 
     private static func serveReplica(
