@@ -51,6 +51,21 @@ public struct Coordinator: Sendable {
                     Self.childTag(template: template ?? settings.childTagTemplate, tag: tag, platform: platform)
                 }, stagingRepositories: settings.stagingRepositories),
             environment: environment, logger: logger)
+        do {
+            try await serve(database, gracefulShutdownSignals: gracefulShutdownSignals, onListening: onListening)
+        } catch {
+            await database.close()
+            throw error
+        }
+        await database.close()
+    }
+
+    /// Serves from an open database until shutdown; the caller closes the database, however this ends.
+    private func serve(
+        _ database: CoordinatorDatabase, gracefulShutdownSignals: [UnixSignal],
+        onListening: @escaping @Sendable (Int) async -> Void
+    ) async throws {
+        let settings = settings
         let store = database.store
         let registries = RegistryClientPool(configuration: registryConfiguration(), logger: logger)
         defer { registries.shutdown() }
@@ -115,13 +130,7 @@ public struct Coordinator: Sendable {
                 ] + (database.wakeups.map { [ReplicaWakeups(notifier: notifier, channel: $0, logger: logger)] } ?? []),
                 gracefulShutdownSignals: gracefulShutdownSignals,
                 logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            await database.close()
-            throw error
-        }
-        await database.close()
+        try await group.run()
     }
 
     func registryConfiguration() -> RegistryConfiguration {
