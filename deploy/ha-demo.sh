@@ -165,7 +165,7 @@ watch_pid=$!
 # The watch's connection to HAProxy, and the replica HAProxy gave it (its runtime API lists every session).
 victim=""
 for _ in $(seq 1 100); do
-    port="$(ss -tnpH state established "( dport = :$proxy_port )" | grep "pid=$watch_pid," | awk '{print $3}' | sed 's/.*://' | tail -n 1)"
+    port="$( (ss -tnpH state established "( dport = :$proxy_port )" | grep "pid=$watch_pid," || true) | awk '{print $3}' | sed 's/.*://' | tail -n 1)"
     if [ -n "$port" ]; then
         victim="$(python3 - "$work/haproxy.sock" "$port" <<'PY'
 import socket, sys
