@@ -150,7 +150,7 @@ let package = Package(
         .testTarget(
             name: "ManifoldCoordinatorTests",
             dependencies: [
-                "ManifoldCoordinator", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
+                "ManifoldCoordinator", "ManifoldClient", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

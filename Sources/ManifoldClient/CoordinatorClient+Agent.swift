@@ -65,9 +65,10 @@ extension CoordinatorClient {
             throw CoordinatorClientError.transport(error)
         }
         guard (200..<300).contains(response.status) else {
-            let body = (try? Data(contentsOf: file)) ?? Data()
+            // An error's body is kept in memory, never written to the file.
             try? FileManager.default.removeItem(at: file)
-            throw CoordinatorClientError.from(status: response.status, body: body.prefix(65_536), headers: response.headers)
+            throw CoordinatorClientError.from(
+                status: response.status, body: response.body.prefix(65_536), headers: response.headers)
         }
     }
 

@@ -141,7 +141,8 @@ public enum Loopback {
     }
 }
 
-/// A scratch directory under the system temporary directory, removed by `remove()`.
+/// A scratch directory under the system temporary directory, removed by `remove()` unless `MANIFOLD_TEST_KEEP=1`
+/// (then its processes' logs and state stay for reading after a failure).
 public struct ScratchDirectory: Sendable {
     public let url: URL
     public init(prefix: String = "manifold-test") throws {
@@ -150,7 +151,10 @@ public struct ScratchDirectory: Sendable {
     }
     public var path: String { url.path }
     public func file(_ name: String) -> URL { url.appendingPathComponent(name) }
-    public func remove() { try? FileManager.default.removeItem(at: url) }
+    public func remove() {
+        guard ProcessInfo.processInfo.environment["MANIFOLD_TEST_KEEP"] != "1" else { return }
+        try? FileManager.default.removeItem(at: url)
+    }
 }
 
 /// Runs a command to completion and returns its status and output (for openssl, skopeo, htpasswd).

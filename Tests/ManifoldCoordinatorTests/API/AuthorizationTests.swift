@@ -1,6 +1,8 @@
 import Foundation
 import ManifoldAPI
+import ManifoldClient
 import ManifoldCore
+import ManifoldHTTP
 import ManifoldTestSupport
 import Testing
 
@@ -160,6 +162,17 @@ import Testing
             json: HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
         #expect(heartbeat.status == 200)
         #expect(try await fixture.call("GET", "/api/v1/contexts/\(context)", token: holder.secret).status == 200)
+        // The agent's client tells the coordinator's reason, not a bare status (the error body never goes to the file).
+        let otherClient = CoordinatorClient(
+            baseURL: fixture.baseURL, token: other.secret, tls: TLSConfiguration(caFile: fixture.state.caCertificate.path))
+        let target = FileManager.default.temporaryDirectory.appendingPathComponent("context-\(UUID().uuidString)")
+        do {
+            try await otherClient.downloadContext(context, to: target)
+            Issue.record("another agent downloaded the context")
+        } catch {
+            #expect("\(error)".contains("only the contexts of jobs currently leased to it"), "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: target.path))
         await fixture.stop()
     }
 
