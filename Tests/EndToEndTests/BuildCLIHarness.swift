@@ -158,6 +158,9 @@ final class ScriptedAgent: Sendable {
     let platform: Platform
     let client: CoordinatorClient
     let harness: BuildCLIHarness
+    /// Keeps each held lease alive, as the real agent's heartbeat loop does, so a slow test step on a busy machine
+    /// never loses a lease the test still means to use. By job id; ended once the job is reported.
+    private let keepAlive = Mutex<[String: Task<Void, Never>]>([:])
 
     init(_ name: String, platform: Platform, harness: BuildCLIHarness) async throws {
         self.name = name
@@ -180,10 +183,36 @@ final class ScriptedAgent: Sendable {
             if let lease = answer.lease {
                 // Confirmed at once, as the real agent does; an unconfirmed grant goes back to the queue.
                 _ = try await client.heartbeat(HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "fetching"))
+                keepAlive(lease)
                 return lease
             }
         }
         throw TestEnvironmentError("agent \(name) got no job")
+    }
+
+    deinit {
+        keepAlive.withLock { tasks in tasks.values.forEach { $0.cancel() } }
+    }
+
+    /// Heartbeats every few seconds until the job is reported (errors are ignored: a test that restarts the
+    /// coordinator meanwhile sees them answered again after the restart).
+    private func keepAlive(_ lease: Lease) {
+        let client = client
+        let task = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                if Task.isCancelled { return }
+                _ = try? await client.heartbeat(HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+            }
+        }
+        keepAlive.withLock { tasks in
+            tasks[lease.jobId]?.cancel()
+            tasks[lease.jobId] = task
+        }
+    }
+
+    private func reported(_ lease: Lease) {
+        keepAlive.withLock { tasks in tasks.removeValue(forKey: lease.jobId)?.cancel() }
     }
 
     /// Builds "successfully": phases, log lines, a real image pushed under the job's tag; returns its digest.
@@ -208,6 +237,7 @@ final class ScriptedAgent: Sendable {
             CompleteRequest(
                 jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded,
                 imageReference: "\(lease.spec.image):\(lease.spec.tag)", digest: manifest.digest))
+        reported(lease)
         return manifest.digest
     }
 
@@ -217,5 +247,6 @@ final class ScriptedAgent: Sendable {
             jobId: lease.jobId, epoch: lease.epoch, offset: 0, data: Data("error: \(reason)\n".utf8))
         _ = try await client.complete(
             CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: reason))
+        reported(lease)
     }
 }
