@@ -70,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "manifold-bench",
             dependencies: [
-                "ManifoldCore", "ManifoldAPI", "ManifoldArchive", "ManifoldStore",
+                "ManifoldCore", "ManifoldAPI", "ManifoldArchive", "ManifoldStore", "ManifoldClient", "ManifoldHTTP",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -121,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "manifold",
             dependencies: [
-                "ManifoldCLI",
+                "ManifoldCLI", "ManifoldHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .target(name: "ManifoldServerCommands", condition: .when(platforms: serverPlatforms)),
             ]

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ManifoldCLI
+import ManifoldHTTP
 
 #if canImport(ManifoldServerCommands)
 import ManifoldServerCommands
@@ -27,4 +28,5 @@ struct Manifold: AsyncParsableCommand {
     }
 }
 
-exit(await ManifoldCLI.main(Manifold.self))
+// Not exit(): see ProcessExit.
+ProcessExit.now(await ManifoldCLI.main(Manifold.self))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ManifoldHTTP
 
 /// `manifold-agent`: the build agent's command line.
 public struct AgentCommand: AsyncParsableCommand {
@@ -37,7 +38,30 @@ public struct AgentCommand: AsyncParsableCommand {
                 return handler
             }
         }
-        await main()
+        ProcessExit.now(await run(arguments: nil))
+    }
+
+    /// Parses and runs one command; returns the exit status, with ArgumentParser's messages printed as its
+    /// `main()` prints them (help and version on standard output, errors on standard error).
+    static func run(arguments: [String]?) async -> Int32 {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            return 0
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                print(message)
+            } else if !message.isEmpty {
+                FileHandle.standardError.write(Data((message + "\n").utf8))
+            }
+            return code.rawValue
+        }
     }
 }
 
