@@ -14,6 +14,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
+# shellcheck source=testenv/postgres-env.sh
+. "$here/testenv/postgres-env.sh"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -27,7 +29,6 @@ swift build -c release --product manifold-agent
 bin_dir="$(swift build -c release --show-bin-path)"
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 
 work="$(mktemp -d /tmp/manifold-ha.XXXXXX)"
 chmod 711 "$work"  # the postgres user reaches its cluster directory inside
@@ -40,7 +41,7 @@ cleanup() {
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    [ -f "$work/pg/data/postmaster.pid" ] && kill -QUIT "$(head -n 1 "$work/pg/data/postmaster.pid")" 2>/dev/null || true
+    postgres_stop
     "$here/testenv/registry-env.sh" stop "$work/registry" >/dev/null 2>&1 || true
     if [ "$status" != 0 ]; then
         echo "ha demo failed (exit $status); logs:" >&2
@@ -53,24 +54,9 @@ trap 'exit 130' INT TERM
 mkdir -p "$work/logs"
 export XDG_CONFIG_HOME="$work/config"
 
-pg_port="$(free_port)"
-step "Starting PostgreSQL on 127.0.0.1:$pg_port"
-install -d -o postgres -m 700 "$work/pg"
-db_password="$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
-printf '%s\n' "$db_password" >"$work/db-password"
-chmod 600 "$work/db-password"
-install -o postgres -m 600 "$work/db-password" "$work/pg/pwfile"
-runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg/data" -U manifold --pwfile="$work/pg/pwfile" \
-    --auth=scram-sha-256 >"$work/logs/initdb.log"
-runuser -u postgres -- "$pg_bin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 \
-    -c unix_socket_directories="$work/pg" >"$work/logs/postgres.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-    PGPASSWORD="$db_password" psql "postgres://manifold@127.0.0.1:$pg_port/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1 && break
-    sleep 0.1
-done
-PGPASSWORD="$db_password" psql "postgres://manifold@127.0.0.1:$pg_port/postgres" -q -c "CREATE DATABASE manifold"
-database="postgres://manifold@127.0.0.1:$pg_port/manifold?sslmode=disable"
+postgres_start "$work/pg"
+step "Started PostgreSQL on 127.0.0.1:$PG_PORT"
+database="$(postgres_create_database manifold)"
 
 registry_port="$(free_port)"
 registry="127.0.0.1:$registry_port"
@@ -90,7 +76,7 @@ proxy_port="$(free_port)"
 coordinator="https://127.0.0.1:$proxy_port"
 step "manifold init --database (once, for every replica)"
 "$manifold" init --state-dir "$work/coordinator" --listen "127.0.0.1:$proxy_port" --allow-registry "$registry" \
-    --database "$database" --database-password-file "$work/db-password" | tee "$work/init.txt"
+    --database "$database" --database-password-file "$PG_PASSWORD_FILE" | tee "$work/init.txt"
 value_after() { grep -A1 "^$1" "$work/init.txt" | tail -n 1 | tr -d ' '; }
 fingerprint="$(value_after 'CA fingerprint')"
 join_token="$(value_after 'Agent join token')"

@@ -10,9 +10,12 @@ import ManifoldStore
 /// durability costs on this disk. With `postgres`, the same builds on PostgreSQL, once through one store (one
 /// replica) and once through three stores on the same database driving builds at the same time (three replicas);
 /// each figure also gives the lease latency (one `lease` call, which is what a held poll waits for once woken).
-func storeBenchmark(builds: Int, postgres: String?) async throws {
-    let full = try await sqliteRun(builds: builds, synchronous: .full)
-    let normal = try await sqliteRun(builds: builds, synchronous: .normal)
+/// `lanes` pairs of agents drive builds at the same time (split across the replicas), as a busy coordinator's
+/// agents do: SQLite has one writer for all of them, PostgreSQL runs them side by side.
+func storeBenchmark(builds: Int, lanes: Int, postgres: String?) async throws {
+    print("store    \(builds) two-platform builds, \(lanes) lanes of agents at once")
+    let full = try await sqliteRun(builds: builds, lanes: lanes, synchronous: .full)
+    let normal = try await sqliteRun(builds: builds, lanes: lanes, synchronous: .normal)
     print(
         String(
             format:
@@ -21,8 +24,9 @@ func storeBenchmark(builds: Int, postgres: String?) async throws {
             full.buildsPerSecond / normal.buildsPerSecond))
     print("store    SQLite FULL lease latency \(full.latency)")
     guard let postgres else { return }
-    let one = try await postgresRun(url: postgres, builds: builds, replicas: 1)
-    let three = try await postgresRun(url: postgres, builds: builds, replicas: 3)
+    try await contextBenchmark(url: postgres, megabytes: 64)
+    let one = try await postgresRun(url: postgres, builds: builds, lanes: lanes, replicas: 1)
+    let three = try await postgresRun(url: postgres, builds: builds, lanes: lanes, replicas: 3)
     for (name, run) in [("PostgreSQL, 1 replica ", one), ("PostgreSQL, 3 replicas", three)] {
         print(
             String(
@@ -49,18 +53,18 @@ struct Latency: CustomStringConvertible {
     var description: String { String(format: "p50 %.2f ms, p99 %.2f ms", percentile(0.5), percentile(0.99)) }
 }
 
-private func sqliteRun(builds: Int, synchronous: Store.Synchronous) async throws -> StoreRun {
+private func sqliteRun(builds: Int, lanes: Int, synchronous: Store.Synchronous) async throws -> StoreRun {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-store-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     let store = try Store(path: directory.appendingPathComponent("manifold.db").path, synchronous: synchronous)
     let started = ContinuousClock.now
-    let latency = try await drive(store, builds: builds, lane: "only")
-    return StoreRun(buildsPerSecond: Double(builds) / seconds(ContinuousClock.now - started), latency: latency)
+    let (done, latency) = try await driveLanes(Array(repeating: store, count: lanes), builds: builds)
+    return StoreRun(buildsPerSecond: Double(done) / seconds(ContinuousClock.now - started), latency: latency)
 }
 
-/// `replicas` stores on one fresh schema of `url`, each driving its share of the builds at the same time.
-private func postgresRun(url: String, builds: Int, replicas: Int) async throws -> StoreRun {
+/// `replicas` stores on one fresh schema of `url`, each driving its share of the lanes at the same time.
+private func postgresRun(url: String, builds: Int, lanes: Int, replicas: Int) async throws -> StoreRun {
     let logger = Logger(label: "manifold.bench")
     let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
     let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
@@ -72,21 +76,29 @@ private func postgresRun(url: String, builds: Int, replicas: Int) async throws -
     for _ in 0..<replicas {
         stores.append(try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger)))
     }
-    let share = builds / replicas
     let started = ContinuousClock.now
-    let latencies = try await withThrowingTaskGroup(of: Latency.self) { group in
-        for (index, store) in stores.enumerated() {
-            group.addTask { try await drive(store, builds: share, lane: "r\(index)") }
-        }
-        var all: [Duration] = []
-        for try await latency in group { all += latency.samples }
-        return Latency(samples: all)
-    }
+    let (done, latency) = try await driveLanes(
+        (0..<max(lanes, replicas)).map { stores[$0 % replicas] }, builds: builds)
     let elapsed = ContinuousClock.now - started
     for store in stores { await store.backend.close() }
     try await admin.execute("DROP SCHEMA \(schema) CASCADE")
     await admin.close()
-    return StoreRun(buildsPerSecond: Double(share * replicas) / seconds(elapsed), latency: latencies)
+    return StoreRun(buildsPerSecond: Double(done) / seconds(elapsed), latency: latency)
+}
+
+/// One lane per element of `stores` (a store may appear several times), all at once, sharing `builds`; returns
+/// how many builds ran and every lease latency.
+private func driveLanes(_ stores: [Store], builds: Int) async throws -> (builds: Int, latency: Latency) {
+    let share = max(1, builds / stores.count)
+    let samples = try await withThrowingTaskGroup(of: Latency.self) { group in
+        for (index, store) in stores.enumerated() {
+            group.addTask { try await drive(store, builds: share, lane: "lane\(index)") }
+        }
+        var all: [Duration] = []
+        for try await latency in group { all += latency.samples }
+        return all
+    }
+    return (share * stores.count, Latency(samples: samples))
 }
 
 /// Two-platform builds through `store`, one after another, by agents of their own `lane` (a label the builds ask
@@ -141,4 +153,53 @@ private func drive(_ store: Store, builds: Int, lane: String) async throws -> La
 
 private func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// What keeping uploaded contexts in PostgreSQL costs, against the local file copy a single coordinator makes: a
+/// context of `megabytes` of random bytes (gzip does not shrink a packed context further) stored in 1 MiB rows
+/// and read back, each as one replica would on upload and on an agent's download from another replica.
+private func contextBenchmark(url: String, megabytes: Int) async throws {
+    let logger = Logger(label: "manifold.bench")
+    let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
+    let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
+    let admin = try await PostgresBackend.connect(try PostgresConfiguration(url: url, password: password), logger: logger)
+    try await admin.execute("CREATE SCHEMA \(schema)")
+    var configuration = try PostgresConfiguration(url: url, password: password)
+    configuration.schema = schema
+    let store = try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger))
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-ctx-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    var generator = SystemRandomNumberGenerator()
+    let bytes = Data((0..<(megabytes << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    let source = directory.appendingPathComponent("context.tar.gz")
+    try bytes.write(to: source)
+    let digest = Digest.compute(of: bytes)
+
+    var started = ContinuousClock.now
+    let copy = directory.appendingPathComponent("copy.tar.gz")
+    try FileManager.default.copyItem(at: source, to: copy)
+    let handle = try FileHandle(forWritingTo: copy)
+    try handle.synchronize()
+    try handle.close()
+    let local = seconds(ContinuousClock.now - started)
+    started = ContinuousClock.now
+    try await store.storeSharedContext(digest: digest, file: source)
+    let stored = seconds(ContinuousClock.now - started)
+    started = ContinuousClock.now
+    let loaded = directory.appendingPathComponent("loaded.tar.gz")
+    guard try await store.loadSharedContext(digest: digest, into: loaded) else {
+        throw BenchError("the context stored in PostgreSQL could not be read back")
+    }
+    let load = seconds(ContinuousClock.now - started)
+    guard try Data(contentsOf: loaded) == bytes else { throw BenchError("the context read back differs") }
+    await store.backend.close()
+    try await admin.execute("DROP SCHEMA \(schema) CASCADE")
+    await admin.close()
+    let size = Double(megabytes)
+    print(
+        String(
+            format:
+                "context  %d MiB: into PostgreSQL %.0f MB/s, out of it %.0f MB/s; local copy + fsync %.0f MB/s (ratio %.2f / %.2f)",
+            megabytes, size / stored, size / load, size / local, local / stored, local / load))
 }

@@ -7,17 +7,25 @@ import ManifoldCore
 // ratio (peer time / Manifold time: above 1 means Manifold is faster). Build with `-c release`; see
 // deploy/bench/README.md for the whole-command comparisons against other tools.
 //
-//   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N] [--postgres URL] [--store-only]
+//   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N] [--lanes N] [--postgres URL] [--store-only]
+//   manifold-bench --dispatch URL[,URL…] --ca FILE [--agents N] [--builds N]   (token in MANIFOLD_BENCH_TOKEN)
 
 struct Options {
     var megabytes = 64
     var rounds = 5
     var builds = 200
+    /// Pairs of agents driving builds through the store at once.
+    var lanes = 8
     /// A PostgreSQL database to compare the store on (password in MANIFOLD_DATABASE_PASSWORD); the benchmark
     /// makes schemas of its own there and drops them.
     var postgres: String?
     /// Only the store benchmark.
     var storeOnly = false
+    /// Dispatch latency against running coordinators (comma-separated URLs) instead of the in-process benchmarks;
+    /// the token (admin) comes from MANIFOLD_BENCH_TOKEN, the CA from `--ca`.
+    var dispatch: [URL] = []
+    var caFile: String?
+    var agents = 100
 
     init(_ arguments: [String]) throws {
         var iterator = arguments.makeIterator()
@@ -26,14 +34,26 @@ struct Options {
             case "--megabytes": megabytes = try Self.number(iterator.next(), for: argument)
             case "--rounds": rounds = try Self.number(iterator.next(), for: argument)
             case "--builds": builds = try Self.number(iterator.next(), for: argument)
+            case "--lanes": lanes = try Self.number(iterator.next(), for: argument)
             case "--store-only": storeOnly = true
+            case "--dispatch":
+                let urls = (iterator.next() ?? "").split(separator: ",").compactMap { URL(string: String($0)) }
+                guard !urls.isEmpty, urls.allSatisfy({ $0.scheme == "https" }) else {
+                    throw BenchError("--dispatch needs https:// coordinator URLs, separated by commas")
+                }
+                dispatch = urls
+            case "--ca":
+                guard let path = iterator.next() else { throw BenchError("--ca needs the coordinator's CA certificate file") }
+                caFile = path
+            case "--agents": agents = try Self.number(iterator.next(), for: argument)
             case "--postgres":
                 guard let url = iterator.next() else { throw BenchError("--postgres needs a postgres:// URL") }
                 postgres = url
             case "-h", "--help":
                 print(
                     "usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)] [--builds N (default 200)] "
-                        + "[--postgres URL] [--store-only]")
+                        + "[--lanes N (default 8)] [--postgres URL] [--store-only] "
+                        + "[--dispatch URL[,URL…] --ca FILE [--agents N (default 100)] [--builds N]]")
                 exit(0)
             default: throw BenchError("unknown argument \(argument); see --help")
             }
@@ -139,8 +159,18 @@ func run(_ executable: String, _ arguments: [String]) throws {
 
 do {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
+    if !options.dispatch.isEmpty {
+        guard let caFile = options.caFile else { throw BenchError("--dispatch needs --ca FILE") }
+        guard let token = ProcessInfo.processInfo.environment["MANIFOLD_BENCH_TOKEN"], !token.isEmpty else {
+            throw BenchError("--dispatch needs an admin token in MANIFOLD_BENCH_TOKEN")
+        }
+        try await DispatchBenchmark(
+            urls: options.dispatch, caFile: caFile, token: token, agents: options.agents, dispatches: options.builds
+        ).run()
+        exit(0)
+    }
     if options.storeOnly {
-        try await storeBenchmark(builds: options.builds, postgres: options.postgres)
+        try await storeBenchmark(builds: options.builds, lanes: options.lanes, postgres: options.postgres)
         exit(0)
     }
     var generator = SystemRandomNumberGenerator()
@@ -157,7 +187,7 @@ do {
     report("sha512", bytes: data.count, manifold: ours512, peerName: "swift-crypto", peer: peer512)
 
     try contextBenchmark(rounds: options.rounds)
-    try await storeBenchmark(builds: options.builds, postgres: options.postgres)
+    try await storeBenchmark(builds: options.builds, lanes: options.lanes, postgres: options.postgres)
 
     // The two must agree, or the comparison is meaningless.
     let agree =

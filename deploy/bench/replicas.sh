@@ -1,42 +1,122 @@
 #!/usr/bin/env bash
-# Durable completions per second and lease latency of the coordinator's store: SQLite (synchronous=FULL, as the
-# coordinator runs) against PostgreSQL with one and with three replicas driving builds at once, same run, same
-# machine. PostgreSQL runs with its defaults (fsync=on, synchronous_commit=on), so every acknowledged commit is on
-# disk on both sides. Usage: deploy/bench/store-backends.sh [BUILDS]   (as root; Debian 12 with postgresql)
+# SQLite against PostgreSQL with one and with three coordinator replicas, same run, same machine:
+#   1. the store: durable two-platform builds per second (LANES pairs of agents at once) and lease latency,
+#      in process (`manifold-bench --store-only`);
+#   2. dispatch over the real protocol: real `manifold serve` processes (TLS), AGENTS simulated agents holding
+#      long polls, builds submitted one after another; latency from the submit request to the lease in an
+#      agent's hands (`manifold-bench --dispatch`). Three replicas sit behind HAProxy (TCP, round robin).
+# PostgreSQL runs with fsync and synchronous_commit on, SQLite with synchronous = FULL: every acknowledged
+# commit is on disk on both sides.
+#   Usage: deploy/bench/replicas.sh [BUILDS (default 300)] [AGENTS (default 100)] [LANES (default 8)]
+# As root on Debian 12 with postgresql and haproxy (deploy/testenv/install-deps.sh installs them).
+# MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-bench` (figures need release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"
 cd "$root"
 builds="${1:-300}"
+agents="${2:-100}"
+lanes="${3:-8}"
 
-# MANIFOLD_BENCH names an already built binary (a smoke run with a debug build, say); figures need release.
-bench="${MANIFOLD_BENCH:-}"
-if [ -z "$bench" ]; then
+bin_dir="${MANIFOLD_BIN_DIR:-}"
+if [ -z "$bin_dir" ]; then
+    swift build -c release --product manifold
     swift build -c release --product manifold-bench
-    bench="$(swift build -c release --show-bin-path)/manifold-bench"
+    bin_dir="$(swift build -c release --show-bin-path)"
 fi
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-work="$(mktemp -d /tmp/manifold-bench-pg.XXXXXX)"
+manifold="$bin_dir/manifold"
+bench="$bin_dir/manifold-bench"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# shellcheck source=../testenv/postgres-env.sh
+. "$root/deploy/testenv/postgres-env.sh"
+work="$(mktemp -d /tmp/manifold-bench-replicas.XXXXXX)"
 chmod 711 "$work"
+pids=()
+stop_servers() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
 cleanup() {
-    [ -d "$work/pg/data" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$work"
+    stop_servers
+    postgres_stop
+    if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-install -d -o postgres -m 700 "$work/pg"
-password="$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
-printf '%s\n' "$password" | install -o postgres -m 600 /dev/stdin "$work/pg/pwfile"
-runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg/data" -U manifold --pwfile="$work/pg/pwfile" \
-    --auth=scram-sha-256 >/dev/null
-# Started in the background, not with `pg_ctl start` (whose server keeps the caller's output open).
-runuser -u postgres -- "$pg_bin/postgres" -D "$work/pg/data" -p "$port" -c listen_addresses=127.0.0.1 \
-    -c unix_socket_directories="$work/pg" -c max_connections=100 >"$work/pg/server.log" 2>&1 &
-for _ in $(seq 1 100); do
-    PGPASSWORD="$password" psql "postgres://manifold@127.0.0.1:$port/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1 && break
-    sleep 0.1
-done
-PGPASSWORD="$password" psql "postgres://manifold@127.0.0.1:$port/postgres" -qc "CREATE DATABASE bench"
-echo "fsync: $(PGPASSWORD="$password" psql "postgres://manifold@127.0.0.1:$port/bench" -qAtc 'SHOW fsync'), synchronous_commit: $(PGPASSWORD="$password" psql "postgres://manifold@127.0.0.1:$port/bench" -qAtc 'SHOW synchronous_commit')"
-MANIFOLD_DATABASE_PASSWORD="$password" "$bench" --store-only --builds "$builds" \
-    --postgres "postgres://manifold@127.0.0.1:$port/bench?sslmode=disable"
+trap 'exit 130' INT TERM
+postgres_start "$work/pg"
+echo "PostgreSQL $(postgres_psql postgres -qAtc 'SHOW server_version'): fsync $(postgres_psql postgres -qAtc 'SHOW fsync'), synchronous_commit $(postgres_psql postgres -qAtc 'SHOW synchronous_commit')"
+
+echo "== the store, in process"
+MANIFOLD_DATABASE_PASSWORD="$(cat "$PG_PASSWORD_FILE")" "$bench" --store-only --builds "$builds" --lanes "$lanes" \
+    --postgres "$(postgres_create_database store)"
+
+# `manifold init` for a setup; prints the admin token (kept in a file, never on a command line).
+initialise() {
+    local name="$1" listen="$2"
+    shift 2
+    "$manifold" init --state-dir "$work/$name" --listen "$listen" "$@" >"$work/$name.init"
+    grep -A1 '^Admin token' "$work/$name.init" | tail -n 1 | tr -d ' ' >"$work/$name.token"
+    chmod 600 "$work/$name.token"
+}
+serve() {
+    local name="$1" port="$2"
+    "$manifold" serve --state-dir "$work/$name" --listen "127.0.0.1:$port" >>"$work/$name-$port.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 200); do
+        curl -fsS --cacert "$work/$name/pki/ca.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "manifold serve on $port did not become ready:" >&2
+    tail -n 20 "$work/$name-$port.log" >&2
+    return 1
+}
+dispatch() {
+    local name="$1" url="$2" label="$3"
+    printf '%-24s ' "$label"
+    MANIFOLD_BENCH_TOKEN="$(cat "$work/$name.token")" "$bench" --dispatch "$url" --ca "$work/$name/pki/ca.crt" \
+        --agents "$agents" --builds "$builds"
+}
+
+echo "== dispatch over HTTPS, $agents idle agents"
+port="$(free_port)"
+initialise sqlite "127.0.0.1:$port"
+serve sqlite "$port"
+dispatch sqlite "https://127.0.0.1:$port" "SQLite"
+stop_servers
+
+port="$(free_port)"
+initialise pg1 "127.0.0.1:$port" --database "$(postgres_create_database dispatch1)" \
+    --database-password-file "$PG_PASSWORD_FILE"
+serve pg1 "$port"
+dispatch pg1 "https://127.0.0.1:$port" "PostgreSQL, 1 replica"
+stop_servers
+
+proxy_port="$(free_port)"
+initialise pg3 "127.0.0.1:$proxy_port" --database "$(postgres_create_database dispatch3)" \
+    --database-password-file "$PG_PASSWORD_FILE"
+replica_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+for replica in "${replica_ports[@]}"; do serve pg3 "$replica"; done
+cat >"$work/haproxy.cfg" <<CONFIG
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+frontend coordinators
+    bind 127.0.0.1:$proxy_port
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    server replica1 127.0.0.1:${replica_ports[0]} check inter 500ms
+    server replica2 127.0.0.1:${replica_ports[1]} check inter 500ms
+    server replica3 127.0.0.1:${replica_ports[2]} check inter 500ms
+CONFIG
+haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+sleep 1.5  # one health check marks every replica up
+dispatch pg3 "https://127.0.0.1:$proxy_port" "PostgreSQL, 3 replicas"
+stop_servers

@@ -77,7 +77,7 @@ public final class PostgresBackend: StoreBackend {
     /// Holds the session-level advisory lock `lock` around the whole transaction (taken before `BEGIN`, so the
     /// transaction's snapshot already sees the previous holder's commit), released after `COMMIT` or `ROLLBACK`; a lost
     /// connection releases it with the session. Measured with three replicas leasing at once: without it a lease
-    /// ran out of serialization retries (deploy/bench/store-backends.sh).
+    /// ran out of serialization retries (deploy/bench/replicas.sh).
     public func writeSerialized<T: Sendable>(
         _ lock: SerializedWrite, _ body: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {

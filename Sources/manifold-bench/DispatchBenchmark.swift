@@ -1,0 +1,136 @@
+import Foundation
+import ManifoldAPI
+import ManifoldClient
+import ManifoldCore
+import ManifoldHTTP
+import Synchronization
+
+/// Dispatch latency over the real protocol: `agents` simulated agents join a running coordinator (or replicas
+/// behind a proxy) and hold long polls, idle; one-platform builds are submitted one after another, and each
+/// latency runs from just before the submit request to the moment an agent holds the lease. The agent that gets
+/// a job reports it failed at once (one attempt), so no registry is involved and the next build finds every agent
+/// idle again.
+struct DispatchBenchmark {
+    let urls: [URL]
+    let caFile: String
+    let token: String
+    let agents: Int
+    let dispatches: Int
+
+    /// When each build's lease reached an agent, by the build's sequence number (carried as a build argument).
+    final class Arrivals: Sendable {
+        private enum Slot {
+            case waiting(CheckedContinuation<ContinuousClock.Instant, Never>)
+            case arrived(ContinuousClock.Instant)
+        }
+        private let slots = Mutex<[Int: Slot]>([:])
+
+        func wait(for sequence: Int) async -> ContinuousClock.Instant {
+            await withCheckedContinuation { continuation in
+                let arrived = slots.withLock { slots -> ContinuousClock.Instant? in
+                    if case .arrived(let instant) = slots[sequence] {
+                        slots[sequence] = nil
+                        return instant
+                    }
+                    slots[sequence] = .waiting(continuation)
+                    return nil
+                }
+                if let arrived { continuation.resume(returning: arrived) }
+            }
+        }
+
+        func arrived(_ sequence: Int, at instant: ContinuousClock.Instant) {
+            let waiting = slots.withLock { slots -> CheckedContinuation<ContinuousClock.Instant, Never>? in
+                if case .waiting(let continuation) = slots[sequence] {
+                    slots[sequence] = nil
+                    return continuation
+                }
+                slots[sequence] = .arrived(instant)
+                return nil
+            }
+            waiting?.resume(returning: instant)
+        }
+    }
+
+    func run() async throws {
+        let tls = TLSConfiguration(caFile: caFile)
+        let admin = CoordinatorClient(baseURLs: urls, token: token, tls: tls, userAgent: "manifold-bench")
+        let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let platform = Platform(os: "linux", architecture: "amd64")
+        let labels = ["bench": run]
+        let context = try await uploadContext(admin)
+
+        var clients: [CoordinatorClient] = []
+        for index in 0..<agents {
+            let joined = try await admin.join(
+                JoinRequest(
+                    name: "bench-\(run)-\(index)", platforms: [platform], labels: labels, builders: ["command"],
+                    version: "bench"))
+            clients.append(CoordinatorClient(baseURLs: urls, token: joined.secret, tls: tls, userAgent: "manifold-bench"))
+        }
+        let arrivals = Arrivals()
+        let poll = PollRequest(platforms: [platform], labels: labels, builders: ["command"], version: "bench")
+        let idle = clients
+        let pollers = Task {
+            await withDiscardingTaskGroup { group in
+                for client in idle {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            guard let answer = try? await client.poll(poll) else {
+                                try? await Task.sleep(for: .milliseconds(100))
+                                continue
+                            }
+                            guard let lease = answer.lease else { continue }
+                            let instant = ContinuousClock.now
+                            if let sequence = lease.spec.buildArgs["BENCH_SEQUENCE"].flatMap(Int.init) {
+                                arrivals.arrived(sequence, at: instant)
+                            }
+                            _ = try? await client.complete(
+                                CompleteRequest(
+                                    jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1,
+                                    reason: "dispatch benchmark"))
+                        }
+                    }
+                }
+            }
+        }
+        // Every agent is holding a poll before the first build.
+        try await Task.sleep(for: .seconds(2))
+        let warmUp = min(10, dispatches / 10)
+        var samples: [Duration] = []
+        for sequence in 0..<(warmUp + dispatches) {
+            let spec = BuildSpec(
+                image: "registry.bench.invalid/dispatch/\(run)", tags: ["d\(sequence)"],
+                platforms: [PlatformSpec(platform: platform, agentLabels: labels)], context: .upload(digest: context),
+                buildArgs: ["BENCH_SEQUENCE": "\(sequence)"], maxAttempts: 1)
+            let submitted = ContinuousClock.now
+            _ = try await admin.submit(spec)
+            let received = await arrivals.wait(for: sequence)
+            if sequence >= warmUp { samples.append(received - submitted) }
+        }
+        pollers.cancel()
+        for client in clients {
+            _ = try? await client.leave()
+        }
+        let latency = Latency(samples: samples)
+        print("dispatch \(agents) idle agents, \(samples.count) builds one after another: \(latency)")
+    }
+
+    /// A one-file context, uploaded once for every build.
+    private func uploadContext(_ client: CoordinatorClient) async throws -> Digest {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data("FROM scratch\n".utf8).write(to: directory.appendingPathComponent("Dockerfile"))
+        let archive = directory.appendingPathComponent("context.tar.gz")
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+        tar.arguments = ["-czf", archive.path, "-C", directory.path, "Dockerfile"]
+        try tar.run()
+        tar.waitUntilExit()
+        guard tar.terminationStatus == 0 else { throw BenchError("tar could not pack the benchmark's context") }
+        let digest = Digest.compute(of: try Data(contentsOf: archive))
+        if try await !client.hasContext(digest) { _ = try await client.uploadContext(digest, file: archive.path) }
+        return digest
+    }
+}
