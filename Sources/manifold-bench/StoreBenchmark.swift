@@ -65,24 +65,15 @@ private func sqliteRun(builds: Int, lanes: Int, synchronous: Store.Synchronous) 
 
 /// `replicas` stores on one fresh schema of `url`, each driving its share of the lanes at the same time.
 private func postgresRun(url: String, builds: Int, lanes: Int, replicas: Int) async throws -> StoreRun {
-    let logger = Logger(label: "manifold.bench")
-    let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
-    let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
-    let admin = try await PostgresBackend.connect(try PostgresConfiguration(url: url, password: password), logger: logger)
-    try await admin.execute("CREATE SCHEMA \(schema)")
-    var configuration = try PostgresConfiguration(url: url, password: password)
-    configuration.schema = schema
+    let schema = try await BenchSchema(url: url)
     var stores: [Store] = []
-    for _ in 0..<replicas {
-        stores.append(try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger)))
-    }
+    for _ in 0..<replicas { stores.append(try await schema.store()) }
     let started = ContinuousClock.now
     let (done, latency) = try await driveLanes(
         (0..<max(lanes, replicas)).map { stores[$0 % replicas] }, builds: builds)
     let elapsed = ContinuousClock.now - started
     for store in stores { await store.backend.close() }
-    try await admin.execute("DROP SCHEMA \(schema) CASCADE")
-    await admin.close()
+    try await schema.drop()
     return StoreRun(buildsPerSecond: Double(done) / seconds(elapsed), latency: latency)
 }
 
@@ -159,14 +150,8 @@ private func seconds(_ duration: Duration) -> Double {
 /// context of `megabytes` of random bytes (gzip does not shrink a packed context further) stored in 1 MiB rows
 /// and read back, each as one replica would on upload and on an agent's download from another replica.
 private func contextBenchmark(url: String, megabytes: Int) async throws {
-    let logger = Logger(label: "manifold.bench")
-    let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
-    let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
-    let admin = try await PostgresBackend.connect(try PostgresConfiguration(url: url, password: password), logger: logger)
-    try await admin.execute("CREATE SCHEMA \(schema)")
-    var configuration = try PostgresConfiguration(url: url, password: password)
-    configuration.schema = schema
-    let store = try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger))
+    let schema = try await BenchSchema(url: url)
+    let store = try await schema.store()
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-ctx-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -194,12 +179,37 @@ private func contextBenchmark(url: String, megabytes: Int) async throws {
     let load = seconds(ContinuousClock.now - started)
     guard try Data(contentsOf: loaded) == bytes else { throw BenchError("the context read back differs") }
     await store.backend.close()
-    try await admin.execute("DROP SCHEMA \(schema) CASCADE")
-    await admin.close()
+    try await schema.drop()
     let size = Double(megabytes)
     print(
         String(
             format:
                 "context  %d MiB: into PostgreSQL %.0f MB/s, out of it %.0f MB/s; local copy + fsync %.0f MB/s (ratio %.2f / %.2f)",
             megabytes, size / stored, size / load, size / local, local / stored, local / load))
+}
+
+/// A schema of its own in the benchmark's database (password in MANIFOLD_DATABASE_PASSWORD), dropped afterwards.
+private struct BenchSchema {
+    let admin: PostgresBackend
+    let name = "bench_\(UInt32.random(in: 0...UInt32.max))"
+    var configuration: PostgresConfiguration
+    let logger = Logger(label: "manifold.bench")
+
+    init(url: String) async throws {
+        let password = ProcessInfo.processInfo.environment[PostgresConfiguration.passwordEnvironmentVariable]
+        admin = try await PostgresBackend.connect(try PostgresConfiguration(url: url, password: password), logger: logger)
+        try await admin.execute("CREATE SCHEMA \(name)")
+        configuration = try PostgresConfiguration(url: url, password: password)
+        configuration.schema = name
+    }
+
+    /// A store on the schema, as one replica opens it.
+    func store() async throws -> Store {
+        try await Store.open(backend: try await PostgresBackend.connect(configuration, logger: logger))
+    }
+
+    func drop() async throws {
+        try await admin.execute("DROP SCHEMA \(name) CASCADE")
+        await admin.close()
+    }
 }

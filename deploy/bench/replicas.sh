@@ -86,16 +86,18 @@ serve sqlite "$port"
 dispatch sqlite "https://127.0.0.1:$port" "SQLite"
 stop_servers
 
+# `manifold init --database` on a database of its own.
+initialise_postgres() {
+    initialise "$1" "$2" --database "$(postgres_create_database "$1")" --database-password-file "$PG_PASSWORD_FILE"
+}
 port="$(free_port)"
-initialise pg1 "127.0.0.1:$port" --database "$(postgres_create_database dispatch1)" \
-    --database-password-file "$PG_PASSWORD_FILE"
+initialise_postgres pg1 "127.0.0.1:$port"
 serve pg1 "$port"
 dispatch pg1 "https://127.0.0.1:$port" "PostgreSQL, 1 replica"
 stop_servers
 
 proxy_port="$(free_port)"
-initialise pg3 "127.0.0.1:$proxy_port" --database "$(postgres_create_database dispatch3)" \
-    --database-password-file "$PG_PASSWORD_FILE"
+initialise_postgres pg3 "127.0.0.1:$proxy_port"
 replica_ports=("$(free_port)" "$(free_port)" "$(free_port)")
 for replica in "${replica_ports[@]}"; do serve pg3 "$replica"; done
 cat >"$work/haproxy.cfg" <<CONFIG
