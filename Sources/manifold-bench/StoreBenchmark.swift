@@ -170,6 +170,7 @@ private func contextBenchmark(url: String, megabytes: Int) async throws {
     let local = seconds(ContinuousClock.now - started)
     started = ContinuousClock.now
     try await store.storeSharedContext(digest: digest, file: source)
+    try await store.recordContext(digest: digest, size: Int64(bytes.count))
     let stored = seconds(ContinuousClock.now - started)
     started = ContinuousClock.now
     let loaded = directory.appendingPathComponent("loaded.tar.gz")
