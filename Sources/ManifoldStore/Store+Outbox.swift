@@ -190,22 +190,27 @@ extension Store {
     }
 
     /// Whether the verifier may point the stable child tag `childTag` of `image` at `digest` for attempt `epoch`,
-    /// decided right before the PUT: the attempt is still its job's current one and being verified, its build was
-    /// not cancelled, and no build submitted later holds the tag (then a `tag.kept` event says so). When allowed,
-    /// the build becomes the tag's owner.
-    public func claimChildTag(jobId: String, epoch: Int64, childTag: String, digest: Digest) async throws -> Bool {
+    /// decided right before the PUT: the attempt is still its job's current one and being verified, this replica
+    /// still holds `claim` on the report (no other replica took it over; see
+    /// ``claimVerification(jobId:epoch:)``), its build was not cancelled, and no build submitted later holds the
+    /// tag (then a `tag.kept` event says so). When allowed, the build becomes the tag's owner.
+    public func claimChildTag(
+        jobId: String, epoch: Int64, childTag: String, digest: Digest, claim: VerificationClaim? = nil
+    ) async throws -> Bool {
         let at = Store.timestamp(now())
         return try await write { db -> Bool in
             guard
                 let row = try SQLRow.fetchOne(
                     db,
                     sql: """
-                        SELECT build.id AS buildId, build.seq, build.image, build.state AS buildState FROM attempt
+                        SELECT build.id AS buildId, build.seq, build.image, build.state AS buildState,
+                            attempt.verifyClaimedBy, attempt.verifyClaimedUntil, attempt.verifyClaimToken FROM attempt
                         JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
                         JOIN build ON build.id = job.buildId
                         WHERE attempt.epoch = ? AND attempt.jobId = ? AND attempt.state = 'verifying'
                         """, arguments: [epoch, jobId]),
-                (row["buildState"] as String) != BuildState.cancelled.rawValue
+                (row["buildState"] as String) != BuildState.cancelled.rawValue,
+                self.mayActOnVerification(row, claim: claim, at: at)
             else { return false }
             let buildId: String = row["buildId"]
             let seq: Int64 = row["seq"]

@@ -82,6 +82,15 @@ extension Store {
         return report
     }
 
+    /// The part of retention that concerns this process's own contexts directory only: stray files, and files of
+    /// contexts whose rows are gone (another replica's retention pass removed them). Every replica runs it, also in
+    /// the intervals another replica ran ``applyRetention(_:contexts:)`` for the shared database.
+    public func sweepLocalContexts(_ policy: RetentionPolicy, contexts: ContextDirectory) async throws -> RetentionReport {
+        var report = RetentionReport()
+        try await sweepStrayFiles(in: contexts, policy: policy, into: &report)
+        return report
+    }
+
     /// How long the chunks of an upload may wait for their context row: an upload copies them in well under this.
     static let contextChunkGrace: TimeInterval = 3_600
 

@@ -19,6 +19,9 @@ public struct PendingVerification: Sendable, Hashable {
 public struct DueVerifications: Sendable {
     public var ready: [PendingVerification] = []
     public var unreadable: [(jobId: String, epoch: Int64, error: String)] = []
+    /// When the first claim another replica holds on a report runs out (the store's clock): the report comes back
+    /// then, if that replica has not finished it.
+    public var nextClaimExpiry: Date?
 }
 
 /// The outcome of checking a reported digest in the registry.
@@ -495,18 +498,29 @@ extension Store {
     }
 
     /// Reports awaiting a registry check, oldest first (also those left over from before a restart), and those
-    /// whose rows cannot be read (the verifier fails them rather than stall).
+    /// whose rows cannot be read (the verifier fails them rather than stall). Reports another replica claimed are left
+    /// out until its claim runs out (``DueVerifications/nextClaimExpiry``).
     public func pendingVerifications() async throws -> DueVerifications {
-        try await backend.read { db in
+        let at = Store.timestamp(now())
+        return try await backend.read { db in
             var due = DueVerifications()
+            due.nextClaimExpiry = Store.date(
+                try Double.fetchOne(
+                    db,
+                    sql: """
+                        SELECT MIN(verifyClaimedUntil) FROM attempt
+                        WHERE state = 'verifying' AND verifyClaimedBy <> ? AND verifyClaimedUntil > ?
+                        """, arguments: [replica, at]))
             let rows = try SQLRow.fetchAll(
                 db,
                 sql: """
                     SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
                         build.image, build.spec AS buildSpec
                     FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
-                    WHERE attempt.state = 'verifying' ORDER BY attempt.epoch
-                    """)
+                    WHERE attempt.state = 'verifying'
+                        AND (attempt.verifyClaimedBy IS NULL OR attempt.verifyClaimedBy = ? OR attempt.verifyClaimedUntil <= ?)
+                    ORDER BY attempt.epoch
+                    """, arguments: [replica, at])
             for row in rows {
                 do {
                     let digest = try Digest(parsing: row["digest"] as String? ?? "")
@@ -529,21 +543,28 @@ extension Store {
     /// platform is done the build's list is queued for publishing (once per set of digests).
     /// `canonicalReference` is where the verified image now lives in the build's repository (after a copy and
     /// its child tag); the list is assembled from it.
+    ///
+    /// Fenced by `claim` (see ``claimVerification(jobId:epoch:)``): a replica whose claim another replica took over
+    /// records nothing; without a claim, nothing is recorded while another replica holds a claim that has not run
+    /// out. Answers whether the outcome was recorded (false also when the report was already decided).
+    @discardableResult
     public func recordVerification(
-        jobId: String, epoch: Int64, outcome: VerificationOutcome, canonicalReference: String? = nil
-    ) async throws {
+        jobId: String, epoch: Int64, outcome: VerificationOutcome, canonicalReference: String? = nil,
+        claim: VerificationClaim? = nil
+    ) async throws -> Bool {
         let at = now()
-        try await write { db in
+        return try await write { db -> Bool in
             guard
                 let attempt = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),
-                (attempt["state"] as String) == "verifying"
-            else { return }
+                (attempt["state"] as String) == "verifying",
+                self.mayActOnVerification(attempt, claim: claim, at: Store.timestamp(at))
+            else { return false }
             let job = try self.jobRow(db, id: jobId)
             switch outcome {
             case .verified:
                 try db.execute(sql: "UPDATE attempt SET state = 'succeeded' WHERE epoch = ?", arguments: [epoch])
-                guard (job["currentEpoch"] as Int64?) == epoch, (job["state"] as String) == "verifying" else { return }
+                guard (job["currentEpoch"] as Int64?) == epoch, (job["state"] as String) == "verifying" else { return true }
                 try db.execute(
                     sql:
                         "UPDATE job SET state = 'succeeded', reason = NULL, imageReference = COALESCE(?, imageReference) WHERE id = ?",
@@ -555,9 +576,10 @@ extension Store {
             case .rejected(let reason):
                 try db.execute(
                     sql: "UPDATE attempt SET state = 'failed', reason = ? WHERE epoch = ?", arguments: [reason, epoch])
-                guard (job["currentEpoch"] as Int64?) == epoch else { return }
+                guard (job["currentEpoch"] as Int64?) == epoch else { return true }
                 try self.attemptEnded(db, job: job, reason: reason, at: at)
             }
+            return true
         }
     }
 

@@ -162,6 +162,10 @@ public struct StoreSettings: Sendable {
     /// content, which the registry takes as a no-op.
     public var publicationClaimTTL: TimeInterval { leaseTTL }
 
+    /// How long a replica's claim on a report to verify lasts: one lease TTL. The verifier renews it while a check
+    /// runs longer (copies take minutes); a dead replica's claims run out after it and another replica checks.
+    public var verificationClaimTTL: TimeInterval { leaseTTL }
+
     /// How long a fresh grant lasts before the agent confirms it (its first heartbeat, log chunk or report comes
     /// at once): one lease TTL, after which a lease whose poll answer was lost goes back to the queue uncounted.
     /// (A poll answer can reach a live agent late on a loaded coordinator; a shorter window took such leases away.)

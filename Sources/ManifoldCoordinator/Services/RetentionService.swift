@@ -9,6 +9,10 @@ import ServiceLifecycle
 /// Runs once `startDelay` after start, then every `interval`; graceful shutdown ends it between two
 /// transactions. Freed database pages go to SQLite's free list and are reused by later writes, so the file
 /// stops growing at its high-water mark without a `VACUUM`.
+///
+/// Replicas on one database share the work: a pass over the database runs only on the replica that takes the
+/// `retention` periodic task (``Store/claimPeriodicTask(_:interval:)``), once per interval across all of them;
+/// the others sweep only their own contexts directory in that interval.
 public struct RetentionService: Service {
     let store: Store
     let policy: RetentionPolicy
@@ -41,10 +45,26 @@ public struct RetentionService: Service {
         }
     }
 
-    /// One pass; failures are logged and counted, and the next pass tries again.
+    /// A pass runs when none ran in the last 90% of the interval: a replica whose wait ends a moment before the
+    /// interval is over by the database's clock does not skip a whole interval.
+    var turnGap: TimeInterval {
+        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        return seconds * 0.9
+    }
+
+    /// One pass (over the database when this replica takes the turn, else over its own contexts directory only);
+    /// failures are logged and counted, and the next pass tries again.
     func runOnce() async {
         let started = ContinuousClock.now
         do {
+            guard try await store.claimPeriodicTask(.retention, interval: turnGap) else {
+                let local = try await store.sweepLocalContexts(policy, contexts: contexts)
+                if local.strayFilesDeleted > 0 {
+                    logger.info(
+                        "retention removed stray context files", metadata: ["strayFiles": "\(local.strayFilesDeleted)"])
+                }
+                return
+            }
             let report = try await store.applyRetention(policy, contexts: contexts)
             metrics.increment("manifold_retention_runs_total")
             metrics.increment("manifold_retention_builds_pruned_total", by: Double(report.buildsPruned))

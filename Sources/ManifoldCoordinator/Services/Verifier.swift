@@ -13,6 +13,11 @@ import Synchronization
 ///
 /// Registry trouble (unreachable, 5xx, credentials) postpones a check with backoff and an event; after
 /// `giveUpAfter` the attempt fails with the registry's reason, and the job's retry policy takes over.
+///
+/// Replicas on one database share the reports: each check starts with a claim on the report
+/// (``Store/claimVerification(jobId:epoch:)``), renewed while the check runs, and a report another replica claimed
+/// is left to it. A replica whose claim ran out and was taken over moves no tag and records nothing; a dead
+/// replica's claims run out after the claim TTL and another replica checks its reports.
 public struct Verifier: Service {
     let store: Store
     let registries: RegistryClientPool
@@ -25,6 +30,8 @@ public struct Verifier: Service {
     let giveUpAfter: Duration
     /// The longest one report's registry work may take before it is cancelled and tried again later.
     let itemDeadline: Duration
+    /// How often a running check renews its claim on the report: a third of the claim TTL.
+    let claimRenewal: Duration
     private let postponed = Postponements()
     private let lanes: RegistryLanes
 
@@ -43,9 +50,10 @@ public struct Verifier: Service {
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
         retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900),
-        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600)
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), claimRenewal: Duration? = nil
     ) {
         self.lanes = RegistryLanes(perRegistry: perRegistry)
+        self.claimRenewal = claimRenewal ?? .seconds(store.settings.verificationClaimTTL / 3)
         self.itemDeadline = itemDeadline
         self.store = store
         self.registries = registries
@@ -72,12 +80,15 @@ public struct Verifier: Service {
                     }
                     for bad in due.unreadable {
                         // A report that cannot be read fails its attempt; it never stalls the reports behind it.
+                        guard let claim = try? await store.claimVerification(jobId: bad.jobId, epoch: bad.epoch) else {
+                            continue
+                        }
                         logger.error(
                             "a report cannot be read; failing its attempt",
                             metadata: ["job": "\(bad.jobId)", "error": "\(bad.error)"])
-                        try? await store.recordVerification(
+                        _ = try? await store.recordVerification(
                             jobId: bad.jobId, epoch: bad.epoch,
-                            outcome: .rejected(reason: "the coordinator cannot read this report: \(bad.error)"))
+                            outcome: .rejected(reason: "the coordinator cannot read this report: \(bad.error)"), claim: claim)
                     }
                     let pending = due.ready
                     let now = ContinuousClock.now
@@ -99,11 +110,15 @@ public struct Verifier: Service {
                     }
                     let live = Set(pending.map(\.epoch))
                     // Reports due already are running or waiting for room (a finishing check notifies): only later
-                    // retries set the wake-up time.
-                    let next = postponed.withLock { table -> ContinuousClock.Instant? in
+                    // retries, and claims of other replicas running out, set the wake-up time.
+                    let retry = postponed.withLock { table -> ContinuousClock.Instant? in
                         table = table.filter { live.contains($0.key) }
                         return table.values.map(\.nextTry).filter { $0 > now }.min()
                     }
+                    let takeover = due.nextClaimExpiry.map { expiry in
+                        ContinuousClock.now + .seconds(max(0.5, expiry.timeIntervalSince(store.currentTime()) + 0.05))
+                    }
+                    let next = [retry, takeover].compactMap { $0 }.min()
                     await notifier.wait(for: .verification, after: generation, until: next ?? .now + .seconds(30))
                 }
             }
@@ -118,15 +133,35 @@ public struct Verifier: Service {
         return Set(names)
     }
 
+    /// Claims the report, checks it while renewing the claim, and records the outcome (fenced by the claim).
     func verify(_ pending: PendingVerification) async {
+        let claim: VerificationClaim
+        do {
+            guard let taken = try await store.claimVerification(jobId: pending.jobId, epoch: pending.epoch) else {
+                // Another replica checks it (its claim runs out if that replica dies), or it was decided meanwhile.
+                logger.debug("the report is another replica's to verify", metadata: ["job": "\(pending.jobId)"])
+                return
+            }
+            claim = taken
+        } catch {
+            logger.error("claiming a report to verify failed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
+            delay(pending)
+            return
+        }
         metrics.increment("manifold_verifications_total")
         let outcome: VerificationOutcome
         var canonical: String? = nil
         do {
-            canonical = try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
-                try await check(pending)
+            canonical = try await holding(claim) {
+                try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
+                    try await check(pending, claim: claim)
+                }
             }
             outcome = .verified
+        } catch let lost as VerificationClaimLost {
+            logger.warning("stopped verifying a report", metadata: ["job": "\(pending.jobId)", "reason": "\(lost)"])
+            postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
+            return
         } catch let error as AssemblyError {
             outcome = .rejected(reason: error.description)
         } catch let error as ImageReferenceError {
@@ -148,24 +183,68 @@ public struct Verifier: Service {
                 outcome = .rejected(reason: reason)
             }
         } catch is CancellationError {
-            return  // shutting down: checked again after the restart
+            // Shutting down: another replica (or this one after its restart) checks the report, at once.
+            try? await store.releaseVerificationClaim(claim)
+            return
         } catch {
             guard let reason = await postpone(pending, error: error) else { return }
             outcome = .rejected(reason: reason)
         }
         postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
         do {
-            try await store.recordVerification(
-                jobId: pending.jobId, epoch: pending.epoch, outcome: outcome, canonicalReference: canonical)
+            let recorded = try await store.recordVerification(
+                jobId: pending.jobId, epoch: pending.epoch, outcome: outcome, canonicalReference: canonical, claim: claim)
+            if !recorded {
+                logger.info(
+                    "the outcome of a check was not recorded: another replica took the report over, or it was decided",
+                    metadata: ["job": "\(pending.jobId)"])
+            }
             notifier.notify([.publication, .progress, .work])
         } catch {
             logger.error("recording a verification failed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
         }
     }
 
-    /// Checks the platform and makes the image exist under its child tag in the build's repository.
-    /// Returns the reference the list is assembled from when it differs from the reported one.
-    func check(_ pending: PendingVerification) async throws -> String? {
+    /// Runs `body` (the check) while renewing `claim` every ``claimRenewal``; when the claim is lost (another
+    /// replica took the report over after it ran out), `body` is cancelled and ``VerificationClaimLost`` thrown.
+    /// A renewal the database refuses for a moment is tried again; the fenced writes keep a late result out.
+    func holding<T: Sendable>(
+        _ claim: VerificationClaim, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                var current = claim
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: claimRenewal)
+                    if Task.isCancelled { break }
+                    do {
+                        guard let renewed = try await store.renewVerificationClaim(current) else {
+                            throw VerificationClaimLost(jobId: claim.jobId, epoch: claim.epoch)
+                        }
+                        current = renewed
+                    } catch let lost as VerificationClaimLost {
+                        throw lost
+                    } catch {
+                        logger.warning(
+                            "renewing a verification claim failed; trying again",
+                            metadata: ["job": "\(claim.jobId)", "error": "\(error)"])
+                    }
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let value = result { return value }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// Checks the platform and makes the image exist under its child tag in the build's repository, the tag only
+    /// while this replica still holds `claim`. Returns the reference the list is assembled from when it differs
+    /// from the reported one.
+    func check(_ pending: PendingVerification, claim: VerificationClaim) async throws -> String? {
         let target = try ImageReference(parsing: pending.image)
         let reported = try ImageReference(parsing: pending.imageReference)
         let source = try reported.withDigest(pending.digest)
@@ -197,12 +276,13 @@ public struct Verifier: Service {
             }
         }
         // Only the coordinator writes the stable child tag, after the checks above and a claim right before the
-        // PUT (the attempt still current, the build not cancelled, no later build holding the tag); a tag that
-        // already names this very manifest is left alone (no re-push racing another list's push).
+        // PUT (the attempt still current, this replica still holding the report, the build not cancelled, no later
+        // build holding the tag); a tag that already names this very manifest is left alone (no re-push racing
+        // another list's push).
         if try await destination.headManifest(repository: target.repository, reference: pending.childTag)?.digest
             != manifest.digest,
             try await store.claimChildTag(
-                jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest)
+                jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest, claim: claim)
         {
             _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
         }
@@ -216,6 +296,17 @@ public struct Verifier: Service {
             let found = try? await client.headManifest(repository: reported.repository, reference: pending.digest.description)
         else { return false }
         return found.digest == pending.digest
+    }
+
+    /// Holds a report back for one `retryDelay` after this replica could not even claim it (the database refused),
+    /// so a failing database is not asked again in a tight loop.
+    func delay(_ pending: PendingVerification) {
+        let now = ContinuousClock.now
+        postponed.withLock { table in
+            var entry = table[pending.epoch] ?? Postponement(since: now, failures: 0, nextTry: now)
+            entry.nextTry = now + retryDelay
+            table[pending.epoch] = entry
+        }
     }
 
     /// Records a failed check for a retry with backoff (with an event the first time and every fifth), or
@@ -245,5 +336,16 @@ public struct Verifier: Service {
             notifier.notify(.progress)
         }
         return nil
+    }
+}
+
+/// A check stopped because this replica lost its claim on the report: it ran out and another replica took it over.
+struct VerificationClaimLost: Error, CustomStringConvertible {
+    var jobId: String
+    var epoch: Int64
+
+    var description: String {
+        "another replica took over verifying attempt \(epoch) of job \(jobId) after this replica's claim ran out; "
+            + "that replica decides it"
     }
 }

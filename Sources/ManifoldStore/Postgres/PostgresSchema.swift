@@ -35,6 +35,20 @@ enum PostgresSchema {
             ALTER TABLE outbox ADD COLUMN claimedUntil DOUBLE PRECISION;
             """
         ),
+        // v9: verification claims and the periodic-task row (see SQLiteSchema).
+        (
+            "v9",
+            """
+            ALTER TABLE attempt ADD COLUMN verifyClaimedBy TEXT;
+            ALTER TABLE attempt ADD COLUMN verifyClaimedUntil DOUBLE PRECISION;
+            ALTER TABLE attempt ADD COLUMN verifyClaimToken BIGINT NOT NULL DEFAULT 0;
+            CREATE TABLE periodic_task (
+                name TEXT PRIMARY KEY,
+                lastRunAt DOUBLE PRECISION NOT NULL,
+                runBy TEXT NOT NULL
+            );
+            """
+        ),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

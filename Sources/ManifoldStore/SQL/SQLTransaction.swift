@@ -31,6 +31,16 @@ extension SQLTransaction {
         dialect == .sqlite ? "MAX(\(first), \(second))" : "GREATEST(\(first), \(second))"
     }
 
+    /// Tries to take the lock `lockClass` for the rest of this transaction, without waiting; answers whether it got it.
+    /// On PostgreSQL a transaction-level advisory lock (`pg_try_advisory_xact_lock`), keyed by `lockClass` and the
+    /// current schema (like the migration lock), so stores in other schemas of one database never contend; it ends
+    /// with the transaction, so pooled connections never keep it. On SQLite always granted: one writer at a time.
+    public func tryTransactionLock(_ lockClass: Int32) throws -> Bool {
+        guard dialect == .postgres else { return true }
+        return try Bool.fetchOne(
+            self, sql: "SELECT pg_try_advisory_xact_lock(\(lockClass), hashtext(coalesce(current_schema(), '')))") ?? false
+    }
+
     /// Runs several statements separated by `;`, without arguments (schema changes).
     public func executeScript(_ sql: String) throws {
         for statement in SQLScript.statements(sql) { try query(statement, []) }

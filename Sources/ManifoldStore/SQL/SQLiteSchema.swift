@@ -308,6 +308,23 @@ enum SQLiteSchema {
                     ALTER TABLE outbox ADD COLUMN claimedUntil REAL;
                     """)
         }
+        // v9: claims instead of singletons, for replicas on PostgreSQL. A replica claims a report before checking it
+        // in the registry (`verifyClaimedBy` until `verifyClaimedUntil`); every claim bumps `verifyClaimToken`, so a
+        // replica whose claim was taken over after it expired is fenced off. `periodic_task` records when a task
+        // every replica runs (retention) last ran and where, so it runs once per interval across replicas.
+        migrator.registerMigration("v9") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE attempt ADD COLUMN verifyClaimedBy TEXT;
+                    ALTER TABLE attempt ADD COLUMN verifyClaimedUntil REAL;
+                    ALTER TABLE attempt ADD COLUMN verifyClaimToken INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE periodic_task (
+                        name TEXT PRIMARY KEY,
+                        lastRunAt REAL NOT NULL,
+                        runBy TEXT NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }()
 }

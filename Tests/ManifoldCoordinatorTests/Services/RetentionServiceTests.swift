@@ -74,4 +74,49 @@ import Testing
         // An hour's wait ended by the shutdown: a bound far below it, with room for a loaded machine.
         #expect(ContinuousClock.now - stopping < .seconds(60))
     }
+
+    /// Two replicas on one database (two stores on one SQLite file, each with its own contexts directory): the pass
+    /// over the database runs on one of them per interval; the other sweeps only its own contexts directory.
+    @Test func replicasRunTheDatabasePassOncePerIntervalAndEachSweepsItsOwnContexts() async throws {
+        let scratch = try ScratchDirectory(prefix: "retention-replicas")
+        defer { scratch.remove() }
+        let clock = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+        let path = scratch.file("manifold.db").path
+        var logger = Logger(label: "test.retention")
+        logger.logLevel = .critical
+        func replica(_ name: String) throws -> (Store, ContextDirectory, CoordinatorMetrics, RetentionService) {
+            let store = try Store(path: path, replica: name, now: { clock.withLock { $0 } })
+            let contexts = ContextDirectory(scratch.file("contexts-\(name)"))
+            try FileManager.default.createDirectory(at: contexts.url, withIntermediateDirectories: true)
+            let metrics = CoordinatorMetrics()
+            let service = RetentionService(
+                store: store, policy: CoordinatorSettings.defaults.retentionPolicy, contexts: contexts, metrics: metrics,
+                interval: .seconds(600), logger: logger)
+            return (store, contexts, metrics, service)
+        }
+        let (first, _, firstMetrics, firstService) = try replica("replica-a")
+        let (_, secondContexts, secondMetrics, secondService) = try replica("replica-b")
+        // An interrupted upload on replica b's disk (older than an hour by the store's clock).
+        let leftover = secondContexts.url.appendingPathComponent(".upload-interrupted")
+        try Data("partial".utf8).write(to: leftover)
+
+        await firstService.runOnce()
+        #expect(firstMetrics.render(gauges: []).contains("manifold_retention_runs_total 1\n"))
+        #expect(try await first.lastRun(of: .retention)?.replica == "replica-a")
+
+        // Within the interval replica b leaves the database alone, but still cleans its own directory.
+        clock.withLock { $0 = $0.addingTimeInterval(300) }
+        await secondService.runOnce()
+        #expect(secondMetrics.render(gauges: []).contains("manifold_retention_runs_total 0\n"))
+        #expect(!FileManager.default.fileExists(atPath: leftover.path))
+        #expect(try await first.lastRun(of: .retention)?.replica == "replica-a")
+
+        // Once the interval is over, whichever replica comes first runs the pass.
+        clock.withLock { $0 = $0.addingTimeInterval(300) }
+        await secondService.runOnce()
+        #expect(secondMetrics.render(gauges: []).contains("manifold_retention_runs_total 1\n"))
+        await firstService.runOnce()
+        #expect(firstMetrics.render(gauges: []).contains("manifold_retention_runs_total 1\n"))
+        #expect(try await first.lastRun(of: .retention)?.replica == "replica-b")
+    }
 }
