@@ -13,6 +13,10 @@ import Glibc
 /// The chaos suite: real coordinator, agent and registry processes under faults. Scenarios run one at a time
 /// (their timing figures would mean nothing on a crowded machine); each lives in its own file as an extension.
 /// `deploy/chaos/README.md` says what each proves and how to run one alone.
+///
+/// With `MANIFOLD_TEST_REPLICAS=3` every scenario whose harness does not ask for replicas runs against three replicas
+/// on PostgreSQL behind HAProxy instead of one SQLite coordinator; a scenario that means something else then says so
+/// in its documentation, and one that has no replicated meaning is disabled with the reason.
 @Suite(.serialized) struct ChaosTests {}
 
 /// Settings every scenario's coordinator starts with: short leases so a lost agent is noticed in seconds, and
@@ -30,9 +34,11 @@ enum Chaos {
     ]
     static let repository = "e2e/app"
 
-    /// Prints one figure of a scenario, `chaos: …`, for CI logs and deploy/chaos/README.md.
+    /// Prints one figure of a scenario, `chaos: …` (`chaos: [N replicas] …` when `MANIFOLD_TEST_REPLICAS` replicates
+    /// the coordinator), for CI logs and deploy/chaos/README.md.
     static func figure(_ text: String) {
-        print("chaos: \(text)")
+        let replicas = (try? AgentHarness.replicasFromEnvironment()) ?? 0
+        print("chaos: \(replicas > 0 ? "[\(replicas) replicas] " : "")\(text)")
     }
 
     static func seconds(_ duration: Duration) -> String {
@@ -147,6 +153,18 @@ enum Chaos {
             let attributes = try? FileManager.default.attributesOfItem(atPath: "\(state)/\(name)")
             return total + ((attributes?[.size] as? NSNumber)?.int64Value ?? 0)
         }
+    }
+
+    /// The coordinator's database in bytes: its SQLite files, or with replicas the tables and indexes of its
+    /// PostgreSQL schema.
+    static func databaseBytes(of harness: AgentHarness) throws -> Int64 {
+        guard harness.isReplicated else { return databaseBytes(state: harness.state) }
+        let rows = try harness.query(
+            """
+            SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'
+            """)
+        return Int64(rows.first ?? "") ?? 0
     }
 
     /// `PRAGMA integrity_check` of the coordinator's database, by the sqlite3 CLI (`ok` when sound).

@@ -10,7 +10,9 @@ import Glibc
 
 extension ChaosTests {
     /// The coordinator is killed (SIGKILL) and started again while an agent downloads a 4 MiB context, slowed by
-    /// the TCP fault proxy between them.
+    /// the TCP fault proxy between them. Against replicas (`MANIFOLD_TEST_REPLICAS`), the coordinator killed is the
+    /// replica serving the download: it is killed and restarted while the other replicas serve on, so the agent's
+    /// retry reaches another replica (contexts are in the state directory the replicas share).
     ///
     /// Invariants: the download is retried within the lease, and the build publishes with one attempt.
     @Test func coordinatorRestartedDuringContextDownload() async throws {
@@ -39,9 +41,17 @@ extension ChaosTests {
             try await harness.watch(submitted.id, timeout: .seconds(30)) { $0.jobs[0].phase == "fetching" },
             "the agent never reported fetching")
         try await Task.sleep(for: .seconds(1))
-        harness.stopCoordinator(signal: SIGKILL)
-        try await Task.sleep(for: .seconds(1))
-        try harness.startCoordinator()
+        if harness.isReplicated {
+            let serving = try harness.replicaSendingTheMost(atLeast: 65_536)
+            Chaos.figure("context download served by replica \(serving + 1): killed with SIGKILL")
+            harness.stopReplica(serving, signal: SIGKILL)
+            try await Task.sleep(for: .seconds(1))
+            try harness.startReplica(serving)
+        } else {
+            harness.stopCoordinator(signal: SIGKILL)
+            try await Task.sleep(for: .seconds(1))
+            try harness.startCoordinator()
+        }
         try link.clearRules()
         let final = try await harness.wait(submitted.id, timeout: .seconds(90))
         let contextBytes = try Data(contentsOf: archive).count
@@ -61,7 +71,15 @@ extension ChaosTests {
     ///
     /// Invariants: while full, writes are refused with 507 and a message naming the cause, and `/readyz` is not
     /// ready; once freed, `/readyz` is ready again and the build publishes with one attempt.
-    @Test func stateDirectoryFillsUpMidBuild() async throws {
+    ///
+    /// SQLite only: what fills up is the disk under the SQLite database. Replicas keep their data in PostgreSQL, and
+    /// PostgreSQL running out of disk is another scenario (not covered here).
+    @Test(
+        .disabled(
+            if: AgentHarness.replicatedByEnvironment,
+            "SQLite only: the full disk is the one under the coordinator's SQLite file; replicas keep their data in PostgreSQL"
+        ))
+    func stateDirectoryFillsUpMidBuild() async throws {
         try #require(getuid() == 0, "mounting a tmpfs needs root; run the chaos suite as root (as CI does)")
         let mountPoint = try ScratchDirectory(prefix: "chaos-statefs")
         try runChecked("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mountPoint.path])

@@ -9,6 +9,8 @@ extension ChaosTests {
     ///
     /// Invariants: the build publishes with one attempt; the stored log is within the cap, holds a prefix of what
     /// the builder printed, and ends with a marker line that says the log was cut at the limit.
+    ///
+    /// Against replicas the same: the agent's log chunks reach different replicas, which must share one cap.
     @Test func logCapExceededBySuccessfulBuild() async throws {
         let cap = 65_536
         let harness = try await AgentHarness(
@@ -54,6 +56,9 @@ extension ChaosTests {
     ///
     /// Invariants: every build publishes; each stored log is byte-identical to what the builder printed (agent
     /// lines aside); no attempt fails (one attempt per build).
+    ///
+    /// Against replicas the same, the link in front of HAProxy: a request retried after a cut may reach another
+    /// replica than the first try.
     @Test func lossyLinkBetweenAgentAndCoordinator() async throws {
         let harness = try await AgentHarness("lossy", leaseTTLSeconds: 8, environment: Chaos.environment)
         defer { harness.tearDown() }
@@ -121,7 +126,7 @@ extension ChaosTests {
             "lossy link: \(published)/10 published in \(Chaos.seconds(elapsed)), logs complete at most \(Chaos.seconds(logLag)) after publication; \(connections.count) connections, \(connections.filter(\.cut).count) cut mid-stream, \(connections.filter(\.refused).count) refused"
         )
         Chaos.figure(
-            "soak: after 10 lossy builds db \(Chaos.kib(Chaos.databaseBytes(state: harness.state))), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
+            "soak: after 10 lossy builds db \(Chaos.kib(try Chaos.databaseBytes(of: harness))), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
         )
         // The cuts are random (per new connection, by probability): two is the least that shows the link really
         // dropped requests mid-stream more than once; runs have seen 3 to 11.

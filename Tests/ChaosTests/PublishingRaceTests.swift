@@ -10,6 +10,8 @@ extension ChaosTests {
     ///
     /// Invariant: never a silent push. Either the tag is absent from the registry, or the build says the list was
     /// pushed: it ended published, or it carries a `list.pushed_after_cancel` event.
+    ///
+    /// Against replicas the same: the cancel may reach another replica than the one whose publisher holds the push.
     @Test func cancelWhileTheListPushIsDelayed() async throws {
         let registry = try TestRegistry.start(.http)
         let proxy = try registry.withFaultProxy()
@@ -66,6 +68,8 @@ extension ChaosTests {
     ///
     /// Invariants: `latest` stays on the newer build's list; the older build publishes its own tag and says, with a
     /// `tag.kept` event, that it left `latest` alone.
+    ///
+    /// Against replicas the same: the two builds' publications may be claimed by different replicas.
     @Test func olderBuildFinishingLateKeepsLatestOnTheNewer() async throws {
         let harness = try await AgentHarness("tag-order", leaseTTLSeconds: Chaos.leaseTTLSeconds, environment: Chaos.environment)
         defer { harness.tearDown() }

@@ -11,6 +11,9 @@ extension ChaosTests {
     ///
     /// Invariants: neither build fails while the registry is away; both publish afterwards without anyone doing
     /// anything, and the published list is in the registry.
+    ///
+    /// Against replicas the same: every replica's verifier and publisher meets the outage, and whichever holds the
+    /// claim when the registry is back finishes the work.
     @Test func registryDownDuringVerificationAndPublishing() async throws {
         let registry = try TestRegistry.start(.http)
         let outage = RegistryOutage(registry)

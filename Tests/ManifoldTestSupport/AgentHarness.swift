@@ -51,12 +51,15 @@ public final class AgentHarness: @unchecked Sendable {
     /// (default: in the scratch directory), with `environment` added to its settings.
     ///
     /// With `replicas` > 0 the coordinator is that many `manifold serve` processes on one PostgreSQL database (a
-    /// schema of its own on the test server), sharing one state directory, behind HAProxy at ``port``.
+    /// schema of its own on the test server), sharing one state directory, behind HAProxy at ``port``. Without
+    /// `replicas`, as many as `MANIFOLD_TEST_REPLICAS` says (see ``replicasFromEnvironment()``), else one coordinator on
+    /// SQLite; `replicas: 0` always asks for the SQLite coordinator.
     public init(
         _ name: String, leaseTTLSeconds: Int = 8, registry: TestRegistry? = nil, environment: [String: String] = [:],
         stateDirectory: String? = nil, platforms: [Platform] = [Platform(os: "linux", architecture: "amd64")],
-        replicas: Int = 0
+        replicas: Int? = nil
     ) async throws {
+        let replicas = try replicas ?? Self.replicasFromEnvironment()
         scratch = try ScratchDirectory(prefix: "agent-\(name)")
         self.registry = try registry ?? TestRegistry.start(.http)
         self.platforms = platforms
@@ -103,6 +106,24 @@ public final class AgentHarness: @unchecked Sendable {
         try await waitUntilTheProxyServes()
         try await createSubmitter()
     }
+
+    /// The number of replicas a harness starts when its test does not say: `MANIFOLD_TEST_REPLICAS` (0 or unset: one
+    /// coordinator on SQLite). CI's replicated chaos phase sets it to run the chaos scenarios against three replicas.
+    public static func replicasFromEnvironment() throws -> Int {
+        guard let text = ProcessInfo.processInfo.environment["MANIFOLD_TEST_REPLICAS"], !text.isEmpty else { return 0 }
+        guard let count = Int(text), (0...9).contains(count) else {
+            throw TestEnvironmentError(
+                "MANIFOLD_TEST_REPLICAS is '\(text)'; it must be a number of replicas from 0 (one SQLite coordinator) to 9")
+        }
+        return count
+    }
+
+    /// Whether harnesses that do not ask for replicas start replicas in this test process (`MANIFOLD_TEST_REPLICAS`
+    /// above 0), for a test's `.disabled(if:)` trait. A malformed value counts as no: the harness then throws its error.
+    public static var replicatedByEnvironment: Bool { ((try? replicasFromEnvironment()) ?? 0) > 0 }
+
+    /// Whether this harness's coordinator is replicas on PostgreSQL behind HAProxy.
+    public var isReplicated: Bool { !replicas.isEmpty }
 
     private func createSubmitter() async throws {
         let created = try await CoordinatorProcess.call(
@@ -174,24 +195,54 @@ public final class AgentHarness: @unchecked Sendable {
     public var baseURL: String { "https://127.0.0.1:\(port)" }
     public var image: String { "\(registryHost)/e2e/app" }
 
-    /// Sends `signal` to the coordinator and waits for it to end (SIGKILL after five seconds).
+    /// Sends `signal` to the coordinator and waits for it to end (SIGKILL after five seconds). With replicas: to every
+    /// replica (a full outage; ``stopReplica(_:signal:)`` stops one).
     public func stopCoordinator(signal: Int32 = SIGTERM) {
+        guard replicas.isEmpty else {
+            for index in replicas.indices { stopReplica(index, signal: signal) }
+            return
+        }
         kill(coordinator.process.processIdentifier, signal)
         coordinator.process.stop()
         coordinator.client.shutdown()
     }
 
-    /// Starts the coordinator again on the same port and state directory; its log is `coordinator-N.log`.
+    /// Starts the coordinator again on the same port and state directory; its log is `coordinator-N.log`. With
+    /// replicas: every replica again, each on its port.
     public func startCoordinator() throws {
+        guard replicas.isEmpty else {
+            for index in replicas.indices { try startReplica(index) }
+            return
+        }
         coordinatorRuns += 1
         coordinator = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator-\(coordinatorRuns)",
             environment: environment)
     }
 
-    /// The output of every coordinator run so far, oldest first.
+    /// The replica sending the most bytes on one connection right now, by `ss` (TCP sockets established on its
+    /// port): the one serving a long download. Throws when no replica has sent `atLeast` bytes on one connection.
+    public func replicaSendingTheMost(atLeast minimum: Int) throws -> Int {
+        var best: (replica: Int, bytes: Int)?
+        for (index, replicaPort) in replicaPorts.enumerated() {
+            let sockets = try runChecked("ss", ["-tinH", "state", "established", "( sport = :\(replicaPort) )"])
+            for match in sockets.matches(of: #/bytes_sent:(\d+)/#) {
+                let bytes = Int(match.1) ?? 0
+                if bytes > (best?.bytes ?? -1) { best = (index, bytes) }
+            }
+        }
+        guard let best, best.bytes >= minimum else {
+            throw TestEnvironmentError(
+                "no replica has sent \(minimum) bytes on one connection (most: \(best.map { "\($0.bytes) by replica \($0.replica + 1)" } ?? "none"))"
+            )
+        }
+        return best.replica
+    }
+
+    /// The output of every coordinator run so far, oldest first (with replicas: of every replica's runs).
     public func coordinatorLogs() -> String {
-        (1...max(coordinatorRuns, 1)).map { run in
+        guard replicas.isEmpty else { return replicaLogs() }
+        return (1...max(coordinatorRuns, 1)).map { run in
             let file = scratch.file("coordinator-\(run).log")
             return "== coordinator-\(run) ==\n" + ((try? String(contentsOf: file, encoding: .utf8)) ?? "")
         }.joined(separator: "\n")
