@@ -160,8 +160,9 @@ extension ChaosTests {
     /// An idle agent is stopped (SIGTERM, then in a second round SIGKILL) just before a build is submitted, while
     /// a healthy agent waits for work.
     ///
-    /// Invariants: the healthy agent gets the job within a second of the submit; no attempt is counted against the
-    /// stopped agent (one attempt, `max_attempts: 1` publishes).
+    /// Invariants: the job is granted once, to the healthy agent (never to the stopped agent's dead poll); no
+    /// attempt is counted against the stopped agent (one attempt, `max_attempts: 1` publishes). The wait after the
+    /// submit is printed as a figure.
     ///
     /// Against replicas the same: the stopped agent's poll may have been held by another replica than the one the
     /// submit reaches; that replica must not hand the job to the dead poll.
@@ -200,7 +201,11 @@ extension ChaosTests {
                 }
             }
             Chaos.figure("idle agent stopped with \(round): the coordinator granted the job to \(grants)")
-            #expect(latency <= .seconds(1), "\(round): the healthy agent waited \(Chaos.seconds(latency)); grants: \(grants)")
+            // Never offered to the stopped agent's dead poll (which would cost a grant, then an acknowledge window):
+            // the coordinator granted it once, to the healthy agent. How fast is a figure above, not a bound here.
+            #expect(
+                events.filter { $0.type == "job.assigned" }.map { $0.data["agent"] } == ["healthy"],
+                "\(round): the healthy agent waited \(Chaos.seconds(latency)); grants: \(grants)")
             #expect(final.state == .published, "\(round): \(final)")
             #expect(final.jobs[0].attempts == 1, "\(round): \(final.jobs[0].attempts) attempts")
         }
