@@ -70,19 +70,30 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in try await session.transaction(.read, body) }
     }
 
+    /// Every write transaction of every replica on this schema runs alone: a session advisory lock (class
+    /// ``writerLockClass``, keyed by the schema) is taken before `BEGIN`, so the snapshot already sees the previous
+    /// writer's commit, and released after `COMMIT` or `ROLLBACK` (a lost connection releases it with the session).
+    /// Reads run beside the writer and each other, on their own snapshots.
+    ///
+    /// Why one writer, as on SQLite: with writes side by side, `SERIALIZABLE` aborted a large share of them as
+    /// pivots of read/write dependency cycles — the queue's hot index ranges (`state = 'queued'`, `'running'`,
+    /// `'pending'`) are read and written by nearly every transaction. Measured with deploy/bench/replicas.sh (8 lanes,
+    /// 2 cores): about one transaction in five rolled back, some ran out of retries after 20 tries (a poll or a
+    /// report answered with an error under load), and throughput did not grow with lanes or replicas. Serialized,
+    /// no write is aborted and none fails; replicas share the HTTP, TLS and registry work, not the commits.
     public func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
-        try await sessions.withSession { session in try await session.transaction(.write, body) }
+        try await sessions.withSession { session in try await session.transaction(.write, lock: Self.writerLockClass, body) }
     }
 
-    /// Holds the session-level advisory lock `lock` around the whole transaction (taken before `BEGIN`, so the
-    /// transaction's snapshot already sees the previous holder's commit), released after `COMMIT` or `ROLLBACK`; a lost
-    /// connection releases it with the session. Measured with three replicas leasing at once: without it a lease
-    /// ran out of serialization retries (deploy/bench/replicas.sh).
+    /// Already serialized: every write runs alone (see ``write(_:)``).
     public func writeSerialized<T: Sendable>(
         _ lock: SerializedWrite, _ body: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {
-        try await sessions.withSession { session in try await session.transaction(.write, lock: lock.rawValue, body) }
+        try await write(body)
     }
+
+    /// The advisory lock class of the one writer ("MFWR"); the object key is the schema's `hashtext`.
+    static let writerLockClass: Int32 = 0x4D46_5752
 
     /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
     /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.

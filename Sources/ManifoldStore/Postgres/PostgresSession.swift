@@ -48,7 +48,7 @@ actor PostgresSession {
     }
 
     func transaction<T: Sendable>(
-        _ kind: TransactionKind, lock: Int64? = nil, _ body: @Sendable (SQLTransaction) throws -> T
+        _ kind: TransactionKind, lock: Int32? = nil, _ body: @Sendable (SQLTransaction) throws -> T
     ) throws -> T {
         var serializationFailures = 0
         var reconnects = 0
@@ -60,12 +60,15 @@ actor PostgresSession {
             /// Releases the advisory lock; a connection that cannot is not reused (the lock ends with it).
             func unlock() {
                 guard locked, !transaction.connectionLost else { return }
-                do { try transaction.query("SELECT pg_advisory_unlock(\(lock ?? 0))", []) } catch { drop(connection) }
+                do {
+                    try transaction.query("SELECT pg_advisory_unlock(\(lock ?? 0), hashtext(current_schema()))", [])
+                } catch { drop(connection) }
                 locked = false
             }
             do {
                 if let lock {
-                    try transaction.query("SELECT pg_advisory_lock(\(lock))", [])
+                    // Keyed by the schema as well: stores in other schemas of the database do not wait for it.
+                    try transaction.query("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", [])
                     locked = true
                 }
                 try transaction.control(kind.begin)
