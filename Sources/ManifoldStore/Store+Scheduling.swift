@@ -55,7 +55,7 @@ extension Store {
     /// submission order (FIFO across builds); a job no agent can take never blocks the ones behind it.
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
-        return try await write(serialized: .lease) { db -> Lease? in
+        return try await write { db -> Lease? in
             let offer = try self.agentOffer(db, agentId: agentId, poll: poll)
             try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels)
             guard let stateRaw = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId]) else {

@@ -81,12 +81,9 @@ public final class Store: Sendable {
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
-    func write<T: Sendable>(
-        serialized lock: SerializedWrite? = nil, _ updates: @Sendable (SQLTransaction) throws -> T
-    ) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         do {
-            let value =
-                if let lock { try await backend.writeSerialized(lock, updates) } else { try await backend.write(updates) }
+            let value = try await backend.write(updates)
             writeHealth.succeeded(at: now())
             return value
         } catch SQLError.storage(let reason) {

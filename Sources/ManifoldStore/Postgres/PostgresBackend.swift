@@ -85,13 +85,6 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in try await session.transaction(.write, lock: Self.writerLockClass, body) }
     }
 
-    /// Already serialized: every write runs alone (see ``write(_:)``).
-    public func writeSerialized<T: Sendable>(
-        _ lock: SerializedWrite, _ body: @Sendable (SQLTransaction) throws -> T
-    ) async throws -> T {
-        try await write(body)
-    }
-
     /// The advisory lock class of the one writer ("MFWR"); the object key is the schema's `hashtext`.
     static let writerLockClass: Int32 = 0x4D46_5752
 

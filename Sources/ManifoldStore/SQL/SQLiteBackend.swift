@@ -55,13 +55,6 @@ public final class SQLiteBackend: StoreBackend {
         }
     }
 
-    /// SQLite has one writer: every write is already serialized.
-    public func writeSerialized<T: Sendable>(
-        _ lock: SerializedWrite, _ body: @Sendable (SQLTransaction) throws -> T
-    ) async throws -> T {
-        try await write(body)
-    }
-
     public func migrate() async throws {
         do {
             let applied = try await pool.read { db in try SQLiteSchema.migrator.appliedIdentifiers(db) }

@@ -14,11 +14,6 @@ public protocol StoreBackend: Sendable {
     /// `body` changes nothing outside the database.
     func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
-    /// ``write(_:)`` for the queue's hottest transaction (leasing), which reads every queued job: on an engine shared by
-    /// replicas these run one at a time across all of them, so concurrent leases never abort each other as
-    /// serialization conflicts. `lock` names the kind of transaction serialized.
-    func writeSerialized<T: Sendable>(_ lock: SerializedWrite, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
-
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
     /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
     func migrate() async throws
@@ -29,12 +24,6 @@ public protocol StoreBackend: Sendable {
 
     /// Ends the backend's connections; the store is not used afterwards.
     func close() async
-}
-
-/// Kinds of writes a shared engine runs one at a time across replicas.
-public enum SerializedWrite: Int64, Sendable {
-    /// `lease`: hands out queued jobs (advisory lock key "MFLEASE1").
-    case lease = 0x4D46_4C45_4153_4531
 }
 
 /// The schema versions this build knows, in order; a database that has applied any other is newer than this build.
