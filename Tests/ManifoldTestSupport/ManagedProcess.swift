@@ -52,18 +52,29 @@ public final class ManagedProcess: @unchecked Sendable {
         (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
     }
 
-    /// Sends SIGTERM, waits up to five seconds, then SIGKILL.
+    /// Sends SIGTERM, waits up to five seconds, then SIGKILL and waits up to ten more. Never waits longer: a process
+    /// whose end Foundation does not see (it stays "running") is left, named in the test's output, rather than
+    /// holding the test and the thread it runs on forever.
     public func stop() {
         lock.lock()
         defer { lock.unlock() }
         guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if Self.wait(for: process, seconds: 5) { return }
+        kill(process.processIdentifier, SIGKILL)
+        if !Self.wait(for: process, seconds: 10) {
+            print("ManagedProcess: \(name) (pid \(process.processIdentifier)) still running 10 s after SIGKILL")
         }
+    }
+
+    /// Polls until `process` has ended or `seconds` have passed; whether it ended.
+    static func wait(for process: Process, seconds: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            guard Date() < deadline else { return false }
+            usleep(10_000)
+        }
+        return true
     }
 
     /// Finds an executable on PATH, failing with a message that names the Debian package to install.
@@ -157,10 +168,13 @@ public struct ScratchDirectory: Sendable {
     }
 }
 
-/// Runs a command to completion and returns its status and output (for openssl, skopeo, htpasswd).
+/// Runs a command to completion and returns its status and output (for openssl, skopeo, htpasswd). A command still
+/// running after `timeout` seconds is killed and reported as an error with what it printed, so a stuck tool (or a
+/// daemon it left holding the output pipe) fails its test instead of hanging the whole run.
 @discardableResult
 public func runCommand(
-    _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil
+    _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil,
+    timeout: TimeInterval = 300
 ) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try ManagedProcess.resolve(executable))
@@ -173,20 +187,52 @@ public func runCommand(
     process.standardError = err
     process.standardInput = inPipe
     try process.run()
+    // Both pipes are read on threads of their own, so a chatty child never blocks on a full pipe and the wait below
+    // can give up.
+    let output = CommandOutput()
+    let group = DispatchGroup()
+    for (pipe, isStdout) in [(out, true), (err, false)] {
+        group.enter()
+        Thread.detachNewThread {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            output.store(data, stdout: isStdout)
+            group.leave()
+        }
+    }
     if let input { inPipe.fileHandleForWriting.write(input) }
     try inPipe.fileHandleForWriting.close()
-    // Read both pipes concurrently so a chatty child never blocks on a full pipe.
-    nonisolated(unsafe) var stderrData = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        stderrData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
+    let description = ([executable] + arguments).joined(separator: " ")
+    let deadline = Date().addingTimeInterval(timeout)
+    guard group.wait(timeout: .now() + timeout) == .success,
+        ManagedProcess.wait(for: process, seconds: max(1, deadline.timeIntervalSinceNow))
+    else {
+        kill(process.processIdentifier, SIGKILL)
+        _ = ManagedProcess.wait(for: process, seconds: 5)
+        let (stdout, stderr) = output.text()
+        throw TestEnvironmentError("\(description) did not finish within \(Int(timeout)) s; killed\n\(stderr)\(stdout)")
     }
-    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: stdoutData, as: UTF8.self), String(decoding: stderrData, as: UTF8.self))
+    let (stdout, stderr) = output.text()
+    return (process.terminationStatus, stdout, stderr)
+}
+
+/// What a command printed, filled in by its reader threads.
+private final class CommandOutput: @unchecked Sendable {
+    // Safe: every access takes `lock`.
+    private let lock = NSLock()
+    private var stdout = Data()
+    private var stderr = Data()
+
+    func store(_ data: Data, stdout isStdout: Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        if isStdout { stdout = data } else { stderr = data }
+    }
+
+    func text() -> (stdout: String, stderr: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
 }
 
 /// Like `runCommand`, but throws with the command's stderr when it exits non-zero.

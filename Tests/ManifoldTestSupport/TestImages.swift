@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldCore
 
 /// Content-addressed bytes: a config, a layer or a manifest.
 public struct TestBlob: Sendable, Equatable {
@@ -138,14 +139,12 @@ public struct TestImage: Sendable {
     }
 }
 
-/// SHA-256 digests through the `sha256sum` CLI (tests only; Foundation on Linux has no hashing).
+/// SHA-256 digests of test blobs, with the project's hashing (checked against OpenSSL and the NIST vectors in
+/// `DigestTests`); the registry recomputes every digest it is sent, so a wrong one here would fail the push.
 public enum TestDigest {
     /// `sha256:<hex>` of `data`.
     public static func sha256(_ data: Data) throws -> String {
-        let output = try runChecked("sha256sum", ["-b"], input: data)
-        let hex = output.prefix(while: { $0.isHexDigit })
-        guard hex.count == 64 else { throw TestEnvironmentError("unexpected sha256sum output: \(output)") }
-        return "sha256:\(hex)"
+        Digest.compute(of: data).description
     }
 }
 

@@ -23,9 +23,9 @@ if [ -n "$swift_version" ]; then
 fi
 
 PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
-    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux strace uidmap passwd systemd iproute2)
+    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux strace uidmap passwd systemd iproute2 gdb)
 COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum sqlite3 mount dd strace
-    newuidmap newgidmap useradd usermod runuser systemd-analyze ss)
+    newuidmap newgidmap useradd usermod runuser systemd-analyze ss gdb stdbuf)
 LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev zlib1g-dev)
 
 missing_commands=()
