@@ -93,20 +93,8 @@ extension Store {
                     db, epoch: epoch, jobId: held["jobId"], reason: "the lease could not be handed out again",
                     counted: false, at: at)
             }
-            let offers = offer.platforms
-            let candidates = try SQLRow.fetchAll(
-                db,
-                sql: """
-                    SELECT job.id, job.buildId, job.spec, job.attempts, job.platform FROM job
-                    JOIN build ON build.id = job.buildId
-                    WHERE job.state = 'queued' AND job.notBefore <= ? AND build.state IN ('queued', 'running')
-                    ORDER BY job.buildSeq, job.seq
-                    """, arguments: [Store.timestamp(at)])
-            for candidate in candidates {
-                let platformSpec = try Store.decode(PlatformSpec.self, candidate["spec"])
-                guard offers.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { continue }
-                let required = platformSpec.agentLabels ?? [:]
-                guard required.allSatisfy({ offer.labels[$0.key] == $0.value }) else { continue }
+            for candidate in try self.queuedJobs(db, at: at) {
+                guard let platformSpec = try Self.offered(candidate, to: offer) else { continue }
                 switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
                 case .secrets(let secrets):
                     return try self.grant(
@@ -118,6 +106,50 @@ extension Store {
             }
             return nil
         }
+    }
+
+    /// Whether ``lease(agentId:poll:)`` might hand this agent something now: a grant it has not confirmed, or a queued
+    /// job its platforms and labels can take. Read only, so a held poll woken by work meant for other agents costs a
+    /// read rather than a write (and a commit) each time; a `true` only means the write is worth trying.
+    public func mayLease(agentId: String, poll: PollRequest) async throws -> Bool {
+        let at = now()
+        return try await backend.read { db -> Bool in
+            let offer = try self.agentOffer(db, agentId: agentId, poll: poll)
+            let state = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId])
+            guard state.flatMap(AgentState.init(rawValue:)) == .active else { return false }
+            let unconfirmed = try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*) FROM attempt
+                    WHERE agentId = ? AND state = 'running' AND acknowledgedAt IS NULL AND cancelRequested = 0
+                    """, arguments: [agentId])
+            if (unconfirmed ?? 0) > 0 { return true }
+            return try self.queuedJobs(db, at: at).contains { try Self.offered($0, to: offer) != nil }
+        }
+    }
+
+    /// Queued jobs of open builds that may start at `at`, in the order they are handed out.
+    func queuedJobs(_ db: SQLTransaction, at: Date) throws -> [SQLRow] {
+        try SQLRow.fetchAll(
+            db,
+            sql: """
+                SELECT job.id, job.buildId, job.spec, job.attempts, job.platform FROM job
+                JOIN build ON build.id = job.buildId
+                WHERE job.state = 'queued' AND job.notBefore <= ? AND build.state IN ('queued', 'running')
+                ORDER BY job.buildSeq, job.seq
+                """, arguments: [Store.timestamp(at)])
+    }
+
+    /// The job's platform spec when an agent offering `offer` can take it: one of its platforms satisfies the job's
+    /// and it carries every label the job requires.
+    static func offered(
+        _ job: SQLRow, to offer: (platforms: [Platform], labels: [String: String])
+    ) throws -> PlatformSpec? {
+        let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
+        guard offer.platforms.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { return nil }
+        let required = platformSpec.agentLabels ?? [:]
+        guard required.allSatisfy({ offer.labels[$0.key] == $0.value }) else { return nil }
+        return platformSpec
     }
 
     /// What a lease of a job of `buildId` can carry to the polling agent.

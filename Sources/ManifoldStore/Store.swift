@@ -14,6 +14,7 @@ public final class Store: Sendable {
     public let settings: StoreSettings
     /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
     public let writeHealth = WriteHealth()
+    private let committedWrites = Atomic<Int>(0)
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
 
@@ -78,12 +79,17 @@ public final class Store: Sendable {
         return try sqlite.synchronousModes()
     }
 
+    /// Write transactions this store committed since it was opened (for metrics and for tests that check which paths
+    /// write).
+    public var writesCommitted: Int { committedWrites.load(ordering: .relaxed) }
+
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
     func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         do {
             let value = try await backend.write(updates)
+            committedWrites.add(1, ordering: .relaxed)
             writeHealth.succeeded(at: now())
             return value
         } catch SQLError.storage(let reason) {

@@ -128,6 +128,38 @@ import Testing
         #expect(try await fixture.poll(gpu) != nil)
     }
 
+    /// The read a held poll makes when it is woken: true exactly when the lease write could hand it something, and
+    /// never a write itself.
+    @Test func aWokenPollReadsWhetherAnythingIsThereForItWithoutWriting() async throws {
+        let fixture = try await StoreFixture()
+        let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
+        let gpu = try await fixture.join("gpu", platforms: ["linux/amd64"], labels: ["gpu": "yes"])
+        func mayLease(_ agent: AgentView) async throws -> Bool {
+            try await fixture.store.mayLease(
+                agentId: agent.id,
+                poll: PollRequest(platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test"))
+        }
+        #expect(try await mayLease(arm) == false)
+        _ = try await fixture.submit(platforms: ["linux/amd64"], agentLabels: ["gpu": "no"])
+        _ = try await fixture.submit(platforms: ["windows/amd64"])
+        #expect(try await mayLease(arm) == false)
+        #expect(try await mayLease(gpu) == false)
+        let submitted = fixture.store.writesCommitted
+        for _ in 0..<20 { _ = try await mayLease(arm) }
+        #expect(fixture.store.writesCommitted == submitted)
+
+        _ = try await fixture.submit(platforms: ["linux/arm64/v8"])
+        #expect(try await mayLease(arm))
+        // A grant the agent has not confirmed is handed out again by the next poll: worth the write.
+        #expect(try await fixture.poll(arm, confirm: false) != nil)
+        #expect(try await mayLease(arm))
+        // Nothing for an agent that is not active, whatever is queued.
+        _ = try await fixture.submit(platforms: ["linux/amd64"], agentLabels: ["gpu": "yes"])
+        #expect(try await mayLease(gpu))
+        try await fixture.store.setAgentState("gpu", to: .draining)
+        #expect(try await mayLease(gpu) == false)
+    }
+
     @Test func heartbeatsExtendTheLeaseAndStaleCallsAreRefused() async throws {
         let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/amd64"])

@@ -122,12 +122,17 @@ extension CoordinatorAPI {
     }
 
     /// Holds the poll until a job this agent can take appears (woken by notification), the poll timeout
-    /// passes, or the agent disconnects.
+    /// passes, or the agent disconnects. The poll's arrival is written once (the lease attempt records the agent's
+    /// offer and when it was last seen); after that a wake-up first reads whether anything is there for this agent,
+    /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write.
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
+        var arrived = true
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
-            if let lease = try await store.lease(agentId: agentId, poll: poll) {
+            let worthWriting = arrived ? true : try await store.mayLease(agentId: agentId, poll: poll)
+            arrived = false
+            if worthWriting, let lease = try await store.lease(agentId: agentId, poll: poll) {
                 notifier.notify(.progress)
                 return lease
             }

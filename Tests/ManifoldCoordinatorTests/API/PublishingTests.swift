@@ -137,6 +137,40 @@ import Testing
         await fixture.stop()
     }
 
+    /// Work for another platform wakes a held poll, which reads that nothing is there for it and waits again without
+    /// writing: the agent's row (its last-seen time) keeps the value the poll's arrival wrote.
+    @Test func workForOthersWakesAHeldPollWithoutAWrite() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 90 }
+        let submitter = try await fixture.token(.submitter)
+        let viewer = try await fixture.token(.viewer)
+        let agent = try await fixture.joinAgent("arm-waiter", platforms: ["linux/arm64"])
+        func lastSeen() async throws -> Date? {
+            let agents = try await fixture.call("GET", "/api/v1/agents", token: viewer).decode([AgentView].self)
+            return agents.first { $0.id == agent.id }?.lastSeenAt
+        }
+        // The API shows times to the second: each step below starts in a later second than the last write.
+        let joined = try await lastSeen()
+        try await Task.sleep(for: .milliseconds(1100))
+        async let poll = fixture.poll(agent.secret, platforms: ["linux/arm64"], timeout: .seconds(120))
+        var arrival = joined
+        let waitedFrom = ContinuousClock.now
+        while arrival == joined, ContinuousClock.now - waitedFrom < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(50))
+            arrival = try await lastSeen()
+        }
+        #expect(arrival != joined, "the poll's arrival was never recorded")
+        try await Task.sleep(for: .milliseconds(1100))
+        for index in 0..<5 {
+            _ = try await fixture.submit(submitter, image: "127.0.0.1:1/others/app\(index)", platforms: ["linux/amd64"])
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await lastSeen() == arrival)
+        // Still held, and still woken by work it can take.
+        _ = try await fixture.submit(submitter, image: "127.0.0.1:1/mine/app", platforms: ["linux/arm64"])
+        #expect(try await poll.decode(PollResponse.self).lease != nil)
+        await fixture.stop()
+    }
+
     @Test func eventsStreamAsServerSentEventsAndResume() async throws {
         let fixture = try await CoordinatorFixture.start()
         let submitter = try await fixture.token(.submitter)
