@@ -128,6 +128,12 @@ extension Store {
         }
     }
 
+    /// What a poll can take: its platforms and labels narrowed by the agent's pool (the rule ``lease(agentId:poll:)``
+    /// applies). Read only; a poll the pool refuses is refused here too.
+    public func agentOffer(agentId: String, poll: PollRequest) async throws -> (platforms: [Platform], labels: [String: String]) {
+        try await backend.read { db in try self.agentOffer(db, agentId: agentId, poll: poll) }
+    }
+
     /// Queued jobs of open builds that may start at `at`, in the order they are handed out.
     func queuedJobs(_ db: SQLTransaction, at: Date) throws -> [SQLRow] {
         try SQLRow.fetchAll(

@@ -125,14 +125,22 @@ extension CoordinatorAPI {
     /// passes, or the agent disconnects. The poll's arrival is written once (the lease attempt records the agent's
     /// offer and when it was last seen); after that a wake-up first reads whether anything is there for this agent,
     /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write.
+    /// New builds wake only as many held polls as they have jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
         var arrived = true
+        var offer: WorkNotifier.WorkOffer?
+        // A poll woken for a job that ends before it has tried to lease (its agent went away, or the store failed)
+        // passes the wake-up on to the others.
+        var woken = false
+        defer { if woken { notifier.notifyHere(.work) } }
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
             let worthWriting = arrived ? true : try await store.mayLease(agentId: agentId, poll: poll)
             arrived = false
-            if worthWriting, let lease = try await store.lease(agentId: agentId, poll: poll) {
+            let lease = worthWriting ? try await store.lease(agentId: agentId, poll: poll) : nil
+            woken = false
+            if let lease {
                 notifier.notify(.progress)
                 return lease
             }
@@ -142,7 +150,12 @@ extension CoordinatorAPI {
                 let delay = next.timeIntervalSinceNow
                 if delay > 0 { wakeAt = min(wakeAt, .now + .milliseconds(Int64(delay * 1000) + 10)) }
             }
-            await notifier.wait(for: .work, after: generation, until: wakeAt)
+            if offer == nil {
+                let offered = try await store.agentOffer(agentId: agentId, poll: poll)
+                offer = WorkNotifier.WorkOffer(platforms: offered.platforms, labels: offered.labels)
+            }
+            await notifier.wait(for: .work, after: generation, until: wakeAt, offer: offer)
+            woken = true
         }
         return nil
     }

@@ -26,7 +26,9 @@ extension CoordinatorAPI {
             let build = try await store.submitBuild(
                 spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
             metrics.increment("manifold_builds_submitted_total")
-            notifier.notify([.work, .progress])
+            notifier.notifyWork(
+                spec.platforms.map { WorkNotifier.WorkHint(platform: $0.platform, labels: $0.agentLabels ?? [:]) },
+                also: .progress)
             context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
             return try Self.json(build, status: .created)
         }

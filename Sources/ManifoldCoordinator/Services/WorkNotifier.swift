@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldCore
 import Synchronization
 
 /// Wakes waiters when something they care about changed. Each waiter names its topics, so a log chunk
@@ -21,9 +22,39 @@ public final class WorkNotifier: Sendable {
         public static let all: Topics = [.work, .progress, .verification, .publication]
     }
 
+    /// A job that became available: what a held poll needs to offer to take it.
+    public struct WorkHint: Sendable, Hashable {
+        public var platform: Platform
+        public var labels: [String: String]
+
+        public init(platform: Platform, labels: [String: String] = [:]) {
+            self.platform = platform
+            self.labels = labels
+        }
+    }
+
+    /// What a held poll can take: the platforms and labels its agent offers (after its pool's narrowing).
+    public struct WorkOffer: Sendable, Hashable {
+        public var platforms: [Platform]
+        public var labels: [String: String]
+
+        public init(platforms: [Platform], labels: [String: String]) {
+            self.platforms = platforms
+            self.labels = labels
+        }
+
+        /// The store's matching rule: one offered platform satisfies the job's, and every label it requires is offered.
+        public func accepts(_ hint: WorkHint) -> Bool {
+            platforms.contains { hint.platform.isSatisfied(by: $0) }
+                && hint.labels.allSatisfy { labels[$0.key] == $0.value }
+        }
+    }
+
     private struct Waiter {
         var topics: Topics
         var continuation: CheckedContinuation<Void, Never>
+        /// For held polls: what the poll can take, so work with hints wakes only as many as can take it.
+        var offer: WorkOffer?
     }
 
     private struct State {
@@ -63,6 +94,33 @@ public final class WorkNotifier: Sendable {
         for continuation in woken { continuation.resume() }
     }
 
+    /// New jobs, one hint each: wakes, of the held polls that can take them, the longest-waiting one per job (and
+    /// every waiter of `.work` that gave no offer), plus the waiters of `topics`. The other replicas hear a plain `.work`
+    /// and wake all their polls, which read before they write. A poll woken this way that ends without trying to
+    /// lease (its agent went away) passes the wake-up on with ``notifyHere(_:)``.
+    public func notifyWork(_ hints: [WorkHint], also topics: Topics = []) {
+        relay.withLock { $0 }?(topics.union(.work))
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            for bit in 0..<4 where topics.union(.work).contains(Topics(rawValue: 1 << bit)) { state.generations[bit] &+= 1 }
+            var ids = state.waiters.filter { entry in
+                !entry.value.topics.isDisjoint(with: topics) || (entry.value.topics.contains(.work) && entry.value.offer == nil)
+            }.map(\.key)
+            var chosen = Set(ids)
+            let polls = state.waiters.filter {
+                !chosen.contains($0.key) && $0.value.offer != nil && $0.value.topics.contains(.work)
+            }
+            .sorted { $0.key < $1.key }
+            for hint in hints {
+                guard let poll = polls.first(where: { !chosen.contains($0.key) && $0.value.offer?.accepts(hint) == true })
+                else { continue }
+                chosen.insert(poll.key)
+                ids.append(poll.key)
+            }
+            return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
     /// Wakes every waiter.
     public func notifyAll() { notify(.all) }
 
@@ -75,12 +133,18 @@ public final class WorkNotifier: Sendable {
 
     public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
+    /// How many waits are registered right now (tests wait for their waiters to be in place).
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
     /// The current generation of `topics`; pass it to `wait(for:after:until:)` so a notification between a
     /// check and the wait is not missed.
     public func generation(of topics: Topics) -> UInt64 { state.withLock { $0.generation(of: topics) } }
 
-    /// Returns when `topics` were notified after `generation`, at `deadline`, or when the task is cancelled.
-    public func wait(for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant) async {
+    /// Returns when `topics` were notified after `generation`, at `deadline`, or when the task is cancelled. A held
+    /// poll passes its `offer`, so work announced with hints wakes it only when it can take some of it.
+    public func wait(
+        for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer? = nil
+    ) async {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiter &+= 1
             return state.nextWaiter
@@ -93,7 +157,7 @@ public final class WorkNotifier: Sendable {
                             if state.generation(of: topics) != generation || state.shuttingDown || Task.isCancelled {
                                 return true
                             }
-                            state.waiters[id] = Waiter(topics: topics, continuation: continuation)
+                            state.waiters[id] = Waiter(topics: topics, continuation: continuation, offer: offer)
                             return false
                         }
                         if resumeNow { continuation.resume() }

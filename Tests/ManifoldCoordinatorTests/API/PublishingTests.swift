@@ -171,6 +171,47 @@ import Testing
         await fixture.stop()
     }
 
+    /// A build with one job wakes one of the held polls that could take it, not all of them: the others are not
+    /// woken at all, so they neither write nor read, and their rows keep the time their arrival wrote.
+    @Test func oneJobWakesOneOfManyHeldPolls() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 10 }
+        let submitter = try await fixture.token(.submitter)
+        let viewer = try await fixture.token(.viewer)
+        var agents: [(id: String, secret: String)] = []
+        for index in 0..<4 { agents.append(try await fixture.joinAgent("held-\(index)", platforms: ["linux/amd64"])) }
+        func lastSeen() async throws -> [String: Date] {
+            let views = try await fixture.call("GET", "/api/v1/agents", token: viewer).decode([AgentView].self)
+            return Dictionary(uniqueKeysWithValues: views.compactMap { view in view.lastSeenAt.map { (view.id, $0) } })
+        }
+        let joined = try await lastSeen()
+        try await Task.sleep(for: .milliseconds(1100))
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for agent in agents {
+                group.addTask {
+                    let reply = try await fixture.poll(agent.secret, platforms: ["linux/amd64"], timeout: .seconds(60))
+                    return reply.status == 200 && (try? reply.decode(PollResponse.self).lease) != nil
+                }
+            }
+            var arrived = try await lastSeen()
+            let waitedFrom = ContinuousClock.now
+            while agents.contains(where: { arrived[$0.id] == joined[$0.id] }), ContinuousClock.now - waitedFrom < .seconds(5) {
+                try await Task.sleep(for: .milliseconds(50))
+                arrived = try await lastSeen()
+            }
+            try await Task.sleep(for: .milliseconds(1100))
+            let build = try await fixture.submit(submitter, image: "127.0.0.1:1/one/app", platforms: ["linux/amd64"])
+            var leases = 0
+            for try await leased in group where leased { leases += 1 }
+            #expect(leases == 1)
+            let after = try await lastSeen()
+            let holder = try await fixture.build(build.id, token: viewer).jobs.first?.agent
+            let untouched = agents.filter { after[$0.id] == arrived[$0.id] }.count
+            // The agent that took the job is seen again (its confirmation); the three others were never woken.
+            #expect(untouched == 3, "holder \(holder ?? "none"); arrived \(arrived); after \(after)")
+        }
+        await fixture.stop()
+    }
+
     @Test func eventsStreamAsServerSentEventsAndResume() async throws {
         let fixture = try await CoordinatorFixture.start()
         let submitter = try await fixture.token(.submitter)
