@@ -47,7 +47,7 @@ public struct ReplicaWakeups: Service {
 
     public func run() async throws {
         let outbox = Outgoing()
-        notifier.relayNotifications { topics in outbox.add(topics) }
+        notifier.relayNotifications { topics, hints in outbox.add(Message(topics: topics, hints: hints)) }
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.send(outbox) }
@@ -60,22 +60,60 @@ public struct ReplicaWakeups: Service {
         outbox.finish()
     }
 
-    /// The text of a message: `REPLICA topic,topic`.
-    static func payload(replica: String, topics: WorkNotifier.Topics) -> String {
-        replica + " " + names.filter { topics.contains($0.topic) }.map(\.name).joined(separator: ",")
+    /// What one `NOTIFY` says: topics and, when every piece of work it carries came with them, the new jobs' hints
+    /// (so each replica wakes one held poll per job instead of all of them).
+    struct Message: Sendable, Equatable {
+        var topics: WorkNotifier.Topics
+        var hints: [WorkNotifier.WorkHint]?
+
+        /// This message and `other` as one: hints survive only if both had them (work without hints wakes all).
+        func merged(with other: Message) -> Message {
+            let work = topics.contains(.work) || other.topics.contains(.work)
+            var hints: [WorkNotifier.WorkHint]?
+            if work {
+                let mine = topics.contains(.work) ? self.hints : []
+                let theirs = other.topics.contains(.work) ? other.hints : []
+                if let mine, let theirs, mine.count + theirs.count <= ReplicaWakeups.maxHints { hints = mine + theirs }
+            }
+            return Message(topics: topics.union(other.topics), hints: hints)
+        }
     }
 
-    /// The topics of a message from another replica; nil for this replica's own messages and for text that is not
-    /// a message.
-    static func topics(of payload: String, ignoring replica: String) -> WorkNotifier.Topics? {
-        let parts = payload.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0] != replica[...] else { return nil }
+    /// More new jobs than this in one message, and the replicas wake all their polls instead.
+    static let maxHints = 64
+
+    /// The text of a message: `REPLICA topic,topic`, then ` ` and the hints as JSON when there are any and they fit
+    /// PostgreSQL's 8000-byte payload limit.
+    static func payload(replica: String, topics: WorkNotifier.Topics, hints: [WorkNotifier.WorkHint]? = nil) -> String {
+        let text = replica + " " + names.filter { topics.contains($0.topic) }.map(\.name).joined(separator: ",")
+        guard topics.contains(.work), let hints, !hints.isEmpty,
+            let json = try? JSONEncoder().encode(hints), text.utf8.count + 1 + json.count <= 7_900
+        else { return text }
+        return text + " " + String(decoding: json, as: UTF8.self)
+    }
+
+    /// The message from another replica; nil for this replica's own messages and for text that is not a message.
+    /// Hints that do not parse count as none: every poll wakes, which is always safe.
+    static func message(of payload: String, ignoring replica: String) -> Message? {
+        let parts = payload.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0] != replica[...] else { return nil }
         var topics: WorkNotifier.Topics = []
         for name in parts[1].split(separator: ",") {
             guard let known = names.first(where: { $0.name == name }) else { continue }
             topics.insert(known.topic)
         }
-        return topics.isEmpty ? nil : topics
+        guard !topics.isEmpty else { return nil }
+        var hints: [WorkNotifier.WorkHint]?
+        if parts.count == 3, topics.contains(.work) {
+            hints = try? JSONDecoder().decode([WorkNotifier.WorkHint].self, from: Data(parts[2].utf8))
+            if hints?.isEmpty == true { hints = nil }
+        }
+        return Message(topics: topics, hints: hints)
+    }
+
+    /// The topics of a message from another replica (see ``message(of:ignoring:)``).
+    static func topics(of payload: String, ignoring replica: String) -> WorkNotifier.Topics? {
+        message(of: payload, ignoring: replica)?.topics
     }
 
     static let names: [(name: Substring, topic: WorkNotifier.Topics)] = [
@@ -83,9 +121,9 @@ public struct ReplicaWakeups: Service {
     ]
 
     private func send(_ outbox: Outgoing) async {
-        while let topics = await outbox.next() {
+        while let message = await outbox.next() {
             do {
-                try await channel.publish(Self.payload(replica: replica, topics: topics))
+                try await channel.publish(Self.payload(replica: replica, topics: message.topics, hints: message.hints))
             } catch {
                 // The other replicas find the change at their safety wake-up or their agents' next poll.
                 logger.warning("could not tell the other replicas", metadata: ["error": "\(error)"])
@@ -103,7 +141,12 @@ public struct ReplicaWakeups: Service {
                     case .listening:
                         self.notifier.notifyHere(.all)
                     case .message(let payload):
-                        if let topics = Self.topics(of: payload, ignoring: self.replica) { self.notifier.notifyHere(topics) }
+                        guard let message = Self.message(of: payload, ignoring: self.replica) else { return }
+                        if let hints = message.hints {
+                            self.notifier.notifyWorkHere(hints, also: message.topics.subtracting(.work))
+                        } else {
+                            self.notifier.notifyHere(message.topics)
+                        }
                     }
                 }
                 delay = .milliseconds(100)
@@ -125,36 +168,36 @@ public struct ReplicaWakeups: Service {
         }
     }
 
-    /// Topics waiting to be sent, merged while a send is under way.
+    /// Messages waiting to be sent, merged while a send is under way.
     final class Outgoing: Sendable {
         private struct State {
-            var pending: WorkNotifier.Topics = []
-            var waiter: CheckedContinuation<WorkNotifier.Topics?, Never>?
+            var pending: Message?
+            var waiter: CheckedContinuation<Message?, Never>?
             var finished = false
         }
         private let state = Mutex(State())
 
-        func add(_ topics: WorkNotifier.Topics) {
-            let resume = state.withLock { state -> (CheckedContinuation<WorkNotifier.Topics?, Never>, WorkNotifier.Topics)? in
+        func add(_ message: Message) {
+            let resume = state.withLock { state -> (CheckedContinuation<Message?, Never>, Message)? in
                 guard !state.finished else { return nil }
                 if let waiter = state.waiter {
                     state.waiter = nil
-                    return (waiter, topics)
+                    return (waiter, message)
                 }
-                state.pending.formUnion(topics)
+                state.pending = state.pending.map { $0.merged(with: message) } ?? message
                 return nil
             }
-            if let (waiter, topics) = resume { waiter.resume(returning: topics) }
+            if let (waiter, message) = resume { waiter.resume(returning: message) }
         }
 
-        func next() async -> WorkNotifier.Topics? {
+        func next() async -> Message? {
             await withTaskCancellationHandler {
                 await withCheckedContinuation { continuation in
-                    let ready = state.withLock { state -> WorkNotifier.Topics?? in
+                    let ready = state.withLock { state -> Message?? in
                         if state.finished || Task.isCancelled { return .some(nil) }
-                        if !state.pending.isEmpty {
-                            defer { state.pending = [] }
-                            return .some(state.pending)
+                        if let pending = state.pending {
+                            state.pending = nil
+                            return .some(pending)
                         }
                         state.waiter = continuation
                         return .none
@@ -167,7 +210,7 @@ public struct ReplicaWakeups: Service {
         }
 
         func finish() {
-            let waiter = state.withLock { state -> CheckedContinuation<WorkNotifier.Topics?, Never>? in
+            let waiter = state.withLock { state -> CheckedContinuation<Message?, Never>? in
                 state.finished = true
                 defer { state.waiter = nil }
                 return state.waiter

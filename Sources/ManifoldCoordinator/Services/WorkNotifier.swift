@@ -23,7 +23,7 @@ public final class WorkNotifier: Sendable {
     }
 
     /// A job that became available: what a held poll needs to offer to take it.
-    public struct WorkHint: Sendable, Hashable {
+    public struct WorkHint: Sendable, Hashable, Codable {
         public var platform: Platform
         public var labels: [String: String]
 
@@ -71,16 +71,17 @@ public final class WorkNotifier: Sendable {
 
     public init() {}
 
-    private let relay = Mutex<(@Sendable (Topics) -> Void)?>(nil)
+    private let relay = Mutex<(@Sendable (Topics, [WorkHint]?) -> Void)?>(nil)
 
-    /// Passes every local notification to `relay` as well (replicas forward them to each other).
-    public func relayNotifications(to relay: @escaping @Sendable (Topics) -> Void) {
+    /// Passes every local notification to `relay` as well (replicas forward them to each other): its topics and, for
+    /// new jobs announced with ``notifyWork(_:also:)``, their hints (nil when the work has none).
+    public func relayNotifications(to relay: @escaping @Sendable (Topics, [WorkHint]?) -> Void) {
         self.relay.withLock { $0 = relay }
     }
 
     /// Wakes the waiters of any of `topics`, here and, through the relay, on the other replicas.
     public func notify(_ topics: Topics) {
-        relay.withLock { $0 }?(topics)
+        relay.withLock { $0 }?(topics, nil)
         notifyHere(topics)
     }
 
@@ -95,11 +96,16 @@ public final class WorkNotifier: Sendable {
     }
 
     /// New jobs, one hint each: wakes, of the held polls that can take them, the longest-waiting one per job (and
-    /// every waiter of `.work` that gave no offer), plus the waiters of `topics`. The other replicas hear a plain `.work`
-    /// and wake all their polls, which read before they write. A poll woken this way that ends without trying to
-    /// lease (its agent went away) passes the wake-up on with ``notifyHere(_:)``.
+    /// every waiter of `.work` that gave no offer), plus the waiters of `topics`; the other replicas get the hints and
+    /// do the same. A poll woken this way that ends without trying to lease (its agent went away) passes the wake-up
+    /// on with ``notifyHere(_:)``.
     public func notifyWork(_ hints: [WorkHint], also topics: Topics = []) {
-        relay.withLock { $0 }?(topics.union(.work))
+        relay.withLock { $0 }?(topics.union(.work), hints)
+        notifyWorkHere(hints, also: topics)
+    }
+
+    /// ``notifyWork(_:also:)`` in this process only (hints another replica sent).
+    public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = []) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             for bit in 0..<4 where topics.union(.work).contains(Topics(rawValue: 1 << bit)) { state.generations[bit] &+= 1 }
             var ids = state.waiters.filter { entry in

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ManifoldCore
 import ServiceLifecycle
 import Synchronization
 import Testing
@@ -131,6 +132,70 @@ final class MemoryWakeupChannel: WakeupChannel {
             #expect(await Self.woken(a, .publication, after: before))
             #expect(channel.sent.withLock { $0 }.isEmpty)
         }
+    }
+
+    /// A build submitted on one replica wakes one held poll per job that can take it on every other replica too: the
+    /// hints travel in the message; an arm64 poll there, and the second amd64 poll, sleep on.
+    @Test func newJobsWakeOneMatchingPollOnEveryOtherReplica() async throws {
+        let channel = MemoryWakeupChannel()
+        let a = WorkNotifier()
+        let b = WorkNotifier()
+        let services = [
+            ReplicaWakeups(notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger),
+            ReplicaWakeups(notifier: b, channel: channel, replica: "b", safetyInterval: .seconds(3600), logger: Self.logger),
+        ]
+        let amd64 = try Platform(parsing: "linux/amd64")
+        let arm64 = try Platform(parsing: "linux/arm64")
+        try await Self.running(services) {
+            while channel.listenerCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
+            let woken = WokenWaiters()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (name, platform) in [("amd64-1", amd64), ("amd64-2", amd64), ("arm64", arm64)] {
+                    let count = b.waiting
+                    group.addTask {
+                        await b.wait(
+                            for: .work, after: b.generation(of: .work), until: .now + .seconds(60),
+                            offer: WorkNotifier.WorkOffer(platforms: [platform], labels: [:]))
+                        woken.withLock { $0.append(name) }
+                    }
+                    while b.waiting == count { try await Task.sleep(for: .milliseconds(10)) }
+                }
+                a.notifyWork([WorkNotifier.WorkHint(platform: amd64, labels: ["gpu": "yes"])], also: .progress)
+                a.notifyWork([WorkNotifier.WorkHint(platform: amd64)], also: .progress)
+                let deadline = ContinuousClock.now + .seconds(10)
+                while woken.withLock({ $0.isEmpty }), ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(woken.withLock { $0 } == ["amd64-1"])
+                #expect(b.waiting == 2)
+                b.notifyHere(.work)
+                try await group.waitForAll()
+            }
+            #expect(channel.sent.withLock { $0 }.allSatisfy { $0.hasPrefix("a work,progress [") })
+        }
+    }
+
+    @Test func hintsRideInThePayloadAndAnythingUnclearWakesEveryone() throws {
+        let hints = [
+            WorkNotifier.WorkHint(platform: try Platform(parsing: "windows/amd64:10.0.20348"), labels: ["gpu": "yes"])
+        ]
+        let payload = ReplicaWakeups.payload(replica: "r1", topics: [.work, .progress], hints: hints)
+        #expect(payload.hasPrefix("r1 work,progress ["))
+        #expect(ReplicaWakeups.message(of: payload, ignoring: "r2") == .init(topics: [.work, .progress], hints: hints))
+        // Broken or missing hints: plain work, which wakes every poll.
+        #expect(ReplicaWakeups.message(of: "r1 work [{broken", ignoring: "r2") == .init(topics: .work, hints: nil))
+        #expect(ReplicaWakeups.message(of: "r1 work", ignoring: "r2") == .init(topics: .work, hints: nil))
+        // Too many to fit a NOTIFY: sent without them.
+        let many = Array(repeating: hints[0], count: 400)
+        #expect(ReplicaWakeups.payload(replica: "r1", topics: .work, hints: many) == "r1 work")
+        // Merging while a send is under way keeps hints only while every piece of work had them.
+        let hinted = ReplicaWakeups.Message(topics: .work, hints: hints)
+        #expect(hinted.merged(with: .init(topics: .progress)) == .init(topics: [.work, .progress], hints: hints))
+        #expect(hinted.merged(with: hinted).hints == hints + hints)
+        #expect(hinted.merged(with: .init(topics: .work, hints: nil)).hints == nil)
+        let full = ReplicaWakeups.Message(topics: .work, hints: Array(repeating: hints[0], count: ReplicaWakeups.maxHints))
+        #expect(full.merged(with: hinted).hints == nil)
     }
 
     @Test func payloadsNameTheSenderAndKnownTopicsOnly() {

@@ -10,7 +10,7 @@ import Testing
 @Suite struct WorkNotifierTests {
     @Test func aNewJobWakesOneHeldPollThatCanTakeIt() async throws {
         let notifier = WorkNotifier()
-        let woken = Woken()
+        let woken = WokenWaiters()
         let amd64 = WorkNotifier.WorkOffer(platforms: [try Platform(parsing: "linux/amd64")], labels: [:])
         let arm64 = WorkNotifier.WorkOffer(platforms: [try Platform(parsing: "linux/arm64")], labels: [:])
         let waiters: [(name: String, topics: WorkNotifier.Topics, offer: WorkNotifier.WorkOffer?)] = [
@@ -60,11 +60,6 @@ import Testing
         #expect(!windows.accepts(WorkNotifier.WorkHint(platform: try Platform(parsing: "linux/amd64"))))
     }
 
-    private final class Woken: Sendable {
-        private let names = Mutex<[String]>([])
-        func withLock<T: Sendable>(_ body: (inout [String]) -> T) -> T { names.withLock { body(&$0) } }
-    }
-
     private static func until(_ condition: @Sendable () -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(30)
         while !condition() {
@@ -72,4 +67,10 @@ import Testing
             try await Task.sleep(for: .milliseconds(10))
         }
     }
+}
+
+/// The names of waiters in the order they were woken, shared with the tasks that wait.
+final class WokenWaiters: Sendable {
+    private let names = Mutex<[String]>([])
+    func withLock<T: Sendable>(_ body: (inout [String]) -> T) -> T { names.withLock { body(&$0) } }
 }
