@@ -16,8 +16,15 @@ final class MemoryWakeupChannel: WakeupChannel {
     }
     private let listeners = Mutex<[UUID: Listener]>([:])
     let sent = Mutex<[String]>([])
+    /// How long a `NOTIFY` takes to go out (a round trip to the database).
+    let publishDelay: Duration
+
+    init(publishDelay: Duration = .zero) {
+        self.publishDelay = publishDelay
+    }
 
     func publish(_ payload: String) async throws {
+        if publishDelay > .zero { try await Task.sleep(for: publishDelay) }
         sent.withLock { $0.append(payload) }
         for listener in listeners.withLock({ Array($0.values) }) { await listener.receive(.message(payload)) }
     }
@@ -56,6 +63,19 @@ final class MemoryWakeupChannel: WakeupChannel {
         return notifier.generation(of: topics) != generation
     }
 
+    /// Replicas "a" and "b" on one channel (no safety wake-ups during a test).
+    static func twoReplicas() -> (MemoryWakeupChannel, WorkNotifier, WorkNotifier, [ReplicaWakeups]) {
+        let channel = MemoryWakeupChannel()
+        let a = WorkNotifier()
+        let b = WorkNotifier()
+        let services = [a, b].enumerated().map { index, notifier in
+            ReplicaWakeups(
+                notifier: notifier, channel: channel, replica: index == 0 ? "a" : "b", safetyInterval: .seconds(3600),
+                logger: Self.logger)
+        }
+        return (channel, a, b, services)
+    }
+
     static func running(
         _ services: [ReplicaWakeups], _ body: @Sendable () async throws -> Void
     ) async throws {
@@ -67,13 +87,7 @@ final class MemoryWakeupChannel: WakeupChannel {
     }
 
     @Test func aNotificationOnOneReplicaWakesTheOthersOnce() async throws {
-        let channel = MemoryWakeupChannel()
-        let a = WorkNotifier()
-        let b = WorkNotifier()
-        let services = [
-            ReplicaWakeups(notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger),
-            ReplicaWakeups(notifier: b, channel: channel, replica: "b", safetyInterval: .seconds(3600), logger: Self.logger),
-        ]
+        let (channel, a, b, services) = Self.twoReplicas()
         try await Self.running(services) {
             while channel.listenerCount < 2 { try await Task.sleep(for: .milliseconds(10)) }
             let beforeA = a.generation(of: .work)
@@ -106,7 +120,8 @@ final class MemoryWakeupChannel: WakeupChannel {
     }
 
     @Test func burstsAreCoalescedIntoFewMessages() async throws {
-        let channel = MemoryWakeupChannel()
+        // Each message takes 100 ms to go out (a slow round trip to the database); a burst meanwhile becomes one.
+        let channel = MemoryWakeupChannel(publishDelay: .milliseconds(100))
         let a = WorkNotifier()
         let service = ReplicaWakeups(
             notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger)
@@ -114,7 +129,7 @@ final class MemoryWakeupChannel: WakeupChannel {
             while channel.listenerCount < 1 { try await Task.sleep(for: .milliseconds(10)) }
             for _ in 0..<500 { a.notify(.progress) }
             a.notify(.publication)
-            try await Task.sleep(for: .milliseconds(300))
+            try await Task.sleep(for: .milliseconds(600))
             let sent = channel.sent.withLock { $0 }
             #expect(sent.count < 20, "\(sent.count) messages for one burst")
             #expect(sent.contains { $0.contains("publication") })
@@ -137,13 +152,7 @@ final class MemoryWakeupChannel: WakeupChannel {
     /// A build submitted on one replica wakes one held poll per job that can take it on every other replica too: the
     /// hints travel in the message; an arm64 poll there, and the second amd64 poll, sleep on.
     @Test func newJobsWakeOneMatchingPollOnEveryOtherReplica() async throws {
-        let channel = MemoryWakeupChannel()
-        let a = WorkNotifier()
-        let b = WorkNotifier()
-        let services = [
-            ReplicaWakeups(notifier: a, channel: channel, replica: "a", safetyInterval: .seconds(3600), logger: Self.logger),
-            ReplicaWakeups(notifier: b, channel: channel, replica: "b", safetyInterval: .seconds(3600), logger: Self.logger),
-        ]
+        let (channel, a, b, services) = Self.twoReplicas()
         let amd64 = try Platform(parsing: "linux/amd64")
         let arm64 = try Platform(parsing: "linux/arm64")
         try await Self.running(services) {
