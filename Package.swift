@@ -50,7 +50,10 @@ let package = Package(
         ),
         .target(
             name: "ManifoldRegistry",
-            dependencies: ["ManifoldCore", "ManifoldHTTP", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ManifoldCore", "ManifoldHTTP", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
         ),
         .target(name: "ManifoldAPI", dependencies: ["ManifoldCore"]),
         .target(
@@ -132,7 +135,7 @@ let package = Package(
             dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP"],
             path: "Tests/ManifoldTestSupport"
         ),
-        .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore"]),
+        .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldHTTPTests", dependencies: ["ManifoldHTTP", "ManifoldTestSupport"]),
         // Test stores on the real PostgreSQL server of `ManifoldTestSupport` (a fresh schema each).
         .target(

@@ -123,12 +123,7 @@ struct DispatchBenchmark {
         defer { try? FileManager.default.removeItem(at: directory) }
         try Data("FROM scratch\n".utf8).write(to: directory.appendingPathComponent("Dockerfile"))
         let archive = directory.appendingPathComponent("context.tar.gz")
-        let tar = Process()
-        tar.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
-        tar.arguments = ["-czf", archive.path, "-C", directory.path, "Dockerfile"]
-        try tar.run()
-        tar.waitUntilExit()
-        guard tar.terminationStatus == 0 else { throw BenchError("tar could not pack the benchmark's context") }
+        try manifold_bench.run("/usr/bin/tar", ["-czf", archive.path, "-C", directory.path, "Dockerfile"])
         let digest = Digest.compute(of: try Data(contentsOf: archive))
         if try await !client.hasContext(digest) { _ = try await client.uploadContext(digest, file: archive.path) }
         return digest

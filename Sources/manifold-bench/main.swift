@@ -146,15 +146,17 @@ func contextBenchmark(rounds: Int) throws {
     if let failure { throw failure }
 }
 
+/// Runs a peer tool to completion with `posix_spawn` (not Foundation's `Process`, whose Linux `run()` can crash a
+/// process holding many descriptors, as the dispatch benchmark's does: swift-corelibs-foundation#5472).
 func run(_ executable: String, _ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    try process.run()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw BenchError("\(executable) \(arguments) exited \(process.terminationStatus)")
-    }
+    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, executable, nil, nil, argv, environ)
+    guard spawned == 0 else { throw BenchError("could not start \(executable): \(String(cString: strerror(spawned)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    guard status == 0 else { throw BenchError("\(executable) \(arguments) exited with wait status \(status)") }
 }
 
 do {

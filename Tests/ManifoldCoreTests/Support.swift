@@ -1,39 +1,15 @@
 import Foundation
+import ManifoldTestSupport
 
 /// Failure of a helper process the tests run (openssl, python3).
 struct ToolError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Runs a real tool with `input` on standard input and returns its exit status and standard output.
-///
-/// Standard input is fed from a temporary file and output is collected into one, so large buffers
-/// cannot deadlock on full pipes.
+/// Runs a real tool with `input` on standard input and returns its exit status and its standard output and error.
 func runTool(_ executable: String, _ arguments: [String], input: Data = Data()) throws -> (status: Int32, output: String) {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-core-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let inputURL = directory.appendingPathComponent("stdin")
-    let outputURL = directory.appendingPathComponent("stdout")
-    try input.write(to: inputURL)
-    _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let stdin = try FileHandle(forReadingFrom: inputURL)
-    let stdout = try FileHandle(forWritingTo: outputURL)
-    defer {
-        try? stdin.close()
-        try? stdout.close()
-    }
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stdout
-    try process.run()
-    process.waitUntilExit()
-    let output = String(decoding: try Data(contentsOf: outputURL), as: UTF8.self)
-    return (process.terminationStatus, output)
+    let result = try runCommand(executable, arguments, input: input)
+    return (result.status, result.stdout + result.stderr)
 }
 
 /// The hex digest `/usr/bin/openssl dgst` computes for `data`.

@@ -12,8 +12,8 @@ import Darwin
 ///
 /// Output goes to a log file in the test's scratch directory, so a failing test can show it.
 public final class ManagedProcess: @unchecked Sendable {
-    // Safe: `process` is only touched from `init` and `stop()`, which take `lock`.
-    private let process: Process
+    // Safe: `child` is immutable and `stop()` takes `lock`.
+    private let child: ChildProcess
     private let lock = NSLock()
     public let logFile: URL
     public let name: String
@@ -25,27 +25,21 @@ public final class ManagedProcess: @unchecked Sendable {
         self.name = name
         self.logFile = logDirectory.appendingPathComponent("\(name).log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: logFile)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.resolve(executable))
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        self.process = process
+        let log = try FileHandle(forWritingTo: logFile)
+        defer { try? log.close() }
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(null) }
+        child = try ChildProcess.spawn(
+            try Self.resolve(executable), arguments, environment: environment ?? [:], directory: currentDirectory?.path,
+            stdin: null, stdout: log.fileDescriptor, stderr: log.fileDescriptor)
     }
 
     deinit { stop() }
 
-    public var processIdentifier: Int32 { process.processIdentifier }
-    public var isRunning: Bool { process.isRunning }
-    /// The exit status once the process has ended.
-    public var terminationStatus: Int32 { process.terminationStatus }
+    public var processIdentifier: Int32 { child.pid }
+    public var isRunning: Bool { child.isRunning }
+    /// The exit status (or the number of the signal that ended it) once the process has ended.
+    public var terminationStatus: Int32 { child.terminationStatus }
 
     /// The process's combined output so far.
     public func output() -> String {
@@ -53,28 +47,18 @@ public final class ManagedProcess: @unchecked Sendable {
     }
 
     /// Sends SIGTERM, waits up to five seconds, then SIGKILL and waits up to ten more. Never waits longer: a process
-    /// whose end Foundation does not see (it stays "running") is left, named in the test's output, rather than
-    /// holding the test and the thread it runs on forever.
+    /// that outlives SIGKILL (stuck in the kernel) is left, named in the test's output, rather than holding the test
+    /// and the thread it runs on forever.
     public func stop() {
         lock.lock()
         defer { lock.unlock() }
-        guard process.isRunning else { return }
-        process.terminate()
-        if Self.wait(for: process, seconds: 5) { return }
-        kill(process.processIdentifier, SIGKILL)
-        if !Self.wait(for: process, seconds: 10) {
-            print("ManagedProcess: \(name) (pid \(process.processIdentifier)) still running 10 s after SIGKILL")
+        guard child.isRunning else { return }
+        child.signal(SIGTERM)
+        if child.wait(seconds: 5) { return }
+        child.signal(SIGKILL)
+        if !child.wait(seconds: 10) {
+            print("ManagedProcess: \(name) (pid \(child.pid)) still running 10 s after SIGKILL")
         }
-    }
-
-    /// Polls until `process` has ended or `seconds` have passed; whether it ended.
-    static func wait(for process: Process, seconds: TimeInterval) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning {
-            guard Date() < deadline else { return false }
-            usleep(10_000)
-        }
-        return true
     }
 
     /// Finds an executable on PATH, failing with a message that names the Debian package to install.
@@ -176,43 +160,49 @@ public func runCommand(
     _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil,
     timeout: TimeInterval = 300
 ) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try ManagedProcess.resolve(executable))
-    process.arguments = arguments
-    if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let out = Pipe()
-    let err = Pipe()
-    let inPipe = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = inPipe
-    try process.run()
+    let path = try ManagedProcess.resolve(executable)
+    let inputPipe = try ClosingPipe()
+    let outputPipe = try ClosingPipe()
+    let errorPipe = try ClosingPipe()
+    let child: ChildProcess
+    do {
+        child = try ChildProcess.spawn(
+            path, arguments, environment: environment ?? [:], stdin: inputPipe.read, stdout: outputPipe.write,
+            stderr: errorPipe.write)
+    } catch {
+        for descriptor in [inputPipe.read, inputPipe.write, outputPipe.read, outputPipe.write, errorPipe.read, errorPipe.write] {
+            close(descriptor)
+        }
+        throw error
+    }
+    for descriptor in [inputPipe.read, outputPipe.write, errorPipe.write] { close(descriptor) }
     // Both pipes are read on threads of their own, so a chatty child never blocks on a full pipe and the wait below
     // can give up.
     let output = CommandOutput()
     let group = DispatchGroup()
-    for (pipe, isStdout) in [(out, true), (err, false)] {
+    for (descriptor, isStdout) in [(outputPipe.read, true), (errorPipe.read, false)] {
         group.enter()
         Thread.detachNewThread {
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            let data = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true).readDataToEndOfFile()
             output.store(data, stdout: isStdout)
             group.leave()
         }
     }
-    if let input { inPipe.fileHandleForWriting.write(input) }
-    try inPipe.fileHandleForWriting.close()
+    let writer = FileHandle(fileDescriptor: inputPipe.write, closeOnDealloc: true)
+    if let input { try? writer.write(contentsOf: input) }
+    try? writer.close()
     let description = ([executable] + arguments).joined(separator: " ")
     let deadline = Date().addingTimeInterval(timeout)
     guard group.wait(timeout: .now() + timeout) == .success,
-        ManagedProcess.wait(for: process, seconds: max(1, deadline.timeIntervalSinceNow))
+        child.wait(seconds: max(1, deadline.timeIntervalSinceNow))
     else {
-        kill(process.processIdentifier, SIGKILL)
-        _ = ManagedProcess.wait(for: process, seconds: 5)
+        child.signal(SIGKILL)
+        _ = child.wait(seconds: 5)
         let (stdout, stderr) = output.text()
         throw TestEnvironmentError("\(description) did not finish within \(Int(timeout)) s; killed\n\(stderr)\(stdout)")
     }
     let (stdout, stderr) = output.text()
-    return (process.terminationStatus, stdout, stderr)
+    return (child.terminationStatus, stdout, stderr)
 }
 
 /// What a command printed, filled in by its reader threads.

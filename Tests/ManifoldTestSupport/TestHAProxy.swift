@@ -47,12 +47,8 @@ public final class TestHAProxy: Sendable {
             ] + servers).joined(separator: "\n") + "\n"
         let configuration = logDirectory.appendingPathComponent("\(name)-\(port).cfg")
         try text.write(to: configuration, atomically: true, encoding: .utf8)
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: try ManagedProcess.resolve("haproxy"))
-        check.arguments = ["-c", "-q", "-f", configuration.path]
-        try check.run()
-        check.waitUntilExit()
-        guard check.terminationStatus == 0 else {
+        let check = try runCommand("haproxy", ["-c", "-q", "-f", configuration.path], timeout: 60)
+        guard check.status == 0 else {
             throw TestEnvironmentError("haproxy refused its configuration \(configuration.path):\n\(text)")
         }
         // -db: stay in the foreground, so the test owns the process.

@@ -1,5 +1,11 @@
 import Foundation
-import Synchronization
+import Subprocess
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
 
 /// A docker credential helper (`docker-credential-NAME get|store|erase`), the protocol the docker CLI
 /// uses for `credsStore` and `credHelpers`: the server URL (or a JSON document) on stdin, JSON on stdout.
@@ -69,51 +75,30 @@ public struct CredentialHelper: Sendable {
         }
     }
 
-    /// Helper processes start, and are waited for, on this queue's threads, never on the concurrency pool.
-    private static let queue = DispatchQueue(label: "manifold.credential-helper", attributes: .concurrent)
-
     private func run(_ action: String, input: Data) async throws -> RunResult {
         guard let path = Self.find(executable, in: searchPath) else {
             throw CredentialHelperError(
                 helper: executable, action: action,
                 message: "it is not on PATH (it is named by credsStore or credHelpers in the docker config)")
         }
-        return try await withCheckedThrowingContinuation { continuation in
-            Self.queue.async {
-                continuation.resume(with: Result { try Self.runBlocking(path: path, action: action, input: input) })
-            }
+        // swift-subprocess, not Foundation's Process: its Linux run() can crash a process with many open descriptors
+        // (swift-corelibs-foundation#5472). Both pipes are drained as the helper writes; nothing waits on a thread.
+        let result = try await Subprocess.run(
+            .path(FilePath(path)), arguments: [action], input: .array(Array(input)),
+            output: .string(limit: Self.outputLimit), error: .string(limit: Self.outputLimit))
+        let status: Int32
+        switch result.terminationStatus {
+        case .exited(let code): status = Int32(truncatingIfNeeded: code)
+        #if !os(Windows)
+        case .signaled(let signal): status = 128 + signal
+        #endif
         }
+        let text = { (output: String?) in (output ?? "").trimmingCharacters(in: .whitespacesAndNewlines) }
+        return RunResult(status: status, output: text(result.standardOutput), errors: text(result.standardError))
     }
 
-    /// Runs the helper to completion; blocks the calling thread (one of `queue`'s).
-    private static func runBlocking(path: String, action: String, input: Data) throws -> RunResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = [action]
-        let stdin = Pipe()
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        // Drain stderr on another thread so neither pipe can fill up and stall the helper.
-        let errors = Mutex(Data())
-        let drained = DispatchGroup()
-        drained.enter()
-        queue.async {
-            let data = stderr.fileHandleForReading.readDataToEndOfFile()
-            errors.withLock { $0 = data }
-            drained.leave()
-        }
-        try? stdin.fileHandleForWriting.write(contentsOf: input)
-        try? stdin.fileHandleForWriting.close()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        drained.wait()
-        process.waitUntilExit()
-        let text = { (data: Data) in String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
-        return RunResult(status: process.terminationStatus, output: text(output), errors: text(errors.withLock { $0 }))
-    }
+    /// More than this from a helper is not a credential.
+    static let outputLimit = 1 << 20
 
     static func find(_ executable: String, in searchPath: [String]?) -> String? {
         let environment = ProcessInfo.processInfo.environment

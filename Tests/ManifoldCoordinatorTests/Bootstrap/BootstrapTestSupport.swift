@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldTestSupport
 
 /// Runs real programs (openssl) for the bootstrap tests, with output in files (no pipe can fill up and block)
 /// and a deadline after which the program is killed.
@@ -10,7 +11,7 @@ struct BootstrapProcess {
         var timedOut: Bool
     }
 
-    let process = Process()
+    let process: ChildProcess
     let outputFile: URL
     let errorFile: URL
 
@@ -22,19 +23,18 @@ struct BootstrapProcess {
         errorFile = directory.appendingPathComponent("\(id).err")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         _ = FileManager.default.createFile(atPath: errorFile.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        process.standardOutput = try FileHandle(forWritingTo: outputFile)
-        process.standardError = try FileHandle(forWritingTo: errorFile)
+        let stdout = try FileHandle(forWritingTo: outputFile)
+        let stderr = try FileHandle(forWritingTo: errorFile)
+        var stdin = FileHandle.nullDevice
         if let input {
             let inputFile = directory.appendingPathComponent("\(id).in")
             try input.write(to: inputFile)
-            process.standardInput = try FileHandle(forReadingFrom: inputFile)
-        } else {
-            process.standardInput = FileHandle.nullDevice
+            stdin = try FileHandle(forReadingFrom: inputFile)
         }
-        try process.run()
+        defer { for handle in [stdout, stderr, stdin] { try? handle.close() } }
+        process = try ChildProcess.spawn(
+            "/usr/bin/env", arguments, directory: directory.path, stdin: stdin.fileDescriptor,
+            stdout: stdout.fileDescriptor, stderr: stderr.fileDescriptor)
     }
 
     var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
@@ -52,7 +52,7 @@ struct BootstrapProcess {
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        process.waitUntilExit()
+        _ = process.wait(seconds: 10)
         return Result(status: process.terminationStatus, output: output, error: error, timedOut: timedOut)
     }
 
@@ -70,10 +70,8 @@ struct BootstrapProcess {
     /// Ends the program: SIGTERM, then SIGKILL if it is still running a second later.
     func stop() {
         guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(1)
-        while process.isRunning, Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.signal(SIGTERM)
+        if !process.wait(seconds: 1) { process.signal(SIGKILL) }
     }
 
     /// Runs a program to completion.
