@@ -187,7 +187,8 @@ actor PostgresSession {
     func shutdown() {
         closed = true
         if let connection {
-            _ = try? connection.close().wait()
+            // Not waited for: a close was seen never to complete on a connection whose peer went silent.
+            connection.closeInBackground()
             self.connection = nil
         }
         thread.stop()

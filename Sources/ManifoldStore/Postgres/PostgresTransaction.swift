@@ -75,14 +75,26 @@ final class PostgresTransaction: SQLTransaction {
     private func run(_ query: PostgresQuery, sql: String) throws -> PostgresQueryResult {
         let timeout = TimeAmount.seconds(Int64(shared.configuration.queryTimeout))
         let connection = self.connection
+        let settled = TimeoutFlag()
         let timedOut = TimeoutFlag()
+        // The session waits for whichever comes first, the answer or the deadline: closing the connection at the
+        // deadline is not enough on its own, since a query on a connection whose peer went silent mid-statement was
+        // seen never to complete after the close (the session thread, and the store with it, hung for good).
+        let outcome = connection.eventLoop.makePromise(of: PostgresQueryResult.self)
         let watchdog = connection.eventLoop.scheduleTask(in: timeout) {
-            timedOut.fired.withLock { $0 = true }
+            guard settled.settle() else { return }
+            _ = timedOut.settle()
+            outcome.fail(QueryDeadlineExceeded())
             connection.closeInBackground()
         }
-        defer { watchdog.cancel() }
+        connection.query(query, logger: shared.logger).whenComplete { result in
+            watchdog.cancel()
+            // Both closures run on the connection's event loop: the flag decides which one completes the promise.
+            guard settled.settle() else { return }
+            outcome.completeWith(result)
+        }
         do {
-            return try connection.query(query, logger: shared.logger).wait()
+            return try outcome.futureResult.wait()
         } catch {
             let classified = PostgresErrors.classify(
                 error, sql: sql, configuration: shared.configuration, timedOut: timedOut.fired.withLock { $0 })
@@ -300,6 +312,9 @@ final class StatementCache: Sendable {
         return Statement(text: String(output), placeholders: count)
     }
 }
+
+/// The deadline of a statement passed before PostgreSQL answered (classified with the timeout's message).
+struct QueryDeadlineExceeded: Error {}
 
 /// Set once by whichever comes first, an answer or a deadline.
 final class TimeoutFlag: Sendable {
