@@ -155,6 +155,17 @@ public struct Platform: Hashable, Sendable, Codable, CustomStringConvertible {
         return wanted == offered
     }
 
+    /// True when an agent offering `platforms` and `labels` may take a job asking for `self` with `requiredLabels`:
+    /// one offered platform satisfies it and every required label is offered with the same value. The rule leases
+    /// follow, and the one that decides which held polls a new job wakes.
+    public func isTakeable(
+        requiring requiredLabels: [String: String], byOffer platforms: [Platform], labels: [String: String]
+    )
+        -> Bool
+    {
+        platforms.contains { isSatisfied(by: $0) } && requiredLabels.allSatisfy { labels[$0.key] == $0.value }
+    }
+
     /// The `major.minor.build` prefix of a Windows OS version that decides container compatibility:
     /// `10.0.20348.2227` → `10.0.20348`; nil unless the version starts with three dot-separated numbers.
     public static func windowsBuild(_ osVersion: String) -> String? {

@@ -152,10 +152,9 @@ extension Store {
         _ job: SQLRow, to offer: (platforms: [Platform], labels: [String: String])
     ) throws -> PlatformSpec? {
         let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
-        guard offer.platforms.contains(where: { platformSpec.platform.isSatisfied(by: $0) }) else { return nil }
-        let required = platformSpec.agentLabels ?? [:]
-        guard required.allSatisfy({ offer.labels[$0.key] == $0.value }) else { return nil }
-        return platformSpec
+        let takeable = platformSpec.platform.isTakeable(
+            requiring: platformSpec.agentLabels ?? [:], byOffer: offer.platforms, labels: offer.labels)
+        return takeable ? platformSpec : nil
     }
 
     /// What a lease of a job of `buildId` can carry to the polling agent.

@@ -45,8 +45,7 @@ public final class WorkNotifier: Sendable {
 
         /// The store's matching rule: one offered platform satisfies the job's, and every label it requires is offered.
         public func accepts(_ hint: WorkHint) -> Bool {
-            platforms.contains { hint.platform.isSatisfied(by: $0) }
-                && hint.labels.allSatisfy { labels[$0.key] == $0.value }
+            hint.platform.isTakeable(requiring: hint.labels, byOffer: platforms, labels: labels)
         }
     }
 
