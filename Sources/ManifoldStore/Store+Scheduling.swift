@@ -128,6 +128,13 @@ extension Store {
         }
     }
 
+    /// Whether the job waits in the queue now (for a retry, or given back), so held polls have something new.
+    public func isQueued(jobId: String) async throws -> Bool {
+        try await backend.read { db in
+            try String.fetchOne(db, sql: "SELECT state FROM job WHERE id = ?", arguments: [jobId]) == "queued"
+        }
+    }
+
     /// What a poll can take: its platforms and labels narrowed by the agent's pool (the rule ``lease(agentId:poll:)``
     /// applies). Read only; a poll the pool refuses is refused here too.
     public func agentOffer(agentId: String, poll: PollRequest) async throws -> (platforms: [Platform], labels: [String: String]) {

@@ -104,7 +104,10 @@ extension CoordinatorAPI {
             let agent = try context.requireAgent()
             let report = try await decode(CompleteRequest.self, from: request, context: context)
             let outcome = try await store.complete(agentId: agent.id, report)
-            notifier.notify([.verification, .work, .progress])
+            // Only a job queued again (a retry, a job given back) is new work for held polls: a report that ends its
+            // job, or sends it to verification, wakes the verifier and the event streams, not every held poll.
+            let requeued = try await store.isQueued(jobId: report.jobId)
+            notifier.notify(requeued ? [.verification, .work, .progress] : [.verification, .progress])
             if case .refused(let reason) = outcome {
                 context.logger.warning(
                     "report refused", metadata: ["agent": "\(agent.name)", "job": "\(report.jobId)", "reason": "\(reason)"])
@@ -156,6 +159,7 @@ extension CoordinatorAPI {
             }
             await notifier.wait(for: .work, after: generation, until: wakeAt, offer: offer)
             woken = true
+            metrics.increment("manifold_held_poll_rechecks_total")
         }
         return nil
     }

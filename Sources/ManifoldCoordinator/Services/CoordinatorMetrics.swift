@@ -33,6 +33,8 @@ public final class CoordinatorMetrics: Sendable {
         var lines: [String] = []
         let counterHelp = [
             "manifold_builds_submitted_total": "Builds accepted.",
+            "manifold_held_poll_rechecks_total":
+                "Held agent polls that woke (a notification that may concern them, or a retry time) and looked for work again.",
             "manifold_lease_expiries_total": "Attempts whose lease expired.",
             "manifold_registry_errors_total": "Registry operations that failed (verification or publishing).",
             "manifold_lists_published_total": "Manifest lists pushed.",

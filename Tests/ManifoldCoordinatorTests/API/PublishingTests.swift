@@ -212,6 +212,49 @@ import Testing
         await fixture.stop()
     }
 
+    /// A report that ends its job wakes no held poll; one that queues the job again for a retry wakes them, and the
+    /// retry reaches a held poll without waiting for its poll timeout.
+    @Test func onlyAReportThatQueuesItsJobAgainWakesHeldPolls() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 90 }
+        let submitter = try await fixture.token(.submitter)
+        let worker = try await fixture.joinAgent("worker", platforms: ["linux/amd64"])
+        let waiter = try await fixture.joinAgent("waiter", platforms: ["linux/amd64"])
+        func rechecks() async throws -> Int {
+            let text = String(decoding: try await fixture.call("GET", "/metrics", token: submitter).body, as: UTF8.self)
+            let line = text.split(separator: "\n").first { $0.hasPrefix("manifold_held_poll_rechecks_total ") }
+            return line.flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? 0) } ?? 0
+        }
+        func fail(_ lease: Lease, as agent: (id: String, secret: String)) async throws {
+            let reply = try await fixture.call(
+                "POST", "/api/v1/agent/complete", token: agent.secret,
+                json: CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1))
+            #expect(reply.status == 200)
+        }
+
+        // One attempt only: the failure ends the job.
+        _ = try await fixture.submit(submitter, image: "127.0.0.1:1/final/app", platforms: ["linux/amd64"], maxAttempts: 1)
+        let first = try #require(
+            try await fixture.poll(worker.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        async let held = fixture.poll(waiter.secret, platforms: ["linux/amd64"], timeout: .seconds(120))
+        try await Task.sleep(for: .milliseconds(500))
+        let before = try await rechecks()
+        try await fail(first, as: worker)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await rechecks() == before)
+
+        // Two attempts: the failure queues a retry, which the held poll gets after the backoff.
+        _ = try await fixture.submit(submitter, image: "127.0.0.1:1/retried/app", platforms: ["linux/amd64"], maxAttempts: 2)
+        // The held poll takes its first attempt (a new job wakes it); the worker then holds a poll for the retry.
+        let taken = try #require(try await held.decode(PollResponse.self).lease)
+        async let retry = fixture.poll(worker.secret, platforms: ["linux/amd64"], timeout: .seconds(120))
+        try await Task.sleep(for: .milliseconds(500))
+        let beforeRetry = try await rechecks()
+        try await fail(taken, as: waiter)
+        #expect(try await retry.decode(PollResponse.self).lease?.attempt == 2)
+        #expect(try await rechecks() > beforeRetry)
+        await fixture.stop()
+    }
+
     @Test func eventsStreamAsServerSentEventsAndResume() async throws {
         let fixture = try await CoordinatorFixture.start()
         let submitter = try await fixture.token(.submitter)
