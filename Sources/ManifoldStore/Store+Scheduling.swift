@@ -109,12 +109,12 @@ extension Store {
     }
 
     /// Whether ``lease(agentId:poll:)`` might hand this agent something now: a grant it has not confirmed, or a queued
-    /// job its platforms and labels can take. Read only, so a held poll woken by work meant for other agents costs a
-    /// read rather than a write (and a commit) each time; a `true` only means the write is worth trying.
-    public func mayLease(agentId: String, poll: PollRequest) async throws -> Bool {
+    /// job its `offer` (from ``agentOffer(agentId:poll:)``, read once per held poll) can take. Read only, so a held poll
+    /// woken by work meant for other agents costs a read rather than a write (and a commit) each time; a `true` only
+    /// means the write is worth trying (the write checks the agent's pool again).
+    public func mayLease(agentId: String, offer: (platforms: [Platform], labels: [String: String])) async throws -> Bool {
         let at = now()
         return try await backend.read { db -> Bool in
-            let offer = try self.agentOffer(db, agentId: agentId, poll: poll)
             let state = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId])
             guard state.flatMap(AgentState.init(rawValue:)) == .active else { return false }
             let unconfirmed = try Int64.fetchOne(

@@ -135,9 +135,9 @@ import Testing
         let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
         let gpu = try await fixture.join("gpu", platforms: ["linux/amd64"], labels: ["gpu": "yes"])
         func mayLease(_ agent: AgentView) async throws -> Bool {
-            try await fixture.store.mayLease(
-                agentId: agent.id,
-                poll: PollRequest(platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test"))
+            let poll = PollRequest(platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test")
+            let offer = try await fixture.store.agentOffer(agentId: agent.id, poll: poll)
+            return try await fixture.store.mayLease(agentId: agent.id, offer: offer)
         }
         #expect(try await mayLease(arm) == false)
         _ = try await fixture.submit(platforms: ["linux/amd64"], agentLabels: ["gpu": "no"])

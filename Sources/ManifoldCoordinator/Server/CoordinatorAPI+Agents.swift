@@ -131,7 +131,7 @@ extension CoordinatorAPI {
     /// New builds wake only as many held polls as they have jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
-        var arrived = true
+        // Read once the arrival's lease attempt found nothing; nil until then.
         var offer: WorkNotifier.WorkOffer?
         // A poll woken for a job that ends before it has tried to lease (its agent went away, or the store failed)
         // passes the wake-up on to the others.
@@ -139,8 +139,10 @@ extension CoordinatorAPI {
         defer { if woken { notifier.notifyHere(.work) } }
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
-            let worthWriting = arrived ? true : try await store.mayLease(agentId: agentId, poll: poll)
-            arrived = false
+            var worthWriting = true
+            if let offer {
+                worthWriting = try await store.mayLease(agentId: agentId, offer: (offer.platforms, offer.labels))
+            }
             let lease = worthWriting ? try await store.lease(agentId: agentId, poll: poll) : nil
             woken = false
             if let lease {

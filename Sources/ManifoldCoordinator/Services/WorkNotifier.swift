@@ -62,6 +62,11 @@ public final class WorkNotifier: Sendable {
         var nextWaiter: UInt64 = 0
         var shuttingDown = false
 
+        /// A new generation for each of `topics`.
+        mutating func advance(_ topics: Topics) {
+            for bit in 0..<4 where topics.contains(Topics(rawValue: 1 << bit)) { generations[bit] &+= 1 }
+        }
+
         func generation(of topics: Topics) -> UInt64 {
             (0..<4).reduce(0) { sum, bit in topics.contains(Topics(rawValue: 1 << bit)) ? sum &+ generations[bit] : sum }
         }
@@ -87,7 +92,7 @@ public final class WorkNotifier: Sendable {
     /// Wakes the waiters of any of `topics` in this process only (a notification another replica sent).
     public func notifyHere(_ topics: Topics) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            for bit in 0..<4 where topics.contains(Topics(rawValue: 1 << bit)) { state.generations[bit] &+= 1 }
+            state.advance(topics)
             let ids = state.waiters.filter { !$0.value.topics.isDisjoint(with: topics) }.map(\.key)
             return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
         }
@@ -106,7 +111,7 @@ public final class WorkNotifier: Sendable {
     /// ``notifyWork(_:also:)`` in this process only (hints another replica sent).
     public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = []) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            for bit in 0..<4 where topics.union(.work).contains(Topics(rawValue: 1 << bit)) { state.generations[bit] &+= 1 }
+            state.advance(topics.union(.work))
             var ids = state.waiters.filter { entry in
                 !entry.value.topics.isDisjoint(with: topics) || (entry.value.topics.contains(.work) && entry.value.offer == nil)
             }.map(\.key)
