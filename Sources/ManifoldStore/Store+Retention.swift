@@ -179,7 +179,7 @@ extension Store {
                         DELETE FROM event WHERE id IN (
                             SELECT id FROM event WHERE buildId = ? AND id <= ? ORDER BY id LIMIT ?)
                         """, arguments: [id, lastEvent, batchSize])
-                return db.changesCount
+                return try db.changesCount
             }
             events += deleted
             if deleted < batchSize { break }
@@ -363,7 +363,7 @@ extension Store {
         return try await write { db in
             try db.execute(
                 sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
-            return db.changesCount > 0
+            return try db.changesCount > 0
         }
     }
 }

@@ -142,7 +142,7 @@ extension Store {
         let at = Store.timestamp(now())
         try await write { db in
             try db.execute(sql: "UPDATE token SET revokedAt = COALESCE(revokedAt, ?) WHERE id = ?", arguments: [at, id])
-            guard db.changesCount > 0 else { throw StoreError.notFound(kind: "token", id: id) }
+            guard try db.changesCount > 0 else { throw StoreError.notFound(kind: "token", id: id) }
         }
     }
 

@@ -46,7 +46,7 @@ extension Store {
                     UPDATE attempt SET verifyClaimedUntil = ?
                     WHERE epoch = ? AND state = 'verifying' AND verifyClaimedBy = ? AND verifyClaimToken = ?
                     """, arguments: [Store.timestamp(until), claim.epoch, replica, claim.token])
-            guard db.changesCount > 0 else { return nil }
+            guard try db.changesCount > 0 else { return nil }
             var renewed = claim
             renewed.until = until
             return renewed

@@ -10,13 +10,17 @@ extension PostgresBackend {
         case message(String)
     }
 
-    /// Sends `payload` on `channel` to every listening connection (PostgreSQL delivers it once the sending
-    /// transaction commits). Payloads stay small: PostgreSQL allows under 8000 bytes.
+    /// Sends `payload` on `channel` to every listening connection. Payloads stay small: PostgreSQL allows under 8000
+    /// bytes. One statement on its own (autocommit: delivered when it ends), outside the writers' lock — a
+    /// notification changes no row, and taking the lock for it made every write wait behind the notifications of
+    /// the writes before it (see deploy/bench/README.md).
     public func notify(channel: String, payload: String) async throws {
         guard payload.utf8.count < 8_000 else {
             throw SQLError.other("a notification payload of \(payload.utf8.count) bytes is over PostgreSQL's 8000")
         }
-        try await write { db in try db.execute(sql: "SELECT pg_notify(?, ?)", arguments: [channel, payload]) }
+        try await sessions.withSession { session in
+            try await session.execute("SELECT pg_notify($1, $2)", arguments: [.text(channel), .text(payload)])
+        }
     }
 
     /// Listens on `channel` over a connection of its own (not one of the pool's), calling `receive` with

@@ -56,31 +56,38 @@ actor PostgresSession {
             let connection = try openConnection()
             if shared.clock.isDue { try? sampleClock(connection) }
             let transaction = PostgresTransaction(connection: connection, shared: shared)
+            // Keyed by the schema as well: stores in other schemas of the database do not wait for it.
+            let unlockSQL = lock.map { "SELECT pg_advisory_unlock(\($0), hashtext(current_schema()))" }
             var locked = false
             /// Releases the advisory lock; a connection that cannot is not reused (the lock ends with it).
             func unlock() {
-                guard locked, !transaction.connectionLost else { return }
-                do {
-                    try transaction.query("SELECT pg_advisory_unlock(\(lock ?? 0), hashtext(current_schema()))", [])
-                } catch { drop(connection) }
+                guard locked, let unlockSQL, !transaction.connectionLost else { return }
+                do { try transaction.control(unlockSQL) } catch { drop(connection) }
                 locked = false
             }
             do {
                 if let lock {
-                    // Keyed by the schema as well: stores in other schemas of the database do not wait for it.
-                    try transaction.query("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", [])
+                    // The lock and BEGIN go together and are waited for once; BEGIN runs once the lock is held, so the
+                    // snapshot (taken at the first statement after it) sees the previous writer's commit.
                     locked = true
+                    try transaction.control("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", kind.begin)
+                } else {
+                    try transaction.control(kind.begin)
                 }
-                try transaction.control(kind.begin)
                 let value = try body(transaction)
-                try transaction.commit()
-                unlock()
+                // COMMIT and the unlock go together too; an unlock that fails leaves the connection unusable.
+                let outcome = transaction.commit(then: locked ? unlockSQL : nil)
+                if locked {
+                    locked = false
+                    if outcome.followUp != nil { drop(connection) }
+                }
+                try outcome.commit.get()
                 return value
             } catch {
                 if transaction.connectionLost {
                     drop(connection)
                 } else {
-                    do { try transaction.control("ROLLBACK") } catch { drop(connection) }
+                    do { try transaction.rollback() } catch { drop(connection) }
                 }
                 unlock()
                 if transaction.serializationFailed {
@@ -173,11 +180,12 @@ actor PostgresSession {
         }
     }
 
-    func execute(_ sql: String) throws {
+    /// Runs one statement on its own (autocommit). `sql` uses PostgreSQL's `$n` placeholders.
+    func execute(_ sql: String, arguments: [SQLValue] = []) throws {
         let connection = try openConnection()
         let session = PostgresTransaction(connection: connection, shared: shared)
         do {
-            try session.query(sql, [])
+            try session.run(sql: sql, arguments: arguments)
         } catch {
             if session.connectionLost { drop(connection) }
             throw error

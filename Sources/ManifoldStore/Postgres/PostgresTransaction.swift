@@ -13,36 +13,43 @@ final class PostgresTransaction: SQLTransaction {
 
     var dialect: SQLDialect { .postgres }
     /// Rows changed by the last INSERT, UPDATE or DELETE (a SELECT leaves it as it was, as SQLite's `changes()`).
-    private(set) var changesCount = 0
+    private var lastChanges = 0
     /// A statement failed with SQLSTATE 40001 or 40P01: the transaction is void and may run again.
     private(set) var serializationFailed = false
     /// The connection failed or was closed by the server.
     private(set) var connectionLost = false
-    /// `COMMIT` was sent: after a lost connection, the outcome is unknown.
+    /// `COMMIT` reached the wire: after a lost connection, the outcome is unknown. (PostgresNIO writes a statement
+    /// only once the one before it was answered, so a COMMIT behind a statement that failed never left.)
     private(set) var commitSent = false
     /// The first failure's message, for the error after giving up.
     private(set) var failureMessage: String?
     private var firstFailure: SQLError?
+    /// Statements sent and not yet answered, oldest first. PostgresNIO sends each as soon as the one before is
+    /// answered, on its event loop, so the session thread waits once for several statements instead of once each.
+    private var inFlight: [Sent] = []
+
+    private struct Sent {
+        let answer: EventLoopFuture<PostgresQueryResult>
+        let sql: String
+        let timedOut: TimeoutFlag
+    }
 
     init(connection: PostgresConnection, shared: PostgresShared) {
         self.connection = connection
         self.shared = shared
     }
 
+    var changesCount: Int {
+        get throws {
+            _ = try settle()
+            return lastChanges
+        }
+    }
+
     @discardableResult
     func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow] {
-        let statement = shared.statements.translate(sql)
-        guard statement.placeholders == arguments.values.count else {
-            throw SQLError.other(
-                "the statement has \(statement.placeholders) placeholders but \(arguments.values.count) arguments: \(sql)")
-        }
-        var binds = PostgresBindings(capacity: arguments.values.count)
-        for value in arguments.values { Self.bind(value, to: &binds) }
-        let result = try run(PostgresQuery(unsafeSQL: statement.text, binds: binds), sql: sql)
-        switch result.metadata.command {
-        case "INSERT", "UPDATE", "DELETE", "MERGE": changesCount = result.metadata.rows ?? 0
-        default: break
-        }
+        try enqueue(sql, arguments)
+        guard let result = try settle() else { return [] }
         return try result.rows.map { row in
             var columns: [String] = []
             var values: [SQLValue] = []
@@ -56,23 +63,82 @@ final class PostgresTransaction: SQLTransaction {
         }
     }
 
-    /// Runs a transaction-control statement (`BEGIN …`, `ROLLBACK`).
-    func control(_ sql: String) throws {
-        _ = try run(PostgresQuery(unsafeSQL: sql), sql: sql)
+    func send(_ sql: String, _ arguments: SQLArguments) throws {
+        try enqueue(sql, arguments)
     }
 
-    /// Sends `COMMIT`. PostgreSQL answers a `COMMIT` of a transaction that an earlier error aborted with
-    /// `ROLLBACK` instead of an error; that is reported as the earlier error.
-    func commit() throws {
-        commitSent = true
-        let result = try run(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
-        if result.metadata.command == "ROLLBACK" {
-            throw firstFailure
-                ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
+    private func enqueue(_ sql: String, _ arguments: SQLArguments) throws {
+        let statement = shared.statements.translate(sql)
+        guard statement.placeholders == arguments.values.count else {
+            throw SQLError.other(
+                "the statement has \(statement.placeholders) placeholders but \(arguments.values.count) arguments: \(sql)")
+        }
+        var binds = PostgresBindings(capacity: arguments.values.count)
+        for value in arguments.values { Self.bind(value, to: &binds) }
+        dispatch(PostgresQuery(unsafeSQL: statement.text, binds: binds), sql: sql)
+    }
+
+    /// Runs `sql` as written (`$n` placeholders, no translation), e.g. a statement outside any transaction.
+    func run(sql: String, arguments: [SQLValue]) throws {
+        var binds = PostgresBindings(capacity: arguments.count)
+        for value in arguments { Self.bind(value, to: &binds) }
+        dispatch(PostgresQuery(unsafeSQL: sql, binds: binds), sql: sql)
+        _ = try settle()
+    }
+
+    /// Runs transaction-control statements (`BEGIN …`, `ROLLBACK`, the writers' lock), sent together and waited for
+    /// once.
+    func control(_ statements: String...) throws {
+        for sql in statements { dispatch(PostgresQuery(unsafeSQL: sql), sql: sql) }
+        _ = try settle()
+    }
+
+    /// Sends `ROLLBACK` behind whatever is still in flight; throws only when the ROLLBACK itself failed (a statement
+    /// before it that failed is why the transaction is being rolled back).
+    func rollback() throws {
+        dispatch(PostgresQuery(unsafeSQL: "ROLLBACK"), sql: "ROLLBACK")
+        let batch = inFlight
+        inFlight = []
+        let outcome = wait(for: batch)
+        if outcome.results.last ?? nil == nil {
+            throw outcome.failure?.error ?? SQLError.other("ROLLBACK was not answered")
         }
     }
 
-    private func run(_ query: PostgresQuery, sql: String) throws -> PostgresQueryResult {
+    /// Sends `COMMIT`. PostgreSQL answers a `COMMIT` of a transaction that an earlier error aborted with `ROLLBACK`
+    /// instead of an error; that is reported as the earlier error.
+    func commit() throws {
+        try commit(then: nil).commit.get()
+    }
+
+    /// Sends `COMMIT` and `followUp` right behind it (the writers' unlock), waiting once for both. The follow-up runs
+    /// whatever the commit's outcome (after COMMIT's answer the transaction is over); both outcomes are returned.
+    func commit(then followUp: String?) -> (commit: Result<Void, any Error>, followUp: (any Error)?) {
+        dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
+        let commitIndex = inFlight.count - 1
+        if let followUp { dispatch(PostgresQuery(unsafeSQL: followUp), sql: followUp) }
+        let batch = inFlight
+        inFlight = []
+        let outcome = wait(for: batch)
+        // Statements before COMMIT all answered: COMMIT was written, and a connection lost now leaves it unknown.
+        commitSent = (outcome.failure?.index ?? Int.max) >= commitIndex
+        let committed = Result<Void, any Error> {
+            if let failure = outcome.failure, failure.index <= commitIndex { throw failure.error }
+            if outcome.results[commitIndex]?.metadata.command == "ROLLBACK" {
+                throw firstFailure
+                    ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
+            }
+        }
+        var followUpFailure: (any Error)?
+        if followUp != nil, outcome.results[commitIndex + 1] == nil {
+            followUpFailure = outcome.failure?.error ?? SQLError.other("the statement after COMMIT was not answered")
+        }
+        return (committed, followUpFailure)
+    }
+
+    /// Hands a statement to the connection without waiting. Its deadline starts now: the watchdog closes the
+    /// connection if PostgreSQL has not answered within `query_timeout`.
+    private func dispatch(_ query: PostgresQuery, sql: String) {
         let timeout = TimeAmount.seconds(Int64(shared.configuration.queryTimeout))
         let connection = self.connection
         let settled = TimeoutFlag()
@@ -93,19 +159,49 @@ final class PostgresTransaction: SQLTransaction {
             guard settled.settle() else { return }
             outcome.completeWith(result)
         }
-        do {
-            return try outcome.futureResult.wait()
-        } catch {
-            let classified = PostgresErrors.classify(
-                error, sql: sql, configuration: shared.configuration, timedOut: timedOut.fired.withLock { $0 })
-            if classified.serializationFailure { serializationFailed = true }
-            if classified.connectionLost { connectionLost = true }
-            if firstFailure == nil {
-                firstFailure = classified.error
-                failureMessage = classified.error.description
+        inFlight.append(Sent(answer: outcome.futureResult, sql: sql, timedOut: timedOut))
+    }
+
+    /// Waits for every statement in flight; returns the last one's answer (nil when none was in flight). When one
+    /// failed, throws the transaction's first failure (the statements after it fail too: PostgreSQL refuses
+    /// statements in an aborted transaction, and a lost connection answers none).
+    private func settle() throws -> PostgresQueryResult? {
+        let batch = inFlight
+        inFlight = []
+        let outcome = wait(for: batch)
+        if let failure = outcome.failure { throw failure.error }
+        return outcome.results.last ?? nil
+    }
+
+    /// The answers to `batch`, in order (nil for each that failed), and the first failure with its position.
+    private func wait(for batch: [Sent]) -> (results: [PostgresQueryResult?], failure: (index: Int, error: SQLError)?) {
+        // The connection answers in order, so once the last statement settled the others have: one wait, not one each.
+        _ = try? batch.last?.answer.wait()
+        var results: [PostgresQueryResult?] = []
+        var failure: (index: Int, error: SQLError)?
+        for (index, statement) in batch.enumerated() {
+            do {
+                let result = try statement.answer.wait()
+                switch result.metadata.command {
+                case "INSERT", "UPDATE", "DELETE", "MERGE": lastChanges = result.metadata.rows ?? 0
+                default: break
+                }
+                results.append(result)
+            } catch {
+                results.append(nil)
+                let classified = PostgresErrors.classify(
+                    error, sql: statement.sql, configuration: shared.configuration,
+                    timedOut: statement.timedOut.fired.withLock { $0 })
+                if classified.serializationFailure { serializationFailed = true }
+                if classified.connectionLost { connectionLost = true }
+                if firstFailure == nil {
+                    firstFailure = classified.error
+                    failureMessage = classified.error.description
+                }
+                if failure == nil { failure = (index, firstFailure ?? classified.error) }
             }
-            throw classified.error
         }
+        return (results, failure)
     }
 
     static func bind(_ value: SQLValue, to binds: inout PostgresBindings) {

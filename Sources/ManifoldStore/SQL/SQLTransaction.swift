@@ -16,14 +16,19 @@ public protocol SQLTransaction: AnyObject {
     /// Runs a statement and returns the rows it produced (none for most writes).
     @discardableResult
     func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow]
-    /// Rows changed by the last statement (`UPDATE`, `DELETE`, `INSERT`).
-    var changesCount: Int { get }
+    /// Runs a statement whose rows nobody reads. A backend may send it and go on without waiting for the answer
+    /// (PostgreSQL pipelines it behind the statements before): a failure is then thrown by the next statement that
+    /// is waited for, by ``changesCount`` or by the commit — always inside the same transaction, which rolls back.
+    func send(_ sql: String, _ arguments: SQLArguments) throws
+    /// Rows changed by the last statement (`UPDATE`, `DELETE`, `INSERT`); throws what a statement sent before it
+    /// failed with.
+    var changesCount: Int { get throws }
 }
 
 extension SQLTransaction {
-    /// Runs a statement that produces no rows the caller needs.
+    /// Runs a statement that produces no rows the caller needs (see ``send(_:_:)``).
     public func execute(sql: String, arguments: SQLArguments = []) throws {
-        try query(sql, arguments)
+        try send(sql, arguments)
     }
 
     /// The larger of two SQL expressions: `MAX(a, b)` in SQLite, `GREATEST(a, b)` in PostgreSQL.

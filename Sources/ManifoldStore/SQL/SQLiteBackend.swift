@@ -126,6 +126,8 @@ final class GRDBTransaction: SQLTransaction {
     var dialect: SQLDialect { .sqlite }
     var changesCount: Int { db.changesCount }
 
+    func send(_ sql: String, _ arguments: SQLArguments) throws { try query(sql, arguments) }
+
     @discardableResult
     func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow] {
         let statement = try db.cachedStatement(sql: sql)
