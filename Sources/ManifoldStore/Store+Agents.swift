@@ -86,14 +86,22 @@ extension Store {
     func agentOffer(
         _ db: SQLTransaction, agentId: String, poll: PollRequest
     ) throws -> (platforms: [Platform], labels: [String: String]) {
+        let polling = try pollingAgent(db, agentId: agentId, poll: poll)
+        return (polling.platforms, polling.labels)
+    }
+
+    /// What a polling agent offers (its poll narrowed within what was fixed at join and its pool), with its name and
+    /// state: two reads, the agent's row and every pool (its own pool's labels and the keys other pools reserve).
+    func pollingAgent(_ db: SQLTransaction, agentId: String, poll: PollRequest) throws -> PollingAgent {
         guard let agent = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
             throw StoreError.notFound(kind: "agent", id: agentId)
         }
+        let pools = try SQLRow.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name")
+        let reserved = try Self.reservedLabelKeys(pools)
         let poolName: String? = agent["pool"]
         let poolLabels =
-            try poolName.flatMap {
-                try String.fetchOne(db, sql: "SELECT labels FROM pool WHERE name = ?", arguments: [$0])
-            }.map { try Store.decode([String: String].self, $0) } ?? [:]
+            try pools.first { poolName != nil && ($0["name"] as String) == poolName }
+            .map { try Store.decode([String: String].self, $0["labels"]) } ?? [:]
         let fixedPlatforms = try Store.decode([Platform].self, (agent["fixedPlatforms"] as String?) ?? agent["platforms"])
         let fixedLabels = try Store.decode([String: String].self, (agent["fixedLabels"] as String?) ?? agent["labels"])
         switch PoolRules.narrow(
@@ -102,8 +110,10 @@ extension Store {
         {
         case .failure(let refusal): throw StoreError.forbidden(refusal.description)
         case .success(let offer):
-            let reserved = try Self.reservedLabelKeys(db)
-            return (offer.platforms, offer.labels.filter { reserved[$0.key] == nil || poolLabels[$0.key] != nil })
+            return PollingAgent(
+                platforms: offer.platforms,
+                labels: offer.labels.filter { reserved[$0.key] == nil || poolLabels[$0.key] != nil },
+                name: agent["name"], state: AgentState(rawValue: agent["state"]))
         }
     }
 
@@ -201,4 +211,13 @@ extension Store {
             joinedAt: Store.date(row["joinedAt"]) ?? Date(timeIntervalSince1970: 0), lastSeenAt: Store.date(row["lastSeenAt"]),
             pool: row["pool"])
     }
+}
+
+/// A polling agent as a lease sees it: what it offers now, and who it is.
+struct PollingAgent {
+    var platforms: [Platform]
+    var labels: [String: String]
+    var name: String
+    /// Nil for a state this version does not know (never leased to).
+    var state: AgentState?
 }

@@ -104,8 +104,13 @@ extension Store {
     /// Label keys that some pool imposes, with the pools that impose each: an agent outside those pools may not
     /// carry such a label, or an agent of any pool could claim `pool=release` jobs.
     static func reservedLabelKeys(_ db: SQLTransaction) throws -> [String: [String]] {
+        try reservedLabelKeys(SQLRow.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name"))
+    }
+
+    /// The label keys each pool reserves, from rows of `SELECT name, labels FROM pool ORDER BY name`.
+    static func reservedLabelKeys(_ pools: [SQLRow]) throws -> [String: [String]] {
         var reserved: [String: [String]] = [:]
-        for row in try SQLRow.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name") {
+        for row in pools {
             for key in try Store.decode([String: String].self, row["labels"]).keys {
                 reserved[key, default: []].append(row["name"])
             }

@@ -56,12 +56,10 @@ extension Store {
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
         return try await write { db -> Lease? in
-            let offer = try self.agentOffer(db, agentId: agentId, poll: poll)
+            let agent = try self.pollingAgent(db, agentId: agentId, poll: poll)
+            let offer = (platforms: agent.platforms, labels: agent.labels)
             try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels)
-            guard let stateRaw = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId]) else {
-                throw StoreError.notFound(kind: "agent", id: agentId)
-            }
-            guard AgentState(rawValue: stateRaw) == .active else { return nil }
+            guard agent.state == .active else { return nil }
             // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on
             // the way) is handed out again, same epoch, before anything new.
             if let held = try SQLRow.fetchOne(
@@ -98,7 +96,8 @@ extension Store {
                 switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
                 case .secrets(let secrets):
                     return try self.grant(
-                        db, job: candidate, platformSpec: platformSpec, agentId: agentId, secrets: secrets, at: at)
+                        db, job: candidate, platformSpec: platformSpec, agentId: agentId, agentName: agent.name,
+                        secrets: secrets, at: at)
                 case .tooOld: continue
                 case .unusable(let reason):
                     try self.failUnstartable(db, jobId: candidate["id"], reason: reason, at: at)
@@ -192,7 +191,8 @@ extension Store {
     }
 
     private func grant(
-        _ db: SQLTransaction, job: SQLRow, platformSpec: PlatformSpec, agentId: String, secrets: [String: String], at: Date
+        _ db: SQLTransaction, job: SQLRow, platformSpec: PlatformSpec, agentId: String, agentName: String,
+        secrets: [String: String], at: Date
     ) throws -> Lease {
         let jobId: String = job["id"]
         let buildId: String = job["buildId"]
@@ -214,7 +214,6 @@ extension Store {
         try db.execute(
             sql: "UPDATE build SET state = 'running', updatedAt = ? WHERE id = ? AND state = 'queued'",
             arguments: [Store.timestamp(at), buildId])
-        let agentName = try String.fetchOne(db, sql: "SELECT name FROM agent WHERE id = ?", arguments: [agentId]) ?? agentId
         try appendEvent(
             db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
             data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
@@ -223,16 +222,17 @@ extension Store {
             childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
         try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
         return try leaseView(
-            db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires, secrets: secrets)
+            db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires, secrets: secrets, spec: spec)
     }
 
     /// The lease an agent receives for attempt `epoch` of `job`, carrying the build's decrypted `secrets`.
     private func leaseView(
-        _ db: SQLTransaction, job: SQLRow, epoch: Int64, number: Int, pushTag: String, expires: Date, secrets: [String: String]
+        _ db: SQLTransaction, job: SQLRow, epoch: Int64, number: Int, pushTag: String, expires: Date, secrets: [String: String],
+        spec knownSpec: BuildSpec? = nil
     ) throws -> Lease {
         let buildId: String = job["buildId"]
         let platformSpec = try Store.decode(PlatformSpec.self, job["spec"])
-        let spec = try Self.buildSpec(db, id: buildId)
+        let spec = try knownSpec ?? Self.buildSpec(db, id: buildId)
         let jobSpec = JobSpec(
             buildId: buildId, platform: platformSpec.platform, image: spec.image, tag: pushTag, context: spec.context,
             dockerfile: platformSpec.dockerfile ?? spec.dockerfile,
