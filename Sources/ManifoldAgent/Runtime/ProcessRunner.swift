@@ -43,6 +43,7 @@ public enum StopReason: String, Sendable {
 /// A one-shot flag the job's watchers set and the process runner waits on.
 public final class StopSignal: Sendable {
     private let reason = Mutex<StopReason?>(nil)
+    private let waiters = ConditionWaiters<StopReason?>()
 
     public init() {}
 
@@ -50,14 +51,16 @@ public final class StopSignal: Sendable {
 
     /// Records the first reason; later ones are ignored.
     public func request(_ newReason: StopReason) {
-        reason.withLock { if $0 == nil { $0 = newReason } }
+        let reason = reason.withLock { reason in
+            if reason == nil { reason = newReason }
+            return reason
+        }
+        waiters.resume(in: reason)
     }
 
+    /// Returns once a stop is requested (or the task is cancelled); the request resumes it.
     func wait() async {
-        while requested == nil {
-            try? await Task.sleep(for: .milliseconds(100))
-            if Task.isCancelled { return }
-        }
+        await waiters.wait(until: { $0 != nil }, current: { self.requested })
     }
 
     /// Runs `operation` unless a stop is requested first: then `operation` is cancelled and the answer is nil.

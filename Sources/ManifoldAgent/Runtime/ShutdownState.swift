@@ -9,6 +9,7 @@ public final class ShutdownState: Sendable {
     }
 
     private let state = Mutex<Stage>(.running)
+    private let waiters = ConditionWaiters<Stage>()
 
     public init() {}
 
@@ -17,22 +18,29 @@ public final class ShutdownState: Sendable {
     /// Advances one stage (a signal arrived) and returns the new stage.
     @discardableResult
     public func escalate() -> Stage {
-        state.withLock { stage in
+        let stage = state.withLock { stage in
             stage = Stage(rawValue: min(stage.rawValue + 1, Stage.cancelling.rawValue))!
             return stage
         }
+        waiters.resume(in: stage)
+        return stage
     }
 
     /// Moves to at least `target`.
     public func raise(to target: Stage) {
-        state.withLock { if $0 < target { $0 = target } }
+        let stage = state.withLock { stage in
+            if stage < target { stage = target }
+            return stage
+        }
+        waiters.resume(in: stage)
     }
 
-    /// Returns once the stage is at least `target`, polling every 100 ms (signals are rare; this keeps it simple).
+    /// Returns once the stage is at least `target` (or the task is cancelled). Nothing runs meanwhile: the change
+    /// resumes the wait.
     public func wait(for target: Stage) async {
-        while stage < target {
-            try? await Task.sleep(for: .milliseconds(100))
-            if Task.isCancelled { return }
-        }
+        await waiters.wait(until: { $0 >= target }, current: { self.stage })
     }
+
+    /// How many tasks wait for a stage now (for tests).
+    var waiting: Int { waiters.count }
 }
