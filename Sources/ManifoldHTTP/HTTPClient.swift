@@ -82,6 +82,9 @@ public final class HTTPClient: Sendable {
     /// How many times a paused stream was resumed after its consumer caught up.
     var streamResumptions: Int { loop.streamResumptions }
 
+    /// How many times the transfer thread woke from its wait (for tests of idle behaviour).
+    var loopWakeups: Int { loop.wakeups }
+
     // MARK: Redirects
 
     private func perform(_ request: HTTPRequest, sink: BodySink) async throws -> TransferOutcome {

@@ -19,6 +19,29 @@ import Testing
         #expect(elapsed(since: start) < .seconds(15))
     }
 
+    /// An idle client's transfer thread sleeps: it wakes for work and for curl's own timers, never on a clock of its
+    /// own — neither with nothing to do nor while a slow answer (a held long poll) is awaited.
+    @Test func anIdleClientOrOneAwaitingASlowAnswerDoesNotWake() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        _ = try await client.execute(HTTPRequest(url: env.plain.url("/echo")))
+        try await Task.sleep(for: .milliseconds(200))
+        let idle = client.loopWakeups
+        try await Task.sleep(for: .seconds(3))
+        #expect(client.loopWakeups - idle <= 1, "woke \(client.loopWakeups - idle) times in 3 s with nothing to do")
+
+        let held = Task { try await client.execute(HTTPRequest(url: env.plain.url("/slow?delay=3"))) }
+        try await waitUntil { client.inFlightTransfers == 1 }
+        try await Task.sleep(for: .milliseconds(500))
+        let waiting = client.loopWakeups
+        try await Task.sleep(for: .seconds(2))
+        #expect(client.inFlightTransfers == 1)
+        #expect(client.loopWakeups - waiting <= 3, "woke \(client.loopWakeups - waiting) times in 2 s awaiting one answer")
+        held.cancel()
+        _ = await held.result
+    }
+
     @Test func clientDefaultTimeout() async throws {
         let env = try HTTPTestEnvironment.shared()
         let client = HTTPClient(configuration: HTTPClientConfiguration(requestTimeout: .milliseconds(300)))

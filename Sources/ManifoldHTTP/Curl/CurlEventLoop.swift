@@ -34,6 +34,7 @@ final class CurlEventLoop: @unchecked Sendable {
     }
     private var activeCount = 0
     private var resumeCount = 0
+    private var wakeupCount = 0
     let logger: Logger
 
     init(logger: Logger) {
@@ -60,6 +61,9 @@ final class CurlEventLoop: @unchecked Sendable {
 
     /// How many transfers are on the multi handle right now (for tests and diagnostics).
     var inFlightTransfers: Int { lock.withLock { activeCount } }
+
+    /// How many times the thread woke from its wait (for tests: an idle client must not wake).
+    var wakeups: Int { lock.withLock { wakeupCount } }
 
     /// How many times a stream paused for a slow consumer was resumed (for tests of backpressure).
     var streamResumptions: Int { lock.withLock { resumeCount } }
@@ -90,7 +94,10 @@ final class CurlEventLoop: @unchecked Sendable {
             var running: Int32 = 0
             curl_multi_perform(multi, &running)
             collectFinished()
-            curl_multi_poll(multi, nil, 0, 1000, nil)
+            // Sleeps until a transfer's socket is ready, curl's own next timer (curl shortens the wait to it), or a
+            // `curl_multi_wakeup` from `submit`: an idle client's thread does not wake at all within the minute.
+            curl_multi_poll(multi, nil, 0, 60_000, nil)
+            lock.withLock { wakeupCount += 1 }
         }
         for transfer in Array(active.values) { abort(transfer, with: .shutDown) }
         lock.lock()
