@@ -9,9 +9,10 @@ extension CoordinatorClient {
         try await call("POST", "/api/v1/agent/join", body: request)
     }
 
-    /// Holds until a job is leased (or the coordinator's poll window, ~30 s, passes with none: `lease` nil).
+    /// Holds until a job is leased (or the coordinator's poll window, ~30 s, passes with none: `lease` nil). Nothing is
+    /// sent meanwhile, so the request is bounded by its 90 s total rather than by the client's stall check.
     public func poll(_ request: PollRequest) async throws -> PollResponse {
-        try await call("POST", "/api/v1/agent/poll", body: request, timeout: .seconds(90))
+        try await call("POST", "/api/v1/agent/poll", body: request, timeout: .seconds(90), checksStalls: false)
     }
 
     /// Renews a lease. `timeout` bounds this one request (agents pass about a third of the lease TTL, so one

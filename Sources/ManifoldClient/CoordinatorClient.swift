@@ -84,7 +84,7 @@ public final class CoordinatorClient: Sendable {
     /// Sends a request and returns the raw response, throwing `CoordinatorClientError.api` for 4xx/5xx.
     public func send(
         _ method: String, _ path: String, query: [(String, String)] = [], headers extra: HTTPHeaders = [:],
-        body: HTTPRequest.Body = .none, json: Bool = false, timeout: Duration? = nil
+        body: HTTPRequest.Body = .none, json: Bool = false, timeout: Duration? = nil, checksStalls: Bool = true
     ) async throws -> HTTPResponse {
         var headers = headers(json: json)
         for (name, value) in extra { headers.replaceOrAdd(name, value) }
@@ -92,7 +92,7 @@ public final class CoordinatorClient: Sendable {
         let response = try await failingOver { base in
             let request = HTTPRequest(
                 method: method, url: self.url(path, query: query, base: base), headers: headersToSend, body: body,
-                timeout: timeout)
+                timeout: timeout, checksStalls: checksStalls)
             return try await self.http.execute(request)
         } status: {
             $0.status
@@ -137,10 +137,11 @@ public final class CoordinatorClient: Sendable {
     /// Sends `body` as JSON and decodes the JSON answer.
     public func call<Response: Decodable>(
         _ method: String, _ path: String, query: [(String, String)] = [], body: (some Encodable & Sendable)? = nil as Empty?,
-        timeout: Duration? = nil, as type: Response.Type = Response.self
+        timeout: Duration? = nil, checksStalls: Bool = true, as type: Response.Type = Response.self
     ) async throws -> Response {
         let payload: HTTPRequest.Body = try body.map { .bytes(try APICoding.encoder().encode($0)) } ?? .none
-        let response = try await send(method, path, query: query, body: payload, json: body != nil, timeout: timeout)
+        let response = try await send(
+            method, path, query: query, body: payload, json: body != nil, timeout: timeout, checksStalls: checksStalls)
         do {
             return try APICoding.decoder().decode(Response.self, from: response.body)
         } catch {

@@ -27,6 +27,10 @@ public struct HTTPRequest: Sendable {
     /// Checks the URL before the first connection and before each redirect hop, and pins connections to the
     /// addresses it checked; nil contacts whatever the URL and its redirects name.
     public var destinationPolicy: DestinationPolicy?
+    /// Whether the client's `stallTimeout` applies. False for a request that is silent by design until it is answered
+    /// (a held long poll): its total `timeout` bounds it instead, and libcurl need not wake every second to measure a
+    /// speed of zero. Ignored, stalls checked, when `timeout` is `unlimited`: some bound always applies.
+    public var checksStalls: Bool
 
     /// A `timeout` meaning "no total limit": the request runs as long as data keeps moving
     /// (see `HTTPClientConfiguration.stallTimeout`).
@@ -38,9 +42,10 @@ public struct HTTPRequest: Sendable {
 
     public init(
         method: String = "GET", url: URL, headers: HTTPHeaders = [:], body: Body = .none, timeout: Duration? = nil,
-        destinationPolicy: DestinationPolicy? = nil
+        destinationPolicy: DestinationPolicy? = nil, checksStalls: Bool = true
     ) {
         self.destinationPolicy = destinationPolicy
+        self.checksStalls = checksStalls
         self.method = method
         self.url = url
         self.headers = headers

@@ -202,7 +202,8 @@ final class CurlTransfer: @unchecked Sendable {
             manifold_curl_easy_setopt_header_callback(easy, curlHeaderCallback),
             manifold_curl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me),
         ]
-        if let stall = configuration.stallTimeout {
+        let silentByDesign = !request.checksStalls && request.timeout.map { $0 != HTTPRequest.unlimited } ?? true
+        if let stall = configuration.stallTimeout, !silentByDesign {
             // Below 1 byte/s for `stall` seconds: libcurl aborts with CURLE_OPERATION_TIMEDOUT.
             results += [options.set(CURLOPT_LOW_SPEED_LIMIT, 1), options.set(CURLOPT_LOW_SPEED_TIME, Self.seconds(stall))]
         }
