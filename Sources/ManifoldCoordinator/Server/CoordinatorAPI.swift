@@ -161,10 +161,15 @@ public struct CoordinatorAPI: Sendable {
         router.get("/metrics") { _, context -> Response in
             _ = try context.requireUser([.viewer, .submitter], to: "read metrics")
             let counts = try await store.stateCounts()
+            // Every state has a series from the first scrape on, at 0 while no row is in it.
+            func everyState<State: CaseIterable & RawRepresentable>(_: State.Type, _ counts: [String: Int]) -> [String: Int]
+            where State.RawValue == String {
+                counts.merging(State.allCases.map { ($0.rawValue, 0) }) { count, _ in count }
+            }
             let text = metrics.render(gauges: [
-                ("manifold_builds", "Builds by state.", "state", counts.builds),
-                ("manifold_jobs", "Platform jobs by state.", "state", counts.jobs),
-                ("manifold_agents", "Agents by state.", "state", counts.agents),
+                ("manifold_builds", "Builds by state.", "state", everyState(BuildState.self, counts.builds)),
+                ("manifold_jobs", "Platform jobs by state.", "state", everyState(JobState.self, counts.jobs)),
+                ("manifold_agents", "Agents by state.", "state", everyState(AgentState.self, counts.agents)),
             ])
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
