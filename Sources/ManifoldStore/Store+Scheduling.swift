@@ -127,6 +127,13 @@ extension Store {
         }
     }
 
+    /// The build a job belongs to (it never changes), or nil for an unknown job.
+    public func buildId(ofJob jobId: String) async throws -> String? {
+        try await backend.read { db in
+            try String.fetchOne(db, sql: "SELECT buildId FROM job WHERE id = ?", arguments: [jobId])
+        }
+    }
+
     /// Whether the job waits in the queue now (for a retry, or given back), so held polls have something new.
     public func isQueued(jobId: String) async throws -> Bool {
         try await backend.read { db in
@@ -918,7 +925,14 @@ extension Store {
     /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
     func currentAttempt(_ db: SQLTransaction, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> SQLRow
     {
-        guard let attempt = try SQLRow.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch]),
+        // One statement: the attempt and its job's current epoch (every agent write starts here).
+        guard
+            let attempt = try SQLRow.fetchOne(
+                db,
+                sql: """
+                    SELECT attempt.*, job.currentEpoch AS jobCurrentEpoch FROM attempt
+                    LEFT JOIN job ON job.id = attempt.jobId WHERE attempt.epoch = ?
+                    """, arguments: [epoch]),
             (attempt["jobId"] as String) == jobId
         else {
             throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "no such attempt of this job")
@@ -927,7 +941,7 @@ extension Store {
             throw StoreError.forbidden(
                 "attempt epoch \(epoch) of job \(jobId) is leased to another agent; an agent may only touch its own jobs")
         }
-        let current = try Int64.fetchOne(db, sql: "SELECT currentEpoch FROM job WHERE id = ?", arguments: [jobId])
+        let current: Int64? = attempt["jobCurrentEpoch"]
         guard current == epoch else {
             throw StoreError.staleAttempt(
                 jobId: jobId, epoch: epoch, reason: "a newer attempt (epoch \(current.map(String.init) ?? "none")) replaced it")

@@ -68,7 +68,9 @@ extension CoordinatorAPI {
             let agent = try context.requireAgent()
             let heartbeat = try await decode(HeartbeatRequest.self, from: request, context: context)
             let answer = try await store.heartbeat(agentId: agent.id, heartbeat)
-            if heartbeat.phase != nil { notifier.notify(.progress) }
+            if heartbeat.phase != nil {
+                notifier.notify(.progress, build: await jobBuilds.build(of: heartbeat.jobId, in: store))
+            }
             return try Self.json(answer)
         }
 
@@ -86,13 +88,13 @@ extension CoordinatorAPI {
                 agentId: agent.id, jobId: jobId, epoch: epoch, offset: offset, data: Data(buffer: body))
             {
             case .stored(let size):
-                notifier.notify(.progress)
+                notifier.notify(.progress, build: await jobBuilds.build(of: jobId, in: store))
                 return try Self.json(LogAppendResponse(size: size))
             case .gap(let size):
                 // The agent resends from `size`.
                 return try Self.json(LogAppendResponse(size: size), status: .rangeNotSatisfiable)
             case .truncated(let size):
-                notifier.notify(.progress)
+                notifier.notify(.progress, build: await jobBuilds.build(of: jobId, in: store))
                 throw APIError(
                     .contentTooLarge, code: "TOO_LARGE",
                     "this attempt's log reached the coordinator's limit of \(store.settings.maxLogBytesPerAttempt) bytes "
@@ -107,7 +109,9 @@ extension CoordinatorAPI {
             // Only a job queued again (a retry, a job given back) is new work for held polls: a report that ends its
             // job, or sends it to verification, wakes the verifier and the event streams, not every held poll.
             let requeued = try await store.isQueued(jobId: report.jobId)
-            notifier.notify(requeued ? [.verification, .work, .progress] : [.verification, .progress])
+            notifier.notify(
+                requeued ? [.verification, .work, .progress] : [.verification, .progress],
+                build: await jobBuilds.build(of: report.jobId, in: store))
             if case .refused(let reason) = outcome {
                 context.logger.warning(
                     "report refused", metadata: ["agent": "\(agent.name)", "job": "\(report.jobId)", "reason": "\(reason)"])
@@ -146,7 +150,7 @@ extension CoordinatorAPI {
             let lease = worthWriting ? try await store.lease(agentId: agentId, poll: poll) : nil
             woken = false
             if let lease {
-                notifier.notify(.progress)
+                notifier.notify(.progress, build: lease.spec.buildId)
                 return lease
             }
             guard ContinuousClock.now < deadline, !Task.isCancelled, !notifier.isShuttingDown else { return nil }

@@ -204,10 +204,9 @@ extension CoordinatorAPI {
                     finalSeen = true
                     continue
                 }
-                await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
-                if notifier.generation(of: .progress) == generation {
-                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                }
+                let woken = await notifier.wait(
+                    for: .progress, after: generation, until: .now + .seconds(15), build: buildId)
+                if !woken { try await writer.write(ByteBuffer(string: ": keep-alive\n\n")) }
             }
         }
     }
@@ -233,7 +232,7 @@ extension CoordinatorAPI {
             }
             if (chunk.epoch != 0 && chunk.finished && position >= chunk.size) || notifier.isShuttingDown { return }
             if chunk.finished, try await store.logRemoval(epoch: chunk.epoch) != nil { return }
-            await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15))
+            await notifier.wait(for: .progress, after: generation, until: .now + .seconds(15), build: buildId)
         }
     }
 

@@ -4,6 +4,7 @@ import Logging
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
+import Synchronization
 
 /// The `/api/v1` routes. Handlers are thin: they check the caller's role, decode, call the store, and wake
 /// whoever waits for the change.
@@ -57,6 +58,7 @@ public struct CoordinatorAPI: Sendable {
     let generateSecret: @Sendable (String) -> String
     let failures: AuthFailureLimiter
     let streams: StreamRegistry
+    let jobBuilds = JobBuilds()
 
     public init(
         store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, options: Options,
@@ -177,3 +179,23 @@ public struct CoordinatorAPI: Sendable {
         }
     }
 }
+
+/// Which build each job belongs to — fixed when the job is made — remembered for the jobs agents report on, so a
+/// log chunk or heartbeat wakes only its build's followers without a read each time. Bounded: forgotten wholesale
+/// when full, then read again.
+final class JobBuilds: Sendable {
+    private static let limit = 4096
+    private let known = Mutex<[String: String]>([:])
+
+    /// The build of `jobId`, nil when the job does not exist (or the store cannot say now: everyone is woken then).
+    func build(of jobId: String, in store: Store) async -> String? {
+        if let build = known.withLock({ $0[jobId] }) { return build }
+        guard let build = try? await store.buildId(ofJob: jobId) else { return nil }
+        known.withLock { known in
+            if known.count >= Self.limit { known.removeAll(keepingCapacity: true) }
+            known[jobId] = build
+        }
+        return build
+    }
+}
+

@@ -54,6 +54,16 @@ public final class WorkNotifier: Sendable {
         var continuation: CheckedContinuation<Void, Never>
         /// For held polls: what the poll can take, so work with hints wakes only as many as can take it.
         var offer: WorkOffer?
+        /// For followers of one build (event streams, logs): progress of other builds does not wake them.
+        var build: String?
+
+        /// Whether a notification of `topics` (progress of `build`, or of any build when nil) concerns this waiter.
+        func isWoken(by topics: Topics, build notified: String?) -> Bool {
+            if !self.topics.subtracting(.progress).isDisjoint(with: topics) { return true }
+            guard self.topics.contains(.progress), topics.contains(.progress) else { return false }
+            guard let build, let notified else { return true }
+            return build == notified
+        }
     }
 
     private struct State {
@@ -83,17 +93,19 @@ public final class WorkNotifier: Sendable {
         self.relay.withLock { $0 = relay }
     }
 
-    /// Wakes the waiters of any of `topics`, here and, through the relay, on the other replicas.
-    public func notify(_ topics: Topics) {
+    /// Wakes the waiters of any of `topics`, here and, through the relay, on the other replicas. With `build`, progress
+    /// wakes only that build's followers (and waiters of any build's progress); without, every follower.
+    public func notify(_ topics: Topics, build: String? = nil) {
+        // Other replicas hear the topics only: their followers of every build read again (see ReplicaWakeups).
         relay.withLock { $0 }?(topics, nil)
-        notifyHere(topics)
+        notifyHere(topics, build: build)
     }
 
     /// Wakes the waiters of any of `topics` in this process only (a notification another replica sent).
-    public func notifyHere(_ topics: Topics) {
+    public func notifyHere(_ topics: Topics, build: String? = nil) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.advance(topics)
-            let ids = state.waiters.filter { !$0.value.topics.isDisjoint(with: topics) }.map(\.key)
+            let ids = state.waiters.filter { $0.value.isWoken(by: topics, build: build) }.map(\.key)
             return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
         }
         for continuation in woken { continuation.resume() }
@@ -150,16 +162,21 @@ public final class WorkNotifier: Sendable {
     /// check and the wait is not missed.
     public func generation(of topics: Topics) -> UInt64 { state.withLock { $0.generation(of: topics) } }
 
-    /// Returns when `topics` were notified after `generation`, at `deadline`, or when the task is cancelled. A held
-    /// poll passes its `offer`, so work announced with hints wakes it only when it can take some of it.
+    /// Returns when `topics` were notified after `generation`, at `deadline`, or when the task is cancelled; answers
+    /// whether it returned before the deadline. A held poll passes its `offer`, so work announced with hints wakes it
+    /// only when it can take some of it; a follower of one build passes the `build`, so other builds' progress leaves
+    /// it asleep. (Generations count every build's progress: one that moved between the caller's check and the wait
+    /// makes the wait return at once, and the caller reads again.)
+    @discardableResult
     public func wait(
-        for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer? = nil
-    ) async {
+        for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer? = nil,
+        build: String? = nil
+    ) async -> Bool {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiter &+= 1
             return state.nextWaiter
         }
-        await withTaskGroup(of: Void.self) { group in
+        return await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -167,7 +184,8 @@ public final class WorkNotifier: Sendable {
                             if state.generation(of: topics) != generation || state.shuttingDown || Task.isCancelled {
                                 return true
                             }
-                            state.waiters[id] = Waiter(topics: topics, continuation: continuation, offer: offer)
+                            state.waiters[id] = Waiter(
+                                topics: topics, continuation: continuation, offer: offer, build: build)
                             return false
                         }
                         if resumeNow { continuation.resume() }
@@ -175,12 +193,15 @@ public final class WorkNotifier: Sendable {
                 } onCancel: {
                     self.state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume()
                 }
+                return true
             }
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
+                return false
             }
-            await group.next()
+            let woken = await group.next() ?? false
             group.cancelAll()
+            return woken
         }
     }
 }

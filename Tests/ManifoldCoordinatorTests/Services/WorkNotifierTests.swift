@@ -50,6 +50,43 @@ import Testing
         }
     }
 
+    /// A build's progress (a log chunk, a phase) wakes that build's followers and those of every build, not the
+    /// followers of other builds; progress without a build (another replica's, an admin action) wakes them all. A wait
+    /// says whether it was woken, so a stream sends its keep-alive only after a quiet 15 s, however busy other builds are.
+    @Test func progressOfOneBuildWakesOnlyItsFollowers() async throws {
+        let notifier = WorkNotifier()
+        let woken = WokenWaiters()
+        let outcomes = WakeOutcomes()
+        let followers: [(name: String, build: String?)] = [("a-events", "bld_a"), ("a-log", "bld_a"), ("b", "bld_b"), ("any", nil)]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for follower in followers {
+                group.addTask {
+                    let notified = await notifier.wait(
+                        for: .progress, after: notifier.generation(of: .progress), until: .now + .seconds(120),
+                        build: follower.build)
+                    outcomes.record(follower.name, notified)
+                    woken.withLock { $0.append(follower.name) }
+                }
+            }
+            try await Self.until { notifier.waiting == 4 }
+
+            notifier.notify(.progress, build: "bld_a")
+            try await Self.until { woken.withLock { $0.count } == 3 }
+            #expect(Set(woken.withLock { $0 }) == ["a-events", "a-log", "any"])
+            #expect(notifier.waiting == 1)
+            notifier.notify(.verification, build: "bld_a")
+            #expect(notifier.waiting == 1, "other topics do not concern followers")
+
+            notifier.notify(.progress)
+            try await group.waitForAll()
+            #expect(woken.withLock { $0.last } == "b")
+        }
+        #expect(outcomes.all == ["a-events": true, "a-log": true, "b": true, "any": true])
+        let quiet = await notifier.wait(
+            for: .progress, after: notifier.generation(of: .progress), until: .now + .milliseconds(200), build: "bld_a")
+        #expect(!quiet, "a wait that reached its deadline says so")
+    }
+
     @Test func anOfferAcceptsWhatTheStoreWouldLeaseToIt() throws {
         let windows = WorkNotifier.WorkOffer(
             platforms: [try Platform(parsing: "windows/amd64:10.0.20348.2227")], labels: ["pool": "release", "gpu": "yes"])
@@ -73,4 +110,11 @@ import Testing
 final class WokenWaiters: Sendable {
     private let names = Mutex<[String]>([])
     func withLock<T: Sendable>(_ body: (inout [String]) -> T) -> T { names.withLock { body(&$0) } }
+}
+
+/// Whether each named waiter was woken by a notification (true) or its deadline (false).
+final class WakeOutcomes: Sendable {
+    private let outcomes = Mutex<[String: Bool]>([:])
+    func record(_ name: String, _ notified: Bool) { outcomes.withLock { $0[name] = notified } }
+    var all: [String: Bool] { outcomes.withLock { $0 } }
 }
