@@ -33,11 +33,23 @@ public struct LeaseReaper: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            var pauses = PauseDetector(tolerance: max(.seconds(5), .seconds(store.settings.leaseTTL / 4)))
+            _ = pauses.observe(.now, sleptFor: .zero)
             // After a restart, agents need one lease period to reach us again before their leases count as lost.
             try? await Task.sleep(for: startupGrace)
+            var slept = startupGrace
             var jumps = ClockJumpDetector()
             while !Task.isCancelled {
                 do {
+                    if let pause = pauses.observe(.now, sleptFor: slept) {
+                        // This process did not run (an overloaded machine, a frozen or stopped process): heartbeats
+                        // that reached it meanwhile still wait to be answered, so no lease expires for that time.
+                        logger.warning(
+                            "the coordinator did not run for a while; extending running leases",
+                            metadata: ["seconds": "\(pause.components.seconds)"])
+                        try await store.extendRunningLeases(
+                            until: store.currentTime().addingTimeInterval(store.settings.leaseTTL))
+                    }
                     if let jump = jumps.observe(wall: store.currentTime(), monotonic: .now) {
                         // The wall clock stepped forward (NTP, a resumed VM): no agent missed a heartbeat for
                         // that, so every running lease gets a full TTL instead of expiring at once.
@@ -62,6 +74,7 @@ public struct LeaseReaper: Service {
                     logger.error("expiring leases failed", metadata: ["error": "\(error)"])
                 }
                 try? await Task.sleep(for: interval)
+                slept = interval
             }
         }
     }
@@ -83,5 +96,23 @@ struct ClockJumpDetector {
         let monotonicSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let jump = wall.timeIntervalSince(last.wall) - monotonicSeconds
         return jump > tolerance ? jump : nil
+    }
+}
+
+/// Notices that this process did not run for a while: two passes of a loop further apart on the monotonic clock than
+/// the loop slept between them plus a tolerance (the machine overloaded, the process frozen or stopped). Heartbeats
+/// that arrived meanwhile were not answered yet, so the leases they renew must not expire for that time.
+struct PauseDetector {
+    let tolerance: Duration
+    private var last: ContinuousClock.Instant?
+
+    init(tolerance: Duration) { self.tolerance = tolerance }
+
+    /// How much later than `slept` after the last observation `now` is, when that is past the tolerance.
+    mutating func observe(_ now: ContinuousClock.Instant, sleptFor slept: Duration) -> Duration? {
+        defer { last = now }
+        guard let last else { return nil }
+        let late = now - last - slept
+        return late > tolerance ? late : nil
     }
 }

@@ -75,6 +75,18 @@ import Testing
         #expect(detector.observe(wall: wall.addingTimeInterval(200), monotonic: start + .seconds(6)) == nil)
     }
 
+    @Test func aPauseOfTheProcessIsDetectedBeyondItsTolerance() {
+        var detector = PauseDetector(tolerance: .seconds(15))
+        let start = ContinuousClock.now
+        #expect(detector.observe(start, sleptFor: .zero) == nil)
+        #expect(detector.observe(start + .seconds(60.5), sleptFor: .seconds(60)) == nil, "a startup grace slept through")
+        #expect(detector.observe(start + .seconds(63), sleptFor: .seconds(2)) == nil, "a pass a little late is no pause")
+        #expect(detector.observe(start + .seconds(79.5), sleptFor: .seconds(2)) == nil, "late by 14.5 s: within the tolerance")
+        let pause = detector.observe(start + .seconds(121.5), sleptFor: .seconds(2))
+        #expect(pause == .seconds(40), "\(String(describing: pause))")
+        #expect(detector.observe(start + .seconds(123.5), sleptFor: .seconds(2)) == nil, "back on time")
+    }
+
     @Test func everyConnectionCommitsWithFullDurability() async throws {
         let scratch = try ScratchDirectory(prefix: "durability")
         defer { scratch.remove() }
