@@ -355,8 +355,9 @@ import Testing
                 return try db.changesCount
             }
             #expect(changed == 5)
-            #expect(try await backend.read { db in try Int.fetchAll(db, sql: "SELECT x FROM p ORDER BY x") }
-                == Array(10..<15) + Array(115..<120))
+            #expect(
+                try await backend.read { db in try Int.fetchAll(db, sql: "SELECT x FROM p ORDER BY x") }
+                    == Array(10..<15) + Array(115..<120))
             // None of the failures above cost the connection: the one session is still on the same server process.
             #expect(try await backend.read { db in try Int.fetchOne(db, sql: "SELECT pg_backend_pid()") } == pid)
         }

@@ -57,7 +57,9 @@ import Testing
         let notifier = WorkNotifier()
         let woken = WokenWaiters()
         let outcomes = WakeOutcomes()
-        let followers: [(name: String, build: String?)] = [("a-events", "bld_a"), ("a-log", "bld_a"), ("b", "bld_b"), ("any", nil)]
+        let followers: [(name: String, build: String?)] = [
+            ("a-events", "bld_a"), ("a-log", "bld_a"), ("b", "bld_b"), ("any", nil),
+        ]
         try await withThrowingTaskGroup(of: Void.self) { group in
             for follower in followers {
                 group.addTask {
