@@ -121,6 +121,7 @@ let package = Package(
                 "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(

@@ -216,12 +216,12 @@ import Testing
         #expect(partial.output().contains("partially published sha256:"), "\(partial.output())")
         #expect(try await harness.children("partial") == [linuxDigest.description])
 
-        // A broken build file is reported with its line and key, before anything is sent (exit 2).
+        // A broken build file is reported with its line, column and key, before anything is sent (exit 2).
         try "image: \(harness.image)\ntags: [x]\nplatforms:\n  - platform: linux/amd64\n    dockerfle: D\n".write(
             to: context.appendingPathComponent("manifold.yaml"), atomically: true, encoding: .utf8)
         let broken = try await harness.cli(["build", "submit", "--context", context.path])
         #expect(broken.status == 2)
-        #expect(broken.stderr.contains("manifold.yaml:5: platforms[0].dockerfle: unknown key"), "\(broken.stderr)")
+        #expect(broken.stderr.contains("manifold.yaml:5:5: platforms[0].dockerfle: unknown key"), "\(broken.stderr)")
     }
 
     @Test func loginPinsTheCoordinatorCA() async throws {

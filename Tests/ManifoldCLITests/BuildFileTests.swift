@@ -50,21 +50,26 @@ import Testing
     }
 
     @Test(arguments: [
-        ("image: a/b\ntag: [x]\n", "manifold.yaml:2: tag: unknown key"),
+        ("image: a/b\ntag: [x]\n", "manifold.yaml:2:1: tag: unknown key"),
         (
             "platforms:\n  - linux/amd64\n  - platform: linux/arm64\n    dockerfil: X\n",
-            "manifold.yaml:4: platforms[1].dockerfil: unknown key"
+            "manifold.yaml:4:5: platforms[1].dockerfil: unknown key"
         ),
-        ("platforms:\n  - linux/amd64\n  - solaris/sparc\n", "manifold.yaml:3: platforms[1]: invalid platform"),
-        ("platforms:\n  - {dockerfile: X}\n", "manifold.yaml:2: platforms[0]: give the platform"),
-        ("max_attempts: many\n", "manifold.yaml:1: max_attempts: expected a whole number"),
-        ("allow_partial: maybe\n", "manifold.yaml:1: allow_partial: expected true or false"),
-        ("build_args:\n  A: [1]\n", "manifold.yaml:2: build_args.A: expected text, found a list"),
-        ("tags: {a: b}\n", "manifold.yaml:1: tags: expected a list of text"),
-        ("platforms:\n  - linux/amd64\n  - linux/x86_64\n", "manifold.yaml:3: platforms[1]: linux/amd64 is listed twice"),
-        ("image: [a\n", "manifold.yaml:1: a [ list is not closed"),
-        ("- a\n", "manifold.yaml:1: expected a mapping"),
+        (
+            "image: r.local/a\ntags: [x]\nplatforms:\n  - platform: linux/amd64\n    dockerfle: D\n",
+            "manifold.yaml:5:5: platforms[0].dockerfle: unknown key"
+        ),
+        ("platforms:\n  - linux/amd64\n  - solaris/sparc\n", "manifold.yaml:3:5: platforms[1]: invalid platform"),
+        ("platforms:\n  - {dockerfile: X}\n", "manifold.yaml:2:5: platforms[0]: give the platform"),
+        ("max_attempts: many\n", "manifold.yaml:1:15: max_attempts: expected a whole number"),
+        ("allow_partial: maybe\n", "manifold.yaml:1:16: allow_partial: expected true or false"),
+        ("build_args:\n  A: [1]\n", "manifold.yaml:2:3: build_args.A: expected text, found a list"),
+        ("tags: {a: b}\n", "manifold.yaml:1:7: tags: expected a list of text"),
+        ("platforms:\n  - linux/amd64\n  - linux/x86_64\n", "manifold.yaml:3:5: platforms[1]: linux/amd64 is listed twice"),
+        ("image: [a\n", "manifold.yaml:1:8: a [ list is not closed"),
+        ("- a\n", "manifold.yaml:1:1: expected a mapping"),
         ("", "manifold.yaml:1: the file is empty"),
+        ("# only a comment\n\n", "manifold.yaml:1: the file is empty"),
     ])
     func errorsNameLineAndKey(_ text: String, _ expected: String) {
         do {

@@ -26,7 +26,8 @@ import ManifoldCore
 ///
 /// Also `context:` (a directory relative to the file), `git:` (`URL#REF`), `timeout_seconds:`,
 /// `child_tag_template:`, and the deprecated `secret_build_args:` (names of build args read from the environment,
-/// now sent as build secrets). Unknown keys are errors, so a typo never silently changes a build.
+/// now sent as build secrets). Unknown keys are errors, so a typo never silently changes a build. The YAML is read by
+/// ``YAMLDocument`` (Yams, without anchors, tags or merge keys); errors name the line, column and key.
 struct BuildFile: Equatable {
     var image: String?
     var tags: [String]?
@@ -60,22 +61,32 @@ struct BuildFile: Equatable {
     static func parse(_ text: String, file: String) throws(BuildFileError) -> BuildFile {
         let root: YAMLNode?
         do {
-            root = try YAMLSubset.parse(text)
+            root = try YAMLDocument.parse(text)
         } catch {
-            throw BuildFileError(file: file, line: error.line, key: nil, message: error.message)
+            throw BuildFileError(file: file, line: error.line, column: error.column, key: error.key, message: error.message)
         }
         guard let root else { throw BuildFileError(file: file, line: 1, key: nil, message: "the file is empty") }
         var reader = Reader(file: file)
         return try reader.buildFile(root)
     }
 
-    /// Reads the file at `url`.
+    /// Reads the file at `url`, at most ``YAMLDocument/maxBytes`` of it.
     static func load(_ url: URL) throws -> BuildFile {
-        let text: String
+        let data: Data
         do {
-            text = try String(contentsOf: url, encoding: .utf8)
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            data = try handle.read(upToCount: YAMLDocument.maxBytes + 1) ?? Data()
         } catch {
             throw CLIError("cannot read the build file \(url.path): \(error.localizedDescription)")
+        }
+        guard data.count <= YAMLDocument.maxBytes else {
+            throw BuildFileError(
+                file: url.path, line: 1, key: nil,
+                message: "the file is larger than the limit of \(YAMLDocument.maxBytes) bytes (1 MiB) for a build file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw BuildFileError(file: url.path, line: 1, key: nil, message: "the file is not UTF-8 text")
         }
         return try parse(text, file: url.path)
     }
@@ -84,7 +95,7 @@ struct BuildFile: Equatable {
         var file: String
 
         func fail(_ node: YAMLNode, _ key: String?, _ message: String) -> BuildFileError {
-            BuildFileError(file: file, line: node.line, key: key, message: message)
+            BuildFileError(file: file, line: node.line, column: node.column, key: key, message: message)
         }
 
         func entries(_ node: YAMLNode, _ key: String?, allowed: [String]) throws(BuildFileError) -> [YAMLNode.Entry] {
@@ -94,20 +105,20 @@ struct BuildFile: Equatable {
             for entry in entries where !allowed.contains(entry.key) {
                 let known = allowed.joined(separator: ", ")
                 throw BuildFileError(
-                    file: file, line: entry.line, key: key.map { "\($0).\(entry.key)" } ?? entry.key,
+                    file: file, line: entry.line, column: entry.column, key: key.map { "\($0).\(entry.key)" } ?? entry.key,
                     message: "unknown key; known keys here: \(known)")
             }
             return entries
         }
 
         func string(_ node: YAMLNode, _ key: String) throws(BuildFileError) -> String {
-            guard case .scalar(let text, _) = node.value else { throw fail(node, key, "expected text, found \(node.kind)") }
+            guard case .scalar(let text) = node.value else { throw fail(node, key, "expected text, found \(node.kind)") }
             return text
         }
 
         func strings(_ node: YAMLNode, _ key: String) throws(BuildFileError) -> [String] {
             switch node.value {
-            case .scalar(let text, _): return [text]
+            case .scalar(let text): return [text]
             case .sequence(let items):
                 var result: [String] = []
                 for (index, item) in items.enumerated() { result.append(try string(item, "\(key)[\(index)]")) }
@@ -124,11 +135,11 @@ struct BuildFile: Equatable {
             var result: [String: String] = [:]
             for entry in entries {
                 switch entry.value.value {
-                case .scalar(let text, _): result[entry.key] = text
+                case .scalar(let text): result[entry.key] = text
                 case .null: result[entry.key] = ""
                 default:
                     throw BuildFileError(
-                        file: file, line: entry.line, key: "\(key).\(entry.key)",
+                        file: file, line: entry.line, column: entry.column, key: "\(key).\(entry.key)",
                         message: "expected text, found \(entry.value.kind)")
                 }
             }
@@ -230,12 +241,16 @@ struct BuildFile: Equatable {
     }
 }
 
-/// A problem in a build file, with the line and the key: `manifold.yaml:7: platforms[1].dockerfile: expected text`.
+/// A problem in a build file, with the line, the column when known, and the key:
+/// `manifold.yaml:7:17: platforms[1].dockerfile: expected text, found a list`.
 struct BuildFileError: Error, CustomStringConvertible, Equatable {
     var file: String
     var line: Int
+    var column: Int? = nil
     var key: String?
     var message: String
 
-    var description: String { "\(file):\(line): " + (key.map { "\($0): " } ?? "") + message }
+    var description: String {
+        "\(file):\(line):" + (column.map { "\($0):" } ?? "") + " " + (key.map { "\($0): " } ?? "") + message
+    }
 }
