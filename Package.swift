@@ -3,8 +3,9 @@ import PackageDescription
 
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
 // `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldAgent` and `ManifoldCLI` depend only on
-// Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl and zlib. SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates) belong to
-// the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
+// Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib and Yams (the CLI's build file; Yams
+// supports Windows). SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates, swift-prometheus)
+// belong to the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
 let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
     name: "Manifold",
