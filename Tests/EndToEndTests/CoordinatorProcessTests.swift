@@ -33,12 +33,7 @@ import Testing
         defer { registry.stop() }
         let proxy = try FaultProxy.start(backend: registry.baseURL)
         defer { proxy.stop() }
-        let port = try Loopback.freePort()
-        let state = scratch.file("state").path
-        let initialised = try manifold([
-            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
-        ])
-        #expect(initialised.status == 0, "\(initialised.stderr)")
+        let (port, state, initialised) = try Self.initialise(in: scratch)
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         // The coordinator reaches the registry through the fault proxy, over plain HTTP.
@@ -146,11 +141,7 @@ import Testing
     @Test func aCoordinatorFrozenPastTheLeaseTTLLetsAgentsKeepTheirLeases() async throws {
         let scratch = try ScratchDirectory(prefix: "frozen")
         defer { scratch.remove() }
-        let port = try Loopback.freePort()
-        let state = scratch.file("state").path
-        let initialised = try manifold([
-            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
-        ])
+        let (port, state, initialised) = try Self.initialise(in: scratch)
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         let running = try CoordinatorProcess.serve(
@@ -206,11 +197,7 @@ import Testing
     @Test func sigtermEndsHeldPollsAndExitsCleanly() async throws {
         let scratch = try ScratchDirectory(prefix: "sigterm")
         defer { scratch.remove() }
-        let port = try Loopback.freePort()
-        let state = scratch.file("state").path
-        let initialised = try manifold([
-            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
-        ])
+        let (port, state, initialised) = try Self.initialise(in: scratch)
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         // Polls are held for a minute here (the most allowed). The coordinator's minute starts when the poll arrives,
         // which is after `started`, so any answer less than a minute after `started` can only be the shutdown
@@ -245,11 +232,7 @@ import Testing
     @Test func sigtermLetsAnUploadInFlightFinish() async throws {
         let scratch = try ScratchDirectory(prefix: "sigterm-upload")
         defer { scratch.remove() }
-        let port = try Loopback.freePort()
-        let state = scratch.file("state").path
-        let initialised = try manifold([
-            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
-        ])
+        let (port, state, initialised) = try Self.initialise(in: scratch)
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let running = try CoordinatorProcess.serve(state: state, port: port, logDirectory: scratch.url, name: "coordinator")
         defer { running.client.shutdown() }
@@ -283,4 +266,19 @@ import Testing
         let stored = try Data(contentsOf: URL(fileURLWithPath: "\(state)/contexts/sha256-\(digest.hex).tar.gz"))
         #expect(stored == body)
     }
+
+    /// `manifold init` into `scratch`'s `state` directory, listening on a free loopback port, allowing registries on
+    /// 127.0.0.1; fails the test (naming the error) when init fails.
+    static func initialise(
+        in scratch: ScratchDirectory
+    ) throws -> (port: Int, state: String, output: (status: Int32, stdout: String, stderr: String)) {
+        let port = try Loopback.freePort()
+        let state = scratch.file("state").path
+        let initialised = try manifold([
+            "init", "--state-dir", state, "--listen", "127.0.0.1:\(port)", "--allow-registry", "127.0.0.1",
+        ])
+        #expect(initialised.status == 0, "\(initialised.stderr)")
+        return (port, state, initialised)
+    }
+
 }

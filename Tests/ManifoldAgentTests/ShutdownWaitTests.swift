@@ -55,7 +55,9 @@ import Testing
         stop.request(.timeout)
         stop.request(.cancelled)
         #expect(try await raced.value == nil)
-        #expect(ContinuousClock.now - requested < .seconds(30))
+        // Far below the operation's 600 s, so it was cut; not tighter: in the library phase, with hundreds of tests
+        // sharing the cooperative pool, resuming has taken 30 s.
+        #expect(ContinuousClock.now - requested < .seconds(300))
         #expect(stop.requested == .timeout, "the first reason is kept")
         // After a request, a new race does not even start its operation.
         let started = Mutex(false)
