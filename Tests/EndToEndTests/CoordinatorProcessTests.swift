@@ -146,7 +146,7 @@ import Testing
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
         let running = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator",
-            environment: ["MANIFOLD_LEASE_TTL_SECONDS": "6", "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "2"])
+            environment: ["MANIFOLD_LEASE_TTL_SECONDS": "20", "MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "5"])
         defer {
             kill(running.process.processIdentifier, SIGCONT)
             running.process.stop()
@@ -180,14 +180,16 @@ import Testing
                 json: HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch)
             ).status
         }
-        // Past the reaper's start-up grace (one TTL), with the lease renewed as an agent does.
-        for _ in 0..<8 {
+        // Past the reaper's start-up grace (one TTL), with the lease renewed as an agent does. (A TTL of 20 s: on the
+        // loaded end-to-end phase, a 6 s TTL was seen to lapse between two of these heartbeats.)
+        for _ in 0..<11 {
             #expect(try await heartbeat() == 200)
-            try await Task.sleep(for: .seconds(1))
+            try await Task.sleep(for: .seconds(2))
         }
 
+        // Frozen for two TTLs: longer than the TTL plus the reaper's tolerance (max(5 s, TTL / 4)).
         kill(running.process.processIdentifier, SIGSTOP)
-        try await Task.sleep(for: .seconds(14))
+        try await Task.sleep(for: .seconds(40))
         kill(running.process.processIdentifier, SIGCONT)
         try await Task.sleep(for: .seconds(1))
         #expect(try await heartbeat() == 200, "the lease was expired for the time the coordinator was frozen")
