@@ -3,8 +3,8 @@ import PackageDescription
 
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
 // `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldAgent` and `ManifoldCLI` depend only on
-// Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib and Yams (the CLI's build file; Yams
-// supports Windows). SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates, swift-prometheus)
+// Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib, swift-crypto (SHA-2; BoringSSL on
+// Windows) and Yams (the CLI's build file; Yams supports Windows). SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates, swift-prometheus)
 // belong to the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
 let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
@@ -44,7 +44,7 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "ManifoldCore"),
+        .target(name: "ManifoldCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ManifoldArchive", dependencies: ["CZlib", "ManifoldCore"]),
         .target(
             name: "ManifoldHTTP",

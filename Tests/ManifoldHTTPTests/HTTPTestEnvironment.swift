@@ -66,9 +66,7 @@ struct Echo: Decodable {
 }
 
 func sha256Hex(_ data: Data) -> String {
-    var hasher = SHA256Hasher()
-    hasher.update(data)
-    return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    Digest.compute(.sha256, of: data).hex
 }
 
 /// Runs `body` and returns the `HTTPClientError` it threw, or nil.
