@@ -181,6 +181,7 @@ let package = Package(
             name: "ChaosTests",
             dependencies: [
                 "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldRegistry", "ManifoldClient", "ManifoldTestSupport",
+                "ManifoldCoordinator",
             ]
         ),
     ],
