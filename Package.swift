@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
-// `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldAgent` and `ManifoldCLI` depend only on
+// `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldLogging`, `ManifoldAgent` and `ManifoldCLI` depend only on
 // Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib, swift-crypto (SHA-2; BoringSSL on
 // Windows) and Yams (the CLI's build file; Yams supports Windows). SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates, swift-prometheus)
 // belong to the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
@@ -62,10 +62,11 @@ let package = Package(
             name: "ManifoldClient",
             dependencies: ["ManifoldCore", "ManifoldAPI", "ManifoldHTTP", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "ManifoldLogging", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(
             name: "ManifoldAgent",
             dependencies: [
-                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldClient", "ManifoldArchive",
+                "ManifoldCore", "ManifoldAPI", "ManifoldHTTP", "ManifoldClient", "ManifoldArchive", "ManifoldLogging",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -105,14 +106,14 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
-                .product(name: "Logging", package: "swift-log"),
+                "ManifoldLogging", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .target(
             name: "ManifoldServerCommands",
             dependencies: [
-                "ManifoldCoordinator", "ManifoldCLI",
+                "ManifoldCoordinator", "ManifoldCLI", "ManifoldLogging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -158,7 +159,7 @@ let package = Package(
             name: "ManifoldCoordinatorTests",
             dependencies: [
                 "ManifoldCoordinator", "ManifoldClient", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
-                .product(name: "Yams", package: "Yams"),
+                "ManifoldLogging", .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

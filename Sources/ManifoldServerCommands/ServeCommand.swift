@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ManifoldCoordinator
+import ManifoldLogging
 
 /// `manifold serve`: runs the coordinator.
 public struct ServeCommand: AsyncParsableCommand {
@@ -30,6 +31,9 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: String?
 
+    @Option(help: ArgumentHelp("text, or json: one object a line for a log collector.", valueName: "format"))
+    var logFormat: String?
+
     @Option(
         help: ArgumentHelp(
             "The PostgreSQL database replicas share, postgres://USER@HOST:PORT/DB (password from database_password_file "
@@ -45,6 +49,7 @@ public struct ServeCommand: AsyncParsableCommand {
         if let listen { flags["listen"] = listen }
         if insecurePlainHttp { flags["insecure_plain_http"] = "true" }
         if let logLevel { flags["log_level"] = logLevel }
+        if let logFormat { flags["log_format"] = logFormat }
         if let database { flags["database_url"] = database }
         let settings: CoordinatorSettings
         do {
@@ -53,7 +58,12 @@ public struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        switch settings.logFormat {
+        case .text: LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        case .json:
+            let sink = LogSink.standardError
+            LoggingSystem.bootstrap { LineLogHandler(label: $0, format: .json, sink: sink) }
+        }
         var logger = Logger(label: "manifold.coordinator")
         logger.logLevel = settings.loggerLevel
         try await Coordinator(state: state, settings: settings, logger: logger).run { port in

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ManifoldHTTP
+import ManifoldLogging
 
 /// `manifold-agent`: the build agent's command line.
 public struct AgentCommand: AsyncParsableCommand {
@@ -25,15 +26,27 @@ public struct AgentCommand: AsyncParsableCommand {
     public static func runMain() async {
         let environment = ProcessInfo.processInfo.environment
         let level = environment["MANIFOLD_AGENT_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
-        if let file = environment["MANIFOLD_AGENT_LOG_FILE"], !file.isEmpty {
+        let format: LogFormat
+        do {
+            format =
+                try environment["MANIFOLD_AGENT_LOG_FORMAT"].map {
+                    try LogFormat(parsing: $0, source: "MANIFOLD_AGENT_LOG_FORMAT")
+                } ?? .text
+        } catch {
+            FileHandle.standardError.write(Data("manifold-agent: \(error)\n".utf8))
+            ProcessExit.now(64)
+        }
+        let file = environment["MANIFOLD_AGENT_LOG_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        if file == nil, format == .text {
             LoggingSystem.bootstrap { label in
-                var handler = FileLogHandler(label: label, path: file)
+                var handler = StreamLogHandler.standardError(label: label)
                 handler.logLevel = level
                 return handler
             }
         } else {
+            let sink = file.map(LogSink.file(path:)) ?? .standardError
             LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
+                var handler = LineLogHandler(label: label, format: format, sink: sink)
                 handler.logLevel = level
                 return handler
             }

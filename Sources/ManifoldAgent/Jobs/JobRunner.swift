@@ -40,7 +40,10 @@ struct JobRunner: Sendable {
         let scratch = jobDirectory.appendingPathComponent("scratch", isDirectory: true)
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
         var logger = self.logger
+        logger[metadataKey: "build"] = "\(lease.spec.buildId)"
         logger[metadataKey: "job"] = "\(lease.jobId)"
+        logger[metadataKey: "attempt"] = "\(lease.attempt)"
+        logger[metadataKey: "epoch"] = "\(lease.epoch)"
         logger.info(
             "leased job \(lease.jobId) (attempt \(lease.attempt), epoch \(lease.epoch)): \(lease.spec.image):\(lease.spec.tag) for \(lease.spec.platform)"
         )

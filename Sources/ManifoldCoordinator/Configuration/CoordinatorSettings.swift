@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ManifoldCore
+import ManifoldLogging
 import ManifoldStore
 import Yams
 
@@ -27,6 +28,8 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var publicURL: String?
     /// The minimum log level: trace, debug, info, notice, warning, error or critical.
     public var logLevel: String
+    /// How log records are written: `text`, or `json` (one object a line, metadata as fields) for a log collector.
+    public var logFormat: LogFormat = .text
     /// How long a job lease lasts without a heartbeat before the attempt counts as lost.
     public var leaseTTLSeconds: Int
     /// How often agents are told to heartbeat; less than ``leaseTTLSeconds``.
@@ -176,6 +179,7 @@ extension CoordinatorSettings {
         case tls
         case publicURL = "public_url"
         case logLevel = "log_level"
+        case logFormat = "log_format"
         case leaseTTLSeconds = "lease_ttl_seconds"
         case heartbeatIntervalSeconds = "heartbeat_interval_seconds"
         case pollTimeoutSeconds = "poll_timeout_seconds"
@@ -458,6 +462,10 @@ extension CoordinatorSettings {
                 let value = try text(expected).lowercased()
                 guard validLogLevels.contains(value) else { throw invalid(expected) }
                 settings.logLevel = value
+            case .logFormat:
+                let expected = LogFormat.allCases.map(\.rawValue).joined(separator: " or ")
+                guard let format = LogFormat(rawValue: try text(expected).lowercased()) else { throw invalid(expected) }
+                settings.logFormat = format
             case .leaseTTLSeconds:
                 settings.leaseTTLSeconds = try integer(leaseTTLRange, unit: "seconds")
             case .heartbeatIntervalSeconds:

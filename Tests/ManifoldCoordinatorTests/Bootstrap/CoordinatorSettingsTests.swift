@@ -266,6 +266,7 @@ struct CoordinatorSettingsTests {
             ("retention_days: -1\n", "0 keeps logs and events forever"),
             ("context_retention_hours: soon\n", "0 keeps contexts forever"),
             ("retention_interval_seconds: 1\n", "seconds from 10 to 86400"),
+            ("log_format: logfmt\n", "text or json"),
         ]
         for (yaml, expected) in cases {
             let text = message { try resolve(file: yaml) }
@@ -279,6 +280,7 @@ struct CoordinatorSettingsTests {
         custom.tls = false
         custom.publicURL = "https://coord.example:8443"
         custom.logLevel = "debug"
+        custom.logFormat = .json
         custom.leaseTTLSeconds = 45
         custom.heartbeatIntervalSeconds = 15
         custom.pollTimeoutSeconds = 20
