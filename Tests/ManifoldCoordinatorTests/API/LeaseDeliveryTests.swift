@@ -63,7 +63,7 @@ import Testing
     }
 
     @Test func aForwardClockJumpIsDetectedBeyondItsTolerance() {
-        var detector = ClockJumpDetector(tolerance: 5)
+        var detector = ClockJumpDetector<ContinuousClock.Instant>(tolerance: 5)
         let start = ContinuousClock.now
         let wall = Date(timeIntervalSince1970: 1_000_000)
         #expect(detector.observe(wall: wall, monotonic: start) == nil)
@@ -76,7 +76,7 @@ import Testing
     }
 
     @Test func aPauseOfTheProcessIsDetectedBeyondItsTolerance() {
-        var detector = PauseDetector(tolerance: .seconds(15))
+        var detector = PauseDetector<ContinuousClock.Instant>(tolerance: .seconds(15))
         let start = ContinuousClock.now
         #expect(detector.observe(start, sleptFor: .zero) == nil)
         #expect(detector.observe(start + .seconds(60.5), sleptFor: .seconds(60)) == nil, "a startup grace slept through")
