@@ -324,6 +324,45 @@ import Testing
         #expect(try await fixture.store.build(id: build.id).jobs[0].lastLogLine == "step 2")
     }
 
+    @Test func manyLogChunksWithinASecondMakeOneLogEvent() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        var offset: Int64 = 0
+        func append(_ line: String) async throws {
+            let data = Data("\(line)\n".utf8)
+            #expect(
+                try await fixture.store.appendLog(
+                    agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: offset, data: data)
+                    == .stored(size: offset + Int64(data.count)))
+            offset += Int64(data.count)
+        }
+        func logEvents() async throws -> [BuildEvent] {
+            try await fixture.store.events(buildId: build.id, limit: 1_000).filter { $0.type == "job.log" }
+        }
+        // A chatty build: 200 chunks within one second of the store's clock.
+        for index in 1...200 {
+            try await append("line \(index)")
+            if index % 50 == 0 { fixture.clock.advance(0.2) }
+        }
+        #expect(try await logEvents().map { $0.data["line"] } == ["line 1"])
+        // Every chunk still counts for the job's last line and the log itself.
+        #expect(try await fixture.store.build(id: build.id).jobs[0].lastLogLine == "line 200")
+        #expect(try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64").size == offset)
+        // A second after the last event, the next chunk makes the next one, with its own last line.
+        fixture.clock.advance(0.3)
+        try await append("line 201")
+        #expect(try await logEvents().map { $0.data["line"] } == ["line 1", "line 201"])
+        // Ten more seconds at 20 chunks a second: about one event a second, not one a chunk.
+        for index in 202...401 {
+            try await append("line \(index)")
+            fixture.clock.advance(0.05)
+        }
+        let events = try await logEvents()
+        #expect((11...13).contains(events.count), "\(events.count) job.log events for 201 chunks in 10 s")
+    }
+
     @Test func logReadsByOffsetAndLimitReturnExactlyTheAskedSlice() async throws {
         let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])
