@@ -28,10 +28,17 @@ public struct FaultRule: Codable, Sendable, Equatable {
     public var body: String?
     /// Extra headers of the fault response.
     public var headers: [String: String]?
+    /// Apply only to requests without this header, e.g. `Authorization` to challenge unauthenticated requests and
+    /// forward the others.
+    public var absentHeader: String?
+    /// For a request the rule forwards: a `Location` in the answer is moved to this `scheme://host:port` instead of
+    /// the proxy's own (an upload location on another host).
+    public var locationBase: String?
 
     public init(
         method: String? = nil, pathRegex: String? = nil, status: Int? = nil, times: Int = 1, retryAfter: String? = nil,
-        delay: Double? = nil, reset: Bool = false, body: String? = nil, headers: [String: String]? = nil
+        delay: Double? = nil, reset: Bool = false, body: String? = nil, headers: [String: String]? = nil,
+        absentHeader: String? = nil, locationBase: String? = nil
     ) {
         self.method = method
         self.pathRegex = pathRegex
@@ -42,6 +49,8 @@ public struct FaultRule: Codable, Sendable, Equatable {
         self.reset = reset ? true : nil
         self.body = body
         self.headers = headers
+        self.absentHeader = absentHeader
+        self.locationBase = locationBase
     }
 }
 
@@ -67,6 +76,8 @@ public final class FaultProxy: Sendable {
         public let status: Int
         /// Whether the proxy answered instead of the registry.
         public let injected: Bool
+        /// Whether the request carried an `Authorization` header (never its value).
+        public let authorization: Bool?
     }
 
     /// `127.0.0.1:PORT`, the registry part of image references that go through the proxy.

@@ -23,9 +23,15 @@ faults). The first rule that matches a request applies:
 - reset: true closes the client connection without any response (a connection reset).
 - body: the fault response body (default: a registry-style JSON error).
 - headers: extra response headers for the fault response.
+- absentHeader: the rule applies only to requests without this header, e.g. "Authorization" to
+  answer unauthenticated requests with a 401 challenge and forward the others.
+- locationBase: for a request the rule forwards, a `Location` in the answer is moved to this
+  scheme://host:port instead of the proxy's own (a registry handing out an upload location on
+  another host).
 
-Each request is logged to stdout as one JSON line: {"method", "path", "status", "injected"}
-(status 0 for a reset). Python 3 standard library only.
+Each request is logged to stdout as one JSON line: {"method", "path", "status", "injected",
+"authorization"} (status 0 for a reset; authorization says whether the request carried an
+Authorization header, never its value). Python 3 standard library only.
 """
 
 import argparse
@@ -61,7 +67,7 @@ class Rules:
         self.rules = []
         self.used = []
 
-    def match(self, method, path):
+    def match(self, method, path, headers=None):
         with self.lock:
             self._reload()
             for index, rule in enumerate(self.rules):
@@ -69,6 +75,9 @@ class Rules:
                 if wanted not in ("*", None) and wanted.upper() != method:
                     continue
                 if rule.get("pathRegex") and not re.search(rule["pathRegex"], path):
+                    continue
+                absent = rule.get("absentHeader")
+                if absent and headers is not None and headers.get(absent) is not None:
                     continue
                 times = rule.get("times", 1)
                 if times >= 0 and self.used[index] >= times:
@@ -145,12 +154,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.expect_continue = True
         return True
 
+    def log_request_line(self, status, injected):
+        self.server.log(
+            method=self.command, path=self.path, status=status, injected=injected,
+            authorization=self.headers.get("Authorization") is not None)
+
     def proxy(self):
-        rule = self.server.rules.match(self.command, self.path)
+        rule = self.server.rules.match(self.command, self.path, self.headers)
         if rule and rule.get("delay"):
             time.sleep(float(rule["delay"]))
         if rule and rule.get("reset"):
-            self.server.log(method=self.command, path=self.path, status=0, injected=True)
+            self.log_request_line(0, True)
             self.close_connection = True
             try:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -160,7 +174,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if rule and rule.get("status"):
             self.fault(rule)
             return
-        self.forward()
+        self.forward(location_base=(rule or {}).get("locationBase"))
 
     def continue_if_expected(self):
         if self.expect_continue:
@@ -225,9 +239,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.server.log(method=self.command, path=self.path, status=status, injected=True)
+        self.log_request_line(status, True)
 
-    def forward(self):
+    def forward(self, location_base=None):
         backend = self.server.backend
         connection = http.client.HTTPConnection(backend.hostname, backend.port or 80, timeout=120)
         try:
@@ -251,7 +265,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if chunked_in:
                     connection.send(b"0\r\n\r\n")
             response = connection.getresponse()
-            self.relay(response)
+            self.relay(response, location_base)
         except ClientGone:
             raise
         except (OSError, http.client.HTTPException) as error:
@@ -261,11 +275,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            self.server.log(method=self.command, path=self.path, status=502, injected=False)
+            self.log_request_line(502, False)
         finally:
             connection.close()
 
-    def relay(self, response):
+    def relay(self, response, location_base=None):
         self.send_response_only(response.status, response.reason)
         length = response.getheader("Content-Length")
         bodiless = self.command == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200
@@ -275,6 +289,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 continue
             if lower == "location" and value.startswith(self.server.backend_base):
                 value = self.proxy_base() + value[len(self.server.backend_base):]
+            if lower == "location" and location_base:
+                moved = urllib.parse.urlsplit(value)
+                value = location_base.rstrip("/") + urllib.parse.urlunsplit(("", "", moved.path, moved.query, moved.fragment))
             self.send_header(name, value)
         chunked_out = length is None and not bodiless
         if chunked_out:
@@ -288,7 +305,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked_out else data)
             if chunked_out:
                 self.wfile.write(b"0\r\n\r\n")
-        self.server.log(method=self.command, path=self.path, status=response.status, injected=False)
+        self.log_request_line(response.status, False)
 
     def proxy_base(self):
         host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
