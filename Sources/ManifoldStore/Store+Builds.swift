@@ -40,19 +40,9 @@ extension Store {
         let (spec, secrets) = spec.separatingSecrets()
         let sealed = secrets.isEmpty ? nil : try seal(secrets, buildId: id)
         let secretNames = secrets.isEmpty ? nil : try Store.json(secrets.keys.sorted())
+        let contextDigest: String? = if case .upload(let digest) = spec.context { digest.description } else { nil }
         try await write { db in
-            if let token, let maxUnfinished {
-                let unfinished =
-                    try Int.fetchOne(
-                        db, sql: "SELECT COUNT(*) FROM build WHERE submittedByToken = ? AND finishedAt IS NULL",
-                        arguments: [token])
-                    ?? 0
-                if unfinished >= maxUnfinished {
-                    throw StoreError.quotaExceeded(
-                        "this token already has \(unfinished) unfinished builds, the limit (max_queued_builds_per_token = "
-                            + "\(maxUnfinished)); wait for some to finish or cancel them, then submit again")
-                }
-            }
+            if let token, let maxUnfinished { try Self.checkUnfinished(db, token: token, limit: maxUnfinished, doing: "submit") }
             if case .upload(let digest) = spec.context,
                 try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true
             {
@@ -67,10 +57,14 @@ extension Store {
                 let buildSeq = try Int64.fetchOne(
                     db,
                     sql: """
-                        INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, createdAt, updatedAt)
-                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING seq
+                        INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, contextDigest,
+                            createdAt, updatedAt)
+                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING seq
                         """,
-                    arguments: [id, spec.image, try Store.json(spec), secretNames, submittedBy, token, at, at])
+                    arguments: [
+                        id, spec.image, try Store.json(spec), secretNames, submittedBy, token, contextDigest,
+                        at, at,
+                    ])
             else { throw SQLError.other("inserting build \(id) returned no sequence number") }
             if let sealed {
                 try db.execute(sql: "INSERT INTO build_secret (buildId, sealed) VALUES (?, ?)", arguments: [id, sealed])
@@ -183,13 +177,33 @@ extension Store {
         return try await build(id: id)
     }
 
+    /// Refuses (``StoreError/quotaExceeded(_:)``) when `token` already has `limit` unfinished builds.
+    static func checkUnfinished(_ db: SQLTransaction, token: String, limit: Int, doing action: String) throws {
+        let unfinished =
+            try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM build WHERE submittedByToken = ? AND finishedAt IS NULL", arguments: [token])
+            ?? 0
+        if unfinished >= limit {
+            throw StoreError.quotaExceeded(
+                "this token already has \(unfinished) unfinished builds, the limit (max_queued_builds_per_token = "
+                    + "\(limit)); wait for some to finish or cancel them, then \(action) again")
+        }
+    }
+
     /// Runs one platform again (after success, failure or cancellation of that platform). The list is
     /// re-published when the new attempt's digest is verified.
     ///
     /// A build with secrets that finished has none stored any more (they are erased when a build is final): its
     /// retry must bring `secrets` again, exactly the names it was submitted with, or it is refused (409). Given
     /// while the build still holds them, they replace them.
-    public func retryJob(buildId: String, platform: String, secrets: [String: String]? = nil) async throws -> BuildView {
+    ///
+    /// Retrying a finished build makes it unfinished again: with `token` and `maxUnfinished`, a token that already
+    /// has that many unfinished builds is refused (``StoreError/quotaExceeded(_:)``), counted in the same
+    /// transaction as for a submission, and the reopened build counts against `token` until it finishes again (so
+    /// retrying other tokens' builds is no way around the cap).
+    public func retryJob(
+        buildId: String, platform: String, secrets: [String: String]? = nil, token: String? = nil, maxUnfinished: Int? = nil
+    ) async throws -> BuildView {
         let at = Store.timestamp(now())
         if let secrets { try Self.validateRetrySecrets(secrets) }
         let sealed = try secrets.map { try seal($0, buildId: buildId) }
@@ -203,6 +217,11 @@ extension Store {
             guard jobState.isFinal else {
                 throw StoreError.conflict(
                     "the \(platform) job of build \(buildId) is \(jobState.rawValue); retry it once it has finished")
+            }
+            let reopens =
+                try Double.fetchOne(db, sql: "SELECT finishedAt FROM build WHERE id = ?", arguments: [buildId]) != nil
+            if reopens, let token, let maxUnfinished {
+                try Self.checkUnfinished(db, token: token, limit: maxUnfinished, doing: "retry")
             }
             if case .upload(let digest) = try Self.buildSpec(db, id: buildId).context {
                 guard
@@ -227,6 +246,9 @@ extension Store {
             try db.execute(
                 sql: "UPDATE build SET state = 'running', reason = NULL, finishedAt = NULL, updatedAt = ? WHERE id = ?",
                 arguments: [at, buildId])
+            if reopens, let token {
+                try db.execute(sql: "UPDATE build SET submittedByToken = ? WHERE id = ?", arguments: [token, buildId])
+            }
             try appendEvent(
                 db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.queued",
                 data: ["reason": "retry requested"])
@@ -283,17 +305,48 @@ extension Store {
 
     // MARK: - Contexts
 
-    /// Records an uploaded context whose bytes were verified, or marks it used now if it is recorded already.
-    /// The upload renames its file into place after this (see ``ContextDirectory``).
-    public func recordContext(digest: Digest, size: Int64) async throws {
+    /// Records an uploaded context whose bytes were verified, or marks it used now if it is recorded already, and
+    /// that `token` uploaded it (which lets that token read it, see ``mayReadContext(digest:grant:)``). Answers
+    /// whether the context was recorded before. The upload renames its file into place after this (see
+    /// ``ContextDirectory``).
+    @discardableResult
+    public func recordContext(digest: Digest, size: Int64, uploadedBy token: String? = nil) async throws -> Bool {
         let at = Store.timestamp(now())
-        try await write { db in
+        return try await write { db in
+            let existed =
+                try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true
             try db.execute(
                 sql: """
                     INSERT INTO context (digest, size, createdAt, lastUsedAt) VALUES (?, ?, ?, ?)
                     ON CONFLICT (digest) DO UPDATE SET lastUsedAt = excluded.lastUsedAt
                     """,
                 arguments: [digest.description, size, at, at])
+            if let token {
+                try db.execute(
+                    sql: """
+                        INSERT INTO context_upload (digest, tokenId, uploadedAt) VALUES (?, ?, ?)
+                        ON CONFLICT (digest, tokenId) DO NOTHING
+                        """, arguments: [digest.description, token, at])
+            }
+            return existed
+        }
+    }
+
+    /// Whether the token behind `grant` may read (download, or learn the existence of) the context `digest`: an
+    /// admin always; another token when it uploaded those bytes itself or a build its scopes cover uses them. A
+    /// read: contexts are content addressed, so without this one team could fetch another's source by its digest.
+    public func mayReadContext(digest: Digest, grant: TokenGrant) async throws -> Bool {
+        if grant.role == .admin { return true }
+        return try await backend.read { db in
+            if try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM context_upload WHERE digest = ? AND tokenId = ?",
+                arguments: [digest.description, grant.tokenId]) == true
+            {
+                return true
+            }
+            let images = try String.fetchAll(
+                db, sql: "SELECT DISTINCT image FROM build WHERE contextDigest = ?", arguments: [digest.description])
+            return images.contains { grant.covers(image: $0) }
         }
     }
 

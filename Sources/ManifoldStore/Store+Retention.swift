@@ -9,7 +9,7 @@ import ManifoldCore
 /// - An attempt's log is removed `logRetention` after the attempt ended even while its build is still open
 ///   (a list can wait weeks for a registry); a `job.log_pruned` event says so.
 /// - An uploaded context is removed once no unfinished build uses it and it was last used (uploaded, named by a
-///   submitted build, downloaded by an agent) more than `contextRetention` ago.
+///   submitted build, downloaded by an agent) more than `contextRetention` ago, with the record of who uploaded it.
 ///
 /// Deletes run in transactions of at most `batchSize` rows and about `batchBytes` of log, so the writer is never
 /// held for long (SQLite as Debian builds it overwrites deleted content, `secure_delete`, so the bytes count).
@@ -313,6 +313,7 @@ extension Store {
                     .filter { !needed.contains($0.digest) }.prefix(batchSize)
                 for context in doomed {
                     try db.execute(sql: "DELETE FROM context WHERE digest = ?", arguments: [context.digest])
+                    try db.execute(sql: "DELETE FROM context_upload WHERE digest = ?", arguments: [context.digest])
                     try db.execute(sql: "DELETE FROM context_chunk WHERE digest = ?", arguments: [context.digest])
                 }
                 return Array(doomed)

@@ -148,10 +148,12 @@ import Testing
     }
 
     /// A context written the way the coordinator's upload does: recorded, then its file renamed into place.
-    static func upload(_ fixture: StoreFixture, _ contexts: ContextDirectory, _ text: String) async throws -> Digest {
+    static func upload(
+        _ fixture: StoreFixture, _ contexts: ContextDirectory, _ text: String, by token: String? = nil
+    ) async throws -> Digest {
         let bytes = Data(text.utf8)
         let digest = Digest.compute(of: bytes)
-        try await fixture.store.recordContext(digest: digest, size: Int64(bytes.count))
+        try await fixture.store.recordContext(digest: digest, size: Int64(bytes.count), uploadedBy: token)
         try bytes.write(to: contexts.file(for: digest))
         try setModified(contexts.file(for: digest), fixture.clock.now)
         return digest
@@ -231,6 +233,25 @@ import Testing
         // Uploading it again brings it back.
         #expect(try await Self.upload(fixture, contexts, "finished build's context") == finished)
         _ = try await fixture.store.retryJob(buildId: failed.id, platform: "linux/amd64")
+    }
+
+    /// Who uploaded a context is forgotten with the context: when another token uploads the same bytes later, the
+    /// first uploader does not get to read them again.
+    @Test func aContextsUploadersGoWithIt() async throws {
+        let fixture = try await StoreFixture()
+        let contexts = ContextDirectory(fixture.directory.appendingPathComponent("contexts"))
+        try FileManager.default.createDirectory(at: contexts.url, withIntermediateDirectories: true)
+        let first = TokenGrant(tokenId: "tok_first", name: "first", role: .submitter)
+        let digest = try await Self.upload(fixture, contexts, "shared source", by: first.tokenId)
+        #expect(try await fixture.store.mayReadContext(digest: digest, grant: first))
+        fixture.clock.advance(2 * Self.day)
+        #expect(try await fixture.store.applyRetention(Self.policy, contexts: contexts).contextsDeleted == 1)
+        #expect(try await Self.count(fixture, "SELECT COUNT(*) FROM context_upload", []) == 0)
+        _ = try await Self.upload(fixture, contexts, "shared source", by: "tok_second")
+        #expect(try await !fixture.store.mayReadContext(digest: digest, grant: first))
+        #expect(
+            try await fixture.store.mayReadContext(
+                digest: digest, grant: TokenGrant(tokenId: "tok_second", name: "second", role: .submitter)))
     }
 
     @Test func aSubmissionKeepsItsContextFromBeingCollected() async throws {

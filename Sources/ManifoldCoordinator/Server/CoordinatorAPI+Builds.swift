@@ -23,6 +23,13 @@ extension CoordinatorAPI {
                     "\"\(template)\" is not a usable child tag template; give \(problem)", field: "childTagTemplate")
             }
             try checkDestination(spec.image, for: user)
+            // Naming another team's context would hand its source to this build (and make it readable through it):
+            // the submitter must have uploaded the bytes itself, or use them through a build its scopes cover.
+            if case .upload(let digest) = spec.context, try await !store.mayReadContext(digest: digest, grant: user) {
+                throw APIError.badRequest(
+                    "no uploaded context has digest \(digest); upload it first (PUT /api/v1/contexts/\(digest))",
+                    field: "context.digest")
+            }
             let build = try await store.submitBuild(
                 spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
             metrics.increment("manifold_builds_submitted_total")
@@ -79,7 +86,10 @@ extension CoordinatorAPI {
             let id = try Self.parameter("id", context)
             _ = try await visibleBuild(id, to: user)
             let retry = try await decode(RetryRequest.self, from: request, context: context)
-            let build = try await store.retryJob(buildId: id, platform: retry.platform, secrets: retry.secrets)
+            // A retry of a finished build reopens it: it counts against the caller's quota, as a submission does.
+            let build = try await store.retryJob(
+                buildId: id, platform: retry.platform, secrets: retry.secrets, token: user.tokenId,
+                maxUnfinished: options.maxQueuedBuildsPerToken)
             notifier.notify([.work, .progress])
             return try Self.json(build)
         }

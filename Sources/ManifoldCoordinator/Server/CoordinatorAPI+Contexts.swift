@@ -8,9 +8,12 @@ extension CoordinatorAPI {
     func addContextRoutes(to router: Router<CoordinatorContext>) {
         let contexts = router.group("/api/v1/contexts")
 
+        /// 200 when the context is there and the caller may read it (``Store/mayReadContext(digest:grant:)``); 404 otherwise, also
+        /// when another token's context with these bytes exists: the caller then uploads the bytes itself.
         contexts.head("/:digest") { _, context -> Response in
-            _ = try context.requireUser([.submitter], to: "upload contexts")
+            let user = try context.requireUser([.submitter], to: "upload contexts")
             let digest = try Self.digestParameter(context)
+            guard try await store.mayReadContext(digest: digest, grant: user) else { return Response(status: .notFound) }
             let recorded = try await markUsed(digest)
             let present = recorded && (options.sharedContexts || FileManager.default.fileExists(atPath: contextFile(digest).path))
             return Response(status: present ? .ok : .notFound)
@@ -18,13 +21,16 @@ extension CoordinatorAPI {
 
         /// Streams the upload to a hidden file while hashing it; only a body whose digest matches the URL is kept.
         /// The context is recorded before its file is renamed into place, which lets retention remove contexts
-        /// without a lock (see ``ContextDirectory``).
+        /// without a lock (see ``ContextDirectory``). A caller that may already read the context is answered at once;
+        /// any other caller sends the bytes, even when another token uploaded them before: proving it has them is
+        /// what lets it read them.
         contexts.put("/:digest") { request, context -> Response in
-            _ = try context.requireUser([.submitter], to: "upload contexts")
+            let user = try context.requireUser([.submitter], to: "upload contexts")
             let digest = try Self.digestParameter(context)
             let directory = ContextDirectory(options.contextsDirectory)
             let final = directory.file(for: digest)
-            if options.sharedContexts || FileManager.default.fileExists(atPath: final.path), try await markUsed(digest),
+            if options.sharedContexts || FileManager.default.fileExists(atPath: final.path),
+                try await store.mayReadContext(digest: digest, grant: user), try await markUsed(digest),
                 let size = try await store.contextSize(digest: digest)
             {
                 return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: true))
@@ -56,14 +62,16 @@ extension CoordinatorAPI {
                 // Every replica must find it: the chunks are in the database before the row that says it exists.
                 try await store.storeSharedContext(digest: digest, file: partial)
             }
-            try await store.recordContext(digest: digest, size: size)
+            let existed = try await store.recordContext(digest: digest, size: size, uploadedBy: user.tokenId)
             // Same digest, same bytes: replacing a file a concurrent upload put in place changes nothing.
             guard rename(partial.path, final.path) == 0 else {
                 let error = ContextDirectoryError(operation: "move into place", path: final.path, code: errno)
                 throw storageError(error, writing: "the context") ?? error
             }
             keep = true
-            return try Self.json(ContextUploadResponse(digest: digest.description, size: size, existed: false), status: .created)
+            return try Self.json(
+                ContextUploadResponse(digest: digest.description, size: size, existed: existed),
+                status: existed ? .ok : .created)
         }
 
         contexts.get("/:digest") { _, context -> Response in
@@ -77,6 +85,11 @@ extension CoordinatorAPI {
             {
                 throw APIError(
                     .forbidden, code: "FORBIDDEN", "an agent may download only the contexts of jobs currently leased to it")
+            }
+            // A user reads only what it uploaded or what builds in its scopes use; anything else is 404, as if
+            // there were no such context.
+            if case .user(let user) = context.principal, try await !store.mayReadContext(digest: digest, grant: user) {
+                throw APIError(.notFound, code: "NOT_FOUND", "no context with digest \(digest)")
             }
             let file = contextFile(digest)
             guard try await store.hasContext(digest: digest), try await hasLocalCopy(digest) else {

@@ -49,6 +49,22 @@ enum PostgresSchema {
             );
             """
         ),
+        // v10: context uploads per token and the context a build uses (see SQLiteSchema).
+        (
+            "v10",
+            """
+            CREATE TABLE context_upload (
+                digest TEXT NOT NULL,
+                tokenId TEXT NOT NULL,
+                uploadedAt DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (digest, tokenId)
+            );
+            ALTER TABLE build ADD COLUMN contextDigest TEXT;
+            UPDATE build SET contextDigest = spec::jsonb -> 'context' ->> 'digest'
+            WHERE spec::jsonb -> 'context' ->> 'type' = 'upload';
+            CREATE INDEX build_context ON build(contextDigest) WHERE contextDigest IS NOT NULL;
+            """
+        ),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

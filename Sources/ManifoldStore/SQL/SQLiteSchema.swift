@@ -325,6 +325,25 @@ enum SQLiteSchema {
                     );
                     """)
         }
+        // v10: who may read a context. `context_upload` records each token that uploaded a digest (the bytes are
+        // content addressed, so a second team uploading the same bytes gets its own row); `build.contextDigest` is
+        // the uploaded context a build uses, so a token may also read the contexts of builds its scopes cover.
+        // Retention deletes a context's upload rows with the context.
+        migrator.registerMigration("v10") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE context_upload (
+                        digest TEXT NOT NULL,
+                        tokenId TEXT NOT NULL,
+                        uploadedAt REAL NOT NULL,
+                        PRIMARY KEY (digest, tokenId)
+                    );
+                    ALTER TABLE build ADD COLUMN contextDigest TEXT;
+                    UPDATE build SET contextDigest = json_extract(spec, '$.context.digest')
+                    WHERE json_extract(spec, '$.context.type') = 'upload';
+                    CREATE INDEX build_context ON build(contextDigest) WHERE contextDigest IS NOT NULL;
+                    """)
+        }
         return migrator
     }()
 }

@@ -81,6 +81,56 @@ import Testing
         await fixture.stop()
     }
 
+    /// The attack: filling the cap on unfinished builds with finished ones and retrying them, which reopens them
+    /// past it. A retry of a finished build counts like a submission: refused with 429 naming the limit, nothing
+    /// changed; within the limit it works, and a build reopened by another token counts against that token.
+    @Test func retryingFinishedBuildsCannotPassTheCapOnUnfinishedBuilds() async throws {
+        let fixture = try await CoordinatorFixture.start { settings in
+            settings.maxQueuedBuildsPerToken = 2
+            settings.pollTimeoutSeconds = 1
+        }
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("failing", platforms: ["linux/amd64"])
+        var finished: [BuildView] = []
+        for _ in 0..<3 {
+            let build = try await fixture.submit(
+                submitter, image: "127.0.0.1:1/team/app", platforms: ["linux/amd64"], maxAttempts: 1)
+            let lease = try #require(
+                try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+            let failed = try await fixture.call(
+                "POST", "/api/v1/agent/complete", token: agent.secret,
+                json: CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: "broken"))
+            #expect(failed.status == 200)
+            finished.append(try await fixture.waitForBuild(build.id, token: submitter) { $0.state.isFinal })
+        }
+        #expect(finished.allSatisfy { $0.state == .failed }, "\(finished.map(\.state))")
+        let retry = RetryRequest(platform: "linux/amd64")
+        for build in finished.prefix(2) {
+            let reopened = try await fixture.call("POST", "/api/v1/builds/\(build.id)/retry", token: submitter, json: retry)
+            #expect(reopened.status == 200)
+        }
+        let refused = try await fixture.call("POST", "/api/v1/builds/\(finished[2].id)/retry", token: submitter, json: retry)
+        #expect(refused.status == 429)
+        #expect(
+            refused.error?.message.contains("max_queued_builds_per_token = 2") == true, "\(refused.error?.message ?? "")")
+        let untouched = try await fixture.build(finished[2].id, token: submitter)
+        #expect(untouched.state == .failed && untouched.jobs[0].state == .failed, "\(untouched)")
+        #expect(untouched.finishedAt == finished[2].finishedAt)
+
+        // Another token reopens it within its own quota, and is charged for it: one more submission fills its cap.
+        let other = try await fixture.token(.submitter)
+        #expect(try await fixture.call("POST", "/api/v1/builds/\(finished[2].id)/retry", token: other, json: retry).status == 200)
+        _ = try await fixture.submit(other, image: "127.0.0.1:1/team/app", platforms: ["linux/amd64"])
+        let overOther = try await fixture.call(
+            "POST", "/api/v1/builds", token: other,
+            json: BuildSpec(
+                image: "127.0.0.1:1/team/app", tags: ["1.0"],
+                platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))],
+                context: .upload(digest: try await fixture.uploadContext(other))))
+        #expect(overOther.status == 429)
+        await fixture.stop()
+    }
+
     /// Reads a stream to its end in the background and remembers that it ended.
     final class StreamWatch: Sendable {
         private let ended = Mutex<ContinuousClock.Instant?>(nil)

@@ -62,10 +62,12 @@ import Testing
             Endpoint(method: "POST", path: "/api/v1/builds", allowed: writers),
             Endpoint(method: "POST", path: "/api/v1/builds/\(build.id)/retry", allowed: writers, outOfScope: true),
             Endpoint(method: "POST", path: "/api/v1/builds/bld_missing/cancel", allowed: writers),
-            Endpoint(method: "HEAD", path: "/api/v1/contexts/\(context)", allowed: writers),
+            // A context is there for the token that uploaded it and for whoever sees a build that uses it; to any
+            // other it answers 404, as if it did not exist (see `ScopeTests`).
+            Endpoint(method: "HEAD", path: "/api/v1/contexts/\(context)", allowed: writers, outOfScope: true),
             Endpoint(method: "PUT", path: "/api/v1/contexts/\(context)", allowed: writers),
             // An agent downloads only the contexts of jobs leased to it (see `anotherAgentCannotTouchALeasedJob`).
-            Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users),
+            Endpoint(method: "GET", path: "/api/v1/contexts/\(context)", allowed: users, outOfScope: true),
             Endpoint(method: "GET", path: "/api/v1/agents", allowed: users),
             Endpoint(method: "POST", path: "/api/v1/agents/matrix-agent/state", allowed: ["admin"]),
             // Only admins remove agents; the agent removed is not the one calling.

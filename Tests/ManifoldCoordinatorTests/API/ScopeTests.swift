@@ -1,5 +1,6 @@
 import Foundation
 import ManifoldAPI
+import ManifoldClient
 import ManifoldCore
 import ManifoldHTTP
 import ManifoldTestSupport
@@ -95,6 +96,66 @@ import Testing
         #expect(try await fixture.call("GET", "/api/v1/builds", token: everyone).decode(BuildList.self).builds.count == 2)
         #expect(try await fixture.call("POST", "/api/v1/builds/\(own.id)/cancel", token: team).status == 200)
         #expect(try await fixture.call("POST", "/api/v1/builds/\(foreign.id)/cancel", token: admin).status == 200)
+        await fixture.stop()
+    }
+
+    /// The attack: team B reads team A's source, or learns that it exists, by its digest (contexts are content
+    /// addressed), or names it in a build of its own to get at it. Every request answers 404 (the build 400, "upload
+    /// it first"), as if there were no such context; team A's viewer reads it once a team A build uses it. Uploading
+    /// the same bytes itself — what the CLI does after its HEAD answered 404 — works and lets team B read them; a PUT
+    /// without the bytes does not.
+    @Test func anotherTeamsContextIsInvisibleUntilItUploadsTheSameBytes() async throws {
+        let fixture = try await CoordinatorFixture.start()
+        let teamA = try await Self.scopedToken(fixture, .submitter, ["127.0.0.1/team-a/*"])
+        let teamB = try await Self.scopedToken(fixture, .submitter, ["127.0.0.1/team-b/*"])
+        let viewerA = try await Self.scopedToken(fixture, .viewer, ["127.0.0.1/team-a/*"])
+        let viewerB = try await Self.scopedToken(fixture, .viewer, ["127.0.0.1/team-b/*"])
+        let source = "FROM scratch\nCOPY team-a-only /\n"
+        let digest = try await fixture.uploadContext(teamA, content: source)
+        let path = "/api/v1/contexts/\(digest)"
+        func status(_ method: String, _ token: String) async throws -> Int {
+            try await fixture.call(method, path, token: token).status
+        }
+        #expect(try await status("GET", teamA) == 200)
+        #expect(try await status("HEAD", teamA) == 200)
+        #expect(try await status("GET", fixture.initialisation.adminToken) == 200)
+        for token in [teamB, viewerA, viewerB] { #expect(try await status("GET", token) == 404) }
+        #expect(try await status("HEAD", teamB) == 404)
+        let missing = try await fixture.call("GET", path, token: teamB)
+        #expect(missing.error?.message == "no context with digest \(digest)")
+
+        let named = BuildSpec(
+            image: "127.0.0.1:1/team-b/app", tags: ["1.0"],
+            platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))], context: .upload(digest: digest))
+        let stolen = try await fixture.call("POST", "/api/v1/builds", token: teamB, json: named)
+        #expect(stolen.status == 400)
+        #expect(stolen.error?.field == "context.digest" && stolen.error?.message.contains("upload it first") == true)
+
+        // Team A builds with it: team A's viewer may read it now; team B still may not.
+        var own = named
+        own.image = "127.0.0.1:1/team-a/app"
+        #expect(try await fixture.call("POST", "/api/v1/builds", token: teamA, json: own).status == 201)
+        #expect(try await status("GET", viewerA) == 200)
+        #expect(try await status("GET", viewerB) == 404)
+
+        // A PUT without the bytes proves nothing.
+        let guess = try await fixture.call("PUT", path, token: teamB, body: Data("a guess".utf8))
+        #expect(guess.status == 400 && guess.error?.code == "DIGEST_MISMATCH")
+        #expect(try await status("GET", teamB) == 404)
+
+        // The CLI's flow with team B's token: HEAD says absent, the upload of the same bytes is taken.
+        let client = CoordinatorClient(
+            baseURL: fixture.baseURL, token: teamB, tls: TLSConfiguration(caFile: fixture.state.caCertificate.path))
+        let file = fixture.scratch.url.appendingPathComponent("context.tar.gz")
+        try Data(source.utf8).write(to: file)
+        #expect(try await client.hasContext(digest) == false)
+        let uploaded = try await client.uploadContext(digest, file: file.path)
+        #expect(uploaded.existed && uploaded.size == Int64(source.utf8.count))
+        #expect(try await client.hasContext(digest))
+        let read = try await fixture.call("GET", path, token: teamB)
+        #expect(read.status == 200 && read.body == Data(source.utf8))
+        #expect(try await fixture.call("POST", "/api/v1/builds", token: teamB, json: named).status == 201)
+        #expect(try await status("GET", viewerB) == 200)
         await fixture.stop()
     }
 
