@@ -322,7 +322,7 @@ extension Store {
         // The agent masks secret values before sending; masking them here too (same length, so offsets stay true)
         // keeps a careless builder's echo out of stored logs and events. Decrypting and scanning happen here,
         // outside the write transaction, so a chatty build never holds the database writer for them.
-        let data = Self.masking(data, secrets: try await maskingNeedles(jobId: jobId))
+        let data = try await masked(data, jobId: jobId)
         return try await write { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
@@ -427,6 +427,7 @@ extension Store {
                 for chunk in chunks {
                     let chunkOffset: Int64 = chunk["offset"]
                     let bytes: Data = chunk["data"]
+                    self.countLogBytesFetched(bytes.count)
                     let skip = Int(min(Int64(bytes.count), max(0, offset - chunkOffset)))
                     data.append(bytes.dropFirst(skip).prefix(limit - data.count))
                     next = chunkOffset + 1

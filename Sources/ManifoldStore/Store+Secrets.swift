@@ -95,6 +95,20 @@ extension Store {
         return secrets.values.filter { $0.utf8.count >= 3 }.map { Data($0.utf8) }.sorted { $0.count > $1.count }
     }
 
+    /// Called where a log chunk of a build with secrets is masked, with the number of this store's write transactions
+    /// open at that moment; tests bind it to show that masking never holds the database writer.
+    @TaskLocal static var maskingProbe: (@Sendable (_ openWriteTransactions: Int) -> Void)? = nil
+
+    /// `data` with the secrets of `jobId`'s build masked: read, decrypted and scanned by the calling task, before
+    /// any write transaction, so a chatty build with many long secrets never holds the database writer for it.
+    func masked(_ data: Data, jobId: String) async throws -> Data {
+        let needles = try await maskingNeedles(jobId: jobId)
+        guard !needles.isEmpty else { return data }
+        let masked = Self.masking(data, secrets: needles)
+        Self.maskingProbe?(openWriteTransactions)
+        return masked
+    }
+
     /// `data` with every occurrence of each secret replaced by as many `*` (so offsets stay true).
     static func masking(_ data: Data, secrets: [Data]) -> Data {
         guard !secrets.isEmpty else { return data }

@@ -15,6 +15,8 @@ public final class Store: Sendable {
     /// Whether the last writes reached the disk; `/readyz` and the lease reaper read it.
     public let writeHealth = WriteHealth()
     private let committedWrites = Atomic<Int>(0)
+    private let writesOpen = Atomic<Int>(0)
+    private let fetchedLogBytes = Atomic<Int>(0)
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
 
@@ -83,10 +85,21 @@ public final class Store: Sendable {
     /// write).
     public var writesCommitted: Int { committedWrites.load(ordering: .relaxed) }
 
+    /// Write transactions of this store under way right now (for checks that some work happens outside them).
+    public var openWriteTransactions: Int { writesOpen.load(ordering: .relaxed) }
+
+    /// Log chunk bytes that ``readLog(buildId:platform:attempt:offset:limit:)`` fetched from the database since the
+    /// store was opened (for tests that check a read touches about what it returns, not the whole log).
+    public var logBytesFetched: Int { fetchedLogBytes.load(ordering: .relaxed) }
+
+    func countLogBytesFetched(_ count: Int) { fetchedLogBytes.add(count, ordering: .relaxed) }
+
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
     func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        writesOpen.add(1, ordering: .relaxed)
+        defer { writesOpen.subtract(1, ordering: .relaxed) }
         do {
             let value = try await backend.write(updates)
             committedWrites.add(1, ordering: .relaxed)

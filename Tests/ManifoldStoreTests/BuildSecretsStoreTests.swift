@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ManifoldAPI
 import ManifoldCore
+import Synchronization
 import Testing
 
 @testable import ManifoldStore
@@ -228,6 +229,28 @@ import Testing
         #expect(lease.spec.buildId == "bld_running")
         #expect(lease.spec.secrets == ["TOKEN": "legacy-value"])
         #expect(lease.spec.buildArgs == ["V": "1"])
+    }
+
+    /// Masking a chunk's secrets (reading and decrypting them, scanning the chunk) happens before the write
+    /// transaction that stores the chunk, so a build with many long secrets and chatty output never holds the
+    /// database writer for it. The probe sees how many of the store's write transactions are open while masking
+    /// runs: none (moved into the transaction, it would see one, or not run in this task at all).
+    @Test func logMaskingRunsOutsideTheWriteTransaction() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await submit(fixture, secrets: ["NPM_TOKEN": "npm_secret_value"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        let observed = Mutex<[Int]>([])
+        let writesBefore = fixture.store.writesCommitted
+        try await Store.$maskingProbe.withValue({ open in observed.withLock { $0.append(open) } }) {
+            _ = try await fixture.store.appendLog(
+                agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 0,
+                data: Data("echo npm_secret_value\n".utf8))
+        }
+        #expect(observed.withLock { $0 } == [0], "write transactions open while masking: \(observed.withLock { $0 })")
+        #expect(fixture.store.writesCommitted == writesBefore + 1)
+        let log = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64")
+        #expect(String(decoding: log.data, as: UTF8.self) == "echo ****************\n")
     }
 
     // MARK: -

@@ -49,6 +49,32 @@ import Testing
         }
     }
 
+    /// Token checks are reads: a flood of unknown tokens never takes the database writer, and a valid token's last
+    /// use is written at most once a minute however often it is used.
+    @Test func tokenChecksWriteNothingButALastUseAMinute() async throws {
+        let fixture = try await StoreFixture()
+        let token = try await fixture.store.createToken(name: "ci", role: .submitter, secretHash: "good")
+        let before = fixture.store.writesCommitted
+        for index in 0..<200 {
+            #expect(try await fixture.store.principal(forSecretHash: "guess-\(index)") == nil)
+        }
+        #expect(fixture.store.writesCommitted == before, "unknown tokens committed writes")
+        // The first use records when; every use in the minute after only reads.
+        #expect(try await fixture.store.principal(forSecretHash: "good") != nil)
+        #expect(fixture.store.writesCommitted == before + 1)
+        let firstUse = try #require(try await fixture.store.listTokens().first { $0.id == token.id }?.lastUsedAt)
+        for _ in 0..<50 {
+            #expect(try await fixture.store.principal(forSecretHash: "good") != nil)
+            fixture.clock.advance(1)
+        }
+        #expect(fixture.store.writesCommitted == before + 1, "uses within a minute committed writes")
+        fixture.clock.advance(11)
+        #expect(try await fixture.store.principal(forSecretHash: "good") != nil)
+        #expect(fixture.store.writesCommitted == before + 2)
+        let later = try #require(try await fixture.store.listTokens().first { $0.id == token.id }?.lastUsedAt)
+        #expect(later.timeIntervalSince(firstUse) > 60)
+    }
+
     @Test func agentNamesAreUniqueAndValidated() async throws {
         let fixture = try await StoreFixture()
         let agent = try await fixture.join("win-1", platforms: ["windows/amd64:10.0.20348.2227"])
@@ -390,6 +416,37 @@ import Testing
             #expect(read.data == expected, "offset \(offset) limit \(limit)")
             #expect(read.size == size)
         }
+    }
+
+    /// A small read of a large log fetches about what it returns, not the log up to it: the bytes the store fetched
+    /// for 100 bytes near the end or in the middle stay within one batch of chunks, the same for a 40 KiB and a
+    /// 1 MiB log. (Reading everything and slicing, or reading from the start up to the offset, fetches the log.)
+    @Test func aSmallLogReadFetchesTheSameFewBytesHoweverLargeTheLog() async throws {
+        let fixture = try await StoreFixture()
+        let chunkSize = 1_024
+        var fetched: [String: [Int]] = [:]
+        for (name, chunks) in [("small", 40), ("large", 1_024)] {
+            let build = try await fixture.submit(platforms: ["linux/amd64"])
+            let agent = try await fixture.join(name, platforms: ["linux/amd64"])
+            let lease = try #require(try await fixture.poll(agent))
+            for index in 0..<chunks {
+                var chunk = Data(repeating: UInt8(ascii: "a") + UInt8(index % 26), count: chunkSize - 1)
+                chunk.append(UInt8(ascii: "\n"))
+                _ = try await fixture.store.appendLog(
+                    agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: Int64(index * chunkSize), data: chunk)
+            }
+            let size = Int64(chunks * chunkSize)
+            for offset in [size - 100, size / 2 + 10] {
+                let before = fixture.store.logBytesFetched
+                let read = try await fixture.store.readLog(
+                    buildId: build.id, platform: "linux/amd64", offset: offset, limit: 100)
+                #expect(read.data.count == 100 && read.size == size)
+                fetched[name, default: []].append(fixture.store.logBytesFetched - before)
+            }
+        }
+        let small = try #require(fetched["small"]), large = try #require(fetched["large"])
+        #expect(large == small, "bytes fetched for the same small reads: 40 KiB log \(small), 1 MiB log \(large)")
+        #expect(large.allSatisfy { $0 <= 16 * chunkSize }, "\(large)")
     }
 }
 
