@@ -1,4 +1,6 @@
 import Foundation
+import ManifoldAPI
+import ManifoldCore
 import Testing
 
 @testable import ManifoldCLI
@@ -40,5 +42,22 @@ import Testing
         var output = Data()
         for byte in bytes { output += byteByByte.clean(Data([byte])) }
         #expect(String(decoding: output, as: UTF8.self) == "abcd¢e\n")
+    }
+}
+
+/// `manifold agent list` prints what agents reported about themselves: a hostile build host's labels, builders or
+/// name lose their control sequences, unless `--raw`.
+@Suite struct AgentListTextTests {
+    @Test func agentSuppliedCellsLoseControlSequencesUnlessRaw() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let agent = AgentView(
+            id: "agt_1", name: "host\u{1b}]0;pwned\u{07}-1", platforms: [try Platform(parsing: "linux/amd64")],
+            labels: ["gpu": "yes\u{1b}[2J", "zone\u{9b}1m": "a"], builders: ["buildah\u{1b}[8m", "docker\r"],
+            version: "1.0\u{1b}[?1049h", state: .active, currentJob: nil, joinedAt: now, lastSeenAt: now, pool: "default")
+        let clean = AgentList.render([agent], now: now)
+        #expect(!clean.unicodeScalars.contains { $0 == "\u{1b}" || $0 == "\u{07}" || $0 == "\r" || $0 == "\u{9b}" }, "\(clean)")
+        #expect(clean.contains("host-1") && clean.contains("buildah,docker") && clean.contains("gpu=yes,zone=a"), "\(clean)")
+        let raw = AgentList.render([agent], now: now, raw: true)
+        #expect(raw.contains("host\u{1b}]0;pwned\u{07}-1") && raw.contains("yes\u{1b}[2J"))
     }
 }

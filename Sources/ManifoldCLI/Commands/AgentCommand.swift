@@ -27,27 +27,32 @@ struct AgentList: AsyncParsableCommand {
         discussion: "Examples:\n  manifold agent list\n  manifold agent list --output json")
 
     @Option(help: "Output format: text or json.") var output: OutputFormat = .text
+    @Flag(help: "Print what agents reported as received, terminal control sequences included (removed by default).")
+    var raw = false
     @OptionGroup var coordinator: CoordinatorOptions
 
     func run() async throws {
         let agents = try await coordinator.client().agents()
         switch output {
         case .json: print(try APIJSON.string(agents))
-        case .text: print(Self.render(agents, now: Date()), terminator: "")
+        case .text: print(Self.render(agents, now: Date(), raw: raw), terminator: "")
         }
     }
 
-    static func render(_ agents: [AgentView], now: Date) -> String {
+    /// The agents as a table. Names, builders and labels are what each agent reported at join and poll: unless
+    /// `raw`, terminal control sequences are removed from them, so a hostile build host cannot rewrite the screen.
+    static func render(_ agents: [AgentView], now: Date, raw: Bool = false) -> String {
         guard !agents.isEmpty else { return "No agents have joined; run `manifold-agent join` on a build host.\n" }
         var table = TextTable(["NAME", "POOL", "PLATFORMS", "BUILDERS", "LABELS", "STATE", "JOB", "LAST SEEN"])
         for agent in agents.sorted(by: { $0.name < $1.name }) {
-            table.add([
+            let cells = [
                 agent.name, agent.pool ?? "-", agent.platforms.map(\.description).joined(separator: ","),
                 agent.builders.isEmpty ? "-" : agent.builders.joined(separator: ","),
                 agent.labels.isEmpty
                     ? "-" : agent.labels.keys.sorted().map { "\($0)=\(agent.labels[$0]!)" }.joined(separator: ","),
                 agent.state.rawValue, agent.currentJob ?? "-", agent.lastSeenAt.map { HumanFormat.age($0, now: now) } ?? "never",
-            ])
+            ]
+            table.add(raw ? cells : cells.map(TerminalText.clean))
         }
         return table.render()
     }
