@@ -29,6 +29,9 @@ public enum PublicationClaim: Sendable, Hashable {
     /// Push nothing now: another replica claimed the run for its tag PUTs until `until`; it is left to that
     /// replica, and comes back only if that claim expires unfinished.
     case claimedElsewhere(replica: String, until: Date)
+    /// Push nothing now: another replica is pushing `tag` for another build (see ``TagClaimedElsewhere``). The run
+    /// waits (a `tag.waiting` event) and becomes due again when that push ends or its claim runs out.
+    case waitForTag(TagClaimedElsewhere)
 }
 
 /// The due outbox rows: those that can be published, and those that cannot even be read (logged and failed,
@@ -116,8 +119,11 @@ extension Store {
     ///
     /// The run must still be current (not superseded by a retry) and its build still publishing (not cancelled);
     /// otherwise nothing is pushed. A tag whose list comes from a build submitted later than this one is kept
-    /// where it is (`tag.kept` event): tags never move backwards across builds. The row becomes `pushing`, so a
-    /// cancel from now on is answered with "a push is under way" and a push that lands is recorded.
+    /// where it is (`tag.kept` event): tags never move backwards across builds. The tags left to push are claimed
+    /// for this run's PUTs (all of them or none): while another replica's push holds one of them, nothing is pushed
+    /// and the run waits for it (``PublicationClaim/waitForTag(_:)``), since two replicas' PUTs of one tag could land
+    /// in either order. The row becomes `pushing`, so a cancel from now on is answered with "a push is under way" and
+    /// a push that lands is recorded.
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
         return try await write { db -> PublicationClaim in
@@ -148,6 +154,7 @@ extension Store {
             /// moved some tags: that is recorded, never silent.
             func abandon(_ reason: String, kind: String) throws -> PublicationClaim {
                 try db.execute(sql: "UPDATE outbox SET state = 'superseded', finishedAt = ? WHERE id = ?", arguments: [at, id])
+                try Self.releaseTags(db, holder: Self.tagHolder(run: id), replica: replica, at: at)
                 if state == "pushing" {
                     let notice =
                         "tags \(tags.joined(separator: ", ")) may already point at list \(listDigest): a push that failed "
@@ -182,8 +189,24 @@ extension Store {
                 }
                 claimed.append(tag)
             }
+            if let held = try Self.claimTags(
+                db, image: image, tags: claimed, holder: Self.tagHolder(run: id), buildId: buildId, replica: replica, at: at,
+                ttl: settings.publicationClaimTTL)
+            {
+                // Due again when that push ends (its release wakes runs waiting on the image) or its claim runs out.
+                try db.execute(
+                    sql: "UPDATE outbox SET notBefore = \(db.greatest("notBefore", "?")), tagWait = ? WHERE id = ?",
+                    arguments: [Store.timestamp(held.until), image, id])
+                try appendEvent(
+                    db, buildId: buildId, type: "tag.waiting",
+                    data: [
+                        "tag": held.tag, "heldBy": held.buildId, "replica": held.replica,
+                        "until": held.until.formatted(.iso8601), "reason": held.description,
+                    ])
+                return .waitForTag(held)
+            }
             try db.execute(
-                sql: "UPDATE outbox SET state = 'pushing', claimedBy = ?, claimedUntil = ? WHERE id = ?",
+                sql: "UPDATE outbox SET state = 'pushing', claimedBy = ?, claimedUntil = ?, tagWait = NULL WHERE id = ?",
                 arguments: [replica, at + settings.publicationClaimTTL, id])
             return .push(tags: claimed)
         }
@@ -193,7 +216,10 @@ extension Store {
     /// decided right before the PUT: the attempt is still its job's current one and being verified, this replica
     /// still holds `claim` on the report (no other replica took it over; see
     /// ``claimVerification(jobId:epoch:)``), its build was not cancelled, and no build submitted later holds the
-    /// tag (then a `tag.kept` event says so). When allowed, the build becomes the tag's owner.
+    /// tag (then a `tag.kept` event says so). When allowed, the build becomes the tag's owner and the tag is claimed
+    /// for this attempt's PUT until ``releaseChildTag(epoch:)`` (or one verification claim TTL). While another
+    /// replica's push holds the tag, throws ``TagClaimedElsewhere``: the check waits and tries again, since two
+    /// replicas' PUTs of one tag could land in either order.
     public func claimChildTag(
         jobId: String, epoch: Int64, childTag: String, digest: Digest, claim: VerificationClaim? = nil
     ) async throws -> Bool {
@@ -226,6 +252,12 @@ extension Store {
                         "tag": childTag, "heldBy": holder, "reason": "tag \(childTag) kept: held by \(holder) submitted later",
                     ])
                 return false
+            }
+            if let held = try Self.claimTags(
+                db, image: image, tags: [childTag], holder: Self.tagHolder(attempt: epoch), buildId: buildId, replica: replica,
+                at: at, ttl: settings.verificationClaimTTL)
+            {
+                throw held
             }
             try Self.recordTagOwners(
                 db, image: image, tags: [childTag], buildId: buildId, seq: seq, digest: digest.description, at: at)
@@ -293,6 +325,7 @@ extension Store {
                     db, image: build["image"], tags: tags, buildId: buildId, seq: build["seq"], digest: listDigest.description,
                     at: at)
             }
+            try Self.releaseTags(db, holder: Self.tagHolder(run: id), replica: replica, at: at)
             guard current == .publishing, try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
                 // Cancelled or retried while the push was under way: the list is live under these tags; say so.
                 let why = current == .cancelled ? "after the build was cancelled" : "after a retry replaced its publishing run"
@@ -330,6 +363,8 @@ extension Store {
             else { return }
             let buildId: String = row["buildId"]
             let attempts = (row["attempts"] as Int) + 1
+            // No PUT of this run is under way any more: another replica's push of its tags need not wait.
+            try Self.releaseTags(db, holder: Self.tagHolder(run: id), replica: replica, at: Store.timestamp(at))
             if retryable && attempts < (maxAttempts ?? Int.max) {
                 let retryAt = at.addingTimeInterval(settings.backoff(afterAttempt: attempts))
                 // A run whose tag PUTs started stays `pushing`: some tags may have moved, and a cancel or retry

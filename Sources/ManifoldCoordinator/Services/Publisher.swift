@@ -133,6 +133,9 @@ public struct Publisher: Service {
                     case .claimedElsewhere(let replica, let until):
                         throw PublicationAbandoned(
                             reason: "replica \(replica) is pushing its tags (claimed until \(until.formatted(.iso8601)))")
+                    case .waitForTag(let held):
+                        // The store made the row due again when that push ends or its claim runs out.
+                        throw PublicationWaits(held: held)
                     }
                 }
             }
@@ -146,6 +149,11 @@ public struct Publisher: Service {
             logger.info(
                 "published list",
                 metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)", "tags": "\(result.tags)"])
+            notifier.notify(.progress)
+        } catch let waiting as PublicationWaits {
+            logger.info(
+                "publishing waits for another replica's tag push",
+                metadata: ["build": "\(publication.buildId)", "reason": "\(waiting.held)"])
             notifier.notify(.progress)
         } catch let abandoned as PublicationAbandoned {
             logger.info("publishing skipped", metadata: ["build": "\(publication.buildId)", "reason": "\(abandoned.reason)"])
@@ -206,6 +214,12 @@ public struct Publisher: Service {
 /// The outbox row was superseded or its build cancelled since it was read: nothing was tagged.
 struct PublicationAbandoned: Error {
     var reason: String
+}
+
+/// Another replica is pushing one of the run's tags: nothing was tagged, and the run is due again once that push
+/// ends or its claim runs out.
+struct PublicationWaits: Error {
+    var held: TagClaimedElsewhere
 }
 
 extension RegistryError {

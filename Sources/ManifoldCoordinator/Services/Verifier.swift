@@ -162,6 +162,13 @@ public struct Verifier: Service {
             logger.warning("stopped verifying a report", metadata: ["job": "\(pending.jobId)", "reason": "\(lost)"])
             postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
             return
+        } catch let held as TagClaimedElsewhere {
+            // Not a registry failure: another replica's PUT of the child tag is under way. The check runs again after
+            // one retry delay, by then usually past that push (or its claim ran out); this replica keeps the report.
+            logger.info(
+                "a child tag push waits for another replica's", metadata: ["job": "\(pending.jobId)", "reason": "\(held)"])
+            delay(pending)
+            return
         } catch let error as AssemblyError {
             outcome = .rejected(reason: error.description)
         } catch let error as ImageReferenceError {
@@ -284,9 +291,28 @@ public struct Verifier: Service {
             try await store.claimChildTag(
                 jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest, claim: claim)
         {
-            _ = try await destination.pushManifest(repository: target.repository, reference: pending.childTag, manifest: manifest)
+            // The tag stays claimed for this PUT only; whether it landed or failed, another replica may push it next.
+            do {
+                _ = try await destination.pushManifest(
+                    repository: target.repository, reference: pending.childTag, manifest: manifest)
+            } catch {
+                await releaseChildTag(pending)
+                throw error
+            }
+            await releaseChildTag(pending)
         }
         return sameRepository ? nil : try target.withTag(pending.childTag).description
+    }
+
+    /// Ends this attempt's claim on its child tag; if the database refuses, the claim runs out by itself.
+    private func releaseChildTag(_ pending: PendingVerification) async {
+        do {
+            try await store.releaseChildTag(epoch: pending.epoch)
+        } catch {
+            logger.warning(
+                "releasing a child tag claim failed; it runs out by itself",
+                metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
+        }
     }
 
     /// Whether a HEAD finds the reported digest where the agent said it pushed it.

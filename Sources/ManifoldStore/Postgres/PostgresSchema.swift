@@ -65,6 +65,23 @@ enum PostgresSchema {
             CREATE INDEX build_context ON build(contextDigest) WHERE contextDigest IS NOT NULL;
             """
         ),
+        // v11: a claim per tag for its PUTs, and the image whose tag claim a publishing run waits for (see SQLiteSchema).
+        (
+            "v11",
+            """
+            CREATE TABLE tag_claim (
+                image TEXT NOT NULL,
+                tag TEXT NOT NULL,
+                holder TEXT NOT NULL,
+                buildId TEXT NOT NULL,
+                claimedBy TEXT NOT NULL,
+                claimedUntil DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (image, tag)
+            );
+            CREATE INDEX tag_claim_holder ON tag_claim(holder);
+            ALTER TABLE outbox ADD COLUMN tagWait TEXT;
+            """
+        ),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

@@ -344,6 +344,27 @@ enum SQLiteSchema {
                     CREATE INDEX build_context ON build(contextDigest) WHERE contextDigest IS NOT NULL;
                     """)
         }
+        // v11: a claim per tag for its PUTs, so replicas never push one tag at the same time (an older build's PUT
+        // landing after a newer one's would move the tag backwards). `tag_claim` names the push holding each (image,
+        // tag) — an outbox row (`run:ID`) or an attempt's child-tag PUT (`attempt:EPOCH`) — its replica and until when;
+        // a claim is released when the PUTs end and runs out if its replica dies. `outbox.tagWait` is the image whose
+        // tag claim a run waits for: releasing a claim of that image makes the run due at once.
+        migrator.registerMigration("v11") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE tag_claim (
+                        image TEXT NOT NULL,
+                        tag TEXT NOT NULL,
+                        holder TEXT NOT NULL,
+                        buildId TEXT NOT NULL,
+                        claimedBy TEXT NOT NULL,
+                        claimedUntil REAL NOT NULL,
+                        PRIMARY KEY (image, tag)
+                    );
+                    CREATE INDEX tag_claim_holder ON tag_claim(holder);
+                    ALTER TABLE outbox ADD COLUMN tagWait TEXT;
+                    """)
+        }
         return migrator
     }()
 }
