@@ -1,0 +1,121 @@
+import Foundation
+import ManifoldAPI
+import ManifoldCore
+import ManifoldTestSupport
+import Testing
+
+/// Heartbeats with real processes: one heartbeat the network swallows costs neither the lease nor an attempt (each
+/// heartbeat has its own deadline of a third of the TTL), and the cadence follows the lease expiry the coordinator
+/// answers with, not the TTL the agent was told at join.
+@Suite struct HeartbeatFaultTests {
+    /// Points the joined agent in `state` at another address (a proxy in front of the coordinator) and, when given,
+    /// replaces the lease TTL and heartbeat interval it was told at join.
+    static func rewriteCredential(
+        state: String, coordinatorURL: String? = nil, leaseTTLSeconds: Int? = nil, heartbeatIntervalSeconds: Int? = nil
+    ) throws {
+        let file = URL(fileURLWithPath: state + "/credential.json")
+        var credential = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        if let coordinatorURL { credential["coordinatorURL"] = coordinatorURL }
+        if let leaseTTLSeconds { credential["leaseTTLSeconds"] = leaseTTLSeconds }
+        if let heartbeatIntervalSeconds { credential["heartbeatIntervalSeconds"] = heartbeatIntervalSeconds }
+        try JSONSerialization.data(withJSONObject: credential).write(to: file)
+    }
+
+    /// A build script that touches `started`, waits (printing nothing) until `release` exists, then builds.
+    static func heldScript(started: URL, release: URL) -> String {
+        AgentHarness.buildahScript(
+            before: "touch '\(started.path)'\nwhile [ ! -e '\(release.path)' ]; do sleep 0.1; done")
+    }
+
+    static func heartbeatAnswers(_ output: Substring) -> Int {
+        output.split(separator: "\n").filter { $0.contains("status=200") && $0.contains("/api/v1/agent/heartbeat") }.count
+    }
+
+    @Test func oneSwallowedHeartbeatCostsNeitherTheLeaseNorAnAttempt() async throws {
+        // TTL 24 s: each heartbeat's deadline is 8 s, and the agent heartbeats every second.
+        let harness = try await AgentHarness("heartbeat-blackhole", leaseTTLSeconds: 24, replicas: 0)
+        defer { harness.tearDown() }
+        let joined = try harness.join("steady")
+        #expect(joined.status == 0)
+        let proxy = try TCPFaultProxy.start(backendPort: harness.port)
+        defer { proxy.stop() }
+        try Self.rewriteCredential(state: joined.state, coordinatorURL: "https://127.0.0.1:\(proxy.port)")
+        let started = harness.scratch.file("started")
+        let release = harness.scratch.file("release")
+        let agent = try harness.startAgent("steady", script: Self.heldScript(started: started, release: release))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
+        // Heartbeats are flowing through the proxy.
+        let before = agent.output().count
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(before)) >= 2 },
+            "\(agent.output())")
+
+        // A partition: the heartbeat under way gets no answer. The rule takes no new connection (times 0), so a
+        // heartbeat on a new connection only waits for the partition's end instead of being dropped with it.
+        let cut = agent.output().count
+        try proxy.setRules([TCPFaultRule(action: .blackhole, times: 0)])
+        let partitioned = ContinuousClock.now
+        // The agent gives that heartbeat up at its deadline, well before the lease runs out; without a deadline it
+        // would wait on it far longer than the TTL.
+        let gaveUp = await ProcessProbe.waitUntil(.seconds(40)) {
+            agent.output().dropFirst(cut).contains(#/heartbeat for job \S+ failed/#)
+        }
+        let waited = ContinuousClock.now - partitioned
+        try proxy.clearRules()
+        #expect(gaveUp, "no heartbeat was given up within 40 s of the partition:\n\(agent.output())")
+        #expect(waited < .seconds(20), "the heartbeat was given up after \(waited), its deadline is 8 s")
+        // The next heartbeat gets through, and the lease is the agent's still.
+        let healed = agent.output().count
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(healed)) >= 2 },
+            "\(agent.output())")
+        let afterCut = agent.output().dropFirst(cut)
+        #expect(!afterCut.contains("409"), "\(afterCut)")
+        // Exactly the swallowed heartbeat failed, on its own deadline; the one after it waited at most for the
+        // partition's end.
+        let failures = afterCut.split(separator: "\n").filter { $0.contains(#/heartbeat for job \S+ failed/#) }
+        #expect(failures.count == 1 && failures[0].contains("timed out"), "\(failures)")
+        print("a swallowed heartbeat was given up \(waited) into the partition (deadline 8 s, TTL 24 s)")
+
+        try Data().write(to: release)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(120))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+        let job = try #require(final.jobs.first)
+        #expect(job.attempts == 1 && AgentFaultTests.countedAttempts(job) == 1, "\(job)")
+        let events = try await AgentFaultTests.eventTypes(harness, submitted.id)
+        #expect(!events.contains("job.lost") && !events.contains("job.retrying"), "\(events)")
+    }
+
+    @Test func theHeartbeatCadenceFollowsTheLeaseExpiryTheCoordinatorAnswers() async throws {
+        // The coordinator leases for 12 s; the agent was told 60 s and a 30 s interval at join (as if the
+        // coordinator's TTL was shortened since). Heartbeats at the join-time cadence (20-30 s) would lose the lease.
+        let harness = try await AgentHarness(
+            "heartbeat-cadence", leaseTTLSeconds: 12, environment: ["MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "10"],
+            replicas: 0)
+        defer { harness.tearDown() }
+        let joined = try harness.join("follower")
+        #expect(joined.status == 0)
+        try Self.rewriteCredential(state: joined.state, leaseTTLSeconds: 60, heartbeatIntervalSeconds: 30)
+        let started = harness.scratch.file("started")
+        let release = harness.scratch.file("release")
+        let agent = try harness.startAgent("follower", script: Self.heldScript(started: started, release: release))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
+        // Three of the coordinator's TTLs with a quiet build: only heartbeats keep the lease.
+        let quietFrom = agent.output().count
+        try await Task.sleep(for: .seconds(36))
+        let heartbeats = Self.heartbeatAnswers(agent.output().dropFirst(quietFrom))
+        // About one every 4 s (a third of the 12 s left); the join-time cadence would give one or two.
+        #expect(heartbeats >= 5, "\(heartbeats) heartbeats answered in 36 s:\n\(agent.output())")
+        try Data().write(to: release)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(120))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+        let job = try #require(final.jobs.first)
+        #expect(job.attempts == 1 && AgentFaultTests.countedAttempts(job) == 1, "\(job)")
+        let events = try await AgentFaultTests.eventTypes(harness, submitted.id)
+        #expect(!events.contains("job.lost"), "\(events)")
+    }
+}
