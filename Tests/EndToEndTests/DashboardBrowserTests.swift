@@ -139,17 +139,30 @@ import Testing
             #expect(Set(try await harness.children("1.0")).contains(newLinux.description))
             #expect(try await browser.text(try await browser.find("#job-linux-amd64")).contains("2 of"))
 
-            // Cancel another build from its page.
-            let other = try await Self.submit(harness, ["linux/s390x"], context: context)
+            // The builds list shows a new build without a reload; cancel it from its page.
             try await browser.navigate(to: "\(harness.url)/builds")
+            try await browser.wait("the builds list") { try await !browser.findAll("table.builds").isEmpty }
+            _ = try await browser.execute("window.manifoldMarker = 'list'; return 'ok';")
+            let other = try await Self.submit(harness, ["linux/s390x"], context: context)
             try await browser.wait("the new build in the list") {
                 try await !browser.findAll("a[href='/builds/\(other.id)']").isEmpty
             }
+            #expect(try await browser.execute("return window.manifoldMarker;") == "list")
             try await browser.click(try await browser.find("a[href='/builds/\(other.id)']"))
             try await browser.wait("the other build's page") { try await browser.currentURL().hasSuffix(other.id) }
             try await browser.click(try await browser.find("#cancel-build"))
             try await browser.wait("the other build cancelled") { try await Self.buildState(browser) == "cancelled" }
             #expect(try await harness.client().build(id: other.id).state == .cancelled)
+
+            // A link from another site (here a data: page) opens the build signed in, despite SameSite=Strict.
+            try await browser.navigate(
+                to: "data:text/html,<a id=link href='\(harness.url)/builds/\(build.id)'>the build</a>")
+            try await browser.click(try await browser.find("#link"))
+            try await browser.wait("the build page from a foreign link") {
+                let url = try await browser.currentURL()
+                let live = try await browser.findAll("#build-live")
+                return url.hasSuffix("/builds/\(build.id)") && !live.isEmpty
+            }
 
             // The agents page, for the admin with drain buttons.
             try await browser.navigate(to: "\(harness.url)/agents")

@@ -194,11 +194,12 @@ extension CoordinatorAPI {
             let (stateClass, _) = DashboardFormat.style(job.state)
             var base = job.platform
             base.osVersion = nil
+            let queued = queuedAt[job.id] ?? build.createdAt
             let childTag = job.imageReference.flatMap { try? ImageReference(parsing: $0) }?.tag ?? ""
             let verification: String
             switch job.state {
             case .verifying: verification = "checking the registry"
-            case .succeeded: verification = job.digest == nil ? "" : "verified in the registry"
+            case .succeeded: verification = job.digest == nil ? "" : "verified"
             case .failed where job.digest != nil: verification = "refused"
             default: verification = ""
             }
@@ -208,14 +209,19 @@ extension CoordinatorAPI {
             if reason?.isEmpty == true { reason = nil }
             return DashboardPage.PlatformRow(
                 rowKey: Self.elementKey(job.platform.description), platform: job.platform.description,
+                platformBase: base.description,
                 osVersion: job.platform.osVersion, jobState: job.state.rawValue, jobStateClass: stateClass, phase: phase,
                 jobReason: reason, agent: job.agent ?? "",
                 attemptText: job.attempts == 0 ? "–" : "\(job.attempts) of \(job.maxAttempts)",
-                queued: DashboardFormat.time(queuedAt[job.id] ?? build.createdAt), started: DashboardFormat.time(job.startedAt),
-                finishedAt: DashboardFormat.time(job.finishedAt),
+                queued: DashboardFormat.clock(queued), queuedISO: DashboardFormat.iso(queued),
+                queuedFull: DashboardFormat.time(queued), started: DashboardFormat.clock(job.startedAt),
+                startedISO: job.startedAt.map { DashboardFormat.iso($0) }, startedFull: DashboardFormat.time(job.startedAt),
+                finishedAt: DashboardFormat.clock(job.finishedAt), finishedAtISO: job.finishedAt.map { DashboardFormat.iso($0) },
+                finishedAtFull: DashboardFormat.time(job.finishedAt),
                 jobDuration: DashboardFormat.duration(
                     from: job.startedAt, to: job.finishedAt ?? (job.startedAt == nil ? nil : now)),
-                digest: job.digest?.description ?? "", verification: verification, childTag: childTag,
+                digest: job.digest?.description, shortDigest: job.digest.map { String($0.description.prefix(19)) + "…" } ?? "",
+                verification: verification, childTag: childTag,
                 hasLog: job.attempts > 0,
                 logURL: "/builds/\(build.id)/logs" + Self.query([("platform", job.platform.description)]),
                 canRetry: canAct && job.state.isFinal && build.state != .cancelled)

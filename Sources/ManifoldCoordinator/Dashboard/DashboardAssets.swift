@@ -70,7 +70,9 @@ enum DashboardAssets {
         th, td { text-align: left; vertical-align: top; padding: 7px 10px; border-bottom: 1px solid var(--line); }
         thead th { background: var(--card); font-size: 0.85em; color: var(--muted); white-space: nowrap; }
         tbody tr:last-child > * { border-bottom: 0; }
-        td.digest { max-width: 16em; overflow-wrap: anywhere; }
+        td.time, td.nowrap, table.platforms th[scope=row] { white-space: nowrap; }
+        td.tag { overflow-wrap: anywhere; min-width: 10em; }
+        abbr[title] { text-decoration: none; border-bottom: 1px dotted var(--muted); cursor: help; }
         .state, .chip { display: inline-block; border-radius: 999px; padding: 1px 9px; font-size: 0.85em; font-weight: 600;
           border: 1px solid currentColor; white-space: nowrap; }
         .chip { margin: 1px 2px 1px 0; font-weight: 500; }

@@ -84,6 +84,12 @@ extension CoordinatorAPI {
         }
         if error.status == .unauthorized {
             let next = request.method == .get ? (request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")) : "/builds"
+            if request.method == .get, request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site",
+                request.headers[HTTPField.Name("Sec-Fetch-Mode")!] == "navigate"
+            {
+                struct Refresh { var target: String }
+                return Self.html(DashboardTemplates.render(Refresh(target: Self.safeNext(next)), "refresh"))
+            }
             var location = "/sign-in"
             if next != "/builds", next != "/" {
                 location += "?next=" + (next.addingPercentEncoding(withAllowedCharacters: Self.queryValueCharacters) ?? "")

@@ -71,6 +71,8 @@ enum DashboardPage {
     struct PlatformRow {
         var rowKey: String
         var platform: String
+        /// The platform without its os.version, which has a line of its own.
+        var platformBase: String
         var osVersion: String?
         var jobState: String
         var jobStateClass: String
@@ -79,10 +81,17 @@ enum DashboardPage {
         var agent: String
         var attemptText: String
         var queued: String
+        var queuedISO: String?
+        var queuedFull: String
         var started: String
+        var startedISO: String?
+        var startedFull: String
         var finishedAt: String
+        var finishedAtISO: String?
+        var finishedAtFull: String
         var jobDuration: String
-        var digest: String
+        var digest: String?
+        var shortDigest: String
         var verification: String
         var childTag: String
         var hasLog: Bool
@@ -201,6 +210,16 @@ enum DashboardFormat {
     }
 
     static func iso(_ date: Date?) -> String { date.map { $0.formatted(.iso8601) } ?? "" }
+
+    /// The time of day (UTC) for table cells; the full time goes in their `title`.
+    static func clock(_ date: Date?) -> String {
+        guard let date else { return "" }
+        return date.formatted(
+            Date.VerbatimFormatStyle(
+                format:
+                    "\(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits)",
+                timeZone: TimeZone(identifier: "UTC")!, calendar: Calendar(identifier: .gregorian)))
+    }
 
     static func duration(from start: Date?, to end: Date?) -> String {
         guard let start, let end else { return "" }

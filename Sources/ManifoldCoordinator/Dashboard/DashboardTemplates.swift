@@ -104,17 +104,17 @@ enum DashboardTemplates {
         <thead><tr><th scope="col">Platform</th><th scope="col">State</th><th scope="col">Agent</th><th scope="col">Attempt</th><th scope="col">Queued</th><th scope="col">Started</th><th scope="col">Finished</th><th scope="col">Duration</th><th scope="col">Digest</th><th scope="col">Verification</th><th scope="col">Child tag</th><th scope="col">Log</th>{{#canAct}}<th scope="col">Action</th>{{/canAct}}</tr></thead>
         <tbody>
         {{#rows}}<tr id="job-{{rowKey}}" data-platform="{{platform}}" data-state="{{jobState}}">
-        <th scope="row" class="mono">{{platform}}{{#osVersion}}<br><span class="muted">os.version {{osVersion}}</span>{{/osVersion}}</th>
+        <th scope="row" class="mono">{{platformBase}}{{#osVersion}}<br><span class="muted">os.version {{osVersion}}</span>{{/osVersion}}</th>
         <td><span class="state s-{{jobStateClass}}">{{jobState}}</span>{{#phase}} <span class="muted">{{phase}}</span>{{/phase}}{{#jobReason}}<br><span class="reason">{{jobReason}}</span>{{/jobReason}}</td>
-        <td>{{agent}}</td>
-        <td>{{attemptText}}</td>
-        <td>{{queued}}</td>
-        <td>{{started}}</td>
-        <td>{{finishedAt}}</td>
-        <td>{{jobDuration}}</td>
-        <td class="mono digest">{{digest}}</td>
+        <td class="nowrap">{{agent}}</td>
+        <td class="nowrap">{{attemptText}}</td>
+        <td class="time">{{#queuedISO}}<time datetime="{{queuedISO}}" title="{{queuedFull}}">{{queued}}</time>{{/queuedISO}}</td>
+        <td class="time">{{#startedISO}}<time datetime="{{startedISO}}" title="{{startedFull}}">{{started}}</time>{{/startedISO}}</td>
+        <td class="time">{{#finishedAtISO}}<time datetime="{{finishedAtISO}}" title="{{finishedAtFull}}">{{finishedAt}}</time>{{/finishedAtISO}}</td>
+        <td class="time">{{jobDuration}}</td>
+        <td class="mono">{{#digest}}<abbr title="{{digest}}">{{shortDigest}}</abbr>{{/digest}}</td>
         <td>{{verification}}</td>
-        <td class="mono">{{childTag}}</td>
+        <td class="mono tag">{{childTag}}</td>
         <td>{{#hasLog}}<a href="{{logURL}}">log</a>{{/hasLog}}</td>
         {{#canAct}}<td>{{#canRetry}}<form method="post" action="/builds/{{id}}/retry"><input type="hidden" name="csrf" value="{{base.csrf}}"><input type="hidden" name="platform" value="{{platform}}"><button type="submit" id="retry-{{rowKey}}" aria-label="Retry {{platform}}">Retry</button></form>{{/canRetry}}</td>{{/canAct}}
         </tr>
@@ -161,7 +161,7 @@ enum DashboardTemplates {
         <td><span class="state s-{{agentStateClass}}">{{agentState}}</span></td>
         <td>{{#currentBuildLink}}<a href="{{currentBuildLink}}">{{currentJob}}</a>{{/currentBuildLink}}{{^currentBuildLink}}{{currentJob}}{{/currentBuildLink}}</td>
         <td>{{#lastSeenISO}}<time datetime="{{lastSeenISO}}">{{lastSeen}}</time>{{/lastSeenISO}}</td>
-        {{#isAdmin}}<td class="agent-actions">{{#actions}}<form method="post" action="/agents/{{agentPath}}/state"><input type="hidden" name="csrf" value="{{base.csrf}}"><input type="hidden" name="state" value="{{target}}"><button type="submit" aria-label="{{actionLabel}} {{name}}">{{actionLabel}}</button></form>{{/actions}}</td>{{/isAdmin}}
+        {{#isAdmin}}<td><div class="agent-actions">{{#actions}}<form method="post" action="/agents/{{agentPath}}/state"><input type="hidden" name="csrf" value="{{base.csrf}}"><input type="hidden" name="state" value="{{target}}"><button type="submit" aria-label="{{actionLabel}} {{name}}">{{actionLabel}}</button></form>{{/actions}}</div></td>{{/isAdmin}}
         </tr>
         {{/agents}}
         {{^agents}}<tr><td colspan="10">No agents have joined yet. Join one with <code>manifold-agent join</code> and a join token.</td></tr>{{/agents}}
@@ -180,9 +180,27 @@ enum DashboardTemplates {
 
         """
 
+    /// Sent instead of the sign-in redirect to a link followed from another site: SameSite=Strict keeps the session
+    /// cookie off that first request, and this page's same-site refresh brings it back.
+    static let refresh = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta http-equiv="refresh" content="0; url={{target}}">
+        <title>Manifold</title>
+        </head>
+        <body>
+        <p><a href="{{target}}">Continue to the Manifold dashboard</a></p>
+        </body>
+        </html>
+
+        """
+
     /// Every template by name.
     static let all: [String: String] = [
         "layout": layout, "sign-in": signIn, "builds": builds, "build": build, "log": log, "agents": agents, "error": error,
+        "refresh": refresh,
     ]
 
     /// The compiled templates. They are constants of this file, so a parse failure is a programming error that the

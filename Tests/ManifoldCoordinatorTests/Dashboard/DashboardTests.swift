@@ -38,6 +38,12 @@ import Testing
                 || signedOut.location == "/sign-in?next=/builds%3Fstate%3Dqueued",
             "\(signedOut.location ?? "")")
 
+        // A link from another site: SameSite=Strict withholds the cookie, so the page refreshes itself same-site.
+        let fromLink = try await browser.get(
+            "/builds/b_1?x=%22%3E%3Cscript%3E", headers: ["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"])
+        #expect(fromLink.status == 200)
+        #expect(fromLink.text.contains(#"<meta http-equiv="refresh" content="0; url=/builds/b_1?x=%22%3E%3Cscript%3E">"#))
+
         let form = try await browser.get("/sign-in")
         #expect(form.status == 200)
         #expect(form.text.contains(#"<label for="token">API token</label>"#))
