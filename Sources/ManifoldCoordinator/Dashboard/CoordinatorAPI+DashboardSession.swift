@@ -15,7 +15,7 @@ extension CoordinatorAPI {
             if case .user = context.principal, context.dashboardSession != nil {
                 return Response(status: .seeOther, headers: [.location: next])
             }
-            return signInPage(next: next, context: context, flash: nil, status: .ok)
+            return signInPage(next: next, request: request, context: context, flash: nil, status: .ok)
         }
 
         dashboard.post("/sign-in") { request, context -> Response in
@@ -26,12 +26,12 @@ extension CoordinatorAPI {
                 sessions.checkCSRF(form["csrf"], nonce: nonce)
             else {
                 return signInPage(
-                    next: next, context: context,
+                    next: next, request: nil, context: context,
                     flash: "The sign-in form had expired or did not come from this page; sign in again.", status: .forbidden)
             }
             if let seconds = failures.retryAfter(context.clientAddress) {
                 var response = signInPage(
-                    next: next, context: context,
+                    next: next, request: request, context: context,
                     flash: "Too many failed sign-ins from \(context.clientAddress); try again in \(seconds) s.",
                     status: .tooManyRequests)
                 response.headers[.retryAfter] = "\(seconds)"
@@ -56,7 +56,7 @@ extension CoordinatorAPI {
             }
             guard let grant else {
                 failures.recordFailure(context.clientAddress)
-                return signInPage(next: next, context: context, flash: refusal, status: .unauthorized)
+                return signInPage(next: next, request: request, context: context, flash: refusal, status: .unauthorized)
             }
             let now = store.currentTime()
             let (value, session) = sessions.issue(tokenId: grant.tokenId, now: now, tokenExpiresAt: grant.expiresAt)
@@ -87,8 +87,19 @@ extension CoordinatorAPI {
         }
     }
 
-    func signInPage(next: String, context: CoordinatorContext, flash: String?, status: HTTPResponse.Status) -> Response {
-        let nonce = DashboardSessions.randomNonce()
+    /// The sign-in form. Its CSRF nonce is the one the browser's sign-in cookie already holds (so sign-in pages open in
+    /// several tabs all work), or a new one.
+    func signInPage(
+        next: String, request: Request?, context: CoordinatorContext, flash: String?, status: HTTPResponse.Status
+    ) -> Response {
+        let existing = request.flatMap {
+            DashboardSessions.cookie(DashboardSessions.signInCookieName, in: $0.headers[values: .cookie])
+        }
+        let nonce =
+            existing.flatMap {
+                $0.count == 24 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } ? $0 : nil
+            }
+            ?? DashboardSessions.randomNonce()
         let page = DashboardPage.SignIn(
             base: DashboardPage.Base(flash: flash), signInCSRF: sessions.csrfToken(nonce: nonce), next: next)
         var response = Self.html(DashboardTemplates.render(page, "sign-in"), status: status)

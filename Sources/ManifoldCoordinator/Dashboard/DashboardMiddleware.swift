@@ -42,19 +42,31 @@ struct DashboardMiddleware: RouterMiddleware {
     {
         var context = context
         var clearCookie = false
-        if let value = DashboardSessions.cookie(DashboardSessions.cookieName, in: request.headers[values: .cookie]) {
-            if let session = api.sessions.verify(value, now: api.store.currentTime()),
-                let grant = try? await api.store.grant(tokenId: session.tokenId), grant.role != .join
-            {
-                context.principal = .user(grant)
-                context.dashboardSession = session
-                context.logger[metadataKey: "principal"] = "\(grant.role.rawValue):\(grant.name) (dashboard)"
-            } else {
-                clearCookie = true
-            }
-        }
         var response: Response
         do {
+            if let value = DashboardSessions.cookie(DashboardSessions.cookieName, in: request.headers[values: .cookie]) {
+                // A revoked, unknown or expired token ends the session; a store that cannot be read is an error
+                // page, not a sign-out.
+                let session = api.sessions.verify(value, now: api.store.currentTime())
+                var grant: TokenGrant? = nil
+                if let session {
+                    do {
+                        grant = try await api.store.grant(tokenId: session.tokenId)
+                    } catch StoreError.unauthenticated {
+                        grant = nil
+                    } catch {
+                        throw APIError(
+                            .serviceUnavailable, code: "NOT_READY", "the coordinator cannot read its database now; retry")
+                    }
+                }
+                if let session, let grant, grant.role != .join {
+                    context.principal = .user(grant)
+                    context.dashboardSession = session
+                    context.logger[metadataKey: "principal"] = "\(grant.role.rawValue):\(grant.name) (dashboard)"
+                } else {
+                    clearCookie = true
+                }
+            }
             response = try await ErrorMiddleware<Context>().handle(request, context: context, next: next)
         } catch let error as APIError {
             response = api.dashboardError(error, request: request, context: context)

@@ -127,6 +127,14 @@ import Testing
             headers: ["Sec-Fetch-Site": "cross-site"])
         #expect(crossSite.status == 403)
 
+        // Two sign-in tabs in one browser: the first tab's form still works after the second opened.
+        let tabs = DashboardBrowser(fixture)
+        let firstTab = try await tabs.get("/sign-in")
+        _ = try await tabs.get("/sign-in")
+        let signedIn = try await tabs.post(
+            "/sign-in", form: [("token", fixture.initialisation.adminToken), ("csrf", firstTab.csrf ?? "")])
+        #expect(signedIn.status == 303)
+
         for (next, expected) in [
             ("//evil.example/x", "/builds"), ("https://evil.example/", "/builds"), ("/\\evil.example", "/builds"),
             ("/api/v1/tokens", "/builds"), ("/builds/b_1?x=1", "/builds/b_1?x=1"),
