@@ -38,6 +38,16 @@ import Testing
         return try APICoding.decoder().decode(BuildView.self, from: Data(submitted.stdout.utf8))
     }
 
+    /// Form controls without a label, as `tag#id` (empty when every input and select has one).
+    static func unlabelled(_ browser: WebDriver) async throws -> String {
+        try await browser.execute(
+            """
+            return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+              .filter(function (e) { return !e.labels || e.labels.length === 0; })
+              .map(function (e) { return e.tagName + '#' + e.id; }).join(',');
+            """)
+    }
+
     @Test func signInWatchABuildLiveFollowALogRetryAPlatformAndCancelAnother() async throws {
         let harness = try await BuildCLIHarness("dashboard")
         let linuxAgent = try await ScriptedAgent("lin-amd64", platform: Self.linux, harness: harness)
@@ -56,6 +66,7 @@ import Testing
             // A link to the build leads through the sign-in page and back to the build.
             try await browser.navigate(to: "\(harness.url)/builds/\(build.id)")
             try await browser.wait("the sign-in page") { try await browser.currentURL().contains("/sign-in") }
+            #expect(try await Self.unlabelled(browser) == "")
             try await browser.type(try await browser.find("#token"), harness.admin)
             try await browser.click(try await browser.find("form.signin button[type=submit]"))
             try await browser.wait("the build page") { try await browser.currentURL().hasSuffix("/builds/\(build.id)") }
@@ -115,6 +126,22 @@ import Testing
             let listDigest = try #require(try await harness.manifest("1.0")?.digest)
             #expect(firstPull == "docker pull \(harness.image)@\(listDigest)")
             try await browser.screenshot(to: Self.screenshots.appendingPathComponent("dashboard-build.png"))
+            #expect(try await Self.unlabelled(browser) == "")
+            // On a phone the page fits the screen's width (wide tables scroll inside their own box).
+            try await browser.setWindowSize(width: 390, height: 844)
+            try await browser.wait("the page to fit a phone's width") {
+                try await browser.execute("return String(document.documentElement.scrollWidth <= window.innerWidth);") == "true"
+            }
+            try await browser.screenshot(to: Self.screenshots.appendingPathComponent("dashboard-build-phone.png"))
+            try await browser.setWindowSize(width: 1280, height: 1000)
+            // Dark mode follows the system's preference.
+            let lightBackground = try await browser.execute("return getComputedStyle(document.body).backgroundColor;")
+            try await browser.emulateColorScheme("dark")
+            let darkBackground = try await browser.execute("return getComputedStyle(document.body).backgroundColor;")
+            #expect(lightBackground == "rgb(255, 255, 255)")
+            #expect(darkBackground == "rgb(13, 17, 23)")
+            try await browser.screenshot(to: Self.screenshots.appendingPathComponent("dashboard-build-dark.png"))
+            try await browser.emulateColorScheme("light")
 
             // Retry linux/amd64: a new image, and the list is published again with it.
             try await browser.click(try await browser.find("#retry-linux-amd64"))
@@ -142,6 +169,7 @@ import Testing
             // The builds list shows a new build without a reload; cancel it from its page.
             try await browser.navigate(to: "\(harness.url)/builds")
             try await browser.wait("the builds list") { try await !browser.findAll("table.builds").isEmpty }
+            #expect(try await Self.unlabelled(browser) == "")
             _ = try await browser.execute("window.manifoldMarker = 'list'; return 'ok';")
             let other = try await Self.submit(harness, ["linux/s390x"], context: context)
             try await browser.wait("the new build in the list") {

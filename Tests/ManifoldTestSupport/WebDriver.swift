@@ -81,6 +81,21 @@ public final class WebDriver: Sendable {
         try await command("GET", "/url") as? String ?? ""
     }
 
+    /// Resizes the window, e.g. to a phone's 390 × 844.
+    public func setWindowSize(width: Int, height: Int) async throws {
+        _ = try await command("POST", "/window/rect", ["width": width, "height": height])
+    }
+
+    /// Asks the page to render as under `prefers-color-scheme: dark` (or light), through Chromium's DevTools protocol.
+    public func emulateColorScheme(_ scheme: String) async throws {
+        _ = try await command(
+            "POST", "/goog/cdp/execute",
+            [
+                "cmd": "Emulation.setEmulatedMedia",
+                "params": ["features": [["name": "prefers-color-scheme", "value": scheme]]],
+            ])
+    }
+
     public func title() async throws -> String {
         try await command("GET", "/title") as? String ?? ""
     }
