@@ -134,7 +134,8 @@ extension CoordinatorAPI {
         let rows = builds.map { build -> DashboardPage.BuildRow in
             let (stateClass, _) = DashboardFormat.style(build.state)
             return DashboardPage.BuildRow(
-                id: build.id, shortId: Self.shortId(build.id), image: build.image, tags: build.tags.joined(separator: ", "),
+                id: build.id, shortId: Self.shortId(build.id), image: build.image,
+                imageLink: "/builds" + Self.query([("image", build.image)]), tags: build.tags.joined(separator: ", "),
                 buildState: build.state.rawValue, stateClass: stateClass,
                 chips: build.jobs.map { job in
                     let (chipClass, symbol) = DashboardFormat.style(job.state)

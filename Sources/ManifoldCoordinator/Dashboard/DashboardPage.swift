@@ -36,6 +36,8 @@ enum DashboardPage {
         var id: String
         var shortId: String
         var image: String
+        /// The list filtered to this image.
+        var imageLink: String
         var tags: String
         var buildState: String
         var stateClass: String

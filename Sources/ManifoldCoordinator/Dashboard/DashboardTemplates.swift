@@ -54,7 +54,7 @@ enum DashboardTemplates {
         <h1>Builds</h1>
         <form class="filters" method="get" action="/builds" role="search">
         <label>State <select name="state">{{#stateOptions}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/stateOptions}}</select></label>
-        <label>Image <input type="text" name="image" value="{{imageFilter}}" placeholder="registry/repository" spellcheck="false"></label>
+        <label>Image (exact) <input type="text" name="image" value="{{imageFilter}}" placeholder="registry/repository" spellcheck="false"></label>
         <button type="submit">Filter</button>
         </form>
         <div id="builds-live" class="live" data-changes="/live/changes">
@@ -64,7 +64,7 @@ enum DashboardTemplates {
         <tbody>
         {{#builds}}<tr id="build-{{id}}">
         <td><a href="/builds/{{id}}">{{shortId}}</a></td>
-        <td class="mono">{{image}}</td>
+        <td class="mono"><a href="{{imageLink}}" title="Builds of {{image}}">{{image}}</a></td>
         <td class="mono">{{tags}}</td>
         <td><span class="state s-{{stateClass}}">{{buildState}}</span></td>
         <td class="chips">{{#chips}}<span class="chip s-{{chipClass}}" title="{{chipPlatform}}: {{chipState}}"><span aria-hidden="true">{{chipSymbol}} </span>{{chipPlatform}}<span class="vh"> {{chipState}}</span></span> {{/chips}}</td>

@@ -223,6 +223,11 @@ import Testing
         #expect(!list.text.contains(foreign.id) && !list.text.contains("secret-app"))
         let filtered = try await browser.get("/builds?image=127.0.0.1:1/team-b/secret-app")
         #expect(!filtered.text.contains(foreign.id))
+        // Each image links to the list filtered to it.
+        let imageLink = try #require(DashboardBrowser.Page.capture(#"<a href="(/builds\?image=[^"]+)""#, in: list.text))
+        let ownImage = try await browser.get(imageLink)
+        #expect(ownImage.text.contains(own.id))
+        #expect(ownImage.text.contains(#"value="127.0.0.1:1/team-a/app""#))
         for path in [
             "/builds/\(foreign.id)", "/builds/\(foreign.id)/logs?platform=linux/arm64",
             "/builds/\(foreign.id)/logs/raw?platform=linux/arm64", "/live/builds/\(foreign.id)/events",
