@@ -5,6 +5,7 @@ import ManifoldCore
 import ManifoldHTTP
 import ManifoldStore
 import ManifoldTestSupport
+import Synchronization
 import Testing
 
 @testable import ManifoldCoordinator
@@ -440,6 +441,64 @@ import Testing
         // The finished attempt's log follow ends after the bytes from its offset.
         let tail = try await browser.get(follow)
         #expect(tail.status == 200 && tail.text.isEmpty)
+        await fixture.stop()
+    }
+
+    /// The pages' live streams take the token's stream slots like the API's, signal changes to the lists, and end
+    /// when the token is revoked.
+    @Test func liveStreamsAreCappedPerTokenSignalChangesAndEndWithTheToken() async throws {
+        let fixture = try await CoordinatorFixture.start { $0.maxStreamsPerToken = 3 }
+        let submitter = try await Self.scopedToken(fixture, .submitter, nil)
+        let build = try await fixture.submit(submitter.secret, image: "127.0.0.1:1/team/app", platforms: ["linux/amd64"])
+        let viewer = try await Self.scopedToken(fixture, .viewer, nil)
+        let browser = DashboardBrowser(fixture)
+        try await browser.signIn(viewer.secret)
+        let cookie = "__Host-manifold_session=\(try #require(browser.cookies["__Host-manifold_session"]))"
+        func open(_ path: String) async throws -> HTTPStreamingResponse {
+            var request = HTTPRequest(
+                method: "GET", url: URL(string: path, relativeTo: fixture.baseURL)!.absoluteURL, timeout: .seconds(120))
+            request.headers.replaceOrAdd("Cookie", cookie)
+            return try await browser.client.stream(request)
+        }
+        let changes = try await open("/live/changes")
+        #expect(changes.status == 200)
+        #expect(changes.headers["Content-Type"] == "text/event-stream")
+        let events = try await open("/live/builds/\(build.id)/events")
+        #expect(events.status == 200)
+        let log = try await open("/live/builds/\(build.id)/log?platform=linux/amd64")
+        #expect(log.status == 200)
+        let fourth = try await browser.get("/live/builds/\(build.id)/events")
+        #expect(fourth.status == 429)
+        #expect(fourth.text.contains("max_streams_per_token"))
+
+        // A new build signals the lists.
+        let received = Mutex("")
+        let reader = Task {
+            do {
+                for try await chunk in changes.body { received.withLock { $0 += String(decoding: chunk, as: UTF8.self) } }
+            } catch {}
+            received.withLock { $0 += "<end>" }
+        }
+        let watches = [AbuseLimitTests.StreamWatch.start(events), AbuseLimitTests.StreamWatch.start(log)]
+        _ = try await fixture.submit(submitter.secret, image: "127.0.0.1:1/team/other", platforms: ["linux/amd64"])
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !received.withLock({ $0.contains("event: change") }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(received.withLock { $0.contains("event: change\ndata: {}\n\n") })
+
+        // Revoking the token ends every stream of its sessions.
+        #expect(
+            try await fixture.call("DELETE", "/api/v1/tokens/\(viewer.id)", token: fixture.initialisation.adminToken).status
+                == 204)
+        #expect(await watches[0].waitForEnd(within: .seconds(20)), "the event stream outlived its token")
+        #expect(await watches[1].waitForEnd(within: .seconds(20)), "the log follow outlived its token")
+        let ended = ContinuousClock.now + .seconds(20)
+        while !received.withLock({ $0.hasSuffix("<end>") }), ContinuousClock.now < ended {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(received.withLock { $0.hasSuffix("<end>") }, "the change stream outlived its token")
+        reader.cancel()
         await fixture.stop()
     }
 
