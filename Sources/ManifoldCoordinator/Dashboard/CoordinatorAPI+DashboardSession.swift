@@ -169,8 +169,9 @@ extension CoordinatorAPI {
                             generation = notifier.generation(of: .progress)
                             sent += 1
                             try await writer.write(ByteBuffer(string: "id: \(sent)\nevent: change\ndata: {}\n\n"))
-                            // At most one signal a second: the page fetches itself again on each.
-                            try? await Task.sleep(for: .seconds(1))
+                            // At most one signal every two seconds (log chunks notify progress too): the page fetches
+                            // itself again on each.
+                            try? await Task.sleep(for: .seconds(2))
                         } else {
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         }

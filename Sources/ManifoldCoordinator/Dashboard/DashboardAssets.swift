@@ -149,7 +149,8 @@ enum DashboardAssets {
             }, 400);
           }
 
-          var eventTypes = ["build.submitted", "build.failed", "build.cancelled", "job.assigned", "job.phase", "job.log",
+          // `job.log` (a log line, at most once a second per attempt) changes nothing the page shows: not listened to.
+          var eventTypes = ["build.submitted", "build.failed", "build.cancelled", "job.assigned", "job.phase",
             "job.verifying", "job.succeeded", "job.retrying", "job.failed", "job.lost", "job.queued", "job.released",
             "job.cancelled", "list.publishing", "list.published", "list.retrying", "message"];
 
