@@ -116,6 +116,8 @@ import Testing
             #expect(!shown.contains("\u{1B}"))
             #expect(try await browser.execute("return window.manifoldMarker;") == "log page")
             #expect(try await browser.findAll("#log b").isEmpty)
+            // The followed line's colour became a styled span.
+            #expect(try await browser.text(try await browser.find("#log span.ansi-fg2")) == "pulling")
 
             // Back on the build page, the other two finish and the list is published.
             try await browser.navigate(to: "\(harness.url)/builds/\(build.id)")

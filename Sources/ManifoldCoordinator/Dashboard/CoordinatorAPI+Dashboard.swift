@@ -305,7 +305,7 @@ extension CoordinatorAPI {
             base: basePage(context), id: build.id, shortId: Self.shortId(build.id), platform: platform, attempt: max(attempt, 1),
             hasAttempts: job.attempts > 1, attempts: attempts, windowText: "", earlierLink: nil, latestLink: nil,
             rawLink: "/builds/\(build.id)/logs/raw" + Self.query([("platform", platform), ("attempt", "\(max(attempt, 1))")]),
-            statusText: "", followURL: nil, text: "")
+            statusText: "", followURL: nil, segments: [])
         guard attempt > 0 else {
             page.windowText = "No attempt has started yet."
             page.statusText = "This page shows the first attempt's log once it starts."
@@ -329,7 +329,7 @@ extension CoordinatorAPI {
             data = data.dropFirst(skip)
             start += Int64(skip)
         }
-        page.text = DashboardFormat.plainText(data)
+        page.segments = DashboardFormat.logSegments(data)
         page.windowText =
             head.size == 0
             ? "The log is empty so far."

@@ -98,6 +98,17 @@ enum DashboardAssets {
         .paging { margin-top: 12px; display: flex; gap: 16px; }
         .crumbs { margin: 0; color: var(--muted); }
         .logbar { display: flex; flex-wrap: wrap; gap: 6px 16px; align-items: center; }
+        .ansi-b { font-weight: 700; }
+        .ansi-fg0 { color: #1b1f24; } .ansi-fg1 { color: #b3261e; } .ansi-fg2 { color: #116329; } .ansi-fg3 { color: #7a5c00; }
+        .ansi-fg4 { color: #0550ae; } .ansi-fg5 { color: #8250df; } .ansi-fg6 { color: #1b7c83; } .ansi-fg7 { color: #57606a; }
+        .ansi-fg8 { color: #6e7781; } .ansi-fg9 { color: #cf222e; } .ansi-fg10 { color: #1a7f37; } .ansi-fg11 { color: #9a6700; }
+        .ansi-fg12 { color: #0969da; } .ansi-fg13 { color: #a475f9; } .ansi-fg14 { color: #3192aa; } .ansi-fg15 { color: #1b1f24; }
+        @media (prefers-color-scheme: dark) {
+          .ansi-fg0 { color: #8b949e; } .ansi-fg1 { color: #ff7b72; } .ansi-fg2 { color: #7ee787; } .ansi-fg3 { color: #e3b341; }
+          .ansi-fg4 { color: #79c0ff; } .ansi-fg5 { color: #d2a8ff; } .ansi-fg6 { color: #76e3ea; } .ansi-fg7 { color: #e6edf3; }
+          .ansi-fg8 { color: #8b949e; } .ansi-fg9 { color: #ffa198; } .ansi-fg10 { color: #aff5b4; } .ansi-fg11 { color: #f8e3a1; }
+          .ansi-fg12 { color: #a5d6ff; } .ansi-fg13 { color: #e2c5ff; } .ansi-fg14 { color: #b3f0ff; } .ansi-fg15 { color: #ffffff; }
+        }
         pre.log { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px;
           overflow: auto; max-height: 75vh; white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
         @media (max-width: 700px) {
@@ -174,9 +185,56 @@ enum DashboardAssets {
             source.addEventListener("change", function () { refresh([live.id]); });
           }
 
-          // ANSI escape sequences (colours, cursor moves, titles) and other control characters are dropped.
-          var ansi = /\u001b\[[0-?]*[ -\/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)|\u001b[@-Z\\-_]|[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g;
+          // Log text: the 16 basic SGR colours and bold become spans with classes (as the server renders them); every
+          // other escape sequence (cursor moves, titles, 256 colours) and control character is dropped. Text is only
+          // ever inserted as text nodes.
+          var escapes = /\u001b\[([0-?]*)[ -\/]*([@-~])|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)|\u001b[@-Z\\-_]/g;
+          var controls = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+          var sgr = { colour: null, bold: false };
           var maxChars = 4000000;
+
+          function applySGR(parameters) {
+            var codes = parameters === "" ? [0] : parameters.split(";").map(function (p) { return parseInt(p, 10) || 0; });
+            for (var i = 0; i < codes.length; i++) {
+              var code = codes[i];
+              if (code === 0) { sgr.colour = null; sgr.bold = false; }
+              else if (code === 1) { sgr.bold = true; }
+              else if (code === 22) { sgr.bold = false; }
+              else if (code >= 30 && code <= 37) { sgr.colour = code - 30; }
+              else if (code >= 90 && code <= 97) { sgr.colour = code - 90 + 8; }
+              else if (code === 39) { sgr.colour = null; }
+              else if ((code === 38 || code === 48) && i + 1 < codes.length) {
+                i += codes[i + 1] === 5 ? 2 : (codes[i + 1] === 2 ? 4 : 1);
+              }
+            }
+          }
+
+          function emit(pre, text) {
+            text = text.replace(controls, "");
+            if (!text) { return; }
+            var classes = [];
+            if (sgr.colour !== null) { classes.push("ansi-fg" + sgr.colour); }
+            if (sgr.bold) { classes.push("ansi-b"); }
+            if (classes.length) {
+              var span = document.createElement("span");
+              span.className = classes.join(" ");
+              span.textContent = text;
+              pre.appendChild(span);
+            } else {
+              pre.appendChild(document.createTextNode(text));
+            }
+          }
+
+          function appendLog(pre, text) {
+            var last = 0, match;
+            escapes.lastIndex = 0;
+            while ((match = escapes.exec(text)) !== null) {
+              emit(pre, text.slice(last, match.index));
+              if (match[2] === "m") { applySGR(match[1]); }
+              last = escapes.lastIndex;
+            }
+            emit(pre, text.slice(last));
+          }
 
           function followLog(pre) {
             var url = pre.getAttribute("data-follow");
@@ -196,7 +254,7 @@ enum DashboardAssets {
                   var partial = text.match(/\u001b[^A-Za-z\u0007]*$/);
                   if (partial) { carry = partial[0]; text = text.slice(0, partial.index); } else { carry = ""; }
                   var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
-                  pre.appendChild(document.createTextNode(text.replace(ansi, "")));
+                  appendLog(pre, text);
                   while (pre.textContent.length > maxChars && pre.firstChild) { pre.removeChild(pre.firstChild); }
                   if (atBottom) { pre.scrollTop = pre.scrollHeight; }
                   return pump();

@@ -159,7 +159,7 @@ enum DashboardPage {
         var rawLink: String
         var statusText: String
         var followURL: String?
-        var text: String
+        var segments: [DashboardFormat.LogSegment]
     }
 
     struct AgentAction {
@@ -265,11 +265,59 @@ enum DashboardFormat {
         }
     }
 
-    /// Log text as the page shows it: ANSI escape sequences (colours, cursor movement, window titles) and other
-    /// control characters removed, invalid UTF-8 replaced. Tabs and newlines stay.
-    static func plainText(_ data: Data) -> String {
+    /// A run of log text in one style: `segmentClass` names its colour and weight (`ansi-fg1 ansi-b`), nil for the
+    /// default style.
+    struct LogSegment: Equatable {
+        var segmentText: String
+        var segmentClass: String?
+    }
+
+    /// Log text as the page shows it: SGR colours (the 16 basic ones) and bold become styled runs; every other ANSI
+    /// escape sequence (256/true colours, cursor movement, window titles) and control character is removed, invalid
+    /// UTF-8 is replaced. Tabs and newlines stay.
+    static func logSegments(_ data: Data) -> [LogSegment] {
         let text = String(decoding: data, as: UTF8.self)
-        var result = String.UnicodeScalarView()
+        var segments: [LogSegment] = []
+        var current = String.UnicodeScalarView()
+        var colour: Int? = nil
+        var bold = false
+        func style() -> String? {
+            let classes = (colour.map { ["ansi-fg\($0)"] } ?? []) + (bold ? ["ansi-b"] : [])
+            return classes.isEmpty ? nil : classes.joined(separator: " ")
+        }
+        func flush() {
+            guard !current.isEmpty else { return }
+            let segment = LogSegment(segmentText: String(current), segmentClass: style())
+            if let last = segments.last, last.segmentClass == segment.segmentClass {
+                segments[segments.count - 1].segmentText += segment.segmentText
+            } else {
+                segments.append(segment)
+            }
+            current = String.UnicodeScalarView()
+        }
+        func apply(_ parameters: String) {
+            var codes = parameters.split(separator: ";", omittingEmptySubsequences: false).map { Int($0) ?? 0 }
+            if codes.isEmpty { codes = [0] }
+            var index = 0
+            while index < codes.count {
+                let code = codes[index]
+                switch code {
+                case 0:
+                    colour = nil
+                    bold = false
+                case 1: bold = true
+                case 22: bold = false
+                case 30...37: colour = code - 30
+                case 90...97: colour = code - 90 + 8
+                case 39: colour = nil
+                case 38, 48:
+                    // 256 colours (5;N) or true colour (2;R;G;B): not shown, their numbers skipped.
+                    if index + 1 < codes.count { index += codes[index + 1] == 5 ? 2 : (codes[index + 1] == 2 ? 4 : 1) }
+                default: break
+                }
+                index += 1
+            }
+        }
         var scalars = text.unicodeScalars.makeIterator()
         var pending = scalars.next()
         while let scalar = pending {
@@ -279,10 +327,18 @@ enum DashboardFormat {
                 pending = scalars.next()
                 switch kind {
                 case "[":
-                    // CSI: parameter and intermediate bytes, then one final byte 0x40–0x7E.
+                    // CSI: parameter and intermediate bytes, then one final byte 0x40–0x7E; `m` sets the style.
+                    var parameters = String.UnicodeScalarView()
                     while let next = pending {
                         pending = scalars.next()
-                        if (0x40...0x7E).contains(next.value) { break }
+                        if (0x40...0x7E).contains(next.value) {
+                            if next == "m" {
+                                flush()
+                                apply(String(parameters))
+                            }
+                            break
+                        }
+                        parameters.append(next)
                     }
                 case "]":
                     // OSC: up to BEL or ESC \.
@@ -300,16 +356,20 @@ enum DashboardFormat {
                 continue
             }
             if scalar == "\n" || scalar == "\t" {
-                result.append(scalar)
-            } else if scalar == "\r" {
-                continue
+                current.append(scalar)
             } else if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
                 continue
             } else {
-                result.append(scalar)
+                current.append(scalar)
             }
         }
-        return String(result)
+        flush()
+        return segments
+    }
+
+    /// The log's text without any styling.
+    static func plainText(_ data: Data) -> String {
+        logSegments(data).map(\.segmentText).joined()
     }
 
     /// What an event says, in a line.

@@ -138,7 +138,7 @@ enum DashboardTemplates {
         <h1>Log of <span class="mono">{{platform}}</span>, attempt {{attempt}}</h1>
         {{#hasAttempts}}<nav class="attempts" aria-label="Attempts">Attempts: {{#attempts}}{{#current}}<strong aria-current="page">{{number}}</strong>{{/current}}{{^current}}<a href="{{link}}">{{number}}</a>{{/current}} {{/attempts}}</nav>{{/hasAttempts}}
         <p class="logbar">{{windowText}} {{#earlierLink}}<a href="{{earlierLink}}" id="load-earlier">Load earlier</a>{{/earlierLink}} {{#latestLink}}<a href="{{latestLink}}">Latest</a>{{/latestLink}} <a href="{{rawLink}}" download>Download raw</a> <span id="follow-status" role="status">{{statusText}}</span></p>
-        <pre id="log" class="log" tabindex="0" aria-label="Log output" data-follow="{{followURL}}">{{text}}</pre>
+        <pre id="log" class="log" tabindex="0" aria-label="Log output" data-follow="{{followURL}}">{{#segments}}{{#segmentClass}}<span class="{{segmentClass}}">{{segmentText}}</span>{{/segmentClass}}{{^segmentClass}}{{segmentText}}{{/segmentClass}}{{/segments}}</pre>
         {{/content}}{{/layout}}
 
         """

@@ -372,7 +372,9 @@ import Testing
             Self.expectNoInlineCode(page.text)
         }
         let logPage = try await browser.get("/builds/\(build.id)/logs?platform=linux/amd64")
-        #expect(logPage.text.contains("step 1\nred &lt;script&gt;alert(1)&lt;/script&gt;\ndone\n"), "\(logPage.text)")
+        #expect(
+            logPage.text.contains(#"step 1\#n<span class="ansi-fg1">red &lt;script&gt;alert(1)&lt;/script&gt;</span>\#ndone\#n"#),
+            "\(logPage.text)")
         // The raw download is the stored bytes, as a download that browsers do not sniff.
         let raw = try await browser.get("/builds/\(build.id)/logs/raw?platform=linux/amd64&attempt=1")
         #expect(raw.text == log)
@@ -511,6 +513,20 @@ import Testing
         #expect(
             DashboardFormat.plainText(Data("a\u{1B}[1;31mb\u{1B}[0m\u{1B}]8;;http://x\u{1B}\\c\u{07}\u{8F}d\te\r\n".utf8))
                 == "abcd\te\n")
+        // Colours: the 16 basic ones and bold become classes; 256 colours and other sequences are dropped.
+        let styled = DashboardFormat.logSegments(
+            Data(
+                "plain \u{1B}[1;32mgreen bold\u{1B}[22m green\u{1B}[0m \u{1B}[38;5;196m256\u{1B}[39m \u{1B}[91mbright\u{1B}[m end\u{1B}[2K"
+                    .utf8))
+        #expect(
+            styled == [
+                .init(segmentText: "plain ", segmentClass: nil),
+                .init(segmentText: "green bold", segmentClass: "ansi-fg2 ansi-b"),
+                .init(segmentText: " green", segmentClass: "ansi-fg2"),
+                .init(segmentText: " 256 ", segmentClass: nil),
+                .init(segmentText: "bright", segmentClass: "ansi-fg9"),
+                .init(segmentText: " end", segmentClass: nil),
+            ])
         #expect(CoordinatorAPI.safeNext("/agents") == "/agents")
         #expect(CoordinatorAPI.safeNext("/builds\n/x") == "/builds")
     }
