@@ -190,14 +190,17 @@ import Testing
             #expect((page.status == 200) == allowed, "\(name): \(page.status)")
         }
 
-        // A token that expires ends its session with it (the cookie's own expiry is capped at the token's).
-        let brief = try await Self.scopedToken(fixture, .viewer, nil, expiresIn: 3)
+        // A token that expires ends its session with it (the cookie's own expiry is capped at the token's). Fifteen
+        // seconds leave a starved test machine time to sign in first.
+        let brief = try await Self.scopedToken(fixture, .viewer, nil, expiresIn: 15)
+        let issued = ContinuousClock.now
         let shortLived = DashboardBrowser(fixture)
         let signedIn = try await shortLived.signIn(brief.secret)
         let cookie = try #require(signedIn.headers.values("Set-Cookie").first { $0.hasPrefix("__Host-manifold_session=") })
         let maxAge = Int(DashboardBrowser.Page.capture("Max-Age=([0-9]+)", in: cookie) ?? "") ?? 0
-        #expect(maxAge <= 3, "\(cookie)")
-        try await Task.sleep(for: .seconds(4))
+        #expect(maxAge <= 15, "\(cookie)")
+        #expect(try await shortLived.get("/builds").status == 200)
+        try await Task.sleep(until: issued + .seconds(16))
         shortLived.cookies["__Host-manifold_session"] = try #require(
             DashboardBrowser.Page.capture("__Host-manifold_session=([^;]+)", in: cookie))
         #expect(try await shortLived.get("/builds").status == 303)
