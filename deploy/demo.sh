@@ -7,7 +7,9 @@
 #      buildah (vfs storage, chroot isolation: fine for this throwaway demo as root, not for real hosts, which run
 #      the agent rootless as agent/README.md "Privileges" explains);
 #   5. submits the sample build in deploy/sample from the CLI and watches it live until the coordinator has
-#      published the manifest list, then shows the list and checks the stored bytes with skopeo.
+#      published the manifest list, then shows the list and checks the stored bytes with skopeo. Before that it
+#      prints the web dashboard's URL and a viewer token to sign in with; on a terminal it waits for Enter before
+#      submitting and before stopping, so the build can be watched in a browser (DEMO_WAIT=0: no pauses).
 #
 # One machine plays three build hosts here: the sample Containerfile only copies a file, so buildah can label
 # the same content for any platform. Real deployments run one agent per native host (an arm64 machine, a
@@ -113,6 +115,16 @@ step "manifold agent list"
 sleep 1  # the agents' first polls
 "$manifold" agent list
 
+step "The web dashboard: manifold dashboard"
+dashboard_url="$("$manifold" dashboard)"
+viewer_token="$("$manifold" token create --name demo-viewer --role viewer --output json | jq -r .secret)"
+echo "  Open $dashboard_url in a browser on this machine (the coordinator's CA is $work/coordinator/pki/ca.crt;"
+echo "  accept its certificate or import the CA) and sign in with this viewer token to watch the build live:"
+echo "  $viewer_token"
+if [ -t 0 ] && [ "${DEMO_WAIT:-1}" = 1 ]; then
+    read -r -p "  Press Enter to submit the build (DEMO_WAIT=0 skips these pauses) " _
+fi
+
 step "manifold build submit $registry/demo/hello --platform linux/amd64 --platform linux/arm64 --platform windows/amd64:10.0.20348 --watch"
 "$manifold" build submit "$registry/demo/hello" --tag 1.0 --tag latest \
     --platform linux/amd64 --platform linux/arm64 --platform windows/amd64:10.0.20348 \
@@ -131,3 +143,6 @@ theirs="$(skopeo inspect --raw --cert-dir "$work/certs" --creds "$username:$pass
 echo "  identical (sha256 of the stored bytes: ${ours%% *})"
 
 step "Done: $registry/demo/hello:1.0 and :latest list linux/amd64, linux/arm64 and windows/amd64 (10.0.20348)"
+if [ -t 0 ] && [ "${DEMO_WAIT:-1}" = 1 ]; then
+    read -r -p "  The dashboard stays at $dashboard_url until you press Enter (then everything stops) " _
+fi

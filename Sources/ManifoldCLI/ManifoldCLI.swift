@@ -9,7 +9,7 @@ public enum ManifoldCLI {
     /// Commands every build of `manifold` has; they build on Windows too.
     public static let clientCommands: [any ParsableCommand.Type] = [
         LoginCommand.self, ContextCommand.self, BuildCommand.self, AgentCommand.self, TokenCommand.self, PoolCommand.self,
-        ManifestCommand.self, RegistryCommand.self,
+        ManifestCommand.self, RegistryCommand.self, DashboardCommand.self,
     ]
 
     public static let version = "0.1.0"

@@ -82,7 +82,8 @@ public struct Coordinator: Sendable {
                 maxQueuedBuildsPerToken: settings.maxQueuedBuildsPerToken, maxPlatformsPerBuild: settings.maxPlatformsPerBuild,
                 maxStreamsPerToken: settings.maxStreamsPerToken, authFailuresPerMinute: settings.authFailuresPerMinute,
                 sharedContexts: database.isShared),
-            hash: Secrets.hash, generateSecret: Secrets.generate(prefix:))
+            hash: Secrets.hash, generateSecret: Secrets.generate(prefix:),
+            dashboardKey: DashboardSessions.deriveKey(from: try state.loadOrCreateSecretsKey().data))
 
         let (host, port) = try CoordinatorSettings.parseListen(settings.listen)
         let limits = ConnectionLimits(settings)

@@ -183,6 +183,22 @@ extension Store {
         return principal
     }
 
+    /// The grant of the live user token `id`: nil when no such token exists or it was revoked; a token that expired
+    /// is refused with ``StoreError/unauthenticated(_:)`` as in ``principal(forSecretHash:)``. The dashboard's session
+    /// names its token by id and checks it here on every request, so revoking the token ends the session.
+    public func grant(tokenId id: String) async throws -> TokenGrant? {
+        let current = now()
+        return try await backend.read { db -> TokenGrant? in
+            guard
+                let row = try SQLRow.fetchOne(
+                    db, sql: "SELECT * FROM token WHERE id = ? AND revokedAt IS NULL", arguments: [id])
+            else { return nil }
+            let grant = try Self.grant(row)
+            try Self.checkUsable(row, grant: grant, now: current)
+            return grant
+        }
+    }
+
     /// Refuses a token past its expiry or a join token with no uses left, with a message that says which.
     static func checkUsable(_ row: SQLRow, grant: TokenGrant, now: Date) throws {
         if let expiresAt = grant.expiresAt, expiresAt <= now {

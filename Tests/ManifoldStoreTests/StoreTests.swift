@@ -75,6 +75,28 @@ import Testing
         #expect(later.timeIntervalSince(firstUse) > 60)
     }
 
+    /// The dashboard's session names its token by id and looks it up on every request: nil once revoked or for an
+    /// unknown id, refused (naming the expiry) once expired.
+    @Test func aTokenIsFoundByIdUntilRevokedOrExpired() async throws {
+        let fixture = try await StoreFixture()
+        let viewer = try await fixture.store.createToken(
+            name: "on-call", role: .viewer, secretHash: "v1",
+            options: TokenOptions(repositories: [try RepositoryPattern(parsing: "registry.example.com/team/*")]))
+        let grant = try #require(try await fixture.store.grant(tokenId: viewer.id))
+        #expect(grant.role == .viewer && grant.name == "on-call")
+        #expect(grant.repositories?.map(\.description) == ["registry.example.com/team/*"])
+        #expect(try await fixture.store.grant(tokenId: "tok_missing") == nil)
+        try await fixture.store.revokeToken(id: viewer.id)
+        #expect(try await fixture.store.grant(tokenId: viewer.id) == nil)
+
+        let brief = try await fixture.store.createToken(
+            name: "brief", role: .submitter, secretHash: "s1",
+            options: TokenOptions(expiresAt: fixture.clock.now.addingTimeInterval(60)))
+        #expect(try await fixture.store.grant(tokenId: brief.id)?.expiresAt == fixture.clock.now.addingTimeInterval(60))
+        fixture.clock.advance(61)
+        await #expect(throws: StoreError.self) { try await fixture.store.grant(tokenId: brief.id) }
+    }
+
     @Test func agentNamesAreUniqueAndValidated() async throws {
         let fixture = try await StoreFixture()
         let agent = try await fixture.join("win-1", platforms: ["windows/amd64:10.0.20348.2227"])

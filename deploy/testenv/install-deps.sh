@@ -62,6 +62,14 @@ else
     apt_install busybox-static
 fi
 
+# A real browser for the dashboard's end-to-end tests (Tests/EndToEndTests/DashboardBrowserTests.swift): Debian's
+# headless Chromium, driven through chromedriver (W3C WebDriver on loopback).
+if dpkg -s chromium chromium-driver >/dev/null 2>&1; then
+    echo "install-deps.sh: chromium and chromium-driver present"
+else
+    apt_install chromium chromium-driver
+fi
+
 # A real PostgreSQL server for the store's shared backend (Tests/ManifoldTestSupport/TestPostgres.swift starts a
 # throwaway cluster from /usr/lib/postgresql/N/bin) and HAProxy to put replicas behind one address. The package's
 # own cluster service is not needed: keep its maintainer scripts from starting it.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -59,11 +60,15 @@ public struct CoordinatorAPI: Sendable {
     let failures: AuthFailureLimiter
     let streams: StreamRegistry
     let jobBuilds = JobBuilds()
+    /// Signs and checks the dashboard's session cookies.
+    let sessions: DashboardSessions
 
     public init(
         store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, options: Options,
-        hash: @escaping @Sendable (String) -> String, generateSecret: @escaping @Sendable (String) -> String
+        hash: @escaping @Sendable (String) -> String, generateSecret: @escaping @Sendable (String) -> String,
+        dashboardKey: SymmetricKey = SymmetricKey(size: .bits256), dashboardSessionLifetime: TimeInterval = 12 * 3600
     ) {
+        sessions = DashboardSessions(key: dashboardKey, lifetime: dashboardSessionLifetime)
         self.store = store
         self.notifier = notifier
         self.metrics = metrics
@@ -89,6 +94,7 @@ public struct CoordinatorAPI: Sendable {
         addAdminRoutes(to: router)
         addPoolRoutes(to: router)
         addContextRoutes(to: router)
+        addDashboardRoutes(to: router)
         return router
     }
 

@@ -8,6 +8,8 @@ import NIOCore
 public struct CoordinatorContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// The dashboard session the principal came from (its nonce makes the forms' CSRF tokens); nil for API calls.
+    var dashboardSession: DashboardSessions.Session?
     /// The client's IP address (the proxy's behind a TCP load balancer), for the failed-authentication limit.
     public var clientAddress: String
     /// Bodies are read with explicit limits (`max_request_body_bytes`, `max_context_bytes`), not this default.
@@ -16,6 +18,7 @@ public struct CoordinatorContext: RequestContext {
     public init(source: Source) {
         coreContext = .init(source: source)
         principal = nil
+        dashboardSession = nil
         let remote = source.channel.remoteAddress
         clientAddress = remote?.ipAddress ?? remote?.pathname ?? "unknown"
     }
@@ -55,7 +58,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
-        if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        // Public paths need no token; the dashboard's pages authenticate with its session cookie instead
+        // (DashboardMiddleware), into the same principal.
+        if publicPaths.contains(request.uri.path) || CoordinatorAPI.isDashboardPath(request.uri.path) {
+            return try await next(request, context)
+        }
         if let seconds = failures.retryAfter(context.clientAddress) {
             var error = APIError(
                 .tooManyRequests, code: "TOO_MANY",
