@@ -49,6 +49,7 @@ import Testing
         }
         // With backoff the runs start at about 0, 0.5, 1.5, 3.5 and 7.5 s; a retry every 50 ms would be a hundred
         // or more in 10 s, however busy the machine.
+        print("publishing runs in 10 s while the store refused their outcome: \(runs)")
         #expect(runs >= 2, "the publisher did not try again after the store refused the outcome")
         #expect(runs <= 12, "\(runs) publishing runs in 10 s: the publisher retried without backing off")
         #expect(recorded, "the failure was not recorded once the store could take it")
