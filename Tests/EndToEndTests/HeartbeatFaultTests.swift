@@ -31,6 +31,44 @@ import Testing
         output.split(separator: "\n").filter { $0.contains("status=200") && $0.contains("/api/v1/agent/heartbeat") }.count
     }
 
+    /// Partitions the link at `proxy` until the agent gives the heartbeat under way up (on its deadline, `deadline`
+    /// in words; the partition must end within 30 s), then heals it, and checks that exactly that heartbeat failed and
+    /// the next ones are answered without a 409.
+    static func swallowOneHeartbeat(agent: ManagedProcess, proxy: TCPFaultProxy, deadline: String) async throws {
+        // Heartbeats are flowing through the proxy.
+        let before = agent.output().count
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(before)) >= 2 },
+            "\(agent.output())")
+        // A partition: the heartbeat under way gets no answer. The rule takes no new connection (times 0), so a
+        // heartbeat on a new connection only waits for the partition's end instead of being dropped with it. (What
+        // the partition held reaches the coordinator once it ends, after the agent gave up on it.)
+        let cut = agent.output().count
+        try proxy.setRules([TCPFaultRule(action: .blackhole, times: 0)])
+        let partitioned = ContinuousClock.now
+        // The agent gives that heartbeat up at its deadline, well before the lease runs out; without a deadline it
+        // would wait on it far longer than the TTL.
+        let gaveUp = await ProcessProbe.waitUntil(.seconds(40)) {
+            agent.output().dropFirst(cut).contains(#/heartbeat for job \S+ failed/#)
+        }
+        let waited = ContinuousClock.now - partitioned
+        try proxy.clearRules()
+        #expect(gaveUp, "no heartbeat was given up within 40 s of the partition:\n\(agent.output())")
+        #expect(waited < .seconds(30), "the heartbeat was given up after \(waited), its deadline is \(deadline)")
+        // The next heartbeat gets through, and the lease is the agent's still.
+        let healed = agent.output().count
+        #expect(
+            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(healed)) >= 2 },
+            "\(agent.output())")
+        let afterCut = agent.output().dropFirst(cut)
+        #expect(!afterCut.contains("409"), "\(afterCut)")
+        // Exactly the swallowed heartbeat failed, on its own deadline; the one after it waited at most for the
+        // partition's end.
+        let failures = afterCut.split(separator: "\n").filter { $0.contains(#/heartbeat for job \S+ failed/#) }
+        #expect(failures.count == 1 && failures[0].contains("timed out"), "\(failures)")
+        print("a swallowed heartbeat was given up \(waited) into the partition (deadline \(deadline))")
+    }
+
     @Test func oneSwallowedHeartbeatCostsNeitherTheLeaseNorAnAttempt() async throws {
         // TTL 24 s: each heartbeat's deadline is 8 s, and the agent heartbeats every second.
         let harness = try await AgentHarness("heartbeat-blackhole", leaseTTLSeconds: 24, replicas: 0)
@@ -46,38 +84,7 @@ import Testing
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
         #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
-        // Heartbeats are flowing through the proxy.
-        let before = agent.output().count
-        #expect(
-            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(before)) >= 2 },
-            "\(agent.output())")
-
-        // A partition: the heartbeat under way gets no answer. The rule takes no new connection (times 0), so a
-        // heartbeat on a new connection only waits for the partition's end instead of being dropped with it.
-        let cut = agent.output().count
-        try proxy.setRules([TCPFaultRule(action: .blackhole, times: 0)])
-        let partitioned = ContinuousClock.now
-        // The agent gives that heartbeat up at its deadline, well before the lease runs out; without a deadline it
-        // would wait on it far longer than the TTL.
-        let gaveUp = await ProcessProbe.waitUntil(.seconds(40)) {
-            agent.output().dropFirst(cut).contains(#/heartbeat for job \S+ failed/#)
-        }
-        let waited = ContinuousClock.now - partitioned
-        try proxy.clearRules()
-        #expect(gaveUp, "no heartbeat was given up within 40 s of the partition:\n\(agent.output())")
-        #expect(waited < .seconds(20), "the heartbeat was given up after \(waited), its deadline is 8 s")
-        // The next heartbeat gets through, and the lease is the agent's still.
-        let healed = agent.output().count
-        #expect(
-            await ProcessProbe.waitUntil(.seconds(30)) { Self.heartbeatAnswers(agent.output().dropFirst(healed)) >= 2 },
-            "\(agent.output())")
-        let afterCut = agent.output().dropFirst(cut)
-        #expect(!afterCut.contains("409"), "\(afterCut)")
-        // Exactly the swallowed heartbeat failed, on its own deadline; the one after it waited at most for the
-        // partition's end.
-        let failures = afterCut.split(separator: "\n").filter { $0.contains(#/heartbeat for job \S+ failed/#) }
-        #expect(failures.count == 1 && failures[0].contains("timed out"), "\(failures)")
-        print("a swallowed heartbeat was given up \(waited) into the partition (deadline 8 s, TTL 24 s)")
+        try await Self.swallowOneHeartbeat(agent: agent, proxy: proxy, deadline: "8 s, a third of the 24 s TTL")
 
         try Data().write(to: release)
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
@@ -110,6 +117,37 @@ import Testing
         let heartbeats = Self.heartbeatAnswers(agent.output().dropFirst(quietFrom))
         // About one every 4 s (a third of the 12 s left); the join-time cadence would give one or two.
         #expect(heartbeats >= 5, "\(heartbeats) heartbeats answered in 36 s:\n\(agent.output())")
+        try Data().write(to: release)
+        let final = try await harness.wait(submitted.id, timeout: .seconds(120))
+        #expect(final.state == .published, "\(final)\n\(agent.output())")
+        let job = try #require(final.jobs.first)
+        #expect(job.attempts == 1 && AgentFaultTests.countedAttempts(job) == 1, "\(job)")
+        let events = try await AgentFaultTests.eventTypes(harness, submitted.id)
+        #expect(!events.contains("job.lost"), "\(events)")
+    }
+
+    @Test func aHeartbeatsDeadlineFollowsTheLeaseTheCoordinatorAnswers() async throws {
+        // The coordinator leases for 24 s; the agent was told 120 s and a 60 s interval at join. A heartbeat's
+        // deadline of a third of the join-time TTL (40 s) would outlast the lease; a third of the answered one is 8 s.
+        let harness = try await AgentHarness(
+            "heartbeat-deadline", leaseTTLSeconds: 24, environment: ["MANIFOLD_HEARTBEAT_INTERVAL_SECONDS": "20"],
+            replicas: 0)
+        defer { harness.tearDown() }
+        let joined = try harness.join("shortened")
+        #expect(joined.status == 0)
+        let proxy = try TCPFaultProxy.start(backendPort: harness.port)
+        defer { proxy.stop() }
+        try Self.rewriteCredential(
+            state: joined.state, coordinatorURL: "https://127.0.0.1:\(proxy.port)", leaseTTLSeconds: 120,
+            heartbeatIntervalSeconds: 60)
+        let started = harness.scratch.file("started")
+        let release = harness.scratch.file("release")
+        let agent = try harness.startAgent("shortened", script: Self.heldScript(started: started, release: release))
+        defer { agent.stop() }
+        let submitted = try await harness.submit(files: AgentHarness.context)
+        #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
+        try await Self.swallowOneHeartbeat(agent: agent, proxy: proxy, deadline: "8 s, a third of the answered 24 s lease")
+
         try Data().write(to: release)
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
         #expect(final.state == .published, "\(final)\n\(agent.output())")

@@ -9,6 +9,10 @@ import Testing
     @Test func eachHeartbeatHasADeadlineOfAThirdOfTheTTL() {
         #expect(cadence.requestTimeout == .seconds(20))
         #expect(HeartbeatCadence(intervalSeconds: 1, leaseTTLSeconds: 2).requestTimeout == .seconds(1))
+        // A coordinator that now leases for less than it said at join: a third of its lease, not of the join's.
+        #expect(cadence.requestTimeout(leaseLength: .seconds(12)) == .seconds(4))
+        #expect(cadence.requestTimeout(leaseLength: .seconds(600)) == .seconds(20))
+        #expect(cadence.requestTimeout(leaseLength: .seconds(2)) == .seconds(1))
     }
 
     @Test func theNextHeartbeatComesAtAThirdOfTheLeaseLeftBetweenOneSecondAndTheInterval() {

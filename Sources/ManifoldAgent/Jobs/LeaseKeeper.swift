@@ -24,6 +24,13 @@ struct HeartbeatCadence: Sendable, Equatable {
     /// Each heartbeat's own deadline: about a third of the TTL, so one stuck request leaves time for two more.
     var requestTimeout: Duration { max(.seconds(1), leaseTTL / 3) }
 
+    /// A heartbeat's deadline once the coordinator has said how long it leases for (`leaseLength`, from its last
+    /// answer): a third of that when it is shorter than the join-time TTL, so a coordinator whose TTL was shortened
+    /// since the join still leaves time for two more tries after one stuck request.
+    func requestTimeout(leaseLength: Duration) -> Duration {
+        max(.seconds(1), min(leaseTTL, leaseLength) / 3)
+    }
+
     /// How long the lease runs from the moment the acknowledged request was sent: the time left by the
     /// coordinator's `leaseExpiresAt` on this host's wall clock, at most the TTL (a clock behind the coordinator's
     /// would otherwise lengthen it). A value the clocks cannot support (already past) counts as the full TTL.
@@ -65,6 +72,8 @@ final class LeaseKeeper: Sendable {
         var cancelled = false
         var loss: LeaseLoss?
         var lossMessage = ""
+        /// How long the coordinator leased for at its last answer (the join-time TTL until one came).
+        var leaseLength: Duration
     }
     private let state: Mutex<State>
 
@@ -75,7 +84,7 @@ final class LeaseKeeper: Sendable {
         self.cadence = cadence
         self.logger = logger
         let length = cadence.leaseLength(expiresAt: lease.leaseExpiresAt, now: Date())
-        state = Mutex(State(acknowledgedAt: grantedAt, expiresAt: grantedAt + length))
+        state = Mutex(State(acknowledgedAt: grantedAt, expiresAt: grantedAt + length, leaseLength: cadence.leaseTTL))
     }
 
     /// What the job is doing now, sent with each heartbeat.
@@ -128,15 +137,17 @@ final class LeaseKeeper: Sendable {
     func beat() async {
         let sentAt = ContinuousClock.now
         do {
+            let timeout = cadence.requestTimeout(leaseLength: state.withLock { $0.leaseLength })
             let answer = try await client.heartbeat(
-                HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase), timeout: cadence.requestTimeout)
+                HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase), timeout: timeout)
             let receivedAt = ContinuousClock.now
             // The coordinator renewed the lease while handling the request, so it runs a TTL from some moment
             // after `sentAt` — never later than `sentAt` + TTL as far as this agent can prove, and never later than
             // what the answer's own expiry says.
-            let expiresAt = min(
-                sentAt + cadence.leaseTTL, receivedAt + cadence.leaseLength(expiresAt: answer.leaseExpiresAt, now: Date()))
+            let length = cadence.leaseLength(expiresAt: answer.leaseExpiresAt, now: Date())
+            let expiresAt = min(sentAt + cadence.leaseTTL, receivedAt + length)
             let newlyCancelled = state.withLock { state in
+                state.leaseLength = length
                 state.acknowledgedAt = max(state.acknowledgedAt, sentAt)
                 state.expiresAt = max(state.expiresAt, expiresAt)
                 defer { state.cancelled = state.cancelled || answer.cancelled }
