@@ -46,6 +46,23 @@ extension CoordinatorClient {
         }
     }
 
+    /// Tells the coordinator the attempt's log is complete at `size` bytes, so followers of the log can end; a
+    /// `.gap` answer means the coordinator has fewer bytes (send them, then close again).
+    public func closeLog(jobId: String, epoch: Int64, size: Int64) async throws -> LogAppendOutcome {
+        do {
+            let response = try await send(
+                "PUT", "/api/v1/agent/jobs/\(Self.segment(jobId))/logs",
+                query: [("epoch", "\(epoch)"), ("offset", "\(size)"), ("final", "true")],
+                headers: ["Content-Type": "application/octet-stream"], body: .bytes(Data()))
+            return .stored(size: try APICoding.decoder().decode(LogAppendResponse.self, from: response.body).size)
+        } catch CoordinatorClientError.api(status: 416, _, let message, _, _) {
+            if let size = try? APICoding.decoder().decode(LogAppendResponse.self, from: Data(message.utf8)).size {
+                return .gap(size: size)
+            }
+            throw CoordinatorClientError.unexpectedAnswer(status: 416, message: "a log gap answer without a size: \(message)")
+        }
+    }
+
     public func complete(_ request: CompleteRequest) async throws -> CompleteResponse {
         try await call("POST", "/api/v1/agent/complete", body: request)
     }

@@ -387,13 +387,28 @@ extension Store {
     /// The shortest time between two `job.log` events of one attempt.
     static let logEventInterval: TimeInterval = 1
 
+    /// Whether no more log will come for the attempt `row` (see ``readLog(buildId:platform:attempt:offset:limit:)``).
+    static func logIsComplete(_ row: SQLRow, at now: Double) -> Bool {
+        let state: String = row["state"]
+        guard state != "running" else { return false }
+        if state == "lost" || (row["logClosed"] as Int64) != 0 { return true }
+        if (row["lastLogLine"] as String?)?.hasPrefix("[manifold] this attempt's log reached") == true { return true }
+        guard let ended = row["endedAt"] as Double? else { return true }
+        return now - ended >= logTailGrace
+    }
+
     /// Log bytes of one attempt (the latest when `attempt` is nil) from `offset`, at most `limit` bytes.
+    ///
+    /// `finished` says no more bytes will come: the attempt is over and its log complete — closed by its agent, cut at
+    /// the coordinator's limit, refused to its agent (a lost lease), or ended ``logTailGrace`` ago. An attempt reports
+    /// before it sends the rest of its log, so an attempt that just ended may not be finished yet.
     public func readLog(
         buildId: String, platform: String, attempt: Int? = nil, offset: Int64 = 0, limit: Int = 1 << 20
     ) async throws
         -> (data: Data, size: Int64, epoch: Int64, finished: Bool)
     {
-        try await backend.read { db in
+        let at = Store.timestamp(now())
+        return try await backend.read { db in
             let jobId: String = try Self.jobRow(db, buildId: buildId, platform: platform)["id"]
             let row: SQLRow?
             if let attempt {
@@ -406,7 +421,7 @@ extension Store {
             guard let row else { return (Data(), 0, 0, false) }
             let epoch: Int64 = row["epoch"]
             let size: Int64 = row["logSize"]
-            let finished = (row["state"] as String) != "running"
+            let finished = Self.logIsComplete(row, at: at)
             guard offset < size, limit > 0 else { return (Data(), size, epoch, finished) }
             // The chunk holding `offset` is found through the primary key (epoch, offset); from there chunks are
             // read in order, a few at a time, until `limit`: a follow near the end of a 64 MiB log reads only the
@@ -437,6 +452,26 @@ extension Store {
             return (data, size, epoch, finished)
         }
     }
+
+    /// The agent has sent all of the attempt's log, `size` bytes: followers of the log can end once the attempt has
+    /// too. Refused like an append (409) for an attempt that is not the agent's current one; a `size` other than the
+    /// stored size is a gap (the agent sends the missing bytes first) and closes nothing.
+    public func closeLog(agentId: String, jobId: String, epoch: Int64, size: Int64) async throws -> LogAppendResult {
+        try await write { db in
+            let attempt = try self.currentAttempt(
+                db, jobId: jobId, epoch: epoch, agentId: agentId,
+                allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
+            let stored: Int64 = attempt["logSize"]
+            guard size == stored else { return .gap(size: stored) }
+            try db.execute(sql: "UPDATE attempt SET logClosed = 1 WHERE epoch = ?", arguments: [epoch])
+            return .stored(size: stored)
+        }
+    }
+
+    /// How long after an attempt ended its log counts as complete although its agent never closed it (an agent that
+    /// died after its report, or one from before agents closed their logs). Agents send the rest of a log right
+    /// after their report, normally within a second.
+    public static let logTailGrace: TimeInterval = 10
 
     /// Records an agent's result. Success moves the attempt to verification (the coordinator checks the
     /// digest); failure re-queues the job with backoff or fails it. Reporting the same result twice is

@@ -235,4 +235,100 @@ import Testing
         }
         await plain.quit()
     }
+
+    /// The build page and a log page with real `manifold-agent` processes building and pushing with buildah: the
+    /// rows change as the agents take and finish their jobs, the log page shows lines as the builder prints them, and
+    /// a retry from the page is built again by the agent and published.
+    @Test func aBuildByRealAgentsChangesLiveAndItsLogFollowsTheBuilder() async throws {
+        let platforms = [
+            Platform(os: "linux", architecture: "amd64"), Platform(os: "linux", architecture: "arm64"),
+            Platform(os: "linux", architecture: "arm", variant: "v7"),
+        ]
+        let harness = try await AgentHarness("dashboard-agents", leaseTTLSeconds: 60, platforms: platforms)
+        defer { harness.tearDown() }
+        let go = harness.scratch.file("go")
+        // Each build prints a line, waits for the test, prints another, then builds and pushes for real.
+        let script = AgentHarness.buildahScript(
+            before: """
+                echo "step one for $MANIFOLD_PLATFORM"
+                while [ ! -e '\(go.path)' ]; do sleep 0.1; done
+                echo "step two for $MANIFOLD_PLATFORM"
+                """)
+        var agents: [ManagedProcess] = []
+        defer { agents.forEach { $0.stop() } }
+        for platform in platforms {
+            let name = "real-" + platform.description.replacingOccurrences(of: "/", with: "-")
+            #expect(try harness.join(name, platforms: [platform]).status == 0)
+            agents.append(try harness.startAgent(name, script: script, platforms: [platform]))
+        }
+        let keys = ["linux-amd64", "linux-arm64", "linux-arm-v7"]
+        let browser = try await WebDriver.start(logDirectory: harness.scratch.url, name: "chromedriver-agents")
+        do {
+            try await browser.navigate(to: "\(harness.baseURL)/")
+            try await browser.wait("the sign-in page") { try await browser.currentURL().contains("/sign-in") }
+            try await browser.type(try await browser.find("#token"), harness.admin)
+            try await browser.click(try await browser.find("form.signin button[type=submit]"))
+            try await browser.wait("the builds list") { try await browser.currentURL().hasSuffix("/builds") }
+
+            let build = try await harness.submit(files: AgentHarness.context, platforms: platforms, maxAttempts: 2)
+            try await browser.navigate(to: "\(harness.baseURL)/builds/\(build.id)")
+            _ = try await browser.execute("window.manifoldMarker = 'build page'; return 'ok';")
+            try await browser.wait("every row taken by its agent") {
+                var taken = true
+                for key in keys { taken = try await Self.rowState(browser, key) == "assigned" && taken }
+                return taken
+            }
+            let page = try await browser.text(try await browser.find("#build-live"))
+            for platform in platforms {
+                let agent = "real-" + platform.description.replacingOccurrences(of: "/", with: "-")
+                #expect(page.contains(agent), "\(agent) is not on the page:\n\(page)")
+            }
+            #expect(try await browser.execute("return window.manifoldMarker;") == "build page")
+
+            // The arm64 log as its builder prints it.
+            try await browser.click(try await browser.find("#job-linux-arm64 a[href*='/logs']"))
+            try await browser.wait("the log page") { try await browser.currentURL().contains("/logs?platform=linux") }
+            _ = try await browser.execute("window.manifoldMarker = 'log page'; return 'ok';")
+            try await browser.wait("the builder's first line") {
+                try await browser.text(try await browser.find("#log")).contains("step one for linux/arm64")
+            }
+            try Data().write(to: go)
+            try await browser.wait("the builder's next lines, followed live") {
+                try await browser.text(try await browser.find("#log")).contains("step two for linux/arm64")
+            }
+            #expect(try await browser.execute("return window.manifoldMarker;") == "log page")
+
+            // Back on the build page: the agents push, the coordinator verifies and publishes.
+            try await browser.navigate(to: "\(harness.baseURL)/builds/\(build.id)")
+            _ = try await browser.execute("window.manifoldMarker = 'build page'; return 'ok';")
+            try await browser.wait("the build to be published") { try await Self.buildState(browser) == "published" }
+            for key in keys { #expect(try await Self.rowState(browser, key) == "succeeded", "\(key)") }
+            let published = try await harness.build(build.id)
+            let firstPull = try await browser.execute("return document.getElementById('pull-digest').value;")
+            #expect(firstPull == "docker pull \(harness.image)@\(try #require(published.listDigest))")
+            try await browser.screenshot(to: Self.screenshots.appendingPathComponent("dashboard-real-agents.png"))
+
+            // Retry arm/v7 from the page: its agent builds again and the build is published again.
+            try await browser.click(try await browser.find("#retry-linux-arm-v7"))
+            let republished = try await harness.wait(build.id, timeout: .seconds(180)) {
+                $0.state == .published && ($0.jobs.first { $0.platform.variant == "v7" }?.attempts ?? 0) == 2
+            }
+            #expect(republished.state == .published, "\(republished)")
+            let retriedJob = try #require(republished.jobs.first { $0.platform.variant == "v7" })
+            #expect(retriedJob.attempts == 2, "\(retriedJob)")
+            try await browser.wait("the retried row published again on the page") {
+                let text = try await browser.text(try await browser.find("#job-linux-arm-v7"))
+                let state = try await Self.buildState(browser)
+                let pull = try await browser.execute(
+                    "var p = document.getElementById('pull-digest'); return p ? p.value : '';")
+                return text.contains("2 of") && state == "published"
+                    && pull == "docker pull \(harness.image)@\(republished.listDigest?.description ?? "?")"
+            }
+        } catch {
+            try? await browser.screenshot(to: Self.screenshots.appendingPathComponent("dashboard-real-agents-failure.png"))
+            await browser.quit()
+            throw error
+        }
+        await browser.quit()
+    }
 }

@@ -372,6 +372,71 @@ import Testing
         #expect(try await fixture.store.build(id: build.id).jobs[0].lastLogLine == "step 2")
     }
 
+    /// An agent reports before it sends the rest of its log: a log is complete (`finished`, what ends followers) only
+    /// once the attempt is over and its agent closed the log at the stored size — or it was cut at the limit, its
+    /// lease was lost, or ``Store/logTailGrace`` passed after the attempt ended.
+    @Test func aLogIsCompleteWhenItsAgentClosesItNotWhenTheAttemptReports() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        func finished() async throws -> Bool {
+            try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64", offset: .max, limit: 0).finished
+        }
+        let head = Data("step one\n".utf8)
+        _ = try await fixture.store.appendLog(agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 0, data: head)
+        #expect(try await finished() == false)
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, reason: "boom"))
+        // Reported; the rest of the log is still on its way.
+        #expect(try await finished() == false)
+        let tail = Data("step two\n".utf8)
+        _ = try await fixture.store.appendLog(
+            agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: Int64(head.count), data: tail)
+        let size = Int64(head.count + tail.count)
+        // A close at another size than the stored one is a gap and closes nothing.
+        #expect(
+            try await fixture.store.closeLog(agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, size: size + 5)
+                == .gap(size: size))
+        #expect(try await finished() == false)
+        // Another agent cannot close it.
+        let other = try await fixture.join("b", platforms: ["linux/amd64"])
+        await #expect(throws: StoreError.self) {
+            try await fixture.store.closeLog(agentId: other.id, jobId: lease.jobId, epoch: lease.epoch, size: size)
+        }
+        #expect(
+            try await fixture.store.closeLog(agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, size: size)
+                == .stored(size: size))
+        #expect(try await finished())
+        let log = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64", attempt: 1)
+        #expect(log.data == head + tail && log.finished)
+
+        // The retry's agent reports and dies before closing: the log counts as complete a grace period later.
+        fixture.clock.advance(30)
+        let retry = try #require(try await fixture.poll(agent))
+        #expect(retry.attempt == 2)
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: retry.jobId, epoch: retry.epoch, outcome: .failed, reason: "boom"))
+        #expect(try await finished() == false)
+        fixture.clock.advance(Store.logTailGrace - 1)
+        #expect(try await finished() == false)
+        fixture.clock.advance(1)
+        #expect(try await finished())
+    }
+
+    @Test func aLostLeasesLogIsCompleteAtOnce() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        _ = try await fixture.store.appendLog(
+            agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 0, data: Data("started\n".utf8))
+        fixture.clock.advance(61)
+        #expect(try await fixture.store.expireLeases() == 1)
+        // Its agent can no longer append, so nothing more will come.
+        #expect(try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64", attempt: 1).finished)
+    }
+
     @Test func manyLogChunksWithinASecondMakeOneLogEvent() async throws {
         let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"])

@@ -206,8 +206,13 @@ struct JobRunner: Sendable {
         switch delivery {
         case .acknowledged, .dropped:
             if let uploader {
-                let flushed = await uploader.flush(deadline: ContinuousClock.now + Self.logFlushLimit)
-                if !flushed { logger.warning("not all of job \(report.jobId)'s log reached the coordinator") }
+                let deadline = ContinuousClock.now + Self.logFlushLimit
+                let flushed = await uploader.flush(deadline: deadline)
+                if flushed {
+                    await uploader.close(deadline: deadline)
+                } else {
+                    logger.warning("not all of job \(report.jobId)'s log reached the coordinator")
+                }
             }
             return .reported
         case .credentialRefused:

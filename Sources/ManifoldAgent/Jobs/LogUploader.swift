@@ -64,6 +64,32 @@ final class LogUploader: Sendable {
         return limitReached || state.withLock { $0.acknowledged } >= spool.size
     }
 
+    /// Once everything is stored, tells the coordinator the log is complete (followers of the log end then, not a
+    /// grace period after the report). Tried until `deadline`; without it the coordinator ends followers later.
+    func close(deadline: ContinuousClock.Instant) async {
+        var backoff = Backoff(initial: .milliseconds(250), cap: .seconds(5))
+        while !Task.isCancelled, !limitReached, !state.withLock({ $0.finished }), ContinuousClock.now < deadline {
+            let size = state.withLock { $0.acknowledged }
+            guard size >= spool.size else { return }
+            do {
+                switch try await client.closeLog(jobId: jobId, epoch: epoch, size: size) {
+                case .stored: return
+                case .gap(let stored):
+                    // The coordinator has fewer bytes than it acknowledged (a restore): send them, then close.
+                    state.withLock { $0.acknowledged = stored }
+                    await uploadAvailable(deadline: deadline)
+                }
+            } catch let error as CoordinatorClientError where error.isConflict || error.status == 401 || error.status == 413 {
+                logger.debug("closing the log of job \(jobId) refused: \(error)")
+                return
+            } catch {
+                guard ContinuousClock.now < deadline else { return }
+                logger.debug("closing the log failed, retrying: \(error)")
+                try? await Task.sleep(for: backoff.next())
+            }
+        }
+    }
+
     private func uploadAvailable(deadline: ContinuousClock.Instant?) async {
         var backoff = Backoff(initial: .milliseconds(250), cap: .seconds(5))
         guard let handle = try? FileHandle(forReadingFrom: spool.file) else { return }

@@ -80,6 +80,19 @@ extension CoordinatorAPI {
             guard let epoch = request.uri.queryParameters.get("epoch", as: Int64.self),
                 let offset = request.uri.queryParameters.get("offset", as: Int64.self), offset >= 0
             else { throw APIError.badRequest("give ?epoch=N&offset=BYTES", field: "offset") }
+            if let final = request.uri.queryParameters.get("final") {
+                guard final == "true" else {
+                    throw APIError.badRequest("final=\(final): give final=true or leave it out", field: "final")
+                }
+                // The agent has sent everything: `offset` is the log's whole size. Followers can end once it is stored.
+                switch try await store.closeLog(agentId: agent.id, jobId: jobId, epoch: epoch, size: offset) {
+                case .stored(let size), .truncated(let size):
+                    notifier.notify(.progress, build: await jobBuilds.build(of: jobId, in: store))
+                    return try Self.json(LogAppendResponse(size: size))
+                case .gap(let size):
+                    return try Self.json(LogAppendResponse(size: size), status: .rangeNotSatisfiable)
+                }
+            }
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: 4 << 20) } catch {
                 throw APIError(.contentTooLarge, code: "TOO_LARGE", "send log chunks of at most 4 MiB")

@@ -82,6 +82,8 @@ enum PostgresSchema {
             ALTER TABLE outbox ADD COLUMN tagWait TEXT;
             """
         ),
+        // v12: an attempt's log closed by its agent (see SQLiteSchema).
+        ("v12", "ALTER TABLE attempt ADD COLUMN logClosed BIGINT NOT NULL DEFAULT 0;"),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

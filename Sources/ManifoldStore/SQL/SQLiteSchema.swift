@@ -365,6 +365,11 @@ enum SQLiteSchema {
                     ALTER TABLE outbox ADD COLUMN tagWait TEXT;
                     """)
         }
+        // v12: the agent closes an attempt's log once it has sent all of it (it reports before the rest of the log),
+        // so followers of the log end when it is complete rather than when the attempt ends.
+        migrator.registerMigration("v12") { db in
+            try db.execute(sql: "ALTER TABLE attempt ADD COLUMN logClosed INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }()
 }
