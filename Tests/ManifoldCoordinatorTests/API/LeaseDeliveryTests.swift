@@ -30,13 +30,17 @@ import Testing
             try await fixture.poll(healthy.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         let waited = ContinuousClock.now - started
         #expect(lease.attempt == 1, "the closed poll took an attempt")
-        // At once, not after the 15 s acknowledge window a grant into the closed poll would have cost (the bound
-        // leaves room for the whole suite running in parallel on two cores).
-        #expect(waited < .seconds(10), "the healthy agent waited \(waited)")
         let view = try await fixture.build(build.id, token: submitter)
         #expect(view.jobs[0].agent == "healthy")
+        // Never granted into the closed poll (which would have cost the healthy agent an acknowledge window): the
+        // grant went to the healthy agent only. How long it waited is printed, not bounded: the library phase's
+        // shared pool was seen to delay a resumption by tens of seconds.
+        print("a held poll closed, then a build: the healthy agent waited \(waited)")
         let events = try await Store(path: fixture.state.database.path).events(buildId: build.id)
         #expect(!events.contains { $0.type == "job.lost" }, "\(events)")
+        #expect(
+            events.filter { $0.type == "job.assigned" }.map { $0.data["agent"] } == ["healthy"],
+            "the job was granted to another poll first: \(events)")
         await fixture.stop()
     }
 

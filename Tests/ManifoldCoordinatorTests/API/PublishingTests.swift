@@ -174,7 +174,7 @@ import Testing
     /// A build with one job wakes one of the held polls that could take it, not all of them: the others are not
     /// woken at all, so they neither write nor read, and their rows keep the time their arrival wrote.
     @Test func oneJobWakesOneOfManyHeldPolls() async throws {
-        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 10 }
+        let fixture = try await CoordinatorFixture.start { $0.pollTimeoutSeconds = 30 }
         let submitter = try await fixture.token(.submitter)
         let viewer = try await fixture.token(.viewer)
         var agents: [(id: String, secret: String)] = []
@@ -194,7 +194,7 @@ import Testing
             }
             var arrived = try await lastSeen()
             let waitedFrom = ContinuousClock.now
-            while agents.contains(where: { arrived[$0.id] == joined[$0.id] }), ContinuousClock.now - waitedFrom < .seconds(5) {
+            while agents.contains(where: { arrived[$0.id] == joined[$0.id] }), ContinuousClock.now - waitedFrom < .seconds(20) {
                 try await Task.sleep(for: .milliseconds(50))
                 arrived = try await lastSeen()
             }

@@ -175,7 +175,8 @@ final class MemoryWakeupChannel: WakeupChannel {
                 }
                 a.notifyWork([WorkNotifier.WorkHint(platform: amd64, labels: ["gpu": "yes"])], also: .progress)
                 a.notifyWork([WorkNotifier.WorkHint(platform: amd64)], also: .progress)
-                let deadline = ContinuousClock.now + .seconds(10)
+                // Far above the wake-up itself: the library phase's shared pool was seen to take tens of seconds.
+                let deadline = ContinuousClock.now + .seconds(120)
                 while woken.withLock({ $0.isEmpty }), ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(10))
                 }
