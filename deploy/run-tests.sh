@@ -31,7 +31,11 @@ MANIFOLD_TEST_STORE=postgres $phase "store suite on PostgreSQL" 300 --filter Man
 
 # The end-to-end suite runs the real binaries as separate processes (coordinators that are killed and
 # restarted, registries, skopeo); alone, its waits measure the product rather than a crowded machine.
-$phase "EndToEndTests" 720 --filter EndToEndTests
+$phase "EndToEndTests" 720 --filter EndToEndTests --skip DashboardBrowserTests
+
+# Headless Chromium takes most of the machine while it renders: the dashboard's browser tests run on their own, so
+# neither they nor the end-to-end suite's waits are measured on a machine the other one fills.
+$phase "DashboardBrowserTests" 420 --filter DashboardBrowserTests
 
 # The chaos suite kills, freezes and starves real coordinator, agent and registry processes (deploy/chaos/README.md);
 # its scenarios run one at a time and print their figures as `chaos: …` lines. Bounded to about ten minutes.

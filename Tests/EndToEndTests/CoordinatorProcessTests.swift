@@ -88,7 +88,8 @@ import Testing
         try await registryClient.pushManifest(repository: "crash/app", reference: lease.spec.tag, manifest: manifest)
 
         // Hold the list's push in the proxy, so the coordinator is in the middle of publishing when it dies.
-        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/sha256:", delay: 8)])
+        // (20 s: long enough that a test process whose pool is starved still sees the build publishing.)
+        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/sha256:", delay: 20)])
         let completed = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/complete", token: agent,
             json: CompleteRequest(
