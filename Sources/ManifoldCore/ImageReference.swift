@@ -136,7 +136,10 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible {
         let first = repository.split(separator: "/", maxSplits: 1).first.map(String.init) ?? repository
         if first.contains(".") || first.contains(":") || first == "localhost" { return description }
         var path = repository
-        if path.hasPrefix("library/"), path.dropFirst("library/".count).contains("/") == false {
+        // `library/` stays before a 64-character hex name: alone, such a name reads as an image ID and is refused.
+        let short = path.dropFirst("library/".count)
+        let looksLikeAnID = short.utf8.count == 64 && short.utf8.allSatisfy(Self.isLowerHex)
+        if path.hasPrefix("library/"), !short.contains("/"), !looksLikeAnID {
             path.removeFirst("library/".count)
         }
         return Self.append(tag: tag, digest: digest, to: path)

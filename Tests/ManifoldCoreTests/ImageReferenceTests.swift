@@ -266,4 +266,14 @@ import Testing
         #expect(try ImageReference(parsing: reference.familiarDescription) == reference)
         #expect(try ImageReference(parsing: "docker.io/team/app:1").familiarDescription == "team/app:1")
     }
+
+    /// Found by fuzz-image-reference in CI emulation: `library/` followed by 64 hex characters parsed, but its short
+    /// form (the bare hex, which reads as an image ID) did not parse back.
+    @Test func familiarFormOfAHubNameThatLooksLikeAnImageIDKeepsLibrary() throws {
+        let hex = String(repeating: "a", count: 64)
+        let reference = try ImageReference(parsing: "library/\(hex)")
+        #expect(reference.familiarDescription == "library/\(hex)")
+        #expect(try ImageReference(parsing: reference.familiarDescription) == reference)
+        #expect(try ImageReference(parsing: "library/\(hex.dropLast()):1").familiarDescription == "\(hex.dropLast()):1")
+    }
 }
