@@ -31,10 +31,23 @@ import Testing
         output.split(separator: "\n").filter { $0.contains("status=200") && $0.contains("/api/v1/agent/heartbeat") }.count
     }
 
+    /// The seconds of lease the agent says it had left in each "heartbeat … failed" line of `output`.
+    static func leaseLeftAtFailures(_ output: Substring) -> [(line: Substring, secondsLeft: Int?)] {
+        output.split(separator: "\n").filter { $0.contains(#/heartbeat for job \S+ failed/#) }.map { line in
+            (line, line.firstMatch(of: #/the lease has about (-?\d+) s left/#).flatMap { Int($0.1) })
+        }
+    }
+
     /// Partitions the link at `proxy` until the agent gives the heartbeat under way up (on its deadline, `deadline`
-    /// in words; the partition must end within 30 s), then heals it, and checks that exactly that heartbeat failed and
-    /// the next ones are answered without a 409.
-    static func swallowOneHeartbeat(agent: ManagedProcess, proxy: TCPFaultProxy, deadline: String) async throws {
+    /// in words), then heals it, and checks that the agent gave it up on its deadline with most of the lease left and
+    /// that the next heartbeats are answered without a 409.
+    ///
+    /// The agent's own words carry the timing: its failure line says how much of the lease was left when it gave up.
+    /// The test process only notices the line when its pool gets to it (seconds late on a loaded machine), so the
+    /// partition may outlast a second heartbeat too; that one must also be a timeout with lease left.
+    static func swallowOneHeartbeat(
+        agent: ManagedProcess, proxy: TCPFaultProxy, deadline: String, minimumSecondsLeft: Int
+    ) async throws {
         // Heartbeats are flowing through the proxy.
         let before = agent.output().count
         #expect(
@@ -45,16 +58,13 @@ import Testing
         // the partition held reaches the coordinator once it ends, after the agent gave up on it.)
         let cut = agent.output().count
         try proxy.setRules([TCPFaultRule(action: .blackhole, times: 0)])
-        let partitioned = ContinuousClock.now
         // The agent gives that heartbeat up at its deadline, well before the lease runs out; without a deadline it
         // would wait on it far longer than the TTL.
         let gaveUp = await ProcessProbe.waitUntil(.seconds(40)) {
             agent.output().dropFirst(cut).contains(#/heartbeat for job \S+ failed/#)
         }
-        let waited = ContinuousClock.now - partitioned
         try proxy.clearRules()
         #expect(gaveUp, "no heartbeat was given up within 40 s of the partition:\n\(agent.output())")
-        #expect(waited < .seconds(30), "the heartbeat was given up after \(waited), its deadline is \(deadline)")
         // The next heartbeat gets through, and the lease is the agent's still.
         let healed = agent.output().count
         #expect(
@@ -62,11 +72,20 @@ import Testing
             "\(agent.output())")
         let afterCut = agent.output().dropFirst(cut)
         #expect(!afterCut.contains("409"), "\(afterCut)")
-        // Exactly the swallowed heartbeat failed, on its own deadline; the one after it waited at most for the
-        // partition's end.
-        let failures = afterCut.split(separator: "\n").filter { $0.contains(#/heartbeat for job \S+ failed/#) }
-        #expect(failures.count == 1 && failures[0].contains("timed out"), "\(failures)")
-        print("a swallowed heartbeat was given up \(waited) into the partition (deadline \(deadline))")
+        let failures = Self.leaseLeftAtFailures(afterCut)
+        let first = try #require(failures.first, "\(afterCut)")
+        // The swallowed heartbeat was given up on its own deadline, with most of the lease still to go.
+        #expect(
+            first.line.contains("timed out") && (first.secondsLeft ?? -1) >= minimumSecondsLeft,
+            "given up with less than \(minimumSecondsLeft) s of the lease left (deadline \(deadline)): \(first.line)")
+        // Any heartbeat the partition caught after it also timed out, never a refusal (the caller checks that the
+        // lease held).
+        for failure in failures.dropFirst() {
+            #expect(failure.line.contains("timed out"), "a later heartbeat in the partition: \(failure.line)")
+        }
+        print(
+            "a swallowed heartbeat was given up with \(first.secondsLeft ?? -1) s of the lease left"
+                + " (deadline \(deadline)); \(failures.count) heartbeat(s) failed in the partition")
     }
 
     @Test func oneSwallowedHeartbeatCostsNeitherTheLeaseNorAnAttempt() async throws {
@@ -84,7 +103,9 @@ import Testing
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
         #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
-        try await Self.swallowOneHeartbeat(agent: agent, proxy: proxy, deadline: "8 s, a third of the 24 s TTL")
+        // Heartbeats every second keep about 23 s of the lease; one given up at 8 s leaves about 15.
+        try await Self.swallowOneHeartbeat(
+            agent: agent, proxy: proxy, deadline: "8 s, a third of the 24 s TTL", minimumSecondsLeft: 11)
 
         try Data().write(to: release)
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
@@ -146,7 +167,10 @@ import Testing
         defer { agent.stop() }
         let submitted = try await harness.submit(files: AgentHarness.context)
         #expect(await ProcessProbe.waitUntil(.seconds(90)) { FileManager.default.fileExists(atPath: started.path) })
-        try await Self.swallowOneHeartbeat(agent: agent, proxy: proxy, deadline: "8 s, a third of the answered 24 s lease")
+        // A heartbeat every 8 s (a third of the answered lease) is sent with about 16 s left; given up at 8 s, about 8
+        // are left. With the join-time deadline of 40 s the lease would be gone first.
+        try await Self.swallowOneHeartbeat(
+            agent: agent, proxy: proxy, deadline: "8 s, a third of the answered 24 s lease", minimumSecondsLeft: 4)
 
         try Data().write(to: release)
         let final = try await harness.wait(submitted.id, timeout: .seconds(120))
