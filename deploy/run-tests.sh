@@ -12,6 +12,9 @@ swift format lint --strict --recursive Package.swift Sources Tests Fuzz
 
 echo "==> swift build"
 swift build --build-tests
+# swift-argument-parser's manual generator, for the packaging test (a test cannot run SwiftPM: `swift test` holds
+# the build directory's lock).
+swift build --product generate-manual
 
 # Every phase runs under a watchdog (deploy/testenv/test-phase.sh): one that outlives its limit is stopped and fails,
 # naming the tests that never finished and printing the test process's stacks.

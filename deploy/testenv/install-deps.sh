@@ -23,9 +23,10 @@ if [ -n "$swift_version" ]; then
 fi
 
 PACKAGES=(docker-registry skopeo buildah apache2-utils openssl python3 ca-certificates
-    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux strace uidmap passwd systemd iproute2 gdb)
+    libcurl4-openssl-dev libsqlite3-dev zlib1g-dev git jq curl sqlite3 util-linux strace uidmap passwd systemd iproute2 gdb
+    man-db groff-base zsh fish)
 COMMANDS=(docker-registry skopeo buildah htpasswd openssl python3 git jq curl tar gzip sha256sum sqlite3 mount dd strace
-    newuidmap newgidmap useradd usermod runuser systemd-analyze ss gdb stdbuf)
+    newuidmap newgidmap useradd usermod runuser systemd-analyze ss gdb stdbuf man groff zsh fish)
 LIBRARIES=(libcurl4-openssl-dev libsqlite3-dev zlib1g-dev)
 
 missing_commands=()

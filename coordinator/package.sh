@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Packages a Manifold executable for Linux as a tarball laid out for /usr/local (or any prefix):
+#
+#   bin/PRODUCT
+#   share/man/man1/PRODUCT.1, PRODUCT.SUBCOMMAND….1     one page per command (`man manifold.build.submit`)
+#   share/bash-completion/completions/PRODUCT          found by bash-completion under /usr/local/share
+#   share/zsh/site-functions/_PRODUCT                  on zsh's default fpath
+#   share/fish/vendor_completions.d/PRODUCT.fish       loaded by fish
+#   lib/systemd/system/PRODUCT.service                 a unit systemd finds under /usr/local/lib
+#   share/doc/PRODUCT/                                 README and example configuration
+#
+# Usage: coordinator/package.sh [--debug] [--bin-path DIR] [--output DIR] manifold|manifold-agent
+#   (agent/package.sh is this script for manifold-agent.)
+#   --debug          build in debug mode instead of release
+#   --bin-path DIR   package the executables already built in DIR instead of building them (and use DIR's
+#                    generate-manual, swift-argument-parser's manual generator, when it is there)
+#   --output DIR     where the tarball goes (default: .build/packages)
+# Install:  tar -xzf manifold-VERSION-linux-ARCH.tar.gz -C /usr/local --strip-components=1
+#
+# The manual pages and completions are generated from the executable's own command definitions (swift-argument-
+# parser's generate-manual tool and --generate-completion-script), so they always match the flags it accepts.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+configuration=release
+bin_path=""
+output="$root/.build/packages"
+product=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --debug) configuration=debug ;;
+    --bin-path) bin_path="${2:?--bin-path needs a directory}"; shift ;;
+    --output) output="${2:?--output needs a directory}"; shift ;;
+    manifold | manifold-agent) product="$1" ;;
+    *)
+        echo "package.sh: unknown argument '$1'; expected [--debug] [--bin-path DIR] [--output DIR] manifold|manifold-agent" >&2
+        exit 64
+        ;;
+    esac
+    shift
+done
+if [ -z "$product" ]; then
+    echo "package.sh: name the executable to package: manifold or manifold-agent" >&2
+    exit 64
+fi
+if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
+    export PATH="/opt/swift/usr/bin:$PATH"
+fi
+
+cd "$root"
+if [ -z "$bin_path" ]; then
+    swift build -c "$configuration" --product "$product"
+    bin_path="$(swift build -c "$configuration" --show-bin-path)"
+fi
+executable="$bin_path/$product"
+if [ ! -x "$executable" ]; then
+    echo "package.sh: $executable is not an executable; build it first or leave out --bin-path" >&2
+    exit 66
+fi
+# The manual generator is part of swift-argument-parser; a debug build of it is enough to write text files. One
+# already built next to the executables is used as it is.
+generator="$bin_path/generate-manual"
+if [ ! -x "$generator" ]; then
+    swift build --product generate-manual >/dev/null
+    generator="$(swift build --show-bin-path)/generate-manual"
+fi
+
+version="$("$executable" --version)"
+case "$(uname -m)" in
+x86_64) arch=amd64 ;;
+aarch64 | arm64) arch=arm64 ;;
+*) arch="$(uname -m)" ;;
+esac
+name="$product-$version-linux-$arch"
+staging="$(mktemp -d)"
+trap 'rm -rf "$staging"' EXIT
+top="$staging/$name"
+mkdir -p "$top/bin" "$top/share/man/man1" "$top/share/bash-completion/completions" "$top/share/zsh/site-functions" \
+    "$top/share/fish/vendor_completions.d" "$top/lib/systemd/system" "$top/share/doc/$product"
+
+install -m 0755 "$executable" "$top/bin/$product"
+"$generator" "$executable" --multi-page --output-directory "$top/share/man/man1" \
+    --date "$(git log -1 --format=%cs 2>/dev/null || date +%F)"
+# An empty line in mdoc is a paragraph break that groff warns about; say it the way mdoc does.
+sed -i 's/^$/.Pp/' "$top/share/man/man1/"*.1
+"$executable" --generate-completion-script bash >"$top/share/bash-completion/completions/$product"
+"$executable" --generate-completion-script zsh >"$top/share/zsh/site-functions/_$product"
+"$executable" --generate-completion-script fish >"$top/share/fish/vendor_completions.d/$product.fish"
+
+case "$product" in
+manifold)
+    install -m 0644 coordinator/manifold.service "$top/lib/systemd/system/"
+    install -m 0644 coordinator/README.md "$top/share/doc/$product/README.md"
+    install -m 0644 coordinator/manifold.yaml.example "$top/share/doc/$product/"
+    ;;
+manifold-agent)
+    install -m 0644 agent/manifold-agent.service "$top/lib/systemd/system/"
+    install -m 0644 agent/README.md "$top/share/doc/$product/README.md"
+    install -m 0644 agent/agent.conf.example "$top/share/doc/$product/"
+    install -m 0755 agent/setup-rootless.sh "$top/share/doc/$product/"
+    ;;
+esac
+
+mkdir -p "$output"
+tar -C "$staging" --owner=0 --group=0 --numeric-owner --sort=name -czf "$output/$name.tar.gz" "$name"
+echo "$output/$name.tar.gz"
