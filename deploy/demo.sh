@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Manifold's main job, end to end on this machine (Debian 12, as root):
-#   1. installs what it needs and builds `manifold` and `manifold-agent` in release mode;
+#   1. installs what it needs and builds `manifold` and `manifold-agent` (debug: a demo measures
+#      nothing, and a first debug build takes about half the time of a release one; MANIFOLD_DEMO_BUILD=release
+#      for release);
 #   2. starts docker-registry on loopback with TLS and basic auth;
 #   3. initialises and starts a coordinator, gives it the registry credentials;
 #   4. joins and starts three agents, offering linux/amd64, linux/arm64 and windows/amd64, each building with
@@ -27,10 +29,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 step "Installing system packages (skipped when present)"
 bash "$here/testenv/install-deps.sh"
 
-step "Building manifold and manifold-agent (release)"
-swift build -c release --product manifold
-swift build -c release --product manifold-agent
-bin_dir="$(swift build -c release --show-bin-path)"
+configuration="${MANIFOLD_DEMO_BUILD:-debug}"
+case "$configuration" in
+debug | release) ;;
+*) echo "MANIFOLD_DEMO_BUILD=$configuration: expected debug or release" >&2; exit 64 ;;
+esac
+step "Building manifold and manifold-agent ($configuration)"
+swift build -c "$configuration" --product manifold
+swift build -c "$configuration" --product manifold-agent
+bin_dir="$(swift build -c "$configuration" --show-bin-path)"
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 

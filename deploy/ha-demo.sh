@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Manifold with replicas, end to end on this machine (Debian 12, as root):
-#   1. installs what it needs (PostgreSQL, HAProxy, docker-registry, buildah) and builds in release mode;
+#   1. installs what it needs (PostgreSQL, HAProxy, docker-registry, buildah) and builds `manifold` and `manifold-agent`
+#      (debug unless MANIFOLD_DEMO_BUILD=release: a demo measures nothing);
 #   2. starts a PostgreSQL cluster and docker-registry (TLS + basic auth) on loopback;
 #   3. `manifold init --database` once, then three `manifold serve` replicas sharing that state directory and the
 #      database, behind HAProxy (TCP, health-checked);
@@ -23,10 +24,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 step "Installing system packages (skipped when present)"
 bash "$here/testenv/install-deps.sh"
 
-step "Building manifold and manifold-agent (release)"
-swift build -c release --product manifold
-swift build -c release --product manifold-agent
-bin_dir="$(swift build -c release --show-bin-path)"
+configuration="${MANIFOLD_DEMO_BUILD:-debug}"
+case "$configuration" in
+debug | release) ;;
+*) echo "MANIFOLD_DEMO_BUILD=$configuration: expected debug or release" >&2; exit 64 ;;
+esac
+step "Building manifold and manifold-agent ($configuration)"
+swift build -c "$configuration" --product manifold
+swift build -c "$configuration" --product manifold-agent
+bin_dir="$(swift build -c "$configuration" --show-bin-path)"
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 
