@@ -8,6 +8,8 @@
 # PostgreSQL runs with fsync and synchronous_commit on, SQLite with synchronous = FULL: every acknowledged
 # commit is on disk on both sides.
 #   Usage: deploy/bench/replicas.sh [BUILDS (default 300)] [AGENTS (default 100)] [LANES (default 8)]
+# Each dispatch run also prints every coordinator's peak resident memory (VmHWM) with AGENTS polls held: run it with
+# AGENTS 1000 and 2000 for the figures at scale.
 # As root on Debian 12 with postgresql and haproxy (deploy/testenv/install-deps.sh installs them).
 # MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-bench` (figures need release).
 set -euo pipefail
@@ -33,6 +35,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 work="$(mktemp -d /tmp/manifold-bench-replicas.XXXXXX)"
 chmod 711 "$work"
 pids=()
+serve_pids=()
 stop_servers() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -67,6 +70,7 @@ serve() {
     local name="$1" port="$2"
     "$manifold" serve --state-dir "$work/$name" --listen "127.0.0.1:$port" >>"$work/$name-$port.log" 2>&1 &
     pids+=($!)
+    serve_pids+=($!)
     for _ in $(seq 1 200); do
         curl -fsS --cacert "$work/$name/pki/ca.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
         sleep 0.1
@@ -80,6 +84,14 @@ dispatch() {
     printf '%-24s ' "$label"
     MANIFOLD_BENCH_TOKEN="$(cat "$work/$name.token")" "$bench" --dispatch "$url" --ca "$work/$name/pki/ca.crt" \
         --agents "$agents" --builds "$builds"
+    # Each coordinator's peak and current resident memory, with every agent's poll still held at the end.
+    local pid
+    for pid in "${serve_pids[@]}"; do
+        printf '%-24s coordinator pid %s: peak RSS %s, RSS %s\n' "" "$pid" \
+            "$(awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")" \
+            "$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"
+    done
+    serve_pids=()
 }
 
 echo "== dispatch over HTTPS, $agents idle agents"
