@@ -118,7 +118,7 @@ extension Store {
     }
 
     public func agent(id: String) async throws -> AgentView {
-        try await backend.read { db in
+        try await read { db in
             guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [id]) else {
                 throw StoreError.notFound(kind: "agent", id: id)
             }
@@ -127,7 +127,7 @@ extension Store {
     }
 
     public func listAgents(includeLeft: Bool = false) async throws -> [AgentView] {
-        try await backend.read { db in
+        try await read { db in
             let sql =
                 includeLeft ? "SELECT * FROM agent ORDER BY name" : "SELECT * FROM agent WHERE state != 'left' ORDER BY name"
             return try SQLRow.fetchAll(db, sql: sql).map { try Self.agentView($0, db: db) }

@@ -97,12 +97,12 @@ extension Store {
 
     /// A build with its jobs.
     public func build(id: String) async throws -> BuildView {
-        try await backend.read { db in try Self.buildView(db, id: id) }
+        try await read { db in try Self.buildView(db, id: id) }
     }
 
     /// Builds, newest first.
     public func listBuilds(_ query: BuildQuery = BuildQuery()) async throws -> [BuildView] {
-        try await backend.read { db in
+        try await read { db in
             var conditions: [String] = []
             var arguments: SQLArguments = []
             if let state = query.state {
@@ -337,7 +337,7 @@ extension Store {
     /// read: contexts are content addressed, so without this one team could fetch another's source by its digest.
     public func mayReadContext(digest: Digest, grant: TokenGrant) async throws -> Bool {
         if grant.role == .admin { return true }
-        return try await backend.read { db in
+        return try await read { db in
             if try Bool.fetchOne(
                 db, sql: "SELECT 1 FROM context_upload WHERE digest = ? AND tokenId = ?",
                 arguments: [digest.description, grant.tokenId]) == true
@@ -352,13 +352,13 @@ extension Store {
 
     /// The recorded size of a context, nil when there is none.
     public func contextSize(digest: Digest) async throws -> Int64? {
-        try await backend.read { db in
+        try await read { db in
             try Int64.fetchOne(db, sql: "SELECT size FROM context WHERE digest = ?", arguments: [digest.description])
         }
     }
 
     public func hasContext(digest: Digest) async throws -> Bool {
-        try await backend.read { db in
+        try await read { db in
             try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) == true
         }
     }

@@ -22,7 +22,7 @@ extension Store {
 
     /// A build's events after `afterId` (exclusive), oldest first: the source of progress streams.
     public func events(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> [BuildEvent] {
-        try await backend.read { db in
+        try await read { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM build WHERE id = ?", arguments: [buildId]) == true else {
                 throw StoreError.notFound(kind: "build", id: buildId)
             }
@@ -40,6 +40,6 @@ extension Store {
 
     /// The newest event id of all builds, for waking streams.
     public func latestEventID() async throws -> Int64 {
-        try await backend.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
     }
 }

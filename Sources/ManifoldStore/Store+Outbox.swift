@@ -46,7 +46,7 @@ extension Store {
     /// publishing resumes on start; pushing the same bytes twice is harmless at the registry.
     public func duePublications() async throws -> DuePublications {
         let at = Store.timestamp(now())
-        return try await backend.read { db in
+        return try await read { db in
             var due = DuePublications()
             // Rows another replica claimed for its tag PUTs are its own until the claim expires.
             let rows = try SQLRow.fetchAll(
@@ -98,7 +98,7 @@ extension Store {
     /// names: a caller already handling those (running them, or waiting for room) must not be woken again by them.
     public func nextPublicationTime(excluding: Set<Int64> = []) async throws -> Date? {
         let ids = excluding.sorted()
-        return try await backend.read { db in
+        return try await read { db in
             let filter = ids.isEmpty ? "" : " AND id NOT IN (\(ids.map { _ in "?" }.joined(separator: ",")))"
             // A row another replica claimed is due again when the claim runs out, if it is still unfinished then.
             var arguments: SQLArguments = [replica]
@@ -290,7 +290,7 @@ extension Store {
 
     /// Which build's list each tag of `image` holds, as the publisher recorded it.
     public func tagOwners(image: String) async throws -> [String: (buildId: String, listDigest: String)] {
-        try await backend.read { db in
+        try await read { db in
             var owners: [String: (buildId: String, listDigest: String)] = [:]
             for row in try SQLRow.fetchAll(
                 db, sql: "SELECT tag, buildId, listDigest FROM tag_owner WHERE image = ?", arguments: [image])
@@ -389,7 +389,7 @@ extension Store {
 
     /// Counts for `/metrics`: builds and jobs by state.
     public func stateCounts() async throws -> (builds: [String: Int], jobs: [String: Int], agents: [String: Int]) {
-        try await backend.read { db in
+        try await read { db in
             func counts(_ table: String) throws -> [String: Int] {
                 Dictionary(
                     uniqueKeysWithValues: try SQLRow.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM \(table) GROUP BY state")
@@ -398,6 +398,16 @@ extension Store {
                         })
             }
             return (try counts("build"), try counts("job"), try counts("agent"))
+        }
+    }
+
+    /// Queued jobs by platform (normalized, as agents are matched to them), for the queue depth gauge.
+    public func queuedJobsByPlatform() async throws -> [String: Int] {
+        try await read { db in
+            Dictionary(
+                uniqueKeysWithValues: try SQLRow.fetchAll(
+                    db, sql: "SELECT platformKey, COUNT(*) AS n FROM job WHERE state = 'queued' GROUP BY platformKey"
+                ).map { ($0["platformKey"] as String, $0["n"] as Int) })
         }
     }
 }

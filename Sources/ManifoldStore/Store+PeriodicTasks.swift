@@ -41,7 +41,7 @@ extension Store {
 
     /// When `task` last ran and on which replica, if ever.
     public func lastRun(of task: PeriodicTask) async throws -> (at: Date, replica: String)? {
-        try await backend.read { db in
+        try await read { db in
             guard
                 let row = try SQLRow.fetchOne(
                     db, sql: "SELECT lastRunAt, runBy FROM periodic_task WHERE name = ?", arguments: [task.rawValue])

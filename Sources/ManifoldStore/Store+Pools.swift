@@ -34,7 +34,7 @@ extension Store {
     }
 
     public func pool(name: String) async throws -> PoolView {
-        try await backend.read { db in
+        try await read { db in
             guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM pool WHERE name = ?", arguments: [name]) else {
                 throw StoreError.notFound(kind: "pool", id: name)
             }
@@ -43,7 +43,7 @@ extension Store {
     }
 
     public func listPools() async throws -> [PoolView] {
-        try await backend.read { db in
+        try await read { db in
             try SQLRow.fetchAll(db, sql: "SELECT * FROM pool ORDER BY name").map { try self.poolView(db, $0) }
         }
     }

@@ -126,7 +126,7 @@ extension Store {
     ) async throws {
         var done: Set<String> = []
         while true {
-            let ids = try await backend.read { db in
+            let ids = try await read { db in
                 try String.fetchAll(
                     db,
                     sql: """
@@ -150,7 +150,7 @@ extension Store {
         id: String, retention: TimeInterval, limits: RetentionPolicy, into report: inout RetentionReport
     ) async throws {
         let batchSize = limits.batchSize
-        let (attempts, lastEvent) = try await backend.read { db in
+        let (attempts, lastEvent) = try await read { db in
             let attempts = try SQLRow.fetchAll(
                 db,
                 sql: """
@@ -210,7 +210,7 @@ extension Store {
         endedBefore cutoff: Date, retention: TimeInterval, limits: RetentionPolicy, into report: inout RetentionReport
     ) async throws {
         while true {
-            let attempts = try await backend.read { db in
+            let attempts = try await read { db in
                 try SQLRow.fetchAll(
                     db,
                     sql: """
@@ -277,7 +277,7 @@ extension Store {
 
     /// When retention removed the log of the attempt `epoch`, or nil if it did not.
     public func logRemoval(epoch: Int64) async throws -> Date? {
-        try await backend.read { db in
+        try await read { db in
             Store.date(try Double.fetchOne(db, sql: "SELECT logPrunedAt FROM attempt WHERE epoch = ?", arguments: [epoch]))
         }
     }

@@ -113,7 +113,7 @@ extension Store {
     /// means the write is worth trying (the write checks the agent's pool again).
     public func mayLease(agentId: String, offer: (platforms: [Platform], labels: [String: String])) async throws -> Bool {
         let at = now()
-        return try await backend.read { db -> Bool in
+        return try await read { db -> Bool in
             let state = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId])
             guard state.flatMap(AgentState.init(rawValue:)) == .active else { return false }
             let unconfirmed = try Int64.fetchOne(
@@ -129,14 +129,14 @@ extension Store {
 
     /// The build a job belongs to (it never changes), or nil for an unknown job.
     public func buildId(ofJob jobId: String) async throws -> String? {
-        try await backend.read { db in
+        try await read { db in
             try String.fetchOne(db, sql: "SELECT buildId FROM job WHERE id = ?", arguments: [jobId])
         }
     }
 
     /// Whether the job waits in the queue now (for a retry, or given back), so held polls have something new.
     public func isQueued(jobId: String) async throws -> Bool {
-        try await backend.read { db in
+        try await read { db in
             try String.fetchOne(db, sql: "SELECT state FROM job WHERE id = ?", arguments: [jobId]) == "queued"
         }
     }
@@ -144,7 +144,7 @@ extension Store {
     /// What a poll can take: its platforms and labels narrowed by the agent's pool (the rule ``lease(agentId:poll:)``
     /// applies). Read only; a poll the pool refuses is refused here too.
     public func agentOffer(agentId: String, poll: PollRequest) async throws -> (platforms: [Platform], labels: [String: String]) {
-        try await backend.read { db in try self.agentOffer(db, agentId: agentId, poll: poll) }
+        try await read { db in try self.agentOffer(db, agentId: agentId, poll: poll) }
     }
 
     /// Queued jobs of open builds that may start at `at`, in the order they are handed out.
@@ -408,7 +408,7 @@ extension Store {
         -> (data: Data, size: Int64, epoch: Int64, finished: Bool)
     {
         let at = Store.timestamp(now())
-        return try await backend.read { db in
+        return try await read { db in
             let jobId: String = try Self.jobRow(db, buildId: buildId, platform: platform)["id"]
             let row: SQLRow?
             if let attempt {
@@ -589,7 +589,7 @@ extension Store {
     /// out until its claim runs out (``DueVerifications/nextClaimExpiry``).
     public func pendingVerifications() async throws -> DueVerifications {
         let at = Store.timestamp(now())
-        return try await backend.read { db in
+        return try await read { db in
             var due = DueVerifications()
             due.nextClaimExpiry = Store.date(
                 try Double.fetchOne(
@@ -736,7 +736,7 @@ extension Store {
 
     /// The earliest moment a queued job becomes eligible, for waking long polls after a backoff.
     public func nextQueuedJobTime() async throws -> Date? {
-        try await backend.read { db in
+        try await read { db in
             Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM job WHERE state = 'queued'"))
         }
     }
@@ -798,7 +798,7 @@ extension Store {
 
     /// Whether the agent holds a running lease on a job whose build uses the uploaded context `digest`.
     public func agentMayReadContext(agentId: String, digest: Digest) async throws -> Bool {
-        try await backend.read { db in
+        try await read { db in
             let specs = try String.fetchAll(
                 db,
                 sql: """

@@ -66,7 +66,7 @@ extension Store {
 
     /// Whether `buildId` still holds stored secrets (sealed or legacy), for checks and tests.
     public func hasStoredSecrets(buildId: String) async throws -> Bool {
-        try await backend.read { db in
+        try await read { db in
             try Bool.fetchOne(db, sql: "SELECT 1 FROM build_secret WHERE buildId = ?", arguments: [buildId]) ?? false
         }
     }
@@ -74,7 +74,7 @@ extension Store {
     /// The values to mask in log chunks of `jobId`'s build (at least 3 bytes each, longest first), read and
     /// decrypted outside the write transaction.
     func maskingNeedles(jobId: String) async throws -> [Data] {
-        let stored = try await backend.read { db -> (buildId: String, sealed: Data?, legacy: String?)? in
+        let stored = try await read { db -> (buildId: String, sealed: Data?, legacy: String?)? in
             try SQLRow.fetchOne(
                 db,
                 sql: """

@@ -46,7 +46,7 @@ extension Store {
     /// Returns false when the database holds no complete copy of it.
     public func loadSharedContext(digest: Digest, into file: URL) async throws -> Bool {
         guard
-            let size = try await backend.read({ db in
+            let size = try await read({ db in
                 try Int64.fetchOne(db, sql: "SELECT size FROM context WHERE digest = ?", arguments: [digest.description])
             })
         else { return false }
@@ -58,7 +58,7 @@ extension Store {
         while written < size {
             // Read and written on the backend's thread, never on the concurrency pool.
             let (from, before) = (written, hasher)
-            let step = try await backend.read { db -> (written: Int64, hasher: DigestHasher)? in
+            let step = try await read { db -> (written: Int64, hasher: DigestHasher)? in
                 let chunks = try SQLRow.fetchAll(
                     db,
                     sql:

@@ -126,13 +126,13 @@ extension Store {
                     options.expiresAt.map(Store.timestamp), options.uses, repositoriesJSON,
                 ])
         }
-        return try await backend.read { db in
+        return try await read { db in
             try Self.tokenView(try SQLRow.fetchOne(db, sql: "SELECT * FROM token WHERE id = ?", arguments: [id])!)
         }
     }
 
     public func listTokens() async throws -> [TokenView] {
-        try await backend.read { db in
+        try await read { db in
             try SQLRow.fetchAll(db, sql: "SELECT * FROM token ORDER BY createdAt, id").map(Self.tokenView)
         }
     }
@@ -155,7 +155,7 @@ extension Store {
     public func principal(forSecretHash hash: String) async throws -> Principal? {
         let current = now()
         let at = Store.timestamp(current)
-        let (principal, staleToken) = try await backend.read { db -> (Principal?, String?) in
+        let (principal, staleToken) = try await read { db -> (Principal?, String?) in
             if let row = try SQLRow.fetchOne(
                 db, sql: "SELECT * FROM token WHERE hash = ? AND revokedAt IS NULL", arguments: [hash])
             {
@@ -188,7 +188,7 @@ extension Store {
     /// names its token by id and checks it here on every request, so revoking the token ends the session.
     public func grant(tokenId id: String) async throws -> TokenGrant? {
         let current = now()
-        return try await backend.read { db -> TokenGrant? in
+        return try await read { db -> TokenGrant? in
             guard
                 let row = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM token WHERE id = ? AND revokedAt IS NULL", arguments: [id])

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import ManifoldAPI
 import ManifoldCore
@@ -17,6 +18,8 @@ public final class Store: Sendable {
     private let committedWrites = Atomic<Int>(0)
     private let writesOpen = Atomic<Int>(0)
     private let fetchedLogBytes = Atomic<Int>(0)
+    /// Where transaction times go, once ``recordTransactionDurations(with:)`` named a factory.
+    private let transactionTimers = Mutex<TransactionTimers?>(nil)
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
 
@@ -94,12 +97,33 @@ public final class Store: Sendable {
 
     func countLogBytesFetched(_ count: Int) { fetchedLogBytes.add(count, ordering: .relaxed) }
 
+    /// Times every later read and write transaction into `manifold_store_transaction_duration_seconds` (label
+    /// `kind`: `read` or `write`) with `factory`. The coordinator passes its own factory, so a store counts for its
+    /// coordinator only, never through the process-wide `MetricsSystem`.
+    public func recordTransactionDurations(with factory: any MetricsFactory) {
+        let timers = TransactionTimers(
+            read: CoreMetrics.Timer(label: TransactionTimers.label, dimensions: [("kind", "read")], factory: factory),
+            write: CoreMetrics.Timer(label: TransactionTimers.label, dimensions: [("kind", "write")], factory: factory))
+        transactionTimers.withLock { $0 = timers }
+    }
+
+    /// One read transaction (a consistent snapshot), timed.
+    func read<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        let start = ContinuousClock.now
+        defer { transactionTimers.withLock { $0?.read }?.record(since: start) }
+        return try await backend.read(body)
+    }
+
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
     func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         writesOpen.add(1, ordering: .relaxed)
-        defer { writesOpen.subtract(1, ordering: .relaxed) }
+        let start = ContinuousClock.now
+        defer {
+            writesOpen.subtract(1, ordering: .relaxed)
+            transactionTimers.withLock { $0?.write }?.record(since: start)
+        }
         do {
             let value = try await backend.write(updates)
             committedWrites.add(1, ordering: .relaxed)
@@ -246,5 +270,19 @@ public enum StoreError: Error, CustomStringConvertible, Equatable, Sendable {
             .unauthenticated(let message), .quotaExceeded(let message):
             return message
         }
+    }
+}
+
+/// The store's two transaction timers, made with the factory the coordinator gave.
+struct TransactionTimers: Sendable {
+    static let label = "manifold_store_transaction_duration_seconds"
+    var read: CoreMetrics.Timer
+    var write: CoreMetrics.Timer
+}
+
+extension CoreMetrics.Timer {
+    fileprivate func record(since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
     }
 }
