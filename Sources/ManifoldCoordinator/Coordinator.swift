@@ -71,6 +71,7 @@ public struct Coordinator: Sendable {
         defer { registries.shutdown() }
         let notifier = WorkNotifier()
         let metrics = CoordinatorMetrics()
+        store.recordTransactionDurations(with: metrics.factory)
         let caPEM = settings.tls ? try String(contentsOf: state.caCertificate, encoding: .utf8) : nil
         let api = CoordinatorAPI(
             store: store, notifier: notifier, metrics: metrics,

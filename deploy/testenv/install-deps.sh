@@ -94,6 +94,13 @@ else
     apt_install python3-jsonschema
 fi
 
+# A real Prometheus text-format parser for the coordinator's /metrics tests (CoordinatorMetricsTests).
+if /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+    echo "install-deps.sh: python3 prometheus_client present"
+else
+    apt_install python3-prometheus-client
+fi
+
 if command -v docker >/dev/null 2>&1; then
     echo "install-deps.sh: docker CLI present at $(command -v docker)"
 else

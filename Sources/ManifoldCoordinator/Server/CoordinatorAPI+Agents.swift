@@ -176,7 +176,9 @@ extension CoordinatorAPI {
                 let offered = try await store.agentOffer(agentId: agentId, poll: poll)
                 offer = WorkNotifier.WorkOffer(platforms: offered.platforms, labels: offered.labels)
             }
+            metrics.heldPolls.increment()
             await notifier.wait(for: .work, after: generation, until: wakeAt, offer: offer)
+            metrics.heldPolls.decrement()
             woken = true
             metrics.increment("manifold_held_poll_rechecks_total")
         }

@@ -85,6 +85,8 @@ public struct CoordinatorAPI: Sendable {
     /// The router with every route, error mapping and authentication.
     public func router() -> Router<CoordinatorContext> {
         let router = Router(context: CoordinatorContext.self)
+        // Outermost, so it sees the status the error mapping and authentication answered with.
+        router.add(middleware: RequestMetricsMiddleware(factory: metrics.factory))
         router.add(middleware: ErrorMiddleware())
         router.add(
             middleware: AuthenticationMiddleware(store: store, hash: hash, publicPaths: Self.publicPaths, failures: failures))
@@ -169,15 +171,17 @@ public struct CoordinatorAPI: Sendable {
         router.get("/metrics") { _, context -> Response in
             _ = try context.requireUser([.viewer, .submitter], to: "read metrics")
             let counts = try await store.stateCounts()
+            let queued = try await store.queuedJobsByPlatform()
             // Every state has a series from the first scrape on, at 0 while no row is in it.
             func everyState<State: CaseIterable & RawRepresentable>(_: State.Type, _ counts: [String: Int]) -> [String: Int]
             where State.RawValue == String {
                 counts.merging(State.allCases.map { ($0.rawValue, 0) }) { count, _ in count }
             }
             let text = metrics.render(gauges: [
-                ("manifold_builds", "Builds by state.", "state", everyState(BuildState.self, counts.builds)),
-                ("manifold_jobs", "Platform jobs by state.", "state", everyState(JobState.self, counts.jobs)),
-                ("manifold_agents", "Agents by state.", "state", everyState(AgentState.self, counts.agents)),
+                ("manifold_builds", "state", everyState(BuildState.self, counts.builds)),
+                ("manifold_jobs", "state", everyState(JobState.self, counts.jobs)),
+                ("manifold_agents", "state", everyState(AgentState.self, counts.agents)),
+                ("manifold_queued_jobs", "platform", queued),
             ])
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -146,6 +146,7 @@ public struct Publisher: Service {
             metrics.increment("manifold_lists_published_total")
             let elapsed = ContinuousClock.now - started
             metrics.observeAssembly(seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            metrics.observe("manifold_publishing_duration_seconds", since: started, [("outcome", "published")])
             logger.info(
                 "published list",
                 metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)", "tags": "\(result.tags)"])
@@ -162,7 +163,8 @@ public struct Publisher: Service {
             // Shutting down mid-push: the row stays due and is published after the restart; not a failure.
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {
-            metrics.increment("manifold_registry_errors_total")
+            metrics.countRegistryError(operation: "publish", error)
+            metrics.observe("manifold_publishing_duration_seconds", since: started, [("outcome", "failed")])
             var (retryable, limit) = Self.classify(error)
             if let limit {
                 // Unproven refusals are counted on their own: an outage before them must not use up their tries.

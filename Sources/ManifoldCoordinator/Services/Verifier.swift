@@ -149,6 +149,7 @@ public struct Verifier: Service {
             return
         }
         metrics.increment("manifold_verifications_total")
+        let checkStarted = ContinuousClock.now
         let outcome: VerificationOutcome
         var canonical: String? = nil
         do {
@@ -198,6 +199,9 @@ public struct Verifier: Service {
             outcome = .rejected(reason: reason)
         }
         postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
+        metrics.observe(
+            "manifold_verification_duration_seconds", since: checkStarted,
+            [("outcome", outcome == .verified ? "verified" : "rejected")])
         do {
             let recorded = try await store.recordVerification(
                 jobId: pending.jobId, epoch: pending.epoch, outcome: outcome, canonicalReference: canonical, claim: claim)
@@ -338,7 +342,7 @@ public struct Verifier: Service {
     /// Records a failed check for a retry with backoff (with an event the first time and every fifth), or
     /// returns the reason to fail the attempt once `giveUpAfter` has passed.
     func postpone(_ pending: PendingVerification, error: any Error) async -> String? {
-        metrics.increment("manifold_registry_errors_total")
+        metrics.countRegistryError(operation: "verify", error)
         let now = ContinuousClock.now
         let entry = postponed.withLock { table -> Postponement in
             var entry = table[pending.epoch] ?? Postponement(since: now, failures: 0, nextTry: now)

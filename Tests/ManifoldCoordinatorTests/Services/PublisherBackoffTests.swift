@@ -10,10 +10,12 @@ import Testing
 /// When the store cannot take a publishing outcome, the row stays due there: the publisher's own backoff is what
 /// keeps it from being tried again every 50 ms.
 @Suite struct PublisherBackoffTests {
-    /// How many publishing runs failed at the registry so far, by the publisher's own counter.
+    /// How many publishing runs failed at the registry so far, by the publisher's own counter (summed over codes).
     static func failedRuns(_ metrics: CoordinatorMetrics) -> Int {
-        let line = metrics.render(gauges: []).split(separator: "\n").first { $0.hasPrefix("manifold_registry_errors_total ") }
-        return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) } ?? 0
+        let lines = metrics.render(gauges: []).split(separator: "\n").filter {
+            $0.hasPrefix("manifold_registry_errors_total{operation=\"publish\",")
+        }
+        return lines.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0) { $0 + Int($1) }
     }
 
     @Test func aFailureTheStoreCannotRecordIsRetriedWithBackoffNotInALoop() async throws {
