@@ -158,6 +158,7 @@ let package = Package(
             dependencies: [
                 "ManifoldStore", "ManifoldTestSupport", "ManifoldStoreTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(
