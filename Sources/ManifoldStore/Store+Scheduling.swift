@@ -91,7 +91,7 @@ extension Store {
                     db, epoch: epoch, jobId: held["jobId"], reason: "the lease could not be handed out again",
                     counted: false, at: at)
             }
-            for candidate in try self.queuedJobs(db, at: at) {
+            for candidate in try self.queuedJobs(db, at: at, offering: offer.platforms) {
                 guard let platformSpec = try Self.offered(candidate, to: offer) else { continue }
                 switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
                 case .secrets(let secrets):
@@ -123,7 +123,7 @@ extension Store {
                     WHERE agentId = ? AND state = 'running' AND acknowledgedAt IS NULL AND cancelRequested = 0
                     """, arguments: [agentId])
             if (unconfirmed ?? 0) > 0 { return true }
-            return try self.queuedJobs(db, at: at).contains { try Self.offered($0, to: offer) != nil }
+            return try self.queuedJobs(db, at: at, offering: offer.platforms).contains { try Self.offered($0, to: offer) != nil }
         }
     }
 
@@ -147,16 +147,39 @@ extension Store {
         try await read { db in try self.agentOffer(db, agentId: agentId, poll: poll) }
     }
 
-    /// Queued jobs of open builds that may start at `at`, in the order they are handed out.
-    func queuedJobs(_ db: SQLTransaction, at: Date) throws -> [SQLRow] {
-        try SQLRow.fetchAll(
+    /// Queued jobs of open builds that may start at `at` and that an agent offering `platforms` might take, in the
+    /// order they are handed out. Jobs of other platforms are left out by their `platformKey` column, so a deep queue
+    /// for platforms this agent cannot build costs it no decoding; ``offered(_:to:)`` decides the rest (labels, an OS
+    /// version that is not a Windows build).
+    func queuedJobs(_ db: SQLTransaction, at: Date, offering platforms: [Platform]) throws -> [SQLRow] {
+        let keys = Self.platformKeys(satisfiableBy: platforms)
+        guard !keys.isEmpty else { return [] }
+        var arguments: SQLArguments = [Store.timestamp(at)]
+        arguments.values += keys.map(\.sqlValue)
+        return try SQLRow.fetchAll(
             db,
             sql: """
                 SELECT job.id, job.buildId, job.spec, job.attempts, job.platform FROM job
                 JOIN build ON build.id = job.buildId
                 WHERE job.state = 'queued' AND job.notBefore <= ? AND build.state IN ('queued', 'running')
+                    AND job.platformKey IN (\(keys.map { _ in "?" }.joined(separator: ", ")))
                 ORDER BY job.buildSeq, job.seq
-                """, arguments: [Store.timestamp(at)])
+                """, arguments: arguments)
+    }
+
+    /// Every `job.platformKey` (``platformKey(_:)``) of a job that one of `platforms` can satisfy
+    /// (``Platform/isSatisfied(by:)``): a job without an OS version has the bare key, one that asks for a Windows build
+    /// has the build after a colon, and one with another kind of OS version has the bare key too.
+    static func platformKeys(satisfiableBy platforms: [Platform]) -> [String] {
+        var keys = Set<String>()
+        for platform in platforms {
+            let normalized = platform.normalized()
+            keys.insert(normalized.key)
+            if let build = normalized.osVersion.flatMap(Platform.windowsBuild) {
+                keys.insert(normalized.key + ":" + build)
+            }
+        }
+        return keys.sorted()
     }
 
     /// The job's platform spec when an agent offering `offer` can take it: one of its platforms satisfies the job's

@@ -164,6 +164,57 @@ import Testing
             try await fixture.store.events(buildId: first.id).map(\.type) == ["build.submitted", "job.assigned", "job.assigned"])
     }
 
+    /// The queue is narrowed by `job.platformKey` before any spec is read; the narrowing may only drop jobs the agent
+    /// could not take. Every pair of a job's platform and a host's from a grid of keys, variants and OS versions: a
+    /// host that satisfies a job always has that job's key among its own.
+    @Test func theQueuesPlatformFilterNeverDropsAJobTheAgentCouldTake() throws {
+        let texts = [
+            "linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "windows/amd64", "windows/amd64:10.0.20348",
+            "windows/amd64:10.0.20348.2227", "windows/amd64:10.0.17763.5830", "windows/arm64:10.0.26100.1",
+        ]
+        // OS versions that are not Windows builds, which the matching compares whole (no parser accepts them; the
+        // rule must still hold).
+        let platforms =
+            try texts.map { try Platform(parsing: $0) } + [
+                Platform(os: "linux", architecture: "amd64", osVersion: "6.1"),
+                Platform(os: "linux", architecture: "amd64", osVersion: "5.15"),
+                Platform(os: "windows", architecture: "amd64", osVersion: "10.0"),
+            ]
+        var satisfied = 0
+        for job in platforms {
+            for host in platforms where job.isSatisfied(by: host) {
+                satisfied += 1
+                #expect(
+                    Store.platformKeys(satisfiableBy: [host]).contains(Store.platformKey(job)),
+                    "a \(host) host satisfies a \(job) job, but the filter would drop it")
+            }
+        }
+        #expect(satisfied > platforms.count, "the grid has pairs beyond each platform with itself")
+        #expect(Store.platformKeys(satisfiableBy: []).isEmpty)
+    }
+
+    /// An agent behind a deep queue of other platforms' jobs still gets its own, first come first served; a job that
+    /// asks for a Windows build goes only to a host of that build.
+    @Test func aDeepQueueOfOtherPlatformsJobsDoesNotHideAnAgentsOwn() async throws {
+        let fixture = try await StoreFixture()
+        for _ in 0..<40 {
+            _ = try await fixture.submit(platforms: ["windows/amd64:10.0.17763", "linux/s390x"])
+        }
+        let kernel = try await fixture.submit(platforms: ["windows/amd64:10.0.20348"])
+        let plain = try await fixture.submit(platforms: ["windows/amd64"])
+        let linux = try await fixture.join("unversioned", platforms: ["windows/amd64"])
+        let pinned = try await fixture.join("pinned", platforms: ["windows/amd64:10.0.20348.2227"])
+        let offer = try await fixture.store.agentOffer(
+            agentId: linux.id, poll: PollRequest(platforms: linux.platforms, labels: [:], builders: ["buildah"], version: "test"))
+        #expect(try await fixture.store.mayLease(agentId: linux.id, offer: offer))
+        let first = try #require(try await fixture.poll(linux))
+        #expect(first.spec.buildId == plain.id, "a host without an OS build cannot take \(kernel.id)'s job")
+        #expect(try await fixture.poll(linux) == nil)
+        let second = try #require(try await fixture.poll(pinned))
+        #expect(second.spec.buildId == kernel.id)
+        #expect(try await fixture.poll(pinned) == nil)
+    }
+
     @Test func labelsAndAgentStateGateLeases() async throws {
         let fixture = try await StoreFixture()
         _ = try await fixture.submit(platforms: ["linux/arm64"], agentLabels: ["gpu": "yes"])
