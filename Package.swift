@@ -38,6 +38,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.7.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
+        // The OTLP/HTTP exporter only: the gRPC trait would add grpc-swift and its transports to the coordinator.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         .systemLibrary(
@@ -113,6 +116,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "OTel", package: "swift-otel"),
             ]
         ),
         .target(
@@ -166,6 +171,8 @@ let package = Package(
             dependencies: [
                 "ManifoldCoordinator", "ManifoldClient", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
                 "ManifoldLogging", .product(name: "Yams", package: "Yams"),
+                // The OTLP collector of the tracing tests.
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         .testTarget(

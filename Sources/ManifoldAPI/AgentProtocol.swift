@@ -147,13 +147,20 @@ public struct Lease: Sendable, Hashable, Codable {
     public var attempt: Int
     public var leaseExpiresAt: Date
     public var spec: JobSpec
+    /// The W3C trace context of this attempt's span when the coordinator traces builds
+    /// (`00-TRACEID-SPANID-FLAGS`); the agent sends it back with its report and its ``JobPhase`` timings, which
+    /// the coordinator records as spans under it. Absent when tracing is off.
+    public var traceparent: String?
 
-    public init(jobId: String, epoch: Int64, attempt: Int, leaseExpiresAt: Date, spec: JobSpec) {
+    public init(
+        jobId: String, epoch: Int64, attempt: Int, leaseExpiresAt: Date, spec: JobSpec, traceparent: String? = nil
+    ) {
         self.jobId = jobId
         self.epoch = epoch
         self.attempt = attempt
         self.leaseExpiresAt = leaseExpiresAt
         self.spec = spec
+        self.traceparent = traceparent
     }
 }
 
@@ -210,10 +217,14 @@ public struct CompleteRequest: Sendable, Hashable, Codable {
     /// For `failed`.
     public var exitCode: Int?
     public var reason: String?
+    /// The lease's ``Lease/traceparent``, sent back so the phases join the attempt's span.
+    public var traceparent: String?
+    /// When the agent fetched the context, built and pushed (wall-clock times), for the build's trace.
+    public var phases: [JobPhase]?
 
     public init(
         jobId: String, epoch: Int64, outcome: Outcome, imageReference: String? = nil, digest: Digest? = nil,
-        exitCode: Int? = nil, reason: String? = nil
+        exitCode: Int? = nil, reason: String? = nil, traceparent: String? = nil, phases: [JobPhase]? = nil
     ) {
         self.jobId = jobId
         self.epoch = epoch
@@ -222,6 +233,33 @@ public struct CompleteRequest: Sendable, Hashable, Codable {
         self.digest = digest
         self.exitCode = exitCode
         self.reason = reason
+        self.traceparent = traceparent
+        self.phases = phases
+    }
+}
+
+/// One phase of an attempt on the agent, timed by the agent's clock.
+///
+/// The agent has no trace exporter (it builds on Windows, without SwiftNIO, and reaches only its coordinator): it
+/// times its phases and the coordinator turns them into spans of the build's trace.
+public struct JobPhase: Sendable, Hashable, Codable {
+    /// The phases an agent times.
+    public static let fetchContext = "fetch_context"
+    public static let build = "build"
+    public static let push = "push"
+
+    /// ``fetchContext``, ``build`` or ``push``; a builder that builds and pushes in one command reports `build`.
+    public var name: String
+    public var startedAt: Date
+    public var endedAt: Date
+    /// Whether the phase ended with an error (the build failed, the context could not be fetched).
+    public var failed: Bool?
+
+    public init(name: String, startedAt: Date, endedAt: Date, failed: Bool? = nil) {
+        self.name = name
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.failed = failed
     }
 }
 

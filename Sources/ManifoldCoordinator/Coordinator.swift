@@ -72,6 +72,7 @@ public struct Coordinator: Sendable {
         let notifier = WorkNotifier()
         let metrics = CoordinatorMetrics()
         store.recordTransactionDurations(with: metrics.factory)
+        let tracing = try CoordinatorTracing.make(settings: settings, environment: environment, logger: logger)
         let caPEM = settings.tls ? try String(contentsOf: state.caCertificate, encoding: .utf8) : nil
         let api = CoordinatorAPI(
             store: store, notifier: notifier, metrics: metrics,
@@ -84,7 +85,7 @@ public struct Coordinator: Sendable {
                 maxStreamsPerToken: settings.maxStreamsPerToken, authFailuresPerMinute: settings.authFailuresPerMinute,
                 sharedContexts: database.isShared),
             hash: Secrets.hash, generateSecret: Secrets.generate(prefix:),
-            dashboardKey: DashboardSessions.deriveKey(from: try state.loadOrCreateSecretsKey().data))
+            dashboardKey: DashboardSessions.deriveKey(from: try state.loadOrCreateSecretsKey().data), tracing: tracing)
 
         let (host, port) = try CoordinatorSettings.parseListen(settings.listen)
         let limits = ConnectionLimits(settings)
@@ -110,19 +111,23 @@ public struct Coordinator: Sendable {
             },
             logger: logger)
         // Graceful shutdown runs in reverse order: first end held polls and streams, then let the server
-        // finish in-flight requests, then stop publishing, verifying and expiring leases.
+        // finish in-flight requests, then stop publishing, verifying and expiring leases, and last send the spans
+        // still held.
+        let exporter: [any Service] = tracing.service.map { [$0] } ?? []
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: exporter + [
                     LeaseReaper(
                         store: store, notifier: notifier, metrics: metrics, startupGrace: .seconds(settings.leaseTTLSeconds),
                         logger: logger),
                     Verifier(
                         store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
-                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds)),
+                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds),
+                        tracing: tracing),
                     Publisher(
                         store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
-                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds)),
+                        perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds),
+                        tracing: tracing),
                     RetentionService(
                         store: store, policy: settings.retentionPolicy, contexts: ContextDirectory(state.contexts),
                         metrics: metrics, interval: .seconds(settings.retentionIntervalSeconds),

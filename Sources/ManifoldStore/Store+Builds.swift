@@ -29,8 +29,10 @@ extension Store {
     ///
     /// With `token` and `maxUnfinished`, a token that already has that many unfinished builds is refused
     /// (``StoreError/quotaExceeded(_:)``), counted in the same transaction so a burst cannot slip past.
+    ///
+    /// `traceparent` is the W3C trace context of the build's root span (tracing on), stored for ``traceContext(buildId:)``.
     public func submitBuild(
-        _ spec: BuildSpec, submittedBy: String?, token: String? = nil, maxUnfinished: Int? = nil
+        _ spec: BuildSpec, submittedBy: String?, token: String? = nil, maxUnfinished: Int? = nil, traceparent: String? = nil
     ) async throws -> BuildView {
         do { try spec.validate() } catch { throw StoreError.invalid(field: error.field, message: error.message) }
         let id = Store.newID("bld")
@@ -58,12 +60,12 @@ extension Store {
                     db,
                     sql: """
                         INSERT INTO build (id, image, spec, secretNames, state, submittedBy, submittedByToken, contextDigest,
-                            createdAt, updatedAt)
-                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING seq
+                            createdAt, updatedAt, traceparent)
+                        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING seq
                         """,
                     arguments: [
                         id, spec.image, try Store.json(spec), secretNames, submittedBy, token, contextDigest,
-                        at, at,
+                        at, at, traceparent,
                     ])
             else { throw SQLError.other("inserting build \(id) returned no sequence number") }
             if let sealed {
@@ -93,6 +95,34 @@ extension Store {
                 ])
         }
         return try await build(id: id)
+    }
+
+    /// The W3C trace context stored with build `buildId` at submission; nil when the build was submitted with tracing
+    /// off, or is gone.
+    public func traceContext(buildId: String) async throws -> String? {
+        try await backend.read { db in
+            try String.fetchOne(db, sql: "SELECT traceparent FROM build WHERE id = ?", arguments: [buildId])
+        }
+    }
+
+    /// The trace context of job `jobId`'s build and when the job last became ready to lease (submitted, or due again
+    /// after a retry's backoff): the start of its wait in the queue.
+    public func traceContext(jobId: String) async throws -> (traceparent: String, readySince: Date)? {
+        try await backend.read { db in
+            guard
+                let row = try SQLRow.fetchOne(
+                    db,
+                    sql: """
+                        SELECT build.traceparent AS traceparent, job.notBefore AS notBefore
+                        FROM job JOIN build ON build.id = job.buildId WHERE job.id = ?
+                        """,
+                    arguments: [jobId])
+            else { return nil }
+            let traceparent: String? = row["traceparent"]
+            let notBefore: Double? = row["notBefore"]
+            guard let traceparent else { return nil }
+            return (traceparent, Date(timeIntervalSince1970: notBefore ?? 0))
+        }
     }
 
     /// A build with its jobs.

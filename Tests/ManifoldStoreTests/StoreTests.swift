@@ -16,6 +16,28 @@ import Testing
 
     /// A replica (or a downgraded coordinator) never serves a database migrated by a newer version: its rules
     /// would be wrong for the new schema.
+    @Test func aBuildKeepsItsTraceContextForLaterSpans() async throws {
+        let fixture = try await StoreFixture()
+        let digest = Digest.compute(of: Data("traced context".utf8))
+        try await fixture.store.recordContext(digest: digest, size: 10)
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let traced = try await fixture.store.submitBuild(
+            BuildSpec(
+                image: "registry.local:5000/team/app", tags: ["1.0"],
+                platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))], context: .upload(digest: digest)),
+            submittedBy: "tester", traceparent: traceparent)
+        let untraced = try await fixture.submit(platforms: ["linux/amd64"])
+        // Another replica, or this one after a restart, reads it back.
+        let reopened = try await fixture.reopen()
+        #expect(try await reopened.traceContext(buildId: traced.id) == traceparent)
+        #expect(try await reopened.traceContext(buildId: untraced.id) == nil)
+        let job = try #require(traced.jobs.first)
+        let context = try #require(try await reopened.traceContext(jobId: job.id))
+        #expect(context.traceparent == traceparent)
+        #expect(abs(context.readySince.timeIntervalSince(fixture.clock.now)) < 1)
+        #expect(try await reopened.traceContext(jobId: try #require(untraced.jobs.first).id) == nil)
+    }
+
     @Test func aSchemaNewerThanThisBuildIsRefusedByName() async throws {
         let fixture = try await StoreFixture()
         try await fixture.store.backend.write { db in

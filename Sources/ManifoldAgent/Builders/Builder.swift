@@ -23,6 +23,8 @@ struct BuildRequest: Sendable {
     /// The owner-only directory holding one owner-only file per build secret, named after the secret; nil when
     /// the job has no secrets.
     var secrets: BuildSecrets? = nil
+    /// Times each step as a phase of the job's trace (`push` for a push, `build` for the rest).
+    var phases: PhaseTimer? = nil
 
     var imageReference: String { "\(spec.image):\(spec.tag)" }
 
@@ -61,10 +63,14 @@ extension Builder {
         environment: [String: String]? = nil
     ) async throws -> BuildResult? {
         request.log.note("\(name): \(executable) \(arguments.joined(separator: " "))")
+        let started = Date()
         let outcome = try await ProcessRunner.run(
             executable, arguments, environment: environment ?? request.environment,
             workingDirectory: request.contextDirectory, log: request.log, stop: request.stop, grace: request.grace,
             tracker: request.tracker)
+        request.phases?.record(
+            name == "push" ? JobPhase.push : JobPhase.build, from: started,
+            failed: outcome.stoppedFor != nil || outcome.exitCode != 0)
         if let reason = outcome.stoppedFor { return .stopped(reason) }
         guard outcome.exitCode == 0 else {
             let tail = request.log.tail(lines: 15)

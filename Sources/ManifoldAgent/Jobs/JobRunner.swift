@@ -71,13 +71,19 @@ struct JobRunner: Sendable {
         let uploading = Task { await uploader.run() }
         spool.note("job \(lease.jobId) attempt \(lease.attempt) on agent \(credential.name)")
 
+        let phases = PhaseTimer()
         let result = await build(
-            lease, keeper: keeper, spool: spool, contextDirectory: contextDirectory, scratch: scratch, logger: logger)
+            lease, keeper: keeper, spool: spool, contextDirectory: contextDirectory, scratch: scratch, phases: phases,
+            logger: logger)
         // Log uploads pause here so the report goes first; what is left follows once it is acknowledged.
         uploading.cancel()
         await uploading.value
 
-        let report = self.report(for: result, lease: lease, spool: spool, logger: logger)
+        var report = self.report(for: result, lease: lease, spool: spool, logger: logger)
+        if lease.traceparent != nil {
+            report?.traceparent = lease.traceparent
+            report?.phases = phases.recorded
+        }
         spool.close()
         guard let report else {
             heartbeating.cancel()
@@ -89,7 +95,8 @@ struct JobRunner: Sendable {
 
     /// Fetches the context and runs the builder, stopping it for the first reason that comes up.
     private func build(
-        _ lease: Lease, keeper: LeaseKeeper, spool: LogSpool, contextDirectory: URL, scratch: URL, logger: Logger
+        _ lease: Lease, keeper: LeaseKeeper, spool: LogSpool, contextDirectory: URL, scratch: URL, phases: PhaseTimer,
+        logger: Logger
     ) async -> BuildResult {
         let stop = StopSignal()
         let grace = Duration.seconds(settings.killGraceSeconds)
@@ -127,8 +134,10 @@ struct JobRunner: Sendable {
             let fetcher = ContextFetcher(
                 client: client, maxContextBytes: settings.maxContextBytes, git: settings.gitSourcePolicy,
                 retryCap: keeper.cadence.requestTimeout, logger: logger)
-            try await fetcher.fetch(
-                lease.spec.context, into: contextDirectory, scratch: scratch, log: spool, stop: stop, grace: grace)
+            try await phases.time(JobPhase.fetchContext) {
+                try await fetcher.fetch(
+                    lease.spec.context, into: contextDirectory, scratch: scratch, log: spool, stop: stop, grace: grace)
+            }
             if let reason = stop.requested { return .stopped(reason) }
             keeper.phase = "building"
             var environment = ProcessInfo.processInfo.environment
@@ -139,7 +148,8 @@ struct JobRunner: Sendable {
             defer { secrets.remove() }
             let request = BuildRequest(
                 spec: lease.spec, contextDirectory: contextDirectory, workDirectory: scratch, log: spool, stop: stop,
-                grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state), secrets: secrets)
+                grace: grace, environment: environment, tracker: ProcessTracker(state: reports.state), secrets: secrets,
+                phases: phases)
             return try await builder.build(request)
         } catch let error as CoordinatorClientError where error.isConflict {
             logger.warning("stopping job \(lease.jobId): \(StopReason.leaseLost.explanation) (\(error))")

@@ -174,7 +174,16 @@ extension CoordinatorSettings {
             "# Connections each replica keeps to PostgreSQL (it uses one more to listen for the other replicas'",
             "# wake-ups): keep replicas × (database_pool_size + 1) below the server's max_connections.",
             "database_pool_size: \(databasePoolSize)",
+            "",
+            "# Tracing (OpenTelemetry): off unless a collector is named here or in OTEL_EXPORTER_OTLP_ENDPOINT. Each build",
+            "# is one trace (build, dispatch, verify, publish, registry calls, the agent's phases), sent over OTLP/HTTP.",
         ]
+        if let otlpTracesEndpoint {
+            lines.append("otlp_traces_endpoint: \(Self.quoted(otlpTracesEndpoint))")
+        } else {
+            lines.append("# otlp_traces_endpoint: \"https://collector.example:4318/v1/traces\"")
+        }
+        lines.append("otlp_traces_protocol: \(otlpTracesProtocol)")
         return lines.joined(separator: "\n") + "\n"
     }
 

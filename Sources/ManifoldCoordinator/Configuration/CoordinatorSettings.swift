@@ -98,6 +98,12 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var databasePasswordFile: String?
     /// Connections each replica keeps to PostgreSQL; with N replicas the server needs N × (this + 1) connections.
     public var databasePoolSize: Int = 8
+    /// Where finished spans go, an OTLP/HTTP traces URL used as given (`https://collector.example:4318/v1/traces`);
+    /// nil (the default): tracing is off unless the standard `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` environment variable names a collector.
+    public var otlpTracesEndpoint: String?
+    /// How spans are encoded for the collector: `http/protobuf` (the default) or `http/json`.
+    public var otlpTracesProtocol: String = "http/protobuf"
 
     /// The built-in defaults.
     public static let defaults = CoordinatorSettings(
@@ -210,6 +216,8 @@ extension CoordinatorSettings {
         case databaseURL = "database_url"
         case databasePasswordFile = "database_password_file"
         case databasePoolSize = "database_pool_size"
+        case otlpTracesEndpoint = "otlp_traces_endpoint"
+        case otlpTracesProtocol = "otlp_traces_protocol"
 
         var yamlKey: String { rawValue }
         var environmentVariable: String { "MANIFOLD_" + rawValue.uppercased() }
@@ -220,6 +228,7 @@ extension CoordinatorSettings {
     static let insecurePlainHTTPVariable = "MANIFOLD_INSECURE_PLAIN_HTTP"
 
     static let validLogLevels = Logger.Level.allCases.map(\.rawValue)
+    static let otlpTracesProtocols = ["http/protobuf", "http/json"]
     static let leaseTTLRange = 5...86_400
     static let heartbeatRange = 1...3_600
     static let pollTimeoutRange = 1...60
@@ -615,6 +624,27 @@ extension CoordinatorSettings {
                 }
             case .databasePoolSize:
                 settings.databasePoolSize = try integer(databasePoolRange, unit: "connections")
+            case .otlpTracesEndpoint:
+                let expected = "an http:// or https:// OTLP traces URL, e.g. https://collector.example:4318/v1/traces"
+                if case .null = raw {
+                    settings.otlpTracesEndpoint = nil
+                } else {
+                    let value = try text(expected).trimmingCharacters(in: .whitespaces)
+                    if value.isEmpty {
+                        settings.otlpTracesEndpoint = nil
+                    } else {
+                        guard let url = URLComponents(string: value), ["http", "https"].contains(url.scheme ?? ""),
+                            url.host.map({ !$0.isEmpty }) == true, url.password == nil
+                        else { throw invalid(expected) }
+                        settings.otlpTracesEndpoint = value
+                    }
+                }
+            case .otlpTracesProtocol:
+                let value = try text("http/protobuf or http/json")
+                guard CoordinatorSettings.otlpTracesProtocols.contains(value) else {
+                    throw invalid("http/protobuf or http/json")
+                }
+                settings.otlpTracesProtocol = value
             }
             sources[key] = source
         }

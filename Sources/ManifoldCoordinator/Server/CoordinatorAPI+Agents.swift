@@ -3,6 +3,7 @@ import Hummingbird
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
+import Tracing
 
 extension CoordinatorAPI {
     func addAgentRoutes(to router: Router<CoordinatorContext>) {
@@ -39,7 +40,7 @@ extension CoordinatorAPI {
                 guard !poll.platforms.isEmpty else {
                     throw APIError.badRequest("offer at least one platform", field: "platforms")
                 }
-                let lease = try await longPoll(agentId: agent.id, poll: poll)
+                var lease = try await longPoll(agentId: agent.id, poll: poll)
                 if let lease, Task.isCancelled {
                     // This task is cancelled, and the store refuses work for a cancelled task: give the lease back
                     // from a task of its own.
@@ -50,6 +51,9 @@ extension CoordinatorAPI {
                     }.value
                     notifier.notify([.work, .progress])
                     throw CancellationError()
+                }
+                if let granted = lease {
+                    lease?.traceparent = await traceDispatch(granted, agent: agent.name)
                 }
                 var notice: String? = nil
                 if lease == nil {
@@ -118,7 +122,9 @@ extension CoordinatorAPI {
         agents.post("/complete") { request, context -> Response in
             let agent = try context.requireAgent()
             let report = try await decode(CompleteRequest.self, from: request, context: context)
+            let received = Date()
             let outcome = try await store.complete(agentId: agent.id, report)
+            await traceReport(report, agent: agent.name, received: received, outcome: outcome)
             // Only a job queued again (a retry, a job given back) is new work for held polls: a report that ends its
             // job, or sends it to verification, wakes the verifier and the event streams, not every held poll.
             let requeued = try await store.isQueued(jobId: report.jobId)
@@ -183,6 +189,46 @@ extension CoordinatorAPI {
             metrics.increment("manifold_held_poll_rechecks_total")
         }
         return nil
+    }
+
+    /// The `dispatch` span of a granted lease, from when its job became ready to now, under the build's root span;
+    /// its context goes to the agent with the lease. Nil when tracing is off or the build has no trace.
+    func traceDispatch(_ lease: Lease, agent: String) async -> String? {
+        guard tracing.isEnabled,
+            let job = try? await store.traceContext(jobId: lease.jobId),
+            let parent = tracing.context(traceparent: job.traceparent)
+        else { return nil }
+        let span = tracing.recordSpan(
+            "dispatch", parent: parent, from: job.readySince, to: Date(),
+            attributes: [
+                "manifold.build": .string(lease.spec.buildId), "manifold.job": .string(lease.jobId),
+                "manifold.platform": .string(lease.spec.platform.description), "manifold.attempt": .int64(Int64(lease.attempt)),
+                "manifold.epoch": .int64(lease.epoch), "manifold.agent": .string(agent),
+            ])
+        return tracing.traceparent(of: span)
+    }
+
+    /// The agent's phases and the `report` span, under the attempt's `dispatch` span (the lease's trace context the
+    /// agent sent back, when it belongs to the job's build; else the build's root span).
+    func traceReport(_ report: CompleteRequest, agent: String, received: Date, outcome: CompletionOutcome) async {
+        guard tracing.isEnabled, let job = try? await store.traceContext(jobId: report.jobId),
+            let root = TraceParent(job.traceparent)
+        else { return }
+        let sent = report.traceparent.flatMap(TraceParent.init).flatMap { $0.traceID == root.traceID ? $0 : nil }
+        guard let parent = tracing.context(traceparent: (sent ?? root).description) else { return }
+        for phase in report.phases ?? [] where [JobPhase.fetchContext, JobPhase.build, JobPhase.push].contains(phase.name) {
+            let span = tracing.recordSpan(
+                "agent \(phase.name)", parent: parent, from: phase.startedAt, to: phase.endedAt,
+                attributes: ["manifold.job": .string(report.jobId), "manifold.agent": .string(agent)])
+            if phase.failed == true { span.setStatus(SpanStatus(code: .error)) }
+        }
+        let span = tracing.recordSpan(
+            "report", parent: parent, from: received, to: Date(),
+            attributes: [
+                "manifold.job": .string(report.jobId), "manifold.agent": .string(agent),
+                "manifold.outcome": .string(report.outcome.rawValue),
+            ])
+        if case .refused(let reason) = outcome { span.setStatus(SpanStatus(code: .error, message: reason)) }
     }
 
     static func checkProtocol(_ version: Int) throws {

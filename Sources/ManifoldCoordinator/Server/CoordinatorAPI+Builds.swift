@@ -4,6 +4,7 @@ import Hummingbird
 import ManifoldAPI
 import ManifoldCore
 import ManifoldStore
+import Tracing
 
 extension CoordinatorAPI {
     func addBuildRoutes(to router: Router<CoordinatorContext>) {
@@ -30,8 +31,7 @@ extension CoordinatorAPI {
                     "no uploaded context has digest \(digest); upload it first (PUT /api/v1/contexts/\(digest))",
                     field: "context.digest")
             }
-            let build = try await store.submitBuild(
-                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
+            let build = try await submit(spec, user: user)
             metrics.increment("manifold_builds_submitted_total")
             notifier.notifyWork(
                 spec.platforms.map { WorkNotifier.WorkHint(platform: $0.platform, labels: $0.agentLabels ?? [:]) },
@@ -161,6 +161,32 @@ extension CoordinatorAPI {
 
     /// The build, if `user`'s scopes cover its image; otherwise 404 as if it did not exist, so a token learns
     /// nothing about builds outside its scopes.
+    /// Records the build; with tracing on, under the root span of its trace, whose context is stored with it.
+    func submit(_ spec: BuildSpec, user: TokenGrant) async throws -> BuildView {
+        guard tracing.isEnabled else {
+            return try await store.submitBuild(
+                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
+        }
+        let span = tracing.startSpan(
+            "build", parent: .topLevel, kind: .server,
+            attributes: [
+                "manifold.image": .string(spec.image), "manifold.tags": .string(spec.tags.joined(separator: ",")),
+                "manifold.platforms": .string(spec.platforms.map(\.platform.description).joined(separator: ",")),
+            ])
+        defer { span.end() }
+        do {
+            let build = try await store.submitBuild(
+                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken,
+                traceparent: tracing.traceparent(of: span))
+            span.attributes["manifold.build"] = build.id
+            return build
+        } catch {
+            span.recordError(error)
+            span.setStatus(SpanStatus(code: .error))
+            throw error
+        }
+    }
+
     func visibleBuild(_ id: String, to user: TokenGrant) async throws -> BuildView {
         let build = try await store.build(id: id)
         guard user.covers(image: build.image) else { throw StoreError.notFound(kind: "build", id: id) }

@@ -62,12 +62,16 @@ public struct CoordinatorAPI: Sendable {
     let jobBuilds = JobBuilds()
     /// Signs and checks the dashboard's session cookies.
     let sessions: DashboardSessions
+    /// Spans of each build's trace; ``CoordinatorTracing/off`` unless a collector is configured.
+    let tracing: CoordinatorTracing
 
     public init(
         store: Store, notifier: WorkNotifier, metrics: CoordinatorMetrics, options: Options,
         hash: @escaping @Sendable (String) -> String, generateSecret: @escaping @Sendable (String) -> String,
-        dashboardKey: SymmetricKey = SymmetricKey(size: .bits256), dashboardSessionLifetime: TimeInterval = 12 * 3600
+        dashboardKey: SymmetricKey = SymmetricKey(size: .bits256), dashboardSessionLifetime: TimeInterval = 12 * 3600,
+        tracing: CoordinatorTracing = .off
     ) {
+        self.tracing = tracing
         sessions = DashboardSessions(key: dashboardKey, lifetime: dashboardSessionLifetime)
         self.store = store
         self.notifier = notifier

@@ -5,6 +5,7 @@ import ManifoldRegistry
 import ManifoldStore
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// Publishes manifest lists from the outbox: once per build and set of verified digests, resumed after a
 /// restart (pushing identical bytes again is harmless), retried with backoff on registry failures.
@@ -17,11 +18,14 @@ public struct Publisher: Service {
     /// The longest one publication's registry work may take before it is cancelled and retried later.
     let itemDeadline: Duration
     private let lanes: RegistryLanes
+    /// A `publish` span per run of an outbox row, in the build's trace, with the registry calls under it.
+    let tracing: CoordinatorTracing
 
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
-        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600)
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), tracing: CoordinatorTracing = .off
     ) {
+        self.tracing = tracing
         self.lanes = RegistryLanes(perRegistry: perRegistry)
         self.itemDeadline = itemDeadline
         self.store = store
@@ -122,20 +126,36 @@ public struct Publisher: Service {
                     expectedPlatform: child.platform)
             }
             let assembler = ManifestListAssembler(registries: registries, logger: logger)
-            let result = try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: publication)) {
-                let plan = try await assembler.plan(AssemblyRequest(target: target, tags: publication.tags, sources: sources))
-                // Re-checked right before the first tag moves: a cancel or a retry since the row was read, or a tag a
-                // later build holds, stops the push there.
-                return try await assembler.publish(plan) { tags in
-                    switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags) {
-                    case .push(let claimed): return claimed
-                    case .abandon(let reason): throw PublicationAbandoned(reason: reason)
-                    case .claimedElsewhere(let replica, let until):
-                        throw PublicationAbandoned(
-                            reason: "replica \(replica) is pushing its tags (claimed until \(until.formatted(.iso8601)))")
-                    case .waitForTag(let held):
-                        // The store made the row due again when that push ends or its claim runs out.
-                        throw PublicationWaits(held: held)
+            let tracing = self.tracing
+            let trace =
+                tracing.isEnabled
+                ? tracing.context(traceparent: (try? await store.traceContext(buildId: publication.buildId)) ?? nil) : nil
+            let attributes: SpanAttributes = [
+                "manifold.build": .string(publication.buildId), "manifold.outbox": .int64(publication.id),
+                "manifold.image": .string(publication.image), "manifold.tags": .string(publication.tags.joined(separator: ",")),
+            ]
+            let result = try await tracing.withSpan("publish", parent: trace, attributes: attributes) {
+                try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: publication)) {
+                    let plan = try await tracing.registry("read images", registry: target.registry, repository: target.repository)
+                    {
+                        try await assembler.plan(AssemblyRequest(target: target, tags: publication.tags, sources: sources))
+                    }
+                    // Re-checked right before the first tag moves: a cancel or a retry since the row was read, or a tag a
+                    // later build holds, stops the push there.
+                    return try await tracing.registry("push list", registry: target.registry, repository: target.repository) {
+                        try await assembler.publish(plan) { tags in
+                            switch try await store.claimPublication(id: publication.id, listDigest: plan.list.digest, tags: tags)
+                            {
+                            case .push(let claimed): return claimed
+                            case .abandon(let reason): throw PublicationAbandoned(reason: reason)
+                            case .claimedElsewhere(let replica, let until):
+                                throw PublicationAbandoned(
+                                    reason: "replica \(replica) is pushing its tags (claimed until \(until.formatted(.iso8601)))")
+                            case .waitForTag(let held):
+                                // The store made the row due again when that push ends or its claim runs out.
+                                throw PublicationWaits(held: held)
+                            }
+                        }
                     }
                 }
             }

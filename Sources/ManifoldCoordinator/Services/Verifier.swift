@@ -34,6 +34,8 @@ public struct Verifier: Service {
     let claimRenewal: Duration
     private let postponed = Postponements()
     private let lanes: RegistryLanes
+    /// A `verify` span per check, in the build's trace, with the registry calls under it.
+    let tracing: CoordinatorTracing
 
     /// Checks the registry could not answer yet, by attempt epoch (memory only: a restart checks at once).
     final class Postponements: Sendable {
@@ -50,8 +52,10 @@ public struct Verifier: Service {
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
         retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900),
-        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), claimRenewal: Duration? = nil
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), claimRenewal: Duration? = nil,
+        tracing: CoordinatorTracing = .off
     ) {
+        self.tracing = tracing
         self.lanes = RegistryLanes(perRegistry: perRegistry)
         self.claimRenewal = claimRenewal ?? .seconds(store.settings.verificationClaimTTL / 3)
         self.itemDeadline = itemDeadline
@@ -152,10 +156,22 @@ public struct Verifier: Service {
         let checkStarted = ContinuousClock.now
         let outcome: VerificationOutcome
         var canonical: String? = nil
+        let trace =
+            tracing.isEnabled
+            ? tracing.context(traceparent: (try? await store.traceContext(buildId: pending.buildId)) ?? nil) : nil
         do {
-            canonical = try await holding(claim) {
-                try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
-                    try await check(pending, claim: claim)
+            canonical = try await tracing.withSpan(
+                "verify", parent: trace,
+                attributes: [
+                    "manifold.build": .string(pending.buildId), "manifold.job": .string(pending.jobId),
+                    "manifold.platform": .string(pending.platform.description), "manifold.epoch": .int64(pending.epoch),
+                    "manifold.digest": .string(pending.digest.description),
+                ]
+            ) {
+                try await holding(claim) {
+                    try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
+                        try await check(pending, claim: claim)
+                    }
                 }
             }
             outcome = .verified
@@ -260,13 +276,17 @@ public struct Verifier: Service {
         let reported = try ImageReference(parsing: pending.imageReference)
         let source = try reported.withDigest(pending.digest)
         let assembler = ManifestListAssembler(registries: registries, logger: logger)
-        let plan = try await assembler.plan(
-            AssemblyRequest(
-                target: target, tags: ["verify"],
-                sources: [AssemblySource(reference: source, expectedPlatform: pending.platform)]))
+        let plan = try await tracing.registry("read image", registry: reported.registry, repository: reported.repository) {
+            try await assembler.plan(
+                AssemblyRequest(
+                    target: target, tags: ["verify"],
+                    sources: [AssemblySource(reference: source, expectedPlatform: pending.platform)]))
+        }
         let budget = CopyBudget(limit: registries.configuration.limits.maxCopiedBytes)
         for child in plan.children {
-            _ = try await assembler.copyIfNeeded(child, into: target, budget: budget)
+            _ = try await tracing.registry("copy image", registry: target.registry, repository: target.repository) {
+                try await assembler.copyIfNeeded(child, into: target, budget: budget)
+            }
         }
         let destination = try registries.client(for: target.registry)
         let sameRepository = reported.registry == target.registry && reported.repository == target.repository
@@ -276,29 +296,44 @@ public struct Verifier: Service {
         if let child = plan.children.first(where: { $0.descriptor.digest == pending.digest }) {
             manifest = child.manifest
         } else {
-            manifest = try await registries.client(for: reported.registry).fetchManifest(
-                repository: reported.repository, reference: pending.digest.description)
+            manifest = try await tracing.registry(
+                "GET manifest", registry: reported.registry, repository: reported.repository
+            ) {
+                try await registries.client(for: reported.registry).fetchManifest(
+                    repository: reported.repository, reference: pending.digest.description)
+            }
             if !sameRepository,
-                try await destination.headManifest(repository: target.repository, reference: pending.digest.description) == nil
+                try await tracing.registry(
+                    "HEAD manifest", registry: target.registry, repository: target.repository,
+                    {
+                        try await destination.headManifest(repository: target.repository, reference: pending.digest.description)
+                    }) == nil
             {
                 // Bring the index itself over; its children are there now.
-                _ = try await destination.pushManifest(
-                    repository: target.repository, reference: pending.digest.description, manifest: manifest)
+                _ = try await tracing.registry("PUT manifest", registry: target.registry, repository: target.repository) {
+                    try await destination.pushManifest(
+                        repository: target.repository, reference: pending.digest.description, manifest: manifest)
+                }
             }
         }
         // Only the coordinator writes the stable child tag, after the checks above and a claim right before the
         // PUT (the attempt still current, this replica still holding the report, the build not cancelled, no later
         // build holding the tag); a tag that already names this very manifest is left alone (no re-push racing
         // another list's push).
-        if try await destination.headManifest(repository: target.repository, reference: pending.childTag)?.digest
-            != manifest.digest,
+        if try await tracing.registry(
+            "HEAD manifest", registry: target.registry, repository: target.repository,
+            {
+                try await destination.headManifest(repository: target.repository, reference: pending.childTag)
+            })?.digest != manifest.digest,
             try await store.claimChildTag(
                 jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest, claim: claim)
         {
             // The tag stays claimed for this PUT only; whether it landed or failed, another replica may push it next.
             do {
-                _ = try await destination.pushManifest(
-                    repository: target.repository, reference: pending.childTag, manifest: manifest)
+                _ = try await tracing.registry("PUT manifest", registry: target.registry, repository: target.repository) {
+                    try await destination.pushManifest(
+                        repository: target.repository, reference: pending.childTag, manifest: manifest)
+                }
             } catch {
                 await releaseChildTag(pending)
                 throw error

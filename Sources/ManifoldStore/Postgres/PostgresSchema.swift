@@ -84,6 +84,8 @@ enum PostgresSchema {
         ),
         // v12: an attempt's log closed by its agent (see SQLiteSchema).
         ("v12", "ALTER TABLE attempt ADD COLUMN logClosed BIGINT NOT NULL DEFAULT 0;"),
+        // v13: the trace context of the build's root span (see SQLiteSchema).
+        ("v13", "ALTER TABLE build ADD COLUMN traceparent TEXT;"),
     ]
 
     /// The table that records applied versions (the same role as GRDB's `grdb_migrations` on SQLite).

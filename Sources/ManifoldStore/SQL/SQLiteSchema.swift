@@ -370,6 +370,11 @@ enum SQLiteSchema {
         migrator.registerMigration("v12") { db in
             try db.execute(sql: "ALTER TABLE attempt ADD COLUMN logClosed INTEGER NOT NULL DEFAULT 0")
         }
+        // v13: the W3C trace context of the build's root span, so spans made later (on any replica, after a restart)
+        // join the build's trace. NULL when tracing was off at submission.
+        migrator.registerMigration("v13") { db in
+            try db.execute(sql: "ALTER TABLE build ADD COLUMN traceparent TEXT")
+        }
         return migrator
     }()
 }

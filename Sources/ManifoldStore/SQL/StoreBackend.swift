@@ -28,7 +28,7 @@ public protocol StoreBackend: Sendable {
 
 /// The schema versions this build knows, in order; a database that has applied any other is newer than this build.
 enum SchemaVersions {
-    static let known = ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12"]
+    static let known = ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13"]
 
     static func refuseNewer(applied: [String], database: String) throws {
         let unknown = applied.filter { !known.contains($0) }
