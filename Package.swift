@@ -171,8 +171,6 @@ let package = Package(
             dependencies: [
                 "ManifoldCoordinator", "ManifoldClient", "ManifoldRegistry", "ManifoldTestSupport", "ManifoldStoreTestSupport",
                 "ManifoldLogging", .product(name: "Yams", package: "Yams"),
-                // The OTLP collector of the tracing tests.
-                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         .testTarget(

@@ -261,6 +261,34 @@ public struct JobPhase: Sendable, Hashable, Codable {
         self.endedAt = endedAt
         self.failed = failed
     }
+
+    enum CodingKeys: String, CodingKey { case name, startedAt, endedAt, failed }
+
+    /// Times are ISO 8601 with fractional seconds (`2026-12-03T06:08:26.125Z`): phases often take less than the whole
+    /// second the API's other dates are given in.
+    static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func time(_ key: CodingKeys) throws -> Date {
+            let text = try c.decode(String.self, forKey: key)
+            if let date = (try? Self.timeFormat.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) { return date }
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: c, debugDescription: "\"\(text)\" is not an ISO 8601 date and time")
+        }
+        name = try c.decode(String.self, forKey: .name)
+        startedAt = try time(.startedAt)
+        endedAt = try time(.endedAt)
+        failed = try c.decodeIfPresent(Bool.self, forKey: .failed)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(startedAt.formatted(Self.timeFormat), forKey: .startedAt)
+        try c.encode(endedAt.formatted(Self.timeFormat), forKey: .endedAt)
+        try c.encodeIfPresent(failed, forKey: .failed)
+    }
 }
 
 public struct CompleteResponse: Sendable, Hashable, Codable {

@@ -17,6 +17,8 @@ Endpoints (any method unless noted):
   /loop                302 to /loop, forever
   /big?bytes=N         N bytes of a repeating pattern with Content-Length and X-Sha256
   /headers             multi-valued response headers (X-Multi: a, X-Multi: b, two Set-Cookie)
+  /v1/traces           an OTLP/HTTP collector, JSON encoding: POST keeps the export (415 unless
+                       Content-Type is application/json) and answers {}; GET answers every export kept
 
 --client-ca makes the TLS server require a client certificate signed by that CA. --parent-pid makes
 the server exit when that process is gone, so a crashed test run leaves nothing behind. Request
@@ -35,6 +37,10 @@ import time
 import urllib.parse
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+# The OTLP exports /v1/traces received, in order.
+TRACES = []
+TRACES_LOCK = threading.Lock()
 
 
 def pattern_bytes(count):
@@ -99,6 +105,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if path == "/echo":
                     result["headers"] = [[name, value] for name, value in self.headers.items()]
                 self.send_json(result)
+            elif path == "/v1/traces" and self.command == "POST":
+                if not self.headers.get("Content-Type", "").startswith("application/json"):
+                    self.send(415, b"send OTLP in its JSON encoding\n")
+                else:
+                    export = json.loads(body)
+                    with TRACES_LOCK:
+                        TRACES.append(export)
+                    self.send_json({})
+            elif path == "/v1/traces":
+                with TRACES_LOCK:
+                    self.send_json(list(TRACES))
             elif path.startswith("/status/"):
                 status = int(path[len("/status/"):])
                 self.send(status, ("status %d\n" % status).encode())

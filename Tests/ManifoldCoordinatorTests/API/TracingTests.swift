@@ -1,19 +1,20 @@
 import Foundation
-import Hummingbird
 import Logging
 import ManifoldAPI
 import ManifoldCore
 import ManifoldTestSupport
-import Synchronization
 import Testing
 
 @testable import ManifoldCoordinator
 
-/// Tracing end to end: a coordinator exporting with swift-otel's OTLP/HTTP exporter to a collector on loopback, a
-/// real registry, and the agent side of the protocol (the lease's `traceparent` back with the phases' timings).
+/// Tracing end to end: a coordinator exporting with swift-otel's OTLP/HTTP exporter to a collector on loopback
+/// (`deploy/testenv/http_test_server.py`'s `/v1/traces`), a real registry, and the agent side of the protocol (the
+/// lease's `traceparent` back with the phases' timings). `AgentTracingTests` does the same with a real agent.
 @Suite struct TracingTests {
     @Test func oneBuildIsOneTraceFromSubmissionToPublishing() async throws {
-        let collector = try await TestCollector.start()
+        let scratch = try ScratchDirectory(prefix: "collector")
+        defer { scratch.remove() }
+        let collector = try TestHTTPServer.start(name: "otlp-collector", logDirectory: scratch.url)
         defer { collector.stop() }
         let registry = try TestRegistry.start(.http)
         defer { registry.stop() }
@@ -60,7 +61,7 @@ import Testing
         try #require(roots.count == 1)
         let root = roots[0]
         #expect(root.parentSpanID == nil)
-        func children(of parent: Span, named name: String) -> [Span] {
+        func children(of parent: CollectedSpan, named name: String) -> [CollectedSpan] {
             spans.filter { $0.name == name && $0.parentSpanID == parent.spanID }
         }
         let dispatches = children(of: root, named: "dispatch")
@@ -93,6 +94,23 @@ import Testing
         let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         #expect(lease.traceparent == nil)
         await fixture.stop()
+    }
+
+    @Test func phaseTimesKeepTheirFractionOfASecond() throws {
+        let started = Date(timeIntervalSince1970: 1_800_000_000.125)
+        let phase = JobPhase(name: JobPhase.build, startedAt: started, endedAt: started.addingTimeInterval(0.5))
+        let json = String(decoding: try APICoding.encoder().encode(phase), as: UTF8.self)
+        #expect(json.contains("\"startedAt\":\"2027-01-15T08:00:00.125Z\""), "\(json)")
+        let decoded = try APICoding.decoder().decode(JobPhase.self, from: Data(json.utf8))
+        #expect(abs(decoded.startedAt.timeIntervalSince(started)) < 0.001)
+        #expect(abs(decoded.endedAt.timeIntervalSince(phase.endedAt)) < 0.001)
+        // Whole seconds, as the API's other dates, are read too; anything else is refused by name.
+        let whole = #"{"name":"push","startedAt":"2027-01-15T08:00:00Z","endedAt":"2027-01-15T08:00:01Z"}"#
+        #expect(
+            try APICoding.decoder().decode(JobPhase.self, from: Data(whole.utf8)).startedAt
+                == Date(timeIntervalSince1970: 1_800_000_000))
+        let bad = #"{"name":"push","startedAt":"yesterday","endedAt":"2027-01-15T08:00:01Z"}"#
+        #expect(throws: DecodingError.self) { try APICoding.decoder().decode(JobPhase.self, from: Data(bad.utf8)) }
     }
 
     @Test func traceContextsAreCheckedBeforeUse() {
@@ -136,105 +154,5 @@ import Testing
             flags: [:])
         #expect(settings.otlpTracesEndpoint == "https://collector.example:4318/v1/traces")
         #expect(settings.yaml().contains("otlp_traces_endpoint: \"https://collector.example:4318/v1/traces\""))
-    }
-
-    /// A span as the collector received it.
-    struct Span: Sendable {
-        var name: String
-        var traceID: String
-        var spanID: String
-        var parentSpanID: String?
-        var startNanos: UInt64
-        var endNanos: UInt64
-    }
-}
-
-/// An OTLP/HTTP collector on loopback (Hummingbird): takes `POST /v1/traces` in the OTLP JSON encoding, keeps the
-/// spans, answers with an empty `ExportTraceServiceResponse`.
-final class TestCollector: Sendable {
-    let port: Int
-    private let store: SpanStore
-    private let task: Task<Void, any Error>
-
-    private init(port: Int, store: SpanStore, task: Task<Void, any Error>) {
-        self.port = port
-        self.store = store
-        self.task = task
-    }
-
-    static func start() async throws -> TestCollector {
-        let store = SpanStore()
-        let router = Router()
-        router.post("/v1/traces") { request, _ -> Response in
-            guard request.headers[.contentType]?.hasPrefix("application/json") == true else {
-                return Response(status: .unsupportedMediaType)
-            }
-            let body = try await request.body.collect(upTo: 16 << 20)
-            try store.add(Data(buffer: body))
-            return Response(
-                status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: "{}"))
-            )
-        }
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = Application(
-            router: router, configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) })
-        let task = Task { try await app.runService() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else {
-            task.cancel()
-            throw TestEnvironmentError("the test collector did not start")
-        }
-        return TestCollector(port: port, store: store, task: task)
-    }
-
-    /// The spans received once `done` holds for them; fails after a minute.
-    func waitForSpans(until done: ([TracingTests.Span]) -> Bool) async throws -> [TracingTests.Span] {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while true {
-            let spans = store.spans
-            if done(spans) { return spans }
-            guard ContinuousClock.now < deadline else {
-                throw TestEnvironmentError("the collector has \(spans.count) spans: \(spans.map(\.name))")
-            }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-    }
-
-    func stop() { task.cancel() }
-}
-
-/// What the collector was sent, decoded from OTLP JSON (`resourceSpans[].scopeSpans[].spans[]`). IDs are hex in the
-/// OTLP JSON encoding; protobuf's generic JSON mapping (base64) is read as well.
-final class SpanStore: Sendable {
-    private let received = Mutex<[TracingTests.Span]>([])
-
-    var spans: [TracingTests.Span] { received.withLock { $0 } }
-
-    func add(_ body: Data) throws {
-        struct Request: Decodable { var resourceSpans: [ResourceSpans]? }
-        struct ResourceSpans: Decodable { var scopeSpans: [ScopeSpans]? }
-        struct ScopeSpans: Decodable { var spans: [Span]? }
-        struct Span: Decodable {
-            var name: String
-            var traceId: String
-            var spanId: String
-            var parentSpanId: String?
-            var startTimeUnixNano: String
-            var endTimeUnixNano: String
-        }
-        func hex(_ id: String) -> String {
-            if id.count % 2 == 0, id.allSatisfy(\.isHexDigit), id.count == 32 || id.count == 16 { return id.lowercased() }
-            guard let bytes = Data(base64Encoded: id) else { return id }
-            return bytes.map { String(format: "%02x", $0) }.joined()
-        }
-        let request = try JSONDecoder().decode(Request.self, from: body)
-        let spans = (request.resourceSpans ?? []).flatMap { $0.scopeSpans ?? [] }.flatMap { $0.spans ?? [] }.map { span in
-            TracingTests.Span(
-                name: span.name, traceID: hex(span.traceId), spanID: hex(span.spanId),
-                parentSpanID: span.parentSpanId.flatMap { $0.isEmpty ? nil : hex($0) },
-                startNanos: UInt64(span.startTimeUnixNano) ?? 0, endNanos: UInt64(span.endTimeUnixNano) ?? 0)
-        }
-        received.withLock { $0 += spans }
     }
 }
