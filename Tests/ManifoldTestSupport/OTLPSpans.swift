@@ -59,6 +59,17 @@ extension TestHTTPServer {
         return try CollectedSpan.decode(exports: response.body)
     }
 
+    /// The binary (protobuf) exports this server's `/v1/traces` collector has received, undecoded.
+    public func collectedProtobufExports() async throws -> [Data] {
+        let client = HTTPClient()
+        defer { client.shutdown() }
+        let response = try await client.execute(HTTPRequest(method: "GET", url: url("/v1/traces/protobuf")))
+        guard response.status == 200 else {
+            throw TestEnvironmentError("the collector answered \(response.status) to GET /v1/traces/protobuf")
+        }
+        return try JSONDecoder().decode([String].self, from: response.body).compactMap { Data(base64Encoded: $0) }
+    }
+
     /// The collected spans once `done` holds for them; fails after `timeout` (swift-otel sends a batch every 5 s).
     public func waitForSpans(
         timeout: Duration = .seconds(60), until done: ([CollectedSpan]) -> Bool

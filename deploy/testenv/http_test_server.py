@@ -17,8 +17,9 @@ Endpoints (any method unless noted):
   /loop                302 to /loop, forever
   /big?bytes=N         N bytes of a repeating pattern with Content-Length and X-Sha256
   /headers             multi-valued response headers (X-Multi: a, X-Multi: b, two Set-Cookie)
-  /v1/traces           an OTLP/HTTP collector, JSON encoding: POST keeps the export (415 unless
-                       Content-Type is application/json) and answers {}; GET answers every export kept
+  /v1/traces           an OTLP/HTTP collector: POST keeps the export and answers an empty response in
+                       its encoding (415 unless Content-Type is application/json or application/x-protobuf);
+                       GET answers the JSON exports, GET /v1/traces/protobuf the binary ones (base64 strings)
 
 --client-ca makes the TLS server require a client certificate signed by that CA. --parent-pid makes
 the server exit when that process is gone, so a crashed test run leaves nothing behind. Request
@@ -26,6 +27,7 @@ lines are logged to stdout; header values are not.
 """
 
 import argparse
+import base64
 import hashlib
 import http.server
 import json
@@ -40,6 +42,7 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB
 
 # The OTLP exports /v1/traces received, in order.
 TRACES = []
+TRACES_PROTOBUF = []
 TRACES_LOCK = threading.Lock()
 
 
@@ -106,16 +109,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     result["headers"] = [[name, value] for name, value in self.headers.items()]
                 self.send_json(result)
             elif path == "/v1/traces" and self.command == "POST":
-                if not self.headers.get("Content-Type", "").startswith("application/json"):
-                    self.send(415, b"send OTLP in its JSON encoding\n")
-                else:
+                content_type = self.headers.get("Content-Type", "")
+                if content_type.startswith("application/json"):
                     export = json.loads(body)
                     with TRACES_LOCK:
                         TRACES.append(export)
                     self.send_json({})
+                elif content_type.startswith("application/x-protobuf"):
+                    with TRACES_LOCK:
+                        TRACES_PROTOBUF.append(base64.b64encode(body).decode())
+                    # An empty ExportTraceServiceResponse is zero bytes.
+                    self.send(200, b"", "application/x-protobuf")
+                else:
+                    self.send(415, b"send OTLP as application/json or application/x-protobuf\n")
             elif path == "/v1/traces":
                 with TRACES_LOCK:
                     self.send_json(list(TRACES))
+            elif path == "/v1/traces/protobuf":
+                with TRACES_LOCK:
+                    self.send_json(list(TRACES_PROTOBUF))
             elif path.startswith("/status/"):
                 status = int(path[len("/status/"):])
                 self.send(status, ("status %d\n" % status).encode())

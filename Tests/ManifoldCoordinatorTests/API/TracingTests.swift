@@ -86,6 +86,40 @@ import Testing
         await fixture.stop()
     }
 
+    /// The default encoding, binary protobuf: the collector keeps the bytes, and the lease's trace ID and the span
+    /// names are in them (a protobuf `bytes` or `string` field holds its value verbatim).
+    @Test func spansGoAsProtobufByDefault() async throws {
+        let scratch = try ScratchDirectory(prefix: "collector")
+        defer { scratch.remove() }
+        let collector = try TestHTTPServer.start(name: "otlp-collector", logDirectory: scratch.url)
+        defer { collector.stop() }
+        let fixture = try await CoordinatorFixture.start { settings in
+            settings.otlpTracesEndpoint = "http://127.0.0.1:\(collector.port)/v1/traces"
+        }
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("amd64", platforms: ["linux/amd64"])
+        _ = try await fixture.submit(submitter, image: "127.0.0.1:1/team/binary", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+        let traceparent = try #require(lease.traceparent.flatMap(TraceParent.init))
+        var traceID = Data()
+        var digits = Substring(traceparent.traceID)
+        while !digits.isEmpty {
+            traceID.append(UInt8(digits.prefix(2), radix: 16)!)
+            digits = digits.dropFirst(2)
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        var exports: [Data] = []
+        while ContinuousClock.now < deadline {
+            exports = try await collector.collectedProtobufExports()
+            if exports.contains(where: { $0.range(of: traceID) != nil && $0.range(of: Data("dispatch".utf8)) != nil }) { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(exports.contains { $0.range(of: traceID) != nil && $0.range(of: Data("dispatch".utf8)) != nil })
+        #expect(exports.contains { $0.range(of: Data("manifold-coordinator".utf8)) != nil })
+        #expect(try await collector.collectedSpans().isEmpty)
+        await fixture.stop()
+    }
+
     @Test func withoutACollectorLeasesCarryNoTraceContext() async throws {
         let fixture = try await CoordinatorFixture.start()
         let submitter = try await fixture.token(.submitter)
