@@ -127,9 +127,7 @@ public struct Publisher: Service {
             }
             let assembler = ManifestListAssembler(registries: registries, logger: logger)
             let tracing = self.tracing
-            let trace =
-                tracing.isEnabled
-                ? tracing.context(traceparent: (try? await store.traceContext(buildId: publication.buildId)) ?? nil) : nil
+            let trace = await tracing.buildContext(publication.buildId, in: store)
             let attributes: SpanAttributes = [
                 "manifold.build": .string(publication.buildId), "manifold.outbox": .int64(publication.id),
                 "manifold.image": .string(publication.image), "manifold.tags": .string(publication.tags.joined(separator: ",")),

@@ -156,9 +156,7 @@ public struct Verifier: Service {
         let checkStarted = ContinuousClock.now
         let outcome: VerificationOutcome
         var canonical: String? = nil
-        let trace =
-            tracing.isEnabled
-            ? tracing.context(traceparent: (try? await store.traceContext(buildId: pending.buildId)) ?? nil) : nil
+        let trace = await tracing.buildContext(pending.buildId, in: store)
         do {
             canonical = try await tracing.withSpan(
                 "verify", parent: trace,

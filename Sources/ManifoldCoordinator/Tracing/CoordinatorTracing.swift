@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ManifoldStore
 import OTel
 import ServiceLifecycle
 import Tracing
@@ -63,6 +64,13 @@ public struct CoordinatorTracing: Sendable {
         var context = ServiceContext.topLevel
         tracer.extract(["traceparent": parsed.description], into: &context, using: HeaderExtractor())
         return context
+    }
+
+    /// The context of build `buildId`'s root span, as stored at its submission; nil when tracing is off, the build was
+    /// submitted without it, or the store cannot say now (then the span is left out, never the work).
+    func buildContext(_ buildId: String, in store: Store) async -> ServiceContext? {
+        guard isEnabled, let traceparent = try? await store.traceContext(buildId: buildId) else { return nil }
+        return context(traceparent: traceparent)
     }
 
     /// The W3C `traceparent` of `span`, to store or hand to an agent; nil when tracing is off.
