@@ -216,7 +216,11 @@ extension CoordinatorAPI {
         else { return }
         let sent = report.traceparent.flatMap(TraceParent.init).flatMap { $0.traceID == root.traceID ? $0 : nil }
         guard let parent = tracing.context(traceparent: (sent ?? root).description) else { return }
-        for phase in report.phases ?? [] where [JobPhase.fetchContext, JobPhase.build, JobPhase.push].contains(phase.name) {
+        // One span per known phase at most: a report may not turn into a flood of spans.
+        var recorded = Set<String>()
+        for phase in report.phases ?? []
+        where [JobPhase.fetchContext, JobPhase.build, JobPhase.push].contains(phase.name) && recorded.insert(phase.name).inserted
+        {
             let span = tracing.recordSpan(
                 "agent \(phase.name)", parent: parent, from: phase.startedAt, to: phase.endedAt,
                 attributes: ["manifold.job": .string(report.jobId), "manifold.agent": .string(agent)])
