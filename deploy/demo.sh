@@ -24,20 +24,15 @@ root="$(dirname "$here")"
 cd "$root"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=testenv/binaries.sh
+. "$here/testenv/binaries.sh"
 
 step "Installing system packages (skipped when present)"
 bash "$here/testenv/install-deps.sh"
 
 configuration="${MANIFOLD_DEMO_BUILD:-debug}"
-case "$configuration" in
-debug | release) ;;
-*) echo "MANIFOLD_DEMO_BUILD=$configuration: expected debug or release" >&2; exit 64 ;;
-esac
 step "Building manifold and manifold-agent ($configuration)"
-swift build -c "$configuration" --product manifold
-swift build -c "$configuration" --product manifold-agent
-bin_dir="$(swift build -c "$configuration" --show-bin-path)"
+build_products "$configuration" manifold manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 

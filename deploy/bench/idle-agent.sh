@@ -15,15 +15,11 @@ root="$(dirname "$(dirname "$here")")"
 cd "$root"
 window="${1:-60}"
 
-bin_dir="${MANIFOLD_BIN_DIR:-}"
-if [ -z "$bin_dir" ]; then
-    swift build -c release --product manifold
-    swift build -c release --product manifold-agent
-    bin_dir="$(swift build -c release --show-bin-path)"
-fi
+# shellcheck source=../testenv/binaries.sh
+. "$root/deploy/testenv/binaries.sh"
+build_products release manifold manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 work="$(mktemp -d /tmp/manifold-bench-idle.XXXXXX)"
 pids=()

@@ -10,15 +10,11 @@
 # Needs $root (the repository). MANIFOLD_BIN_DIR names already built executables (else a release build). A script
 # that starts more processes defines stack_cleanup_extra, which runs first on exit.
 # shellcheck shell=bash
-bin_dir="${MANIFOLD_BIN_DIR:-}"
-if [ -z "$bin_dir" ]; then
-    swift build -c release --product manifold
-    swift build -c release --product manifold-agent
-    bin_dir="$(swift build -c release --show-bin-path)"
-fi
+# shellcheck source=../testenv/binaries.sh
+. "$root/deploy/testenv/binaries.sh"
+build_products release manifold manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 work="$(mktemp -d /tmp/manifold-bench.XXXXXX)"
 pids=()
