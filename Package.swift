@@ -4,7 +4,7 @@ import PackageDescription
 // The agent and the CLI must build on Windows: `ManifoldCore`, `ManifoldAPI`, `ManifoldHTTP`,
 // `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldLogging`, `ManifoldAgent` and `ManifoldCLI` depend only on
 // Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib, swift-crypto (SHA-2; BoringSSL on
-// Windows) and Yams (the CLI's build file; Yams supports Windows). SwiftNIO-based packages (Hummingbird, GRDB's server use, swift-certificates, swift-prometheus)
+// Windows) and Yams (the CLI's build file; Yams supports Windows). SwiftNIO-based packages (Hummingbird, postgres-nio, swift-certificates, swift-prometheus, swift-otel)
 // belong to the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
 let serverPlatforms: [Platform] = [.linux, .macOS]
 let package = Package(
