@@ -82,7 +82,7 @@ let package = Package(
             name: "manifold-bench",
             dependencies: [
                 "ManifoldCore", "ManifoldAPI", "ManifoldArchive", "ManifoldStore", "ManifoldClient", "ManifoldHTTP",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "ManifoldRegistry", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

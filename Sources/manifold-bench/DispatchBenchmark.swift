@@ -58,41 +58,18 @@ struct DispatchBenchmark {
         let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let platform = Platform(os: "linux", architecture: "amd64")
         let labels = ["bench": run]
-        let context = try await uploadContext(admin)
-
-        var clients: [CoordinatorClient] = []
-        for index in 0..<agents {
-            let joined = try await admin.join(
-                JoinRequest(
-                    name: "bench-\(run)-\(index)", platforms: [platform], labels: labels, builders: ["command"],
-                    version: "bench"))
-            clients.append(CoordinatorClient(baseURLs: urls, token: joined.secret, tls: tls, userAgent: "manifold-bench"))
-        }
+        let context = try await SimulatedAgents.uploadContext(admin)
+        let swarm = try await SimulatedAgents.join(
+            agents, name: "bench-\(run)", platforms: [platform], labels: labels, admin: admin, urls: urls, tls: tls)
         let arrivals = Arrivals()
-        let poll = PollRequest(platforms: [platform], labels: labels, builders: ["command"], version: "bench")
-        let idle = clients
-        let pollers = Task {
-            await withDiscardingTaskGroup { group in
-                for client in idle {
-                    group.addTask {
-                        while !Task.isCancelled {
-                            guard let answer = try? await client.poll(poll) else {
-                                try? await Task.sleep(for: .milliseconds(100))
-                                continue
-                            }
-                            guard let lease = answer.lease else { continue }
-                            let instant = ContinuousClock.now
-                            if let sequence = lease.spec.buildArgs["BENCH_SEQUENCE"].flatMap(Int.init) {
-                                arrivals.arrived(sequence, at: instant)
-                            }
-                            _ = try? await client.complete(
-                                CompleteRequest(
-                                    jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1,
-                                    reason: "dispatch benchmark"))
-                        }
-                    }
-                }
+        let pollers = swarm.run { client, lease in
+            let instant = ContinuousClock.now
+            if let sequence = lease.spec.buildArgs["BENCH_SEQUENCE"].flatMap(Int.init) {
+                arrivals.arrived(sequence, at: instant)
             }
+            _ = try? await client.complete(
+                CompleteRequest(
+                    jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 1, reason: "dispatch benchmark"))
         }
         // Every agent is holding a poll before the first build.
         try await Task.sleep(for: .seconds(2))
@@ -109,23 +86,8 @@ struct DispatchBenchmark {
             if sequence >= warmUp { samples.append(received - submitted) }
         }
         pollers.cancel()
-        for client in clients {
-            _ = try? await client.leave()
-        }
+        await swarm.leave()
         let latency = Latency(samples: samples)
         print("dispatch \(agents) idle agents, \(samples.count) builds one after another: \(latency)")
-    }
-
-    /// A one-file context, uploaded once for every build.
-    private func uploadContext(_ client: CoordinatorClient) async throws -> Digest {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try Data("FROM scratch\n".utf8).write(to: directory.appendingPathComponent("Dockerfile"))
-        let archive = directory.appendingPathComponent("context.tar.gz")
-        try manifold_bench.run("/usr/bin/tar", ["-czf", archive.path, "-C", directory.path, "Dockerfile"])
-        let digest = Digest.compute(of: try Data(contentsOf: archive))
-        if try await !client.hasContext(digest) { _ = try await client.uploadContext(digest, file: archive.path) }
-        return digest
     }
 }

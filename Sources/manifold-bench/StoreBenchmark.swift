@@ -142,7 +142,7 @@ private func drive(_ store: Store, builds: Int, lane: String) async throws -> La
     return Latency(samples: samples)
 }
 
-private func seconds(_ duration: Duration) -> Double {
+func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 

@@ -9,6 +9,9 @@ import ManifoldCore
 //
 //   swift run -c release manifold-bench [--megabytes N] [--rounds N] [--builds N] [--lanes N] [--postgres URL] [--store-only]
 //   manifold-bench --dispatch URL[,URL…] --ca FILE [--agents N] [--builds N]   (token in MANIFOLD_BENCH_TOKEN)
+//   manifold-bench --throughput URL[,URL…] --ca FILE --registry HOST:PORT [--registry-ca FILE] [--agents N]
+//                  [--idle N] [--builds N] [--window N]
+//       (token in MANIFOLD_BENCH_TOKEN, the registry's in MANIFOLD_BENCH_REGISTRY_USER and _PASSWORD)
 
 struct Options {
     var megabytes = 64
@@ -25,7 +28,16 @@ struct Options {
     /// the token (admin) comes from MANIFOLD_BENCH_TOKEN, the CA from `--ca`.
     var dispatch: [URL] = []
     var caFile: String?
-    var agents = 100
+    /// Simulated agents: 100 by default for dispatch, 20 for throughput.
+    var agents: Int?
+    /// Builds published per second against running coordinators, with instant agents pushing to `registry`.
+    var throughput: [URL] = []
+    /// Agents holding polls for a platform no build asks for, beside the throughput mode's working agents.
+    var idle = 0
+    /// Throughput builds in flight at once.
+    var window = 50
+    var registry: String?
+    var registryCA: String?
 
     init(_ arguments: [String]) throws {
         var iterator = arguments.makeIterator()
@@ -36,12 +48,18 @@ struct Options {
             case "--builds": builds = try Self.number(iterator.next(), for: argument)
             case "--lanes": lanes = try Self.number(iterator.next(), for: argument)
             case "--store-only": storeOnly = true
-            case "--dispatch":
-                let urls = (iterator.next() ?? "").split(separator: ",").compactMap { URL(string: String($0)) }
-                guard !urls.isEmpty, urls.allSatisfy({ $0.scheme == "https" }) else {
-                    throw BenchError("--dispatch needs https:// coordinator URLs, separated by commas")
+            case "--dispatch": dispatch = try Self.coordinators(iterator.next(), for: argument)
+            case "--throughput": throughput = try Self.coordinators(iterator.next(), for: argument)
+            case "--idle": idle = try Self.number(iterator.next(), for: argument, allowZero: true)
+            case "--window": window = try Self.number(iterator.next(), for: argument)
+            case "--registry":
+                guard let host = iterator.next(), !host.isEmpty, !host.contains("/") else {
+                    throw BenchError("--registry needs the registry as HOST:PORT, e.g. 127.0.0.1:5000")
                 }
-                dispatch = urls
+                registry = host
+            case "--registry-ca":
+                guard let path = iterator.next() else { throw BenchError("--registry-ca needs the registry's CA file") }
+                registryCA = path
             case "--ca":
                 guard let path = iterator.next() else { throw BenchError("--ca needs the coordinator's CA certificate file") }
                 caFile = path
@@ -53,16 +71,29 @@ struct Options {
                 print(
                     "usage: manifold-bench [--megabytes N (default 64)] [--rounds N (default 5)] [--builds N (default 200)] "
                         + "[--lanes N (default 8)] [--postgres URL] [--store-only] "
-                        + "[--dispatch URL[,URL…] --ca FILE [--agents N (default 100)] [--builds N]]")
+                        + "[--dispatch URL[,URL…] --ca FILE [--agents N (default 100)] [--builds N]] "
+                        + "[--throughput URL[,URL…] --ca FILE --registry HOST:PORT [--registry-ca FILE] "
+                        + "[--agents N (default 20)] [--idle N (default 0)] [--builds N] [--window N (default 50)]]")
                 exit(0)
             default: throw BenchError("unknown argument \(argument); see --help")
             }
         }
     }
 
-    static func number(_ text: String?, for name: String) throws -> Int {
-        guard let text, let value = Int(text), value > 0 else { throw BenchError("\(name) needs a whole number above 0") }
+    static func number(_ text: String?, for name: String, allowZero: Bool = false) throws -> Int {
+        guard let text, let value = Int(text), value > 0 || (allowZero && value == 0) else {
+            throw BenchError("\(name) needs a whole number \(allowZero ? "of 0 or more" : "above 0"), not \(text ?? "nothing")")
+        }
         return value
+    }
+
+    /// Comma-separated `https://` coordinator URLs.
+    static func coordinators(_ text: String?, for name: String) throws -> [URL] {
+        let urls = (text ?? "").split(separator: ",").compactMap { URL(string: String($0)) }
+        guard !urls.isEmpty, urls.allSatisfy({ $0.scheme == "https" }) else {
+            throw BenchError("\(name) needs https:// coordinator URLs, separated by commas, not \(text ?? "nothing")")
+        }
+        return urls
     }
 }
 
@@ -161,13 +192,33 @@ func run(_ executable: String, _ arguments: [String]) throws {
 
 do {
     let options = try Options(Array(CommandLine.arguments.dropFirst()))
-    if !options.dispatch.isEmpty {
-        guard let caFile = options.caFile else { throw BenchError("--dispatch needs --ca FILE") }
-        guard let token = ProcessInfo.processInfo.environment["MANIFOLD_BENCH_TOKEN"], !token.isEmpty else {
-            throw BenchError("--dispatch needs an admin token in MANIFOLD_BENCH_TOKEN")
+    let environment = ProcessInfo.processInfo.environment
+    if !options.dispatch.isEmpty || !options.throughput.isEmpty {
+        let mode = options.dispatch.isEmpty ? "--throughput" : "--dispatch"
+        guard let caFile = options.caFile else { throw BenchError("\(mode) needs --ca FILE") }
+        guard let token = environment["MANIFOLD_BENCH_TOKEN"], !token.isEmpty else {
+            throw BenchError("\(mode) needs an admin token in MANIFOLD_BENCH_TOKEN")
         }
-        try await DispatchBenchmark(
-            urls: options.dispatch, caFile: caFile, token: token, agents: options.agents, dispatches: options.builds
+        if !options.dispatch.isEmpty {
+            try await DispatchBenchmark(
+                urls: options.dispatch, caFile: caFile, token: token, agents: options.agents ?? 100,
+                dispatches: options.builds
+            ).run()
+            exit(0)
+        }
+        guard let registry = options.registry else { throw BenchError("--throughput needs --registry HOST:PORT") }
+        guard let user = environment["MANIFOLD_BENCH_REGISTRY_USER"],
+            let password = environment["MANIFOLD_BENCH_REGISTRY_PASSWORD"],
+            !user.isEmpty
+        else {
+            throw BenchError(
+                "--throughput needs the registry's credentials in MANIFOLD_BENCH_REGISTRY_USER and MANIFOLD_BENCH_REGISTRY_PASSWORD"
+            )
+        }
+        try await ThroughputBenchmark(
+            urls: options.throughput, caFile: caFile, token: token, agents: options.agents ?? 20, idle: options.idle,
+            builds: options.builds, window: options.window, registry: registry, registryCA: options.registryCA,
+            registryCredential: .basic(username: user, password: password)
         ).run()
         exit(0)
     }
