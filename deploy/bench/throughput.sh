@@ -16,15 +16,11 @@ builds="${1:-1000}"
 agents="${2:-20}"
 idle="${3:-2000}"
 
-bin_dir="${MANIFOLD_BIN_DIR:-}"
-if [ -z "$bin_dir" ]; then
-    swift build -c release --product manifold
-    swift build -c release --product manifold-bench
-    bin_dir="$(swift build -c release --show-bin-path)"
-fi
+# shellcheck source=../testenv/binaries.sh
+. "$root/deploy/testenv/binaries.sh"
+build_products release manifold manifold-bench
 manifold="$bin_dir/manifold"
 bench="$bin_dir/manifold-bench"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # Every held poll is a connection on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
