@@ -255,26 +255,53 @@ public struct JobPhase: Sendable, Hashable, Codable {
     /// Whether the phase ended with an error (the build failed, the context could not be fetched).
     public var failed: Bool?
 
+    /// `startedAt` and `endedAt` are kept to the millisecond, the precision they travel with.
     public init(name: String, startedAt: Date, endedAt: Date, failed: Bool? = nil) {
         self.name = name
-        self.startedAt = startedAt
-        self.endedAt = endedAt
+        self.startedAt = Self.toMilliseconds(startedAt)
+        self.endedAt = Self.toMilliseconds(endedAt)
         self.failed = failed
     }
 
     enum CodingKeys: String, CodingKey { case name, startedAt, endedAt, failed }
 
-    /// Times are ISO 8601 with fractional seconds (`2026-12-03T06:08:26.125Z`): phases often take less than the whole
-    /// second the API's other dates are given in.
+    /// Times are ISO 8601 with milliseconds (`2026-12-03T06:08:26.125Z`): phases often take less than the whole
+    /// second the API's other dates are given in. Any fraction is read (and rounded to the millisecond), so a
+    /// decoded phase encodes to text that decodes to the same phase.
     static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    /// Times an agent may report: after 1970, before the year 5000.
+    static let timeRange: ClosedRange<TimeInterval> = 0...95_617_584_000
+
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64((min(max(date.timeIntervalSince1970, timeRange.lowerBound), timeRange.upperBound) * 1000).rounded())
+    }
+
+    static func toMilliseconds(_ date: Date) -> Date {
+        Date(timeIntervalSince1970: Double(milliseconds(date)) / 1000)
+    }
+
+    /// `date` as ISO 8601 with exactly three fractional digits, written from whole milliseconds (a formatter given a
+    /// binary fraction just below a millisecond might write the one before).
+    static func text(_ date: Date) -> String {
+        let milliseconds = Self.milliseconds(date)
+        let whole = Date(timeIntervalSince1970: Double(milliseconds / 1000)).formatted(Date.ISO8601FormatStyle())
+        let fraction = String(milliseconds % 1000)
+        return whole.dropLast() + "." + String(repeating: "0", count: 3 - fraction.count) + fraction + "Z"
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func time(_ key: CodingKeys) throws -> Date {
             let text = try c.decode(String.self, forKey: key)
-            if let date = (try? Self.timeFormat.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) { return date }
-            throw DecodingError.dataCorruptedError(
-                forKey: key, in: c, debugDescription: "\"\(text)\" is not an ISO 8601 date and time")
+            guard let date = (try? Self.timeFormat.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: key, in: c, debugDescription: "\"\(text)\" is not an ISO 8601 date and time")
+            }
+            guard Self.timeRange.contains(date.timeIntervalSince1970) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: key, in: c, debugDescription: "\"\(text)\" is not a time between 1970 and the year 5000")
+            }
+            return Self.toMilliseconds(date)
         }
         name = try c.decode(String.self, forKey: .name)
         startedAt = try time(.startedAt)
@@ -285,8 +312,8 @@ public struct JobPhase: Sendable, Hashable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(name, forKey: .name)
-        try c.encode(startedAt.formatted(Self.timeFormat), forKey: .startedAt)
-        try c.encode(endedAt.formatted(Self.timeFormat), forKey: .endedAt)
+        try c.encode(Self.text(startedAt), forKey: .startedAt)
+        try c.encode(Self.text(endedAt), forKey: .endedAt)
         try c.encodeIfPresent(failed, forKey: .failed)
     }
 }

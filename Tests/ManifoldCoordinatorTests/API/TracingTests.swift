@@ -147,6 +147,28 @@ import Testing
                 == Date(timeIntervalSince1970: 1_800_000_000))
         let bad = #"{"name":"push","startedAt":"yesterday","endedAt":"2027-01-15T08:00:01Z"}"#
         #expect(throws: DecodingError.self) { try APICoding.decoder().decode(JobPhase.self, from: Data(bad.utf8)) }
+        // A time before 1970 or past the year 5000 is refused, not turned into arithmetic on it.
+        for outside in ["1969-12-31T23:59:59Z", "9999-01-01T00:00:00Z"] {
+            let text = #"{"name":"push","startedAt":"\#(outside)","endedAt":"2027-01-15T08:00:01Z"}"#
+            #expect(throws: DecodingError.self) { try APICoding.decoder().decode(JobPhase.self, from: Data(text.utf8)) }
+        }
+    }
+
+    /// What the agent sends decodes to a phase that encodes to text decoding to the same phase, whatever fraction of a
+    /// second it was written with (the API request fuzzer's rule; times are kept to the millisecond).
+    @Test(arguments: [
+        "2026-12-03T06:08:26.1234567Z", "2026-12-03T06:08:26.1Z", "2026-12-03T06:08:26.9999Z", "2026-12-03T06:08:26Z",
+        "2026-12-03T06:08:26.001Z", "2027-01-15T08:00:00.125Z", "1970-01-01T00:00:00.0005Z",
+    ])
+    func phaseTimesSurviveARoundTrip(_ time: String) throws {
+        let text = #"{"name":"build","startedAt":"\#(time)","endedAt":"\#(time)"}"#
+        let decoded = try APICoding.decoder().decode(JobPhase.self, from: Data(text.utf8))
+        let again = try APICoding.decoder().decode(JobPhase.self, from: APICoding.encoder().encode(decoded))
+        #expect(
+            again == decoded,
+            "\(time): \(decoded.startedAt.timeIntervalSince1970) became \(again.startedAt.timeIntervalSince1970)")
+        let made = JobPhase(name: JobPhase.push, startedAt: decoded.startedAt.addingTimeInterval(0.0004), endedAt: Date())
+        #expect(try APICoding.decoder().decode(JobPhase.self, from: APICoding.encoder().encode(made)) == made)
     }
 
     @Test func traceContextsAreCheckedBeforeUse() {
