@@ -45,6 +45,8 @@ public struct Publisher: Service {
                     do {
                         due = try await store.duePublications()
                     } catch {
+                        // Shutting down cancels the read; that is no failure to report.
+                        if Task.isCancelled { break }
                         logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
                         await notifier.wait(for: .publication, after: generation, until: .now + .seconds(5))
                         continue

@@ -78,6 +78,8 @@ public struct Verifier: Service {
                     do {
                         due = try await store.pendingVerifications()
                     } catch {
+                        // Shutting down cancels the read; that is no failure to report.
+                        if Task.isCancelled { break }
                         logger.error("reading the reports to verify failed", metadata: ["error": "\(error)"])
                         await notifier.wait(for: .verification, after: generation, until: .now + .seconds(5))
                         continue
