@@ -194,9 +194,10 @@ final class CoordinatorFixture: Sendable {
         try await call("GET", "/api/v1/builds/\(id)", token: token).decode(BuildView.self)
     }
 
-    /// Polls the build until `condition` holds or 30 s pass.
+    /// Polls the build until `condition` holds. Waits up to 120 s: far beyond what any build here needs on an idle machine (seconds), because the library
+    /// phase runs hundreds of tests in one process on two cores and has been seen to stall every test for 20 s.
     func waitForBuild(_ id: String, token: String, until condition: (BuildView) -> Bool) async throws -> BuildView {
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + .seconds(120)
         while true {
             let build = try await build(id, token: token)
             if condition(build) { return build }
