@@ -77,6 +77,14 @@ struct ThroughputBenchmark {
         let idlers = try await SimulatedAgents.join(
             idle, name: "bench-\(run)-idle", platforms: [Self.idlePlatform], labels: labels, admin: admin, urls: urls,
             tls: tls)
+        // The coordinator holds at most `max_streams_per_token` (16 by default) event streams per token: builds are
+        // followed with viewer tokens of their own, eight streams each, so none falls back to polling its state (which
+        // once made this benchmark measure thousands of GETs instead of the pipeline).
+        var followers: [CoordinatorClient] = []
+        for number in 0..<max(1, (window + 7) / 8) {
+            let created = try await admin.createToken(name: "bench-\(run)-follow-\(number)", role: .viewer)
+            followers.append(CoordinatorClient(baseURLs: urls, token: created.secret, tls: tls, userAgent: "manifold-bench"))
+        }
         let tally = Tally()
         let working = workers.run { agent, lease in
             await Self.serve(lease, agent: agent, registry: client, manifests: seeds, tally: tally)
@@ -98,7 +106,8 @@ struct ThroughputBenchmark {
                     image: "\(registry)/\(repository)", tags: ["t\(sequence)"],
                     platforms: Self.platforms.map { PlatformSpec(platform: $0, agentLabels: labels) },
                     context: .upload(digest: context), maxAttempts: 1)
-                group.addTask { try await Self.submitAndFollow(spec, admin: admin) }
+                let follower = followers[sequence % followers.count]
+                group.addTask { try await Self.submitAndFollow(spec, admin: admin, follower: follower) }
             }
             for try await done in group { finished.append(done) }
             return finished
@@ -181,17 +190,22 @@ struct ThroughputBenchmark {
         }
     }
 
-    /// Submits one build and follows its events until it is final (polling its state if the stream drops).
-    static func submitAndFollow(_ spec: BuildSpec, admin: CoordinatorClient) async throws -> Finished {
+    /// Submits one build and follows its events with `follower` until it is final (polling its state if the stream
+    /// drops).
+    static func submitAndFollow(
+        _ spec: BuildSpec, admin: CoordinatorClient, follower: CoordinatorClient
+    ) async throws
+        -> Finished
+    {
         let submitted = ContinuousClock.now
         let build = try await admin.submit(spec)
         do {
-            for try await _ in try await admin.events(buildId: build.id) {}
+            for try await _ in try await follower.events(buildId: build.id) {}
         } catch {
             // Dropped: the state below says whether the build is final; if not, poll it.
         }
         while true {
-            let view = try await admin.build(id: build.id)
+            let view = try await follower.build(id: build.id)
             switch view.state {
             case .queued, .running, .publishing:
                 try await Task.sleep(for: .milliseconds(100))

@@ -8,6 +8,8 @@
 #   Usage: deploy/bench/throughput.sh [BUILDS (default 1000)] [AGENTS (default 20)] [IDLE (default 2000)]
 # Needs docker-registry, openssl, curl and python3 (deploy/testenv/install-deps.sh installs them).
 # MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-bench` (figures need release).
+# MANIFOLD_BENCH_SETTINGS holds manifold.yaml lines (`key: value`, one per line) that replace the coordinator's defaults,
+# e.g. MANIFOLD_BENCH_SETTINGS='registry_concurrency: 16' to compare a setting run by run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"
@@ -50,12 +52,22 @@ registry_ca="$work/registry/ca.crt"
 
 # One run on a fresh coordinator (its own state directory, so its peak memory is this run's alone).
 measure() {
-    local name="$1" idle_agents="$2" port state
+    local name="$1" idle_agents="$2" port state line key
     port="$(free_port)"
     state="$work/$name"
     "$manifold" init --state-dir "$state" --listen "127.0.0.1:$port" --allow-registry "$registry" >"$state.init"
     grep -A1 '^Admin token' "$state.init" | tail -n 1 | tr -d ' ' >"$state.token"
     chmod 600 "$state.token"
+    if [ -n "${MANIFOLD_BENCH_SETTINGS:-}" ]; then
+        while IFS= read -r line; do
+            [ -n "$line" ] || continue
+            key="${line%%:*}"
+            grep -v "^$key:" "$state/manifold.yaml" >"$state/manifold.yaml.new" || true
+            printf '%s\n' "$line" >>"$state/manifold.yaml.new"
+            cat "$state/manifold.yaml.new" >"$state/manifold.yaml"
+            rm "$state/manifold.yaml.new"
+        done <<<"$MANIFOLD_BENCH_SETTINGS"
+    fi
     printf '%s\n' "$password" | "$manifold" registry login "$registry" --state-dir "$state" \
         --username bench --password-stdin --registry-ca "$registry=$registry_ca" >/dev/null
     MANIFOLD_REGISTRY_CAS="$registry=$registry_ca" "$manifold" serve --state-dir "$state" >"$state.log" 2>&1 &

@@ -9,6 +9,7 @@
 # signing key, logs and PID files. `token` mode also runs token_server.py on TOKEN_PORT
 # (default PORT+1). Credentials: USERNAME/PASSWORD environment variables, default
 # manifold / manifold-password; token mode adds a pull-only user reader / reader-password.
+# ACCESS_LOG=1 writes one line per request to DIR/registry.log (benchmarks count requests per build with it).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,7 +92,7 @@ start() {
 
     cat >"$DIR/config.yml" <<EOF
 version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
+log: {level: warn, accesslog: {disabled: $([ "${ACCESS_LOG:-0}" = 1 ] && echo false || echo true)}}
 storage:
   filesystem: {rootdirectory: $DIR/data}
   delete: {enabled: true}
