@@ -130,6 +130,11 @@ extension Store {
         try await read { db in try Self.buildView(db, id: id) }
     }
 
+    /// A build's state alone (one indexed row), for followers that only need to know whether it is final.
+    public func buildState(id: String) async throws -> BuildState {
+        try await read { db in try Self.buildState(db, id: id) }
+    }
+
     /// Builds, newest first.
     public func listBuilds(_ query: BuildQuery = BuildQuery()) async throws -> [BuildView] {
         try await read { db in

@@ -224,7 +224,7 @@ extension CoordinatorAPI {
         var last = after
         var finalSeen = false
         while !Task.isCancelled, !slot.isOver {
-            let generation = notifier.generation(of: .progress)
+            let generation = notifier.generation(of: .progress, build: buildId)
             let events = try await store.events(buildId: buildId, after: last)
             for event in events {
                 let data = String(decoding: try APICoding.encoder().encode(event), as: UTF8.self)
@@ -236,7 +236,7 @@ extension CoordinatorAPI {
                 // The final transition may have committed its events after the read above: end only once a read
                 // made after the build was seen final comes back empty.
                 if finalSeen { return }
-                if try await store.build(id: buildId).state.isFinal {
+                if try await store.buildState(id: buildId).isFinal {
                     finalSeen = true
                     continue
                 }
@@ -256,7 +256,7 @@ extension CoordinatorAPI {
         var position = offset
         var epoch: Int64? = nil
         while !Task.isCancelled, !slot.isOver {
-            let generation = notifier.generation(of: .progress)
+            let generation = notifier.generation(of: .progress, build: buildId)
             let chunk = try await store.readLog(buildId: buildId, platform: platform, attempt: attempt, offset: position)
             // A new attempt started: the followed attempt's log is over. Before the first attempt there is nothing yet.
             if let epoch, epoch != 0, chunk.epoch != epoch, attempt == nil { return }

@@ -67,18 +67,46 @@ public final class WorkNotifier: Sendable {
     }
 
     private struct State {
+        /// One counter per topic, advanced by every notification of it (for progress: of any build or of none).
         var generations: [UInt64] = [0, 0, 0, 0]
+        /// Progress notified without a build (every follower must read again).
+        var unscopedProgress: UInt64 = 0
+        /// Progress of one build, counted in a fixed number of buckets by the build's hash: a follower of one build
+        /// compares its bucket, so other builds' progress does not make its wait return at once (two builds sharing a
+        /// bucket only cost a spurious read), and the table never grows however many builds there are.
+        var progressBuckets = [UInt64](repeating: 0, count: State.bucketCount)
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
         var shuttingDown = false
 
-        /// A new generation for each of `topics`.
-        mutating func advance(_ topics: Topics) {
-            for bit in 0..<4 where topics.contains(Topics(rawValue: 1 << bit)) { generations[bit] &+= 1 }
+        static let bucketCount = 1024
+
+        static func bucket(of build: String) -> Int {
+            Int(UInt(bitPattern: build.hashValue) % UInt(bucketCount))
         }
 
-        func generation(of topics: Topics) -> UInt64 {
-            (0..<4).reduce(0) { sum, bit in topics.contains(Topics(rawValue: 1 << bit)) ? sum &+ generations[bit] : sum }
+        /// A new generation for each of `topics`; progress of `build` also advances that build's bucket, progress of
+        /// no build in particular every build's.
+        mutating func advance(_ topics: Topics, build: String? = nil) {
+            for bit in 0..<4 where topics.contains(Topics(rawValue: 1 << bit)) { generations[bit] &+= 1 }
+            guard topics.contains(.progress) else { return }
+            if let build {
+                progressBuckets[Self.bucket(of: build)] &+= 1
+            } else {
+                unscopedProgress &+= 1
+            }
+        }
+
+        /// The sum of the counters of `topics`; with `build`, progress counts only that build's (and unscoped) progress.
+        func generation(of topics: Topics, build: String? = nil) -> UInt64 {
+            (0..<4).reduce(0) { sum, bit in
+                let topic = Topics(rawValue: 1 << bit)
+                guard topics.contains(topic) else { return sum }
+                if topic == .progress, let build {
+                    return sum &+ unscopedProgress &+ progressBuckets[Self.bucket(of: build)]
+                }
+                return sum &+ generations[bit]
+            }
         }
     }
     private let state = Mutex(State())
@@ -104,7 +132,7 @@ public final class WorkNotifier: Sendable {
     /// Wakes the waiters of any of `topics` in this process only (a notification another replica sent).
     public func notifyHere(_ topics: Topics, build: String? = nil) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.advance(topics)
+            state.advance(topics, build: build)
             let ids = state.waiters.filter { $0.value.isWoken(by: topics, build: build) }.map(\.key)
             return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
         }
@@ -155,18 +183,27 @@ public final class WorkNotifier: Sendable {
 
     public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
+    /// Whether two builds' progress is counted in the same bucket (tests).
+    func sharesBucket(_ build: String, with other: String) -> Bool {
+        State.bucket(of: build) == State.bucket(of: other)
+    }
+
     /// How many waits are registered right now (tests wait for their waiters to be in place).
     var waiting: Int { state.withLock { $0.waiters.count } }
 
     /// The current generation of `topics`; pass it to `wait(for:after:until:)` so a notification between a
-    /// check and the wait is not missed.
-    public func generation(of topics: Topics) -> UInt64 { state.withLock { $0.generation(of: topics) } }
+    /// check and the wait is not missed. A follower of one `build` passes it here and to the wait: then only that
+    /// build's progress (or progress of no build in particular) since makes the wait return at once.
+    public func generation(of topics: Topics, build: String? = nil) -> UInt64 {
+        state.withLock { $0.generation(of: topics, build: build) }
+    }
 
     /// Returns when `topics` were notified after `generation`, at `deadline`, or when the task is cancelled; answers
     /// whether it returned before the deadline. A held poll passes its `offer`, so work announced with hints wakes it
-    /// only when it can take some of it; a follower of one build passes the `build`, so other builds' progress leaves
-    /// it asleep. (Generations count every build's progress: one that moved between the caller's check and the wait
-    /// makes the wait return at once, and the caller reads again.)
+    /// only when it can take some of it; a follower of one build passes the `build` (here and to
+    /// ``generation(of:build:)``), so other builds' progress leaves it asleep, and does not make it return at once
+    /// either. (Once, a global progress generation made every follower's wait return at once whenever any build moved
+    /// between its read and its wait: under load, each stream re-read its build in a loop.)
     @discardableResult
     public func wait(
         for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer? = nil,
@@ -181,7 +218,9 @@ public final class WorkNotifier: Sendable {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                         let resumeNow = self.state.withLock { state -> Bool in
-                            if state.generation(of: topics) != generation || state.shuttingDown || Task.isCancelled {
+                            if state.generation(of: topics, build: build) != generation || state.shuttingDown
+                                || Task.isCancelled
+                            {
                                 return true
                             }
                             state.waiters[id] = Waiter(

@@ -64,8 +64,8 @@ import Testing
             for follower in followers {
                 group.addTask {
                     let notified = await notifier.wait(
-                        for: .progress, after: notifier.generation(of: .progress), until: .now + .seconds(120),
-                        build: follower.build)
+                        for: .progress, after: notifier.generation(of: .progress, build: follower.build),
+                        until: .now + .seconds(120), build: follower.build)
                     outcomes.record(follower.name, notified)
                     woken.withLock { $0.append(follower.name) }
                 }
@@ -85,8 +85,41 @@ import Testing
         }
         #expect(outcomes.all == ["a-events": true, "a-log": true, "b": true, "any": true])
         let quiet = await notifier.wait(
-            for: .progress, after: notifier.generation(of: .progress), until: .now + .milliseconds(200), build: "bld_a")
+            for: .progress, after: notifier.generation(of: .progress, build: "bld_a"), until: .now + .milliseconds(200),
+            build: "bld_a")
         #expect(!quiet, "a wait that reached its deadline says so")
+    }
+
+    /// A follower reads, then waits: progress of its build in between makes the wait return at once (nothing is
+    /// missed), progress of other builds does not (under load, every stream once re-read its build in a loop).
+    @Test func aFollowersWaitReturnsAtOnceOnlyForItsOwnBuildsProgressSinceItsRead() async throws {
+        let notifier = WorkNotifier()
+        var others = notifier.generation(of: .progress, build: "bld_a")
+        for number in 0..<5000 { notifier.notify(.progress, build: "bld_other_\(number)") }
+        // Some of 5,000 other builds may share the follower's bucket: those count, the rest do not.
+        let collisions = (0..<5000).filter { notifier.sharesBucket("bld_other_\($0)", with: "bld_a") }.count
+        #expect(notifier.generation(of: .progress, build: "bld_a") == others &+ UInt64(collisions))
+        others = notifier.generation(of: .progress, build: "bld_a")
+        for number in 0..<5000 where !notifier.sharesBucket("bld_other_\(number)", with: "bld_a") {
+            notifier.notify(.progress, build: "bld_other_\(number)")
+        }
+        let slept = ContinuousClock.now
+        let asleep = await notifier.wait(for: .progress, after: others, until: .now + .milliseconds(300), build: "bld_a")
+        #expect(!asleep, "other builds' progress since the read woke the follower")
+        #expect(ContinuousClock.now - slept >= .milliseconds(300))
+
+        let before = notifier.generation(of: .progress, build: "bld_a")
+        notifier.notify(.progress, build: "bld_a")
+        #expect(await notifier.wait(for: .progress, after: before, until: .now + .seconds(120), build: "bld_a"))
+        // Progress of no build in particular concerns every follower, and every build's progress the ones of all.
+        let scoped = notifier.generation(of: .progress, build: "bld_a")
+        let all = notifier.generation(of: .progress)
+        notifier.notify(.progress)
+        #expect(await notifier.wait(for: .progress, after: scoped, until: .now + .seconds(120), build: "bld_a"))
+        let allAgain = notifier.generation(of: .progress)
+        #expect(allAgain != all)
+        notifier.notify(.progress, build: "bld_other_1")
+        #expect(await notifier.wait(for: .progress, after: allAgain, until: .now + .seconds(120)))
     }
 
     @Test func anOfferAcceptsWhatTheStoreWouldLeaseToIt() throws {
