@@ -60,14 +60,22 @@ public struct Publisher: Service {
                             id: bad.id, error: "the coordinator cannot read this publishing record: \(bad.error)",
                             retryable: false)
                     }
+                    // The tags of rows that could not start on this pass: a later row moving one of them waits too.
+                    var waiting = Set<String>()
                     for publication in due.ready where backoff.isDue(publication.id) {
                         if Task.isCancelled { return }
                         // Each row runs on its own, bounded per registry, so a registry that does not answer holds up
-                        // only its own lists. Rows of one image stay one at a time and in row order: the tag claims
-                        // and pushes of two builds must not interleave.
+                        // only its own lists. Rows that move a common tag stay one at a time and in row order (the
+                        // tag claims and pushes of two builds must not interleave); rows of one image with other
+                        // tags (a release branch and `main`, every commit's own tag) publish side by side.
                         let key = "\(publication.id)"
-                        guard lanes.start(item: key, registries: Self.registries(of: publication), serialKey: publication.image)
-                        else { continue }
+                        let tags = Self.serialKeys(of: publication)
+                        guard waiting.isDisjoint(with: tags),
+                            lanes.start(item: key, registries: Self.registries(of: publication), serialKeys: tags)
+                        else {
+                            waiting.formUnion(tags)
+                            continue
+                        }
                         group.addTask {
                             await publish(publication, backoff: backoff)
                             lanes.finish(item: key)
@@ -85,6 +93,11 @@ public struct Publisher: Service {
                 }
             }
         }
+    }
+
+    /// What a publication must not run beside: another row moving one of the same tags of the same image.
+    static func serialKeys(of publication: Publication) -> Set<String> {
+        Set(publication.tags.map { "\(publication.image):\($0)" })
     }
 
     /// The registries a publication talks to: the list's and those its children are copied from.
@@ -170,15 +183,15 @@ public struct Publisher: Service {
             logger.info(
                 "published list",
                 metadata: ["build": "\(publication.buildId)", "digest": "\(result.digest)", "tags": "\(result.tags)"])
-            notifier.notify(.progress)
+            notifier.notify(.progress, build: publication.buildId)
         } catch let waiting as PublicationWaits {
             logger.info(
                 "publishing waits for another replica's tag push",
                 metadata: ["build": "\(publication.buildId)", "reason": "\(waiting.held)"])
-            notifier.notify(.progress)
+            notifier.notify(.progress, build: publication.buildId)
         } catch let abandoned as PublicationAbandoned {
             logger.info("publishing skipped", metadata: ["build": "\(publication.buildId)", "reason": "\(abandoned.reason)"])
-            notifier.notify(.progress)
+            notifier.notify(.progress, build: publication.buildId)
         } catch  where error is CancellationError || Task.isCancelled {
             // Shutting down mid-push: the row stays due and is published after the restart; not a failure.
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
@@ -197,7 +210,7 @@ public struct Publisher: Service {
             try? await recordOutcome(publication, backoff: backoff) {
                 try await store.publicationFailed(id: publication.id, error: reason, retryable: retryable)
             }
-            notifier.notify([.progress, .publication])
+            notifier.notify([.progress, .publication], build: publication.buildId)
         }
     }
 

@@ -3,10 +3,10 @@ import Synchronization
 
 /// Decides which registry work items may run now, so that one slow registry never holds up work on others.
 ///
-/// An item names the registries it touches and a serial key. It may start when no item with the same serial key
-/// is running (work whose registry writes must stay in order, e.g. two builds moving the same tag, runs one at a
-/// time as before) and every registry it touches has fewer than `perRegistry` items running. Items that must wait
-/// are simply offered again on the service's next pass.
+/// An item names the registries it touches and its serial keys. It may start when no running item shares one of its
+/// serial keys (work whose registry writes must stay in order, e.g. two builds moving the same tag, runs one at a
+/// time) and every registry it touches has fewer than `perRegistry` items running. Items that must wait are simply
+/// offered again on the service's next pass.
 ///
 /// ```swift
 /// let lanes = RegistryLanes(perRegistry: 4)
@@ -19,7 +19,7 @@ final class RegistryLanes: Sendable {
 
     private struct Running {
         var registries: Set<String>
-        var serialKey: String
+        var serialKeys: Set<String>
     }
 
     private struct State {
@@ -36,12 +36,18 @@ final class RegistryLanes: Sendable {
 
     /// Reserves room for `item`; false (nothing reserved) when it is running already or must wait.
     func start(item: String, registries: Set<String>, serialKey: String) -> Bool {
+        start(item: item, registries: registries, serialKeys: [serialKey])
+    }
+
+    /// Reserves room for `item`, which must not run beside any item sharing one of `serialKeys`; false (nothing
+    /// reserved) when it is running already or must wait.
+    func start(item: String, registries: Set<String>, serialKeys: Set<String>) -> Bool {
         state.withLock { state in
-            guard state.items[item] == nil, !state.serialKeys.contains(serialKey),
+            guard state.items[item] == nil, state.serialKeys.isDisjoint(with: serialKeys),
                 registries.allSatisfy({ state.perRegistry[$0, default: 0] < perRegistry })
             else { return false }
-            state.items[item] = Running(registries: registries, serialKey: serialKey)
-            state.serialKeys.insert(serialKey)
+            state.items[item] = Running(registries: registries, serialKeys: serialKeys)
+            state.serialKeys.formUnion(serialKeys)
             for registry in registries { state.perRegistry[registry, default: 0] += 1 }
             return true
         }
@@ -51,7 +57,7 @@ final class RegistryLanes: Sendable {
     func finish(item: String) {
         state.withLock { state in
             guard let running = state.items.removeValue(forKey: item) else { return }
-            state.serialKeys.remove(running.serialKey)
+            state.serialKeys.subtract(running.serialKeys)
             for registry in running.registries {
                 state.perRegistry[registry, default: 1] -= 1
                 if state.perRegistry[registry] == 0 { state.perRegistry[registry] = nil }

@@ -100,6 +100,50 @@ import Testing
         await fixture.stop()
     }
 
+    /// Lists of one image that move different tags publish side by side: a push that hangs holds up only the rows
+    /// that move its tags (once every list of an image waited for the one before).
+    @Test func aHangingTagPushHoldsUpNoListWithOtherTags() async throws {
+        let registry = try TestRegistry.start(.http)
+        defer { registry.stop() }
+        let proxy = try registry.withFaultProxy()
+        defer { proxy.stop() }
+        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
+            settings.insecureRegistries = [registry.host, proxy.host]
+        }
+        let submitter = try await fixture.token(.submitter)
+        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        // The proxy holds the first PUT of tag 1.0 for 40 s before passing it on (the proxy logs a request once it
+        // has been answered).
+        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/1\\.0$", times: 1, delay: 40)])
+        let held = try await fixture.submit(submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"], tags: ["1.0"])
+        let other = try await fixture.submit(
+            submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"], tags: ["2.0"])
+        for text in ["held", "other"] {
+            let lease = try #require(
+                try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
+            let digest = try await Self.push(
+                lease.spec.platform, to: try ImageReference(parsing: "\(registry.host)/team/app:\(lease.spec.tag)"), text: text)
+            #expect(
+                try await PublishingTests.complete(
+                    fixture, agent: agent.secret, lease: lease, reference: "\(proxy.host)/team/app:\(lease.spec.tag)",
+                    digest: digest) == 200)
+        }
+        let published = try await fixture.waitForBuild(other.id, token: submitter) { $0.state.isFinal }
+        #expect(published.state == .published, "\(published)")
+        // Published while the other list's tag PUT was still held by the proxy.
+        let tagPuts = proxy.requestLog().filter { $0.method == "PUT" && $0.path.hasSuffix("/manifests/1.0") }
+        #expect(tagPuts.isEmpty, "\(tagPuts)")
+        #expect(try await fixture.build(held.id, token: submitter).state == .publishing)
+        let later = try await fixture.waitForBuild(held.id, token: submitter) { $0.state.isFinal }
+        #expect(later.state == .published, "\(later)")
+        for (tag, view) in [("1.0", later), ("2.0", published)] {
+            let list = try runChecked(
+                "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:\(tag)"])
+            #expect(Digest.compute(of: Data(list.utf8)) == view.listDigest)
+        }
+        await fixture.stop()
+    }
+
     @Test func aHeldPollIsWokenWhenALostJobComesBack() async throws {
         let fixture = try await CoordinatorFixture.start { settings in
             settings.leaseTTLSeconds = 5

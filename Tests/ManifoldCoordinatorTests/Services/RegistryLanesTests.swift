@@ -25,6 +25,23 @@ import Testing
         #expect(lanes.start(item: "3", registries: ["slow.example"], serialKey: "slow.example/c|t1"))
     }
 
+    @Test func itemsSharingAnyOfTheirSerialKeysRunOneAtATime() {
+        let lanes = RegistryLanes(perRegistry: 8)
+        #expect(lanes.start(item: "1", registries: ["r"], serialKeys: ["r/app:1.0", "r/app:latest"]))
+        // Another tag of the same image runs beside it; one sharing a tag waits.
+        #expect(lanes.start(item: "2", registries: ["r"], serialKeys: ["r/app:2.0"]))
+        #expect(!lanes.start(item: "3", registries: ["r"], serialKeys: ["r/app:latest", "r/app:3.0"]))
+        #expect(!lanes.start(item: "4", registries: ["r"], serialKeys: ["r/app:2.0"]))
+        lanes.finish(item: "1")
+        #expect(lanes.start(item: "3", registries: ["r"], serialKeys: ["r/app:latest", "r/app:3.0"]))
+        // Finishing releases every key of the item, and only its own.
+        #expect(!lanes.start(item: "5", registries: ["r"], serialKeys: ["r/app:3.0"]))
+        #expect(lanes.start(item: "6", registries: ["r"], serialKeys: ["r/app:1.0"]))
+        lanes.finish(item: "3")
+        #expect(lanes.start(item: "5", registries: ["r"], serialKeys: ["r/app:3.0"]))
+        #expect(!lanes.start(item: "4", registries: ["r"], serialKeys: ["r/app:2.0"]))
+    }
+
     @Test func workPastItsDeadlineIsCancelledAndReportedAsTransient() async throws {
         let cancelled = Cancelled()
         await #expect {
