@@ -624,29 +624,54 @@ extension Store {
             let rows = try SQLRow.fetchAll(
                 db,
                 sql: """
-                    SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
-                        build.image, build.spec AS buildSpec
-                    FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
+                    SELECT attempt.epoch, attempt.jobId FROM attempt
                     WHERE attempt.state = 'verifying'
                         AND (attempt.verifyClaimedBy IS NULL OR attempt.verifyClaimedBy = ? OR attempt.verifyClaimedUntil <= ?)
                     ORDER BY attempt.epoch
                     """, arguments: [replica, at])
+            // An attempt's report, job and build do not change while it waits for verification: rows decoded by an
+            // earlier read are taken from there, and only new ones are read in full and decoded.
+            let known = decodedVerifications.withLock { $0 }
+            var decoded: [Int64: PendingVerification] = [:]
             for row in rows {
+                let epoch: Int64 = row["epoch"]
+                if let pending = known[epoch] {
+                    decoded[epoch] = pending
+                    due.ready.append(pending)
+                    continue
+                }
                 do {
-                    let digest = try Digest(parsing: row["digest"] as String? ?? "")
-                    let platform = try Store.decode(PlatformSpec.self, row["spec"]).platform
-                    let spec = try Store.decode(BuildSpec.self, row["buildSpec"])
-                    due.ready.append(
-                        PendingVerification(
-                            jobId: row["jobId"], epoch: row["epoch"], buildId: row["buildId"], platform: platform,
-                            image: row["image"], imageReference: row["imageReference"] ?? "", digest: digest,
-                            childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platform)))
+                    let pending = try pendingVerification(db, epoch: epoch)
+                    decoded[epoch] = pending
+                    due.ready.append(pending)
                 } catch {
-                    due.unreadable.append((row["jobId"], row["epoch"], "\(error)"))
+                    due.unreadable.append((row["jobId"], epoch, "\(error)"))
                 }
             }
+            decodedVerifications.withLock { $0 = decoded }
             return due
         }
+    }
+
+    /// Reads and decodes attempt `epoch`'s report waiting for verification.
+    private func pendingVerification(_ db: SQLTransaction, epoch: Int64) throws -> PendingVerification {
+        guard
+            let row = try SQLRow.fetchOne(
+                db,
+                sql: """
+                    SELECT attempt.epoch, attempt.jobId, attempt.digest, attempt.imageReference, job.buildId, job.spec,
+                        build.image, build.spec AS buildSpec
+                    FROM attempt JOIN job ON job.id = attempt.jobId JOIN build ON build.id = job.buildId
+                    WHERE attempt.epoch = ?
+                    """, arguments: [epoch])
+        else { throw StoreError.notFound(kind: "attempt", id: "\(epoch)") }
+        let digest = try Digest(parsing: row["digest"] as String? ?? "")
+        let platform = try Store.decode(PlatformSpec.self, row["spec"]).platform
+        let spec = try Store.decode(BuildSpec.self, row["buildSpec"])
+        return PendingVerification(
+            jobId: row["jobId"], epoch: epoch, buildId: row["buildId"], platform: platform, image: row["image"],
+            imageReference: row["imageReference"] ?? "", digest: digest,
+            childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platform))
     }
 
     /// Records the registry check of a reported digest. A verified platform counts as done; when every

@@ -22,6 +22,10 @@ public final class Store: Sendable {
     private let transactionTimers = Mutex<TransactionTimers?>(nil)
     /// Encrypts build secrets at rest; without it, builds with secrets are refused.
     let secretsKey: SecretsKey?
+    /// Reports waiting for verification, decoded, by attempt epoch: what ``pendingVerifications()`` decodes never
+    /// changes while the attempt waits, and the verifier reads the list again after every check. Holds only the
+    /// attempts of the last read (see there), so it never outgrows the reports waiting.
+    let decodedVerifications = Mutex<[Int64: PendingVerification]>([:])
 
     /// Who this store is among the processes on one database: outbox claims name it. The embedded database has one
     /// coordinator (the state directory lock sees to it), which is `embedded` across restarts, so after a crash it

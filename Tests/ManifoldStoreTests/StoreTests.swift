@@ -1,6 +1,7 @@
 import Foundation
 import ManifoldAPI
 import ManifoldCore
+import Synchronization
 import Testing
 
 @testable import ManifoldStore
@@ -742,6 +743,37 @@ import Testing
                 #expect(view.jobs[1].reason == "RUN make failed (exit code 2)")
             }
         }
+    }
+
+    /// The verifier reads the waiting reports after every check; each is decoded once while it waits, and a new
+    /// attempt's report (another digest) is read afresh, never answered from what an earlier attempt reported.
+    @Test func waitingReportsAreReadOnceAndNeverStale() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"], tags: ["2.0"], maxAttempts: 2)
+        let amd = try await fixture.join("amd", platforms: ["linux/amd64"])
+        let arm = try await fixture.join("arm", platforms: ["linux/arm64"])
+        let first = try #require(try await fixture.poll(amd))
+        let other = try #require(try await fixture.poll(arm))
+        let firstDigest = try await fixture.succeed(first, agent: amd)
+        _ = try await fixture.succeed(other, agent: arm)
+        let read = try await fixture.store.pendingVerifications().ready
+        #expect(try await fixture.store.pendingVerifications().ready == read)
+        let waiting = try #require(read.first { $0.epoch == first.epoch })
+        #expect(waiting.digest == firstDigest && waiting.childTag == "2.0-linux-amd64" && waiting.buildId == build.id)
+        #expect(fixture.store.decodedVerifications.withLock { Set($0.keys) } == Set(read.map(\.epoch)))
+
+        // Rejected: the job's second attempt reports another digest under another tag of its own.
+        try await fixture.store.recordVerification(
+            jobId: first.jobId, epoch: first.epoch, outcome: .rejected(reason: "wrong platform"))
+        #expect(try await fixture.store.pendingVerifications().ready.map(\.epoch) == [other.epoch])
+        #expect(fixture.store.decodedVerifications.withLock { Set($0.keys) } == [other.epoch])
+        fixture.clock.advance(3600)
+        let second = try #require(try await fixture.poll(amd))
+        #expect(second.jobId == first.jobId && second.epoch != first.epoch)
+        let secondDigest = try await fixture.succeed(second, agent: amd)
+        let retried = try #require(try await fixture.store.pendingVerifications().ready.first { $0.epoch == second.epoch })
+        #expect(retried.digest == secondDigest && retried.digest != firstDigest)
+        #expect(retried.imageReference == "\(second.spec.image):\(second.spec.tag)")
     }
 
     @Test func pendingWorkSurvivesARestart() async throws {

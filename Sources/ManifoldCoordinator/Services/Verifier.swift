@@ -72,6 +72,8 @@ public struct Verifier: Service {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
+                // Each waiting report's registries, parsed once (the loop offers every waiting report on each pass).
+                var registriesByEpoch: [Int64: Set<String>] = [:]
                 while !Task.isCancelled {
                     let generation = notifier.generation(of: .verification)
                     let due: DueVerifications
@@ -104,9 +106,10 @@ public struct Verifier: Service {
                         // up only the reports that need it. Reports for the same child tag stay one at a time, in
                         // order, as the tag's claim-then-push relies on.
                         let key = "\(item.epoch)"
-                        guard
-                            lanes.start(
-                                item: key, registries: Self.registries(of: item), serialKey: "\(item.image)|\(item.childTag)")
+                        if lanes.isRunning(key) { continue }
+                        let registries = registriesByEpoch[item.epoch] ?? Self.registries(of: item)
+                        registriesByEpoch[item.epoch] = registries
+                        guard lanes.start(item: key, registries: registries, serialKey: "\(item.image)|\(item.childTag)")
                         else { continue }
                         group.addTask {
                             await verify(item)
@@ -115,6 +118,7 @@ public struct Verifier: Service {
                         }
                     }
                     let live = Set(pending.map(\.epoch))
+                    registriesByEpoch = registriesByEpoch.filter { live.contains($0.key) }
                     // Reports due already are running or waiting for room (a finishing check notifies): only later
                     // retries, and claims of other replicas running out, set the wake-up time.
                     let retry = postponed.withLock { table -> ContinuousClock.Instant? in
@@ -226,7 +230,10 @@ public struct Verifier: Service {
                     "the outcome of a check was not recorded: another replica took the report over, or it was decided",
                     metadata: ["job": "\(pending.jobId)"])
             }
-            notifier.notify([.publication, .progress, .work])
+            // Only a rejection can queue the job again (a retry): a verified report is no new work for held polls.
+            // Event streams of this build alone follow it.
+            notifier.notify(
+                outcome == .verified ? [.publication, .progress] : [.publication, .progress, .work], build: pending.buildId)
         } catch {
             logger.error("recording a verification failed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
         }
@@ -274,7 +281,7 @@ public struct Verifier: Service {
     func check(_ pending: PendingVerification, claim: VerificationClaim) async throws -> String? {
         let target = try ImageReference(parsing: pending.image)
         let reported = try ImageReference(parsing: pending.imageReference)
-        let source = try reported.withDigest(pending.digest)
+        let source = reported.withDigest(pending.digest)
         let assembler = ManifestListAssembler(registries: registries, logger: logger)
         let plan = try await tracing.registry("read image", registry: reported.registry, repository: reported.repository) {
             try await assembler.plan(
@@ -398,7 +405,7 @@ public struct Verifier: Service {
             try? await store.recordEvent(
                 buildId: pending.buildId, jobId: pending.jobId, type: "job.verification_postponed",
                 data: ["reason": reason, "failures": "\(entry.failures)"])
-            notifier.notify(.progress)
+            notifier.notify(.progress, build: pending.buildId)
         }
         return nil
     }
