@@ -35,7 +35,7 @@ extension CoordinatorAPI {
             metrics.increment("manifold_builds_submitted_total")
             notifier.notifyWork(
                 spec.platforms.map { WorkNotifier.WorkHint(platform: $0.platform, labels: $0.agentLabels ?? [:]) },
-                also: .progress)
+                also: .progress, build: build.id)
             context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
             return try Self.json(build, status: .created)
         }

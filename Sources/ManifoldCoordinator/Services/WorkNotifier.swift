@@ -143,17 +143,19 @@ public final class WorkNotifier: Sendable {
     /// every waiter of `.work` that gave no offer), plus the waiters of `topics`; the other replicas get the hints and
     /// do the same. A poll woken this way that ends without trying to lease (its agent went away) passes the wake-up
     /// on with ``notifyHere(_:)``.
-    public func notifyWork(_ hints: [WorkHint], also topics: Topics = []) {
+    /// With `build`, progress in `topics` is that build's (a new build: the list of builds and its own followers).
+    public func notifyWork(_ hints: [WorkHint], also topics: Topics = [], build: String? = nil) {
         relay.withLock { $0 }?(topics.union(.work), hints)
-        notifyWorkHere(hints, also: topics)
+        notifyWorkHere(hints, also: topics, build: build)
     }
 
-    /// ``notifyWork(_:also:)`` in this process only (hints another replica sent).
-    public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = []) {
+    /// ``notifyWork(_:also:build:)`` in this process only (hints another replica sent).
+    public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = [], build: String? = nil) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.advance(topics.union(.work))
+            state.advance(topics.union(.work), build: build)
             var ids = state.waiters.filter { entry in
-                !entry.value.topics.isDisjoint(with: topics) || (entry.value.topics.contains(.work) && entry.value.offer == nil)
+                entry.value.isWoken(by: topics, build: build)
+                    || (entry.value.topics.contains(.work) && entry.value.offer == nil)
             }.map(\.key)
             var chosen = Set(ids)
             let polls = state.waiters.filter {

@@ -50,6 +50,36 @@ import Testing
         }
     }
 
+    /// A submission wakes the held polls that can take its jobs, the list of builds (followers of every build) and the
+    /// new build's own followers, not the followers of other builds, which once all read their builds again.
+    @Test func aSubmissionWakesNoFollowerOfAnotherBuild() async throws {
+        let notifier = WorkNotifier()
+        let woken = WokenWaiters()
+        let followers: [(name: String, build: String?)] = [("other", "bld_other"), ("list", nil)]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for follower in followers {
+                group.addTask {
+                    await notifier.wait(
+                        for: .progress, after: notifier.generation(of: .progress, build: follower.build),
+                        until: .now + .seconds(120), build: follower.build)
+                    woken.withLock { $0.append(follower.name) }
+                }
+            }
+            try await Self.until { notifier.waiting == 2 }
+            let other = notifier.generation(of: .progress, build: "bld_other")
+            notifier.notifyWork(
+                [WorkNotifier.WorkHint(platform: try Platform(parsing: "linux/amd64"))], also: .progress, build: "bld_new")
+            try await Self.until { woken.withLock { $0.count } == 1 }
+            #expect(woken.withLock { $0 } == ["list"])
+            #expect(notifier.waiting == 1)
+            #expect(
+                notifier.generation(of: .progress, build: "bld_other") == other
+                    || notifier.sharesBucket("bld_other", with: "bld_new"))
+            notifier.notify(.progress, build: "bld_other")
+            try await group.waitForAll()
+        }
+    }
+
     /// A build's progress (a log chunk, a phase) wakes that build's followers and those of every build, not the
     /// followers of other builds; progress without a build (another replica's, an admin action) wakes them all. A wait
     /// says whether it was woken, so a stream sends its keep-alive only after a quiet 15 s, however busy other builds are.
