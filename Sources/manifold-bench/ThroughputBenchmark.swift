@@ -70,6 +70,13 @@ struct ThroughputBenchmark {
             manifests[platform.description] = try await Self.pushSeed(for: platform, to: client, repository: repository)
         }
         let seeds = manifests
+        // In a repository of its own, so the registry's access log tells the probe's requests from the builds'.
+        let probeRepository = "bench/probe-\(run)"
+        let probeSeed = try await Self.pushSeed(for: Self.platforms[0], to: client, repository: probeRepository)
+        let probe = try await Self.probeRegistry(client, repository: probeRepository, seed: probeSeed, width: window)
+        print(
+            "registry alone, \(window) requests at once for \(Int(seconds(Self.probeTime))) s each: "
+                + String(format: "%.0f manifest HEADs/s, %.0f manifest PUTs/s", probe.heads, probe.puts))
 
         let context = try await SimulatedAgents.uploadContext(admin)
         let workers = try await SimulatedAgents.join(
@@ -145,6 +152,48 @@ struct ThroughputBenchmark {
                 "\(builds - published.count) of \(builds) builds were not published:\n"
                     + problems.joined(separator: "\n"))
         }
+    }
+
+    /// How long each registry probe runs.
+    static let probeTime: Duration = .seconds(5)
+
+    /// What the registry alone sustains with `width` requests at once, before any build: HEADs of one manifest (the
+    /// cheapest read a build makes) and PUTs of manifests of their own under tags of their own (a build's writes).
+    /// A build's registry requests (counted from the registry's access log by throughput.sh) over these rates bound
+    /// how many builds per second any coordinator could publish through this registry on this machine.
+    static func probeRegistry(
+        _ registry: RegistryClient, repository: String, seed: ImageManifest, width: Int
+    ) async throws -> (heads: Double, puts: Double) {
+        let seedDigest = try RawManifest(bytes: try Self.encode(seed), mediaType: MediaType.ociImageManifest).digest
+        func rate(_ request: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+            let counter = Tally()
+            let deadline = ContinuousClock.now + probeTime
+            let started = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<width {
+                    group.addTask {
+                        var sequence = 0
+                        while ContinuousClock.now < deadline {
+                            try await request(lane * 1_000_000 + sequence)
+                            sequence += 1
+                            counter.counts.withLock { $0.accepted += 1 }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            return Double(counter.counts.withLock { $0.accepted }) / seconds(ContinuousClock.now - started)
+        }
+        let heads = try await rate { _ in
+            _ = try await registry.headManifest(repository: repository, reference: seedDigest.description)
+        }
+        let puts = try await rate { number in
+            var image = seed
+            image.annotations = ["org.manifold.bench.probe": "\(number)"]
+            let manifest = try RawManifest(bytes: try Self.encode(image), mediaType: MediaType.ociImageManifest)
+            _ = try await registry.pushManifest(repository: repository, reference: "probe-\(number)", manifest: manifest)
+        }
+        return (heads, puts)
     }
 
     /// PUTs the seed manifest of the lease's platform under the attempt's tag, then reports it succeeded.

@@ -46,7 +46,8 @@ export XDG_CONFIG_HOME="$work/config"
 registry_port="$(free_port)"
 registry="127.0.0.1:$registry_port"
 password="$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
-USERNAME=bench PASSWORD="$password" "$root/deploy/testenv/registry-env.sh" start "$work/registry" basic "$registry_port" \
+# The access log counts the registry requests each build makes.
+ACCESS_LOG=1 USERNAME=bench PASSWORD="$password" "$root/deploy/testenv/registry-env.sh" start "$work/registry" basic "$registry_port" \
     >/dev/null
 registry_ca="$work/registry/ca.crt"
 
@@ -85,10 +86,16 @@ measure() {
         tail -n 20 "$state.log" >&2
         return 1
     fi
+    local logged
+    logged="$(wc -l <"$work/registry/registry.log")"
     MANIFOLD_BENCH_TOKEN="$(cat "$state.token")" MANIFOLD_BENCH_REGISTRY_USER=bench \
         MANIFOLD_BENCH_REGISTRY_PASSWORD="$password" "$bench" --throughput "https://127.0.0.1:$port" \
         --ca "$state/pki/ca.crt" --registry "$registry" --registry-ca "$registry_ca" --agents "$agents" \
         --idle "$idle_agents" --builds "$builds"
+    # Every request for the builds' repository (the probe has one of its own), agents' pushes included.
+    tail -n "+$((logged + 1))" "$work/registry/registry.log" | awk -v builds="$builds" '
+        /"(GET|HEAD|PUT|POST|PATCH|DELETE) \/v2\/bench\/throughput-/ { n++ }
+        END { printf "  registry requests per build: %.1f (%d for %d builds, agents'"'"' pushes included)\n", n / builds, n, builds }'
     printf '  coordinator pid %s: peak RSS %s, RSS %s\n' "$coordinator_pid" \
         "$(awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$coordinator_pid/status")" \
         "$(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$coordinator_pid/status")"
