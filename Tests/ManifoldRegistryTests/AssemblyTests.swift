@@ -108,6 +108,50 @@ import Testing
                 == first.digest)
     }
 
+    /// After the push every tag is read back and every child asked for, side by side: a registry that answers a tag
+    /// with other bytes, or no longer has a child, fails the publication with that named.
+    @Test func whatTheRegistryDoesNotHoldAfterThePushFailsThePublication() async throws {
+        let fixture = try RegistryFixture(.http)
+        let proxy = try fixture.registry.withFaultProxy()
+        defer { proxy.stop() }
+        var configuration = RegistryFixture.configuration(for: fixture.registry)
+        configuration.plainHTTPHosts = [proxy.host]
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        _ = try await fixture.pushPlatformImages(to: "checked", format: .oci)
+        let sources = try ["1.0-linux-amd64", "1.0-linux-arm64", "1.0-windows-amd64"].map {
+            AssemblySource(reference: try ImageReference(registry: proxy.host, repository: "checked", tag: $0))
+        }
+        let assembler = ManifestListAssembler(registries: pool)
+        let request = AssemblyRequest(
+            target: try ImageReference(registry: proxy.host, repository: "checked"), tags: ["a", "b"], sources: sources)
+        let other = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#
+        try proxy.setRules([
+            FaultRule(
+                method: "GET", pathRegex: "/manifests/b$", status: 200, times: FaultRule.forever, body: other,
+                headers: ["Content-Type": "application/vnd.oci.image.index.v1+json"])
+        ])
+        await #expect {
+            _ = try await assembler.assemble(request)
+        } throws: { error in
+            guard case AssemblyError.readBackMismatch(let tag, _, _) = error else { return false }
+            return tag == "b"
+        }
+        let plan = try await assembler.plan(request)
+        let missing = plan.children[2].descriptor.digest.description
+        try proxy.setRules([
+            FaultRule(method: "HEAD", pathRegex: "/manifests/\(missing)$", status: 404, times: FaultRule.forever)
+        ])
+        await #expect {
+            _ = try await assembler.publish(plan)
+        } throws: { error in
+            guard case AssemblyError.childMissing(let child, _, _) = error else { return false }
+            return child == missing
+        }
+        try proxy.clearRules()
+        #expect(try await assembler.publish(plan).digest == plan.list.digest)
+    }
+
     @Test func rebuildingOnePlatformRepublishesWithANewChild() async throws {
         let fixture = try RegistryFixture(.http)
         let sources = try await fixture.pushPlatformImages(to: "re", format: .docker)

@@ -52,21 +52,32 @@ extension ManifestListAssembler {
             try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
         }
 
-        for tag in tags {
-            let stored = try await registry.fetchManifest(repository: target.repository, reference: tag)
-            guard stored.bytes == plan.list.bytes else {
-                throw AssemblyError.readBackMismatch(tag: tag, expected: plan.list.digest, actual: stored.digest)
-            }
+        // The checks after the push are independent reads: they run side by side, eight at a time (each tag read
+        // back, each child asked for), and the first failure is thrown.
+        enum Check: Sendable {
+            case tag(String)
+            case child(String)
         }
-        for child in plan.children {
-            guard
-                try await registry.headManifest(repository: target.repository, reference: child.descriptor.digest.description)
-                    != nil
-            else {
-                throw AssemblyError.childMissing(
-                    child: child.descriptor.digest.description, target: target.name,
-                    registryMessage: "HEAD after publishing found nothing")
+        let checks = tags.map(Check.tag) + plan.children.map { Check.child($0.descriptor.digest.description) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, check) in checks.enumerated() {
+                if index >= 8 { try await group.next() }
+                group.addTask {
+                    switch check {
+                    case .tag(let tag):
+                        let stored = try await registry.fetchManifest(repository: target.repository, reference: tag)
+                        guard stored.bytes == plan.list.bytes else {
+                            throw AssemblyError.readBackMismatch(tag: tag, expected: plan.list.digest, actual: stored.digest)
+                        }
+                    case .child(let digest):
+                        guard try await registry.headManifest(repository: target.repository, reference: digest) != nil else {
+                            throw AssemblyError.childMissing(
+                                child: digest, target: target.name, registryMessage: "HEAD after publishing found nothing")
+                        }
+                    }
+                }
             }
+            try await group.waitForAll()
         }
         return AssemblyResult(
             plan: plan, reference: target.withDigest(plan.list.digest), tags: tags, copiedChildren: copied)
