@@ -12,12 +12,15 @@ import Logging
 /// defer { client.shutdown() }
 /// let response = try await client.execute(HTTPRequest(url: URL(string: "https://reg:5000/v2/")!))
 /// ```
+///
+/// The process's exit stops every client's thread and waits for it before libcurl's TLS library cleans up, so a
+/// program may exit with clients still open; `shutdownAndWait()` does the same for one client at a chosen time.
 public final class HTTPClient: Sendable {
     static let redirectStatuses: Set<Int> = [301, 302, 303, 307, 308]
 
     public let configuration: HTTPClientConfiguration
     private let logger: Logger
-    private let loop: CurlEventLoop
+    let loop: CurlEventLoop
 
     public init(configuration: HTTPClientConfiguration = .init(), logger: Logger = Logger(label: "manifold.http")) {
         self.configuration = configuration
@@ -70,10 +73,17 @@ public final class HTTPClient: Sendable {
             httpVersion: outcome.head.httpVersion)
     }
 
-    /// Aborts in-flight transfers with `HTTPClientError.shutDown` and stops the client's thread.
-    /// Later requests fail with `.shutDown`. Also done when the client is released.
+    /// Aborts in-flight transfers with `HTTPClientError.shutDown` and stops the client's thread, without waiting
+    /// for it. Later requests fail with `.shutDown`. Also done when the client is released.
     public func shutdown() {
         loop.shutdown()
+    }
+
+    /// Like `shutdown()`, and returns once the client's thread has finished with libcurl: every transfer has
+    /// ended, every connection is closed. The wait suspends the caller and blocks no thread.
+    public func shutdownAndWait() async {
+        loop.shutdown()
+        await loop.waitUntilStopped()
     }
 
     /// How many transfers are running on this client's thread right now.

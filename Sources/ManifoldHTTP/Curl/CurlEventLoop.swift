@@ -2,8 +2,25 @@ import CCurl
 import Foundation
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#elseif canImport(ucrt)
+import ucrt
+#endif
+
 /// libcurl's process-wide initialisation, run once (Swift initialises globals exactly once, thread-safely).
-private let curlGlobalInitialization: Bool = manifold_curl_global_init() == CURLE_OK
+///
+/// libcurl initialises OpenSSL here, which registers OpenSSL's `atexit` cleanup; the handler registered after it runs
+/// before it, and stops and joins every client thread first (see `LoopThreadRegistry`).
+private let curlGlobalInitialization: Bool = {
+    guard manifold_curl_global_init() == CURLE_OK else { return false }
+    atexit { LoopThreadRegistry.shared.stopAllBeforeExit() }
+    return true
+}()
 
 /// One `curl_multi` handle and the dedicated thread that drives it.
 ///
@@ -13,8 +30,8 @@ private let curlGlobalInitialization: Bool = manifold_curl_global_init() == CURL
 final class CurlEventLoop: @unchecked Sendable {
     // Safe to share: `multi` is used by the loop thread only, except `curl_multi_wakeup`, which libcurl
     // documents as thread-safe and which is called under `lock` while `isShutDown` is false, that is,
-    // strictly before the loop thread calls `curl_multi_cleanup`. `commands` and `isShutDown` are
-    // guarded by `lock`; `active` is touched by the loop thread only.
+    // strictly before the loop thread calls `curl_multi_cleanup`. `commands`, `isShutDown`, `hasStopped` and
+    // `stopWaiters` are guarded by `lock`; `active` is touched by the loop thread only.
     enum Command {
         case add(CurlTransfer)
         case cancel(CurlTransfer)
@@ -26,6 +43,8 @@ final class CurlEventLoop: @unchecked Sendable {
     private let lock = NSLock()
     private var commands: [Command] = []
     private var isShutDown = false
+    private var hasStopped = false
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:] {
         didSet {
             let count = active.count
@@ -42,9 +61,12 @@ final class CurlEventLoop: @unchecked Sendable {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed (out of memory)") }
         self.multi = multi
         self.logger = logger
-        let thread = Thread { [self] in self.run() }
-        thread.name = "manifold-curl"
-        thread.start()
+        if !LoopThreadRegistry.shared.start(self, run: { [self] in run() }) {
+            // The process is exiting: no thread starts, and every request fails with `shutDown`.
+            isShutDown = true
+            hasStopped = true
+            curl_multi_cleanup(multi)
+        }
     }
 
     /// Queues a command for the loop thread; false when the loop has shut down.
@@ -71,6 +93,20 @@ final class CurlEventLoop: @unchecked Sendable {
     /// Aborts every transfer with `HTTPClientError.shutDown` and stops the thread, without waiting for it.
     func shutdown() {
         submit(.shutdown)
+    }
+
+    /// Whether the thread has finished with libcurl: every transfer ended, the multi handle and its connections freed.
+    var isStopped: Bool { lock.withLock { hasStopped } }
+
+    /// Returns once the thread has finished with libcurl (see `isStopped`), without blocking a thread meanwhile.
+    func waitUntilStopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let stopped = lock.withLock {
+                if !hasStopped { stopWaiters.append(continuation) }
+                return hasStopped
+            }
+            if stopped { continuation.resume() }
+        }
     }
 
     private func run() {
@@ -106,6 +142,12 @@ final class CurlEventLoop: @unchecked Sendable {
         lock.unlock()
         for case .add(let transfer) in leftovers { transfer.finish(.failure(.shutDown)) }
         curl_multi_cleanup(multi)
+        let waiters = lock.withLock {
+            hasStopped = true
+            defer { stopWaiters.removeAll() }
+            return stopWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func start(_ transfer: CurlTransfer) {
