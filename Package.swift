@@ -152,6 +152,12 @@ let package = Package(
         ),
         .testTarget(name: "ManifoldCoreTests", dependencies: ["ManifoldCore", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldHTTPTests", dependencies: ["ManifoldHTTP", "ManifoldTestSupport"]),
+        // A process that exits with HTTP clients open and released, run by ManifoldHTTPTests' exit test.
+        .executableTarget(
+            name: "manifold-http-exit-probe",
+            dependencies: ["ManifoldHTTP"],
+            path: "Tests/ManifoldHTTPExitProbe"
+        ),
         // Test stores on the real PostgreSQL server of `ManifoldTestSupport` (a fresh schema each).
         .target(
             name: "ManifoldStoreTestSupport",

@@ -9,7 +9,9 @@ Endpoints (any method unless noted):
                        proxied (true when the request line carried an absolute URL, i.e. via a proxy)
   /upload              JSON: method, bodyLength, sha256 of the request body
   /status/N            answers status N with a short text body
-  /slow?delay=S        sleeps S seconds, then answers 200 "slow"
+  /slow?delay=S[&tag=T]
+                       sleeps S seconds, then answers 200 "slow"; with a tag, counted in /held meanwhile
+  /held?tag=T          JSON {"held": N}: how many /slow requests tagged T are sleeping now
   /drip?chunks=N&interval=S&size=B
                        N chunks of B bytes (chunked encoding), S seconds apart
   /redirect?to=URL&code=N
@@ -44,6 +46,10 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB
 TRACES = []
 TRACES_PROTOBUF = []
 TRACES_LOCK = threading.Lock()
+
+# How many /slow requests of each tag are sleeping now.
+HELD = {}
+HELD_LOCK = threading.Lock()
 
 
 def pattern_bytes(count):
@@ -132,8 +138,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 status = int(path[len("/status/"):])
                 self.send(status, ("status %d\n" % status).encode())
             elif path == "/slow":
-                time.sleep(float(param("delay", "5")))
+                tag = param("tag", None)
+                if tag:
+                    with HELD_LOCK:
+                        HELD[tag] = HELD.get(tag, 0) + 1
+                try:
+                    time.sleep(float(param("delay", "5")))
+                finally:
+                    if tag:
+                        with HELD_LOCK:
+                            HELD[tag] -= 1
                 self.send(200, b"slow")
+            elif path == "/held":
+                with HELD_LOCK:
+                    self.send_json({"held": HELD.get(param("tag", ""), 0)})
             elif path == "/drip":
                 chunks, interval, size = int(param("chunks", "5")), float(param("interval", "0.2")), int(param("size", "16"))
                 self.send_response(200)
