@@ -86,7 +86,9 @@ struct DispatchBenchmark {
             if sequence >= warmUp { samples.append(received - submitted) }
         }
         pollers.cancel()
+        await pollers.value
         await swarm.leave()
+        await swarm.shutdown()
         let latency = Latency(samples: samples)
         print("dispatch \(agents) idle agents, \(samples.count) builds one after another: \(latency)")
     }

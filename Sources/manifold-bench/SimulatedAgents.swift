@@ -64,6 +64,13 @@ struct SimulatedAgents {
         }
     }
 
+    /// Shuts every agent's HTTP client down and waits until their threads are done with libcurl, all of them
+    /// stopping at once.
+    func shutdown() async {
+        for client in clients { client.http.shutdown() }
+        for client in clients { await client.http.shutdownAndWait() }
+    }
+
     /// A one-file context (`FROM scratch`), uploaded once for every build of a run.
     static func uploadContext(_ client: CoordinatorClient) async throws -> Digest {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("manifold-bench-\(UUID().uuidString)")

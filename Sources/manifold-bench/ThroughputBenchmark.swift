@@ -122,8 +122,12 @@ struct ThroughputBenchmark {
         let elapsed = ContinuousClock.now - started
         working.cancel()
         holding.cancel()
+        await working.value
+        await holding.value
         await workers.leave()
         await idlers.leave()
+        await workers.shutdown()
+        await idlers.shutdown()
 
         let counts = tally.counts.withLock { $0 }
         let published = finished.filter { $0.state == .published }
