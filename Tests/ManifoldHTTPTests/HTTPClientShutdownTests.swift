@@ -139,14 +139,11 @@ import Testing
 
     /// `manifold-http-exit-probe`, built next to this test bundle.
     private func exitProbeBinary() throws -> String {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("manifold-http-exit-probe")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
-            directory = directory.deletingLastPathComponent()
+        guard let built = builtBinary("manifold-http-exit-probe") else {
+            throw TestEnvironmentError(
+                "manifold-http-exit-probe was not found next to \(CommandLine.arguments[0]); run `swift build --build-tests`")
         }
-        throw TestEnvironmentError(
-            "manifold-http-exit-probe was not found next to \(CommandLine.arguments[0]); run `swift build --build-tests`")
+        return built
     }
 }
 

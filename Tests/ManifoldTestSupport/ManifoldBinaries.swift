@@ -28,14 +28,22 @@ public func manifold(
 /// `MANIFOLD_BIN`, else the `manifold` built next to this test bundle.
 public func manifoldBinary() throws -> String {
     if let explicit = ProcessInfo.processInfo.environment["MANIFOLD_BIN"] { return explicit }
+    guard let built = builtBinary("manifold") else {
+        throw TestEnvironmentError(
+            "the manifold binary was not found next to \(CommandLine.arguments[0]); run `swift build` first or set MANIFOLD_BIN")
+    }
+    return built
+}
+
+/// The executable `name` that SwiftPM built next to this test bundle (in its directory or up to three above), if any.
+public func builtBinary(_ name: String) -> String? {
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("manifold")
+        let candidate = directory.appendingPathComponent(name)
         if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
         directory = directory.deletingLastPathComponent()
     }
-    throw TestEnvironmentError(
-        "the manifold binary was not found next to \(CommandLine.arguments[0]); run `swift build` first or set MANIFOLD_BIN")
+    return nil
 }
 
 /// `MANIFOLD_AGENT_BIN`, else the `manifold-agent` built next to this test bundle.

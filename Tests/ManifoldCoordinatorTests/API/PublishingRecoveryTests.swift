@@ -61,17 +61,13 @@ import Testing
     }
 
     @Test func publishingOutlastsARegistryOutage() async throws {
-        let registry = try TestRegistry.start(.http)
-        defer { registry.stop() }
-        let proxy = try registry.withFaultProxy()
-        defer { proxy.stop() }
-        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
-            settings.insecureRegistries = [registry.host, proxy.host]
+        let scenario = try await ProxiedRegistryScenario.start { settings in
             settings.retryBackoffSeconds = 1
             settings.maxRetryBackoffSeconds = 1
         }
-        let submitter = try await fixture.token(.submitter)
-        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        defer { scenario.stopRegistry() }
+        let (registry, proxy, fixture) = (scenario.registry, scenario.proxy, scenario.fixture)
+        let (submitter, agent) = (scenario.submitter, scenario.agent)
         let build = try await fixture.submit(submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         // The agent pushes straight to the registry; the coordinator reaches it through the failing proxy.
@@ -103,15 +99,10 @@ import Testing
     /// Lists of one image that move different tags publish side by side: a push that hangs holds up only the rows
     /// that move its tags (once every list of an image waited for the one before).
     @Test func aHangingTagPushHoldsUpNoListWithOtherTags() async throws {
-        let registry = try TestRegistry.start(.http)
-        defer { registry.stop() }
-        let proxy = try registry.withFaultProxy()
-        defer { proxy.stop() }
-        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
-            settings.insecureRegistries = [registry.host, proxy.host]
-        }
-        let submitter = try await fixture.token(.submitter)
-        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        let scenario = try await ProxiedRegistryScenario.start()
+        defer { scenario.stopRegistry() }
+        let (registry, proxy, fixture) = (scenario.registry, scenario.proxy, scenario.fixture)
+        let (submitter, agent) = (scenario.submitter, scenario.agent)
         // The proxy holds the first PUT of tag 1.0 for 40 s before passing it on (the proxy logs a request once it
         // has been answered).
         try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/1\\.0$", times: 1, delay: 40)])

@@ -94,15 +94,10 @@ import Testing
     /// The verifier's read of a reported manifest gets a 404 although the image is there (a HEAD finds it): the
     /// check is postponed and made again, and the build publishes with its single attempt.
     @Test func aManifestCalledMissingThatAHeadFindsIsVerifiedLater() async throws {
-        let registry = try TestRegistry.start(.http)
-        defer { registry.stop() }
-        let proxy = try registry.withFaultProxy()
-        defer { proxy.stop() }
-        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
-            settings.insecureRegistries = [registry.host, proxy.host]
-        }
-        let submitter = try await fixture.token(.submitter)
-        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        let scenario = try await ProxiedRegistryScenario.start()
+        defer { scenario.stopRegistry() }
+        let (registry, proxy, fixture) = (scenario.registry, scenario.proxy, scenario.fixture)
+        let (submitter, agent) = (scenario.submitter, scenario.agent)
         // One attempt only: a 404 taken as a verdict would fail the build.
         let build = try await fixture.submit(
             submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"], maxAttempts: 1)

@@ -55,15 +55,10 @@ import Testing
     }
 
     @Test func aForeignErrorPageNeverReachesTheBuildsReason() async throws {
-        let registry = try TestRegistry.start(.http)
-        defer { registry.stop() }
-        let proxy = try registry.withFaultProxy()
-        defer { proxy.stop() }
-        let fixture = try await CoordinatorFixture.start(registry: registry) { settings in
-            settings.insecureRegistries = [registry.host, proxy.host]
-        }
-        let submitter = try await fixture.token(.submitter)
-        let agent = try await fixture.joinAgent("a", platforms: ["linux/amd64"])
+        let scenario = try await ProxiedRegistryScenario.start()
+        defer { scenario.stopRegistry() }
+        let (registry, proxy, fixture) = (scenario.registry, scenario.proxy, scenario.fixture)
+        let (submitter, agent) = (scenario.submitter, scenario.agent)
         let build = try await fixture.submit(submitter, image: "\(proxy.host)/team/app", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(agent.secret, platforms: ["linux/amd64"]).decode(PollResponse.self).lease)
         let digest = try await PublishingRecoveryTests.push(
