@@ -50,7 +50,14 @@ import Testing
             return
         }
         let downloaded = harness.scratch.file("downloaded.tar.gz")
-        try await linuxAgent.client.downloadContext(contextDigest, to: downloaded)
+        do {
+            try await linuxAgent.client.downloadContext(contextDigest, to: downloaded)
+        } catch {
+            // Seen once in CI (403: the job was no longer leased to the agent): say what the coordinator thought.
+            let view = try? await harness.client().build(id: linuxLease.spec.buildId)
+            Issue.record("the agent could not download its leased context: \(error); the build: \(String(describing: view))")
+            throw error
+        }
         let listing = try runChecked("tar", ["-tzf", downloaded.path]).split(separator: "\n").sorted()
         #expect(listing == [".dockerignore", "Dockerfile", "Dockerfile.windows", "app.txt"])
 

@@ -39,11 +39,16 @@ public struct TCPFaultRule: Codable, Sendable, Equatable {
     public var probability: Double
     /// How many connections the rule takes; `TCPFaultRule.forever` for all of them.
     public var times: Int
+    /// For a blackhole: the partition ends by itself as soon as a client closes a connection that has bytes held in
+    /// it (it gave its request up), without waiting for the test to notice and clear the rules; what was held is
+    /// relayed then. Nil or false: the partition lasts until the rules change.
+    public var healsWhenAClientGivesUp: Bool?
 
     public init(
         action: Action = .forward, delay: Double? = nil, cutAfterBytes: Int? = nil, direction: Direction = .either,
-        probability: Double = 1, times: Int = TCPFaultRule.forever
+        probability: Double = 1, times: Int = TCPFaultRule.forever, healsWhenAClientGivesUp: Bool? = nil
     ) {
+        self.healsWhenAClientGivesUp = healsWhenAClientGivesUp
         self.action = action
         self.delay = delay
         self.cutAfterBytes = cutAfterBytes

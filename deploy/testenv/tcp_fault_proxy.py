@@ -28,7 +28,10 @@ at most `times` times:
 
 A "blackhole" rule also stalls connections that were already open when it was written: while any
 blackhole rule is in the file, no byte is relayed on any connection (a partition of the link).
-Removing the rule lets the held bytes through.
+Removing the rule lets the held bytes through. With "healsWhenAClientGivesUp": true the partition also
+ends by itself the moment a client closes a connection that has bytes held in it (it gave its request
+up at its own deadline), until the rules file changes: a test swallows exactly one request that way,
+however late it gets to clear the rules itself.
 
 Each connection is logged to stdout as one JSON line when it ends: {"connection", "rule", "action",
 "up", "down", "cut", "refused", "seconds"}; `rule` is the index of the rule that took it (null for
@@ -60,6 +63,7 @@ class Rules:
         self.signature = None
         self.rules = []
         self.used = []
+        self.healed = False
 
     def _reload(self):
         try:
@@ -72,6 +76,7 @@ class Rules:
         if signature == self.signature:
             return
         self.signature = signature
+        self.healed = False
         try:
             rules = json.loads(raw) if raw.strip() else []
         except json.JSONDecodeError as error:
@@ -98,7 +103,14 @@ class Rules:
         """Whether a blackhole rule is in force now: no byte is relayed on any connection."""
         with self.lock:
             self._reload()
-            return any(rule.get("action") == "blackhole" for rule in self.rules)
+            return not self.healed and any(rule.get("action") == "blackhole" for rule in self.rules)
+
+    def client_gave_up(self):
+        """A client closed a connection with bytes held in it: a self-healing partition ends."""
+        with self.lock:
+            self._reload()
+            if any(rule.get("action") == "blackhole" and rule.get("healsWhenAClientGivesUp") for rule in self.rules):
+                self.healed = True
 
 
 def reset(sock):
@@ -190,8 +202,42 @@ class Connection:
                         except OSError:
                             pass
                         continue
+                    # Held while partitioned. What the client sends meanwhile is kept to relay after it, and its
+                    # closing the connection (it gave its request up) is noticed: a self-healing partition ends then.
+                    extra, client_eof = b"", False
                     while self.server.rules.partitioned():
-                        time.sleep(0.1)
+                        if client_eof or self.client not in open_ends:
+                            time.sleep(0.1)
+                            continue
+                        waiting, _, _ = select.select([self.client], [], [], 0.1)
+                        if not waiting:
+                            continue
+                        try:
+                            more = self.client.recv(CHUNK)
+                        except OSError:
+                            more = b""
+                        if more:
+                            extra += more
+                        else:
+                            client_eof = True
+                            self.server.rules.client_gave_up()
+                    if direction == "up":
+                        data += extra
+                    elif extra:
+                        backend.sendall(extra)
+                        self.relayed["up"] += len(extra)
+                    if client_eof:
+                        # The client is gone: what it sent still reaches the backend (a partition delays bytes, it
+                        # does not drop them), then the backend sees its end; nothing more goes to the client.
+                        open_ends.discard(self.client)
+                        try:
+                            if direction == "up":
+                                backend.sendall(data)
+                                self.relayed["up"] += len(data)
+                            backend.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+                        continue
                     counts = self.counts(rule, direction)
                     if counts and delay:
                         time.sleep(delay)
