@@ -36,8 +36,10 @@ import Testing
         let (port, state, initialised) = try Self.initialise(in: scratch)
         let admin = try #require(CoordinatorProcess.value(after: "Admin token", in: initialised.stdout))
         let join = try #require(CoordinatorProcess.value(after: "Agent join token", in: initialised.stdout))
-        // The coordinator reaches the registry through the fault proxy, over plain HTTP.
-        let environment = ["MANIFOLD_INSECURE_REGISTRIES": proxy.host]
+        // The coordinator reaches the registry through the fault proxy, over plain HTTP. The test plays an agent that
+        // sends no heartbeat while it pushes: a lease of 5 minutes outlasts the slowest push seen in a starved CI phase
+        // (one took more than the default 60 s, and the report was refused as coming from a lost lease).
+        let environment = ["MANIFOLD_INSECURE_REGISTRIES": proxy.host, "MANIFOLD_LEASE_TTL_SECONDS": "300"]
         var running = try CoordinatorProcess.serve(
             state: state, port: port, logDirectory: scratch.url, name: "coordinator-1", environment: environment)
         let created = try await CoordinatorProcess.call(
