@@ -114,9 +114,7 @@ import Testing
         let fixture = try RegistryFixture(.http)
         let proxy = try fixture.registry.withFaultProxy()
         defer { proxy.stop() }
-        var configuration = RegistryFixture.configuration(for: fixture.registry)
-        configuration.plainHTTPHosts = [proxy.host]
-        let pool = RegistryClientPool(configuration: configuration)
+        let pool = fixture.pool(through: proxy)
         defer { pool.shutdown() }
         _ = try await fixture.pushPlatformImages(to: "checked", format: .oci)
         let sources = try ["1.0-linux-amd64", "1.0-linux-arm64", "1.0-windows-amd64"].map {

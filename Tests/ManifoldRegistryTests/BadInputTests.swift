@@ -127,9 +127,7 @@ import Testing
         let fixture = try RegistryFixture(.http)
         let proxy = try FaultProxy.start(backend: fixture.registry.baseURL)
         defer { proxy.stop() }
-        var configuration = RegistryFixture.configuration(for: fixture.registry)
-        configuration.plainHTTPHosts = [proxy.host]
-        let pool = RegistryClientPool(configuration: configuration)
+        let pool = fixture.pool(through: proxy)
         defer { pool.shutdown() }
         let sources = try await fixture.pushPlatformImages(to: "flaky", format: .docker)
         let viaProxy = try sources.map { try ImageReference(registry: proxy.host, repository: $0.repository, tag: $0.tag) }
@@ -148,9 +146,7 @@ import Testing
         let fixture = try RegistryFixture(.http)
         let proxy = try FaultProxy.start(backend: fixture.registry.baseURL)
         defer { proxy.stop() }
-        var configuration = RegistryFixture.configuration(for: fixture.registry)
-        configuration.plainHTTPHosts = [proxy.host]
-        let pool = RegistryClientPool(configuration: configuration)
+        let pool = fixture.pool(through: proxy)
         defer { pool.shutdown() }
         let sources = try await fixture.pushPlatformImages(to: "down", format: .docker)
         let viaProxy = try sources.map { try ImageReference(registry: proxy.host, repository: $0.repository, tag: $0.tag) }

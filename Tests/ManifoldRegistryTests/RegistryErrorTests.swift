@@ -52,9 +52,7 @@ import Testing
         let fixture = try RegistryFixture(.http)
         let proxy = try fixture.registry.withFaultProxy()
         defer { proxy.stop() }
-        var configuration = RegistryFixture.configuration(for: fixture.registry)
-        configuration.plainHTTPHosts = [proxy.host]
-        let pool = RegistryClientPool(configuration: configuration)
+        let pool = fixture.pool(through: proxy)
         defer { pool.shutdown() }
         try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/blobs/uploads/", status: 400, times: FaultRule.forever)])
         let data = Data("secret state".utf8)

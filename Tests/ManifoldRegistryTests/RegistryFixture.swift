@@ -52,6 +52,14 @@ final class RegistryFixture: Sendable {
         return configuration
     }
 
+    /// A client pool configured like ``pool`` that also reaches `proxy` (a fault proxy in front of this registry) over
+    /// plain HTTP. The caller shuts it down.
+    func pool(through proxy: FaultProxy) -> RegistryClientPool {
+        var configuration = Self.configuration(for: registry)
+        configuration.plainHTTPHosts = [proxy.host]
+        return RegistryClientPool(configuration: configuration)
+    }
+
     var host: String { registry.host }
     func client() throws -> RegistryClient { try pool.client(for: host) }
 
