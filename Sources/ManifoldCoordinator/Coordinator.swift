@@ -114,6 +114,8 @@ public struct Coordinator: Sendable {
         // finish in-flight requests, then stop publishing, verifying and expiring leases, and last send the spans
         // still held.
         let exporter: [any Service] = tracing.service.map { [$0] } ?? []
+        // What the verifier read about a checked image, handed to the publisher so a list's plan reads no child again.
+        let resolvedSources = ResolvedSourceCache()
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: exporter + [
@@ -123,11 +125,11 @@ public struct Coordinator: Sendable {
                     Verifier(
                         store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
                         perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds),
-                        tracing: tracing),
+                        tracing: tracing, resolvedSources: resolvedSources),
                     Publisher(
                         store: store, registries: registries, notifier: notifier, metrics: metrics, logger: logger,
                         perRegistry: settings.registryConcurrency, itemDeadline: .seconds(settings.registryDeadlineSeconds),
-                        tracing: tracing),
+                        tracing: tracing, resolvedSources: resolvedSources),
                     RetentionService(
                         store: store, policy: settings.retentionPolicy, contexts: ContextDirectory(state.contexts),
                         metrics: metrics, interval: .seconds(settings.retentionIntervalSeconds),

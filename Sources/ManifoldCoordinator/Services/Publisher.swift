@@ -20,12 +20,17 @@ public struct Publisher: Service {
     private let lanes: RegistryLanes
     /// A `publish` span per run of an outbox row, in the build's trace, with the registry calls under it.
     let tracing: CoordinatorTracing
+    /// Children the verifier checked moments ago, by digest: planning a list then reads no child again. A run that
+    /// fails forgets its children, so the next one reads the registry.
+    let resolvedSources: ResolvedSourceCache
 
     public init(
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
-        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), tracing: CoordinatorTracing = .off
+        perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), tracing: CoordinatorTracing = .off,
+        resolvedSources: ResolvedSourceCache = ResolvedSourceCache()
     ) {
         self.tracing = tracing
+        self.resolvedSources = resolvedSources
         self.lanes = RegistryLanes(perRegistry: perRegistry)
         self.itemDeadline = itemDeadline
         self.store = store
@@ -140,7 +145,7 @@ public struct Publisher: Service {
                     reference: try ImageReference(parsing: child.imageReference).withDigest(child.digest),
                     expectedPlatform: child.platform)
             }
-            let assembler = ManifestListAssembler(registries: registries, logger: logger)
+            let assembler = ManifestListAssembler(registries: registries, logger: logger, resolvedSources: resolvedSources)
             let tracing = self.tracing
             let trace = await tracing.buildContext(publication.buildId, in: store)
             let attributes: SpanAttributes = [
@@ -196,6 +201,7 @@ public struct Publisher: Service {
             // Shutting down mid-push: the row stays due and is published after the restart; not a failure.
             logger.info("publishing interrupted by shutdown", metadata: ["build": "\(publication.buildId)"])
         } catch {
+            forgetChildren(of: publication)
             metrics.countRegistryError(operation: "publish", error)
             metrics.observe("manifold_publishing_duration_seconds", since: started, [("outcome", "failed")])
             var (retryable, limit) = Self.classify(error)
@@ -211,6 +217,15 @@ public struct Publisher: Service {
                 try await store.publicationFailed(id: publication.id, error: reason, retryable: retryable)
             }
             notifier.notify([.progress, .publication], build: publication.buildId)
+        }
+    }
+
+    /// Drops what the verifier left about `publication`'s children, so its next run reads them from the registry.
+    private func forgetChildren(of publication: Publication) {
+        for child in publication.children {
+            guard let reference = try? ImageReference(parsing: child.imageReference) else { continue }
+            resolvedSources.forget(
+                AssemblySource(reference: reference.withDigest(child.digest), expectedPlatform: child.platform))
         }
     }
 

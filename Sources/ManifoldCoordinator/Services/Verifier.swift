@@ -36,6 +36,9 @@ public struct Verifier: Service {
     private let lanes: RegistryLanes
     /// A `verify` span per check, in the build's trace, with the registry calls under it.
     let tracing: CoordinatorTracing
+    /// Where a checked image's manifests and platforms are left for the publisher, which then need not read them
+    /// again. The check itself always reads the registry.
+    let resolvedSources: ResolvedSourceCache
 
     /// Checks the registry could not answer yet, by attempt epoch (memory only: a restart checks at once).
     final class Postponements: Sendable {
@@ -53,9 +56,10 @@ public struct Verifier: Service {
         store: Store, registries: RegistryClientPool, notifier: WorkNotifier, metrics: CoordinatorMetrics, logger: Logger,
         retryDelay: Duration = .seconds(2), maxRetryDelay: Duration = .seconds(15), giveUpAfter: Duration = .seconds(900),
         perRegistry: Int = 4, itemDeadline: Duration = .seconds(600), claimRenewal: Duration? = nil,
-        tracing: CoordinatorTracing = .off
+        tracing: CoordinatorTracing = .off, resolvedSources: ResolvedSourceCache = ResolvedSourceCache()
     ) {
         self.tracing = tracing
+        self.resolvedSources = resolvedSources
         self.lanes = RegistryLanes(perRegistry: perRegistry)
         self.claimRenewal = claimRenewal ?? .seconds(store.settings.verificationClaimTTL / 3)
         self.itemDeadline = itemDeadline
@@ -347,6 +351,15 @@ public struct Verifier: Service {
             }
             await releaseChildTag(pending)
         }
+        // The publisher names the image where it now lives: the build's repository, by digest.
+        let published = AssemblySource(reference: target.withDigest(pending.digest), expectedPlatform: pending.platform)
+        resolvedSources.remember(
+            plan.children.map { child in
+                var moved = child
+                moved.source = target.withDigest(child.descriptor.digest)
+                moved.requested = published.reference
+                return moved
+            }, for: published)
         return sameRepository ? nil : try target.withTag(pending.childTag).description
     }
 

@@ -21,13 +21,16 @@ public struct ManifestListAssembler: Sendable {
     let logger: Logger
     /// Reports each step (resolving, copying, pushing) for a progress display.
     let progress: @Sendable (String) -> Void
+    /// What sources pinned by digest resolved to before, shared by assemblers that plan the same children.
+    public let resolvedSources: ResolvedSourceCache?
 
     public init(
         registries: RegistryClientPool, logger: Logger = Logger(label: "manifold.assembler"),
-        progress: @escaping @Sendable (String) -> Void = { _ in }
+        resolvedSources: ResolvedSourceCache? = nil, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) {
         self.registries = registries
         self.logger = logger
+        self.resolvedSources = resolvedSources
         self.progress = progress
     }
 
@@ -46,7 +49,15 @@ public struct ManifestListAssembler: Sendable {
 
         let resolved = try await withThrowingTaskGroup(of: (Int, [AssembledChild]).self) { group in
             for (index, source) in request.sources.enumerated() {
-                group.addTask { (index, try await resolve(source)) }
+                if let known = resolvedSources?.children(of: source) {
+                    group.addTask { (index, known) }
+                    continue
+                }
+                group.addTask {
+                    let children = try await resolve(source)
+                    resolvedSources?.remember(children, for: source)
+                    return (index, children)
+                }
             }
             var results = [[AssembledChild]](repeating: [], count: request.sources.count)
             for try await (index, children) in group { results[index] = children }
