@@ -287,6 +287,14 @@ public struct Verifier: Service {
         let reported = try ImageReference(parsing: pending.imageReference)
         let source = reported.withDigest(pending.digest)
         let assembler = ManifestListAssembler(registries: registries, logger: logger)
+        let destination = try registries.client(for: target.registry)
+        // Where the child tag points now, asked while the image is read: the answer does not depend on the reads,
+        // and the claim below is what decides whether the tag moves.
+        async let tagged = tracing.registry(
+            "HEAD manifest", registry: target.registry, repository: target.repository,
+            {
+                try await destination.headManifest(repository: target.repository, reference: pending.childTag)
+            })
         let plan = try await tracing.registry("read image", registry: reported.registry, repository: reported.repository) {
             try await assembler.plan(
                 AssemblyRequest(
@@ -299,7 +307,6 @@ public struct Verifier: Service {
                 try await assembler.copyIfNeeded(child, into: target, budget: budget)
             }
         }
-        let destination = try registries.client(for: target.registry)
         let sameRepository = reported.registry == target.registry && reported.repository == target.repository
         // The reported manifest's bytes: the plan read them already, unless the agent reported an index (e.g. with
         // attestations), which the plan flattened into its children.
@@ -331,11 +338,7 @@ public struct Verifier: Service {
         // PUT (the attempt still current, this replica still holding the report, the build not cancelled, no later
         // build holding the tag); a tag that already names this very manifest is left alone (no re-push racing
         // another list's push).
-        if try await tracing.registry(
-            "HEAD manifest", registry: target.registry, repository: target.repository,
-            {
-                try await destination.headManifest(repository: target.repository, reference: pending.childTag)
-            })?.digest != manifest.digest,
+        if try await tagged?.digest != manifest.digest,
             try await store.claimChildTag(
                 jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest, claim: claim)
         {
