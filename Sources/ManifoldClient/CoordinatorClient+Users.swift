@@ -88,7 +88,7 @@ extension CoordinatorClient {
     public func followLog(
         buildId: String, platform: String, attempt: Int? = nil, offset: Int64 = 0
     ) async throws
-        -> AsyncThrowingStream<Data, any Error>
+        -> HTTPBodyStream
     {
         try await stream(
             "/api/v1/builds/\(Self.segment(buildId))/logs", query: logQuery(platform, attempt, offset) + [("follow", "true")]

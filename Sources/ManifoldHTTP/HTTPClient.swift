@@ -48,7 +48,7 @@ public final class HTTPClient: Sendable {
     public func stream(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
         let (outcome, transfer) = try await performReturningTransfer(request, sink: .stream)
         let reader = StreamReader(transfer: transfer, client: self)
-        let body = AsyncThrowingStream<Data, any Error>(unfolding: { try await reader.next() })
+        let body = HTTPBodyStream { try await reader.next() }
         return HTTPStreamingResponse(
             status: outcome.head.status, headers: outcome.head.headers, url: outcome.head.url,
             httpVersion: outcome.head.httpVersion, body: body)

@@ -90,15 +90,55 @@ public struct HTTPStreamingResponse: Sendable {
     /// The final URL, after redirects.
     public var url: URL
     public var httpVersion: HTTPVersion
-    public var body: AsyncThrowingStream<Data, any Error>
+    public var body: HTTPBodyStream
 
-    public init(
-        status: Int, headers: HTTPHeaders, url: URL, httpVersion: HTTPVersion, body: AsyncThrowingStream<Data, any Error>
-    ) {
+    public init(status: Int, headers: HTTPHeaders, url: URL, httpVersion: HTTPVersion, body: HTTPBodyStream) {
         self.status = status
         self.headers = headers
         self.url = url
         self.httpVersion = httpVersion
         self.body = body
     }
+}
+
+/// The body of a streamed response, chunk by chunk as it arrives.
+///
+/// A consumer whose task is cancelled gets `HTTPClientError.cancelled` from its next read, also when it was
+/// cancelled between two reads: a body cut short never looks like a body that ended. (`AsyncThrowingStream`'s
+/// unfolding form ends normally instead when its task is already cancelled.) After the end or an error, reads
+/// return nil.
+///
+/// ```swift
+/// let response = try await client.stream(HTTPRequest(url: url))
+/// for try await chunk in response.body { handle(chunk) }
+/// ```
+public struct HTTPBodyStream: AsyncSequence, Sendable {
+    public typealias Element = Data
+    private let read: @Sendable () async throws -> Data?
+
+    /// A stream whose chunks come from `read`, which returns nil at the end.
+    public init(_ read: @escaping @Sendable () async throws -> Data?) {
+        self.read = read
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let read: @Sendable () async throws -> Data?
+        var finished = false
+
+        public mutating func next() async throws -> Data? {
+            guard !finished else { return nil }
+            do {
+                guard let chunk = try await read() else {
+                    finished = true
+                    return nil
+                }
+                return chunk
+            } catch {
+                finished = true
+                throw error
+            }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(read: read) }
 }
