@@ -14,6 +14,9 @@
 #   --debug          build in debug mode instead of release
 #   --bin-path DIR   package the executables already built in DIR instead of building them (and use DIR's
 #                    generate-manual, swift-argument-parser's manual generator, when it is there)
+# The release build links the Swift runtime and Foundation statically (--static-swift-stdlib, in .build/package): the
+# package needs no Swift toolchain on the host, only libcurl, libsqlite3 and zlib. A debug build, or one given with
+# --bin-path that loads the runtime from a toolchain, is packaged with a warning that it runs only beside that toolchain.
 #   --output DIR     where the tarball goes (default: .build/packages)
 # Install:  tar -xzf manifold-VERSION-linux-ARCH.tar.gz -C /usr/local --strip-components=1
 #
@@ -49,13 +52,29 @@ fi
 
 cd "$root"
 if [ -z "$bin_path" ]; then
-    swift build -c "$configuration" --product "$product"
-    bin_path="$(swift build -c "$configuration" --show-bin-path)"
+    if [ "$configuration" = release ]; then
+        # The Swift runtime and Foundation linked in: the package runs on a host without a Swift toolchain (it needs
+        # only libcurl, libsqlite3 and zlib from the distribution). A scratch path of its own, so the other release
+        # builds (benchmarks) keep theirs.
+        build=(swift build -c release --static-swift-stdlib --scratch-path "$root/.build/package")
+    else
+        build=(swift build -c debug)
+    fi
+    "${build[@]}" --product "$product"
+    bin_path="$("${build[@]}" --show-bin-path)"
 fi
 executable="$bin_path/$product"
 if [ ! -x "$executable" ]; then
     echo "package.sh: $executable is not an executable; build it first or leave out --bin-path" >&2
     exit 66
+fi
+# An executable that loads the Swift runtime from a toolchain runs only on hosts with that very toolchain at that path
+# (Swift has no stable ABI on Linux): say so, with where it loads it from.
+runtime="$(ldd "$executable" 2>/dev/null | awk '$1 ~ /^lib(swiftCore|Foundation)\.so/ {print $3}' | head -n 1)"
+if [ -n "$runtime" ]; then
+    echo "package.sh: warning: $executable links the Swift runtime dynamically ($runtime): the package runs only where" \
+        "that toolchain is installed at the same path. For a self-contained package leave out --bin-path and --debug" \
+        "(a release build with --static-swift-stdlib)." >&2
 fi
 # The manual generator is part of swift-argument-parser; a debug build of it is enough to write text files. One
 # already built next to the executables is used as it is.

@@ -24,6 +24,11 @@ import Testing
             repository.appendingPathComponent(script).path, ["--bin-path", binaries, "--output", output.path] + arguments,
             timeout: 600)
         try #require(packaged.status == 0, "\(packaged.stderr)\(packaged.stdout)")
+        // The test's executables are debug builds that load the Swift runtime from the toolchain: the script says the
+        // package runs only beside it (its own release build links the runtime in).
+        #expect(
+            packaged.stderr.contains("links the Swift runtime dynamically (/"),
+            "no warning that the package needs the toolchain: \(packaged.stderr)")
         let tarball = packaged.stdout.split(separator: "\n").last.map(String.init) ?? ""
         try #require(tarball.hasPrefix(output.path) && tarball.hasSuffix("-linux-amd64.tar.gz"), "\(packaged.stdout)")
         try FileManager.default.createDirectory(at: prefix, withIntermediateDirectories: true)

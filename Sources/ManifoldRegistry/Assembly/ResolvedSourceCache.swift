@@ -38,7 +38,9 @@ public final class ResolvedSourceCache: Sendable {
 
     private let state = Mutex(State())
 
-    public init(maxEntries: Int = 4_096, maxBytes: Int = 16 << 20) {
+    /// The defaults cover 512 two-platform builds between their verification and their publication (an entry is
+    /// needed for seconds) in a few MiB of the coordinator's memory.
+    public init(maxEntries: Int = 1_024, maxBytes: Int = 4 << 20) {
         self.maxEntries = max(0, maxEntries)
         self.maxBytes = max(0, maxBytes)
     }
