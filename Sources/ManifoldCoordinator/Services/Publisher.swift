@@ -140,11 +140,7 @@ public struct Publisher: Service {
         let store = self.store
         do {
             let target = try ImageReference(parsing: publication.image)
-            let sources = try publication.children.map { child in
-                AssemblySource(
-                    reference: try ImageReference(parsing: child.imageReference).withDigest(child.digest),
-                    expectedPlatform: child.platform)
-            }
+            let sources = try Self.sources(of: publication)
             let assembler = ManifestListAssembler(registries: registries, logger: logger, resolvedSources: resolvedSources)
             let tracing = self.tracing
             let trace = await tracing.buildContext(publication.buildId, in: store)
@@ -220,13 +216,18 @@ public struct Publisher: Service {
         }
     }
 
+    /// The list's children as the assembler takes them: each verified image by digest, with its platform.
+    static func sources(of publication: Publication) throws -> [AssemblySource] {
+        try publication.children.map { child in
+            AssemblySource(
+                reference: try ImageReference(parsing: child.imageReference).withDigest(child.digest),
+                expectedPlatform: child.platform)
+        }
+    }
+
     /// Drops what the verifier left about `publication`'s children, so its next run reads them from the registry.
     private func forgetChildren(of publication: Publication) {
-        for child in publication.children {
-            guard let reference = try? ImageReference(parsing: child.imageReference) else { continue }
-            resolvedSources.forget(
-                AssemblySource(reference: reference.withDigest(child.digest), expectedPlatform: child.platform))
-        }
+        for source in (try? Self.sources(of: publication)) ?? [] { resolvedSources.forget(source) }
     }
 
     /// Runs a store update for `publication`; when the store cannot take it, the row is tried again later with

@@ -32,8 +32,6 @@ public final class ResolvedSourceCache: Sendable {
         var entries: [AssemblySource: Entry] = [:]
         var bytes = 0
         var clock: UInt64 = 0
-        var hits = 0
-        var misses = 0
     }
 
     private let state = Mutex(State())
@@ -55,14 +53,10 @@ public final class ResolvedSourceCache: Sendable {
     public func children(of source: AssemblySource) -> [AssembledChild]? {
         guard let key = Self.key(source) else { return nil }
         return state.withLock { state in
-            guard var entry = state.entries[key] else {
-                state.misses += 1
-                return nil
-            }
+            guard var entry = state.entries[key] else { return nil }
             state.clock += 1
             entry.used = state.clock
             state.entries[key] = entry
-            state.hits += 1
             return entry.children
         }
     }
@@ -93,8 +87,8 @@ public final class ResolvedSourceCache: Sendable {
         }
     }
 
-    /// How many entries and manifest bytes are kept, and how often a lookup found one.
-    public var statistics: (entries: Int, bytes: Int, hits: Int, misses: Int) {
-        state.withLock { ($0.entries.count, $0.bytes, $0.hits, $0.misses) }
+    /// How many entries and manifest bytes are kept.
+    public var statistics: (entries: Int, bytes: Int) {
+        state.withLock { ($0.entries.count, $0.bytes) }
     }
 }
