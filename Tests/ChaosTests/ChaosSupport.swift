@@ -157,9 +157,9 @@ enum Chaos {
 
     /// The coordinator's database in bytes: its SQLite files, or with replicas the tables and indexes of its
     /// PostgreSQL schema.
-    static func databaseBytes(of harness: AgentHarness) throws -> Int64 {
+    static func databaseBytes(of harness: AgentHarness) async throws -> Int64 {
         guard harness.isReplicated else { return databaseBytes(state: harness.state) }
-        let rows = try harness.query(
+        let rows = try await harness.query(
             """
             SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c
             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'

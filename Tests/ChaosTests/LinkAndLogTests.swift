@@ -134,8 +134,9 @@ extension ChaosTests {
         Chaos.figure(
             "lossy link: \(published)/\(submitted) published in \(Chaos.seconds(elapsed)), logs complete at most \(Chaos.seconds(logLag)) after publication; \(connections.count) connections, \(connections.filter(\.cut).count) cut mid-stream, \(connections.filter(\.refused).count) refused"
         )
+        let databaseBytes = try await Chaos.databaseBytes(of: harness)
         Chaos.figure(
-            "soak: after \(submitted) lossy builds db \(Chaos.kib(try Chaos.databaseBytes(of: harness))), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
+            "soak: after \(submitted) lossy builds db \(Chaos.kib(databaseBytes)), contexts \(Chaos.kib(Chaos.diskUsage("\(harness.state)/contexts")))"
         )
         #expect(
             connections.filter { $0.cut }.count >= 2,

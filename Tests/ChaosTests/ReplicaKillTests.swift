@@ -99,12 +99,12 @@ extension ChaosTests {
             #expect(Set(stored.children) == Set(reported), "list of \(id) holds \(stored.children), jobs reported \(reported)")
         }
         // One decision, one publication: no build's digest set was published twice by two replicas.
-        let twice = try harness.query(
+        let twice = try await harness.query(
             "SELECT buildId, digestSet, COUNT(*) FROM outbox WHERE state = 'done' GROUP BY buildId, digestSet HAVING COUNT(*) > 1"
         )
         #expect(twice.isEmpty, "published more than once: \(twice)")
         // No attempt counted twice: a job's attempt count never exceeds its attempts.
-        let overCounted = try harness.query(
+        let overCounted = try await harness.query(
             "SELECT id, attempts FROM job WHERE attempts > (SELECT COUNT(*) FROM attempt WHERE attempt.jobId = job.id)")
         #expect(overCounted.isEmpty, "jobs counting attempts they did not have: \(overCounted)")
         let refused = proxy.requestLog().filter { $0.method == "PUT" && $0.path.contains("/manifests/") && $0.status >= 400 }

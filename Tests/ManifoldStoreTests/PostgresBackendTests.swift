@@ -626,7 +626,7 @@ import Testing
     }
 
     @Test func aWrongPasswordIsRefusedNotUnavailable() async throws {
-        var configuration = try TestPostgres.shared.configuration(poolSize: 1)
+        var configuration = try await TestPostgres.shared.configuration(poolSize: 1)
         guard configuration.password != nil else { return }  // an external server with trust authentication
         configuration.password = "wrong"
         let error = await sqlError { _ = try await PostgresBackend.connect(configuration, logger: Self.logger) }
@@ -639,7 +639,7 @@ import Testing
     }
 
     @Test func aServerThatStopsAnsweringOrGoesAwayIsUnavailableAndNamed() async throws {
-        let server = try TestPostgres.local
+        let server = try await TestPostgres.local
         let proxy = try TCPFaultProxy.start(backendPort: try #require(server.port))
         defer { proxy.stop() }
         var configuration = try await server.freshSchema(poolSize: 1)
@@ -693,7 +693,7 @@ import Testing
     }
 
     @Test func tlsIsVerifiedAgainstTheGivenCA() async throws {
-        let server = try TestPostgres.local
+        let server = try await TestPostgres.local
         let ca = try #require(server.caCertificate)
         let base = try server.configuration(poolSize: 1)
         func encrypted(_ configuration: PostgresConfiguration) async throws -> Bool? {

@@ -79,9 +79,9 @@ public final class AgentHarness: @unchecked Sendable {
             try await createSubmitter()
             return
         }
-        let server = try TestPostgres.shared
+        let server = try await TestPostgres.shared
         let schema = server.uniqueSchemaName()
-        try server.psql("CREATE SCHEMA \(schema)")
+        _ = try await onOwnThread { try server.psql("CREATE SCHEMA \(schema)") }
         let url = server.url + (server.url.contains("?") ? "&" : "?") + "search_path=\(schema)"
         databaseURL = url
         if let password = server.password { settings["MANIFOLD_DATABASE_PASSWORD"] = password }
@@ -186,9 +186,10 @@ public final class AgentHarness: @unchecked Sendable {
 
     /// Runs `sql` on the replicas' database (its schema first on the search path) and returns psql's unaligned
     /// rows.
-    public func query(_ sql: String) throws -> [String] {
+    public func query(_ sql: String) async throws -> [String] {
         guard let databaseURL else { throw TestEnvironmentError("this harness has no replicas") }
-        return try TestPostgres.shared.psql(sql, url: databaseURL)
+        let server = try await TestPostgres.shared
+        return try await onOwnThread { try server.psql(sql, url: databaseURL) }
     }
 
     public var platform: Platform { platforms[0] }

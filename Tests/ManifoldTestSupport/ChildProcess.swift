@@ -56,7 +56,21 @@ public final class ChildProcess: @unchecked Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        // A child inherits the spawning thread's signal mask and the signals this process ignores. Tests spawn from
+        // threads of the concurrency pool, which block SIGTERM among others, and SIGPIPE is ignored here: a child
+        // would then sit out every SIGTERM until `stop()` gave up on it and sent SIGKILL five seconds later, holding
+        // a pool thread all that time. The child starts as a shell would start it: nothing blocked, every signal's
+        // default action.
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var everySignal = sigset_t()
+        sigfillset(&everySignal)
+        sigdelset(&everySignal, SIGKILL)
+        sigdelset(&everySignal, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &everySignal)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
 
         let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }

@@ -12,7 +12,7 @@ import Darwin
 /// scratch directory, `postgres` on a free 127.0.0.1 port, durability off) and stops when it exits.
 ///
 /// ```swift
-/// let server = try TestPostgres.shared
+/// let server = try await TestPostgres.shared
 /// // server.url: postgres://manifold@127.0.0.1:PORT/manifold_test?sslmode=disable, password: server.password
 /// ```
 /// Stores isolate themselves by schema (`ManifoldStoreTestSupport` makes a fresh one per store). A failure to
@@ -40,31 +40,39 @@ public final class TestPostgres: Sendable {
         self.caCertificate = caCertificate
     }
 
-    private static let state = Mutex<Result<TestPostgres, any Error>?>(nil)
-    private static let localState = Mutex<Result<TestPostgres, any Error>?>(nil)
+    private static let state = Mutex<Task<TestPostgres, any Error>?>(nil)
+    private static let localState = Mutex<Task<TestPostgres, any Error>?>(nil)
     private static let clusters = Mutex<[Cluster]>([])
     private static let counter = Mutex(0)
 
     /// The process's server, started on first use (a failure is remembered and thrown again).
+    ///
+    /// Starting one (`initdb`, the server's recovery) takes seconds on a loaded machine: it runs on a thread of its
+    /// own, and every caller meanwhile awaits it without holding a thread of the concurrency pool, which on two
+    /// cores has two threads that every other test of the process needs.
     public static var shared: TestPostgres {
-        get throws {
-            try state.withLock { state in
-                if state == nil { state = Result { try start() } }
-                return try state!.get()
-            }
+        get async throws {
+            try await state.withLock { state in
+                if let state { return state }
+                let task = Task { try await onOwnThread { try start() } }
+                state = task
+                return task
+            }.value
         }
     }
 
     /// A server this process started (with TLS), for tests of what only a local cluster offers: ``shared`` when
     /// that is local, else one more cluster next to the external server.
     public static var local: TestPostgres {
-        get throws {
-            let shared = try shared
+        get async throws {
+            let shared = try await shared
             if !shared.isExternal { return shared }
-            return try localState.withLock { state in
-                if state == nil { state = Result { try startCluster() } }
-                return try state!.get()
-            }
+            return try await localState.withLock { state in
+                if let state { return state }
+                let task = Task { try await onOwnThread { try startCluster() } }
+                state = task
+                return task
+            }.value
         }
     }
 

@@ -36,10 +36,11 @@ extension PostgresBackend {
             throw PostgresErrors.classifyConnect(error, configuration: configuration)
         }
         do {
-            let notifications = try await connection.listen(channel)
-            await receive(.listening)
-            for try await notification in notifications {
-                await receive(.message(notification.payload))
+            try await connection.listen(on: channel) { notifications in
+                await receive(.listening)
+                for try await notification in notifications {
+                    await receive(.message(notification.payload))
+                }
             }
             try? await connection.close()
             if Task.isCancelled { return }
