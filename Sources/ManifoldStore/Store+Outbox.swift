@@ -217,7 +217,8 @@ extension Store {
     /// still holds `claim` on the report (no other replica took it over; see
     /// ``claimVerification(jobId:epoch:)``), its build was not cancelled, and no build submitted later holds the
     /// tag (then a `tag.kept` event says so). When allowed, the build becomes the tag's owner and the tag is claimed
-    /// for this attempt's PUT until ``releaseChildTag(epoch:)`` (or one verification claim TTL). While another
+    /// for this attempt's PUT until ``releaseChildTag(epoch:)``, the recording of the check's outcome
+    /// (``recordVerification(jobId:epoch:outcome:canonicalReference:claim:)``) or one verification claim TTL. While another
     /// replica's push holds the tag, throws ``TagClaimedElsewhere``: the check waits and tries again, since two
     /// replicas' PUTs of one tag could land in either order.
     public func claimChildTag(

@@ -682,6 +682,10 @@ extension Store {
     /// Fenced by `claim` (see ``claimVerification(jobId:epoch:)``): a replica whose claim another replica took over
     /// records nothing; without a claim, nothing is recorded while another replica holds a claim that has not run
     /// out. Answers whether the outcome was recorded (false also when the report was already decided).
+    ///
+    /// The check's claim on the stable child tag (``claimChildTag(jobId:epoch:childTag:digest:claim:)``), if this
+    /// replica still holds it, ends in the same transaction, recorded or not: its PUT is over by then, and a separate
+    /// ``releaseChildTag(epoch:)`` was one more durable write per platform of every build.
     @discardableResult
     public func recordVerification(
         jobId: String, epoch: Int64, outcome: VerificationOutcome, canonicalReference: String? = nil,
@@ -689,6 +693,7 @@ extension Store {
     ) async throws -> Bool {
         let at = now()
         return try await write { db -> Bool in
+            try Self.releaseTags(db, holder: Self.tagHolder(attempt: epoch), replica: replica, at: Store.timestamp(at))
             guard
                 let attempt = try SQLRow.fetchOne(
                     db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),

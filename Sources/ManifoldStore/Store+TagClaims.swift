@@ -76,8 +76,9 @@ extension Store {
     }
 
     /// Ends the claim on the stable child tag that the verification of attempt `epoch` took in
-    /// ``claimChildTag(jobId:epoch:childTag:digest:claim:)``, once its PUT is over (landed or failed), so another
-    /// replica's push of that tag need not wait for the claim to run out.
+    /// ``claimChildTag(jobId:epoch:childTag:digest:claim:)``, when its PUT is over and no outcome is recorded (the
+    /// PUT failed, or the check stopped), so another replica's push of that tag need not wait for the claim to run
+    /// out. Recording the outcome ends the claim too.
     public func releaseChildTag(epoch: Int64) async throws {
         let at = Store.timestamp(now())
         try await write { db in

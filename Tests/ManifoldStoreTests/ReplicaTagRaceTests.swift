@@ -212,6 +212,38 @@ import Testing
         #expect(try await fixture.store.tagOwners(image: newer.image)[tag]?.buildId == newer.buildId)
     }
 
+    /// A landed PUT's claim on the child tag ends with the recording of the check's outcome (the same write), so
+    /// the next build's push of that tag on another replica goes ahead at once.
+    @Test func recordingTheOutcomeEndsTheChildTagClaim() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        let ((older, olderClaim), (newer, newerClaim)) = try await Self.twoReports(fixture, first: first, second: second)
+        #expect(
+            try await first.claimChildTag(
+                jobId: older.jobId, epoch: older.epoch, childTag: older.childTag, digest: older.digest, claim: olderClaim))
+        await #expect(throws: TagClaimedElsewhere.self) {
+            try await second.claimChildTag(
+                jobId: newer.jobId, epoch: newer.epoch, childTag: newer.childTag, digest: newer.digest, claim: newerClaim)
+        }
+        #expect(
+            try await first.recordVerification(
+                jobId: older.jobId, epoch: older.epoch, outcome: .verified, claim: olderClaim))
+        #expect(
+            try await second.claimChildTag(
+                jobId: newer.jobId, epoch: newer.epoch, childTag: newer.childTag, digest: newer.digest, claim: newerClaim))
+        // A recording that another replica's claim refuses still ends this replica's own tag claim, and no other.
+        #expect(
+            try await first.recordVerification(
+                jobId: newer.jobId, epoch: newer.epoch, outcome: .verified, claim: olderClaim) == false)
+        let third = try await ReplicaClaimTests.reportAwaitingCheck(fixture, name: "c")
+        let thirdClaim = try #require(try await first.claimVerification(jobId: third.jobId, epoch: third.epoch))
+        await #expect(throws: TagClaimedElsewhere.self) {
+            try await first.claimChildTag(
+                jobId: third.jobId, epoch: third.epoch, childTag: third.childTag, digest: third.digest, claim: thirdClaim)
+        }
+    }
+
     @Test func aDeadReplicasChildTagClaimRunsOut() async throws {
         let fixture = try await StoreFixture()
         let dead = try await fixture.another(replica: "replica-a")

@@ -186,6 +186,7 @@ public struct Verifier: Service {
         } catch let lost as VerificationClaimLost {
             logger.warning("stopped verifying a report", metadata: ["job": "\(pending.jobId)", "reason": "\(lost)"])
             postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
+            await releaseChildTag(pending)
             return
         } catch let held as TagClaimedElsewhere {
             // Not a registry failure: another replica's PUT of the child tag is under way. The check runs again after
@@ -202,7 +203,7 @@ public struct Verifier: Service {
             switch error {
             case .notFound where await reportedImageIsPresent(pending):
                 // Proven present by a HEAD: the 404 was a race with another push, not a verdict.
-                guard let reason = await postpone(pending, error: error) else { return }
+                guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
                 outcome = .rejected(reason: reason)
             case .notFound, .digestMismatch, .protocolViolation, .tooLarge, .registryNotAllowed, .tooManyIndexEntries,
                 .copyLimitExceeded:
@@ -211,15 +212,16 @@ public struct Verifier: Service {
                 // A realm or redirect the rules refuse stays refused; waiting would not change it.
                 outcome = .rejected(reason: error.description)
             default:
-                guard let reason = await postpone(pending, error: error) else { return }
+                guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
                 outcome = .rejected(reason: reason)
             }
         } catch is CancellationError {
             // Shutting down: another replica (or this one after its restart) checks the report, at once.
             try? await store.releaseVerificationClaim(claim)
+            await releaseChildTag(pending)
             return
         } catch {
-            guard let reason = await postpone(pending, error: error) else { return }
+            guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
             outcome = .rejected(reason: reason)
         }
         postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
@@ -343,6 +345,7 @@ public struct Verifier: Service {
                 jobId: pending.jobId, epoch: pending.epoch, childTag: pending.childTag, digest: manifest.digest, claim: claim)
         {
             // The tag stays claimed for this PUT only; whether it landed or failed, another replica may push it next.
+            // A landed PUT's claim ends with the recording of the outcome, in the same write.
             do {
                 _ = try await tracing.registry("PUT manifest", registry: target.registry, repository: target.repository) {
                     try await destination.pushManifest(
@@ -352,7 +355,6 @@ public struct Verifier: Service {
                 await releaseChildTag(pending)
                 throw error
             }
-            await releaseChildTag(pending)
         }
         // The publisher names the image where it now lives: the build's repository, by digest.
         let published = AssemblySource(reference: target.withDigest(pending.digest), expectedPlatform: pending.platform)
