@@ -52,12 +52,7 @@ public final class TestPostgres: Sendable {
     /// cores has two threads that every other test of the process needs.
     public static var shared: TestPostgres {
         get async throws {
-            try await state.withLock { state in
-                if let state { return state }
-                let task = Task { try await onOwnThread { try start() } }
-                state = task
-                return task
-            }.value
+            try await once(state) { try start() }
         }
     }
 
@@ -67,13 +62,21 @@ public final class TestPostgres: Sendable {
         get async throws {
             let shared = try await shared
             if !shared.isExternal { return shared }
-            return try await localState.withLock { state in
-                if let state { return state }
-                let task = Task { try await onOwnThread { try startCluster() } }
-                state = task
-                return task
-            }.value
+            return try await once(localState) { try startCluster() }
         }
+    }
+
+    /// The server `slot` holds, started by `start` on a thread of its own by the first caller; later callers await
+    /// that same start.
+    private static func once(
+        _ slot: borrowing Mutex<Task<TestPostgres, any Error>?>, _ start: @escaping @Sendable () throws -> TestPostgres
+    ) async throws -> TestPostgres {
+        try await slot.withLock { task in
+            if let task { return task }
+            let started = Task { try await onOwnThread(start) }
+            task = started
+            return started
+        }.value
     }
 
     /// A schema name no other store of any test process uses (`t_<pid>_<n>_<random>`).
