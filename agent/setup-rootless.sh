@@ -61,7 +61,7 @@ start=$(next_free)
 start=$(( (start + 65535) / 65536 * 65536 ))
 for kind in uid gid; do
     if grep -q "^$user:" "/etc/sub$kind"; then
-        echo "sub${kind}s of $user kept: $(grep "^$user:" "/etc/sub$kind" | head -n 1)"
+        echo "sub${kind}s of $user kept: $(grep -m 1 "^$user:" "/etc/sub$kind")"
     else
         usermod "--add-sub${kind}s" "$start-$((start + count - 1))" "$user"
         echo "sub${kind}s of $user: $start-$((start + count - 1))"

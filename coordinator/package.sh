@@ -70,7 +70,7 @@ if [ ! -x "$executable" ]; then
 fi
 # An executable that loads the Swift runtime from a toolchain runs only on hosts with that very toolchain at that path
 # (Swift has no stable ABI on Linux): say so, with where it loads it from.
-runtime="$(ldd "$executable" 2>/dev/null | awk '$1 ~ /^lib(swiftCore|Foundation)\.so/ {print $3}' | head -n 1)"
+runtime="$(ldd "$executable" 2>/dev/null | awk '$1 ~ /^lib(swiftCore|Foundation)\.so/ && !found {print $3; found = 1}')"
 if [ -n "$runtime" ]; then
     echo "package.sh: warning: $executable links the Swift runtime dynamically ($runtime): the package runs only where" \
         "that toolchain is installed at the same path. For a self-contained package leave out --bin-path and --debug" \

@@ -13,7 +13,7 @@ if ! command -v swift >/dev/null 2>&1; then
     echo "install-deps.sh: (https://www.swift.org/install/linux/); add its usr/bin to PATH, e.g. /opt/swift/usr/bin" >&2
     exit 1
 fi
-swift_version=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)
+swift_version=$(swift --version 2>/dev/null | sed -n 's/.*Swift version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p;T;q')
 if [ -n "$swift_version" ]; then
     read -r swift_major swift_minor <<<"$swift_version"
     if [ "$swift_major" -lt 6 ] || { [ "$swift_major" -eq 6 ] && [ "$swift_minor" -lt 2 ]; }; then
@@ -106,7 +106,7 @@ if command -v docker >/dev/null 2>&1; then
 else
     # Debian 12 has no daemon-less docker CLI package; docker.io carries the CLI. Keep its
     # maintainer scripts from starting any service while it is installed.
-    if apt-cache policy docker-cli 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    if apt-cache policy docker-cli 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
         docker_package=docker-cli
     else
         docker_package=docker.io
