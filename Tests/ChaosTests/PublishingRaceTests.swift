@@ -26,7 +26,7 @@ extension ChaosTests {
         let agent = try harness.startAgent("builder", script: Chaos.pushScript(ledger: ledger))
         defer { agent.stop() }
         let delay = 6.0
-        // Only the list: pushed by digest, then under the build's tag.
+        // Only the list, pushed under the build's tag (or by digest, were it pushed so).
         try proxy.setRules([
             FaultRule(
                 method: "PUT", pathRegex: #"/manifests/(sha256:[0-9a-f]{64}|cancelme)$"#, times: FaultRule.forever, delay: delay)

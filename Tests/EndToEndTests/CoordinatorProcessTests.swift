@@ -91,7 +91,7 @@ import Testing
 
         // Hold the list's push in the proxy, so the coordinator is in the middle of publishing when it dies.
         // (20 s: long enough that a test process whose pool is starved still sees the build publishing.)
-        try proxy.setRules([FaultRule(method: "PUT", pathRegex: "/manifests/sha256:", delay: 20)])
+        try proxy.setRules([FaultRule(method: "PUT", pathRegex: #"/manifests/(1\.0|latest)$"#, delay: 20)])
         let completed = try await CoordinatorProcess.call(
             running, "POST", "/api/v1/agent/complete", token: agent,
             json: CompleteRequest(

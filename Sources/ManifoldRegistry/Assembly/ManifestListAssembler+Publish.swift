@@ -3,12 +3,15 @@ import ManifoldCore
 import Synchronization
 
 extension ManifestListAssembler {
-    /// Copies children into the target repository where needed, pushes the list by digest and then under
-    /// every tag, and reads it back: every tag must return exactly the pushed bytes and every child must exist.
+    /// Copies children into the target repository where needed, pushes the list under every tag (by digest when no
+    /// tag is left to push), and reads it back: every tag must return exactly the pushed bytes and every child must
+    /// exist.
     ///
-    /// `beforeTagging` runs after the list is stored by digest and right before the first tag moves: it receives
-    /// the tags and returns those to push (a coordinator re-checks there that the push is still wanted, and which
-    /// tags are still its to move); throwing from it moves no tag.
+    /// `beforeTagging` runs right before the list is first pushed: it receives the tags and returns those to push (a
+    /// coordinator re-checks there that the push is still wanted, and which tags are still its to move); throwing from
+    /// it pushes nothing. The list is not pushed by digest first: the first tag's PUT stores it under its digest too
+    /// (the registry answers with that digest), so a separate PUT would cost every publication one more sequential
+    /// round trip (`deploy/bench/end-to-end.sh`) and leave an untagged list behind when the re-check says stop.
     public func publish(
         _ plan: AssemblyPlan, beforeTagging: (@Sendable ([String]) async throws -> [String])? = nil
     ) async throws -> AssemblyResult {
@@ -21,35 +24,18 @@ extension ManifestListAssembler {
             if try await copyIfNeeded(child, into: target, budget: budget) { copied += 1 }
         }
 
-        let digestReference = plan.list.digest.description
-        progress("pushing list \(target.name)@\(plan.list.digest)")
-        do {
-            try await registry.pushManifest(repository: target.repository, reference: digestReference, manifest: plan.list)
-        } catch let error as RegistryError where error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") {
-            // Name the children that are really missing rather than the whole list; if the registry cannot
-            // answer those HEADs either, its original refusal is the better report.
-            var missing: [String] = []
-            for child in plan.children {
-                let digest = child.descriptor.digest.description
-                let found: Descriptor??
-                do {
-                    found = .some(try await registry.headManifest(repository: target.repository, reference: digest))
-                } catch {
-                    found = nil
-                }
-                guard let found else { throw error }
-                if found == nil { missing.append("\(digest) (from \(child.source))") }
-            }
-            // Every child answers a HEAD: the refusal proves nothing missing, so it stays the registry's error
-            // (worth another try) rather than a verdict on the children.
-            guard !missing.isEmpty else { throw error }
-            throw AssemblyError.childMissing(
-                child: missing.joined(separator: ", "), target: target.name, registryMessage: RegistryError.render(error.details))
-        }
         let tags = try await beforeTagging?(plan.request.allTags) ?? plan.request.allTags
-        for tag in tags {
-            progress("tagging \(target.name):\(tag)")
-            try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
+        if let first = tags.first {
+            progress("pushing list \(target.name):\(first) (\(plan.list.digest))")
+            try await pushList(plan, reference: first, registry: registry)
+            for tag in tags.dropFirst() {
+                progress("tagging \(target.name):\(tag)")
+                try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
+            }
+        } else {
+            // Every tag is held elsewhere: the list still exists by digest, as the result names it.
+            progress("pushing list \(target.name)@\(plan.list.digest)")
+            try await pushList(plan, reference: plan.list.digest.description, registry: registry)
         }
 
         // The checks after the push are independent reads: they run side by side, eight at a time (each tag read
@@ -81,6 +67,34 @@ extension ManifestListAssembler {
         }
         return AssemblyResult(
             plan: plan, reference: target.withDigest(plan.list.digest), tags: tags, copiedChildren: copied)
+    }
+
+    /// The list's first PUT. A registry refusing it for a missing child (`MANIFEST_BLOB_UNKNOWN`) is asked which
+    /// children are really missing, so the error names them rather than the whole list.
+    private func pushList(_ plan: AssemblyPlan, reference: String, registry: RegistryClient) async throws {
+        let target = plan.request.target
+        do {
+            try await registry.pushManifest(repository: target.repository, reference: reference, manifest: plan.list)
+        } catch let error as RegistryError where error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") {
+            // If the registry cannot answer those HEADs either, its original refusal is the better report.
+            var missing: [String] = []
+            for child in plan.children {
+                let digest = child.descriptor.digest.description
+                let found: Descriptor??
+                do {
+                    found = .some(try await registry.headManifest(repository: target.repository, reference: digest))
+                } catch {
+                    found = nil
+                }
+                guard let found else { throw error }
+                if found == nil { missing.append("\(digest) (from \(child.source))") }
+            }
+            // Every child answers a HEAD: the refusal proves nothing missing, so it stays the registry's error
+            // (worth another try) rather than a verdict on the children.
+            guard !missing.isEmpty else { throw error }
+            throw AssemblyError.childMissing(
+                child: missing.joined(separator: ", "), target: target.name, registryMessage: RegistryError.render(error.details))
+        }
     }
 
     /// Makes `child` exist in the target repository: nothing to do when it is already there; blob mounts

@@ -73,7 +73,7 @@ import Testing
         // The agent pushes straight to the registry; the coordinator reaches it through the failing proxy.
         let digest = try await Self.push(
             lease.spec.platform, to: try ImageReference(parsing: "\(registry.host)/team/app:\(lease.spec.tag)"), text: "outage")
-        // The list's PUTs fail (by digest and under its tag); the verifier's child tag goes through.
+        // The list's PUTs fail (under its tag, and by digest were one tried); the verifier's child tag goes through.
         try proxy.setRules([
             FaultRule(method: "PUT", pathRegex: "/manifests/(sha256:|1\\.0$)", status: 503, times: FaultRule.forever)
         ])

@@ -39,10 +39,10 @@ import Testing
         let submitter = try await fixture.token(.submitter)
         let platforms = ["linux/amd64", "linux/arm64"]
         let build = try await fixture.submit(submitter, image: "\(proxy.host)/team/app", platforms: platforms, maxAttempts: 1)
-        // The list is the only manifest pushed by digest (children stay in the build's repository): refuse it once.
+        // The list's push under its tag (children get theirs, `1.0-linux-amd64`, from the verifier): refuse it once.
         try proxy.setRules([
             FaultRule(
-                method: "PUT", pathRegex: "/manifests/sha256:", status: 400,
+                method: "PUT", pathRegex: #"/manifests/1\.0$"#, status: 400,
                 body: Self.registryError(code, "refused while another push is under way"))
         ])
         var children: [Digest] = []
@@ -66,13 +66,14 @@ import Testing
         #expect(published.jobs.allSatisfy { $0.state == .succeeded && $0.attempts == 1 }, "\(published)")
         let listDigest = try #require(published.listDigest)
 
-        // Two PUTs of the list by digest: the refused one and the retry, which the registry took.
+        // Two PUTs of the list under its tag: the refused one and the retry, which the registry took; none by digest.
         let log = proxy.requestLog()
         let listPUTs = log.enumerated().filter {
-            $0.element.method == "PUT" && $0.element.path.hasSuffix("/manifests/\(listDigest)")
+            $0.element.method == "PUT" && $0.element.path.hasSuffix("/manifests/1.0")
         }
         #expect(listPUTs.map { $0.element.status } == [400, 201], "\(log)")
         #expect(listPUTs.first?.element.injected == true)
+        #expect(!log.contains { $0.method == "PUT" && $0.path.hasSuffix("/manifests/\(listDigest)") }, "\(log)")
         if code == "MANIFEST_BLOB_UNKNOWN", let refused = listPUTs.first?.offset, let retried = listPUTs.last?.offset {
             // Between them, each child was looked up by a HEAD (and found), which is why the refusal proved nothing.
             let checks = log[refused..<retried].filter { $0.method == "HEAD" && $0.status == 200 }.map(\.path)

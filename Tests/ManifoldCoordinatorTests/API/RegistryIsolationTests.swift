@@ -67,7 +67,7 @@ import Testing
         let page = "<html><body>INTERNAL-SECRET-PAGE " + String(repeating: "x", count: 100_000) + "</body></html>"
         try proxy.setRules([
             FaultRule(
-                method: "PUT", pathRegex: "/manifests/sha256:", status: 400, times: FaultRule.forever, body: page,
+                method: "PUT", pathRegex: #"/manifests/1\.0$"#, status: 400, times: FaultRule.forever, body: page,
                 headers: ["Content-Type": "text/html"])
         ])
         #expect(
