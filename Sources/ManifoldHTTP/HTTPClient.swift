@@ -59,6 +59,10 @@ public final class HTTPClient: Sendable {
     /// The body of any other status (an error document) is returned in memory instead, up to a megabyte,
     /// and `file` is left empty. A body longer than `maxBodySize` fails with `responseTooLarge` once the limit
     /// is passed (what arrived stays in `file`).
+    ///
+    /// The file is not synced to disk: every download is scratch (a context about to be unpacked, a blob about to be
+    /// uploaded), and an fsync of a large file would hold a concurrency pool thread for as long as the disk takes. A
+    /// caller that keeps the file syncs it itself.
     public func download(_ request: HTTPRequest, to file: URL, maxBodySize: Int64? = nil) async throws -> HTTPResponse {
         guard FileManager.default.createFile(atPath: file.path, contents: nil),
             let handle = try? FileHandle(forWritingTo: file)
@@ -67,7 +71,6 @@ public final class HTTPClient: Sendable {
         }
         defer { try? handle.close() }
         let outcome = try await perform(request, sink: .file(handle, limit: maxBodySize))
-        try? handle.synchronize()
         return HTTPResponse(
             status: outcome.head.status, headers: outcome.head.headers, body: outcome.body, url: outcome.head.url,
             httpVersion: outcome.head.httpVersion)
