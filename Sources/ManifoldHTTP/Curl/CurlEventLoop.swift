@@ -56,9 +56,17 @@ final class CurlEventLoop: @unchecked Sendable {
     private var wakeupCount = 0
     let logger: Logger
 
+    /// How many idle connections the handle keeps for reuse (`CURLMOPT_MAXCONNECTS`). libcurl's default is four per
+    /// transfer under way at the moment a connection comes back, so a client that just ran five requests side by side
+    /// and is now down to one (an agent whose held poll returned a lease, after a job's heartbeat, log, context and
+    /// report) closed the spare connections and paid a TLS handshake for each again on the next burst. Idle connections
+    /// still close after libcurl's maximum age or when the server closes them.
+    static let idleConnections = 32
+
     init(logger: Logger) {
         precondition(curlGlobalInitialization, "curl_global_init failed")
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed (out of memory)") }
+        _ = manifold_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, CLong(Self.idleConnections))
         self.multi = multi
         self.logger = logger
         if !LoopThreadRegistry.shared.start(self, run: { [self] in run() }) {

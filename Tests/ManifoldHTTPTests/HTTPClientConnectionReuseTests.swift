@@ -1,0 +1,45 @@
+import Foundation
+import ManifoldHTTP
+import ManifoldTestSupport
+import Testing
+
+/// A client keeps the connections a burst of requests opened and reuses them for the next burst, however few
+/// requests ran in between: a new connection is a TCP and TLS handshake (an agent pays them at the start of every job).
+@Suite struct HTTPClientConnectionReuseTests {
+    @Test func burstsAfterALoneRequestReuseTheBurstsConnections() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let proxy = try TCPFaultProxy.start(backendPort: env.tls.port)
+        defer { proxy.stop() }
+        let client = env.trustingClient()
+        let base = "https://127.0.0.1:\(proxy.port)"
+        let burst = 6
+        for round in 0..<3 {
+            // Six requests side by side (each held a second, so they overlap), then one alone: with libcurl's default
+            // cache (four idle connections per transfer under way) the lone request's return closed two, and the next
+            // burst opened them again (ten connections in all).
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<burst {
+                    group.addTask {
+                        try await client.execute(HTTPRequest(url: URL(string: "\(base)/slow?delay=1&tag=r\(round)-\(index)")!))
+                            .status
+                    }
+                }
+                for try await status in group { #expect(status == 200) }
+            }
+            #expect(try await client.execute(HTTPRequest(url: URL(string: "\(base)/echo")!)).status == 200)
+        }
+        client.shutdown()
+        // The proxy logs a connection when it ends; the client's shutdown ends them all.
+        let deadline = ContinuousClock.now + .seconds(20)
+        var ended = proxy.connections()
+        while ended.count < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            ended = proxy.connections()
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        ended = proxy.connections()
+        // At most one connection per request of a burst (fewer when a starved test process did not overlap them all).
+        #expect(
+            (2...burst).contains(ended.count), "\(ended.count) connections for three bursts of \(burst) requests: \(ended)")
+    }
+}
