@@ -165,64 +165,17 @@ public struct Verifier: Service {
         metrics.increment("manifold_verifications_total")
         let checkStarted = ContinuousClock.now
         let outcome: VerificationOutcome
-        var canonical: String? = nil
-        let trace = await tracing.buildContext(pending.buildId, in: store)
-        do {
-            canonical = try await tracing.withSpan(
-                "verify", parent: trace,
-                attributes: [
-                    "manifold.build": .string(pending.buildId), "manifold.job": .string(pending.jobId),
-                    "manifold.platform": .string(pending.platform.description), "manifold.epoch": .int64(pending.epoch),
-                    "manifold.digest": .string(pending.digest.description),
-                ]
-            ) {
-                try await holding(claim) {
-                    try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
-                        try await check(pending, claim: claim)
-                    }
-                }
-            }
-            outcome = .verified
-        } catch let lost as VerificationClaimLost {
-            logger.warning("stopped verifying a report", metadata: ["job": "\(pending.jobId)", "reason": "\(lost)"])
-            postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
-            await releaseChildTag(pending)
+        let canonical: String?
+        switch await runCheck(pending, claim: claim) {
+        case .waitsForTag:
+            // Another replica's push holds the tag; this check holds no claim on it.
             return
-        } catch let held as TagClaimedElsewhere {
-            // Not a registry failure: another replica's PUT of the child tag is under way. The check runs again after
-            // one retry delay, by then usually past that push (or its claim ran out); this replica keeps the report.
-            logger.info(
-                "a child tag push waits for another replica's", metadata: ["job": "\(pending.jobId)", "reason": "\(held)"])
-            delay(pending)
-            return
-        } catch let error as AssemblyError {
-            outcome = .rejected(reason: error.description)
-        } catch let error as ImageReferenceError {
-            outcome = .rejected(reason: "the agent reported an invalid image reference: \(error)")
-        } catch let error as RegistryError {
-            switch error {
-            case .notFound where await reportedImageIsPresent(pending):
-                // Proven present by a HEAD: the 404 was a race with another push, not a verdict.
-                guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
-                outcome = .rejected(reason: reason)
-            case .notFound, .digestMismatch, .protocolViolation, .tooLarge, .registryNotAllowed, .tooManyIndexEntries,
-                .copyLimitExceeded:
-                outcome = .rejected(reason: error.description)
-            case .transport(.destinationRefused, _):
-                // A realm or redirect the rules refuse stays refused; waiting would not change it.
-                outcome = .rejected(reason: error.description)
-            default:
-                guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
-                outcome = .rejected(reason: reason)
-            }
-        } catch is CancellationError {
-            // Shutting down: another replica (or this one after its restart) checks the report, at once.
-            try? await store.releaseVerificationClaim(claim)
-            await releaseChildTag(pending)
-            return
-        } catch {
-            guard let reason = await postpone(pending, error: error) else { return await releaseChildTag(pending) }
-            outcome = .rejected(reason: reason)
+        case .stopped:
+            // Nothing is recorded, so the claim on the child tag (if the check took one) ends here; recording an
+            // outcome ends it in the same write.
+            return await releaseChildTag(pending)
+        case .decided(let decided, let reference):
+            (outcome, canonical) = (decided, reference)
         }
         postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
         metrics.observe(
@@ -242,6 +195,77 @@ public struct Verifier: Service {
                 outcome == .verified ? [.publication, .progress] : [.publication, .progress, .work], build: pending.buildId)
         } catch {
             logger.error("recording a verification failed", metadata: ["job": "\(pending.jobId)", "error": "\(error)"])
+        }
+    }
+
+    /// How a check ended.
+    enum CheckEnd {
+        /// An outcome to record, and the reference the list is assembled from when it differs from the reported one.
+        case decided(VerificationOutcome, canonical: String?)
+        /// Nothing to record now: the claim on the report was lost, shutdown came, or the check was postponed.
+        case stopped
+        /// Another replica's push of the child tag is under way; the check runs again after a retry delay.
+        case waitsForTag
+    }
+
+    /// Runs the check of `pending` under `claim` and says how it ended; registry failures worth waiting out are
+    /// postponed here.
+    private func runCheck(_ pending: PendingVerification, claim: VerificationClaim) async -> CheckEnd {
+        let trace = await tracing.buildContext(pending.buildId, in: store)
+        do {
+            let canonical = try await tracing.withSpan(
+                "verify", parent: trace,
+                attributes: [
+                    "manifold.build": .string(pending.buildId), "manifold.job": .string(pending.jobId),
+                    "manifold.platform": .string(pending.platform.description), "manifold.epoch": .int64(pending.epoch),
+                    "manifold.digest": .string(pending.digest.description),
+                ]
+            ) {
+                try await holding(claim) {
+                    try await RegistryDeadlineExceeded.run(itemDeadline, registries: Self.registries(of: pending)) {
+                        try await check(pending, claim: claim)
+                    }
+                }
+            }
+            return .decided(.verified, canonical: canonical)
+        } catch let lost as VerificationClaimLost {
+            logger.warning("stopped verifying a report", metadata: ["job": "\(pending.jobId)", "reason": "\(lost)"])
+            postponed.withLock { _ = $0.removeValue(forKey: pending.epoch) }
+            return .stopped
+        } catch let held as TagClaimedElsewhere {
+            // Not a registry failure: another replica's PUT of the child tag is under way. The check runs again after
+            // one retry delay, by then usually past that push (or its claim ran out); this replica keeps the report.
+            logger.info(
+                "a child tag push waits for another replica's", metadata: ["job": "\(pending.jobId)", "reason": "\(held)"])
+            delay(pending)
+            return .waitsForTag
+        } catch let error as AssemblyError {
+            return .decided(.rejected(reason: error.description), canonical: nil)
+        } catch let error as ImageReferenceError {
+            return .decided(.rejected(reason: "the agent reported an invalid image reference: \(error)"), canonical: nil)
+        } catch let error as RegistryError {
+            switch error {
+            case .notFound where await reportedImageIsPresent(pending):
+                // Proven present by a HEAD: the 404 was a race with another push, not a verdict.
+                guard let reason = await postpone(pending, error: error) else { return .stopped }
+                return .decided(.rejected(reason: reason), canonical: nil)
+            case .notFound, .digestMismatch, .protocolViolation, .tooLarge, .registryNotAllowed, .tooManyIndexEntries,
+                .copyLimitExceeded:
+                return .decided(.rejected(reason: error.description), canonical: nil)
+            case .transport(.destinationRefused, _):
+                // A realm or redirect the rules refuse stays refused; waiting would not change it.
+                return .decided(.rejected(reason: error.description), canonical: nil)
+            default:
+                guard let reason = await postpone(pending, error: error) else { return .stopped }
+                return .decided(.rejected(reason: reason), canonical: nil)
+            }
+        } catch is CancellationError {
+            // Shutting down: another replica (or this one after its restart) checks the report, at once.
+            try? await store.releaseVerificationClaim(claim)
+            return .stopped
+        } catch {
+            guard let reason = await postpone(pending, error: error) else { return .stopped }
+            return .decided(.rejected(reason: reason), canonical: nil)
         }
     }
 
