@@ -40,25 +40,24 @@ done
 export DOCKER_CONFIG="$work/docker"
 mkdir -p "$DOCKER_CONFIG"
 
-# Bash's own clock: a helper process for the time would add its start-up to both sides and pull the ratio to 1.
-seconds() { echo "$EPOCHREALTIME"; }
+# Bash's own clock, read when the tool has exited (the argument expands before python starts): a helper process that
+# read the time itself would add its start-up to both sides and pull the ratio to 1.
+since() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$EPOCHREALTIME"; }
 mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))" "$@"; }
 
 manifold_times=()
 docker_times=()
 for run in $(seq 1 "$RUNS"); do
-    start="$(seconds)"
+    start=$EPOCHREALTIME
     "$bin" manifest create "$registry/bench/app" --tag "m$run" --insecure-registry "$registry" \
         "$registry/bench/app:linux-amd64" "$registry/bench/app:linux-arm64" >/dev/null
-    ended="$(seconds)"
-    manifold_times+=("$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$ended")")
+    manifold_times+=("$(since "$start")")
 
-    start="$(seconds)"
+    start=$EPOCHREALTIME
     docker manifest create --insecure "$registry/bench/app:d$run" \
         "$registry/bench/app:linux-amd64" "$registry/bench/app:linux-arm64" >/dev/null
     docker manifest push --insecure --purge "$registry/bench/app:d$run" >/dev/null
-    ended="$(seconds)"
-    docker_times+=("$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$ended")")
+    docker_times+=("$(since "$start")")
 done
 
 m="$(mean "${manifold_times[@]}")"
