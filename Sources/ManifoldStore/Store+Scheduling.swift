@@ -1037,7 +1037,9 @@ extension Store {
         }
         let state: String = attempt["state"]
         guard allowed.contains(state) else {
-            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt is \(state)")
+            // Why it ended (a lease that expired, an admin who disabled the agent) tells the agent's operator what to fix.
+            let why = (attempt["reason"] as String?).map { ": \($0)" } ?? ""
+            throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt is \(state)\(why)")
         }
         return attempt
     }

@@ -33,7 +33,7 @@ extension ChaosTests {
             .write(to: contextDirectory.appendingPathComponent("noise.bin"))
         try Data("FROM scratch\nCOPY noise.bin /\n".utf8).write(to: contextDirectory.appendingPathComponent("Dockerfile"))
         let archive = harness.scratch.file("big-context.tar.gz")
-        try runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
+        try await runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
         // About 40 ms per 16 KiB chunk from the coordinator: the download takes over ten seconds.
         try link.setRules([TCPFaultRule(delay: 0.04, direction: .down)])
         let submitted = try await harness.submitArchive(archive)
@@ -82,7 +82,7 @@ extension ChaosTests {
     func stateDirectoryFillsUpMidBuild() async throws {
         try #require(getuid() == 0, "mounting a tmpfs needs root; run the chaos suite as root (as CI does)")
         let mountPoint = try ScratchDirectory(prefix: "chaos-statefs")
-        try runChecked("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mountPoint.path])
+        try await runChecked("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mountPoint.path])
         defer {
             _ = try? runCommand("umount", [mountPoint.path])
             mountPoint.remove()
@@ -103,7 +103,7 @@ extension ChaosTests {
 
         // Fill the filesystem, then let the build finish and report into a coordinator that cannot write.
         let filler = mountPoint.file("filler")
-        _ = try runCommand("dd", ["if=/dev/zero", "of=\(filler.path)", "bs=64k"])
+        _ = try await runCommand("dd", ["if=/dev/zero", "of=\(filler.path)", "bs=64k"])
         let fullAt = ContinuousClock.now
         try Data().write(to: go)
         var refusals: [Int] = []

@@ -30,7 +30,7 @@ import Glibc
         let final = try await harness.wait(submitted.id, timeout: .seconds(90))
         #expect(final.state == .published, "\(final)\n\(agent.output())")
         #expect(final.listDigest != nil)
-        let raw = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(harness.image):latest"])
+        let raw = try await runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(harness.image):latest"])
         #expect(raw.contains("\"linux\"") && raw.contains("amd64"), "\(raw)")
         let log = try await harness.log(submitted.id)
         #expect(log.contains("token is ***"), "\(log)")
@@ -59,7 +59,7 @@ import Glibc
         let final = try await harness.wait(submitted.id, timeout: .seconds(90))
         #expect(final.state == .published, "\(final)\n\(agent.output())")
         let job = try #require(final.jobs.first)
-        let raw = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(harness.image):2.0"])
+        let raw = try await runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(harness.image):2.0"])
         #expect(raw.contains(try #require(job.digest).description), "\(raw)")
     }
 
@@ -84,7 +84,7 @@ import Glibc
         let secret = try #require(credential?["secret"] as? String)
         #expect(!secret.isEmpty)
         // An admin removes the agent: its credential stops working at once.
-        let removed = try manifold(
+        let removed = try await manifold(
             ["agent", "remove", "gone"],
             environment: [
                 "MANIFOLD_COORDINATOR": harness.baseURL, "MANIFOLD_TOKEN": harness.admin,
@@ -124,7 +124,7 @@ extension AgentHarness {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try prepare(directory)
         let archive = scratch.file("raw-\(UUID().uuidString).tar.gz")
-        try runChecked("tar", ["-czf", archive.path, "-C", directory.path, "."])
+        try await runChecked("tar", ["-czf", archive.path, "-C", directory.path, "."])
         return try await submitArchive(archive)
     }
 }

@@ -32,8 +32,8 @@ import Glibc
         try git("commit", "-q", "-am", "second")
         // Served over git's "dumb" HTTP protocol by a static file server on loopback.
         let bare = repositories.appendingPathComponent("app.git")
-        try runChecked("git", ["clone", "-q", "--bare", repository.path, bare.path])
-        try runChecked("git", ["-C", bare.path, "update-server-info"])
+        try await runChecked("git", ["clone", "-q", "--bare", repository.path, bare.path])
+        try await runChecked("git", ["-C", bare.path, "update-server-info"])
         let port = try Loopback.freePort()
         let daemon = try ManagedProcess(
             name: "git-http", executable: "python3",
@@ -123,7 +123,7 @@ import Glibc
         defer { harness.tearDown() }
         let joined = try harness.join("checked")
         #expect(joined.status == 0)
-        let good = try runCommand(
+        let good = try await runCommand(
             try manifoldAgentBinary(),
             ["doctor", "--state-dir", joined.state], environment: ["MANIFOLD_AGENT_BUILDER": "buildah"])
         #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
@@ -133,12 +133,12 @@ import Glibc
         #expect(good.stdout.contains("user: root (uid 0)"), "\(good.stdout)")
         #expect(good.stdout.contains("WARN the agent runs as root (uid 0)"), "\(good.stdout)")
         #expect(!good.stdout.contains("WARN buildah uses --isolation=chroot"), "\(good.stdout)")
-        let chroot = try runCommand(
+        let chroot = try await runCommand(
             try manifoldAgentBinary(), ["doctor", "--state-dir", joined.state],
             environment: ["MANIFOLD_AGENT_BUILDER": "buildah", "MANIFOLD_AGENT_BUILDER_ARG": "--isolation=chroot"])
         #expect(chroot.stdout.contains("WARN buildah uses --isolation=chroot"), "\(chroot.stdout)")
         #expect(chroot.stdout.contains("here they run as root"), "\(chroot.stdout)")
-        let bad = try runCommand(
+        let bad = try await runCommand(
             try manifoldAgentBinary(),
             ["doctor", "--state-dir", joined.state, "--builder", "command"],
             environment: ["MANIFOLD_AGENT_COMMAND": "/nonexistent/build.sh"])

@@ -13,7 +13,7 @@ import Glibc
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    @Test func setupCreatesAnUnprivilegedUserWithRangesOnceAndDoctorRunsCleanAsIt() throws {
+    @Test func setupCreatesAnUnprivilegedUserWithRangesOnceAndDoctorRunsCleanAsIt() async throws {
         try #require(geteuid() == 0, "the setup script creates a user; CI runs the tests as root")
         let user = "mfa-e2e-\(getpid())"
         let scratch = try ScratchDirectory(prefix: "rootless")
@@ -24,7 +24,7 @@ import Glibc
             scratch.remove()
         }
         let script = Self.repository.appendingPathComponent("agent/setup-rootless.sh").path
-        let first = try runCommand("sh", [script, "--user", user, "--home", home.path])
+        let first = try await runCommand("sh", [script, "--user", user, "--home", home.path])
         #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
         #expect(first.stdout.contains("created user \(user)"), "\(first.stdout)")
         #expect(first.stdout.contains("rootless buildah works for \(user)"), "\(first.stdout)")
@@ -40,7 +40,7 @@ import Glibc
         #expect(attributes[.posixPermissions] as? Int == 0o700)
         #expect(attributes[.ownerAccountName] as? String == user)
 
-        let second = try runCommand("sh", [script, "--user", user, "--home", home.path])
+        let second = try await runCommand("sh", [script, "--user", user, "--home", home.path])
         #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
         #expect(second.stdout.contains("user \(user) exists"), "\(second.stdout)")
         #expect(second.stdout.contains("subuids of \(user) kept"), "\(second.stdout)")
@@ -48,19 +48,19 @@ import Glibc
         #expect(try String(contentsOfFile: "/etc/subgid", encoding: .utf8) == subgid)
 
         // doctor as that user: no root warning (it then fails for want of a credential, which is expected here).
-        let doctor = try runCommand(
+        let doctor = try await runCommand(
             "runuser",
             ["-u", user, "--", try manifoldAgentBinary(), "doctor", "--state-dir", home.path, "--builder", "buildah"])
         #expect(doctor.stdout.contains("user: \(user) (uid "), "\(doctor.stdout)\(doctor.stderr)")
         #expect(!doctor.stdout.contains("WARN"), "\(doctor.stdout)")
         #expect(doctor.stdout.contains("FAIL credential"), "\(doctor.stdout)")
 
-        let bad = try runCommand("sh", [script, "--user", user, "--count", "1000"])
+        let bad = try await runCommand("sh", [script, "--user", user, "--count", "1000"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("--count 1000 is too small"), "\(bad.stderr)")
     }
 
-    @Test func theShippedUnitRunsAsTheAgentUserAndVerifies() throws {
+    @Test func theShippedUnitRunsAsTheAgentUserAndVerifies() async throws {
         let unit = try String(
             contentsOf: Self.repository.appendingPathComponent("agent/manifold-agent.service"), encoding: .utf8)
         let lines = unit.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
@@ -73,12 +73,12 @@ import Glibc
         let copy = scratch.file("manifold-agent.service")
         try unit.replacingOccurrences(of: "/usr/local/bin/manifold-agent", with: try manifoldAgentBinary())
             .write(to: copy, atomically: true, encoding: .utf8)
-        let verified = try runCommand("systemd-analyze", ["verify", copy.path])
+        let verified = try await runCommand("systemd-analyze", ["verify", copy.path])
         #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
         #expect(!verified.stderr.contains("manifold-agent.service:"), "\(verified.stderr)")
     }
 
-    @Test func theExampleConfigDoesNotChooseChrootIsolation() throws {
+    @Test func theExampleConfigDoesNotChooseChrootIsolation() async throws {
         let example = try String(
             contentsOf: Self.repository.appendingPathComponent("agent/agent.conf.example"), encoding: .utf8)
         let settings = example.split(separator: "\n").filter { !$0.hasPrefix("#") }

@@ -58,7 +58,7 @@ import Testing
             Issue.record("the agent could not download its leased context: \(error); the build: \(String(describing: view))")
             throw error
         }
-        let listing = try runChecked("tar", ["-tzf", downloaded.path]).split(separator: "\n").sorted()
+        let listing = try await runChecked("tar", ["-tzf", downloaded.path]).split(separator: "\n").sorted()
         #expect(listing == [".dockerignore", "Dockerfile", "Dockerfile.windows", "app.txt"])
 
         let linuxDigest = try await linuxAgent.succeed(linuxLease, layer: "linux v1", logLines: ["STEP 1/2: FROM scratch"])
@@ -98,7 +98,7 @@ import Testing
         let replay = try await harness.cli(["build", "watch", build.id])
         #expect(replay.status == 0, "\(replay.stderr)")
         #expect(replay.stdout.hasSuffix("published \(listDigest) to 1.0, latest\n"), "\(replay.stdout)")
-        let pty = try runCommand(
+        let pty = try await runCommand(
             "script", ["-qec", "\(try manifoldBinary()) build watch \(build.id)", "/dev/null"], environment: harness.environment)
         #expect(pty.status == 0, "\(pty.stdout)")
         #expect(pty.stdout.contains("\u{1B}[2K"), "\(pty.stdout)")

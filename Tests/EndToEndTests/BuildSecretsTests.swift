@@ -61,12 +61,12 @@ import Testing
         #expect(!log.contains("--build-arg"), "\(log)")
 
         // Neither the config (history included) nor any layer of the pushed image holds it.
-        let config = try runChecked(
+        let config = try await runChecked(
             "skopeo", ["inspect", "--config", "--tls-verify=false", "docker://\(harness.image):1.0-linux-amd64"])
         #expect(config.contains("history") && config.contains("NPM_TOKEN"), "\(config)")
         #expect(!config.contains(value), "\(config)")
         let copied = harness.scratch.file("pulled")
-        try runChecked(
+        try await runChecked(
             "skopeo", ["copy", "--src-tls-verify=false", "docker://\(harness.image):1.0-linux-amd64", "dir:\(copied.path)"])
         for name in try FileManager.default.contentsOfDirectory(atPath: copied.path) {
             let file = copied.appendingPathComponent(name)
@@ -83,7 +83,7 @@ import Testing
 
         // The build is final: the coordinator's database (and its WAL) holds no trace of the value, and the sealed
         // copy is gone too.
-        let stored = try runChecked(
+        let stored = try await runChecked(
             "sqlite3", ["\(harness.state)/manifold.db", "SELECT count(*) FROM build_secret; SELECT spec FROM build;"])
         #expect(stored.hasPrefix("0\n"), "\(stored)")
         #expect(stored.contains("\"buildArgs\":{}"), "\(stored)")
@@ -128,7 +128,7 @@ import Testing
         #expect(wrong.status == 400, "\(String(decoding: wrong.body, as: UTF8.self))")
 
         // Through the CLI, from the environment: the new value reaches the builder.
-        let retried = try manifold(
+        let retried = try await manifold(
             ["build", "retry", first.id, "--platform", "linux/amd64", "--secret", "API_KEY"],
             environment: [
                 "MANIFOLD_COORDINATOR": harness.baseURL, "MANIFOLD_TOKEN": harness.submitter,
@@ -209,7 +209,7 @@ extension AgentHarness {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try prepare(directory)
         let archive = scratch.file("raw-\(UUID().uuidString).tar.gz")
-        try runChecked("tar", ["-czf", archive.path, "-C", directory.path, "."])
+        try await runChecked("tar", ["-czf", archive.path, "-C", directory.path, "."])
         return try await submitArchive(archive, secrets: secrets)
     }
 }

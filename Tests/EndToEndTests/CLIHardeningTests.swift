@@ -94,7 +94,7 @@ import Testing
     @Test func joinRefusesPlainHTTPAndReadsTheTokenFromAFile() async throws {
         let harness = try await BuildCLIHarness("join-token")
         let agentState = harness.scratch.file("agent")
-        let plain = try runCommand(
+        let plain = try await runCommand(
             try manifoldAgentBinary(),
             [
                 "join", "http://127.0.0.1:\(harness.port)", "--token-file", "-", "--ca-fingerprint", harness.fingerprint,
@@ -106,7 +106,7 @@ import Testing
 
         let tokenFile = harness.scratch.file("join-token")
         try Data("\(harness.joinToken)\n".utf8).write(to: tokenFile)
-        let joined = try runCommand(
+        let joined = try await runCommand(
             try manifoldAgentBinary(),
             [
                 "join", harness.url, "--token-file", tokenFile.path, "--ca-fingerprint", harness.fingerprint,
@@ -116,7 +116,7 @@ import Testing
         let agents = try await harness.client().agents()
         #expect(agents.contains { $0.name == "from-file" })
 
-        let neither = try runCommand(
+        let neither = try await runCommand(
             try manifoldAgentBinary(),
             ["join", harness.url, "--ca-fingerprint", harness.fingerprint, "--state-dir", agentState.path])
         #expect(neither.status == 64 || neither.status == 2, "\(neither.stderr)")

@@ -10,11 +10,11 @@ import Testing
         defer { registry.stop() }
         let scratch = try ScratchDirectory(prefix: "cli")
         defer { scratch.remove() }
-        let images = try pushImages(to: registry, repository: "cli/app")
+        let images = try await pushImages(to: registry, repository: "cli/app")
         let ca = registry.certificates!.caCertificate.path
         let environment = ["DOCKER_CONFIG": scratch.path]
 
-        let login = try manifold(
+        let login = try await manifold(
             [
                 "registry", "login", registry.host, "--username", registry.username!, "--password-stdin", "--registry-ca",
                 "\(registry.host)=\(ca)",
@@ -26,7 +26,7 @@ import Testing
             try FileManager.default.attributesOfItem(atPath: scratch.file("config.json").path)[.posixPermissions] as? Int
         #expect(permissions == 0o600)
 
-        let create = try manifold(
+        let create = try await manifold(
             ["manifest", "create", "\(registry.host)/cli/app", "--tag", "1.0", "--tag", "latest"] + images
                 + ["--platform", "\(images[2])=windows/amd64:10.0.20348", "--registry-ca", "\(registry.host)=\(ca)"],
             environment: environment)
@@ -35,7 +35,7 @@ import Testing
         #expect(create.stdout.contains("windows/amd64:10.0.20348.2227"))
         #expect(create.stdout.contains("→ \(registry.host)/cli/app:latest"))
 
-        let inspect = try manifold(
+        let inspect = try await manifold(
             ["manifest", "inspect", "\(registry.host)/cli/app:1.0", "--registry-ca", "\(registry.host)=\(ca)"],
             environment: environment)
         #expect(inspect.status == 0, "\(inspect.stderr)")
@@ -43,7 +43,7 @@ import Testing
         #expect(inspect.stdout.contains("windows/amd64 (10.0.20348.2227)"))
         #expect(inspect.stdout.contains("linux/arm64/v8"))
 
-        let json = try manifold(
+        let json = try await manifold(
             [
                 "manifest", "inspect", "--output", "json", "\(registry.host)/cli/app:latest", "--registry-ca",
                 "\(registry.host)=\(ca)",
@@ -53,11 +53,11 @@ import Testing
         #expect((document?["manifests"] as? [Any])?.count == 3)
         #expect(document?["mediaType"] as? String == MediaType.ociImageIndex)
 
-        let raw = try manifold(
+        let raw = try await manifold(
             ["manifest", "inspect", "--raw", "\(registry.host)/cli/app:1.0", "--registry-ca", "\(registry.host)=\(ca)"],
             environment: environment)
         #expect((try JSONSerialization.jsonObject(with: Data(raw.stdout.utf8)) as? [String: Any])?["manifests"] != nil)
-        let skopeo = try runCommand(
+        let skopeo = try await runCommand(
             "skopeo",
             [
                 "inspect", "--raw", "--tls-verify=false", "--creds", "\(registry.username!):\(registry.password!)",
@@ -65,35 +65,35 @@ import Testing
             ])
         #expect(raw.stdout == skopeo.stdout)
 
-        let logout = try manifold(["registry", "logout", registry.host], environment: environment)
+        let logout = try await manifold(["registry", "logout", registry.host], environment: environment)
         #expect(logout.status == 0)
-        let afterLogout = try manifold(
+        let afterLogout = try await manifold(
             ["manifest", "inspect", "\(registry.host)/cli/app:1.0", "--registry-ca", "\(registry.host)=\(ca)"],
             environment: environment)
         #expect(afterLogout.status == 1)
         #expect(afterLogout.stderr.contains("manifold registry login \(registry.host)"))
     }
 
-    @Test func plainHTTPOnlyWhenAskedFor() throws {
+    @Test func plainHTTPOnlyWhenAskedFor() async throws {
         let registry = try TestRegistry.start(.http)
         defer { registry.stop() }
-        let images = try pushImages(to: registry, repository: "plain")
-        let withoutFlag = try manifold(["manifest", "create", "\(registry.host)/plain:1"] + images)
+        let images = try await pushImages(to: registry, repository: "plain")
+        let withoutFlag = try await manifold(["manifest", "create", "\(registry.host)/plain:1"] + images)
         #expect(withoutFlag.status == 1)
         #expect(withoutFlag.stderr.contains("https://\(registry.host)"))
         #expect(withoutFlag.stderr.contains("plain-HTTP registry"), "\(withoutFlag.stderr)")
         #expect(withoutFlag.stderr.contains("--insecure-registry \(registry.host)"), "\(withoutFlag.stderr)")
-        let withFlag = try manifold(
+        let withFlag = try await manifold(
             ["manifest", "create", "\(registry.host)/plain:1", "--insecure-registry", registry.host] + images)
         #expect(withFlag.status == 0, "\(withFlag.stderr)")
     }
 
-    @Test func loginAcceptsARegistryURLAndStoresItsHost() throws {
+    @Test func loginAcceptsARegistryURLAndStoresItsHost() async throws {
         let registry = try TestRegistry.start(.http)
         defer { registry.stop() }
         let scratch = try ScratchDirectory(prefix: "cli-login-url")
         defer { scratch.remove() }
-        let result = try manifold(
+        let result = try await manifold(
             [
                 "registry", "login", "https://\(registry.host)/", "--username", "ci", "--password-stdin",
                 "--insecure-registry", registry.host,
@@ -104,18 +104,18 @@ import Testing
         let document = try JSONSerialization.jsonObject(with: Data(contentsOf: scratch.file("config.json"))) as? [String: Any]
         #expect((document?["auths"] as? [String: Any])?.keys.sorted() == [registry.host])
 
-        let logout = try manifold(
+        let logout = try await manifold(
             ["registry", "logout", "http://\(registry.host)/"], environment: ["DOCKER_CONFIG": scratch.path])
         #expect(logout.status == 0, "\(logout.stderr)")
         #expect(logout.stdout.contains("Removed credentials for"))
     }
 
-    @Test func wrongPasswordAtLoginFailsAndStoresNothing() throws {
+    @Test func wrongPasswordAtLoginFailsAndStoresNothing() async throws {
         let registry = try TestRegistry.start(.token)
         defer { registry.stop() }
         let scratch = try ScratchDirectory(prefix: "cli-login")
         defer { scratch.remove() }
-        let result = try manifold(
+        let result = try await manifold(
             [
                 "registry", "login", registry.host, "--username", "manifold", "--password-stdin",
                 "--registry-ca", "\(registry.host)=\(registry.certificates!.caCertificate.path)",
@@ -142,14 +142,14 @@ import Testing
         (["manifest", "create", "r.local/app", "--tag", "t", "a/b:c", "--registry-ca", "nofile"], "HOST[:PORT]=FILE"),
         (["nonsense"], "nonsense"),
     ])
-    func usageErrorsExitTwoAndNameTheValue(_ arguments: [String], _ mention: String) throws {
-        let result = try manifold(arguments)
+    func usageErrorsExitTwoAndNameTheValue(_ arguments: [String], _ mention: String) async throws {
+        let result = try await manifold(arguments)
         #expect(result.status == 2, "\(arguments): \(result.stderr)")
         #expect(result.stderr.contains(mention), "\(arguments): \(result.stderr)")
     }
 
-    @Test func helpHasExamplesAndExitsZero() throws {
-        let result = try manifold(["manifest", "create", "--help"])
+    @Test func helpHasExamplesAndExitsZero() async throws {
+        let result = try await manifold(["manifest", "create", "--help"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("Examples:"))
         #expect(result.stdout.contains("--platform"))
@@ -157,13 +157,13 @@ import Testing
 }
 
 extension CLITests {
-    @Test func loginForACoordinatorWritesIntoItsStateDirectory() throws {
+    @Test func loginForACoordinatorWritesIntoItsStateDirectory() async throws {
         let registry = try TestRegistry.start(.basic)
         defer { registry.stop() }
         let scratch = try ScratchDirectory(prefix: "cli-state-login")
         defer { scratch.remove() }
         let state = scratch.file("state")
-        let result = try manifold(
+        let result = try await manifold(
             [
                 "registry", "login", registry.host, "--state-dir", state.path, "--username", registry.username!,
                 "--password-stdin",
@@ -179,7 +179,7 @@ extension CLITests {
 
 /// Pushes linux/amd64, linux/arm64/v8 and windows/amd64 OCI images with skopeo from an OCI layout, the way
 /// an independent tool would; returns their references.
-func pushImages(to registry: TestRegistry, repository: String) throws -> [String] {
+func pushImages(to registry: TestRegistry, repository: String) async throws -> [String] {
     let scratch = try ScratchDirectory(prefix: "images")
     defer { scratch.remove() }
     let images = [
@@ -205,7 +205,7 @@ func pushImages(to registry: TestRegistry, repository: String) throws -> [String
         }
         if let username = registry.username { arguments.append("--dest-creds=\(username):\(registry.password ?? "")") }
         arguments += ["oci:\(layout.path):\(tag)", "docker://\(registry.host)/\(repository):\(tag)"]
-        try runChecked("skopeo", arguments)
+        try await runChecked("skopeo", arguments)
         references.append("\(registry.host)/\(repository):\(tag)")
     }
     return references

@@ -8,18 +8,18 @@ import Testing
 
 /// The coordinator as a real process: `manifold init` twice, `kill -9` in the middle of publishing, SIGTERM.
 @Suite struct CoordinatorProcessTests {
-    @Test func initRefusesAnExistingDirectoryAndChangesNothing() throws {
+    @Test func initRefusesAnExistingDirectoryAndChangesNothing() async throws {
         let scratch = try ScratchDirectory(prefix: "init-twice")
         defer { scratch.remove() }
         let state = scratch.file("state").path
-        let first = try manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:7443"])
+        let first = try await manifold(["init", "--state-dir", state, "--listen", "127.0.0.1:7443"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("CA fingerprint"))
         let fingerprint = try #require(CoordinatorProcess.value(after: "CA fingerprint", in: first.stdout))
         #expect(fingerprint.hasPrefix("sha256:") && fingerprint.count == 71)
         let before = try FileManager.default.contentsOfDirectory(atPath: state).sorted()
         let database = try Data(contentsOf: scratch.file("state/manifold.db"))
-        let second = try manifold(["init", "--state-dir", state])
+        let second = try await manifold(["init", "--state-dir", state])
         #expect(second.status != 0)
         #expect(second.stderr.contains(state))
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).sorted() == before)

@@ -92,7 +92,7 @@ import Testing
         defer { scratch.remove() }
         let disk = scratch.file("disk").path
         try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
-        let mounted = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk])
+        let mounted = try await runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk])
         guard mounted.status == 0 else { throw TestEnvironmentError("mount failed: \(mounted.stderr)") }
         var running: Coordinators.Running?
         defer {

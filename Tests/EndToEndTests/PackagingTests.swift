@@ -14,13 +14,13 @@ import Testing
     /// would into /usr/local. Returns the tarball's entries.
     static func packageAndInstall(
         script: String, _ arguments: [String] = [], scratch: ScratchDirectory, prefix: URL
-    ) throws -> [String] {
+    ) async throws -> [String] {
         let binaries = URL(fileURLWithPath: try manifoldBinary()).deletingLastPathComponent().path
         #expect(
             FileManager.default.isExecutableFile(atPath: binaries + "/generate-manual"),
             "build swift-argument-parser's manual generator first: swift build --product generate-manual")
         let output = scratch.file("packages")
-        let packaged = try runCommand(
+        let packaged = try await runCommand(
             repository.appendingPathComponent(script).path, ["--bin-path", binaries, "--output", output.path] + arguments,
             timeout: 600)
         try #require(packaged.status == 0, "\(packaged.stderr)\(packaged.stdout)")
@@ -32,14 +32,14 @@ import Testing
         let tarball = packaged.stdout.split(separator: "\n").last.map(String.init) ?? ""
         try #require(tarball.hasPrefix(output.path) && tarball.hasSuffix("-linux-amd64.tar.gz"), "\(packaged.stdout)")
         try FileManager.default.createDirectory(at: prefix, withIntermediateDirectories: true)
-        try runChecked("tar", ["-xzf", tarball, "-C", prefix.path, "--strip-components=1"])
-        return try runChecked("tar", ["-tzf", tarball]).split(separator: "\n").map {
+        try await runChecked("tar", ["-xzf", tarball, "-C", prefix.path, "--strip-components=1"])
+        return try await runChecked("tar", ["-tzf", tarball]).split(separator: "\n").map {
             String($0.drop(while: { $0 != "/" }).dropFirst())
         }
     }
 
     /// What bash's completion offers for `line` (the last word is completed) with the installed script loaded.
-    static func bashCompletions(_ line: String, script: URL, command: String) throws -> Set<String> {
+    static func bashCompletions(_ line: String, script: URL, command: String) async throws -> Set<String> {
         let program = """
             source '\(script.path)'
             read -ra COMP_WORDS <<< "$LINE"
@@ -51,22 +51,23 @@ import Testing
             "$function" \(command) "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
             printf '%s\\n' "${COMPREPLY[@]}"
             """
-        let result = try runCommand("bash", ["-c", program], environment: ["LINE": line])
+        let result = try await runCommand("bash", ["-c", program], environment: ["LINE": line])
         #expect(result.status == 0, "\(result.stderr)")
         return Set(result.stdout.split(separator: "\n").map(String.init))
     }
 
     /// Warnings groff gives for a manual page (none for a well-formed one).
-    static func manualWarnings(_ page: URL) throws -> String {
-        let result = try runCommand("groff", ["-mandoc", "-ww", "-z", page.path])
+    static func manualWarnings(_ page: URL) async throws -> String {
+        let result = try await runCommand("groff", ["-mandoc", "-ww", "-z", page.path])
         return result.stderr + (result.status == 0 ? "" : "exit \(result.status)")
     }
 
-    @Test func theCoordinatorPackageHasItsManualPagesCompletionsAndUnit() throws {
+    @Test func theCoordinatorPackageHasItsManualPagesCompletionsAndUnit() async throws {
         let scratch = try ScratchDirectory(prefix: "manifold-package")
         defer { scratch.remove() }
         let prefix = scratch.file("usr-local")
-        let entries = try Self.packageAndInstall(script: "coordinator/package.sh", ["manifold"], scratch: scratch, prefix: prefix)
+        let entries = try await Self.packageAndInstall(
+            script: "coordinator/package.sh", ["manifold"], scratch: scratch, prefix: prefix)
         for expected in [
             "bin/manifold", "share/man/man1/manifold.1", "share/man/man1/manifold.build.submit.1",
             "share/man/man1/manifold.serve.1", "share/man/man1/manifold.manifest.create.1",
@@ -77,17 +78,17 @@ import Testing
             #expect(entries.contains(expected), "\(expected) is missing from the package: \(entries)")
         }
         // The packaged executable is the one that was built.
-        let version = try runChecked(prefix.appendingPathComponent("bin/manifold").path, ["--version"])
-        #expect(version == (try runChecked(try manifoldBinary(), ["--version"])))
+        let version = try await runChecked(prefix.appendingPathComponent("bin/manifold").path, ["--version"])
+        await #expect(version == (try runChecked(try manifoldBinary(), ["--version"])))
 
         // One page per command, each well-formed, written from the command's own flags.
         let pages = try FileManager.default.contentsOfDirectory(atPath: prefix.path + "/share/man/man1")
         #expect(pages.count >= 30, "\(pages)")
         for page in pages {
-            let warnings = try Self.manualWarnings(prefix.appendingPathComponent("share/man/man1/" + page))
+            let warnings = try await Self.manualWarnings(prefix.appendingPathComponent("share/man/man1/" + page))
             #expect(warnings.isEmpty, "\(page): \(warnings)")
         }
-        let submit = try runCommand(
+        let submit = try await runCommand(
             "man", ["-P", "cat", "manifold.build.submit"],
             environment: ["MANPATH": prefix.path + "/share/man", "MANWIDTH": "100"])
         #expect(submit.status == 0, "\(submit.stderr)")
@@ -97,19 +98,19 @@ import Testing
 
         // Completions in the three shells complete subcommands.
         let bash = prefix.appendingPathComponent("share/bash-completion/completions/manifold")
-        #expect(try Self.bashCompletions("manifold build s", script: bash, command: "manifold") == ["show", "submit"])
-        #expect(
+        await #expect(try Self.bashCompletions("manifold build s", script: bash, command: "manifold") == ["show", "submit"])
+        await #expect(
             try Self.bashCompletions("manifold manifest ", script: bash, command: "manifold").isSuperset(of: [
                 "create", "inspect",
             ]))
-        let fish = try runChecked(
+        let fish = try await runChecked(
             "fish",
             [
                 "--no-config", "-c",
                 "source \(prefix.path)/share/fish/vendor_completions.d/manifold.fish; complete -C 'manifold build s'",
             ])
         #expect(fish.contains("submit") && fish.contains("show"), "\(fish)")
-        let zsh = try runChecked(
+        let zsh = try await runChecked(
             "zsh",
             [
                 "-f", "-c",
@@ -123,11 +124,11 @@ import Testing
         #expect(unit.contains("ExecStart=/usr/local/bin/manifold serve"))
     }
 
-    @Test func theAgentPackageHasItsManualPagesCompletionsAndSetUp() throws {
+    @Test func theAgentPackageHasItsManualPagesCompletionsAndSetUp() async throws {
         let scratch = try ScratchDirectory(prefix: "manifold-agent-package")
         defer { scratch.remove() }
         let prefix = scratch.file("usr-local")
-        let entries = try Self.packageAndInstall(script: "agent/package.sh", scratch: scratch, prefix: prefix)
+        let entries = try await Self.packageAndInstall(script: "agent/package.sh", scratch: scratch, prefix: prefix)
         for expected in [
             "bin/manifold-agent", "share/man/man1/manifold-agent.1", "share/man/man1/manifold-agent.run.1",
             "share/man/man1/manifold-agent.join.1", "share/bash-completion/completions/manifold-agent",
@@ -140,20 +141,20 @@ import Testing
         #expect(!entries.contains("bin/manifold"), "the agent's package holds only the agent: \(entries)")
         #expect(
             FileManager.default.isExecutableFile(atPath: prefix.path + "/share/doc/manifold-agent/setup-rootless.sh"))
-        let run = try runCommand(
+        let run = try await runCommand(
             "man", ["-P", "cat", "manifold-agent.run"],
             environment: ["MANPATH": prefix.path + "/share/man", "MANWIDTH": "100"])
         #expect(run.status == 0 && run.stdout.contains("--builder"), "\(run.stderr)\(run.stdout)")
         let bash = prefix.appendingPathComponent("share/bash-completion/completions/manifold-agent")
-        #expect(try Self.bashCompletions("manifold-agent j", script: bash, command: "manifold-agent") == ["join"])
-        #expect(
+        await #expect(try Self.bashCompletions("manifold-agent j", script: bash, command: "manifold-agent") == ["join"])
+        await #expect(
             try Self.bashCompletions("manifold-agent ", script: bash, command: "manifold-agent").isSuperset(of: [
                 "join", "run", "doctor",
             ]))
     }
 
-    @Test func aWrongArgumentIsNamedWithWhatWouldBeRight() throws {
-        let result = try runCommand(Self.repository.appendingPathComponent("coordinator/package.sh").path, ["manifold-cli"])
+    @Test func aWrongArgumentIsNamedWithWhatWouldBeRight() async throws {
+        let result = try await runCommand(Self.repository.appendingPathComponent("coordinator/package.sh").path, ["manifold-cli"])
         #expect(result.status == 64)
         #expect(
             result.stderr.contains("'manifold-cli'") && result.stderr.contains("manifold|manifold-agent"), "\(result.stderr)")

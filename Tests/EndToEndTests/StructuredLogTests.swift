@@ -74,15 +74,15 @@ import Glibc
             records.contains { $0["build"] as? String == build.id }, "no record carries build \(build.id):\n\(records)")
     }
 
-    @Test func aLogFormatOtherThanTextOrJSONStopsCoordinatorAndAgentNamingIt() throws {
+    @Test func aLogFormatOtherThanTextOrJSONStopsCoordinatorAndAgentNamingIt() async throws {
         let scratch = try ScratchDirectory(prefix: "bad-log-format")
         defer { scratch.remove() }
         let (_, state, _) = try CoordinatorProcessTests.initialise(in: scratch)
-        let serve = try manifold(["serve", "--state-dir", state, "--log-format", "logfmt"])
+        let serve = try await manifold(["serve", "--state-dir", state, "--log-format", "logfmt"])
         #expect(serve.status != 0)
         #expect(serve.stderr.contains("logfmt") && serve.stderr.contains("text or json"), "\(serve.stderr)")
 
-        let agent = try runCommand(
+        let agent = try await runCommand(
             try manifoldAgentBinary(), ["doctor", "--state-dir", scratch.file("agent").path],
             environment: ["MANIFOLD_AGENT_LOG_FORMAT": "logfmt"])
         #expect(agent.status == 64, "\(agent)")

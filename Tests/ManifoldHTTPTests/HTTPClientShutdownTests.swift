@@ -111,7 +111,7 @@ import Testing
     @Test(.timeLimit(.minutes(5)))
     func aProcessExitingWithClientsOpenOrJustReleasedWaitsForTheirThreads() async throws {
         let env = try HTTPTestEnvironment.shared()
-        let result = try runCommand(
+        let result = try await runCommand(
             try exitProbeBinary(), [env.tls.baseURL.absoluteString, env.certificates.caCertificate.path, "24"],
             // Freed memory is overwritten, so a use after free shows.
             environment: ["MALLOC_PERTURB_": "165"], timeout: 180)

@@ -79,7 +79,7 @@ import Testing
             AssemblyRequest(target: try fixture.reference("cli/app"), tags: ["1"], sources: sources.map { .init(reference: $0) }))
         let scratch = try ScratchDirectory(prefix: "docker-cli")
         defer { scratch.remove() }
-        let result = try runCommand(
+        let result = try await runCommand(
             "docker", ["manifest", "inspect", "--insecure", "\(fixture.host)/cli/app:1"],
             environment: ["DOCKER_CONFIG": scratch.path])
         #expect(result.status == 0, "\(result.stderr)")

@@ -145,9 +145,12 @@ import Testing
         let second = try await fixture.join("second", platforms: ["linux/amd64"])
         let lease = try #require(try await fixture.poll(first))
         try await fixture.store.setAgentState("first", to: .disabled)
-        // Every later call about the job by the disabled agent is refused as stale.
-        await #expect(throws: StoreError.self) {
+        // Every later call about the job by the disabled agent is refused as stale, saying why the attempt ended.
+        await #expect {
             _ = try await fixture.store.heartbeat(agentId: first.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch))
+        } throws: { error in
+            guard case StoreError.staleAttempt(_, _, let reason) = error else { return false }
+            return reason == "the attempt is lost: the agent was disabled by an admin"
         }
         #expect(try await fixture.poll(first) == nil)
         let view = try await fixture.store.build(id: build.id)

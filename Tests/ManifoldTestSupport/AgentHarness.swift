@@ -297,7 +297,7 @@ public final class AgentHarness: @unchecked Sendable {
             try Data(content.utf8).write(to: file)
         }
         let archive = scratch.file("context-\(UUID().uuidString).tar.gz")
-        try runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
+        try await runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
         return try await submitArchive(
             archive, buildArgs: buildArgs, secretBuildArgs: secretBuildArgs, secrets: secrets, tags: tags,
             timeoutSeconds: timeoutSeconds, platforms: platforms, maxAttempts: maxAttempts)

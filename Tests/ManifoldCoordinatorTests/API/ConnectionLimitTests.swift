@@ -31,7 +31,7 @@ import Glibc
         }
         defer { Task { await fixture.stop() } }
         // Handshake at once, then say nothing for 3 s (three handshake timeouts), then ask.
-        let result = try runCommand(
+        let result = try await runCommand(
             "sh",
             [
                 "-c",

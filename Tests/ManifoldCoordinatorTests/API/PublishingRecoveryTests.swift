@@ -52,10 +52,11 @@ import Testing
         #expect(published.state == .published, "\(published)")
         #expect(published.jobs[0].imageReference == "\(registry.host)/team/app:2.0-linux-arm64")
         // The child exists in the build's repository under its own tag, so retention keeps it.
-        let child = try runChecked(
+        let child = try await runChecked(
             "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:2.0-linux-arm64"])
         #expect(Digest.compute(of: Data(child.utf8)) == digest)
-        let list = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:2.0"])
+        let list = try await runChecked(
+            "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:2.0"])
         #expect(list.contains(digest.description))
         await fixture.stop()
     }
@@ -91,7 +92,8 @@ import Testing
         try proxy.clearRules()
         view = try await fixture.waitForBuild(build.id, token: submitter) { $0.state.isFinal }
         #expect(view.state == .published, "\(view)")
-        let list = try runChecked("skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:1.0"])
+        let list = try await runChecked(
+            "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:1.0"])
         #expect(Digest.compute(of: Data(list.utf8)) == view.listDigest)
         await fixture.stop()
     }
@@ -128,7 +130,7 @@ import Testing
         let later = try await fixture.waitForBuild(held.id, token: submitter) { $0.state.isFinal }
         #expect(later.state == .published, "\(later)")
         for (tag, view) in [("1.0", later), ("2.0", published)] {
-            let list = try runChecked(
+            let list = try await runChecked(
                 "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:\(tag)"])
             #expect(Digest.compute(of: Data(list.utf8)) == view.listDigest)
         }

@@ -66,7 +66,7 @@ import Testing
 
         let published = try await fixture.waitForBuild(build.id, token: submitter) { $0.state == .published }
         let listDigest = try #require(published.listDigest)
-        let raw = try runChecked(
+        let raw = try await runChecked(
             "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:latest"])
         #expect(Digest.compute(of: Data(raw.utf8)) == listDigest)
         #expect(raw.contains("10.0.20348.2227"))
@@ -83,7 +83,7 @@ import Testing
         let republished = try await fixture.waitForBuild(build.id, token: submitter) {
             $0.state == .published && $0.listDigest != listDigest
         }
-        let rawAgain = try runChecked(
+        let rawAgain = try await runChecked(
             "skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:1.0"])
         #expect(Digest.compute(of: Data(rawAgain.utf8)) == republished.listDigest)
         #expect(rawAgain.contains(newDigest.description))
