@@ -29,14 +29,18 @@ struct ConnectionLimits: Sendable {
     /// HTTP/1.1, with TLS 1.2 or later when `tls` is given (TLS 1.0 and 1.1 are refused in the handshake).
     func serverBuilder(tls: TLSConfiguration?) -> HTTPServerBuilder {
         let http = HTTP1Channel.Configuration(idleTimeout: TimeAmount(idleTimeout))
-        guard var tls else { return .http1(configuration: http) }
+        guard var tls else {
+            return HTTPServerBuilder { responder in
+                ConnectionChannel(base: HTTP1Channel(responder: responder, configuration: http), handshakeTimeout: nil)
+            }
+        }
         tls.minimumTLSVersion = .tlsv12
         let channelConfiguration = TLSChannelConfiguration(tlsConfiguration: tls)
         let handshakeTimeout = TimeAmount(tlsHandshakeTimeout)
         return HTTPServerBuilder { responder in
             try TLSChannel(
-                HandshakeDeadlineChannel(
-                    base: HTTP1Channel(responder: responder, configuration: http), timeout: handshakeTimeout),
+                ConnectionChannel(
+                    base: HTTP1Channel(responder: responder, configuration: http), handshakeTimeout: handshakeTimeout),
                 configuration: channelConfiguration)
         }
     }
@@ -46,15 +50,19 @@ struct ConnectionLimits: Sendable {
     }
 }
 
-/// Puts a ``TLSHandshakeDeadlineHandler`` right after the TLS handler, before the base channel's handlers.
-struct HandshakeDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
+/// Puts a ``TLSHandshakeDeadlineHandler`` (with TLS: right after the TLS handler) and a ``ConnectionCloseWatch``
+/// before the base channel's handlers.
+struct ConnectionChannel<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
     let base: Base
-    let timeout: TimeAmount
+    let handshakeTimeout: TimeAmount?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(TLSHandshakeDeadlineHandler(timeout: timeout))
+            if let handshakeTimeout {
+                try channel.pipeline.syncOperations.addHandler(TLSHandshakeDeadlineHandler(timeout: handshakeTimeout))
+            }
+            try channel.pipeline.syncOperations.addHandler(ConnectionCloseWatch())
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }
@@ -65,7 +73,7 @@ struct HandshakeDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
 }
 
-extension HandshakeDeadlineChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
+extension ConnectionChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
     var responder: HTTPChannelHandler.Responder { base.responder }
 }
 

@@ -32,40 +32,38 @@ extension CoordinatorAPI {
 
         agents.post("/poll") { request, context -> Response in
             let agent = try context.requireAgent()
-            // The held poll ends as soon as the agent's connection closes (the task is cancelled), and a lease is
-            // never granted into a closed connection: one granted in that instant is given back at once.
-            return try await request.body.consumeWithCancellationOnInboundClose { body -> Response in
-                let poll = try await decode(PollRequest.self, from: body, context: context)
-                try Self.checkProtocol(poll.protocolVersion)
-                guard !poll.platforms.isEmpty else {
-                    throw APIError.badRequest("offer at least one platform", field: "platforms")
-                }
-                var lease = try await longPoll(agentId: agent.id, poll: poll)
-                if let lease, Task.isCancelled {
-                    // This task is cancelled, and the store refuses work for a cancelled task: give the lease back
-                    // from a task of its own.
-                    let store = self.store
-                    try? await Task {
-                        try await store.releaseUndelivered(
-                            agentId: agent.id, epoch: lease.epoch, offeredUntil: lease.leaseExpiresAt)
-                    }.value
-                    notifier.notify([.work, .progress])
-                    throw CancellationError()
-                }
-                if let granted = lease {
-                    lease?.traceparent = await traceDispatch(granted, agent: agent.name)
-                }
-                var notice: String? = nil
-                if lease == nil {
-                    switch try await store.agent(id: agent.id).state {
-                    case .draining:
-                        notice = "an admin is draining agent \(agent.name): it takes no new jobs (set it active again to resume)"
-                    case .disabled: notice = "an admin disabled agent \(agent.name): it gets no jobs until it is set active again"
-                    case .active, .left: break
-                    }
-                }
-                return try Self.json(PollResponse(lease: lease, notice: notice))
+            // The held poll ends as soon as the agent's connection closes, and a lease is never granted into a closed
+            // connection: one granted in that instant is given back at once. The connection stays open for the
+            // agent's next request (see ConnectionCloseWatch).
+            let poll = try await decode(PollRequest.self, from: request, context: context)
+            try Self.checkProtocol(poll.protocolVersion)
+            guard !poll.platforms.isEmpty else {
+                throw APIError.badRequest("offer at least one platform", field: "platforms")
             }
+            let watch = try await context.connectionCloseWatch()
+            let api = self
+            let (granted, closed) = try await watch.cancellingOnClose {
+                try await api.longPoll(agentId: agent.id, poll: poll)
+            }
+            var lease = granted
+            if let lease, closed {
+                try await store.releaseUndelivered(agentId: agent.id, epoch: lease.epoch, offeredUntil: lease.leaseExpiresAt)
+                notifier.notify([.work, .progress])
+                throw CancellationError()
+            }
+            if let granted = lease {
+                lease?.traceparent = await traceDispatch(granted, agent: agent.name)
+            }
+            var notice: String? = nil
+            if lease == nil {
+                switch try await store.agent(id: agent.id).state {
+                case .draining:
+                    notice = "an admin is draining agent \(agent.name): it takes no new jobs (set it active again to resume)"
+                case .disabled: notice = "an admin disabled agent \(agent.name): it gets no jobs until it is set active again"
+                case .active, .left: break
+                }
+            }
+            return try Self.json(PollResponse(lease: lease, notice: notice))
         }
 
         agents.post("/heartbeat") { request, context -> Response in

@@ -12,6 +12,8 @@ public struct CoordinatorContext: RequestContext {
     var dashboardSession: DashboardSessions.Session?
     /// The client's IP address (the proxy's behind a TCP load balancer), for the failed-authentication limit.
     public var clientAddress: String
+    /// The connection the request came on (for ``connectionCloseWatch()``).
+    let channel: any Channel
     /// Bodies are read with explicit limits (`max_request_body_bytes`, `max_context_bytes`), not this default.
     public var maxUploadSize: Int { 1 << 20 }
 
@@ -19,6 +21,7 @@ public struct CoordinatorContext: RequestContext {
         coreContext = .init(source: source)
         principal = nil
         dashboardSession = nil
+        channel = source.channel
         let remote = source.channel.remoteAddress
         clientAddress = remote?.ipAddress ?? remote?.pathname ?? "unknown"
     }
