@@ -8,8 +8,9 @@ extension ChaosTests {
     /// coordinator runs through a relaying TCP proxy that counts connections.
     ///
     /// Invariant: the agent goes on using the connections it has. Its held poll, heartbeats, log chunks and reports
-    /// need a few connections at once, not one more per job: the end of a build must not abort a request in flight
-    /// (which closes its connection and costs the next request a TLS handshake).
+    /// need a few connections at once, not one more per job: the coordinator must not close a connection after
+    /// answering a held poll (it did, through Hummingbird's `consumeWithCancellationOnInboundClose`), which costs the
+    /// agent's next request a TCP and TLS handshake.
     ///
     /// Against replicas the same: the count is of the agent's connections, in front of HAProxy.
     @Test func anAgentKeepsItsConnectionsToTheCoordinatorFromJobToJob() async throws {

@@ -12,7 +12,7 @@ import Glibc
 /// The coordinator frozen: one scenario at a time, like the rest of the chaos suite, since its timing means nothing on
 /// a machine that runs two at once. (In the parallel end-to-end phase its lease was once lost before any freeze: the
 /// test process's own heartbeats resume on the concurrency pool, which synchronous tests waiting for child processes
-/// held for up to 45 s. Those waits now happen off the pool, see `offThePool`.)
+/// held for up to 45 s. Those waits now happen off the pool, see `ProcessRunning+Async.swift`.)
 extension ChaosTests {
     /// A coordinator that could not run (frozen here with SIGSTOP; an overloaded machine or a suspended VM alike) for
     /// longer than the lease TTL does not count that time against the agents: once it runs again, an agent that
