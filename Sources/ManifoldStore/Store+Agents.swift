@@ -113,7 +113,7 @@ extension Store {
             return PollingAgent(
                 platforms: offer.platforms,
                 labels: offer.labels.filter { reserved[$0.key] == nil || poolLabels[$0.key] != nil },
-                name: agent["name"], state: AgentState(rawValue: agent["state"]))
+                name: agent["name"], state: AgentState(rawValue: agent["state"]), row: agent)
         }
     }
 
@@ -180,16 +180,32 @@ extension Store {
     }
 
     /// Records what an agent offers now (sent with every poll) and that it was seen.
-    func touchAgent(_ db: SQLTransaction, id: String, poll: PollRequest?, labels: [String: String]? = nil) throws {
+    /// How stale an agent's last-seen time may get before a poll writes it again, in seconds: the API shows it to the
+    /// second.
+    static let lastSeenResolution: Double = 1
+
+    /// Records that agent `id` was seen now and, with `poll`, what it offers. With the agent's `stored` row (read in the
+    /// same transaction), nothing is written when the row already says all of it and was written less than
+    /// ``lastSeenResolution`` ago: an agent that polls again right after a report costs its next lease no update.
+    func touchAgent(
+        _ db: SQLTransaction, id: String, poll: PollRequest?, labels: [String: String]? = nil, stored: SQLRow? = nil
+    ) throws {
         if let poll {
+            let platforms = try Store.json(poll.platforms.map { $0.normalized() })
+            let labels = try Store.json(labels ?? poll.labels)
+            let builders = try Store.json(poll.builders)
+            let at = Store.timestamp(now())
+            if let stored, let seen = stored["lastSeenAt"] as Double?, at - seen < Self.lastSeenResolution,
+                stored["platforms"] as String == platforms, stored["labels"] as String == labels,
+                stored["builders"] as String == builders, stored["version"] as String? == poll.version,
+                stored["protocolVersion"] as Int? == poll.protocolVersion
+            {
+                return
+            }
             try db.execute(
                 sql:
                     "UPDATE agent SET platforms = ?, labels = ?, builders = ?, version = ?, protocolVersion = ?, lastSeenAt = ? WHERE id = ?",
-                arguments: [
-                    try Store.json(poll.platforms.map { $0.normalized() }), try Store.json(labels ?? poll.labels),
-                    try Store.json(poll.builders),
-                    poll.version, poll.protocolVersion, Store.timestamp(now()), id,
-                ])
+                arguments: [platforms, labels, builders, poll.version, poll.protocolVersion, at, id])
         } else {
             try db.execute(sql: "UPDATE agent SET lastSeenAt = ? WHERE id = ?", arguments: [Store.timestamp(now()), id])
         }
@@ -220,4 +236,6 @@ struct PollingAgent {
     var name: String
     /// Nil for a state this version does not know (never leased to).
     var state: AgentState?
+    /// The agent's row as read.
+    var row: SQLRow
 }

@@ -31,8 +31,11 @@ extension Store {
     /// (``StoreError/quotaExceeded(_:)``), counted in the same transaction so a burst cannot slip past.
     ///
     /// `traceparent` is the W3C trace context of the build's root span (tracing on), stored for ``traceContext(buildId:)``.
+    /// `committed` runs with the new build's id once it is stored, before the view is read back: held polls can be woken
+    /// from there without waiting for that read.
     public func submitBuild(
-        _ spec: BuildSpec, submittedBy: String?, token: String? = nil, maxUnfinished: Int? = nil, traceparent: String? = nil
+        _ spec: BuildSpec, submittedBy: String?, token: String? = nil, maxUnfinished: Int? = nil, traceparent: String? = nil,
+        committed: @Sendable (String) -> Void = { _ in }
     ) async throws -> BuildView {
         do { try spec.validate() } catch { throw StoreError.invalid(field: error.field, message: error.message) }
         let id = Store.newID("bld")
@@ -94,6 +97,7 @@ extension Store {
                     "platforms": spec.platforms.map(\.platform.description).joined(separator: ","),
                 ])
         }
+        committed(id)
         return try await build(id: id)
     }
 

@@ -58,7 +58,7 @@ extension Store {
         return try await write { db -> Lease? in
             let agent = try self.pollingAgent(db, agentId: agentId, poll: poll)
             let offer = (platforms: agent.platforms, labels: agent.labels)
-            try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels)
+            try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels, stored: agent.row)
             guard agent.state == .active else { return nil }
             // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on
             // the way) is handed out again, same epoch, before anything new.

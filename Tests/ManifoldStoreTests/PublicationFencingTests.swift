@@ -94,7 +94,7 @@ import Testing
     @Test func aRunReplacedByARetryWhileItPushedIsRecordedAndDoesNotFinishTheBuild() async throws {
         let fixture = try await StoreFixture()
         let (build, first) = try await Self.readyToPublish(fixture)
-        #expect(try await fixture.store.claimPublication(id: first.id, listDigest: Self.list, tags: first.tags) != nil)
+        _ = try await fixture.store.claimPublication(id: first.id, listDigest: Self.list, tags: first.tags)
         // A retry while the first run's tags are being pushed; the rebuilt platform is verified at once.
         _ = try await fixture.store.retryJob(buildId: build.id, platform: "linux/amd64")
         let agent = try await fixture.join("b", platforms: ["linux/amd64"])

@@ -162,6 +162,30 @@ import Testing
 }
 
 @Suite struct SchedulingTests {
+    /// A poll writes the agent's row only when it says something new: what the agent offers changed, or its last-seen
+    /// time is a second old (the API shows it to the second). An agent polling again right after a report costs its
+    /// lease no update.
+    @Test func aPollWritesTheAgentsRowOnlyWhenItSaysSomethingNew() async throws {
+        let fixture = try await StoreFixture()
+        let agent = try await fixture.join("poller", platforms: ["linux/amd64"], labels: ["zone": "a", "gpu": "yes"])
+        func seen() async throws -> (at: Date?, labels: [String: String]) {
+            let view = try await fixture.store.agent(id: agent.id)
+            return (view.lastSeenAt, view.labels)
+        }
+        #expect(try await fixture.poll(agent) == nil)
+        let arrival = try #require(try await seen().at)
+        fixture.clock.advance(0.5)
+        #expect(try await fixture.poll(agent) == nil)
+        #expect(try await seen().at == arrival)
+        // Labels narrowed by the poll are written at once, with the time.
+        #expect(try await fixture.poll(agent, labels: ["zone": "a"]) == nil)
+        #expect(abs(try #require(try await seen().at).timeIntervalSince(arrival) - 0.5) < 0.001)
+        #expect(try await seen().labels == ["zone": "a"])
+        fixture.clock.advance(1.5)
+        #expect(try await fixture.poll(agent, labels: ["zone": "a"]) == nil)
+        #expect(abs(try #require(try await seen().at).timeIntervalSince(arrival) - 2) < 0.001)
+    }
+
     @Test func jobsGoToMatchingAgentsInSubmissionOrder() async throws {
         let fixture = try await StoreFixture()
         let first = try await fixture.submit(platforms: ["linux/amd64", "windows/amd64:10.0.20348"])

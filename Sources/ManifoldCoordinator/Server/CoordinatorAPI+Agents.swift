@@ -148,8 +148,8 @@ extension CoordinatorAPI {
     /// Holds the poll until a job this agent can take appears (woken by notification), the poll timeout
     /// passes, or the agent disconnects. The poll's arrival is written once (the lease attempt records the agent's
     /// offer and when it was last seen); after that a wake-up first reads whether anything is there for this agent,
-    /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write.
-    /// New builds wake only as many held polls as they have jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
+    /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write;
+    /// the poll chosen for a new job it can take skips that read. New builds wake only as many held polls as they have jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
         // Read once the arrival's lease attempt found nothing; nil until then.
@@ -157,11 +157,13 @@ extension CoordinatorAPI {
         // A poll woken for a job that ends before it has tried to lease (its agent went away, or the store failed)
         // passes the wake-up on to the others.
         var woken = false
+        // A poll chosen for a new job its offer can take tries to lease at once; any other wake-up reads first.
+        var chosenForWork = false
         defer { if woken { notifier.notifyHere(.work) } }
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
             var worthWriting = true
-            if let offer {
+            if let offer, !chosenForWork {
                 worthWriting = try await store.mayLease(agentId: agentId, offer: (offer.platforms, offer.labels))
             }
             let lease = worthWriting ? try await store.lease(agentId: agentId, poll: poll) : nil
@@ -176,13 +178,18 @@ extension CoordinatorAPI {
                 let delay = next.timeIntervalSinceNow
                 if delay > 0 { wakeAt = min(wakeAt, .now + .milliseconds(Int64(delay * 1000) + 10)) }
             }
-            if offer == nil {
+            let held: WorkNotifier.WorkOffer
+            if let offer {
+                held = offer
+            } else {
                 let offered = try await store.agentOffer(agentId: agentId, poll: poll)
-                offer = WorkNotifier.WorkOffer(platforms: offered.platforms, labels: offered.labels)
+                held = WorkNotifier.WorkOffer(platforms: offered.platforms, labels: offered.labels)
+                offer = held
             }
             metrics.heldPolls.increment()
-            await notifier.wait(for: .work, after: generation, until: wakeAt, offer: offer)
+            let wake = await notifier.waitForWork(after: generation, until: wakeAt, offer: held)
             metrics.heldPolls.decrement()
+            chosenForWork = wake == .chosenForWork
             woken = true
             metrics.increment("manifold_held_poll_rechecks_total")
         }

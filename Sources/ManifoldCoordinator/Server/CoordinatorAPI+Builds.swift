@@ -31,11 +31,11 @@ extension CoordinatorAPI {
                     "no uploaded context has digest \(digest); upload it first (PUT /api/v1/contexts/\(digest))",
                     field: "context.digest")
             }
-            let build = try await submit(spec, user: user)
+            // Held polls are woken as soon as the build is stored, not after its view is read back.
+            let notifier = self.notifier
+            let hints = spec.platforms.map { WorkNotifier.WorkHint(platform: $0.platform, labels: $0.agentLabels ?? [:]) }
+            let build = try await submit(spec, user: user) { id in notifier.notifyWork(hints, also: .progress, build: id) }
             metrics.increment("manifold_builds_submitted_total")
-            notifier.notifyWork(
-                spec.platforms.map { WorkNotifier.WorkHint(platform: $0.platform, labels: $0.agentLabels ?? [:]) },
-                also: .progress, build: build.id)
             context.logger.info("build submitted", metadata: ["build": "\(build.id)", "image": "\(spec.image)"])
             return try Self.json(build, status: .created)
         }
@@ -162,10 +162,11 @@ extension CoordinatorAPI {
     /// The build, if `user`'s scopes cover its image; otherwise 404 as if it did not exist, so a token learns
     /// nothing about builds outside its scopes.
     /// Records the build; with tracing on, under the root span of its trace, whose context is stored with it.
-    func submit(_ spec: BuildSpec, user: TokenGrant) async throws -> BuildView {
+    func submit(_ spec: BuildSpec, user: TokenGrant, committed: @escaping @Sendable (String) -> Void) async throws -> BuildView {
         guard tracing.isEnabled else {
             return try await store.submitBuild(
-                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken)
+                spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken,
+                committed: committed)
         }
         let span = tracing.startSpan(
             "build", parent: .topLevel, kind: .server,
@@ -177,7 +178,7 @@ extension CoordinatorAPI {
         do {
             let build = try await store.submitBuild(
                 spec, submittedBy: user.name, token: user.tokenId, maxUnfinished: options.maxQueuedBuildsPerToken,
-                traceparent: tracing.traceparent(of: span))
+                traceparent: tracing.traceparent(of: span), committed: committed)
             span.attributes["manifold.build"] = build.id
             return build
         } catch {

@@ -77,6 +77,9 @@ public final class WorkNotifier: Sendable {
         var progressBuckets = [UInt64](repeating: 0, count: State.bucketCount)
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
+        /// Held polls woken as the one chosen for a new job (``notifyWorkHere(_:also:build:)``), until their wait
+        /// returns and takes their id out again.
+        var chosenForWork: Set<UInt64> = []
         var shuttingDown = false
 
         static let bucketCount = 1024
@@ -167,6 +170,7 @@ public final class WorkNotifier: Sendable {
                 else { continue }
                 chosen.insert(poll.key)
                 ids.append(poll.key)
+                state.chosenForWork.insert(poll.key)
             }
             return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
         }
@@ -211,11 +215,32 @@ public final class WorkNotifier: Sendable {
         for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer? = nil,
         build: String? = nil
     ) async -> Bool {
+        await waitForWake(for: topics, after: generation, until: deadline, offer: offer, build: build) != .deadline
+    }
+
+    /// How a held poll's wait ended.
+    public enum WorkWake: Sendable, Equatable {
+        case deadline
+        /// Something of its topics changed, which may or may not concern it.
+        case notified
+        /// It was the poll chosen for a new job that its offer can take: worth a lease attempt without reading first.
+        case chosenForWork
+    }
+
+    /// ``wait(for:after:until:offer:build:)`` for a held poll: also tells whether it was chosen for a new job.
+    public func waitForWork(after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer) async -> WorkWake {
+        await waitForWake(for: .work, after: generation, until: deadline, offer: offer, build: nil)
+    }
+
+    private func waitForWake(
+        for topics: Topics, after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer?,
+        build: String?
+    ) async -> WorkWake {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiter &+= 1
             return state.nextWaiter
         }
-        return await withTaskGroup(of: Bool.self) { group in
+        let woken = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -244,5 +269,7 @@ public final class WorkNotifier: Sendable {
             group.cancelAll()
             return woken
         }
+        let chosen = state.withLock { $0.chosenForWork.remove(id) != nil }
+        return chosen ? .chosenForWork : woken ? .notified : .deadline
     }
 }

@@ -26,7 +26,9 @@ import Synchronization
 /// the store's rules (written for SQLite's single writer) expect. A serialization failure or deadlock (SQLSTATE
 /// 40001, 40P01) at any point rolls back and runs the closure again after a short jittered backoff, up to
 /// ``maxSerializationAttempts`` times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot,
-/// and any write is refused.
+/// and any write is refused. Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT`
+/// is waited for only before the session's next use: each costs the session thread a wake-up, and a statement's
+/// round trip on a loaded machine is mostly such wake-ups.
 ///
 /// A connection found closed (the server restarted, `pg_terminate_backend`) is replaced before the next
 /// transaction; one lost during a transaction before `COMMIT` was sent runs the transaction again on a new

@@ -27,6 +27,8 @@ actor PostgresSession {
     private let number: Int
     private var connection: PostgresConnection?
     private var closed = false
+    /// The COMMIT of the last read-only transaction, sent and not yet waited for, with its connection.
+    private var pendingCommit: (answer: EventLoopFuture<PostgresQueryResult>, connection: PostgresConnection)?
 
     init(shared: PostgresShared, number: Int) {
         self.shared = shared
@@ -53,6 +55,7 @@ actor PostgresSession {
         var serializationFailures = 0
         var reconnects = 0
         while true {
+            settlePendingCommit()
             let connection = try openConnection()
             if shared.clock.isDue { try? sampleClock(connection) }
             let transaction = PostgresTransaction(connection: connection, shared: shared)
@@ -66,15 +69,23 @@ actor PostgresSession {
                 locked = false
             }
             do {
+                // The lock and BEGIN are not waited for on their own: the first statement whose answer the body needs
+                // waits for them too (PostgresNIO sends each statement once the one before was answered). BEGIN runs
+                // once the lock is held, so the snapshot (taken at the first statement after it) sees the previous
+                // writer's commit.
                 if let lock {
-                    // The lock and BEGIN go together and are waited for once; BEGIN runs once the lock is held, so the
-                    // snapshot (taken at the first statement after it) sees the previous writer's commit.
                     locked = true
-                    try transaction.control("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", kind.begin)
+                    transaction.sendControl("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", kind.begin)
                 } else {
-                    try transaction.control(kind.begin)
+                    transaction.sendControl(kind.begin)
                 }
                 let value = try body(transaction)
+                if kind == .read {
+                    // Nothing read depends on the COMMIT of a read-only transaction: it is waited for before the
+                    // session's next use (``settlePendingCommit()``), not now.
+                    pendingCommit = (try transaction.sendReadOnlyCommit(), connection)
+                    return value
+                }
                 // COMMIT and the unlock go together too; an unlock that fails leaves the connection unusable.
                 let outcome = transaction.commit(then: locked ? unlockSQL : nil)
                 if locked {
@@ -121,6 +132,7 @@ actor PostgresSession {
 
     /// Brings the schema up to date under the migration advisory lock.
     func migrate() throws {
+        settlePendingCommit()
         let connection = try openConnection()
         let session = PostgresTransaction(connection: connection, shared: shared)
         do {
@@ -182,6 +194,7 @@ actor PostgresSession {
 
     /// Runs one statement on its own (autocommit). `sql` uses PostgreSQL's `$n` placeholders.
     func execute(_ sql: String, arguments: [SQLValue] = []) throws {
+        settlePendingCommit()
         let connection = try openConnection()
         let session = PostgresTransaction(connection: connection, shared: shared)
         do {
@@ -200,6 +213,21 @@ actor PostgresSession {
             self.connection = nil
         }
         thread.stop()
+    }
+
+    /// Waits for the last read-only transaction's COMMIT (normally answered long ago). A connection whose COMMIT
+    /// failed is not used again: it may still be inside that transaction.
+    private func settlePendingCommit() {
+        guard let (answer, connection) = pendingCommit else { return }
+        pendingCommit = nil
+        do {
+            _ = try answer.wait()
+        } catch {
+            shared.logger.debug(
+                "PostgreSQL did not confirm a read-only transaction's COMMIT; reconnecting",
+                metadata: ["address": "\(address)", "session": "\(number)", "error": "\(error)"])
+            drop(connection)
+        }
     }
 
     // MARK: - Connection

@@ -93,6 +93,25 @@ final class PostgresTransaction: SQLTransaction {
         _ = try settle()
     }
 
+    /// Sends transaction-control statements (the writers' lock, `BEGIN …`) without waiting: the transaction's first
+    /// statement that is waited for, or its `COMMIT` or `ROLLBACK`, waits for them too, and a failure among them is
+    /// thrown there (statements behind a failed one fail as well).
+    func sendControl(_ statements: String...) {
+        for sql in statements { dispatch(PostgresQuery(unsafeSQL: sql), sql: sql) }
+    }
+
+    /// Sends `COMMIT` of a read-only transaction without waiting, returning the answer to wait for later. Statements
+    /// still in flight are waited for first, so a failure among them (a write the transaction refused) is thrown
+    /// here. Nothing a read-only transaction read depends on its COMMIT; the connection answers in order, so the
+    /// session's next transaction runs behind it.
+    func sendReadOnlyCommit() throws -> EventLoopFuture<PostgresQueryResult> {
+        if !inFlight.isEmpty { _ = try settle() }
+        dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
+        let batch = inFlight
+        inFlight = []
+        return batch.last!.answer
+    }
+
     /// Sends `ROLLBACK` behind whatever is still in flight; throws only when the ROLLBACK itself failed (a statement
     /// before it that failed is why the transaction is being rolled back).
     func rollback() throws {

@@ -50,6 +50,26 @@ import Testing
         }
     }
 
+    /// The poll chosen for a new job learns that it was (it leases without reading first); a poll woken by work
+    /// without hints, or by nothing before its deadline, learns that too, and a later wait of the chosen poll is not
+    /// taken for chosen again.
+    @Test func aHeldPollLearnsWhetherItWasChosenForANewJob() async throws {
+        let notifier = WorkNotifier()
+        let amd64 = WorkNotifier.WorkOffer(platforms: [try Platform(parsing: "linux/amd64")], labels: [:])
+        let first = Task { await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64) }
+        try await Self.until { notifier.waiting == 1 }
+        let second = Task { await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64) }
+        try await Self.until { notifier.waiting == 2 }
+        notifier.notifyWork([WorkNotifier.WorkHint(platform: try Platform(parsing: "linux/amd64"))])
+        #expect(await first.value == .chosenForWork)
+        #expect(notifier.waiting == 1)
+        notifier.notify(.work)
+        #expect(await second.value == .notified)
+        let again = await notifier.waitForWork(
+            after: notifier.generation(of: .work), until: .now + .milliseconds(50), offer: amd64)
+        #expect(again == .deadline)
+    }
+
     /// A submission wakes the held polls that can take its jobs, the list of builds (followers of every build) and the
     /// new build's own followers, not the followers of other builds, which once all read their builds again.
     @Test func aSubmissionWakesNoFollowerOfAnotherBuild() async throws {
