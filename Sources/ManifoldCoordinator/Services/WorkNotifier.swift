@@ -228,7 +228,8 @@ public final class WorkNotifier: Sendable {
     }
 
     /// ``wait(for:after:until:offer:build:)`` for a held poll: also tells whether it was chosen for a new job.
-    public func waitForWork(after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer) async -> WorkWake {
+    public func waitForWork(after generation: UInt64, until deadline: ContinuousClock.Instant, offer: WorkOffer) async -> WorkWake
+    {
         await waitForWake(for: .work, after: generation, until: deadline, offer: offer, build: nil)
     }
 

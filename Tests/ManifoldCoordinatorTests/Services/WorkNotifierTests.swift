@@ -56,9 +56,13 @@ import Testing
     @Test func aHeldPollLearnsWhetherItWasChosenForANewJob() async throws {
         let notifier = WorkNotifier()
         let amd64 = WorkNotifier.WorkOffer(platforms: [try Platform(parsing: "linux/amd64")], labels: [:])
-        let first = Task { await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64) }
+        let first = Task {
+            await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64)
+        }
         try await Self.until { notifier.waiting == 1 }
-        let second = Task { await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64) }
+        let second = Task {
+            await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64)
+        }
         try await Self.until { notifier.waiting == 2 }
         notifier.notifyWork([WorkNotifier.WorkHint(platform: try Platform(parsing: "linux/amd64"))])
         #expect(await first.value == .chosenForWork)
