@@ -179,7 +179,6 @@ extension Store {
         return try await agent(id: id)
     }
 
-    /// Records what an agent offers now (sent with every poll) and that it was seen.
     /// How stale an agent's last-seen time may get before a poll writes it again, in seconds: the API shows it to the
     /// second.
     static let lastSeenResolution: Double = 1

@@ -149,7 +149,8 @@ extension CoordinatorAPI {
     /// passes, or the agent disconnects. The poll's arrival is written once (the lease attempt records the agent's
     /// offer and when it was last seen); after that a wake-up first reads whether anything is there for this agent,
     /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write;
-    /// the poll chosen for a new job it can take skips that read. New builds wake only as many held polls as they have jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
+    /// the poll chosen for a new job it can take skips that read. New builds wake only as many held polls as they have
+    /// jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
         // Read once the arrival's lease attempt found nothing; nil until then.

@@ -107,9 +107,7 @@ final class PostgresTransaction: SQLTransaction {
     func sendReadOnlyCommit() throws -> EventLoopFuture<PostgresQueryResult> {
         if !inFlight.isEmpty { _ = try settle() }
         dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
-        let batch = inFlight
-        inFlight = []
-        return batch.last!.answer
+        return inFlight.removeLast().answer
     }
 
     /// Sends `ROLLBACK` behind whatever is still in flight; throws only when the ROLLBACK itself failed (a statement
