@@ -180,11 +180,18 @@ public final class WorkNotifier: Sendable {
     /// Wakes every waiter.
     public func notifyAll() { notify(.all) }
 
-    /// Wakes everyone and makes waits return at once from now on: held polls and streams end so a
-    /// graceful shutdown does not wait out their timeouts.
+    /// The topics whose waits a shutdown ends: held polls (`work`) and event streams (`progress`), which are requests
+    /// the server waits for. The verifier's and publisher's waits are not: those services run until their own turn
+    /// in the graceful shutdown cancels them, and a wait that returned at once would turn each of their loops into a
+    /// busy one for as long as the server takes to finish its requests (once seen: a core and a store read per
+    /// iteration for a minute, and two thousand log lines a second when the database was gone too).
+    static let endedByShutdown: Topics = [.work, .progress]
+
+    /// Wakes held polls and event streams in this process, and makes their waits return at once from now on, so a
+    /// graceful shutdown does not wait out their timeouts (other replicas are not told: nothing changed for them).
     public func shutDown() {
         state.withLock { $0.shuttingDown = true }
-        notifyAll()
+        notifyHere(Self.endedByShutdown)
     }
 
     public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
@@ -246,8 +253,8 @@ public final class WorkNotifier: Sendable {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                         let resumeNow = self.state.withLock { state -> Bool in
-                            if state.generation(of: topics, build: build) != generation || state.shuttingDown
-                                || Task.isCancelled
+                            if state.generation(of: topics, build: build) != generation || Task.isCancelled
+                                || (state.shuttingDown && !topics.isDisjoint(with: Self.endedByShutdown))
                             {
                                 return true
                             }

@@ -74,6 +74,45 @@ import Testing
         #expect(again == .deadline)
     }
 
+    /// A shutdown ends held polls and event streams, now and for every later wait, but not the verifier's and the
+    /// publisher's waits: those run on until their service is cancelled, and a wait returning at once made their loops
+    /// busy ones while the server finished its requests.
+    @Test func aShutdownEndsPollsAndStreamsButNotTheServicesWaits() async throws {
+        let notifier = WorkNotifier()
+        let amd64 = WorkNotifier.WorkOffer(platforms: [try Platform(parsing: "linux/amd64")], labels: [:])
+        let poll = Task {
+            await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64)
+        }
+        let stream = Task {
+            await notifier.wait(
+                for: .progress, after: notifier.generation(of: .progress, build: "b1"), until: .now + .seconds(120),
+                build: "b1")
+        }
+        let verifier = Task {
+            await notifier.wait(
+                for: .verification, after: notifier.generation(of: .verification), until: .now + .milliseconds(300))
+        }
+        try await Self.until { notifier.waiting == 3 }
+        notifier.shutDown()
+        #expect(await poll.value == .notified)
+        #expect(await stream.value)
+        #expect(await verifier.value == false, "the verifier's wait ran to its deadline")
+        // Later waits: polls and streams return at once, the services' waits still wait.
+        #expect(
+            await notifier.waitForWork(after: notifier.generation(of: .work), until: .now + .seconds(120), offer: amd64)
+                == .notified)
+        #expect(
+            await notifier.wait(
+                for: .publication, after: notifier.generation(of: .publication), until: .now + .milliseconds(200)) == false)
+        // They still wake for their own topic.
+        let publisher = Task {
+            await notifier.wait(for: .publication, after: notifier.generation(of: .publication), until: .now + .seconds(120))
+        }
+        try await Self.until { notifier.waiting == 1 }
+        notifier.notify(.publication)
+        #expect(await publisher.value)
+    }
+
     /// A submission wakes the held polls that can take its jobs, the list of builds (followers of every build) and the
     /// new build's own followers, not the followers of other builds, which once all read their builds again.
     @Test func aSubmissionWakesNoFollowerOfAnotherBuild() async throws {
