@@ -93,11 +93,17 @@ extension Store {
             }
             for candidate in try self.queuedJobs(db, at: at, offering: offer.platforms) {
                 guard let platformSpec = try Self.offered(candidate, to: offer) else { continue }
-                switch try self.leaseSecrets(db, buildId: candidate["buildId"], poll: poll) {
+                // The build's spec and secret names in one statement: the grant needs both.
+                let buildId: String = candidate["buildId"]
+                guard
+                    let build = try SQLRow.fetchOne(
+                        db, sql: "SELECT spec, secretNames FROM build WHERE id = ?", arguments: [buildId])
+                else { throw StoreError.notFound(kind: "build", id: buildId) }
+                switch try self.leaseSecrets(db, buildId: buildId, secretNames: build["secretNames"], poll: poll) {
                 case .secrets(let secrets):
                     return try self.grant(
-                        db, job: candidate, platformSpec: platformSpec, agentId: agentId, agentName: agent.name,
-                        secrets: secrets, at: at)
+                        db, job: candidate, platformSpec: platformSpec, spec: try Store.decode(BuildSpec.self, build["spec"]),
+                        agentId: agentId, agentName: agent.name, secrets: secrets, at: at)
                 case .tooOld: continue
                 case .unusable(let reason):
                     try self.failUnstartable(db, jobId: candidate["id"], reason: reason, at: at)
@@ -202,7 +208,15 @@ extension Store {
     }
 
     func leaseSecrets(_ db: SQLTransaction, buildId: String, poll: PollRequest) throws -> LeaseSecrets {
-        switch try openSecrets(db, buildId: buildId) {
+        try leaseSecrets(
+            db, buildId: buildId,
+            secretNames: try String.fetchOne(db, sql: "SELECT secretNames FROM build WHERE id = ?", arguments: [buildId]),
+            poll: poll)
+    }
+
+    /// ``leaseSecrets(_:buildId:poll:)`` for a build whose `secretNames` column the caller already read.
+    func leaseSecrets(_ db: SQLTransaction, buildId: String, secretNames: String?, poll: PollRequest) throws -> LeaseSecrets {
+        switch try openSecrets(db, buildId: buildId, secretNames: secretNames) {
         case .none: return .secrets([:])
         case .secrets(let secrets):
             return poll.protocolVersion >= AgentProtocol.secretsVersion ? .secrets(secrets) : .tooOld
@@ -221,7 +235,7 @@ extension Store {
     }
 
     private func grant(
-        _ db: SQLTransaction, job: SQLRow, platformSpec: PlatformSpec, agentId: String, agentName: String,
+        _ db: SQLTransaction, job: SQLRow, platformSpec: PlatformSpec, spec: BuildSpec, agentId: String, agentName: String,
         secrets: [String: String], at: Date
     ) throws -> Lease {
         let jobId: String = job["id"]
@@ -247,7 +261,6 @@ extension Store {
         try appendEvent(
             db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
             data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
-        let spec = try Self.buildSpec(db, id: buildId)
         let pushTag = Self.attemptTag(
             childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
         try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
@@ -324,7 +337,7 @@ extension Store {
             try self.touchAgent(db, id: agentId, poll: nil)
             if let phase = request.phase, phase != (attempt["phase"] as String?) {
                 try db.execute(sql: "UPDATE attempt SET phase = ? WHERE epoch = ?", arguments: [phase, request.epoch])
-                let job = try self.jobRow(db, id: request.jobId)
+                let job = Self.job(of: attempt)
                 try self.appendEvent(
                     db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.phase",
                     data: ["phase": phase])
@@ -375,7 +388,7 @@ extension Store {
             }
             let end = offset + Int64(data.count)
             guard end > size else { return .stored(size: size) }
-            let job = try self.jobRow(db, id: jobId)
+            let job = Self.job(of: attempt)
             // What fits below the cap is stored; past it, one marker line ends the log.
             let truncated = end > room
             let keptEnd = min(end, room)
@@ -512,7 +525,7 @@ extension Store {
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
             let state: String = attempt["state"]
             if state == "running" { try self.acknowledge(db, attempt: attempt, at: at) }
-            let job = try self.jobRow(db, id: request.jobId)
+            let job = Self.job(of: attempt)
             switch request.outcome {
             case .succeeded:
                 guard let digest = request.digest, let reference = request.imageReference else {
@@ -914,16 +927,23 @@ extension Store {
 
     /// Decides what a build's jobs add up to: publish (all verified, or partial when allowed), fail, or keep running.
     func evaluateBuild(_ db: SQLTransaction, id: String, at: Date) throws {
-        let state = try Self.buildState(db, id: id)
-        guard state != .cancelled else { return }
-        let jobs = try SQLRow.fetchAll(
-            db, sql: "SELECT state, digest, platformKey, spec, imageReference FROM job WHERE buildId = ? ORDER BY seq",
+        // One statement for the build's state, its spec and its jobs (each row repeats the build's columns; a build
+        // has a handful of jobs): this runs inside most reports, under the writers' lock.
+        let rows = try SQLRow.fetchAll(
+            db,
+            sql: """
+                SELECT build.state AS buildState, build.spec AS buildSpec, job.state, job.digest, job.platformKey,
+                    job.spec, job.imageReference
+                FROM build LEFT JOIN job ON job.buildId = build.id WHERE build.id = ? ORDER BY job.seq
+                """,
             arguments: [id])
+        guard let first = rows.first else { throw StoreError.notFound(kind: "build", id: id) }
+        guard BuildState(rawValue: first["buildState"] as String) != .cancelled else { return }
+        let jobs = rows.filter { $0.value("state") != .null }
         let states = jobs.map { JobState(rawValue: $0["state"] as String) ?? .queued }
         guard states.allSatisfy(\.isFinal) else { return }
         let succeeded = jobs.filter { ($0["state"] as String) == JobState.succeeded.rawValue }
-        let spec = try Store.decode(
-            BuildSpec.self, try String.fetchOne(db, sql: "SELECT spec FROM build WHERE id = ?", arguments: [id]) ?? "")
+        let spec = try Store.decode(BuildSpec.self, first["buildSpec"] as String)
         let complete = succeeded.count == jobs.count
         if complete || (spec.allowPartial && !succeeded.isEmpty) {
             let digestSet = succeeded.map { "\($0["platformKey"] as String)=\($0["digest"] as String? ?? "")" }.joined(
@@ -1014,13 +1034,16 @@ extension Store {
     /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
     func currentAttempt(_ db: SQLTransaction, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> SQLRow
     {
-        // One statement: the attempt and its job's current epoch (every agent write starts here).
+        // One statement: the attempt, its job's current epoch and the job columns the writes after it need
+        // (``job(of:)``). Every agent write starts here, under the writers' lock.
         guard
             let attempt = try SQLRow.fetchOne(
                 db,
                 sql: """
-                    SELECT attempt.*, job.currentEpoch AS jobCurrentEpoch FROM attempt
-                    LEFT JOIN job ON job.id = attempt.jobId WHERE attempt.epoch = ?
+                    SELECT attempt.*, job.currentEpoch AS jobCurrentEpoch, job.buildId AS jobBuildId,
+                        job.platform AS jobPlatform, job.attempts AS jobAttempts, job.retryBase AS jobRetryBase,
+                        job.maxAttempts AS jobMaxAttempts
+                    FROM attempt LEFT JOIN job ON job.id = attempt.jobId WHERE attempt.epoch = ?
                     """, arguments: [epoch]),
             (attempt["jobId"] as String) == jobId
         else {
@@ -1042,6 +1065,18 @@ extension Store {
             throw StoreError.staleAttempt(jobId: jobId, epoch: epoch, reason: "the attempt is \(state)\(why)")
         }
         return attempt
+    }
+
+    /// The job of a row from ``currentAttempt(_:jobId:epoch:agentId:allowed:)`` as read with it: its id, build,
+    /// platform and attempt counts (what reports, logs and ``attemptEnded(_:job:reason:at:backoff:)`` use), without
+    /// reading the job again.
+    static func job(of attempt: SQLRow) -> SQLRow {
+        SQLRow(
+            columns: ["id", "buildId", "platform", "attempts", "retryBase", "maxAttempts"],
+            values: [
+                attempt.value("jobId"), attempt.value("jobBuildId"), attempt.value("jobPlatform"),
+                attempt.value("jobAttempts"), attempt.value("jobRetryBase"), attempt.value("jobMaxAttempts"),
+            ])
     }
 
     func jobRow(_ db: SQLTransaction, id: String) throws -> SQLRow {

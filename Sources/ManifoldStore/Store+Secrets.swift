@@ -13,10 +13,9 @@ extension Store {
         case unusable(String)
     }
 
-    /// The secrets of `buildId`, decrypted.
-    func openSecrets(_ db: SQLTransaction, buildId: String) throws -> StoredSecrets {
-        guard let namesText = try String.fetchOne(db, sql: "SELECT secretNames FROM build WHERE id = ?", arguments: [buildId])
-        else { return .none }
+    /// The secrets of `buildId`, decrypted; `namesText` is the build's `secretNames` column (nil: no secrets).
+    func openSecrets(_ db: SQLTransaction, buildId: String, secretNames namesText: String?) throws -> StoredSecrets {
+        guard let namesText else { return .none }
         let names = try Store.decode([String].self, namesText)
         guard
             let row = try SQLRow.fetchOne(

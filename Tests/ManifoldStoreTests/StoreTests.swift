@@ -332,6 +332,38 @@ import Testing
         }
     }
 
+    /// Each event of a job marks its build updated at the event's time, and no other build (on PostgreSQL the
+    /// event and the update are one statement).
+    @Test func eachEventOfAJobMarksItsBuildUpdatedAndNoOther() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let bystander = try await fixture.submit(platforms: ["linux/arm64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        let untouched = try await fixture.store.build(id: bystander.id).updatedAt
+        func expectUpdatedNow(after type: String) async throws {
+            let view = try await fixture.store.build(id: build.id)
+            #expect(abs(view.updatedAt.timeIntervalSince(fixture.clock.now)) < 0.001, "after \(type)")
+            let event = try #require(try await fixture.store.events(buildId: build.id).last)
+            #expect(event.type == type)
+            #expect(abs(event.time.timeIntervalSince(view.updatedAt)) < 0.001)
+            #expect(try await fixture.store.build(id: bystander.id).updatedAt == untouched)
+        }
+        fixture.clock.advance(10)
+        _ = try await fixture.store.heartbeat(
+            agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "building"))
+        try await expectUpdatedNow(after: "job.phase")
+        fixture.clock.advance(10)
+        _ = try await fixture.store.appendLog(
+            agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: 0, data: Data("step 1/3\n".utf8))
+        try await expectUpdatedNow(after: "job.log")
+        fixture.clock.advance(10)
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed, exitCode: 2))
+        try await expectUpdatedNow(after: "job.retrying")
+        #expect(try await fixture.store.build(id: build.id).state == .running)
+    }
+
     @Test func anExpiredLeaseIsLostRequeuedAtOnceAndFencedOff() async throws {
         let fixture = try await StoreFixture()
         let build = try await fixture.submit(platforms: ["linux/amd64"], maxAttempts: 2)
