@@ -79,19 +79,11 @@ extension Store {
         return try await agent(id: id)
     }
 
-    /// What a poll may match jobs with: its platforms and labels when they narrow what the agent was given at
-    /// join (a widening poll is refused as forbidden, naming the platform or label), plus the pool's labels. A label
-    /// key that a pool other than the agent's imposes never counts (the agent may have carried it since before
-    /// that pool existed).
-    func agentOffer(
-        _ db: SQLTransaction, agentId: String, poll: PollRequest
-    ) throws -> (platforms: [Platform], labels: [String: String]) {
-        let polling = try pollingAgent(db, agentId: agentId, poll: poll)
-        return (polling.platforms, polling.labels)
-    }
-
-    /// What a polling agent offers (its poll narrowed within what was fixed at join and its pool), with its name and
-    /// state: two reads, the agent's row and every pool (its own pool's labels and the keys other pools reserve).
+    /// What a polling agent offers, with its name and state: two reads, the agent's row and every pool (its own pool's
+    /// labels and the keys other pools reserve). The offer is the poll's platforms and labels when they narrow what the
+    /// agent was given at join (a widening poll is refused as forbidden, naming the platform or label), plus the pool's
+    /// labels. A label key that a pool other than the agent's imposes never counts (the agent may have carried it since
+    /// before that pool existed).
     func pollingAgent(_ db: SQLTransaction, agentId: String, poll: PollRequest) throws -> PollingAgent {
         guard let agent = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
             throw StoreError.notFound(kind: "agent", id: agentId)
@@ -190,24 +182,27 @@ extension Store {
         _ db: SQLTransaction, id: String, poll: PollRequest?, labels: [String: String]? = nil, stored: SQLRow? = nil
     ) throws {
         if let poll {
+            let at = now()
+            if let stored, try Self.agentRow(stored, records: poll, labels: labels ?? poll.labels, at: at) { return }
             let platforms = try Store.json(poll.platforms.map { $0.normalized() })
             let labels = try Store.json(labels ?? poll.labels)
             let builders = try Store.json(poll.builders)
-            let at = Store.timestamp(now())
-            if let stored, let seen = stored["lastSeenAt"] as Double?, at - seen < Self.lastSeenResolution,
-                stored["platforms"] as String == platforms, stored["labels"] as String == labels,
-                stored["builders"] as String == builders, stored["version"] as String? == poll.version,
-                stored["protocolVersion"] as Int? == poll.protocolVersion
-            {
-                return
-            }
             try db.execute(
                 sql:
                     "UPDATE agent SET platforms = ?, labels = ?, builders = ?, version = ?, protocolVersion = ?, lastSeenAt = ? WHERE id = ?",
-                arguments: [platforms, labels, builders, poll.version, poll.protocolVersion, at, id])
+                arguments: [platforms, labels, builders, poll.version, poll.protocolVersion, Store.timestamp(at), id])
         } else {
             try db.execute(sql: "UPDATE agent SET lastSeenAt = ? WHERE id = ?", arguments: [Store.timestamp(now()), id])
         }
+    }
+
+    /// Whether an agent's `stored` row already says all that `poll` (with the `labels` it was narrowed to) would write,
+    /// and was written less than ``lastSeenResolution`` before `at`.
+    static func agentRow(_ stored: SQLRow, records poll: PollRequest, labels: [String: String], at: Date) throws -> Bool {
+        guard let seen = stored["lastSeenAt"] as Double?, Store.timestamp(at) - seen < lastSeenResolution else { return false }
+        return try stored["platforms"] as String == Store.json(poll.platforms.map { $0.normalized() })
+            && stored["labels"] as String == Store.json(labels) && stored["builders"] as String == Store.json(poll.builders)
+            && stored["version"] as String? == poll.version && stored["protocolVersion"] as Int? == poll.protocolVersion
     }
 
     static func agentView(_ row: SQLRow, db: SQLTransaction) throws -> AgentView {

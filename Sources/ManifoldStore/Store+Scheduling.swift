@@ -113,23 +113,65 @@ extension Store {
         }
     }
 
-    /// Whether ``lease(agentId:poll:)`` might hand this agent something now: a grant it has not confirmed, or a queued
-    /// job its `offer` (from ``agentOffer(agentId:poll:)``, read once per held poll) can take. Read only, so a held poll
-    /// woken by work meant for other agents costs a read rather than a write (and a commit) each time; a `true` only
-    /// means the write is worth trying (the write checks the agent's pool again).
-    public func mayLease(agentId: String, offer: (platforms: [Platform], labels: [String: String])) async throws -> Bool {
+    /// Whether ``lease(agentId:poll:)`` might hand an agent in `state` something now: a grant it has not confirmed, or a
+    /// queued job its `offer` can take. A `true` only means the write is worth trying (the write checks the agent's pool
+    /// again).
+    private func mayLease(
+        _ db: SQLTransaction, agentId: String, state: AgentState?, offer: (platforms: [Platform], labels: [String: String]),
+        at: Date
+    ) throws -> Bool {
+        guard state == .active else { return false }
+        let unconfirmed = try Int64.fetchOne(
+            db,
+            sql: """
+                SELECT COUNT(*) FROM attempt
+                WHERE agentId = ? AND state = 'running' AND acknowledgedAt IS NULL AND cancelRequested = 0
+                """, arguments: [agentId])
+        if (unconfirmed ?? 0) > 0 { return true }
+        return try queuedJobs(db, at: at, offering: offer.platforms).contains { try Self.offered($0, to: offer) != nil }
+    }
+
+    /// What a long poll reads before it decides to write (see ``checkPoll(agentId:poll:offer:)``).
+    public struct PollCheck: Sendable {
+        /// What the poll can take: its platforms and labels narrowed by the agent's pool.
+        public var platforms: [Platform]
+        public var labels: [String: String]
+        /// Whether ``lease(agentId:poll:)`` is worth running: it may grant something, or the agent's row must record
+        /// the poll (what it offers changed, or it was last seen ``lastSeenResolution`` ago or more).
+        public var worthLeasing: Bool
+        /// When the earliest queued job may start (a retry's backoff), as ``nextQueuedJobTime()``.
+        public var nextQueuedJobTime: Date?
+    }
+
+    /// One read for a long poll, without the writers' lock: what the poll can take, whether a lease (a write) is worth
+    /// trying, and when the earliest queued job may start.
+    ///
+    /// On arrival (`offer` nil) the offer is read and narrowed by the agent's pool — a poll the pool refuses is refused
+    /// here — and the lease is worth trying when the agent's row is out of date as well: an agent that polls again right
+    /// after its report, with nothing queued for it, then costs no write at all. A poll woken later passes the `offer`
+    /// it holds; its row is not rewritten for being seen again (that would write on every wake-up).
+    public func checkPoll(
+        agentId: String, poll: PollRequest, offer known: (platforms: [Platform], labels: [String: String])?
+    ) async throws -> PollCheck {
         let at = now()
-        return try await read { db -> Bool in
-            let state = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId])
-            guard state.flatMap(AgentState.init(rawValue:)) == .active else { return false }
-            let unconfirmed = try Int64.fetchOne(
-                db,
-                sql: """
-                    SELECT COUNT(*) FROM attempt
-                    WHERE agentId = ? AND state = 'running' AND acknowledgedAt IS NULL AND cancelRequested = 0
-                    """, arguments: [agentId])
-            if (unconfirmed ?? 0) > 0 { return true }
-            return try self.queuedJobs(db, at: at, offering: offer.platforms).contains { try Self.offered($0, to: offer) != nil }
+        return try await read { db -> PollCheck in
+            let state: AgentState?
+            let offer: (platforms: [Platform], labels: [String: String])
+            var rowOutdated = false
+            if let known {
+                offer = known
+                state = try String.fetchOne(db, sql: "SELECT state FROM agent WHERE id = ?", arguments: [agentId])
+                    .flatMap(AgentState.init(rawValue:))
+            } else {
+                let agent = try self.pollingAgent(db, agentId: agentId, poll: poll)
+                offer = (agent.platforms, agent.labels)
+                state = agent.state
+                rowOutdated = try !Self.agentRow(agent.row, records: poll, labels: agent.labels, at: at)
+            }
+            let worthLeasing = try rowOutdated || self.mayLease(db, agentId: agentId, state: state, offer: offer, at: at)
+            return PollCheck(
+                platforms: offer.platforms, labels: offer.labels, worthLeasing: worthLeasing,
+                nextQueuedJobTime: try self.nextQueuedJobTime(db))
         }
     }
 
@@ -145,12 +187,6 @@ extension Store {
         try await read { db in
             try String.fetchOne(db, sql: "SELECT state FROM job WHERE id = ?", arguments: [jobId]) == "queued"
         }
-    }
-
-    /// What a poll can take: its platforms and labels narrowed by the agent's pool (the rule ``lease(agentId:poll:)``
-    /// applies). Read only; a poll the pool refuses is refused here too.
-    public func agentOffer(agentId: String, poll: PollRequest) async throws -> (platforms: [Platform], labels: [String: String]) {
-        try await read { db in try self.agentOffer(db, agentId: agentId, poll: poll) }
     }
 
     /// Queued jobs of open builds that may start at `at` and that an agent offering `platforms` might take, in the
@@ -802,9 +838,11 @@ extension Store {
 
     /// The earliest moment a queued job becomes eligible, for waking long polls after a backoff.
     public func nextQueuedJobTime() async throws -> Date? {
-        try await read { db in
-            Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM job WHERE state = 'queued'"))
-        }
+        try await read { db in try self.nextQueuedJobTime(db) }
+    }
+
+    func nextQueuedJobTime(_ db: SQLTransaction) throws -> Date? {
+        Store.date(try Double.fetchOne(db, sql: "SELECT MIN(notBefore) FROM job WHERE state = 'queued'"))
     }
 
     /// An agent leaves the pool: its running attempts are lost at once and their jobs re-queued.

@@ -251,9 +251,11 @@ import Testing
         let plain = try await fixture.submit(platforms: ["windows/amd64"])
         let linux = try await fixture.join("unversioned", platforms: ["windows/amd64"])
         let pinned = try await fixture.join("pinned", platforms: ["windows/amd64:10.0.20348.2227"])
-        let offer = try await fixture.store.agentOffer(
-            agentId: linux.id, poll: PollRequest(platforms: linux.platforms, labels: [:], builders: ["buildah"], version: "test"))
-        #expect(try await fixture.store.mayLease(agentId: linux.id, offer: offer))
+        let poll = PollRequest(platforms: linux.platforms, labels: [:], builders: ["buildah"], version: "test")
+        let arrival = try await fixture.store.checkPoll(agentId: linux.id, poll: poll, offer: nil)
+        #expect(
+            try await fixture.store.checkPoll(agentId: linux.id, poll: poll, offer: (arrival.platforms, arrival.labels))
+                .worthLeasing)
         let first = try #require(try await fixture.poll(linux))
         #expect(first.spec.buildId == plain.id, "a host without an OS build cannot take \(kernel.id)'s job")
         #expect(try await fixture.poll(linux) == nil)
@@ -274,6 +276,45 @@ import Testing
         #expect(try await fixture.poll(gpu) != nil)
     }
 
+    /// A poll reads before it writes. On arrival the lease (a write) is worth it only when the agent's row must record
+    /// the poll (the offer changed, or it was last seen a second ago) or something may be handed out: an agent polling
+    /// again right after its report, with nothing queued for it, costs no write. A held poll woken later never writes
+    /// for being seen again. The read also says when a job held back by its retry backoff may start.
+    @Test func aPollWritesOnlyWhenItsRowIsOutOfDateOrSomethingMayBeLeased() async throws {
+        let fixture = try await StoreFixture()
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let poll = PollRequest(platforms: agent.platforms, labels: [:], builders: ["buildah"], version: "test")
+        _ = try await fixture.submit(platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        try await fixture.store.complete(
+            agentId: agent.id, CompleteRequest(jobId: lease.jobId, epoch: lease.epoch, outcome: .failed))
+        let reported = fixture.store.writesCommitted
+        fixture.clock.advance(0.5)
+        let again = try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: nil)
+        #expect(again.worthLeasing == false)
+        #expect(again.platforms == agent.platforms)
+        // The job waits out its retry backoff (5 s after the report).
+        let retryAt = try #require(again.nextQueuedJobTime)
+        #expect(abs(retryAt.timeIntervalSince(fixture.clock.now) - 4.5) < 0.001)
+        #expect(fixture.store.writesCommitted == reported)
+        // What the poll offers changed: worth writing at once.
+        let narrower = PollRequest(platforms: agent.platforms, labels: [:], builders: ["docker"], version: "test")
+        #expect(try await fixture.store.checkPoll(agentId: agent.id, poll: narrower, offer: nil).worthLeasing)
+        // A second after the row was written, an arrival records the poll; a held poll's wake-up does not.
+        fixture.clock.advance(1)
+        #expect(try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: nil).worthLeasing)
+        let offer = (again.platforms, again.labels)
+        #expect(try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: offer).worthLeasing == false)
+        // Once the backoff is over, the job is there to lease.
+        fixture.clock.advance(4)
+        #expect(try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: offer).worthLeasing)
+        #expect(try await fixture.poll(agent)?.attempt == 2)
+        // An unknown agent is refused by the read as by the lease.
+        await #expect(throws: StoreError.self) {
+            try await fixture.store.checkPoll(agentId: "agt_unknown", poll: poll, offer: nil)
+        }
+    }
+
     /// The read a held poll makes when it is woken: true exactly when the lease write could hand it something, and
     /// never a write itself.
     @Test func aWokenPollReadsWhetherAnythingIsThereForItWithoutWriting() async throws {
@@ -282,8 +323,9 @@ import Testing
         let gpu = try await fixture.join("gpu", platforms: ["linux/amd64"], labels: ["gpu": "yes"])
         func mayLease(_ agent: AgentView) async throws -> Bool {
             let poll = PollRequest(platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test")
-            let offer = try await fixture.store.agentOffer(agentId: agent.id, poll: poll)
-            return try await fixture.store.mayLease(agentId: agent.id, offer: offer)
+            let arrival = try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: nil)
+            return try await fixture.store.checkPoll(agentId: agent.id, poll: poll, offer: (arrival.platforms, arrival.labels))
+                .worthLeasing
         }
         #expect(try await mayLease(arm) == false)
         _ = try await fixture.submit(platforms: ["linux/amd64"], agentLabels: ["gpu": "no"])

@@ -146,28 +146,30 @@ extension CoordinatorAPI {
     }
 
     /// Holds the poll until a job this agent can take appears (woken by notification), the poll timeout
-    /// passes, or the agent disconnects. The poll's arrival is written once (the lease attempt records the agent's
-    /// offer and when it was last seen); after that a wake-up first reads whether anything is there for this agent,
-    /// so work for other platforms or labels, or a job another poll already took, wakes it for a read, not a write;
-    /// the poll chosen for a new job it can take skips that read. New builds wake only as many held polls as they have
-    /// jobs those polls can take (``WorkNotifier/notifyWork(_:also:)``).
+    /// passes, or the agent disconnects. Each pass first reads, without the writers' lock, what the poll can take and
+    /// whether a lease is worth writing (``Store/checkPoll(agentId:poll:offer:)``); only then does it write. So an agent
+    /// that polls again right after its report, with nothing queued for it, costs a read, and work for other platforms
+    /// or labels, or a job another poll already took, wakes a held poll for a read, not a write. The poll chosen for a
+    /// new job it can take skips the read. New builds wake only as many held polls as they have jobs those polls can
+    /// take (``WorkNotifier/notifyWork(_:also:)``).
     func longPoll(agentId: String, poll: PollRequest) async throws -> Lease? {
         let deadline = ContinuousClock.now + options.pollTimeout
-        // Read once the arrival's lease attempt found nothing; nil until then.
+        // Read on arrival and held for the rest of the poll; nil until then.
         var offer: WorkNotifier.WorkOffer?
         // A poll woken for a job that ends before it has tried to lease (its agent went away, or the store failed)
         // passes the wake-up on to the others.
         var woken = false
-        // A poll chosen for a new job its offer can take tries to lease at once; any other wake-up reads first.
+        // A poll chosen for a new job its offer can take tries to lease at once; any other pass reads first.
         var chosenForWork = false
         defer { if woken { notifier.notifyHere(.work) } }
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
-            var worthWriting = true
-            if let offer, !chosenForWork {
-                worthWriting = try await store.mayLease(agentId: agentId, offer: (offer.platforms, offer.labels))
+            var check: Store.PollCheck?
+            if !chosenForWork {
+                check = try await store.checkPoll(
+                    agentId: agentId, poll: poll, offer: offer.map { ($0.platforms, $0.labels) })
             }
-            let lease = worthWriting ? try await store.lease(agentId: agentId, poll: poll) : nil
+            let lease = check?.worthLeasing ?? true ? try await store.lease(agentId: agentId, poll: poll) : nil
             woken = false
             if let lease {
                 notifier.notify(.progress, build: lease.spec.buildId)
@@ -175,18 +177,19 @@ extension CoordinatorAPI {
             }
             guard ContinuousClock.now < deadline, !Task.isCancelled, !notifier.isShuttingDown else { return nil }
             var wakeAt = deadline
-            if let next = try await store.nextQueuedJobTime() {
+            let nextQueued: Date?
+            if let check {
+                nextQueued = check.nextQueuedJobTime
+                if offer == nil { offer = WorkNotifier.WorkOffer(platforms: check.platforms, labels: check.labels) }
+            } else {
+                nextQueued = try await store.nextQueuedJobTime()
+            }
+            if let next = nextQueued {
                 let delay = next.timeIntervalSinceNow
                 if delay > 0 { wakeAt = min(wakeAt, .now + .milliseconds(Int64(delay * 1000) + 10)) }
             }
-            let held: WorkNotifier.WorkOffer
-            if let offer {
-                held = offer
-            } else {
-                let offered = try await store.agentOffer(agentId: agentId, poll: poll)
-                held = WorkNotifier.WorkOffer(platforms: offered.platforms, labels: offered.labels)
-                offer = held
-            }
+            // The first pass always reads, so the offer is known here.
+            guard let held = offer else { return nil }
             metrics.heldPolls.increment()
             let wake = await notifier.waitForWork(after: generation, until: wakeAt, offer: held)
             metrics.heldPolls.decrement()
