@@ -157,11 +157,16 @@ extension CoordinatorAPI {
         // Read on arrival and held for the rest of the poll; nil until then.
         var offer: WorkNotifier.WorkOffer?
         // A poll woken for a job that ends before it has tried to lease (its agent went away, or the store failed)
-        // passes the wake-up on to the others.
+        // passes the wake-up on to the others: to every replica when it was the one chosen for a new job (the other
+        // replicas were not told of that job), to this one's other polls otherwise.
         var woken = false
         // A poll chosen for a new job its offer can take tries to lease at once; any other pass reads first.
         var chosenForWork = false
-        defer { if woken { notifier.notifyHere(.work) } }
+        defer {
+            if woken {
+                if chosenForWork { notifier.notify(.work) } else { notifier.notifyHere(.work) }
+            }
+        }
         while !Task.isCancelled {
             let generation = notifier.generation(of: .work)
             var check: Store.PollCheck?

@@ -143,18 +143,29 @@ public final class WorkNotifier: Sendable {
     }
 
     /// New jobs, one hint each: wakes, of the held polls that can take them, the longest-waiting one per job (and
-    /// every waiter of `.work` that gave no offer), plus the waiters of `topics`; the other replicas get the hints and
-    /// do the same. A poll woken this way that ends without trying to lease (its agent went away) passes the wake-up
-    /// on with ``notifyHere(_:)``.
+    /// every waiter of `.work` that gave no offer), plus the waiters of `topics`. The other replicas get the hints of
+    /// the jobs no poll here was chosen for, and do the same with those: one poll in the whole cluster per job, not one
+    /// per replica (three replicas once sent three polls racing for each job, each straight to a lease write under the
+    /// writers' lock, and two of them lost). A chosen poll that ends before it tried to lease (its agent went away)
+    /// passes the wake-up on to every replica with ``notify(_:build:)``; one that tried and was handed nothing lost the
+    /// job to another poll, or its agent may no longer take it (then the job waits for the next poll that can).
     /// With `build`, progress in `topics` is that build's (a new build: the list of builds and its own followers).
     public func notifyWork(_ hints: [WorkHint], also topics: Topics = [], build: String? = nil) {
-        relay.withLock { $0 }?(topics.union(.work), hints)
-        notifyWorkHere(hints, also: topics, build: build)
+        let unplaced = notifyWorkHere(hints, also: topics, build: build)
+        let relay = relay.withLock { $0 }
+        if hints.isEmpty || !unplaced.isEmpty {
+            relay?(topics.union(.work), hints.isEmpty ? hints : unplaced)
+        } else if !topics.isEmpty {
+            relay?(topics, nil)
+        }
     }
 
-    /// ``notifyWork(_:also:build:)`` in this process only (hints another replica sent).
-    public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = [], build: String? = nil) {
-        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+    /// ``notifyWork(_:also:build:)`` in this process only (hints another replica sent). Answers the hints no held poll
+    /// here was chosen for.
+    @discardableResult
+    public func notifyWorkHere(_ hints: [WorkHint], also topics: Topics = [], build: String? = nil) -> [WorkHint] {
+        let (woken, unplaced) = state.withLock { state -> ([CheckedContinuation<Void, Never>], [WorkHint]) in
+            var unplaced: [WorkHint] = []
             state.advance(topics.union(.work), build: build)
             var ids = state.waiters.filter { entry in
                 entry.value.isWoken(by: topics, build: build)
@@ -167,14 +178,18 @@ public final class WorkNotifier: Sendable {
             .sorted { $0.key < $1.key }
             for hint in hints {
                 guard let poll = polls.first(where: { !chosen.contains($0.key) && $0.value.offer?.accepts(hint) == true })
-                else { continue }
+                else {
+                    unplaced.append(hint)
+                    continue
+                }
                 chosen.insert(poll.key)
                 ids.append(poll.key)
                 state.chosenForWork.insert(poll.key)
             }
-            return ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
+            return (ids.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }, unplaced)
         }
         for continuation in woken { continuation.resume() }
+        return unplaced
     }
 
     /// Wakes every waiter.

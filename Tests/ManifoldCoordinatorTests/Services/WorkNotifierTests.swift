@@ -74,6 +74,50 @@ import Testing
         #expect(again == .deadline)
     }
 
+    /// Replicas hear only of the new jobs no poll here was chosen for: one poll in the whole cluster per job. When
+    /// every job found a poll here, the others hear the other topics alone; a chosen poll that ends without trying to
+    /// lease is not this notifier's business (the poll passes it on with `notify`, which always reaches them).
+    @Test func otherReplicasHearOnlyOfJobsNoPollHereWasChosenFor() async throws {
+        let notifier = WorkNotifier()
+        let relayed = Mutex<[(topics: WorkNotifier.Topics, hints: [WorkNotifier.WorkHint]?)]>([])
+        notifier.relayNotifications { topics, hints in relayed.withLock { $0.append((topics, hints)) } }
+        let amd64 = try Platform(parsing: "linux/amd64")
+        let arm64 = try Platform(parsing: "linux/arm64")
+        let poll = Task {
+            await notifier.waitForWork(
+                after: notifier.generation(of: .work), until: .now + .seconds(120),
+                offer: WorkNotifier.WorkOffer(platforms: [amd64], labels: [:]))
+        }
+        try await Self.until { notifier.waiting == 1 }
+        notifier.notifyWork(
+            [WorkNotifier.WorkHint(platform: amd64), WorkNotifier.WorkHint(platform: arm64)], also: .progress, build: "b1")
+        #expect(await poll.value == .chosenForWork)
+        var sent = relayed.withLock { $0 }
+        #expect(sent.count == 1)
+        #expect(sent.first?.topics == [.work, .progress])
+        #expect(sent.first?.hints == [WorkNotifier.WorkHint(platform: arm64)])
+
+        // Every job placed here: the others hear of the progress, not of work.
+        let second = Task {
+            await notifier.waitForWork(
+                after: notifier.generation(of: .work), until: .now + .seconds(120),
+                offer: WorkNotifier.WorkOffer(platforms: [arm64], labels: [:]))
+        }
+        try await Self.until { notifier.waiting == 1 }
+        notifier.notifyWork([WorkNotifier.WorkHint(platform: arm64)], also: .progress, build: "b2")
+        #expect(await second.value == .chosenForWork)
+        sent = relayed.withLock { $0 }
+        #expect(sent.count == 2)
+        #expect(sent.last?.topics == .progress)
+        #expect(sent.last?.hints == nil)
+
+        // No poll here at all: every hint goes on.
+        notifier.notifyWork([WorkNotifier.WorkHint(platform: amd64)])
+        sent = relayed.withLock { $0 }
+        #expect(sent.last?.topics == .work)
+        #expect(sent.last?.hints == [WorkNotifier.WorkHint(platform: amd64)])
+    }
+
     /// A shutdown ends held polls and event streams, now and for every later wait, but not the verifier's and the
     /// publisher's waits: those run on until their service is cancelled, and a wait returning at once made their loops
     /// busy ones while the server finished its requests.
