@@ -392,6 +392,80 @@ import Testing
         #expect(attempts.value >= 200)
     }
 
+    /// Writes of two replicas run one at a time: each counts the rows and adds one only below the limit, pausing in
+    /// between. Writes side by side at `READ COMMITTED` would both count 9 and both insert (write skew, no row in
+    /// common to conflict on); one at a time, exactly `limit` rows exist at the end, and a write holding the lock
+    /// keeps the other replica's writes waiting.
+    @Test func writesOfTwoReplicasRunOneAtATimeSoNoneActsOnAStaleCount() async throws {
+        let limit = 10
+        var configuration = try await TestPostgres.shared.freshSchema(poolSize: 3)
+        configuration.applicationName = "manifold-test-\(UInt32.random(in: 0...UInt32.max))"
+        let first = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        let second = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        do {
+            do {
+                try await first.write { db in try db.execute(sql: "CREATE TABLE slot (owner TEXT NOT NULL)") }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (name, backend) in [("first", first), ("second", second)] {
+                        for lane in 0..<3 {
+                            group.addTask {
+                                for _ in 0..<6 {
+                                    try await backend.write { db in
+                                        let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM slot") ?? 0
+                                        try db.execute(sql: "SELECT pg_sleep(0.002)")
+                                        if count < limit {
+                                            try db.execute(sql: "INSERT INTO slot VALUES (?)", arguments: ["\(name)-\(lane)"])
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                let owners = try await second.read { db in try String.fetchAll(db, sql: "SELECT owner FROM slot") }
+                #expect(owners.count == limit, "\(owners)")
+                #expect(Set(owners.map { $0.hasPrefix("first") }).count == 2, "both replicas wrote: \(owners)")
+
+                // While one replica's write holds the lock, the other's waits for it, then sees its commit.
+                let holding = Counter()
+                let release = DispatchSemaphore(value: 0)
+                let holder = Task {
+                    try await first.write { db in
+                        try db.execute(sql: "DELETE FROM slot")
+                        holding.increment()
+                        release.wait()  // on the session's own thread
+                    }
+                }
+                while holding.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                let waiter = Task {
+                    try await second.write { db in
+                        try Int.fetchOne(db, sql: "SELECT count(*) FROM slot") ?? -1
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                let applicationName = configuration.applicationName
+                let activity = try await first.read { db in
+                    try String.fetchAll(
+                        db,
+                        sql: "SELECT wait_event_type FROM pg_stat_activity WHERE datname = current_database() "
+                            + "AND application_name = ? AND wait_event = 'advisory'",
+                        arguments: [applicationName])
+                }
+                #expect(activity == ["Lock"], "the second replica's write waits for the writers' lock: \(activity)")
+                release.signal()
+                try await holder.value
+                #expect(try await waiter.value == 0, "the waiting write saw the holder's commit")
+            }
+        } catch {
+            await first.close()
+            await second.close()
+            throw error
+        }
+        await first.close()
+        await second.close()
+    }
+
     @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
         try await withBackend(poolSize: 2) { backend, _ in
             try await backend.write { db in

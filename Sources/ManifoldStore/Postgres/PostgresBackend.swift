@@ -22,13 +22,14 @@ import Synchronization
 /// thread on each statement anyway; a fixed thread per connection makes that explicit and bounded.
 ///
 /// ## Transactions
-/// `write` runs `BEGIN ISOLATION LEVEL SERIALIZABLE … COMMIT`, so the effect is as if writes ran one at a time, as
-/// the store's rules (written for SQLite's single writer) expect. A serialization failure or deadlock (SQLSTATE
-/// 40001, 40P01) at any point rolls back and runs the closure again after a short jittered backoff, up to
-/// ``maxSerializationAttempts`` times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot,
-/// and any write is refused. Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT`
-/// is waited for only before the session's next use: each costs the session thread a wake-up, and a statement's
-/// round trip on a loaded machine is mostly such wake-ups.
+/// `write` runs `BEGIN ISOLATION LEVEL READ COMMITTED`, takes the writers' lock (see ``write(_:)``) and then runs the
+/// closure, so writes run one at a time, as the store's rules (written for SQLite's single writer) expect, and each
+/// statement sees every write committed before it. A serialization failure or deadlock (SQLSTATE 40001, 40P01) at any
+/// point rolls back and runs the closure again after a short jittered backoff, up to ``maxSerializationAttempts``
+/// times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot, and any write is refused.
+/// Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT` is waited for only before
+/// the session's next use: each costs the session thread a wake-up, and a statement's round trip on a loaded machine
+/// is mostly such wake-ups.
 ///
 /// A connection found closed (the server restarted, `pg_terminate_backend`) is replaced before the next
 /// transaction; one lost during a transaction before `COMMIT` was sent runs the transaction again on a new
@@ -72,10 +73,11 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in try await session.transaction(.read, body) }
     }
 
-    /// Every write transaction of every replica on this schema runs alone: a session advisory lock (class
-    /// ``writerLockClass``, keyed by the schema) is taken before `BEGIN`, so the snapshot already sees the previous
-    /// writer's commit, and released after `COMMIT` or `ROLLBACK` (a lost connection releases it with the session).
-    /// Reads run beside the writer and each other, on their own snapshots.
+    /// Every write transaction of every replica on this schema runs alone: its first statement after `BEGIN` takes a
+    /// transaction-level advisory lock (class ``writerLockClass``, keyed by the schema), which `COMMIT` or `ROLLBACK`
+    /// releases, as does the server when the connection is lost. At `READ COMMITTED` each statement takes a fresh
+    /// snapshot, so everything after the lock sees the previous writer's commit. Reads run beside the writer and each
+    /// other, on their own snapshots.
     ///
     /// Why one writer, as on SQLite: with writes side by side, `SERIALIZABLE` aborted a large share of them as
     /// pivots of read/write dependency cycles — the queue's hot index ranges (`state = 'queued'`, `'running'`,
@@ -83,6 +85,11 @@ public final class PostgresBackend: StoreBackend {
     /// 2 cores): about one transaction in five rolled back, some ran out of retries after 20 tries (a poll or a
     /// report answered with an error under load), and throughput did not grow with lanes or replicas. Serialized,
     /// no write is aborted and none fails; replicas share the HTTP, TLS and registry work, not the commits.
+    ///
+    /// Why `READ COMMITTED` under the lock and not `SERIALIZABLE` (as until 2026-12-04): with no other writer,
+    /// `SERIALIZABLE` adds nothing but its bookkeeping of every row read, and it needs its snapshot to come after the
+    /// lock — a session lock taken before `BEGIN` and released by a statement after `COMMIT`, two more round trips
+    /// with the lock held (deploy/bench/README.md has the figures).
     public func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         try await sessions.withSession { session in try await session.transaction(.write, lock: Self.writerLockClass, body) }
     }

@@ -15,7 +15,7 @@ actor PostgresSession {
         var begin: String {
             switch self {
             case .read: return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-            case .write: return "BEGIN ISOLATION LEVEL SERIALIZABLE"
+            case .write: return "BEGIN ISOLATION LEVEL READ COMMITTED"
             }
         }
     }
@@ -59,23 +59,14 @@ actor PostgresSession {
             let connection = try openConnection()
             if shared.clock.isDue { try? sampleClock(connection) }
             let transaction = PostgresTransaction(connection: connection, shared: shared)
-            // Keyed by the schema as well: stores in other schemas of the database do not wait for it.
-            let unlockSQL = lock.map { "SELECT pg_advisory_unlock(\($0), hashtext(current_schema()))" }
-            var locked = false
-            /// Releases the advisory lock; a connection that cannot is not reused (the lock ends with it).
-            func unlock() {
-                guard locked, let unlockSQL, !transaction.connectionLost else { return }
-                do { try transaction.control(unlockSQL) } catch { drop(connection) }
-                locked = false
-            }
             do {
-                // The lock and BEGIN are not waited for on their own: the first statement whose answer the body needs
-                // waits for them too (PostgresNIO sends each statement once the one before was answered). BEGIN runs
-                // once the lock is held, so the snapshot (taken at the first statement after it) sees the previous
-                // writer's commit.
+                // BEGIN and the lock are not waited for on their own: the first statement whose answer the body needs
+                // waits for them too (PostgresNIO sends each statement once the one before was answered). The lock is
+                // a transaction-level one, keyed by the schema as well (stores in other schemas of the database do not
+                // wait for it): taken after BEGIN, so the round trip of BEGIN is not spent holding it, and released by
+                // COMMIT or ROLLBACK, or by the server when the connection is lost.
                 if let lock {
-                    locked = true
-                    transaction.sendControl("SELECT pg_advisory_lock(\(lock), hashtext(current_schema()))", kind.begin)
+                    transaction.sendControl(kind.begin, "SELECT pg_advisory_xact_lock(\(lock), hashtext(current_schema()))")
                 } else {
                     transaction.sendControl(kind.begin)
                 }
@@ -86,13 +77,7 @@ actor PostgresSession {
                     pendingCommit = (try transaction.sendReadOnlyCommit(), connection)
                     return value
                 }
-                // COMMIT and the unlock go together too; an unlock that fails leaves the connection unusable.
-                let outcome = transaction.commit(then: locked ? unlockSQL : nil)
-                if locked {
-                    locked = false
-                    if outcome.followUp != nil { drop(connection) }
-                }
-                try outcome.commit.get()
+                try transaction.commit()
                 return value
             } catch {
                 if transaction.connectionLost {
@@ -100,7 +85,6 @@ actor PostgresSession {
                 } else {
                     do { try transaction.rollback() } catch { drop(connection) }
                 }
-                unlock()
                 if transaction.serializationFailed {
                     serializationFailures += 1
                     guard serializationFailures < PostgresBackend.maxSerializationAttempts else {

@@ -93,7 +93,7 @@ final class PostgresTransaction: SQLTransaction {
         _ = try settle()
     }
 
-    /// Sends transaction-control statements (the writers' lock, `BEGIN …`) without waiting: the transaction's first
+    /// Sends transaction-control statements (`BEGIN …`, the writers' lock) without waiting: the transaction's first
     /// statement that is waited for, or its `COMMIT` or `ROLLBACK`, waits for them too, and a failure among them is
     /// thrown there (statements behind a failed one fail as well).
     func sendControl(_ statements: String...) {
@@ -122,35 +122,22 @@ final class PostgresTransaction: SQLTransaction {
         }
     }
 
-    /// Sends `COMMIT`. PostgreSQL answers a `COMMIT` of a transaction that an earlier error aborted with `ROLLBACK`
-    /// instead of an error; that is reported as the earlier error.
+    /// Sends `COMMIT` behind whatever is still in flight and waits for all of it. PostgreSQL answers a `COMMIT` of a
+    /// transaction that an earlier error aborted with `ROLLBACK` instead of an error; that is reported as the earlier
+    /// error.
     func commit() throws {
-        try commit(then: nil).commit.get()
-    }
-
-    /// Sends `COMMIT` and `followUp` right behind it (the writers' unlock), waiting once for both. The follow-up runs
-    /// whatever the commit's outcome (after COMMIT's answer the transaction is over); both outcomes are returned.
-    func commit(then followUp: String?) -> (commit: Result<Void, any Error>, followUp: (any Error)?) {
         dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
         let commitIndex = inFlight.count - 1
-        if let followUp { dispatch(PostgresQuery(unsafeSQL: followUp), sql: followUp) }
         let batch = inFlight
         inFlight = []
         let outcome = wait(for: batch)
         // Statements before COMMIT all answered: COMMIT was written, and a connection lost now leaves it unknown.
         commitSent = (outcome.failure?.index ?? Int.max) >= commitIndex
-        let committed = Result<Void, any Error> {
-            if let failure = outcome.failure, failure.index <= commitIndex { throw failure.error }
-            if outcome.results[commitIndex]?.metadata.command == "ROLLBACK" {
-                throw firstFailure
-                    ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
-            }
+        if let failure = outcome.failure { throw failure.error }
+        if outcome.results[commitIndex]?.metadata.command == "ROLLBACK" {
+            throw firstFailure
+                ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
         }
-        var followUpFailure: (any Error)?
-        if followUp != nil, outcome.results[commitIndex + 1] == nil {
-            followUpFailure = outcome.failure?.error ?? SQLError.other("the statement after COMMIT was not answered")
-        }
-        return (committed, followUpFailure)
     }
 
     /// Hands a statement to the connection without waiting. Its deadline starts now: the watchdog closes the
