@@ -121,7 +121,10 @@ public final class Store: Sendable {
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
-    func write<T: Sendable>(_ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+    /// `contentAddressed` writes need not wait for other writes (``StoreBackend/writeContentAddressed(_:)``).
+    func write<T: Sendable>(
+        contentAddressed: Bool = false, _ updates: @Sendable (SQLTransaction) throws -> T
+    ) async throws -> T {
         writesOpen.add(1, ordering: .relaxed)
         let start = ContinuousClock.now
         defer {
@@ -129,7 +132,7 @@ public final class Store: Sendable {
             transactionTimers.withLock { $0?.write }?.record(since: start)
         }
         do {
-            let value = try await backend.write(updates)
+            let value = try await contentAddressed ? backend.writeContentAddressed(updates) : backend.write(updates)
             committedWrites.add(1, ordering: .relaxed)
             writeHealth.succeeded(at: now())
             return value

@@ -1,5 +1,6 @@
 import Foundation
 import ManifoldCore
+import Synchronization
 import Testing
 
 @testable import ManifoldStore
@@ -42,6 +43,33 @@ import Testing
         async let second: Void = replica.storeSharedContext(digest: digest, file: file)
         _ = try await (first, second)
         try await fixture.store.recordContext(digest: digest, size: (3 << 20) + 5)
+        let copy = fixture.directory.appendingPathComponent("copy")
+        #expect(try await replica.loadSharedContext(digest: digest, into: copy))
+        #expect(try Data(contentsOf: copy) == Data(contentsOf: file))
+    }
+
+    /// Chunks are megabytes a transaction: under the writers' lock an upload would hold every replica's leases and
+    /// reports for as long as the disk takes. On PostgreSQL they are stored while another replica's write holds the
+    /// lock (the lock holder waits for the upload to finish; if the upload waited for the lock, the holder lets go
+    /// after 60 s and the test fails). The context row itself is a write like any other.
+    @Test func contextChunksDoNotWaitForTheWritersLock() async throws {
+        let fixture = try await StoreFixture(backend: .postgres)
+        let (file, digest) = try Self.randomFile(fixture, bytes: (3 << 20) + 1)
+        let replica = try await fixture.another()
+        let holding = Mutex(false)
+        let uploaded = DispatchSemaphore(value: 0)
+        let holder = Task {
+            try await replica.backend.write { _ in
+                holding.withLock { $0 = true }
+                // On the session's own thread, as a long write would.
+                return uploaded.wait(timeout: .now() + 60) == .success
+            }
+        }
+        while !holding.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        try await fixture.store.storeSharedContext(digest: digest, file: file)
+        uploaded.signal()
+        #expect(try await holder.value, "the upload finished only after the other replica's write let go of the lock")
+        try await fixture.store.recordContext(digest: digest, size: (3 << 20) + 1)
         let copy = fixture.directory.appendingPathComponent("copy")
         #expect(try await replica.loadSharedContext(digest: digest, into: copy))
         #expect(try Data(contentsOf: copy) == Data(contentsOf: file))

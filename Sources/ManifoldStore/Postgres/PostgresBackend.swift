@@ -94,6 +94,15 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in try await session.transaction(.write, lock: Self.writerLockClass, body) }
     }
 
+    /// A write at `READ COMMITTED` without the writers' lock, beside the other writes: its rows are
+    /// content-addressed, inserted with `ON CONFLICT DO NOTHING` (two replicas storing the same context at once write
+    /// the same rows, and the second insert of a row waits for the first and then does nothing), and no rule reads
+    /// them until a write under the lock records that they are complete. Chunks of a context are megabytes a
+    /// transaction; under the lock they held every replica's leases and reports for as long as the disk took.
+    public func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await sessions.withSession { session in try await session.transaction(.write, lock: nil, body) }
+    }
+
     /// The advisory lock class of the one writer ("MFWR"); the object key is the schema's `hashtext`.
     static let writerLockClass: Int32 = 0x4D46_5752
 

@@ -14,6 +14,11 @@ public protocol StoreBackend: Sendable {
     /// `body` changes nothing outside the database.
     func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
+    /// Runs `body` in a write transaction that need not wait for other writes: for idempotent inserts of
+    /// content-addressed rows that no rule reads before a write of its own says they are complete (the chunks of an
+    /// uploaded context). Same retry contract as ``write(_:)``.
+    func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
     /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
     func migrate() async throws
@@ -24,6 +29,13 @@ public protocol StoreBackend: Sendable {
 
     /// Ends the backend's connections; the store is not used afterwards.
     func close() async
+}
+
+extension StoreBackend {
+    /// One writer at a time is all an engine like SQLite has: there, such a write is an ordinary one.
+    public func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await write(body)
+    }
 }
 
 /// The schema versions this build knows, in order; a database that has applied any other is newer than this build.
