@@ -433,8 +433,9 @@ import Testing
                 let holder = Task {
                     try await first.write { db in
                         try db.execute(sql: "DELETE FROM slot")
+                        _ = try db.changesCount  // waited for: the lock (sent with BEGIN) is held from here on
                         holding.increment()
-                        release.wait()  // on the session's own thread
+                        _ = release.wait(timeout: .now() + 60)  // on the session's own thread
                     }
                 }
                 while holding.value == 0 { try await Task.sleep(for: .milliseconds(5)) }

@@ -59,7 +59,9 @@ import Testing
         let holding = Mutex(false)
         let uploaded = DispatchSemaphore(value: 0)
         let holder = Task {
-            try await replica.backend.write { _ in
+            try await replica.backend.write { db in
+                // A statement waited for: the lock (sent with BEGIN) is held from here on.
+                _ = try Int.fetchOne(db, sql: "SELECT 1")
                 holding.withLock { $0 = true }
                 // On the session's own thread, as a long write would.
                 return uploaded.wait(timeout: .now() + 60) == .success

@@ -86,8 +86,7 @@ final class PostgresTransaction: SQLTransaction {
         _ = try settle()
     }
 
-    /// Runs transaction-control statements (`BEGIN …`, `ROLLBACK`, the writers' lock), sent together and waited for
-    /// once.
+    /// Runs transaction-control statements (`BEGIN`, `ROLLBACK`), sent together and waited for once.
     func control(_ statements: String...) throws {
         for sql in statements { dispatch(PostgresQuery(unsafeSQL: sql), sql: sql) }
         _ = try settle()

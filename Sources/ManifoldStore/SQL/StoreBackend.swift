@@ -1,6 +1,6 @@
 import Foundation
 
-/// What the store needs from a database engine: snapshot reads, serializable writes, its schema, and a clock.
+/// What the store needs from a database engine: snapshot reads, writes one at a time, its schema, and a clock.
 /// ``SQLiteBackend`` (embedded, the default) and ``PostgresBackend`` (shared by replicas) implement it; the
 /// store's rules are written once over ``SQLTransaction``.
 public protocol StoreBackend: Sendable {
@@ -10,13 +10,13 @@ public protocol StoreBackend: Sendable {
     func read<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Runs `body` in a write transaction whose effect is as if no other write ran at the same time. A backend
-    /// may run `body` again after the engine aborted it for a conflict (PostgreSQL's serialization failures), so
-    /// `body` changes nothing outside the database.
+    /// may run `body` again after the engine aborted it for a conflict (PostgreSQL's deadlocks or serialization
+    /// failures), so `body` changes nothing outside the database.
     func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Runs `body` in a write transaction that need not wait for other writes: for idempotent inserts of
-    /// content-addressed rows that no rule reads before a write of its own says they are complete (the chunks of an
-    /// uploaded context). Same retry contract as ``write(_:)``.
+    /// content-addressed rows that no rule uses until the caller, having stored them all, records that with an ordinary
+    /// write (the chunks of an uploaded context, then the context's row). Same retry contract as ``write(_:)``.
     func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
