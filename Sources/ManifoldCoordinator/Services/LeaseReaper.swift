@@ -7,8 +7,9 @@ import ServiceLifecycle
 /// fails attempts that outlived their build's timeout.
 ///
 /// Every replica on a shared database runs it on its own, without a periodic-task row: each pass is one write
-/// transaction (they run one at a time) that changes only attempts still running past their deadline, so of two replicas
-/// expiring the same lease one changes it and the other finds nothing left (the lease is lost once, counted once).
+/// transaction (they run one at a time) that changes only attempts still running past their deadline, so of two
+/// replicas expiring the same lease one changes it and the other finds nothing left (the lease is lost once, counted
+/// once).
 /// A pass that finds nothing writes nothing, which is cheaper than taking a shared row every pass would be, and a
 /// dead replica leaves no turn behind that delays the next expiry.
 ///

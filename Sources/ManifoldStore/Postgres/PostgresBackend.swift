@@ -97,8 +97,9 @@ public final class PostgresBackend: StoreBackend {
     /// A write at `READ COMMITTED` without the writers' lock, beside the other writes: its rows are
     /// content-addressed, inserted with `ON CONFLICT DO NOTHING` (two replicas storing the same context at once write
     /// the same rows, and the second insert of a row waits for the first and then does nothing), and no rule uses
-    /// them until the caller, having stored them all, records the context's row with a write under the lock. Chunks of a context are megabytes a
-    /// transaction; under the lock they held every replica's leases and reports for as long as the disk took.
+    /// them until the caller, having stored them all, records the context's row with a write under the lock. Chunks
+    /// of a context are megabytes a transaction; under the lock they held every replica's leases and reports for as
+    /// long as the disk took.
     public func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         try await sessions.withSession { session in try await session.transaction(.write, lock: nil, body) }
     }

@@ -15,8 +15,9 @@ public protocol StoreBackend: Sendable {
     func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Runs `body` in a write transaction that need not wait for other writes: for idempotent inserts of
-    /// content-addressed rows that no rule uses until the caller, having stored them all, records that with an ordinary
-    /// write (the chunks of an uploaded context, then the context's row). Same retry contract as ``write(_:)``.
+    /// content-addressed rows that no rule uses until the caller, having stored them all, records that with an
+    /// ordinary write (the chunks of an uploaded context, then the context's row). Same retry contract as
+    /// ``write(_:)``.
     func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
