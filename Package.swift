@@ -5,13 +5,14 @@ import PackageDescription
 // `ManifoldRegistry`, `ManifoldClient`, `ManifoldArchive`, `ManifoldLogging`, `ManifoldAgent` and `ManifoldCLI` depend only on
 // Foundation, swift-argument-parser, swift-log, swift-subprocess, libcurl, zlib, swift-crypto (SHA-2; BoringSSL on
 // Windows) and Yams (the CLI's build file; Yams supports Windows). SwiftNIO-based packages (Hummingbird, postgres-nio, swift-certificates, swift-prometheus, swift-otel)
-// belong to the coordinator's targets, which the `manifold` executable links on Linux and macOS only.
-let serverPlatforms: [Platform] = [.linux, .macOS]
+// belong to the coordinator's targets; of the shipped executables only `manifold-coordinator` links them (Linux, macOS). The
+// `manifold` CLI declares `init` and `serve` and hands them over to it (ManifoldCLI's CoordinatorExecutable).
 let package = Package(
     name: "Manifold",
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "manifold", targets: ["manifold"]),
+        .executable(name: "manifold-coordinator", targets: ["manifold-coordinator"]),
         .executable(name: "manifold-agent", targets: ["manifold-agent"]),
         .library(name: "ManifoldCore", targets: ["ManifoldCore"]),
         .library(name: "ManifoldHTTP", targets: ["ManifoldHTTP"]),
@@ -138,10 +139,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "manifold",
+            dependencies: ["ManifoldCLI", "ManifoldHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "manifold-coordinator",
             dependencies: [
-                "ManifoldCLI", "ManifoldHTTP",
+                "ManifoldServerCommands", "ManifoldCLI", "ManifoldHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .target(name: "ManifoldServerCommands", condition: .when(platforms: serverPlatforms)),
             ]
         ),
 

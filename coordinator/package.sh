@@ -2,6 +2,8 @@
 # Packages a Manifold executable for Linux as a tarball laid out for /usr/local (or any prefix):
 #
 #   bin/PRODUCT
+#   bin/manifold-coordinator                           with manifold: the coordinator, which `manifold init` and
+#                                                      `manifold serve` hand over to (the CLI links none of it)
 #   share/man/man1/PRODUCT.1, PRODUCT.SUBCOMMAND….1     one page per command (`man manifold.build.submit`)
 #   share/bash-completion/completions/PRODUCT          found by bash-completion under /usr/local/share
 #   share/zsh/site-functions/_PRODUCT                  on zsh's default fpath
@@ -46,6 +48,9 @@ if [ -z "$product" ]; then
     echo "package.sh: name the executable to package: manifold or manifold-agent" >&2
     exit 64
 fi
+# The CLI and, beside it, the coordinator's executable it hands `init` and `serve` to.
+executables=("$product")
+[ "$product" = manifold ] && executables+=(manifold-coordinator)
 if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
@@ -60,22 +65,26 @@ if [ -z "$bin_path" ]; then
     else
         build=(swift build -c debug)
     fi
-    "${build[@]}" --product "$product"
+    for built in "${executables[@]}"; do "${build[@]}" --product "$built"; done
     bin_path="$("${build[@]}" --show-bin-path)"
 fi
+for built in "${executables[@]}"; do
+    if [ ! -x "$bin_path/$built" ]; then
+        echo "package.sh: $bin_path/$built is not an executable; build it first or leave out --bin-path" >&2
+        exit 66
+    fi
+done
 executable="$bin_path/$product"
-if [ ! -x "$executable" ]; then
-    echo "package.sh: $executable is not an executable; build it first or leave out --bin-path" >&2
-    exit 66
-fi
 # An executable that loads the Swift runtime from a toolchain runs only on hosts with that very toolchain at that path
 # (Swift has no stable ABI on Linux): say so, with where it loads it from.
-runtime="$(ldd "$executable" 2>/dev/null | awk '$1 ~ /^lib(swiftCore|Foundation)\.so/ && !found {print $3; found = 1}')"
-if [ -n "$runtime" ]; then
-    echo "package.sh: warning: $executable links the Swift runtime dynamically ($runtime): the package runs only where" \
-        "that toolchain is installed at the same path. For a self-contained package leave out --bin-path and --debug" \
-        "(a release build with --static-swift-stdlib)." >&2
-fi
+for built in "${executables[@]}"; do
+    runtime="$(ldd "$bin_path/$built" 2>/dev/null | awk '$1 ~ /^lib(swiftCore|Foundation)\.so/ && !found {print $3; found = 1}')"
+    if [ -n "$runtime" ]; then
+        echo "package.sh: warning: $bin_path/$built links the Swift runtime dynamically ($runtime): the package runs" \
+            "only where that toolchain is installed at the same path. For a self-contained package leave out --bin-path" \
+            "and --debug (a release build with --static-swift-stdlib)." >&2
+    fi
+done
 # The manual generator is part of swift-argument-parser; a debug build of it is enough to write text files. One
 # already built next to the executables is used as it is.
 generator="$bin_path/generate-manual"
@@ -97,7 +106,7 @@ top="$staging/$name"
 mkdir -p "$top/bin" "$top/share/man/man1" "$top/share/bash-completion/completions" "$top/share/zsh/site-functions" \
     "$top/share/fish/vendor_completions.d" "$top/lib/systemd/system" "$top/share/doc/$product"
 
-install -m 0755 "$executable" "$top/bin/$product"
+for built in "${executables[@]}"; do install -m 0755 "$bin_path/$built" "$top/bin/$built"; done
 "$generator" "$executable" --multi-page --output-directory "$top/share/man/man1" \
     --date "$(git log -1 --format=%cs 2>/dev/null || date +%F)"
 # An empty line in mdoc is a paragraph break that groff warns about; say it the way mdoc does.

@@ -26,8 +26,8 @@ step "Installing system packages (skipped when present)"
 bash "$here/testenv/install-deps.sh"
 
 configuration="${MANIFOLD_DEMO_BUILD:-debug}"
-step "Building manifold and manifold-agent ($configuration)"
-build_products "$configuration" manifold manifold-agent
+step "Building manifold, manifold-coordinator and manifold-agent ($configuration)"
+build_products "$configuration" manifold manifold-coordinator manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 

@@ -323,3 +323,10 @@ public struct CompleteResponse: Sendable, Hashable, Codable {
     public var accepted: Bool
     public init(accepted: Bool) { self.accepted = accepted }
 }
+
+/// The join token `manifold init` prints joins this many agents for this long unless told otherwise (the CLI's
+/// defaults and the coordinator's).
+public enum InitialJoinToken {
+    public static let uses = 10
+    public static let lifetime: TimeInterval = 86_400
+}

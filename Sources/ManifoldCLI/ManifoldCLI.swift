@@ -2,15 +2,25 @@ import ArgumentParser
 import Foundation
 import Logging
 
-/// The `manifold` command line. The executable defines the root command (adding the coordinator's
-/// `init` and `serve` where they can run) and calls `main`, which parses, runs, and maps outcomes to
-/// exit codes: 0 success, 1 failure, 2 usage error.
+/// The `manifold` command line. The executable defines the root command (with the coordinator's `init` and `serve`
+/// where they can run) and calls `main`, which parses, runs, and maps outcomes to exit codes: 0 success, 1 failure,
+/// 2 usage error.
 public enum ManifoldCLI {
     /// Commands every build of `manifold` has; they build on Windows too.
     public static let clientCommands: [any ParsableCommand.Type] = [
         LoginCommand.self, ContextCommand.self, BuildCommand.self, AgentCommand.self, TokenCommand.self, PoolCommand.self,
         ManifestCommand.self, RegistryCommand.self, DashboardCommand.self,
     ]
+
+    /// `init` and `serve`, handed over to `manifold-coordinator` once their arguments are checked; none on Windows,
+    /// where no coordinator runs.
+    public static var coordinatorCommands: [any ParsableCommand.Type] {
+        #if os(Windows)
+        []
+        #else
+        [ForwardedInitCommand.self, ForwardedServeCommand.self]
+        #endif
+    }
 
     public static let version = "0.1.0"
     public static let abstract = "Build multi-platform container images on native hosts and publish their manifest lists."

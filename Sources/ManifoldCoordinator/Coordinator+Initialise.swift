@@ -15,9 +15,9 @@ extension Coordinator {
     }
 
     /// The first join token joins this many agents (`manifold init --join-token-uses`).
-    public static let defaultInitialJoinTokenUses = 10
+    public static let defaultInitialJoinTokenUses = InitialJoinToken.uses
     /// … for this long (`manifold init --join-token-hours`).
-    public static let defaultInitialJoinTokenLifetime: TimeInterval = 86_400
+    public static let defaultInitialJoinTokenLifetime = InitialJoinToken.lifetime
 
     /// Fills a freshly created state directory: CA and server certificate for `hosts`, the config file,
     /// the secrets key, the database (with the `default` pool, which imposes no labels and allows every platform), an admin token

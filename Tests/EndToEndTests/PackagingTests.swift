@@ -69,7 +69,7 @@ import Testing
         let entries = try await Self.packageAndInstall(
             script: "coordinator/package.sh", ["manifold"], scratch: scratch, prefix: prefix)
         for expected in [
-            "bin/manifold", "share/man/man1/manifold.1", "share/man/man1/manifold.build.submit.1",
+            "bin/manifold", "bin/manifold-coordinator", "share/man/man1/manifold.1", "share/man/man1/manifold.build.submit.1",
             "share/man/man1/manifold.serve.1", "share/man/man1/manifold.manifest.create.1",
             "share/bash-completion/completions/manifold", "share/zsh/site-functions/_manifold",
             "share/fish/vendor_completions.d/manifold.fish", "lib/systemd/system/manifold.service",
@@ -80,6 +80,12 @@ import Testing
         // The packaged executable is the one that was built.
         let version = try await runChecked(prefix.appendingPathComponent("bin/manifold").path, ["--version"])
         await #expect(version == (try runChecked(try manifoldBinary(), ["--version"])))
+        // `manifold init` hands over to the packaged `manifold-coordinator` beside it, with no build directory on PATH.
+        let state = scratch.file("state").path
+        let initialised = try await runCommand(
+            prefix.appendingPathComponent("bin/manifold").path, ["init", "--state-dir", state, "--no-context"],
+            environment: ["PATH": "/usr/bin:/bin"])
+        #expect(initialised.status == 0 && initialised.stdout.contains("CA fingerprint"), "\(initialised.stderr)")
 
         // One page per command, each well-formed, written from the command's own flags.
         let pages = try FileManager.default.contentsOfDirectory(atPath: prefix.path + "/share/man/man1")
@@ -95,6 +101,10 @@ import Testing
         for flag in ["--watch", "--secret", "--platform", "RUN --mount=type=secret"] {
             #expect(submit.stdout.contains(flag), "man manifold.build.submit does not mention \(flag):\n\(submit.stdout)")
         }
+        // The coordinator's commands are documented from the CLI, with the options `manifold-coordinator` parses.
+        let serve = try await runCommand(
+            "man", ["-P", "cat", "manifold.serve"], environment: ["MANPATH": prefix.path + "/share/man", "MANWIDTH": "100"])
+        #expect(serve.status == 0 && serve.stdout.contains("--database") && serve.stdout.contains("SIGTERM"), "\(serve.stdout)")
 
         // Completions in the three shells complete subcommands.
         let bash = prefix.appendingPathComponent("share/bash-completion/completions/manifold")

@@ -4,7 +4,7 @@
 # end to end, dispatch and throughput of a three-platform build on three local build hosts with a trivial step.
 # Manifold does more in the same time: it verifies every pushed digest in a real registry and publishes the list.
 #   Usage: deploy/bench/buildbot-peer.sh [RUNS (default 10)] [BUILDS for throughput (default 20)]
-# MANIFOLD_BIN_DIR names a directory holding built `manifold` and `manifold-agent` (figures need release).
+# MANIFOLD_BIN_DIR names a directory holding built `manifold`, `manifold-coordinator` and `manifold-agent` (figures need release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"

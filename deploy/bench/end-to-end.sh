@@ -11,7 +11,7 @@
 #   exit     `list.published` until the CLI exited
 # Manifold's own time is the wall time less the builder's. Target (issue 12): under 150 ms.
 #   Usage: deploy/bench/end-to-end.sh [RUNS (default 20)]
-# MANIFOLD_BIN_DIR names a directory holding built `manifold` and `manifold-agent` (figures need release).
+# MANIFOLD_BIN_DIR names a directory holding built `manifold`, `manifold-coordinator` and `manifold-agent` (figures need release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"

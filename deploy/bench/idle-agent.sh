@@ -8,7 +8,7 @@
 # Targets (issue 12): RSS < 15 MiB, no work between two polls (a poll is held 30 s: about 2 requests a minute).
 #   Usage: deploy/bench/idle-agent.sh [WINDOW seconds (default 60)]
 # As root on Debian 12 with strace (deploy/testenv/install-deps.sh installs it).
-# MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-agent` (figures need release).
+# MANIFOLD_BIN_DIR names a directory holding already built `manifold`, `manifold-coordinator` and `manifold-agent` (figures need release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"
@@ -17,7 +17,7 @@ window="${1:-60}"
 
 # shellcheck source=../testenv/binaries.sh
 . "$root/deploy/testenv/binaries.sh"
-build_products release manifold manifold-agent
+build_products release manifold manifold-coordinator manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 

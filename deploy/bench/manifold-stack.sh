@@ -12,7 +12,7 @@
 # shellcheck shell=bash
 # shellcheck source=../testenv/binaries.sh
 . "$root/deploy/testenv/binaries.sh"
-build_products release manifold manifold-agent
+build_products release manifold manifold-coordinator manifold-agent
 manifold="$bin_dir/manifold"
 agent="$bin_dir/manifold-agent"
 

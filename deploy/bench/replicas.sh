@@ -11,7 +11,7 @@
 # Each dispatch run also prints every coordinator's peak resident memory (VmHWM) with AGENTS polls held: run it with
 # AGENTS 1000 and 2000 for the figures at scale.
 # As root on Debian 12 with postgresql and haproxy (deploy/testenv/install-deps.sh installs them).
-# MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-bench` (figures need release).
+# MANIFOLD_BIN_DIR names a directory holding already built `manifold`, `manifold-coordinator` and `manifold-bench` (figures need release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$(dirname "$here")")"
@@ -22,7 +22,7 @@ lanes="${3:-8}"
 
 # shellcheck source=../testenv/binaries.sh
 . "$root/deploy/testenv/binaries.sh"
-build_products release manifold manifold-bench
+build_products release manifold manifold-coordinator manifold-bench
 manifold="$bin_dir/manifold"
 bench="$bin_dir/manifold-bench"
 

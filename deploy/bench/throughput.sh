@@ -7,7 +7,7 @@
 # coordinator: AGENTS alone, then AGENTS beside IDLE agents holding polls for a platform no build asks for.
 #   Usage: deploy/bench/throughput.sh [BUILDS (default 1000)] [AGENTS (default 20)] [IDLE (default 2000)]
 # Needs docker-registry, openssl, curl and python3 (deploy/testenv/install-deps.sh installs them).
-# MANIFOLD_BIN_DIR names a directory holding already built `manifold` and `manifold-bench` (figures need release).
+# MANIFOLD_BIN_DIR names a directory holding already built `manifold`, `manifold-coordinator` and `manifold-bench` (figures need release).
 # MANIFOLD_BENCH_SETTINGS holds manifold.yaml lines (`key: value`, one per line) that replace the coordinator's defaults,
 # e.g. MANIFOLD_BENCH_SETTINGS='registry_concurrency: 16' to compare a setting run by run.
 set -euo pipefail
@@ -20,7 +20,7 @@ idle="${3:-2000}"
 
 # shellcheck source=../testenv/binaries.sh
 . "$root/deploy/testenv/binaries.sh"
-build_products release manifold manifold-bench
+build_products release manifold manifold-coordinator manifold-bench
 manifold="$bin_dir/manifold"
 bench="$bin_dir/manifold-bench"
 # Every held poll is a connection on both sides.
