@@ -11,8 +11,10 @@
 #   lib/systemd/system/PRODUCT.service                 a unit systemd finds under /usr/local/lib
 #   share/doc/PRODUCT/                                 README and example configuration
 #
-# Usage: coordinator/package.sh [--debug] [--bin-path DIR] [--output DIR] manifold|manifold-agent
+# Usage: coordinator/package.sh [--debug] [--bin-path DIR] [--output DIR] [--cli-only] manifold|manifold-agent
 #   (agent/package.sh is this script for manifold-agent.)
+#   --cli-only       with manifold: the CLI alone, for hosts that submit builds and run no coordinator
+#                    (manifold-cli-VERSION-linux-ARCH.tar.gz: no manifold-coordinator, no unit, the project's README)
 #   --debug          build in debug mode instead of release
 #   --bin-path DIR   package the executables already built in DIR instead of building them (and use DIR's
 #                    generate-manual, swift-argument-parser's manual generator, when it is there)
@@ -31,14 +33,17 @@ configuration=release
 bin_path=""
 output="$root/.build/packages"
 product=""
+cli_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --debug) configuration=debug ;;
     --bin-path) bin_path="${2:?--bin-path needs a directory}"; shift ;;
     --output) output="${2:?--output needs a directory}"; shift ;;
+    --cli-only) cli_only=1 ;;
     manifold | manifold-agent) product="$1" ;;
     *)
-        echo "package.sh: unknown argument '$1'; expected [--debug] [--bin-path DIR] [--output DIR] manifold|manifold-agent" >&2
+        echo "package.sh: unknown argument '$1'; expected [--debug] [--bin-path DIR] [--output DIR] [--cli-only]" \
+            "manifold|manifold-agent" >&2
         exit 64
         ;;
     esac
@@ -48,9 +53,15 @@ if [ -z "$product" ]; then
     echo "package.sh: name the executable to package: manifold or manifold-agent" >&2
     exit 64
 fi
+if [ "$cli_only" = 1 ] && [ "$product" != manifold ]; then
+    echo "package.sh: --cli-only packages the manifold CLI alone; leave it out for $product" >&2
+    exit 64
+fi
 # The CLI and, beside it, the coordinator's executable it hands `init` and `serve` to.
 executables=("$product")
-[ "$product" = manifold ] && executables+=(manifold-coordinator)
+[ "$product" = manifold ] && [ "$cli_only" = 0 ] && executables+=(manifold-coordinator)
+package="$product"
+[ "$cli_only" = 1 ] && package=manifold-cli
 if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
@@ -99,12 +110,12 @@ x86_64) arch=amd64 ;;
 aarch64 | arm64) arch=arm64 ;;
 *) arch="$(uname -m)" ;;
 esac
-name="$product-$version-linux-$arch"
+name="$package-$version-linux-$arch"
 staging="$(mktemp -d)"
 trap 'rm -rf "$staging"' EXIT
 top="$staging/$name"
 mkdir -p "$top/bin" "$top/share/man/man1" "$top/share/bash-completion/completions" "$top/share/zsh/site-functions" \
-    "$top/share/fish/vendor_completions.d" "$top/lib/systemd/system" "$top/share/doc/$product"
+    "$top/share/fish/vendor_completions.d" "$top/share/doc/$product"
 
 for built in "${executables[@]}"; do install -m 0755 "$bin_path/$built" "$top/bin/$built"; done
 "$generator" "$executable" --multi-page --output-directory "$top/share/man/man1" \
@@ -115,13 +126,18 @@ sed -i 's/^$/.Pp/' "$top/share/man/man1/"*.1
 "$executable" --generate-completion-script zsh >"$top/share/zsh/site-functions/_$product"
 "$executable" --generate-completion-script fish >"$top/share/fish/vendor_completions.d/$product.fish"
 
-case "$product" in
+case "$package" in
+manifold-cli)
+    install -m 0644 README.md "$top/share/doc/$product/README.md"
+    ;;
 manifold)
+    mkdir -p "$top/lib/systemd/system"
     install -m 0644 coordinator/manifold.service "$top/lib/systemd/system/"
     install -m 0644 coordinator/README.md "$top/share/doc/$product/README.md"
     install -m 0644 coordinator/manifold.yaml.example "$top/share/doc/$product/"
     ;;
 manifold-agent)
+    mkdir -p "$top/lib/systemd/system"
     install -m 0644 agent/manifold-agent.service "$top/lib/systemd/system/"
     install -m 0644 agent/README.md "$top/share/doc/$product/README.md"
     install -m 0644 agent/agent.conf.example "$top/share/doc/$product/"

@@ -163,10 +163,41 @@ import Testing
             ]))
     }
 
+    @Test func theCLIPackageHoldsTheCLIAloneWithItsPagesAndCompletions() async throws {
+        let scratch = try ScratchDirectory(prefix: "manifold-cli-package")
+        defer { scratch.remove() }
+        let prefix = scratch.file("usr-local")
+        let entries = try await Self.packageAndInstall(
+            script: "coordinator/package.sh", ["--cli-only", "manifold"], scratch: scratch, prefix: prefix)
+        for expected in [
+            "bin/manifold", "share/man/man1/manifold.build.submit.1", "share/bash-completion/completions/manifold",
+            "share/zsh/site-functions/_manifold", "share/fish/vendor_completions.d/manifold.fish",
+            "share/doc/manifold/README.md",
+        ] {
+            #expect(entries.contains(expected), "\(expected) is missing from the package: \(entries)")
+        }
+        for absent in ["bin/manifold-coordinator", "lib/systemd/system/manifold.service"] {
+            #expect(!entries.contains(absent), "the CLI's package holds \(absent): \(entries)")
+        }
+        let cli = prefix.appendingPathComponent("bin/manifold").path
+        let version = try await runChecked(cli, ["--version"])
+        await #expect(version == (try runChecked(try manifoldBinary(), ["--version"])))
+        // Without the coordinator's executable beside it, `manifold serve` says so and where it looked.
+        let serve = try await runCommand(cli, ["serve", "--state-dir", scratch.file("state").path])
+        #expect(
+            serve.status == 1 && serve.stderr.contains("manifold-coordinator, which is not in \(prefix.path)/bin"),
+            "\(serve.status) \(serve.stderr)")
+        let bash = prefix.appendingPathComponent("share/bash-completion/completions/manifold")
+        await #expect(try Self.bashCompletions("manifold build s", script: bash, command: "manifold") == ["show", "submit"])
+    }
+
     @Test func aWrongArgumentIsNamedWithWhatWouldBeRight() async throws {
         let result = try await runCommand(Self.repository.appendingPathComponent("coordinator/package.sh").path, ["manifold-cli"])
         #expect(result.status == 64)
         #expect(
             result.stderr.contains("'manifold-cli'") && result.stderr.contains("manifold|manifold-agent"), "\(result.stderr)")
+        let agentAlone = try await runCommand(
+            Self.repository.appendingPathComponent("coordinator/package.sh").path, ["--cli-only", "manifold-agent"])
+        #expect(agentAlone.status == 64 && agentAlone.stderr.contains("--cli-only"), "\(agentAlone.stderr)")
     }
 }
