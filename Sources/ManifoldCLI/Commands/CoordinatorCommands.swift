@@ -5,7 +5,7 @@ import ManifoldAPI
 /// The options of `manifold init` and `manifold serve`, declared once for both executables: the `manifold` CLI parses
 /// and documents them (help, manual pages, completions) and hands the command to `manifold-coordinator`, which parses
 /// the same arguments again and runs the coordinator. The CLI thereby links none of the coordinator's libraries
-/// (SwiftNIO, Hummingbird, GRDB, PostgresNIO) and starts in a fraction of the time.
+/// (SwiftNIO, Hummingbird, GRDB, PostgresNIO): an executable less than half the size, which starts sooner.
 public enum CoordinatorCommands {
     public static let initConfiguration = CommandConfiguration(
         commandName: "init",
