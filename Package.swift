@@ -189,7 +189,8 @@ let package = Package(
         ),
         .testTarget(name: "ManifoldArchiveTests", dependencies: ["ManifoldArchive", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldClientTests", dependencies: ["ManifoldClient", "ManifoldTestSupport"]),
-        .testTarget(name: "ManifoldAgentTests", dependencies: ["ManifoldAgent", "ManifoldClient", "ManifoldTestSupport"]),
+        .testTarget(
+            name: "ManifoldAgentTests", dependencies: ["ManifoldAgent", "ManifoldClient", "ManifoldHTTP", "ManifoldTestSupport"]),
         .testTarget(name: "ManifoldCLITests", dependencies: ["ManifoldCLI", "ManifoldClient", "ManifoldTestSupport"]),
         .testTarget(
             name: "EndToEndTests",

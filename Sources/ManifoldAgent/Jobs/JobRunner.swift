@@ -75,9 +75,9 @@ struct JobRunner: Sendable {
         let result = await build(
             lease, keeper: keeper, spool: spool, contextDirectory: contextDirectory, scratch: scratch, phases: phases,
             logger: logger)
-        // Log uploads pause here so the report goes first; what is left follows once it is acknowledged.
+        // Log uploads pause here so the report goes first; what is left follows once it is acknowledged. A batch
+        // already on the wire still gets its answer, beside the report, and keeps its connection.
         uploading.cancel()
-        await uploading.value
 
         var report = self.report(for: result, lease: lease, spool: spool, logger: logger)
         if lease.traceparent != nil {
@@ -88,9 +88,11 @@ struct JobRunner: Sendable {
         guard let report else {
             heartbeating.cancel()
             await heartbeating.value
+            await uploading.value
             return .notReported
         }
-        return await conclude(report, keeper: keeper, heartbeating: heartbeating, uploader: uploader, logger: logger)
+        return await conclude(
+            report, keeper: keeper, heartbeating: heartbeating, uploader: (uploader, uploading), logger: logger)
     }
 
     /// Fetches the context and runs the builder, stopping it for the first reason that comes up.
@@ -197,8 +199,8 @@ struct JobRunner: Sendable {
 
     /// Saves and delivers `report` while the lease keeper goes on heartbeating, then sends the rest of the log.
     private func conclude(
-        _ report: CompleteRequest, keeper: LeaseKeeper, heartbeating: Task<Void, Never>, uploader: LogUploader?,
-        logger: Logger
+        _ report: CompleteRequest, keeper: LeaseKeeper, heartbeating: Task<Void, Never>,
+        uploader: (LogUploader, uploading: Task<Void, Never>)?, logger: Logger
     ) async -> Ending {
         keeper.phase = "reporting"
         // Saved (synced) before anything else can fail or take long, so an agent restart still delivers it.
@@ -213,9 +215,11 @@ struct JobRunner: Sendable {
         }
         heartbeating.cancel()
         await heartbeating.value
+        // The batch that was under way when the build ended comes back first; the flush goes on from its answer.
+        await uploader?.uploading.value
         switch delivery {
         case .acknowledged, .dropped:
-            if let uploader {
+            if let (uploader, _) = uploader {
                 let deadline = ContinuousClock.now + Self.logFlushLimit
                 let flushed = await uploader.flush(deadline: deadline)
                 if flushed {

@@ -138,8 +138,11 @@ final class LeaseKeeper: Sendable {
         let sentAt = ContinuousClock.now
         do {
             let timeout = cadence.requestTimeout(leaseLength: state.withLock { $0.leaseLength })
-            let answer = try await client.heartbeat(
-                HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase), timeout: timeout)
+            let (client, request) = (client, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: phase))
+            // Cancelling the keeper stops the next heartbeat, not this one (``InFlight``): its connection stays open.
+            let answer = try await InFlight.finish(grace: InFlight.grace) {
+                try await client.heartbeat(request, timeout: timeout)
+            }
             let receivedAt = ContinuousClock.now
             // The coordinator renewed the lease while handling the request, so it runs a TTL from some moment
             // after `sentAt` — never later than `sentAt` + TTL as far as this agent can prove, and never later than

@@ -48,7 +48,8 @@ final class LogUploader: Sendable {
     var limitReached: Bool { limit.withLock { $0 } }
     private let limit = Mutex(false)
 
-    /// Uploads until cancelled, every `interval`; a failed batch is tried again at the next tick.
+    /// Uploads until cancelled, every `interval`; a failed batch is tried again at the next tick. Cancelling stops the
+    /// next batch; the one under way gets its answer (``InFlight``), so the agent keeps the connection it went on.
     func run(interval: Duration = .seconds(1)) async {
         while !Task.isCancelled {
             await uploadAvailable(deadline: nil)
@@ -105,7 +106,11 @@ final class LogUploader: Sendable {
                 return
             }
             do {
-                switch try await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: data) {
+                let (client, jobId, epoch) = (client, jobId, epoch)
+                let outcome = try await InFlight.finish(grace: InFlight.grace) {
+                    try await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: data)
+                }
+                switch outcome {
                 case .stored(let size), .gap(let size):
                     state.withLock { $0.acknowledged = size }
                 }
@@ -139,6 +144,9 @@ final class LogUploader: Sendable {
             "the coordinator refused more log for job \(jobId) after \(offset) bytes (\(error)); the rest of this attempt's log stays on this host only"
         )
         // Fits only when the limit leaves room for it; refused otherwise, which changes nothing.
-        _ = try? await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: Self.limitMarker)
+        let (client, jobId, epoch) = (client, jobId, epoch)
+        _ = try? await InFlight.finish(grace: InFlight.grace) {
+            try await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: Self.limitMarker)
+        }
     }
 }
