@@ -19,37 +19,39 @@ import Testing
         let server = try TestHTTPServer.start(logDirectory: scratch.url)
         defer { server.stop() }
 
+        /// Sends a slow request through a counting proxy, cancels its task once the server holds it, sends one more
+        /// request, and counts the connections the client opened.
         func connections(
-            cancelling send: @escaping @Sendable (HTTPClient, URL) async throws -> Int
-        ) async throws -> (
-            status: Result<Int, any Error>, connections: Int
-        ) {
+            expected: Int, cancelling send: @escaping @Sendable (HTTPClient, URL) async throws -> Int
+        ) async throws -> (status: Result<Int, any Error>, connections: Int) {
             let proxy = try TCPFaultProxy.start(backendPort: server.port)
             defer { proxy.stop() }
             let client = HTTPClient()
             let base = "http://127.0.0.1:\(proxy.port)"
-            let slow = URL(string: "\(base)/slow?delay=1")!
-            let sending = Task { try await send(client, slow) }
-            try await Task.sleep(for: .milliseconds(300))
+            let tag = UUID().uuidString
+            let sending = Task { try await send(client, URL(string: "\(base)/slow?delay=2&tag=\(tag)")!) }
+            // Cancelled only once the request is on the wire: the server is sleeping on it.
+            let held = try await ProcessProbe.waitUntil(.seconds(30)) {
+                let answer = try? await client.execute(HTTPRequest(url: server.url("/held?tag=\(tag)")))
+                return answer.map { String(decoding: $0.body, as: UTF8.self).contains("\"held\": 1") } ?? false
+            }
+            #expect(held, "the server never held the slow request")
             sending.cancel()
             let status = await sending.result
             #expect(try await client.execute(HTTPRequest(url: URL(string: "\(base)/echo")!)).status == 200)
             await client.shutdownAndWait()
-            // The proxy logs a connection once both of its ends have closed: a cut one once the server is done
-            // sleeping for it too, so the count is read after that.
-            let deadline = ContinuousClock.now + .seconds(20)
-            while proxy.connections().isEmpty, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            try await Task.sleep(for: .seconds(2))
+            // The proxy logs a connection once both of its ends have closed (a cut one once the server is done
+            // sleeping on it), so the count is read once it reaches what is expected, and again a moment later.
+            _ = try await ProcessProbe.waitUntil(.seconds(30)) { proxy.connections().count >= expected }
+            try await Task.sleep(for: .seconds(1))
             return (status, proxy.connections().count)
         }
 
-        let aborted = try await connections { client, url in try await client.execute(HTTPRequest(url: url)).status }
+        let aborted = try await connections(expected: 2) { client, url in try await client.execute(HTTPRequest(url: url)).status }
         #expect(throws: (any Error).self) { try aborted.status.get() }
         #expect(aborted.connections == 2, "a cancelled transfer closes its connection: the next request opens another")
 
-        let finished = try await connections { client, url in
+        let finished = try await connections(expected: 1) { client, url in
             try await InFlight.finish(grace: .seconds(30)) { try await client.execute(HTTPRequest(url: url)).status }
         }
         #expect(try finished.status.get() == 200)
