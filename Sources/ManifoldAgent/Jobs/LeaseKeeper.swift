@@ -158,6 +158,12 @@ final class LeaseKeeper: Sendable {
             }
             if newlyCancelled { logger.info("the coordinator cancelled job \(lease.jobId)") }
         } catch let error as CoordinatorClientError where error.isConflict {
+            if Task.isCancelled {
+                // The keeper was stopped because the job was reported: the coordinator answered this heartbeat
+                // after the report, which ended the lease.
+                logger.debug("heartbeat answered 409 after the keeper was stopped (\(error))")
+                return
+            }
             logger.warning("heartbeat refused with 409: the lease on job \(lease.jobId) is gone (\(error))")
             lost(.superseded, message: "\(error)")
         } catch let error as CoordinatorClientError where error.status == 401 {
