@@ -35,7 +35,7 @@ import Testing
                 let answer = try? await client.execute(HTTPRequest(url: server.url("/held?tag=\(tag)")))
                 return answer.map { String(decoding: $0.body, as: UTF8.self).contains("\"held\": 1") } ?? false
             }
-            #expect(held, "the server never held the slow request")
+            try #require(held, "the server never held the slow request")
             sending.cancel()
             let status = await sending.result
             #expect(try await client.execute(HTTPRequest(url: URL(string: "\(base)/echo")!)).status == 200)
@@ -61,17 +61,22 @@ import Testing
     /// Invariant: a request still unanswered `grace` after the cancellation is cancelled too, so a coordinator that
     /// stopped answering holds a job's conclusion for the grace, not for a whole request timeout.
     @Test func aRequestPastTheGraceIsCancelled() async throws {
-        let started = ContinuousClock.now
+        let (requests, requested) = AsyncStream.makeStream(of: Void.self)
         let waiting = Task {
             try await InFlight.finish(grace: .milliseconds(200)) {
+                requested.yield()
                 try await Task.sleep(for: .seconds(60))
                 return "answered"
             }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        // Cancelled only once the request runs, so the grace is what ends it.
+        for await _ in requests { break }
+        let cancelled = ContinuousClock.now
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }
-        #expect(ContinuousClock.now - started < .seconds(30), "cancelled after its grace, not after the full 60 s")
+        let lasted = ContinuousClock.now - cancelled
+        #expect(lasted >= .milliseconds(200), "the request ran on for its grace before it was cancelled: \(lasted)")
+        #expect(lasted < .seconds(30), "cancelled after its grace, not after the full 60 s: \(lasted)")
     }
 
     /// Invariant: a loop cancelled before it sends a request sends none.

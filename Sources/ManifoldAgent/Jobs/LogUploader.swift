@@ -41,6 +41,9 @@ final class LogUploader: Sendable {
         var acknowledged: Int64 = 0
         /// Set by a 413 (final for this attempt) or a lost lease: nothing more is sent.
         var finished = false
+        /// Where the limit marker goes when the 413 came back after the uploads were paused: ``flush(deadline:)``
+        /// sends it.
+        var markerOffset: Int64?
     }
     private let state = Mutex(State())
 
@@ -61,6 +64,13 @@ final class LogUploader: Sendable {
     /// (all of it stored, or the coordinator's limit reached).
     @discardableResult
     func flush(deadline: ContinuousClock.Instant) async -> Bool {
+        let pendingMarker = state.withLock { state -> Int64? in
+            defer { state.markerOffset = nil }
+            return state.markerOffset
+        }
+        if let offset = pendingMarker {
+            _ = try? await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: Self.limitMarker)
+        }
         await uploadAvailable(deadline: deadline)
         return limitReached || state.withLock { $0.acknowledged } >= spool.size
     }
@@ -143,7 +153,12 @@ final class LogUploader: Sendable {
         logger.warning(
             "the coordinator refused more log for job \(jobId) after \(offset) bytes (\(error)); the rest of this attempt's log stays on this host only"
         )
-        // Fits only when the limit leaves room for it; refused otherwise, which changes nothing.
+        // Fits only when the limit leaves room for it; refused otherwise, which changes nothing. A 413 answered to
+        // the batch that was on the wire when the uploads paused leaves the marker to the flush after the report.
+        guard !Task.isCancelled else {
+            state.withLock { $0.markerOffset = offset }
+            return
+        }
         let (client, jobId, epoch) = (client, jobId, epoch)
         _ = try? await InFlight.finish(grace: InFlight.grace) {
             try await client.appendLog(jobId: jobId, epoch: epoch, offset: offset, data: Self.limitMarker)

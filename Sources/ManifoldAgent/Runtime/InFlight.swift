@@ -6,7 +6,8 @@ import Synchronization
 /// then pays a TCP and TLS handshake (through a load balancer, to whichever replica it picks). Loops that end by
 /// cancellation — the log uploader, the lease keeper — send each request through ``finish(grace:_:)``: cancelling the
 /// loop stops it from sending another one, while the one under way runs to its answer for at most `grace` more. A
-/// coordinator that stopped answering still costs no more than `grace`, not a whole request timeout.
+/// coordinator that stopped answering still costs no more than `grace`, not a whole request timeout. "Under way"
+/// includes a request still connecting, which may also fail over to another coordinator URL within the grace.
 enum InFlight {
     static func finish<Value: Sendable>(
         grace: Duration, _ request: @escaping @Sendable () async throws -> Value
