@@ -21,6 +21,10 @@ extension ChaosTests {
         defer { harness.tearDown() }
         let link = try TCPFaultProxy.start(backendPort: harness.port)
         defer { link.stop() }
+        // About 40 ms per 16 KiB chunk from the coordinator: the download takes over ten seconds. Set before the
+        // agent connects: a rule takes new connections only, and the agent keeps its connections, so the download
+        // may well go on the connection its poll came back on.
+        try link.setRules([TCPFaultRule(delay: 0.04, direction: .down)])
         let ledger = harness.scratch.file("ledger")
         #expect(try harness.join("fetcher", url: "https://127.0.0.1:\(link.port)").status == 0)
         let agent = try harness.startAgent("fetcher", script: Chaos.pushScript(ledger: ledger))
@@ -34,8 +38,6 @@ extension ChaosTests {
         try Data("FROM scratch\nCOPY noise.bin /\n".utf8).write(to: contextDirectory.appendingPathComponent("Dockerfile"))
         let archive = harness.scratch.file("big-context.tar.gz")
         try await runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])
-        // About 40 ms per 16 KiB chunk from the coordinator: the download takes over ten seconds.
-        try link.setRules([TCPFaultRule(delay: 0.04, direction: .down)])
         let submitted = try await harness.submitArchive(archive)
         _ = try #require(
             try await harness.watch(submitted.id, timeout: .seconds(30)) { $0.jobs[0].phase == "fetching" },

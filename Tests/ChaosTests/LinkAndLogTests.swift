@@ -69,6 +69,17 @@ extension ChaosTests {
         let printed = harness.scratch.file("printed")
         try FileManager.default.createDirectory(at: printed, withIntermediateDirectories: true)
         #expect(try harness.join("remote", url: "https://127.0.0.1:\(link.port)").status == 0)
+        // Agents keep connections alive (a job's requests go on the connections of the jobs before), so every
+        // connection is cut somewhere, after 120 KB at most: a link that drops every few requests, not one that
+        // fails once. Set before the agent starts, since a rule takes new connections only: a connection without
+        // one, or one no rule cuts, would carry the rest of the scenario (one run opened 2 connections for 40 builds
+        // and saw 1 cut).
+        try link.setRules([
+            TCPFaultRule(action: .refuse, probability: 0.1),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 8_000, probability: 0.25),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 30_000, probability: 0.35),
+            TCPFaultRule(delay: 0.005, cutAfterBytes: 120_000),
+        ])
         let agent = try harness.startAgent(
             "remote",
             script: Chaos.pushScript(
@@ -77,16 +88,6 @@ extension ChaosTests {
                     #"i=1; while [ $i -le 1000 ]; do say "$MANIFOLD_BUILD_ARG_NAME line $i: $i$i$i$i$i$i$i$i $i$i$i$i$i$i$i$i"; i=$((i+1)); done"#
             ))
         defer { agent.stop() }
-        // Agents keep connections alive (a job's requests go on the connections of the jobs before), so every
-        // connection is cut somewhere, after 120 KB at most: a link that drops every few requests, not one that
-        // fails once. A rule that let some connections live would let the agent keep one of those for the rest of
-        // the scenario (one run opened 2 connections for 40 builds and saw 1 cut).
-        try link.setRules([
-            TCPFaultRule(action: .refuse, probability: 0.1),
-            TCPFaultRule(delay: 0.005, cutAfterBytes: 8_000, probability: 0.25),
-            TCPFaultRule(delay: 0.005, cutAfterBytes: 30_000, probability: 0.35),
-            TCPFaultRule(delay: 0.005, cutAfterBytes: 120_000),
-        ])
         // The cuts are random (per new connection, by probability), so builds go on in rounds until the link has
         // cut at least two connections mid-stream: the scenario is only proven once the link really dropped
         // requests more than once.
