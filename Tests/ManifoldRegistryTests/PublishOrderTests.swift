@@ -88,4 +88,75 @@ import Testing
         let stored = try await client.fetchManifest(repository: "untagged", reference: setup.plan.list.digest.description)
         #expect(stored.bytes == setup.plan.list.bytes)
     }
+
+    /// A registry error naming a child, as distribution answers a list PUT while another push rewrites that child.
+    static func refusal(_ code: String, times: Int) -> FaultRule {
+        FaultRule(
+            method: "PUT", pathRegex: #"/manifests/2\.0$"#, status: 400, times: times,
+            body: #"{"errors":[{"code":"\#(code)","message":"refused while another push is under way"}]}"#,
+            headers: ["Content-Type": "application/json"])
+    }
+
+    /// A refusal that the children's HEADs disprove is pushed again within the publication, each time after a new
+    /// re-check: the caller may stop there, or push fewer tags.
+    @Test(arguments: ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID"])
+    func aRefusalTheChildrenDisproveIsPushedAgainAfterAnotherRecheck(code: String) async throws {
+        let setup = try await Setup("raced-\(code.lowercased())", tags: ["2.0", "latest"])
+        defer { setup.stop() }
+        try setup.proxy.setRules([Self.refusal(code, times: 2)])
+        let before = setup.proxy.requestLog().count
+        let putsAtRechecks = Mutex<[Int]>([])
+        let result = try await ManifestListAssembler(registries: setup.pool).publish(setup.plan) { tags in
+            putsAtRechecks.withLock { $0.append(setup.manifestPUTs(since: before).count) }
+            return tags
+        }
+        #expect(putsAtRechecks.withLock { $0 } == [0, 1, 2], "each push after a refusal follows its own re-check")
+        #expect(setup.manifestPUTs(since: before) == ["PUT 2.0", "PUT 2.0", "PUT 2.0", "PUT latest"])
+        #expect(result.tags == ["2.0", "latest"])
+        // After each refusal, every child was asked for (and found) before the next push.
+        let log = setup.proxy.requestLog().dropFirst(before)
+        let heads = log.filter { $0.method == "HEAD" && $0.status == 200 }.map(\.path)
+        for child in setup.plan.children {
+            #expect(heads.filter { $0.hasSuffix("/manifests/\(child.descriptor.digest)") }.count >= 2, "\(heads)")
+        }
+        let stored = try await setup.pool.client(for: setup.proxy.host).fetchManifest(
+            repository: "raced-\(code.lowercased())", reference: "2.0")
+        #expect(stored.bytes == setup.plan.list.bytes)
+    }
+
+    @Test func aRecheckAfterARefusalThatSaysStopPushesNoMore() async throws {
+        struct Stop: Error {}
+        let setup = try await Setup("raced-stop", tags: ["2.0"])
+        defer { setup.stop() }
+        try setup.proxy.setRules([Self.refusal("MANIFEST_BLOB_UNKNOWN", times: 1)])
+        let before = setup.proxy.requestLog().count
+        let rechecks = Mutex(0)
+        await #expect(throws: Stop.self) {
+            _ = try await ManifestListAssembler(registries: setup.pool).publish(setup.plan) { tags in
+                let count = rechecks.withLock { count in
+                    count += 1
+                    return count
+                }
+                if count > 1 { throw Stop() }
+                return tags
+            }
+        }
+        #expect(setup.manifestPUTs(since: before) == ["PUT 2.0"])
+        #expect(
+            try await setup.pool.client(for: setup.proxy.host).headManifest(repository: "raced-stop", reference: "2.0") == nil)
+    }
+
+    /// Two pushes again at most: the third refusal is the registry's error, for the caller's own retry policy.
+    @Test func aThirdRefusalEndsThePublicationWithTheRegistrysError() async throws {
+        let setup = try await Setup("raced-thrice", tags: ["2.0"])
+        defer { setup.stop() }
+        try setup.proxy.setRules([Self.refusal("DIGEST_INVALID", times: 3)])
+        let before = setup.proxy.requestLog().count
+        await #expect {
+            _ = try await ManifestListAssembler(registries: setup.pool).publish(setup.plan)
+        } throws: { error in
+            (error as? RegistryError)?.registryCodes == ["DIGEST_INVALID"]
+        }
+        #expect(setup.manifestPUTs(since: before) == ["PUT 2.0", "PUT 2.0", "PUT 2.0"])
+    }
 }

@@ -7,9 +7,9 @@ extension ManifestListAssembler {
     /// tag is left to push), and reads it back: every tag must return exactly the pushed bytes and every child must
     /// exist.
     ///
-    /// `beforeTagging` runs right before the list is first pushed: it receives the tags and returns those to push (a
-    /// coordinator re-checks there that the push is still wanted, and which tags are still its to move); throwing from
-    /// it pushes nothing. The list is not pushed by digest first: the first tag's PUT stores it under its digest too
+    /// `beforeTagging` runs right before the list is first pushed, and again before a push that follows a refusal the
+    /// children's HEADs disproved: it receives the tags and returns those to push (a coordinator re-checks there that
+    /// the push is still wanted, and which tags are still its to move); throwing from it pushes nothing. The list is not pushed by digest first: the first tag's PUT stores it under its digest too
     /// (the registry answers with that digest), so a separate PUT would cost every publication one more sequential
     /// round trip (`deploy/bench/end-to-end.sh`) and leave an untagged list behind when the re-check says stop.
     public func publish(
@@ -24,18 +24,36 @@ extension ManifestListAssembler {
             if try await copyIfNeeded(child, into: target, budget: budget) { copied += 1 }
         }
 
-        let tags = try await beforeTagging?(plan.request.allTags) ?? plan.request.allTags
-        if let first = tags.first {
-            progress("pushing list \(target.name):\(first) (\(plan.list.digest))")
-            try await pushList(plan, reference: first, registry: registry)
-            for tag in tags.dropFirst() {
-                progress("tagging \(target.name):\(tag)")
-                try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
+        // A refusal that the children's HEADs disprove is pushed again, re-checked first, after a short pause: a
+        // registry that validates the list while another push rewrites one of its children in place (distribution's
+        // filesystem storage) answers so for a few milliseconds. The caller's retry policy takes over after that.
+        var tags: [String]
+        var racedRefusals = 0
+        while true {
+            tags = try await beforeTagging?(plan.request.allTags) ?? plan.request.allTags
+            do {
+                if let first = tags.first {
+                    progress("pushing list \(target.name):\(first) (\(plan.list.digest))")
+                    try await pushList(plan, reference: first, registry: registry)
+                } else {
+                    // Every tag is held elsewhere: the list still exists by digest, as the result names it.
+                    progress("pushing list \(target.name)@\(plan.list.digest)")
+                    try await pushList(plan, reference: plan.list.digest.description, registry: registry)
+                }
+                break
+            } catch let raced as RacedListRefusal {
+                guard racedRefusals < Self.racedRefusalRetries else { throw raced.refusal }
+                racedRefusals += 1
+                progress("the registry refused the list although every child is there; pushing it again")
+                logger.info(
+                    "a list push refused although every child is there is pushed again",
+                    metadata: ["target": "\(target.name)", "refusal": "\(raced.refusal)", "retry": "\(racedRefusals)"])
+                try await Task.sleep(for: Self.racedRefusalPause(after: racedRefusals))
             }
-        } else {
-            // Every tag is held elsewhere: the list still exists by digest, as the result names it.
-            progress("pushing list \(target.name)@\(plan.list.digest)")
-            try await pushList(plan, reference: plan.list.digest.description, registry: registry)
+        }
+        for tag in tags.dropFirst() {
+            progress("tagging \(target.name):\(tag)")
+            try await registry.pushManifest(repository: target.repository, reference: tag, manifest: plan.list)
         }
 
         // The checks after the push are independent reads: they run side by side, eight at a time (each tag read
@@ -69,13 +87,24 @@ extension ManifestListAssembler {
             plan: plan, reference: target.withDigest(plan.list.digest), tags: tags, copiedChildren: copied)
     }
 
-    /// The list's first PUT. A registry refusing it for a missing child (`MANIFEST_BLOB_UNKNOWN`) is asked which
-    /// children are really missing, so the error names them rather than the whole list.
+    /// How many times one publication pushes a list again after a refusal its children's HEADs disproved.
+    static let racedRefusalRetries = 2
+
+    /// The pause before such a push: 100 ms more each time, plus up to 100 ms so that racing pushes spread out.
+    static func racedRefusalPause(after refusals: Int) -> Duration {
+        .milliseconds(100 * refusals + Int.random(in: 0..<100))
+    }
+
+    /// The list's first PUT. A registry refusing it for a missing or invalid child (`MANIFEST_BLOB_UNKNOWN`,
+    /// `DIGEST_INVALID`) is asked which children are really missing, so the error names them rather than the whole
+    /// list; when every child is there, the refusal is thrown as a ``RacedListRefusal``.
     private func pushList(_ plan: AssemblyPlan, reference: String, registry: RegistryClient) async throws {
         let target = plan.request.target
         do {
             try await registry.pushManifest(repository: target.repository, reference: reference, manifest: plan.list)
-        } catch let error as RegistryError where error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") {
+        } catch let error as RegistryError
+            where !Set(error.registryCodes).isDisjoint(with: ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID"])
+        {
             // If the registry cannot answer those HEADs either, its original refusal is the better report.
             var missing: [String] = []
             for child in plan.children {
@@ -91,7 +120,9 @@ extension ManifestListAssembler {
             }
             // Every child answers a HEAD: the refusal proves nothing missing, so it stays the registry's error
             // (worth another try) rather than a verdict on the children.
-            guard !missing.isEmpty else { throw error }
+            guard !missing.isEmpty else { throw RacedListRefusal(refusal: error) }
+            // A HEAD that finds nothing proves the registry right only where it called a child unknown.
+            guard error.registryCodes.contains("MANIFEST_BLOB_UNKNOWN") else { throw error }
             throw AssemblyError.childMissing(
                 child: missing.joined(separator: ", "), target: target.name, registryMessage: RegistryError.render(error.details))
         }
@@ -170,6 +201,12 @@ extension ManifestListAssembler {
             return !foreign && seen.insert(blob.digest).inserted
         }
     }
+}
+
+/// A list PUT refused for a child that a HEAD right after finds: `publish` pushes again a few times, then throws
+/// `refusal`.
+struct RacedListRefusal: Error {
+    var refusal: RegistryError
 }
 
 /// How many bytes one assembly may still copy through Manifold; shared by the concurrent copies of its children.
