@@ -13,13 +13,14 @@ Measures, each as a median over the runs, and the ratio Buildbot / Manifold (abo
 """
 
 import argparse
+import http.client
 import json
 import os
 import ssl
 import statistics
 import subprocess
 import time
-import urllib.request
+import urllib.parse
 
 
 def read_lines(path):
@@ -28,6 +29,50 @@ def read_lines(path):
             return [line.split() for line in file if line.strip()]
     except FileNotFoundError:
         return []
+
+
+class Connection:
+    """One kept-alive HTTP(S) connection to a side's API, as a client polling it would keep, so that neither side's
+    figures include a TCP (and TLS) handshake per status request. A GET whose kept connection was closed meanwhile is
+    sent again on a new one; a POST goes on a connection of its own (sent twice, it would start two builds)."""
+
+    def __init__(self, url, context=None, headers=None):
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port, self.base = parts.hostname, parts.port, parts.path.rstrip("/")
+        self.context, self.headers = context, dict(headers or {})
+        self.kept = None
+
+    def open(self):
+        if self.context is not None:
+            return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
+        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def send(self, connection, method, path, body):
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, self.base + path, body=data, headers={**self.headers, "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        payload = answer.read()
+        if answer.status >= 300:
+            raise SystemExit(f"{method} {path} answered HTTP {answer.status}: {payload[:500]!r}")
+        return json.loads(payload)
+
+    def call(self, method, path, body=None):
+        if method != "GET":
+            connection = self.open()
+            try:
+                return self.send(connection, method, path, body)
+            finally:
+                connection.close()
+        for attempt in range(2):
+            if self.kept is None:
+                self.kept = self.open()
+            try:
+                return self.send(self.kept, method, path, body)
+            except (http.client.HTTPException, ConnectionError):
+                self.kept.close()
+                self.kept = None
+                if attempt == 1:
+                    raise
 
 
 def wait_for(condition, timeout, what):
@@ -42,20 +87,16 @@ def wait_for(condition, timeout, what):
 class Manifold:
     def __init__(self, args):
         self.args = args
-        self.url = args.manifold_url
-        self.context = ssl.create_default_context(cafile=args.manifold_ca)
         with open(args.manifold_token_file) as file:
-            self.token = file.read().strip()
+            token = file.read().strip()
+        self.api = Connection(args.manifold_url, context=ssl.create_default_context(cafile=args.manifold_ca),
+                              headers={"Authorization": f"Bearer {token}"})
         self.platforms = args.platforms.split(",")
         self.starts = os.path.join(args.work, "builder-times")
         self.sequence = 0
 
     def call(self, method, path, body=None):
-        request = urllib.request.Request(
-            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, context=self.context, timeout=60) as answer:
-            return json.load(answer)
+        return self.api.call(method, path, body)
 
     def spec(self, digest):
         self.sequence += 1
@@ -115,16 +156,12 @@ class Manifold:
 
 class Buildbot:
     def __init__(self, args):
-        self.url = f"http://127.0.0.1:{args.buildbot_port}/api/v2"
+        self.api = Connection(f"http://127.0.0.1:{args.buildbot_port}/api/v2")
         self.starts = args.buildbot_starts
         self.builders = len(args.platforms.split(","))
 
     def call(self, method, path, body=None):
-        request = urllib.request.Request(
-            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.load(answer)
+        return self.api.call(method, path, body)
 
     def force(self):
         answer = self.call("POST", "/forceschedulers/force",
