@@ -21,7 +21,8 @@ public struct RegistryConfiguration: Sendable {
     /// Upper bound for manifests and configs read into memory (the distribution spec suggests 4 MiB for manifests).
     public var maxDocumentSize: Int64
     public var userAgent: String
-    /// Settings for the HTTP client other than TLS, which is chosen per host.
+    /// Settings for the HTTP client other than TLS, which is chosen per host. Registries are spoken to over HTTP/1.1
+    /// (``defaultHTTP``).
     public var http: HTTPClientConfiguration
     /// The registries that may be contacted at all; nil allows any (the CLI), a list is the coordinator's
     /// `allowed_registries`. Any other registry fails with `RegistryError.registryNotAllowed` before a connection.
@@ -32,6 +33,14 @@ public struct RegistryConfiguration: Sendable {
     public var destinations: DestinationRules
     /// Caps on what one assembly may cost: index entries flattened, bytes copied across registries.
     public var limits: AssemblyLimits
+
+    /// HTTP/1.1 with keep-alive, never HTTP/2. Over HTTP/2 (offered by ALPN by docker-registry, and most registries),
+    /// the libcurl of Debian 12 (7.88) now and then holds a request's upload among several on one connection until its
+    /// one-second internal timer: 3 of 900 concurrent manifest PUTs waited 1.02 s, every one over HTTP/1.1 took under
+    /// 35 ms (`RegistryHTTPVersionTests`), and `deploy/bench/end-to-end.sh` showed one build in 150 waiting a second for
+    /// its verification. Concurrent requests to a registry go on connections of their own instead, which the client
+    /// keeps for reuse.
+    public static let defaultHTTP = HTTPClientConfiguration(httpVersion: .http1_1, maxRedirects: 5)
 
     public static let defaultCertsDirectories: [URL] = {
         #if os(Windows)
@@ -56,7 +65,7 @@ public struct RegistryConfiguration: Sendable {
         uploadChunkSize: Int64 = 16 << 20,
         maxDocumentSize: Int64 = 8 << 20,
         userAgent: String = "manifold/\(ManifoldRegistryVersion.current)",
-        http: HTTPClientConfiguration = HTTPClientConfiguration(maxRedirects: 5),
+        http: HTTPClientConfiguration = RegistryConfiguration.defaultHTTP,
         allowedRegistries: [RegistryPattern]? = nil,
         allowedRegistriesSetting: String = "allowed_registries",
         destinations: DestinationRules = DestinationRules(),
