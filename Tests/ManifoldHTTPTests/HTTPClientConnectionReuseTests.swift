@@ -42,4 +42,36 @@ import Testing
         #expect(
             (2...burst).contains(ended.count), "\(ended.count) connections for three bursts of \(burst) requests: \(ended)")
     }
+
+    /// More requests at once than the connection cache's first size (32): each keeps its connection for the next
+    /// burst. With a fixed cache, libcurl counted the 40 connections in use against 32 and closed eight as their
+    /// requests ended, and the next burst opened eight again (48 in all).
+    @Test func moreRequestsAtOnceThanTheCacheFirstHoldsKeepTheirConnections() async throws {
+        let scratch = try ScratchDirectory(prefix: "wide-bursts")
+        defer { scratch.remove() }
+        let server = try TestHTTPServer.start(logDirectory: scratch.url)
+        defer { server.stop() }
+        let proxy = try TCPFaultProxy.start(backendPort: server.port)
+        defer { proxy.stop() }
+        let client = HTTPClient()
+        let base = "http://127.0.0.1:\(proxy.port)"
+        let burst = 40
+        for round in 0..<2 {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<burst {
+                    group.addTask {
+                        try await client.execute(HTTPRequest(url: URL(string: "\(base)/slow?delay=1&tag=w\(round)-\(index)")!))
+                            .status
+                    }
+                }
+                for try await status in group { #expect(status == 200) }
+            }
+        }
+        await client.shutdownAndWait()
+        // The proxy logs a connection once both of its ends have closed; the client's shutdown closed them all.
+        _ = try await ProcessProbe.waitUntil(.seconds(20)) { proxy.connections().count >= burst }
+        try await Task.sleep(for: .milliseconds(500))
+        let opened = proxy.connections().count
+        #expect(opened <= burst, "\(opened) connections for two bursts of \(burst) requests")
+    }
 }

@@ -56,12 +56,19 @@ final class CurlEventLoop: @unchecked Sendable {
     private var wakeupCount = 0
     let logger: Logger
 
-    /// How many idle connections the handle keeps for reuse (`CURLMOPT_MAXCONNECTS`). libcurl's default is four per
-    /// transfer under way at the moment a connection comes back, so a client that just ran five requests side by side
-    /// and is now down to one (an agent whose held poll returned a lease, after a job's heartbeat, log, context and
+    /// How many idle connections the handle keeps for reuse (`CURLMOPT_MAXCONNECTS`) at least. libcurl's default is four
+    /// per transfer under way at the moment a connection comes back, so a client that just ran five requests side by
+    /// side and is now down to one (an agent whose held poll returned a lease, after a job's heartbeat, log, context and
     /// report) closed the spare connections and paid a TLS handshake for each again on the next burst. Idle connections
     /// still close after libcurl's maximum age or when the server closes them.
     static let idleConnections = 32
+    /// The cache grows to the most transfers that were under way at once, up to this: libcurl counts connections in use
+    /// against `CURLMOPT_MAXCONNECTS`, so with more transfers under way than the cache holds, every transfer that ended
+    /// closed a connection and the next request opened one again (a TLS handshake each). Over HTTP/1.1, 50 manifest
+    /// HEADs at a time to one registry ran at 94 a second instead of 600 (`deploy/bench/throughput.sh`).
+    static let maxCachedConnections = 256
+    /// The cache size set on the handle now (loop thread only).
+    private var cachedConnections = CurlEventLoop.idleConnections
 
     init(logger: Logger) {
         precondition(curlGlobalInitialization, "curl_global_init failed")
@@ -179,6 +186,10 @@ final class CurlEventLoop: @unchecked Sendable {
             return
         }
         active[easy] = transfer
+        if active.count > cachedConnections, cachedConnections < Self.maxCachedConnections {
+            cachedConnections = min(active.count, Self.maxCachedConnections)
+            _ = manifold_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, CLong(cachedConnections))
+        }
     }
 
     private func abort(_ transfer: CurlTransfer, with error: HTTPClientError) {
