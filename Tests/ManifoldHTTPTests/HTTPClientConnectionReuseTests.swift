@@ -54,16 +54,25 @@ import Testing
         let proxy = try TCPFaultProxy.start(backendPort: server.port)
         defer { proxy.stop() }
         let client = HTTPClient()
+        let observer = HTTPClient()
+        defer { observer.shutdown() }
         let base = "http://127.0.0.1:\(proxy.port)"
         let burst = 40
         for round in 0..<2 {
+            let tag = "wide-\(round)-\(UUID().uuidString)"
             try await withThrowingTaskGroup(of: Int.self) { group in
-                for index in 0..<burst {
+                for _ in 0..<burst {
                     group.addTask {
-                        try await client.execute(HTTPRequest(url: URL(string: "\(base)/slow?delay=1&tag=w\(round)-\(index)")!))
-                            .status
+                        try await client.execute(HTTPRequest(url: URL(string: "\(base)/slow?delay=2&tag=\(tag)")!)).status
                     }
                 }
+                // More than the cache's first 32 must be under way at once, or a fixed cache would pass too.
+                let overlapped = try await ProcessProbe.waitUntil(.seconds(30)) {
+                    let answer = try? await observer.execute(HTTPRequest(url: server.url("/held?tag=\(tag)")))
+                    let held = answer.flatMap { try? JSONDecoder().decode([String: Int].self, from: $0.body) }?["held"]
+                    return (held ?? 0) > 32
+                }
+                #expect(overlapped, "fewer than 33 of the \(burst) requests were held at once")
                 for try await status in group { #expect(status == 200) }
             }
         }

@@ -114,10 +114,14 @@ import Testing
         #expect(setup.manifestPUTs(since: before) == ["PUT 2.0", "PUT 2.0", "PUT 2.0", "PUT latest"])
         #expect(result.tags == ["2.0", "latest"])
         // After each refusal, every child was asked for (and found) before the next push.
-        let log = setup.proxy.requestLog().dropFirst(before)
-        let heads = log.filter { $0.method == "HEAD" && $0.status == 200 }.map(\.path)
-        for child in setup.plan.children {
-            #expect(heads.filter { $0.hasSuffix("/manifests/\(child.descriptor.digest)") }.count >= 2, "\(heads)")
+        let log = Array(setup.proxy.requestLog().dropFirst(before))
+        let puts = log.indices.filter { log[$0].method == "PUT" && log[$0].path.hasSuffix("/manifests/2.0") }
+        #expect(puts.count == 3)
+        for (refused, next) in zip(puts, puts.dropFirst()) {
+            let heads = log[refused..<next].filter { $0.method == "HEAD" && $0.status == 200 }.map(\.path)
+            for child in setup.plan.children {
+                #expect(heads.contains { $0.hasSuffix("/manifests/\(child.descriptor.digest)") }, "\(heads)")
+            }
         }
         let stored = try await setup.pool.client(for: setup.proxy.host).fetchManifest(
             repository: "raced-\(code.lowercased())", reference: "2.0")
@@ -158,5 +162,30 @@ import Testing
             (error as? RegistryError)?.registryCodes == ["DIGEST_INVALID"]
         }
         #expect(setup.manifestPUTs(since: before) == ["PUT 2.0", "PUT 2.0", "PUT 2.0"])
+    }
+
+    /// A refusal that a HEAD confirms is not pushed again: for `MANIFEST_BLOB_UNKNOWN` it names the missing child; for
+    /// `DIGEST_INVALID` (which says nothing of a child being missing) it stays the registry's error.
+    @Test(arguments: ["MANIFEST_BLOB_UNKNOWN", "DIGEST_INVALID"])
+    func aRefusalAHeadConfirmsIsNotPushedAgain(code: String) async throws {
+        let repository = "confirmed-\(code.lowercased())"
+        let setup = try await Setup(repository, tags: ["2.0"])
+        defer { setup.stop() }
+        let missing = try #require(setup.plan.children.first).descriptor.digest
+        try setup.proxy.setRules([
+            Self.refusal(code, times: 1),
+            FaultRule(method: "HEAD", pathRegex: "/manifests/\(missing)$", status: 404, times: FaultRule.forever),
+        ])
+        let before = setup.proxy.requestLog().count
+        await #expect {
+            _ = try await ManifestListAssembler(registries: setup.pool).publish(setup.plan)
+        } throws: { error in
+            switch (code, error) {
+            case ("MANIFEST_BLOB_UNKNOWN", AssemblyError.childMissing(let child, _, _)): child.contains("\(missing)")
+            case ("DIGEST_INVALID", let refusal as RegistryError): refusal.registryCodes == ["DIGEST_INVALID"]
+            default: false
+            }
+        }
+        #expect(setup.manifestPUTs(since: before) == ["PUT 2.0"])
     }
 }

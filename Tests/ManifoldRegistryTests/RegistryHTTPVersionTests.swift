@@ -57,7 +57,11 @@ import Testing
         }
         durations.sort()
         #expect(durations.count == 900)
-        // The registry answers in 10–35 ms on this machine; half a second is far from both that and the stall.
-        #expect(durations.last! < .milliseconds(500), "slowest PUTs: \(durations.suffix(5))")
+        // The registry answers in 10–35 ms on an idle machine. A stall adds libcurl's one-second timer to whatever the
+        // registry took, so the slowest PUT is compared with the median one: a loaded machine slows both.
+        let median = durations[durations.count / 2]
+        #expect(
+            durations.last! - median < .milliseconds(900),
+            "median PUT \(median), slowest PUTs: \(durations.suffix(5))")
     }
 }

@@ -68,7 +68,7 @@ class Connection:
                 self.kept = self.open()
             try:
                 return self.send(self.kept, method, path, body)
-            except (http.client.HTTPException, ConnectionError):
+            except (http.client.HTTPException, OSError):
                 self.kept.close()
                 self.kept = None
                 if attempt == 1:

@@ -31,7 +31,7 @@ final class CurlEventLoop: @unchecked Sendable {
     // Safe to share: `multi` is used by the loop thread only, except `curl_multi_wakeup`, which libcurl
     // documents as thread-safe and which is called under `lock` while `isShutDown` is false, that is,
     // strictly before the loop thread calls `curl_multi_cleanup`. `commands`, `isShutDown`, `hasStopped` and
-    // `stopWaiters` are guarded by `lock`; `active` is touched by the loop thread only.
+    // `stopWaiters` are guarded by `lock`; `active` and `cachedConnections` are touched by the loop thread only.
     enum Command {
         case add(CurlTransfer)
         case cancel(CurlTransfer)
@@ -65,7 +65,9 @@ final class CurlEventLoop: @unchecked Sendable {
     /// The cache grows to the most transfers that were under way at once, up to this: libcurl counts connections in use
     /// against `CURLMOPT_MAXCONNECTS`, so with more transfers under way than the cache holds, every transfer that ended
     /// closed a connection and the next request opened one again (a TLS handshake each). Over HTTP/1.1, 50 manifest
-    /// HEADs at a time to one registry ran at 94 a second instead of 600 (`deploy/bench/throughput.sh`).
+    /// HEADs at a time to one registry ran at 94 a second, and at 479 with the cache grown (`deploy/bench/throughput.sh`).
+    /// The cache does not shrink again: connections left idle close at libcurl's maximum age or when the server closes
+    /// them.
     static let maxCachedConnections = 256
     /// The cache size set on the handle now (loop thread only).
     private var cachedConnections = CurlEventLoop.idleConnections

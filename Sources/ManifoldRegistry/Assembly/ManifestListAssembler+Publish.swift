@@ -9,9 +9,10 @@ extension ManifestListAssembler {
     ///
     /// `beforeTagging` runs right before the list is first pushed, and again before a push that follows a refusal the
     /// children's HEADs disproved: it receives the tags and returns those to push (a coordinator re-checks there that
-    /// the push is still wanted, and which tags are still its to move); throwing from it pushes nothing. The list is not pushed by digest first: the first tag's PUT stores it under its digest too
-    /// (the registry answers with that digest), so a separate PUT would cost every publication one more sequential
-    /// round trip (`deploy/bench/end-to-end.sh`) and leave an untagged list behind when the re-check says stop.
+    /// the push is still wanted, and which tags are still its to move); throwing from it pushes nothing. The list is
+    /// not pushed by digest first: the first tag's PUT stores it under its digest too (the registry answers with that
+    /// digest), so a separate PUT would cost every publication one more sequential round trip
+    /// (`deploy/bench/end-to-end.sh`) and leave an untagged list behind when the re-check says stop.
     public func publish(
         _ plan: AssemblyPlan, beforeTagging: (@Sendable ([String]) async throws -> [String])? = nil
     ) async throws -> AssemblyResult {
@@ -48,7 +49,7 @@ extension ManifestListAssembler {
                 logger.info(
                     "a list push refused although every child is there is pushed again",
                     metadata: ["target": "\(target.name)", "refusal": "\(raced.refusal)", "retry": "\(racedRefusals)"])
-                try await Task.sleep(for: Self.racedRefusalPause(after: racedRefusals))
+                try await registries.configuration.retry.sleep(Self.racedRefusalPause(after: racedRefusals))
             }
         }
         for tag in tags.dropFirst() {
