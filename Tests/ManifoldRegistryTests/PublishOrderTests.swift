@@ -93,7 +93,7 @@ import Testing
     static func refusal(_ code: String, times: Int) -> FaultRule {
         FaultRule(
             method: "PUT", pathRegex: #"/manifests/2\.0$"#, status: 400, times: times,
-            body: #"{"errors":[{"code":"\#(code)","message":"refused while another push is under way"}]}"#,
+            body: FaultRule.registryError(code, "refused while another push is under way"),
             headers: ["Content-Type": "application/json"])
     }
 

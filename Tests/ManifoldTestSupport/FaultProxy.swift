@@ -35,6 +35,12 @@ public struct FaultRule: Codable, Sendable, Equatable {
     /// the proxy's own (an upload location on another host).
     public var locationBase: String?
 
+    /// A registry's error document (`{"errors": [...]}`, as the distribution spec has it) holding one error, for
+    /// `body`.
+    public static func registryError(_ code: String, _ message: String) -> String {
+        #"{"errors": [{"code": "\#(code)", "message": "\#(message)", "detail": null}]}"#
+    }
+
     public init(
         method: String? = nil, pathRegex: String? = nil, status: Int? = nil, times: Int = 1, retryAfter: String? = nil,
         delay: Double? = nil, reset: Bool = false, body: String? = nil, headers: [String: String]? = nil,

@@ -21,7 +21,7 @@ import Testing
         try proxy.setRules([
             FaultRule(
                 method: "PUT", pathRegex: #"/manifests/1\.0$"#, status: 400, times: 3,
-                body: #"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+                body: FaultRule.registryError("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry"),
                 headers: ["Content-Type": "application/json"])
         ])
         let build = try await fixture.submit(submitter, image: "\(proxy.host)/team/reads", platforms: ["linux/amd64"])

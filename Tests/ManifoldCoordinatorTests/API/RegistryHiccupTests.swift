@@ -19,10 +19,6 @@ import Testing
         }
     }
 
-    static func registryError(_ code: String, _ message: String) -> String {
-        #"{"errors": [{"code": "\#(code)", "message": "\#(message)", "detail": null}]}"#
-    }
-
     /// While both children exist, the registry refuses PUTs of the list, as distribution does when another push
     /// rewrites a child while the list is validated. The publisher re-checks the children with HEADs and pushes again
     /// in the same run, twice at most (no `list.retrying`); a third refusal ends the run, and the outbox's next run
@@ -45,7 +41,7 @@ import Testing
         try proxy.setRules([
             FaultRule(
                 method: "PUT", pathRegex: #"/manifests/1\.0$"#, status: 400, times: refusals,
-                body: Self.registryError(code, "refused while another push is under way"))
+                body: FaultRule.registryError(code, "refused while another push is under way"))
         ])
         var children: [Digest] = []
         for platform in platforms {
@@ -110,7 +106,7 @@ import Testing
         try proxy.setRules([
             FaultRule(
                 method: "GET", pathRegex: "/manifests/\(digest)$", status: 404,
-                body: Self.registryError("MANIFEST_UNKNOWN", "manifest unknown"))
+                body: FaultRule.registryError("MANIFEST_UNKNOWN", "manifest unknown"))
         ])
         #expect(
             try await PublishingTests.complete(
