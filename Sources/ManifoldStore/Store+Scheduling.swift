@@ -362,7 +362,7 @@ extension Store {
     /// Extends a running attempt's lease and records its phase. Answers whether the job was cancelled.
     public func heartbeat(agentId: String, _ request: HeartbeatRequest) async throws -> HeartbeatResponse {
         let at = now()
-        return try await write { db in
+        return try await write(buildOfJob: request.jobId) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
             try self.acknowledge(db, attempt: attempt, at: at)
@@ -395,7 +395,7 @@ extension Store {
         // keeps a careless builder's echo out of stored logs and events. Decrypting and scanning happen here,
         // outside the write transaction, so a chatty build never holds the database writer for them.
         let data = try await masked(data, jobId: jobId)
-        return try await write { db in
+        return try await write(buildOfJob: jobId) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -529,7 +529,7 @@ extension Store {
     /// too. Refused like an append (409) for an attempt that is not the agent's current one; a `size` other than the
     /// stored size is a gap (the agent sends the missing bytes first) and closes nothing.
     public func closeLog(agentId: String, jobId: String, epoch: Int64, size: Int64) async throws -> LogAppendResult {
-        try await write { db in
+        try await write(buildOfJob: jobId) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -555,7 +555,7 @@ extension Store {
     @discardableResult
     public func complete(agentId: String, _ request: CompleteRequest) async throws -> CompletionOutcome {
         let at = now()
-        return try await write { db -> CompletionOutcome in
+        return try await write(buildOfJob: request.jobId) { db -> CompletionOutcome in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -741,7 +741,7 @@ extension Store {
         claim: VerificationClaim? = nil
     ) async throws -> Bool {
         let at = now()
-        return try await write { db -> Bool in
+        return try await write(buildOfJob: jobId) { db -> Bool in
             try Self.releaseTags(db, holder: Self.tagHolder(attempt: epoch), replica: replica, at: Store.timestamp(at))
             guard
                 let attempt = try SQLRow.fetchOne(
@@ -966,7 +966,7 @@ extension Store {
     /// Decides what a build's jobs add up to: publish (all verified, or partial when allowed), fail, or keep running.
     func evaluateBuild(_ db: SQLTransaction, id: String, at: Date) throws {
         // One statement for the build's state, its spec and its jobs (each row repeats the build's columns; a build
-        // has a handful of jobs): this runs inside most reports, under the writers' lock.
+        // has a handful of jobs): this runs inside most reports, while their locks are held.
         let rows = try SQLRow.fetchAll(
             db,
             sql: """
@@ -1073,7 +1073,9 @@ extension Store {
     func currentAttempt(_ db: SQLTransaction, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> SQLRow
     {
         // One statement: the attempt, its job's current epoch and the job columns the writes after it need
-        // (``job(of:)``). Every agent write starts here, under the writers' lock.
+        // (``job(of:)``). Every agent write starts here, under the writers' lock or its build's (an agent's writes
+        // are scoped to the build of their job, ``write(contentAddressed:buildOfJob:_:)``: they must read no other
+        // build's rows).
         guard
             let attempt = try SQLRow.fetchOne(
                 db,

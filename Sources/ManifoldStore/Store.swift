@@ -121,9 +121,11 @@ public final class Store: Sendable {
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
-    /// `contentAddressed` writes need not wait for other writes (``StoreBackend/writeContentAddressed(_:)``).
+    /// `contentAddressed` writes need not wait for other writes (``StoreBackend/writeContentAddressed(_:)``); a
+    /// write that names `buildOfJob` reads and changes only that job's build's rows (and blindly updates rows no such
+    /// write reads), so it may run beside other builds' (``StoreBackend/write(buildOfJob:_:)``).
     func write<T: Sendable>(
-        contentAddressed: Bool = false, _ updates: @Sendable (SQLTransaction) throws -> T
+        contentAddressed: Bool = false, buildOfJob jobId: String? = nil, _ updates: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {
         writesOpen.add(1, ordering: .relaxed)
         let start = ContinuousClock.now
@@ -132,7 +134,14 @@ public final class Store: Sendable {
             transactionTimers.withLock { $0?.write }?.record(since: start)
         }
         do {
-            let value = try await contentAddressed ? backend.writeContentAddressed(updates) : backend.write(updates)
+            let value: T
+            if contentAddressed {
+                value = try await backend.writeContentAddressed(updates)
+            } else if let jobId {
+                value = try await backend.write(buildOfJob: jobId, updates)
+            } else {
+                value = try await backend.write(updates)
+            }
             committedWrites.add(1, ordering: .relaxed)
             writeHealth.succeeded(at: now())
             return value

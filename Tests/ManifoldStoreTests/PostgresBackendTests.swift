@@ -467,6 +467,104 @@ import Testing
         await second.close()
     }
 
+    /// A write scoped to one build (``PostgresBackend/write(buildOfJob:_:)``) runs beside another replica's write for
+    /// another build, waits for one of the same build and for an ordinary write, and keeps ordinary writes waiting.
+    @Test func buildScopedWritesRunBesideOtherBuildsOnly() async throws {
+        var configuration = try await TestPostgres.shared.freshSchema(poolSize: 4)
+        configuration.applicationName = "manifold-test-\(UInt32.random(in: 0...UInt32.max))"
+        let applicationName = configuration.applicationName
+        let first = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        let second = try await PostgresBackend.connect(configuration, logger: Self.logger)
+        /// Waits (up to 20 s) until `count` transactions of the two backends wait for an advisory lock.
+        func waitingForLocks(_ count: Int) async throws -> Int {
+            var waiting = -1
+            for _ in 0..<400 {
+                waiting =
+                    try await first.read { db in
+                        try Int.fetchOne(
+                            db,
+                            sql: "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                + "AND application_name = ? AND wait_event = 'advisory'",
+                            arguments: [applicationName])
+                    } ?? -1
+                if waiting == count { return waiting }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return waiting
+        }
+        /// Starts a write on `first` that holds its locks until `release` is signalled; returns once they are held.
+        func hold(buildOfJob jobId: String?, release: DispatchSemaphore) async throws -> Task<Void, any Error> {
+            let holding = Counter()
+            let body: @Sendable (SQLTransaction) throws -> Void = { db in
+                try db.execute(sql: "INSERT INTO mark VALUES ('holder')")
+                _ = try db.changesCount  // waited for: the locks (sent with BEGIN) are held from here on
+                holding.increment()
+                _ = release.wait(timeout: .now() + 60)  // on the session's own thread
+            }
+            let task = Task {
+                if let jobId { try await first.write(buildOfJob: jobId, body) } else { try await first.write(body) }
+            }
+            while holding.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            return task
+        }
+        do {
+            try await first.write { db in
+                try db.executeScript(
+                    """
+                    CREATE TABLE job (id TEXT PRIMARY KEY, buildId TEXT NOT NULL);
+                    CREATE TABLE mark (name TEXT NOT NULL);
+                    INSERT INTO job VALUES ('job-1', 'build-a'), ('job-2', 'build-a'), ('job-3', 'build-b')
+                    """)
+            }
+            let release = DispatchSemaphore(value: 0)
+            let holder = try await hold(buildOfJob: "job-1", release: release)
+            // Another build's write goes through while the holder keeps its build locked.
+            let otherBuild = Counter()
+            let beside = Task {
+                try await second.write(buildOfJob: "job-3") { db in try db.execute(sql: "INSERT INTO mark VALUES ('beside')") }
+                otherBuild.increment()
+            }
+            for _ in 0..<400 where otherBuild.value == 0 { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(otherBuild.value == 1, "a write for another build waited for the holder")
+            // The same build's write (another of its jobs) and an ordinary write both wait.
+            let sameBuild = Task {
+                try await second.write(buildOfJob: "job-2") { db in
+                    try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
+                }
+            }
+            #expect(try await waitingForLocks(1) == 1, "the same build's write waits for the holder")
+            let ordinary = Task {
+                try await second.write { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
+                }
+            }
+            #expect(try await waitingForLocks(2) == 2, "an ordinary write waits for the holder")
+            release.signal()
+            try await holder.value
+            try await beside.value
+            #expect(try await sameBuild.value == 1, "the waiting write saw the holder's commit")
+            #expect(try await ordinary.value == 1, "the waiting write saw the holder's commit")
+
+            // An ordinary write keeps every build's scoped writes waiting.
+            let releaseOrdinary = DispatchSemaphore(value: 0)
+            let ordinaryHolder = try await hold(buildOfJob: nil, release: releaseOrdinary)
+            let scoped = Task {
+                try await second.write(buildOfJob: "job-3") { db in
+                    try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
+                }
+            }
+            #expect(try await waitingForLocks(1) == 1, "a build's write waits for an ordinary write")
+            releaseOrdinary.signal()
+            try await ordinaryHolder.value
+            #expect(try await scoped.value == 2, "the waiting write saw the holder's commit")
+        } catch {
+            await first.close()
+            await second.close()
+            throw error
+        }
+        await first.close()
+        await second.close()
+    }
+
     @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
         try await withBackend(poolSize: 2) { backend, _ in
             try await backend.write { db in

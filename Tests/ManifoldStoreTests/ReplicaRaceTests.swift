@@ -67,6 +67,72 @@ import Testing
         }
     }
 
+    /// The verifications of a build's two platforms, recorded by two replicas at the same time (and beside other
+    /// builds' verifications), queue its list exactly once: whichever commits second sees the first one's platform
+    /// verified. On PostgreSQL these writes run beside other builds' writes, one at a time per build.
+    @Test func twoReplicasVerifyingBothPlatformsOfABuildAtOnceQueueItsListOnce() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        let amd64 = try await fixture.join("amd64", platforms: ["linux/amd64"])
+        let arm64 = try await fixture.join("arm64", platforms: ["linux/arm64"])
+        var reports: [(build: String, verifications: [(jobId: String, epoch: Int64)])] = []
+        for _ in 0..<16 {
+            let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+            var verifications: [(jobId: String, epoch: Int64)] = []
+            for agent in [amd64, arm64] {
+                let lease = try #require(try await fixture.poll(agent))
+                _ = try await fixture.succeed(lease, agent: agent)
+                verifications.append((lease.jobId, lease.epoch))
+            }
+            reports.append((build.id, verifications))
+        }
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for report in reports {
+                for (replica, verification) in zip([first, second], report.verifications) {
+                    group.addTask {
+                        try await replica.recordVerification(
+                            jobId: verification.jobId, epoch: verification.epoch, outcome: .verified)
+                    }
+                }
+            }
+            for try await recorded in group { #expect(recorded, "a verification was not recorded") }
+        }
+        let due = try await fixture.store.duePublications().ready
+        for report in reports {
+            let view = try await fixture.store.build(id: report.build)
+            #expect(view.state == .publishing, "build \(report.build) is \(view.state) with both platforms verified")
+            #expect(due.filter { $0.buildId == report.build }.count == 1, "outbox rows of \(report.build): \(due)")
+            let queued = try await fixture.store.events(buildId: report.build).filter { $0.type == "list.publishing" }
+            #expect(queued.count == 1, "\(queued)")
+        }
+    }
+
+    /// An agent that sends a log chunk again (its first request timed out) through a load balancer can reach two
+    /// replicas with the same bytes at the same time: both answer that the log holds them, and it holds them once.
+    /// On PostgreSQL both appends read the log's size before writing; without the build's lock (taken by these
+    /// writes instead of the writers' lock) both read the old size and the second insert fails on the first's row.
+    @Test func twoReplicasReceivingTheSameLogChunkAtOnceStoreItOnce() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent))
+        var expected = Data()
+        for round in 0..<20 {
+            let chunk = Data("step \(round)\n".utf8)
+            let offset = Int64(expected.count)
+            expected.append(chunk)
+            async let a = first.appendLog(agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: offset, data: chunk)
+            async let b = second.appendLog(agentId: agent.id, jobId: lease.jobId, epoch: lease.epoch, offset: offset, data: chunk)
+            let answers = try await [a, b]
+            #expect(answers == [.stored(size: Int64(expected.count)), .stored(size: Int64(expected.count))], "round \(round)")
+        }
+        let log = try await fixture.store.readLog(buildId: build.id, platform: "linux/amd64")
+        #expect(String(decoding: log.data, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+    }
+
     @Test func twoReplicasExpiringTheSameLeaseLoseItOnce() async throws {
         let fixture = try await StoreFixture(
             settings: StoreSettings(leaseTTL: 60, defaultMaxAttempts: 3, retryBackoff: 5))

@@ -24,12 +24,13 @@ import Synchronization
 /// ## Transactions
 /// `write` runs `BEGIN ISOLATION LEVEL READ COMMITTED`, takes the writers' lock (see ``write(_:)``) and then runs the
 /// closure, so writes run one at a time, as the store's rules (written for SQLite's single writer) expect, and each
-/// statement sees every write committed before it. A serialization failure or deadlock (SQLSTATE 40001, 40P01) at any
-/// point rolls back and runs the closure again after a short jittered backoff, up to ``maxSerializationAttempts``
-/// times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot, and any write is refused.
-/// Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT` is waited for only before
-/// the session's next use: each costs the session thread a wake-up, and a statement's round trip on a loaded machine
-/// is mostly such wake-ups.
+/// statement sees every write committed before it. Writes confined to one build's rows (``write(buildOfJob:_:)``)
+/// share that lock with each other and take their build's lock as well. A serialization failure or deadlock (SQLSTATE
+/// 40001, 40P01) at any point rolls back and runs the closure again after a short jittered backoff, up to
+/// ``maxSerializationAttempts`` times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot,
+/// and any write is refused. Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT` is
+/// waited for only before the session's next use: each costs the session thread a wake-up, and a statement's round
+/// trip on a loaded machine is mostly such wake-ups.
 ///
 /// A connection found closed (the server restarted, `pg_terminate_backend`) is replaced before the next
 /// transaction; one lost during a transaction before `COMMIT` was sent runs the transaction again on a new
@@ -91,7 +92,28 @@ public final class PostgresBackend: StoreBackend {
     /// lock — a session lock taken before `BEGIN` and released by a statement after `COMMIT`, two more round trips
     /// with the lock held (deploy/bench/README.md has the figures).
     public func write<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
-        try await sessions.withSession { session in try await session.transaction(.write, lock: Self.writerLockClass, body) }
+        try await sessions.withSession { session in
+            try await session.transaction(.write, lock: .exclusive(Self.writerLockClass), body)
+        }
+    }
+
+    /// A write that reads and changes only the rows of one build (its jobs, attempts, logs, events and outbox rows),
+    /// plus blind updates of other rows that no such write reads (an agent's last-seen time, a nudge of outbox rows
+    /// waiting for a tag): it takes the writers' lock *shared*, then a transaction-level lock of the job's build
+    /// (class ``buildLockClass``, keyed by the schema and the build's id). So it runs beside such writes of other
+    /// builds, after any write of the same build, and never beside an ordinary write, which still runs alone. What
+    /// the build's rows held when it read them is what they hold when it commits, as under the one writer; rows of
+    /// other builds it only writes, so a concurrent write of their build waits for the row or sees its commit.
+    ///
+    /// Heartbeats, log appends, reports and verification outcomes, each a few round trips, were half of every
+    /// build's writes and kept every other replica's writes waiting meanwhile (deploy/bench/README.md has the figures).
+    public func write<T: Sendable>(
+        buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T
+    ) async throws -> T {
+        try await sessions.withSession { session in
+            try await session.transaction(
+                .write, lock: .buildOfJob(jobId, writers: Self.writerLockClass, builds: Self.buildLockClass), body)
+        }
     }
 
     /// A write at `READ COMMITTED` without the writers' lock, beside the other writes: its rows are
@@ -101,11 +123,13 @@ public final class PostgresBackend: StoreBackend {
     /// of a context are megabytes a transaction; under the lock they held every replica's leases and reports for as
     /// long as the disk took.
     public func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
-        try await sessions.withSession { session in try await session.transaction(.write, lock: nil, body) }
+        try await sessions.withSession { session in try await session.transaction(.write, lock: .none, body) }
     }
 
     /// The advisory lock class of the one writer ("MFWR"); the object key is the schema's `hashtext`.
     static let writerLockClass: Int32 = 0x4D46_5752
+    /// The advisory lock class of one build's writes ("MFBL"); the object key hashes the schema and the build's id.
+    static let buildLockClass: Int32 = 0x4D46_424C
 
     /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
     /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.

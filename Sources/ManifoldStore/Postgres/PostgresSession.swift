@@ -20,6 +20,17 @@ actor PostgresSession {
         }
     }
 
+    /// Which advisory locks a transaction takes right after `BEGIN` (see ``PostgresBackend/write(_:)``).
+    enum WriterLock: Sendable {
+        /// None: content-addressed rows (``PostgresBackend/writeContentAddressed(_:)``) and reads.
+        case none
+        /// The lock class, exclusively: the transaction runs alone among the schema's writes.
+        case exclusive(Int32)
+        /// The `writers` class shared, then the `builds` class exclusively for the build of `jobId`: beside other
+        /// builds' such writes, never beside an exclusive one or one of the same build.
+        case buildOfJob(String, writers: Int32, builds: Int32)
+    }
+
     nonisolated let thread: SessionThread
     nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
@@ -50,7 +61,7 @@ actor PostgresSession {
     }
 
     func transaction<T: Sendable>(
-        _ kind: TransactionKind, lock: Int32? = nil, _ body: @Sendable (SQLTransaction) throws -> T
+        _ kind: TransactionKind, lock: WriterLock = .none, _ body: @Sendable (SQLTransaction) throws -> T
     ) throws -> T {
         var serializationFailures = 0
         var reconnects = 0
@@ -60,15 +71,25 @@ actor PostgresSession {
             if shared.clock.isDue { try? sampleClock(connection) }
             let transaction = PostgresTransaction(connection: connection, shared: shared)
             do {
-                // BEGIN and the lock are not waited for on their own: the first statement whose answer the body needs
-                // waits for them too (PostgresNIO sends each statement once the one before was answered). The lock is
-                // a transaction-level one, keyed by the schema as well (stores in other schemas of the database do not
-                // wait for it): taken after BEGIN, so the round trip of BEGIN is not spent holding it, and released by
-                // COMMIT or ROLLBACK, or by the server when the connection is lost.
-                if let lock {
-                    transaction.sendControl(kind.begin, "SELECT pg_advisory_xact_lock(\(lock), hashtext(current_schema()))")
-                } else {
+                // BEGIN and the locks are not waited for on their own: the first statement whose answer the body
+                // needs waits for them too (PostgresNIO sends each statement once the one before was answered). The
+                // locks are transaction-level ones, keyed by the schema as well (stores in other schemas of the
+                // database do not wait for them): taken after BEGIN, so the round trip of BEGIN is not spent holding
+                // them, and released by COMMIT or ROLLBACK, or by the server when the connection is lost.
+                switch lock {
+                case .none:
                     transaction.sendControl(kind.begin)
+                case .exclusive(let lockClass):
+                    transaction.sendControl(kind.begin, "SELECT pg_advisory_xact_lock(\(lockClass), hashtext(current_schema()))")
+                case .buildOfJob(let jobId, let writers, let builds):
+                    // The writers' lock shared first, then the build's own: a write holding the build lock never
+                    // waits for the writers' lock, so the two orders cannot meet in a deadlock. A job's build never
+                    // changes, so reading it before the build lock is held reads what the lock is meant for.
+                    transaction.sendControl(
+                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    try transaction.send(
+                        "SELECT pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
+                            + "|| coalesce((SELECT buildId FROM job WHERE id = ?), '')))", [jobId])
                 }
                 let value = try body(transaction)
                 if kind == .read {

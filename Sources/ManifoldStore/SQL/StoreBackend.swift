@@ -20,6 +20,12 @@ public protocol StoreBackend: Sendable {
     /// ``write(_:)``.
     func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
+    /// Runs `body` in a write transaction whose effect is as if no other write ran at the same time, where `body`
+    /// reads and changes only rows of the build of job `jobId` and at most blindly updates others (rows it does not
+    /// read, which such a write of their own build does not read either). A backend may run it beside such writes of
+    /// other builds; never beside an ordinary write or one of the same build. Same retry contract as ``write(_:)``.
+    func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
     /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
     func migrate() async throws
@@ -35,6 +41,11 @@ public protocol StoreBackend: Sendable {
 extension StoreBackend {
     /// One writer at a time is all an engine like SQLite has: there, such a write is an ordinary one.
     public func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await write(body)
+    }
+
+    /// One writer at a time: a write scoped to one build is an ordinary one there too.
+    public func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         try await write(body)
     }
 }
