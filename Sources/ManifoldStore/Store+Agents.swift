@@ -79,16 +79,49 @@ extension Store {
         return try await agent(id: id)
     }
 
-    /// What a polling agent offers, with its name and state: two reads, the agent's row and every pool (its own pool's
-    /// labels and the keys other pools reserve). The offer is the poll's platforms and labels when they narrow what the
-    /// agent was given at join (a widening poll is refused as forbidden, naming the platform or label), plus the pool's
-    /// labels. A label key that a pool other than the agent's imposes never counts (the agent may have carried it since
-    /// before that pool existed).
-    func pollingAgent(_ db: SQLTransaction, agentId: String, poll: PollRequest) throws -> PollingAgent {
-        guard let agent = try SQLRow.fetchOne(db, sql: "SELECT * FROM agent WHERE id = ?", arguments: [agentId]) else {
-            throw StoreError.notFound(kind: "agent", id: agentId)
+    /// What a polling agent offers, with its name and state: one read of the agent's row joined with every pool (its
+    /// own pool's labels and the keys other pools reserve). The offer is the poll's platforms and labels when they
+    /// narrow what the agent was given at join (a widening poll is refused as forbidden, naming the platform or label),
+    /// plus the pool's labels. A label key that a pool other than the agent's imposes never counts (the agent may have
+    /// carried it since before that pool existed).
+    ///
+    /// With `heldSince`, the same statement also reads the agent's oldest grant that it has not confirmed, started
+    /// after `heldSince` (``PollingAgent/held``): a lease needs all three, and inside a write each read is a round trip
+    /// while the writers' lock is held.
+    func pollingAgent(_ db: SQLTransaction, agentId: String, poll: PollRequest, heldSince: Double? = nil) throws -> PollingAgent {
+        var arguments: SQLArguments = []
+        var held = ""
+        var heldColumns = ""
+        if let heldSince {
+            held = """
+                LEFT JOIN (
+                    SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
+                    JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
+                    WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
+                        AND attempt.startedAt > ? AND attempt.cancelRequested = 0
+                    ORDER BY attempt.epoch LIMIT 1
+                ) AS held ON 1 = 1
+                """
+            heldColumns =
+                ", held.epoch AS heldEpoch, held.number AS heldNumber, held.pushTag AS heldPushTag, "
+                + "held.jobId AS heldJobId"
+            arguments = [agentId, heldSince]
         }
-        let pools = try SQLRow.fetchAll(db, sql: "SELECT name, labels FROM pool ORDER BY name")
+        arguments.append(agentId)
+        // One row per pool (the agent's columns repeated; pools are few), or one with NULL pool columns when there is
+        // none.
+        let rows = try SQLRow.fetchAll(
+            db,
+            sql: """
+                SELECT agent.*, pool.name AS poolRowName, pool.labels AS poolRowLabels\(heldColumns)
+                FROM agent LEFT JOIN pool ON 1 = 1 \(held)
+                WHERE agent.id = ? ORDER BY pool.name
+                """, arguments: arguments)
+        guard let agent = rows.first else { throw StoreError.notFound(kind: "agent", id: agentId) }
+        let pools = rows.compactMap { row -> SQLRow? in
+            guard let name = row["poolRowName"] as String? else { return nil }
+            return SQLRow(columns: ["name", "labels"], values: [.text(name), row.value("poolRowLabels")])
+        }
         let reserved = try Self.reservedLabelKeys(pools)
         let poolName: String? = agent["pool"]
         let poolLabels =
@@ -105,7 +138,15 @@ extension Store {
             return PollingAgent(
                 platforms: offer.platforms,
                 labels: offer.labels.filter { reserved[$0.key] == nil || poolLabels[$0.key] != nil },
-                name: agent["name"], state: AgentState(rawValue: agent["state"]), row: agent)
+                name: agent["name"], state: AgentState(rawValue: agent["state"]), row: agent,
+                held: heldSince == nil || (agent["heldEpoch"] as Int64?) == nil
+                    ? nil
+                    : SQLRow(
+                        columns: ["epoch", "number", "pushTag", "jobId"],
+                        values: [
+                            agent.value("heldEpoch"), agent.value("heldNumber"), agent.value("heldPushTag"),
+                            agent.value("heldJobId"),
+                        ]))
         }
     }
 
@@ -232,4 +273,6 @@ struct PollingAgent {
     var state: AgentState?
     /// The agent's row as read.
     var row: SQLRow
+    /// The grant read with `heldSince` (columns `epoch`, `number`, `pushTag`, `jobId`), if any.
+    var held: SQLRow? = nil
 }

@@ -127,10 +127,7 @@ extension Store {
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
         return try await write { db -> PublicationClaim in
-            guard
-                let row = try SQLRow.fetchOne(
-                    db, sql: "SELECT state, buildId, claimedBy, claimedUntil FROM outbox WHERE id = ?", arguments: [id])
-            else {
+            guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
             let state: String = row["state"]
@@ -144,12 +141,9 @@ extension Store {
                 return .claimedElsewhere(replica: holder, until: Date(timeIntervalSince1970: until))
             }
             let buildId: String = row["buildId"]
-            guard
-                let build = try SQLRow.fetchOne(db, sql: "SELECT seq, image, state FROM build WHERE id = ?", arguments: [buildId])
+            guard let buildState = row["buildState"] as String?, let seq = row["buildSeq"] as Int64?,
+                let image = row["buildImage"] as String?
             else { throw StoreError.notFound(kind: "build", id: buildId) }
-            let buildState: String = build["state"]
-            let seq: Int64 = build["seq"]
-            let image: String = build["image"]
             /// Ends the run unpushed. A run that had already started its tag PUTs (and failed midway) may have
             /// moved some tags: that is recorded, never silent.
             func abandon(_ reason: String, kind: String) throws -> PublicationClaim {
@@ -167,7 +161,7 @@ extension Store {
                 }
                 return .abandon(reason: reason)
             }
-            guard try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
+            guard (row["newerRun"] as Int) == 0 else {
                 return try abandon("a newer publishing run of build \(buildId) replaced it", kind: "list.pushed_superseded")
             }
             guard buildState == BuildState.publishing.rawValue else {
@@ -176,11 +170,9 @@ extension Store {
                     kind: buildState == BuildState.cancelled.rawValue ? "list.pushed_after_cancel" : "list.pushed_superseded")
             }
             var claimed: [String] = []
+            let owners = try Self.tagOwnerRows(db, image: image, tags: tags)
             for tag in tags {
-                if let owner = try SQLRow.fetchOne(
-                    db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, tag]),
-                    (owner["buildSeq"] as Int64) > seq
-                {
+                if let owner = owners[tag], (owner["buildSeq"] as Int64) > seq {
                     let holder: String = owner["buildId"]
                     try appendEvent(
                         db, buildId: buildId, type: "tag.kept",
@@ -282,11 +274,32 @@ extension Store {
         }
     }
 
-    /// Whether a later publishing run of the build is queued or under way (a retry's new digest set).
-    static func hasNewerRun(_ db: SQLTransaction, buildId: String, than id: Int64) throws -> Bool {
-        try Bool.fetchOne(
-            db, sql: "SELECT 1 FROM outbox WHERE buildId = ? AND id > ? AND state IN ('pending', 'pushing')",
-            arguments: [buildId, id]) ?? false
+    /// Outbox row `id` with what claiming and recording it need besides, in one statement (each is a round trip while
+    /// the writers' lock is held): its build's `buildState`, `buildSeq` and `buildImage` (NULL when the build is
+    /// gone) and `newerRun`, 1 when a later run of the build is queued or under way (a retry's new digest set).
+    static func publishingRun(_ db: SQLTransaction, id: Int64) throws -> SQLRow? {
+        try SQLRow.fetchOne(
+            db,
+            sql: """
+                SELECT outbox.*, build.state AS buildState, build.seq AS buildSeq, build.image AS buildImage,
+                    CASE WHEN EXISTS (
+                        SELECT 1 FROM outbox AS newer WHERE newer.buildId = outbox.buildId AND newer.id > outbox.id
+                            AND newer.state IN ('pending', 'pushing')) THEN 1 ELSE 0 END AS newerRun
+                FROM outbox LEFT JOIN build ON build.id = outbox.buildId WHERE outbox.id = ?
+                """, arguments: [id])
+    }
+
+    /// The `tag_owner` rows of `tags` of `image`, by tag, in one statement.
+    static func tagOwnerRows(_ db: SQLTransaction, image: String, tags: [String]) throws -> [String: SQLRow] {
+        guard !tags.isEmpty else { return [:] }
+        var arguments: SQLArguments = [image]
+        for tag in tags { arguments.append(tag) }
+        let rows = try SQLRow.fetchAll(
+            db,
+            sql: "SELECT tag, buildId, buildSeq FROM tag_owner WHERE image = ? AND tag IN ("
+                + Array(repeating: "?", count: tags.count).joined(separator: ", ") + ")",
+            arguments: arguments)
+        return Dictionary(rows.map { ($0["tag"] as String, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Which build's list each tag of `image` holds, as the publisher recorded it.
@@ -308,26 +321,26 @@ extension Store {
     public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String, tags: [String]) async throws {
         let at = Store.timestamp(now())
         try await write { db in
-            guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]) else {
+            guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
             let rowState: String = row["state"]
             guard rowState == "pending" || rowState == "pushing" else { return }
             let buildId: String = row["buildId"]
+            guard let state = row["buildState"] as String?, let seq = row["buildSeq"] as Int64?,
+                let image = row["buildImage"] as String?
+            else { throw StoreError.notFound(kind: "build", id: buildId) }
             try db.execute(
                 sql: "UPDATE outbox SET state = 'done', listDigest = ?, finishedAt = ?, attempts = attempts + 1 WHERE id = ?",
                 arguments: [listDigest.description, at, id])
             let final: BuildState = (row["partial"] as Int) != 0 ? .partiallyPublished : .published
-            let current = try Self.buildState(db, id: buildId)
+            let current = BuildState(rawValue: state) ?? .failed
             let tagList = tags.joined(separator: ",")
             // The tags hold this list now, whatever happened to the build meanwhile.
-            if let build = try SQLRow.fetchOne(db, sql: "SELECT seq, image FROM build WHERE id = ?", arguments: [buildId]) {
-                try Self.recordTagOwners(
-                    db, image: build["image"], tags: tags, buildId: buildId, seq: build["seq"], digest: listDigest.description,
-                    at: at)
-            }
+            try Self.recordTagOwners(
+                db, image: image, tags: tags, buildId: buildId, seq: seq, digest: listDigest.description, at: at)
             try Self.releaseTags(db, holder: Self.tagHolder(run: id), replica: replica, at: at)
-            guard current == .publishing, try !Self.hasNewerRun(db, buildId: buildId, than: id) else {
+            guard current == .publishing, (row["newerRun"] as Int) == 0 else {
                 // Cancelled or retried while the push was under way: the list is live under these tags; say so.
                 let why = current == .cancelled ? "after the build was cancelled" : "after a retry replaced its publishing run"
                 let notice =

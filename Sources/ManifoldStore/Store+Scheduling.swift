@@ -56,25 +56,17 @@ extension Store {
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
         return try await write { db -> Lease? in
-            let agent = try self.pollingAgent(db, agentId: agentId, poll: poll)
+            // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on the
+            // way) is handed out again, same epoch, before anything new. An agent that keeps polling but never confirms
+            // (it crashes before its first heartbeat) gets the lease again for a few acknowledge windows at most; then
+            // the reaper gives the job to another. That grant is read with the agent's row.
+            let agent = try self.pollingAgent(
+                db, agentId: agentId, poll: poll,
+                heldSince: Store.timestamp(at.addingTimeInterval(-4 * settings.acknowledgeWindow)))
             let offer = (platforms: agent.platforms, labels: agent.labels)
             try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels, stored: agent.row)
             guard agent.state == .active else { return nil }
-            // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on
-            // the way) is handed out again, same epoch, before anything new.
-            if let held = try SQLRow.fetchOne(
-                db,
-                sql: """
-                    SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
-                    JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
-                    WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
-                        AND attempt.startedAt > ? AND attempt.cancelRequested = 0
-                    ORDER BY attempt.epoch LIMIT 1
-                    """,
-                // An agent that keeps polling but never confirms (it crashes before its first heartbeat) gets the
-                // lease again for a few acknowledge windows at most; then the reaper gives the job to another.
-                arguments: [agentId, Store.timestamp(at.addingTimeInterval(-4 * settings.acknowledgeWindow))])
-            {
+            if let held = agent.held {
                 let epoch: Int64 = held["epoch"]
                 let job = try self.jobRow(db, id: held["jobId"])
                 if case .secrets(let secrets) = try self.leaseSecrets(db, buildId: job["buildId"], poll: poll) {

@@ -35,18 +35,25 @@ extension Store {
         _ db: SQLTransaction, image: String, tags: [String], holder: String, buildId: String, replica: String, at: Double,
         ttl: TimeInterval
     ) throws -> TagClaimedElsewhere? {
-        for tag in tags {
-            if let held = try SQLRow.fetchOne(
-                db,
-                sql: """
-                    SELECT buildId, claimedBy, claimedUntil FROM tag_claim
-                    WHERE image = ? AND tag = ? AND holder <> ? AND claimedBy <> ? AND claimedUntil > ?
-                    """, arguments: [image, tag, holder, replica, at])
-            {
-                return TagClaimedElsewhere(
-                    image: image, tag: tag, buildId: held["buildId"], replica: held["claimedBy"],
-                    until: Date(timeIntervalSince1970: held["claimedUntil"]))
-            }
+        guard !tags.isEmpty else { return nil }
+        // Every tag's claim in one statement (each is a round trip while the writers' lock is held); the first tag
+        // in `tags` order that another replica's push holds is the one reported.
+        var arguments: SQLArguments = [image]
+        for tag in tags { arguments.append(tag) }
+        for value in [holder, replica] as [String] { arguments.append(value) }
+        arguments.append(at)
+        let claims = try SQLRow.fetchAll(
+            db,
+            sql: """
+                SELECT tag, buildId, claimedBy, claimedUntil FROM tag_claim
+                WHERE image = ? AND tag IN (\(Array(repeating: "?", count: tags.count).joined(separator: ", ")))
+                    AND holder <> ? AND claimedBy <> ? AND claimedUntil > ?
+                """, arguments: arguments)
+        let held = Dictionary(claims.map { ($0["tag"] as String, $0) }, uniquingKeysWith: { first, _ in first })
+        if let tag = tags.first(where: { held[$0] != nil }), let claim = held[tag] {
+            return TagClaimedElsewhere(
+                image: image, tag: tag, buildId: claim["buildId"], replica: claim["claimedBy"],
+                until: Date(timeIntervalSince1970: claim["claimedUntil"]))
         }
         for tag in tags {
             try db.execute(
