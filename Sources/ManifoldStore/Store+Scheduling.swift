@@ -734,11 +734,13 @@ extension Store {
     ) async throws -> Bool {
         let at = now()
         return try await write(buildOfJob: jobId) { db -> Bool in
-            try Self.releaseTags(db, holder: Self.tagHolder(attempt: epoch), replica: replica, at: Store.timestamp(at))
+            // An attempt of this job only: the write holds the lock of this job's build, not of another's attempt.
             guard
                 let attempt = try SQLRow.fetchOne(
-                    db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId]),
-                (attempt["state"] as String) == "verifying",
+                    db, sql: "SELECT * FROM attempt WHERE epoch = ? AND jobId = ?", arguments: [epoch, jobId])
+            else { return false }
+            try Self.releaseTags(db, holder: Self.tagHolder(attempt: epoch), replica: replica, at: Store.timestamp(at))
+            guard (attempt["state"] as String) == "verifying",
                 self.mayActOnVerification(attempt, claim: claim, at: Store.timestamp(at))
             else { return false }
             let job = try self.jobRow(db, id: jobId)

@@ -68,6 +68,11 @@ extension Store {
 
     /// Ends `holder`'s claims that this replica holds (its PUTs are over: landed, failed or not started), and makes
     /// the publishing runs that waited for a tag of the same image due at once.
+    ///
+    /// Runs inside writes scoped to one build (``recordVerification(jobId:epoch:outcome:canonicalReference:claim:)``),
+    /// beside other builds' on PostgreSQL, and then touches other builds' outbox rows. That equals running one at a
+    /// time only because no build-scoped write makes a row match the nudge (`tagWait` is set only by
+    /// ``claimPublication(id:listDigest:tags:)``, an ordinary write; scoped writes only end pending runs): keep it so.
     static func releaseTags(_ db: SQLTransaction, holder: String, replica: String, at: Double) throws {
         let images = try String.fetchAll(
             db, sql: "SELECT DISTINCT image FROM tag_claim WHERE holder = ? AND claimedBy = ?", arguments: [holder, replica])

@@ -236,6 +236,11 @@ import Testing
         #expect(
             try await first.recordVerification(
                 jobId: newer.jobId, epoch: newer.epoch, outcome: .verified, claim: olderClaim) == false)
+        // A recording that names another job's attempt changes nothing, not even that attempt's tag claim (the write
+        // holds the named job's build, not the attempt's).
+        #expect(
+            try await second.recordVerification(
+                jobId: older.jobId, epoch: newer.epoch, outcome: .verified, claim: newerClaim) == false)
         let third = try await ReplicaClaimTests.reportAwaitingCheck(fixture, name: "c")
         let thirdClaim = try #require(try await first.claimVerification(jobId: third.jobId, epoch: third.epoch))
         await #expect(throws: TagClaimedElsewhere.self) {

@@ -107,6 +107,9 @@ public final class PostgresBackend: StoreBackend {
     ///
     /// Heartbeats, log appends, reports and verification outcomes, each a few round trips, were half of every
     /// build's writes and kept every other replica's writes waiting meanwhile (deploy/bench/README.md has the figures).
+    /// A rule that sets a column such a write reads on another build's rows (an outbox row's `tagWait`, a run made
+    /// pending again) must stay an ordinary write. A scoped write waiting for its build's lock already holds the shared
+    /// lock, so an ordinary write queued behind it waits for it too (the other order could deadlock).
     public func write<T: Sendable>(
         buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {
