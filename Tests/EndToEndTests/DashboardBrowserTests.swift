@@ -25,6 +25,17 @@ import Testing
             "var row = document.getElementById('job-' + arguments[0]); return row ? row.getAttribute('data-state') : '';", [key])
     }
 
+    /// Waits until the browser is on a page whose URL `matches` and which holds an element for `css`. The URL changes
+    /// when the new page commits, before it is parsed: a CI run read the first row of a table that was not there yet.
+    static func waitForPage(
+        _ browser: WebDriver, _ what: String, showing css: String, url matches: (String) -> Bool
+    ) async throws {
+        try await browser.wait(what) {
+            guard matches(try await browser.currentURL()) else { return false }
+            return try await !browser.findAll(css).isEmpty
+        }
+    }
+
     static func buildState(_ browser: WebDriver) async throws -> String {
         try await browser.execute(
             "var s = document.querySelector('#build-live h1 .state'); return s ? s.textContent : '';")
@@ -69,7 +80,9 @@ import Testing
             #expect(try await Self.unlabelled(browser) == "")
             try await browser.type(try await browser.find("#token"), harness.admin)
             try await browser.click(try await browser.find("form.signin button[type=submit]"))
-            try await browser.wait("the build page") { try await browser.currentURL().hasSuffix("/builds/\(build.id)") }
+            try await Self.waitForPage(browser, "the build page", showing: "#job-windows-amd64-10-0-20348") {
+                $0.hasSuffix("/builds/\(build.id)")
+            }
             for key in ["linux-amd64", "linux-arm64", "windows-amd64-10-0-20348"] {
                 #expect(try await Self.rowState(browser, key) == "queued", "\(key)")
             }
@@ -99,7 +112,7 @@ import Testing
 
             // Follow the Windows attempt's log as the agent writes it.
             try await browser.click(try await browser.find("#job-windows-amd64-10-0-20348 a[href*='/logs']"))
-            try await browser.wait("the log page") { try await browser.currentURL().contains("/logs?platform=windows") }
+            try await Self.waitForPage(browser, "the log page", showing: "#log") { $0.contains("/logs?platform=windows") }
             _ = try await browser.execute("window.manifoldMarker = 'log page'; return 'ok';")
             var logged = 0
             for line in ["windows step 1: \u{1B}[32mpulling\u{1B}[0m", "windows step 2: <b>building</b>"] {
@@ -179,7 +192,7 @@ import Testing
             }
             #expect(try await browser.execute("return window.manifoldMarker;") == "list")
             try await browser.click(try await browser.find("a[href='/builds/\(other.id)']"))
-            try await browser.wait("the other build's page") { try await browser.currentURL().hasSuffix(other.id) }
+            try await Self.waitForPage(browser, "the other build's page", showing: "#cancel-build") { $0.hasSuffix(other.id) }
             try await browser.click(try await browser.find("#cancel-build"))
             try await browser.wait("the other build cancelled") { try await Self.buildState(browser) == "cancelled" }
             #expect(try await harness.client().build(id: other.id).state == .cancelled)
@@ -214,7 +227,7 @@ import Testing
             try await plain.wait("the sign-in page") { try await plain.currentURL().contains("/sign-in") }
             try await plain.type(try await plain.find("#token"), harness.admin)
             try await plain.click(try await plain.find("form.signin button[type=submit]"))
-            try await plain.wait("the builds list") { try await plain.currentURL().hasSuffix("/builds") }
+            try await Self.waitForPage(plain, "the builds list", showing: "table.builds") { $0.hasSuffix("/builds") }
             #expect(try await plain.text(try await plain.find("table.builds")).contains(String(build.id.prefix(16))))
             try await plain.navigate(to: "\(harness.url)/builds/\(build.id)")
             let page = try await plain.text(try await plain.find("#build-live"))
@@ -287,7 +300,7 @@ import Testing
 
             // The arm64 log as its builder prints it.
             try await browser.click(try await browser.find("#job-linux-arm64 a[href*='/logs']"))
-            try await browser.wait("the log page") { try await browser.currentURL().contains("/logs?platform=linux") }
+            try await Self.waitForPage(browser, "the log page", showing: "#log") { $0.contains("/logs?platform=linux") }
             _ = try await browser.execute("window.manifoldMarker = 'log page'; return 'ok';")
             try await browser.wait("the builder's first line") {
                 try await browser.text(try await browser.find("#log")).contains("step one for linux/arm64")
