@@ -95,7 +95,7 @@ extension Store {
         if let heldSince {
             held = """
                 LEFT JOIN (
-                    SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId FROM attempt
+                    SELECT attempt.epoch, attempt.number, attempt.pushTag, attempt.jobId, job.buildId FROM attempt
                     JOIN job ON job.id = attempt.jobId AND job.currentEpoch = attempt.epoch
                     WHERE attempt.agentId = ? AND attempt.state = 'running' AND attempt.acknowledgedAt IS NULL
                         AND attempt.startedAt > ? AND attempt.cancelRequested = 0
@@ -104,7 +104,7 @@ extension Store {
                 """
             heldColumns =
                 ", held.epoch AS heldEpoch, held.number AS heldNumber, held.pushTag AS heldPushTag, "
-                + "held.jobId AS heldJobId"
+                + "held.jobId AS heldJobId, held.buildId AS heldBuildId"
             arguments = [agentId, heldSince]
         }
         arguments.append(agentId)
@@ -142,10 +142,10 @@ extension Store {
                 held: heldSince == nil || (agent["heldEpoch"] as Int64?) == nil
                     ? nil
                     : SQLRow(
-                        columns: ["epoch", "number", "pushTag", "jobId"],
+                        columns: ["epoch", "number", "pushTag", "jobId", "buildId"],
                         values: [
                             agent.value("heldEpoch"), agent.value("heldNumber"), agent.value("heldPushTag"),
-                            agent.value("heldJobId"),
+                            agent.value("heldJobId"), agent.value("heldBuildId"),
                         ]))
         }
     }
@@ -273,6 +273,6 @@ struct PollingAgent {
     var state: AgentState?
     /// The agent's row as read.
     var row: SQLRow
-    /// The grant read with `heldSince` (columns `epoch`, `number`, `pushTag`, `jobId`), if any.
+    /// The grant read with `heldSince` (columns `epoch`, `number`, `pushTag`, `jobId`, `buildId`), if any.
     var held: SQLRow? = nil
 }

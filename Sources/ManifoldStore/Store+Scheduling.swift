@@ -53,9 +53,13 @@ public enum LogAppendResult: Sendable, Hashable {
 extension Store {
     /// Hands the oldest queued job that this agent can build to it, or nil. Builds are served in
     /// submission order (FIFO across builds); a job no agent can take never blocks the ones behind it.
+    ///
+    /// A poll's write (``write(agent:_:)``): on PostgreSQL it runs beside other agents' leases and other builds'
+    /// writes, so it locks each build before it acts on its rows and reads the job again under that lock; another
+    /// agent's lease may have taken it since the queue was read.
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
-        return try await write { db -> Lease? in
+        return try await write(agent: agentId) { db -> Lease? in
             // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on the
             // way) is handed out again, same epoch, before anything new. An agent that keeps polling but never confirms
             // (it crashes before its first heartbeat) gets the lease again for a few acknowledge windows at most; then
@@ -63,12 +67,30 @@ extension Store {
             let agent = try self.pollingAgent(
                 db, agentId: agentId, poll: poll,
                 heldSince: Store.timestamp(at.addingTimeInterval(-4 * settings.acknowledgeWindow)))
-            let offer = (platforms: agent.platforms, labels: agent.labels)
-            try self.touchAgent(db, id: agentId, poll: poll, labels: offer.labels, stored: agent.row)
-            guard agent.state == .active else { return nil }
-            if let held = agent.held {
-                let epoch: Int64 = held["epoch"]
-                let job = try self.jobRow(db, id: held["jobId"])
+            let lease = agent.state == .active ? try self.nextLease(db, agentId: agentId, agent: agent, poll: poll, at: at) : nil
+            // The agent's row last, after every build's lock (``StoreBackend/write(agent:_:)``).
+            try self.touchAgent(db, id: agentId, poll: poll, labels: agent.labels, stored: agent.row)
+            return lease
+        }
+    }
+
+    /// What ``lease(agentId:poll:)`` hands an active agent: its unconfirmed grant again, else the oldest queued job it
+    /// can take, else nil.
+    private func nextLease(
+        _ db: SQLTransaction, agentId: String, agent: PollingAgent, poll: PollRequest, at: Date
+    ) throws -> Lease? {
+        if let held = agent.held {
+            let epoch: Int64 = held["epoch"]
+            try db.lockBuild(held["buildId"])
+            // Read again under the build's lock: the agent's heartbeat may have confirmed the grant meanwhile.
+            if let job = try SQLRow.fetchOne(
+                db,
+                sql: """
+                    SELECT job.* FROM job JOIN attempt ON attempt.epoch = job.currentEpoch
+                    WHERE job.id = ? AND attempt.epoch = ? AND attempt.state = 'running'
+                        AND attempt.acknowledgedAt IS NULL AND attempt.cancelRequested = 0
+                    """, arguments: [held["jobId"] as String, epoch])
+            {
                 if case .secrets(let secrets) = try self.leaseSecrets(db, buildId: job["buildId"], poll: poll) {
                     let expires = at.addingTimeInterval(settings.acknowledgeWindow)
                     try db.execute(
@@ -83,26 +105,36 @@ extension Store {
                     db, epoch: epoch, jobId: held["jobId"], reason: "the lease could not be handed out again",
                     counted: false, at: at)
             }
-            for candidate in try self.queuedJobs(db, at: at, offering: offer.platforms) {
-                guard let platformSpec = try Self.offered(candidate, to: offer) else { continue }
-                // The build's spec and secret names in one statement: the grant needs both.
-                let buildId: String = candidate["buildId"]
-                guard
-                    let build = try SQLRow.fetchOne(
-                        db, sql: "SELECT spec, secretNames FROM build WHERE id = ?", arguments: [buildId])
-                else { throw StoreError.notFound(kind: "build", id: buildId) }
-                switch try self.leaseSecrets(db, buildId: buildId, secretNames: build["secretNames"], poll: poll) {
-                case .secrets(let secrets):
-                    return try self.grant(
-                        db, job: candidate, platformSpec: platformSpec, spec: try Store.decode(BuildSpec.self, build["spec"]),
-                        agentId: agentId, agentName: agent.name, secrets: secrets, at: at)
-                case .tooOld: continue
-                case .unusable(let reason):
-                    try self.failUnstartable(db, jobId: candidate["id"], reason: reason, at: at)
-                }
-            }
-            return nil
         }
+        let offer = (platforms: agent.platforms, labels: agent.labels)
+        for candidate in try self.queuedJobs(db, at: at, offering: offer.platforms) {
+            guard let platformSpec = try Self.offered(candidate, to: offer) else { continue }
+            let buildId: String = candidate["buildId"]
+            try db.lockBuild(buildId)
+            // The job again under its build's lock, with the build's spec and secret names (the grant needs both); nil
+            // when another agent's lease took it after the queue was read.
+            guard
+                let job = try SQLRow.fetchOne(
+                    db,
+                    sql: """
+                        SELECT job.id, job.buildId, job.spec, job.attempts, job.platform, build.spec AS buildSpec,
+                            build.secretNames
+                        FROM job JOIN build ON build.id = job.buildId
+                        WHERE job.id = ? AND job.state = 'queued' AND job.notBefore <= ?
+                            AND build.state IN ('queued', 'running')
+                        """, arguments: [candidate["id"] as String, Store.timestamp(at)])
+            else { continue }
+            switch try self.leaseSecrets(db, buildId: buildId, secretNames: job["secretNames"], poll: poll) {
+            case .secrets(let secrets):
+                return try self.grant(
+                    db, job: job, platformSpec: platformSpec, spec: try Store.decode(BuildSpec.self, job["buildSpec"]),
+                    agentId: agentId, agentName: agent.name, secrets: secrets, at: at)
+            case .tooOld: continue
+            case .unusable(let reason):
+                try self.failUnstartable(db, jobId: job["id"], reason: reason, at: at)
+            }
+        }
+        return nil
     }
 
     /// Whether ``lease(agentId:poll:)`` might hand an agent in `state` something now: a grant it has not confirmed, or a

@@ -470,99 +470,87 @@ import Testing
     /// A write scoped to one build (``PostgresBackend/write(buildOfJob:_:)``) runs beside another replica's write for
     /// another build, waits for one of the same build and for an ordinary write, and keeps ordinary writes waiting.
     @Test func buildScopedWritesRunBesideOtherBuildsOnly() async throws {
-        var configuration = try await TestPostgres.shared.freshSchema(poolSize: 4)
-        configuration.applicationName = "manifold-test-\(UInt32.random(in: 0...UInt32.max))"
-        let applicationName = configuration.applicationName
-        let first = try await PostgresBackend.connect(configuration, logger: Self.logger)
-        let second = try await PostgresBackend.connect(configuration, logger: Self.logger)
-        /// Waits (up to 20 s) until `count` transactions of the two backends wait for an advisory lock.
-        func waitingForLocks(_ count: Int) async throws -> Int {
-            var waiting = -1
-            for _ in 0..<400 {
-                waiting =
-                    try await first.read { db in
-                        try Int.fetchOne(
-                            db,
-                            sql: "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                + "AND application_name = ? AND wait_event = 'advisory'",
-                            arguments: [applicationName])
-                    } ?? -1
-                if waiting == count { return waiting }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return waiting
-        }
-        /// Starts a write on `first` that holds its locks until `release` is signalled; returns once they are held.
-        func hold(buildOfJob jobId: String?, release: DispatchSemaphore) async throws -> Task<Void, any Error> {
-            let holding = Counter()
-            let body: @Sendable (SQLTransaction) throws -> Void = { db in
-                try db.execute(sql: "INSERT INTO mark VALUES ('holder')")
-                _ = try db.changesCount  // waited for: the locks (sent with BEGIN) are held from here on
-                holding.increment()
-                _ = release.wait(timeout: .now() + 60)  // on the session's own thread
-            }
-            let task = Task {
-                if let jobId { try await first.write(buildOfJob: jobId, body) } else { try await first.write(body) }
-            }
-            while holding.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
-            return task
-        }
-        do {
-            try await first.write { db in
-                try db.executeScript(
-                    """
-                    CREATE TABLE job (id TEXT PRIMARY KEY, buildId TEXT NOT NULL);
-                    CREATE TABLE mark (name TEXT NOT NULL);
-                    INSERT INTO job VALUES ('job-1', 'build-a'), ('job-2', 'build-a'), ('job-3', 'build-b')
-                    """)
-            }
+        try await LockProbe.with { probe in
+            let (first, second) = (probe.first, probe.second)
             let release = DispatchSemaphore(value: 0)
-            let holder = try await hold(buildOfJob: "job-1", release: release)
+            let holder = try await probe.hold(release: release) { try await first.write(buildOfJob: "job-1", $0) }
             // Another build's write goes through while the holder keeps its build locked.
-            let otherBuild = Counter()
-            let beside = Task {
+            try await probe.goesThrough("a write for another build") {
                 try await second.write(buildOfJob: "job-3") { db in try db.execute(sql: "INSERT INTO mark VALUES ('beside')") }
-                otherBuild.increment()
             }
-            for _ in 0..<400 where otherBuild.value == 0 { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(otherBuild.value == 1, "a write for another build waited for the holder")
             // The same build's write (another of its jobs) and an ordinary write both wait.
-            let sameBuild = Task {
-                try await second.write(buildOfJob: "job-2") { db in
-                    try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
-                }
-            }
-            #expect(try await waitingForLocks(1) == 1, "the same build's write waits for the holder")
-            let ordinary = Task {
-                try await second.write { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
-                }
-            }
-            #expect(try await waitingForLocks(2) == 2, "an ordinary write waits for the holder")
+            let sameBuild = Task { try await second.write(buildOfJob: "job-2", LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(1) == 1, "the same build's write waits for the holder")
+            let ordinary = Task { try await second.write(LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(2) == 2, "an ordinary write waits for the holder")
             release.signal()
             try await holder.value
-            try await beside.value
             #expect(try await sameBuild.value == 1, "the waiting write saw the holder's commit")
             #expect(try await ordinary.value == 1, "the waiting write saw the holder's commit")
 
             // An ordinary write keeps every build's scoped writes waiting.
             let releaseOrdinary = DispatchSemaphore(value: 0)
-            let ordinaryHolder = try await hold(buildOfJob: nil, release: releaseOrdinary)
-            let scoped = Task {
-                try await second.write(buildOfJob: "job-3") { db in
-                    try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
-                }
-            }
-            #expect(try await waitingForLocks(1) == 1, "a build's write waits for an ordinary write")
+            let ordinaryHolder = try await probe.hold(release: releaseOrdinary) { try await first.write($0) }
+            let scoped = Task { try await second.write(buildOfJob: "job-3", LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(1) == 1, "a build's write waits for an ordinary write")
             releaseOrdinary.signal()
             try await ordinaryHolder.value
             #expect(try await scoped.value == 2, "the waiting write saw the holder's commit")
-        } catch {
-            await first.close()
-            await second.close()
-            throw error
         }
-        await first.close()
-        await second.close()
+    }
+
+    /// A poll's write (a lease) runs beside other agents' polls and other builds' writes, one at a time per agent, and
+    /// reads a build's rows only once that build's writes are done (``SQLTransaction/lockBuild(_:)``).
+    @Test func pollWritesRunBesideOtherAgentsAndWaitForTheBuildsTheyLock() async throws {
+        try await LockProbe.with { probe in
+            let (first, second) = (probe.first, probe.second)
+            let release = DispatchSemaphore(value: 0)
+            let holder = try await probe.hold(release: release) { try await first.write(buildOfJob: "job-1", $0) }
+            try await probe.goesThrough("a poll locking another build") {
+                try await second.write(agent: "agent-x") { db in
+                    try db.lockBuild("build-b")
+                    try db.execute(sql: "INSERT INTO mark VALUES ('beside')")
+                }
+            }
+            // A poll that locks the holder's build waits for it, and then reads what it committed.
+            let locking = Task {
+                try await second.write(agent: "agent-y") { db in
+                    try db.lockBuild("build-a")
+                    return try LockProbe.holderMarks(db)
+                }
+            }
+            #expect(try await probe.waitingForLocks(1) == 1, "a poll locking the holder's build waits for it")
+            release.signal()
+            try await holder.value
+            #expect(try await locking.value == 1, "the poll read the build's rows before its write committed")
+
+            // A poll holding its agent (and a build it locked): the same agent's next poll, the build's writes and
+            // an ordinary write wait; another agent's poll and another build's write do not.
+            let releasePoll = DispatchSemaphore(value: 0)
+            let poll = try await probe.hold(release: releasePoll) { body in
+                try await first.write(agent: "agent-x") { db in
+                    try db.lockBuild("build-b")
+                    try body(db)
+                }
+            }
+            try await probe.goesThrough("another agent's poll") {
+                try await second.write(agent: "agent-z") { db in try db.execute(sql: "INSERT INTO mark VALUES ('z')") }
+            }
+            try await probe.goesThrough("a write for a build the poll did not lock") {
+                try await second.write(buildOfJob: "job-1") { db in try db.execute(sql: "INSERT INTO mark VALUES ('a')") }
+            }
+            let sameAgent = Task { try await second.write(agent: "agent-x", LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(1) == 1, "the same agent's next poll waits")
+            let lockedBuild = Task { try await second.write(buildOfJob: "job-3", LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(2) == 2, "a write of the build the poll locked waits")
+            let ordinary = Task { try await second.write(LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(3) == 3, "an ordinary write waits for the poll")
+            releasePoll.signal()
+            try await poll.value
+            for waiting in [sameAgent, lockedBuild, ordinary] {
+                #expect(try await waiting.value == 2, "a waiting write did not see the poll's commit")
+            }
+        }
     }
 
     @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
@@ -940,6 +928,93 @@ import Testing
 }
 
 /// A counter the test's concurrent closures share.
+/// Two backends on one fresh schema, whose transactions can be told apart in `pg_stat_activity`, for tests of which
+/// writes wait for which. The schema has a `job` table (`job-1` and `job-2` of `build-a`, `job-3` of `build-b`) and a
+/// `mark` table that writes insert into.
+struct LockProbe {
+    let first: PostgresBackend
+    let second: PostgresBackend
+    let applicationName: String
+
+    static func with(_ body: (LockProbe) async throws -> Void) async throws {
+        var configuration = try await TestPostgres.shared.freshSchema(poolSize: 4)
+        configuration.applicationName = "manifold-test-\(UInt32.random(in: 0...UInt32.max))"
+        let first = try await PostgresBackend.connect(configuration, logger: PostgresBackendTests.logger)
+        let second = try await PostgresBackend.connect(configuration, logger: PostgresBackendTests.logger)
+        do {
+            try await first.write { db in
+                try db.executeScript(
+                    """
+                    CREATE TABLE job (id TEXT PRIMARY KEY, buildId TEXT NOT NULL);
+                    CREATE TABLE mark (name TEXT NOT NULL);
+                    INSERT INTO job VALUES ('job-1', 'build-a'), ('job-2', 'build-a'), ('job-3', 'build-b')
+                    """)
+            }
+            try await body(LockProbe(first: first, second: second, applicationName: configuration.applicationName))
+        } catch {
+            await first.close()
+            await second.close()
+            throw error
+        }
+        await first.close()
+        await second.close()
+    }
+
+    /// How many `mark` rows holders inserted, as a write sees them.
+    static let holderMarks: @Sendable (SQLTransaction) throws -> Int = { db in
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM mark WHERE name = 'holder'") ?? -1
+    }
+
+    /// Waits (up to 20 s) until `count` transactions of the two backends wait for an advisory lock.
+    func waitingForLocks(_ count: Int) async throws -> Int {
+        var waiting = -1
+        for _ in 0..<400 {
+            waiting =
+                try await first.read { db in
+                    try Int.fetchOne(
+                        db,
+                        sql: "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            + "AND application_name = ? AND wait_event = 'advisory'",
+                        arguments: [applicationName])
+                } ?? -1
+            if waiting == count { return waiting }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return waiting
+    }
+
+    /// Starts `write`, whose body inserts a holder's mark and then keeps its transaction (and locks) open until
+    /// `release` is signalled; returns once the locks are held.
+    func hold(
+        release: DispatchSemaphore,
+        _ write: @escaping @Sendable (@escaping @Sendable (SQLTransaction) throws -> Void) async throws -> Void
+    ) async throws -> Task<Void, any Error> {
+        let holding = Counter()
+        let task = Task {
+            try await write { db in
+                try db.execute(sql: "INSERT INTO mark VALUES ('holder')")
+                _ = try db.changesCount  // waited for: the locks sent before it are held from here on
+                holding.increment()
+                _ = release.wait(timeout: .now() + 60)  // on the session's own thread
+            }
+        }
+        while holding.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        return task
+    }
+
+    /// Expects `write` to finish (within 20 s) while a holder keeps its locks.
+    func goesThrough(_ what: String, _ write: @escaping @Sendable () async throws -> Void) async throws {
+        let done = Counter()
+        let task = Task {
+            try await write()
+            done.increment()
+        }
+        for _ in 0..<400 where done.value == 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(done.value == 1, "\(what) waited for the holder")
+        if done.value == 1 { try await task.value } else { task.cancel() }
+    }
+}
+
 final class Counter: Sendable {
     private let atomic = Atomic<Int>(0)
     @discardableResult

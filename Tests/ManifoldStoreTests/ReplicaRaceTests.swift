@@ -67,6 +67,69 @@ import Testing
         }
     }
 
+    /// An agent whose poll reaches two replicas at once (a retry through a load balancer) is granted one job: the
+    /// second poll hands out the first one's grant again, same epoch, instead of a second job. On PostgreSQL a lease
+    /// runs beside other agents' leases, one at a time per agent.
+    @Test func anAgentPollingTwoReplicasAtOnceIsGrantedOneJob() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        for _ in 0..<3 { _ = try await fixture.submit(platforms: ["linux/amd64"]) }
+        for round in 0..<6 {
+            let agent = try await fixture.join("agent\(round)", platforms: ["linux/amd64"])
+            let poll = PollRequest(platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test")
+            async let a = first.lease(agentId: agent.id, poll: poll)
+            async let b = second.lease(agentId: agent.id, poll: poll)
+            let leases = try await [a, b]
+            let epochs = Set(leases.compactMap { $0?.epoch })
+            #expect(epochs.count == (round < 3 ? 1 : 0), "round \(round): one agent was granted \(leases)")
+            #expect(leases.allSatisfy { (round < 3) == ($0 != nil) }, "round \(round): \(leases)")
+        }
+    }
+
+    /// Agents of two platforms polling two replicas at once, each reporting what it got and polling again, take every
+    /// queued job exactly once, and each agent takes its platform's jobs in the order their builds were submitted.
+    @Test func manyAgentsLeasingAtOnceTakeEveryJobOnceInOrder() async throws {
+        let fixture = try await StoreFixture()
+        let replicas = [try await fixture.another(replica: "replica-a"), try await fixture.another(replica: "replica-b")]
+        var builds: [String] = []
+        for _ in 0..<12 { builds.append(try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"]).id) }
+        var agents: [AgentView] = []
+        for index in 0..<8 {
+            agents.append(try await fixture.join("agent\(index)", platforms: [index % 2 == 0 ? "linux/amd64" : "linux/arm64"]))
+        }
+        let taken = try await withThrowingTaskGroup(of: [Lease].self) { group in
+            for (index, agent) in agents.enumerated() {
+                let replica = replicas[index % 2]
+                group.addTask {
+                    let poll = PollRequest(
+                        platforms: agent.platforms, labels: agent.labels, builders: ["buildah"], version: "test")
+                    var leases: [Lease] = []
+                    while let lease = try await replica.lease(agentId: agent.id, poll: poll) {
+                        leases.append(lease)
+                        try await replica.complete(
+                            agentId: agent.id,
+                            CompleteRequest(
+                                jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded,
+                                imageReference: "\(lease.spec.image):\(lease.spec.tag)",
+                                digest: Digest.compute(of: Data("image \(lease.jobId)".utf8))))
+                    }
+                    return leases
+                }
+            }
+            var all: [[Lease]] = []
+            for try await leases in group { all.append(leases) }
+            return all
+        }
+        let jobs = taken.flatMap { $0.map(\.jobId) }
+        #expect(jobs.count == 24, "\(jobs.count) leases for 24 jobs")
+        #expect(Set(jobs).count == jobs.count, "a job was leased twice")
+        for leases in taken {
+            let order = leases.map { builds.firstIndex(of: $0.spec.buildId) ?? -1 }
+            #expect(order == order.sorted(), "an agent took builds out of submission order: \(order)")
+        }
+    }
+
     /// The verifications of a build's two platforms, recorded by two replicas at the same time (and beside other
     /// builds' verifications), queue its list exactly once: whichever commits second sees the first one's platform
     /// verified. On PostgreSQL these writes run beside other builds' writes, one at a time per build.

@@ -25,12 +25,13 @@ import Synchronization
 /// `write` runs `BEGIN ISOLATION LEVEL READ COMMITTED`, takes the writers' lock (see ``write(_:)``) and then runs the
 /// closure, so writes run one at a time, as the store's rules (written for SQLite's single writer) expect, and each
 /// statement sees every write committed before it. Writes confined to one build's rows (``write(buildOfJob:_:)``)
-/// share that lock with each other and take their build's lock as well. A serialization failure or deadlock (SQLSTATE
-/// 40001, 40P01) at any point rolls back and runs the closure again after a short jittered backoff, up to
-/// ``maxSerializationAttempts`` times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`: one snapshot,
-/// and any write is refused. Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a read's `COMMIT` is
-/// waited for only before the session's next use: each costs the session thread a wake-up, and a statement's round
-/// trip on a loaded machine is mostly such wake-ups.
+/// share that lock with each other and take their build's lock as well; so does a poll's write
+/// (``write(agent:_:)``), which takes its agent's lock and then each build's as it reads them. A serialization failure
+/// or deadlock (SQLSTATE 40001, 40P01) at any point rolls back and runs the closure again after a short jittered
+/// backoff, up to ``maxSerializationAttempts`` times. `read` runs `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`:
+/// one snapshot, and any write is refused. Neither `BEGIN` (nor the writers' lock) is waited for on its own, and a
+/// read's `COMMIT` is waited for only before the session's next use: each costs the session thread a wake-up, and a
+/// statement's round trip on a loaded machine is mostly such wake-ups.
 ///
 /// A connection found closed (the server restarted, `pg_terminate_backend`) is replaced before the next
 /// transaction; one lost during a transaction before `COMMIT` was sent runs the transaction again on a new
@@ -119,6 +120,27 @@ public final class PostgresBackend: StoreBackend {
         }
     }
 
+    /// A write for one agent's poll (a lease): the writers' lock shared, then a transaction-level lock of the agent
+    /// (class ``agentLockClass``), then the lock of each build the body reads (``SQLTransaction/lockBuild(_:)``,
+    /// class ``buildLockClass``, the key ``write(buildOfJob:_:)`` takes). So two polls of one agent run one after
+    /// the other, and a lease runs beside other agents' leases and other builds' writes. The queue is read before any
+    /// build's lock, on a snapshot that may be out of date by the time a build's lock is held: the body reads the job
+    /// again under the lock and goes on to the next candidate when another lease took it.
+    ///
+    /// Deadlocks: builds are locked in the queue's order (oldest build first), so two leases wait for each other's
+    /// builds only when one also locks the build of a grant it found unconfirmed and could not hand out again, then
+    /// takes a new job (PostgreSQL detects that and the write runs again). The agent's row is written last, after
+    /// every build's lock: a heartbeat holds its build's lock while it writes the agent's last-seen time, and a lease
+    /// holding that row while it waited for that build would wait for the heartbeat that waits for it.
+    public func write<T: Sendable>(agent agentId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await sessions.withSession { session in
+            try await session.transaction(
+                .write,
+                lock: .agent(agentId, writers: Self.writerLockClass, agents: Self.agentLockClass, builds: Self.buildLockClass),
+                body)
+        }
+    }
+
     /// A write at `READ COMMITTED` without the writers' lock, beside the other writes: its rows are
     /// content-addressed, inserted with `ON CONFLICT DO NOTHING` (two replicas storing the same context at once write
     /// the same rows, and the second insert of a row waits for the first and then does nothing), and no rule uses
@@ -133,6 +155,8 @@ public final class PostgresBackend: StoreBackend {
     static let writerLockClass: Int32 = 0x4D46_5752
     /// The advisory lock class of one build's writes ("MFBL"); the object key hashes the schema and the build's id.
     static let buildLockClass: Int32 = 0x4D46_424C
+    /// The advisory lock class of one agent's polls ("MFAG"); the object key hashes the schema and the agent's id.
+    static let agentLockClass: Int32 = 0x4D46_4147
 
     /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
     /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.

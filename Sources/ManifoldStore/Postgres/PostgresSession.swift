@@ -29,6 +29,9 @@ actor PostgresSession {
         /// The `writers` class shared, then the `builds` class exclusively for the build of `jobId`: beside other
         /// builds' such writes, never beside an exclusive one or one of the same build.
         case buildOfJob(String, writers: Int32, builds: Int32)
+        /// The `writers` class shared, then the `agents` class exclusively for `agentId`; the body takes the `builds`
+        /// class of each build it reads (``SQLTransaction/lockBuild(_:)``).
+        case agent(String, writers: Int32, agents: Int32, builds: Int32)
     }
 
     nonisolated let thread: SessionThread
@@ -90,6 +93,13 @@ actor PostgresSession {
                     try transaction.send(
                         "SELECT pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
                             + "|| coalesce((SELECT buildId FROM job WHERE id = ?), '')))", [jobId])
+                case .agent(let agentId, let writers, let agents, let builds):
+                    // The same order: the writers' lock shared, the agent's, then builds' locks as the body reads them.
+                    transaction.sendControl(
+                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    try transaction.send(
+                        "SELECT pg_advisory_xact_lock(\(agents), hashtext(current_schema() || '/' || ?))", [agentId])
+                    transaction.buildLockClass = builds
                 }
                 let value = try body(transaction)
                 if kind == .read {

@@ -34,6 +34,11 @@ final class PostgresTransaction: SQLTransaction {
         let timedOut: TimeoutFlag
     }
 
+    /// The advisory lock class of builds' locks when the body takes them itself (``PostgresBackend/write(agent:_:)``);
+    /// nil when the transaction's locks were all taken at its start.
+    var buildLockClass: Int32?
+    private var lockedBuilds: Set<String> = []
+
     init(connection: PostgresConnection, shared: PostgresShared) {
         self.connection = connection
         self.shared = shared
@@ -44,6 +49,14 @@ final class PostgresTransaction: SQLTransaction {
             _ = try settle()
             return lastChanges
         }
+    }
+
+    /// Sent without waiting: the statement after it waits for the lock too, and PostgreSQL takes its snapshot (at
+    /// `READ COMMITTED`, one per statement) only once the lock is held. The key is the one
+    /// ``PostgresBackend/write(buildOfJob:_:)`` takes for the build.
+    func lockBuild(_ buildId: String) throws {
+        guard let buildLockClass, lockedBuilds.insert(buildId).inserted else { return }
+        try send("SELECT pg_advisory_xact_lock(\(buildLockClass), hashtext(current_schema() || '/' || ?))", [buildId])
     }
 
     @discardableResult

@@ -23,9 +23,16 @@ public protocol SQLTransaction: AnyObject {
     /// Rows changed by the last statement (`UPDATE`, `DELETE`, `INSERT`); throws what a statement sent before it
     /// failed with.
     var changesCount: Int { get throws }
+    /// Waits, for the rest of this transaction, until no other write of build `buildId` runs, before this one reads
+    /// that build's rows. Only a write that may run beside others needs it (``StoreBackend/write(agent:_:)``), and
+    /// there it must come before any read of the build's rows and before any row lock that such a write of another
+    /// build may wait for. Nothing to do where the transaction runs alone (SQLite; PostgreSQL's ordinary writes).
+    func lockBuild(_ buildId: String) throws
 }
 
 extension SQLTransaction {
+    public func lockBuild(_ buildId: String) throws {}
+
     /// Runs a statement that produces no rows the caller needs (see ``send(_:_:)``).
     public func execute(sql: String, arguments: SQLArguments = []) throws {
         try send(sql, arguments)

@@ -26,6 +26,14 @@ public protocol StoreBackend: Sendable {
     /// other builds; never beside an ordinary write or one of the same build. Same retry contract as ``write(_:)``.
     func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
+    /// Runs `body` in a write transaction for a poll of agent `agentId`, whose effect is as if no other write ran at
+    /// the same time, where `body` reads and changes the agent's rows (its row, its attempts) and the rows of builds it
+    /// locks first with ``SQLTransaction/lockBuild(_:)``, in the order the queue hands them out, and at most reads rows
+    /// of other builds that it checks again under their build's lock before it acts on them. A backend may run it
+    /// beside writes of other agents and builds; never beside an ordinary write, another of the same agent, or one of
+    /// a build it locked. Same retry contract as ``write(_:)``.
+    func write<T: Sendable>(agent agentId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
     /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
     func migrate() async throws
@@ -46,6 +54,11 @@ extension StoreBackend {
 
     /// One writer at a time: a write scoped to one build is an ordinary one there too.
     public func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await write(body)
+    }
+
+    /// One writer at a time: a poll's write is an ordinary one there too.
+    public func write<T: Sendable>(agent agentId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         try await write(body)
     }
 }
