@@ -9,8 +9,10 @@ import Glibc
 #endif
 
 extension ChaosTests {
-    /// The coordinator is killed (SIGKILL) and started again while an agent downloads a 4 MiB context, slowed by
-    /// the TCP fault proxy between them. Against replicas (`MANIFOLD_TEST_REPLICAS`), the coordinator killed is the
+    /// The coordinator is killed (SIGKILL) and started again while an agent downloads a context of 12 MiB or more,
+    /// slowed by the TCP fault proxy between them to about ten seconds. The context is three times the largest send
+    /// buffer the kernel gives a socket (`net.ipv4.tcp_wmem`): what a killed process had handed its socket is still
+    /// delivered, so a context that fits in the buffers would never be cut. Against replicas (`MANIFOLD_TEST_REPLICAS`), the coordinator killed is the
     /// replica serving the download: it is killed and restarted while the other replicas serve on, so the agent's
     /// retry reaches another replica (contexts are in the state directory the replicas share).
     ///
@@ -21,10 +23,13 @@ extension ChaosTests {
         defer { harness.tearDown() }
         let link = try TCPFaultProxy.start(backendPort: harness.port)
         defer { link.stop() }
-        // About 40 ms per 16 KiB chunk from the coordinator: the download takes over ten seconds. Set before the
-        // agent connects: a rule takes new connections only, and the agent keeps its connections, so the download
-        // may well go on the connection its poll came back on.
-        try link.setRules([TCPFaultRule(delay: 0.04, direction: .down)])
+        let wmem = (try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_wmem", encoding: .utf8)) ?? ""
+        let sendBuffer = wmem.split(whereSeparator: \.isWhitespace).last.flatMap { Int($0) } ?? (4 << 20)
+        let noiseBytes = max(12 << 20, 3 * sendBuffer)
+        // A delay per 16 KiB chunk from the coordinator that makes the download take about ten seconds. Set before
+        // the agent connects: a rule takes new connections only, and the agent keeps its connections, so the
+        // download may well go on the connection its poll came back on.
+        try link.setRules([TCPFaultRule(delay: 10.0 * 16_384 / Double(noiseBytes), direction: .down)])
         let ledger = harness.scratch.file("ledger")
         #expect(try harness.join("fetcher", url: "https://127.0.0.1:\(link.port)").status == 0)
         let agent = try harness.startAgent("fetcher", script: Chaos.pushScript(ledger: ledger))
@@ -32,9 +37,9 @@ extension ChaosTests {
 
         let contextDirectory = harness.scratch.file("big-context")
         try FileManager.default.createDirectory(at: contextDirectory, withIntermediateDirectories: true)
-        var generator = SystemRandomNumberGenerator()
-        try Data((0..<(4 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
-            .write(to: contextDirectory.appendingPathComponent("noise.bin"))
+        let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+        defer { try? random.close() }
+        try (try random.read(upToCount: noiseBytes) ?? Data()).write(to: contextDirectory.appendingPathComponent("noise.bin"))
         try Data("FROM scratch\nCOPY noise.bin /\n".utf8).write(to: contextDirectory.appendingPathComponent("Dockerfile"))
         let archive = harness.scratch.file("big-context.tar.gz")
         try await runChecked("tar", ["-czf", archive.path, "-C", contextDirectory.path, "."])

@@ -31,6 +31,10 @@ public final class TestHAProxy: Sendable {
             ([
                 "global",
                 "    maxconn 8192",
+                // Fixed socket buffers towards clients and replicas, as the kernel would otherwise grow them to
+                // megabytes: a replica killed while a transfer is under way must leave some of it unsent.
+                "    tune.rcvbuf.server 65536",
+                "    tune.sndbuf.client 65536",
                 "defaults",
                 "    mode tcp",
                 "    timeout connect 2s",

@@ -51,6 +51,29 @@ import threading
 import time
 
 CHUNK = 16 * 1024
+# The receive buffer of a connection slowed by a delay: a slow link holds little in flight. Without a bound, the
+# kernel grows the window (up to net.ipv4.tcp_rmem's maximum, 32 MiB on a machine with 24 GB) and the sender moves
+# megabytes into socket buffers at once: a sender killed "mid-transfer" then has nothing left to lose, as the
+# kernel still delivers what it had accepted.
+SLOW_RECEIVE_BUFFER = 64 * 1024
+
+
+def connect(address, slow):
+    """A connection to the backend; a slow one with a small receive buffer, set before the handshake sizes the
+    window."""
+    if not slow:
+        return socket.create_connection(address, timeout=10)
+    host, port = address
+    family, kind, proto, _, target = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RECEIVE_BUFFER)
+        sock.settimeout(10)
+        sock.connect(target)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -151,7 +174,7 @@ class Connection:
                 self.log(index, action)
                 return
             try:
-                backend = socket.create_connection(self.server.backend, timeout=10)
+                backend = connect(self.server.backend, slow=bool(rule.get("delay")))
             except OSError as error:
                 reset(self.client)
                 self.log(index, action, refused=True, error=str(error))
