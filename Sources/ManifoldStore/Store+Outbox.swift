@@ -126,7 +126,7 @@ extension Store {
     /// a push that lands is recorded.
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
-        return try await write { db -> PublicationClaim in
+        return try await write(buildOfPublication: id) { db -> PublicationClaim in
             guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
@@ -144,6 +144,8 @@ extension Store {
             guard let buildState = row["buildState"] as String?, let seq = row["buildSeq"] as Int64?,
                 let image = row["buildImage"] as String?
             else { throw StoreError.notFound(kind: "build", id: buildId) }
+            // Everything below may read the image's tags; what was read above is this build's.
+            try db.lockImage(image)
             /// Ends the run unpushed. A run that had already started its tag PUTs (and failed midway) may have
             /// moved some tags: that is recorded, never silent.
             func abandon(_ reason: String, kind: String) throws -> PublicationClaim {
@@ -217,7 +219,7 @@ extension Store {
         jobId: String, epoch: Int64, childTag: String, digest: Digest, claim: VerificationClaim? = nil
     ) async throws -> Bool {
         let at = Store.timestamp(now())
-        return try await write { db -> Bool in
+        return try await write(buildOfJob: jobId) { db -> Bool in
             guard
                 let row = try SQLRow.fetchOne(
                     db,
@@ -234,6 +236,7 @@ extension Store {
             let buildId: String = row["buildId"]
             let seq: Int64 = row["seq"]
             let image: String = row["image"]
+            try db.lockImage(image)
             if let owner = try SQLRow.fetchOne(
                 db, sql: "SELECT buildId, buildSeq FROM tag_owner WHERE image = ? AND tag = ?", arguments: [image, childTag]),
                 (owner["buildSeq"] as Int64) > seq
@@ -275,7 +278,7 @@ extension Store {
     }
 
     /// Outbox row `id` with what claiming and recording it need besides, in one statement (each is a round trip while
-    /// the writers' lock is held): its build's `buildState`, `buildSeq` and `buildImage` (NULL when the build is
+    /// the write's locks are held): its build's `buildState`, `buildSeq` and `buildImage` (NULL when the build is
     /// gone) and `newerRun`, 1 when a later run of the build is queued or under way (a retry's new digest set).
     static func publishingRun(_ db: SQLTransaction, id: Int64) throws -> SQLRow? {
         try SQLRow.fetchOne(
@@ -320,7 +323,7 @@ extension Store {
     /// run, is never silent: it is recorded as an event and in the build's notice.
     public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String, tags: [String]) async throws {
         let at = Store.timestamp(now())
-        try await write { db in
+        try await write(buildOfPublication: id) { db in
             guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
@@ -330,6 +333,7 @@ extension Store {
             guard let state = row["buildState"] as String?, let seq = row["buildSeq"] as Int64?,
                 let image = row["buildImage"] as String?
             else { throw StoreError.notFound(kind: "build", id: buildId) }
+            try db.lockImage(image)
             try db.execute(
                 sql: "UPDATE outbox SET state = 'done', listDigest = ?, finishedAt = ?, attempts = attempts + 1 WHERE id = ?",
                 arguments: [listDigest.description, at, id])
@@ -371,7 +375,7 @@ extension Store {
     /// build fails with the registry's reason.
     public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int? = nil) async throws {
         let at = now()
-        try await write { db in
+        try await write(buildOfPublication: id) { db in
             guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
                 ["pending", "pushing"].contains(row["state"] as String)
             else { return }

@@ -36,7 +36,7 @@ extension Store {
         ttl: TimeInterval
     ) throws -> TagClaimedElsewhere? {
         guard !tags.isEmpty else { return nil }
-        // Every tag's claim in one statement (each is a round trip while the writers' lock is held); the first tag
+        // Every tag's claim in one statement (each is a round trip while the write's locks are held); the first tag
         // in `tags` order that another replica's push holds is the one reported.
         var arguments: SQLArguments = [image]
         for tag in tags { arguments.append(tag) }
@@ -69,14 +69,16 @@ extension Store {
     /// Ends `holder`'s claims that this replica holds (its PUTs are over: landed, failed or not started), and makes
     /// the publishing runs that waited for a tag of the same image due at once.
     ///
-    /// Runs inside writes scoped to one build (``recordVerification(jobId:epoch:outcome:canonicalReference:claim:)``),
-    /// beside other builds' on PostgreSQL, and then touches other builds' outbox rows. That equals running one at a
-    /// time only because no build-scoped write makes a row match the nudge (`tagWait` is set only by
-    /// ``claimPublication(id:listDigest:tags:)``, an ordinary write; scoped writes only end pending runs): keep it so.
+    /// Runs inside writes scoped to one build, beside other builds' on PostgreSQL, and then touches other builds'
+    /// outbox rows: under the image's lock (``SQLTransaction/lockImage(_:)``), which every write that reads the image's
+    /// claims or sets `tagWait` takes too (``claimPublication(id:listDigest:tags:)``), so a run that starts waiting for
+    /// a tag and the end of the push it waits for never pass each other unseen. A claim taken over by another holder
+    /// between the read of the images and the lock is simply not deleted.
     static func releaseTags(_ db: SQLTransaction, holder: String, replica: String, at: Double) throws {
         let images = try String.fetchAll(
             db, sql: "SELECT DISTINCT image FROM tag_claim WHERE holder = ? AND claimedBy = ?", arguments: [holder, replica])
         guard !images.isEmpty else { return }
+        for image in images { try db.lockImage(image) }
         try db.execute(sql: "DELETE FROM tag_claim WHERE holder = ? AND claimedBy = ?", arguments: [holder, replica])
         for image in images {
             try db.execute(

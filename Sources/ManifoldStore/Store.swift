@@ -123,11 +123,12 @@ public final class Store: Sendable {
     /// back, nothing of it was kept.
     /// `contentAddressed` writes need not wait for other writes (``StoreBackend/writeContentAddressed(_:)``); a
     /// write that names `buildOfJob` reads and changes only that job's build's rows (and blindly updates rows no such
-    /// write reads), so it may run beside other builds' (``StoreBackend/write(buildOfJob:_:)``); one that names `agent`
+    /// write reads), so it may run beside other builds' (``StoreBackend/write(buildOfJob:_:)``), as may one that names
+    /// the `buildOfPublication` (its outbox row) it publishes; one that names `agent`
     /// is a poll's, which locks each build before it reads its rows (``StoreBackend/write(agent:_:)``).
     func write<T: Sendable>(
-        contentAddressed: Bool = false, buildOfJob jobId: String? = nil, agent agentId: String? = nil,
-        _ updates: @Sendable (SQLTransaction) throws -> T
+        contentAddressed: Bool = false, buildOfJob jobId: String? = nil, buildOfPublication publication: Int64? = nil,
+        agent agentId: String? = nil, _ updates: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {
         writesOpen.add(1, ordering: .relaxed)
         let start = ContinuousClock.now
@@ -141,6 +142,8 @@ public final class Store: Sendable {
                 value = try await backend.writeContentAddressed(updates)
             } else if let jobId {
                 value = try await backend.write(buildOfJob: jobId, updates)
+            } else if let publication {
+                value = try await backend.write(buildOfPublication: publication, updates)
             } else if let agentId {
                 value = try await backend.write(agent: agentId, updates)
             } else {

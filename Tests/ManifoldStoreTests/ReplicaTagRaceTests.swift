@@ -77,6 +77,77 @@ import Testing
         #expect(try await fixture.store.build(id: newer.id).state == .published)
     }
 
+    /// Two builds of one image claiming their tags at the same moment on two replicas: one pushes, the other waits.
+    /// On PostgreSQL these writes run beside other builds' writes; the image's lock keeps two claims of one tag apart.
+    @Test func twoBuildsClaimingOneTagAtOnceOnTwoReplicasNeverBothPush() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        for round in 0..<6 {
+            let (_, olderRun) = try await PublicationFencingTests.readyToPublish(
+                fixture, tags: ["\(round).0", "latest"], agent: "a\(round)")
+            let (_, newerRun) = try await PublicationFencingTests.readyToPublish(
+                fixture, tags: ["\(round).1", "latest"], agent: "b\(round)")
+            async let a = first.claimPublication(id: olderRun.id, listDigest: Self.older, tags: olderRun.tags)
+            async let b = second.claimPublication(id: newerRun.id, listDigest: Self.newer, tags: newerRun.tags)
+            let claims = try await [(first, olderRun, a, Self.older), (second, newerRun, b, Self.newer)]
+            let pushing = claims.filter { if case .push = $0.2 { return true } else { return false } }
+            #expect(pushing.count == 1, "round \(round): \(claims.map(\.2))")
+            // Each run lands once it may push; the one that waited is due as soon as the other's push is recorded.
+            for (replica, run, claim, digest) in pushing {
+                guard case .push(let tags) = claim else { continue }
+                try await replica.publicationSucceeded(
+                    id: run.id, listDigest: digest, mediaType: MediaType.ociImageIndex, tags: tags)
+            }
+            for (replica, run, claim, digest) in claims where pushing.count == 1 && claim != pushing[0].2 {
+                #expect(try await replica.duePublications().ready.contains { $0.id == run.id }, "round \(round)")
+                guard case .push(let tags) = try await replica.claimPublication(id: run.id, listDigest: digest, tags: run.tags)
+                else {
+                    Issue.record("round \(round): the waiting run could not push after the other's push was recorded")
+                    continue
+                }
+                try await replica.publicationSucceeded(
+                    id: run.id, listDigest: digest, mediaType: MediaType.ociImageIndex, tags: tags)
+            }
+        }
+    }
+
+    /// A run that starts waiting for a tag while the push holding it is being recorded on another replica is due at
+    /// once afterwards, whichever commits first: the push's end either comes before the claim (which then pushes) or
+    /// finds the run waiting and makes it due. Never a run left waiting for a claim that is gone.
+    @Test func aRunThatStartsWaitingAsThePushItWaitsForEndsIsDueAtOnce() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        for round in 0..<8 {
+            let (_, olderRun) = try await PublicationFencingTests.readyToPublish(
+                fixture, tags: ["\(round).0", "latest"], agent: "a\(round)")
+            let (_, newerRun) = try await PublicationFencingTests.readyToPublish(
+                fixture, tags: ["\(round).1", "latest"], agent: "b\(round)")
+            let held = try await first.claimPublication(id: olderRun.id, listDigest: Self.older, tags: olderRun.tags)
+            #expect(held == .push(tags: ["\(round).0", "latest"]))
+            async let landed: Void = first.publicationSucceeded(
+                id: olderRun.id, listDigest: Self.older, mediaType: MediaType.ociImageIndex, tags: ["\(round).0", "latest"])
+            async let claim = second.claimPublication(id: newerRun.id, listDigest: Self.newer, tags: newerRun.tags)
+            let (_, waiting) = try await (landed, claim)
+            if case .push(let tags) = waiting {
+                try await second.publicationSucceeded(
+                    id: newerRun.id, listDigest: Self.newer, mediaType: MediaType.ociImageIndex, tags: tags)
+                continue
+            }
+            #expect(
+                try await second.duePublications().ready.contains { $0.id == newerRun.id },
+                "round \(round): the run waits for a claim that ended (\(waiting))")
+            let retried = try await second.claimPublication(id: newerRun.id, listDigest: Self.newer, tags: newerRun.tags)
+            guard case .push(let tags) = retried else {
+                Issue.record("round \(round): \(retried)")
+                continue
+            }
+            try await second.publicationSucceeded(
+                id: newerRun.id, listDigest: Self.newer, mediaType: MediaType.ociImageIndex, tags: tags)
+        }
+    }
+
     @Test func anOlderBuildsListWaitsForANewerOnesPushOnAnotherReplicaAndThenKeepsTheTag() async throws {
         let fixture = try await StoreFixture()
         let first = try await fixture.another(replica: "replica-a")
@@ -210,6 +281,43 @@ import Testing
         #expect(registry.tags[tag] == newer.digest)
         #expect(try await fixture.store.tagOwners(image: newer.image)[tag]?.listDigest == registry.tags[tag]?.description)
         #expect(try await fixture.store.tagOwners(image: newer.image)[tag]?.buildId == newer.buildId)
+    }
+
+    /// Two builds' checks claiming one child tag at the same moment on two replicas: at most one may PUT it.
+    @Test func twoChecksClaimingOneChildTagAtOnceNeverBothPut() async throws {
+        let fixture = try await StoreFixture()
+        let first = try await fixture.another(replica: "replica-a")
+        let second = try await fixture.another(replica: "replica-b")
+        for round in 0..<6 {
+            var reports: [(PendingVerification, VerificationClaim, Store)] = []
+            for (name, replica) in [("a\(round)", first), ("b\(round)", second)] {
+                let report = try await ReplicaClaimTests.reportAwaitingCheck(fixture, name: name)
+                reports.append(
+                    (report, try #require(try await replica.claimVerification(jobId: report.jobId, epoch: report.epoch)), replica)
+                )
+            }
+            #expect(reports[0].0.childTag == reports[1].0.childTag)
+            let allowed = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for (report, claim, replica) in reports {
+                    group.addTask {
+                        do {
+                            return try await replica.claimChildTag(
+                                jobId: report.jobId, epoch: report.epoch, childTag: report.childTag, digest: report.digest,
+                                claim: claim)
+                        } catch is TagClaimedElsewhere {
+                            return false
+                        }
+                    }
+                }
+                var allowed = 0
+                for try await answer in group where answer { allowed += 1 }
+                return allowed
+            }
+            #expect(allowed == 1, "round \(round): \(allowed) checks were allowed to PUT the child tag")
+            for (report, claim, replica) in reports {
+                try await replica.recordVerification(jobId: report.jobId, epoch: report.epoch, outcome: .verified, claim: claim)
+            }
+        }
     }
 
     /// A landed PUT's claim on the child tag ends with the recording of the check's outcome (the same write), so

@@ -99,25 +99,45 @@ public final class PostgresBackend: StoreBackend {
     }
 
     /// A write that reads and changes only the rows of one build (its jobs, attempts, logs, events and outbox rows),
-    /// plus blind updates of other rows that no such write reads (an agent's last-seen time, a nudge of outbox rows
-    /// waiting for a tag): it takes the writers' lock *shared*, then a transaction-level lock of the job's build
-    /// (class ``buildLockClass``, keyed by the schema and the build's id). So it runs beside such writes of other
-    /// builds, after any write of the same build, and never beside an ordinary write, which still runs alone. What
-    /// the build's rows held when it read them is what they hold when it commits, as under the one writer; rows of
-    /// other builds it only writes, so a concurrent write of their build waits for the row or sees its commit.
+    /// plus blind updates of other rows that no such write reads (an agent's last-seen time): it takes the writers'
+    /// lock *shared*, then a transaction-level lock of the job's build (class ``buildLockClass``, keyed by the schema
+    /// and the build's id). So it runs beside such writes of other builds, after any write of the same build, and never
+    /// beside an ordinary write, which still runs alone. What the build's rows held when it read them is what they hold
+    /// when it commits, as under the one writer; rows of other builds it only writes, so a concurrent write of their
+    /// build waits for the row or sees its commit.
+    ///
+    /// An image's tags are shared by its builds: their owners and claims, and the outbox rows of other builds waiting
+    /// for one of them (`tagWait`, set by a claim, cleared by the end of the push waited for). A scoped write reads or
+    /// changes them only after ``SQLTransaction/lockImage(_:)`` (class ``imageLockClass``), taken after its build's
+    /// lock, so claims of one image's tags and the ends of their pushes run one at a time.
     ///
     /// Heartbeats, log appends, reports and verification outcomes, each a few round trips, were half of every
     /// build's writes and kept every other replica's writes waiting meanwhile (deploy/bench/README.md has the figures).
-    /// A rule that sets a column such a write reads on another build's rows (an outbox row's `tagWait`, a run made
-    /// pending again) must stay an ordinary write. A scoped write waiting for its build's lock already holds the shared
-    /// lock, so an ordinary write queued behind it waits for it too (the other order could deadlock).
+    /// A rule that changes what such a write reads on another build's rows (a run made pending again) must stay an
+    /// ordinary write. A scoped write waiting for its build's lock already holds the shared lock, so an ordinary write
+    /// queued behind it waits for it too (the other order could deadlock).
     public func write<T: Sendable>(
         buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T
     ) async throws -> T {
         try await sessions.withSession { session in
             try await session.transaction(
-                .write, lock: .buildOfJob(jobId, writers: Self.writerLockClass, builds: Self.buildLockClass), body)
+                .write, lock: Self.buildLock("SELECT buildId FROM job WHERE id = ?", .text(jobId)), body)
         }
+    }
+
+    /// ``write(buildOfJob:_:)`` for the build of publishing run `id` (an outbox row): claiming its tags, recording its
+    /// push or its failure. These read and change their run, their build and, under the image's lock, its tags.
+    public func write<T: Sendable>(
+        buildOfPublication id: Int64, _ body: @Sendable (SQLTransaction) throws -> T
+    ) async throws -> T {
+        try await sessions.withSession { session in
+            try await session.transaction(
+                .write, lock: Self.buildLock("SELECT buildId FROM outbox WHERE id = ?", .integer(id)), body)
+        }
+    }
+
+    private static func buildLock(_ query: String, _ key: SQLValue) -> PostgresSession.WriterLock {
+        .build(buildQuery: query, key, writers: writerLockClass, builds: buildLockClass, images: imageLockClass)
     }
 
     /// A write for one agent's poll (a lease): the writers' lock shared, then a transaction-level lock of the agent
@@ -157,6 +177,8 @@ public final class PostgresBackend: StoreBackend {
     static let buildLockClass: Int32 = 0x4D46_424C
     /// The advisory lock class of one agent's polls ("MFAG"); the object key hashes the schema and the agent's id.
     static let agentLockClass: Int32 = 0x4D46_4147
+    /// The advisory lock class of one image's tags ("MFIM"); the object key hashes the schema and the image.
+    static let imageLockClass: Int32 = 0x4D46_494D
 
     /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
     /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.

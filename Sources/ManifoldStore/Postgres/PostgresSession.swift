@@ -26,9 +26,11 @@ actor PostgresSession {
         case none
         /// The lock class, exclusively: the transaction runs alone among the schema's writes.
         case exclusive(Int32)
-        /// The `writers` class shared, then the `builds` class exclusively for the build of `jobId`: beside other
-        /// builds' such writes, never beside an exclusive one or one of the same build.
-        case buildOfJob(String, writers: Int32, builds: Int32)
+        /// The `writers` class shared, then the `builds` class exclusively for the build that `buildQuery` (one row,
+        /// one column, one argument) names: beside other builds' such writes, never beside an exclusive one or one of
+        /// the same build. The body takes the `images` class of an image whose tags it reads
+        /// (``SQLTransaction/lockImage(_:)``).
+        case build(buildQuery: String, SQLValue, writers: Int32, builds: Int32, images: Int32)
         /// The `writers` class shared, then the `agents` class exclusively for `agentId`; the body takes the `builds`
         /// class of each build it reads (``SQLTransaction/lockBuild(_:)``).
         case agent(String, writers: Int32, agents: Int32, builds: Int32)
@@ -84,7 +86,7 @@ actor PostgresSession {
                     transaction.sendControl(kind.begin)
                 case .exclusive(let lockClass):
                     transaction.sendControl(kind.begin, "SELECT pg_advisory_xact_lock(\(lockClass), hashtext(current_schema()))")
-                case .buildOfJob(let jobId, let writers, let builds):
+                case .build(let buildQuery, let key, let writers, let builds, let images):
                     // The writers' lock shared first, then the build's own: a write holding the build lock never
                     // waits for the writers' lock, so the two orders cannot meet in a deadlock. A job's build never
                     // changes, so reading it before the build lock is held reads what the lock is meant for.
@@ -92,7 +94,8 @@ actor PostgresSession {
                         kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
                     try transaction.send(
                         "SELECT pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
-                            + "|| coalesce((SELECT buildId FROM job WHERE id = ?), '')))", [jobId])
+                            + "|| coalesce((\(buildQuery)), '')))", SQLArguments(values: [key]))
+                    transaction.imageLockClass = images
                 case .agent(let agentId, let writers, let agents, let builds):
                     // The same order: the writers' lock shared, the agent's, then builds' locks as the body reads them.
                     transaction.sendControl(

@@ -38,6 +38,9 @@ final class PostgresTransaction: SQLTransaction {
     /// nil when the transaction's locks were all taken at its start.
     var buildLockClass: Int32?
     private var lockedBuilds: Set<String> = []
+    /// The advisory lock class of images' tags, for a write scoped to one build (``lockImage(_:)``); nil otherwise.
+    var imageLockClass: Int32?
+    private var lockedImages: Set<String> = []
 
     init(connection: PostgresConnection, shared: PostgresShared) {
         self.connection = connection
@@ -57,6 +60,12 @@ final class PostgresTransaction: SQLTransaction {
     func lockBuild(_ buildId: String) throws {
         guard let buildLockClass, lockedBuilds.insert(buildId).inserted else { return }
         try send("SELECT pg_advisory_xact_lock(\(buildLockClass), hashtext(current_schema() || '/' || ?))", [buildId])
+    }
+
+    /// Sent without waiting, as ``lockBuild(_:)``.
+    func lockImage(_ image: String) throws {
+        guard let imageLockClass, lockedImages.insert(image).inserted else { return }
+        try send("SELECT pg_advisory_xact_lock(\(imageLockClass), hashtext(current_schema() || '/' || ?))", [image])
     }
 
     @discardableResult

@@ -28,10 +28,16 @@ public protocol SQLTransaction: AnyObject {
     /// there it must come before any read of the build's rows and before any row lock that such a write of another
     /// build may wait for. Nothing to do where the transaction runs alone (SQLite; PostgreSQL's ordinary writes).
     func lockBuild(_ buildId: String) throws
+    /// Waits, for the rest of this transaction, until no other write holds image `image`'s tags (its `tag_owner` and
+    /// `tag_claim` rows, and the outbox rows waiting for one of them), before this one reads or changes them. Needed
+    /// by a write scoped to one build (``StoreBackend/write(buildOfJob:_:)``), after its build's lock; nothing to do
+    /// where the transaction runs alone.
+    func lockImage(_ image: String) throws
 }
 
 extension SQLTransaction {
     public func lockBuild(_ buildId: String) throws {}
+    public func lockImage(_ image: String) throws {}
 
     /// Runs a statement that produces no rows the caller needs (see ``send(_:_:)``).
     public func execute(sql: String, arguments: SQLArguments = []) throws {

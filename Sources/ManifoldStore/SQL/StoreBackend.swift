@@ -21,10 +21,15 @@ public protocol StoreBackend: Sendable {
     func writeContentAddressed<T: Sendable>(_ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Runs `body` in a write transaction whose effect is as if no other write ran at the same time, where `body`
-    /// reads and changes only rows of the build of job `jobId` and at most blindly updates others (rows it does not
-    /// read, which such a write of their own build does not read either). A backend may run it beside such writes of
-    /// other builds; never beside an ordinary write or one of the same build. Same retry contract as ``write(_:)``.
+    /// reads and changes only rows of the build of job `jobId`, the tags of an image once it locked them
+    /// (``SQLTransaction/lockImage(_:)``), and at most blindly updates others (rows it does not read, which such a write
+    /// of their own build does not read either). A backend may run it beside such writes of other builds; never beside
+    /// an ordinary write, one of the same build, or one holding the same image's tags. Same retry contract as
+    /// ``write(_:)``.
     func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
+    /// ``write(buildOfJob:_:)`` for the build of publishing run (outbox row) `id`.
+    func write<T: Sendable>(buildOfPublication id: Int64, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
     /// Runs `body` in a write transaction for a poll of agent `agentId`, whose effect is as if no other write ran at
     /// the same time, where `body` reads and changes the agent's rows (its row, its attempts) and the rows of builds it
@@ -54,6 +59,12 @@ extension StoreBackend {
 
     /// One writer at a time: a write scoped to one build is an ordinary one there too.
     public func write<T: Sendable>(buildOfJob jobId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T {
+        try await write(body)
+    }
+
+    /// One writer at a time: a publishing run's write is an ordinary one there too.
+    public func write<T: Sendable>(buildOfPublication id: Int64, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+    {
         try await write(body)
     }
 
