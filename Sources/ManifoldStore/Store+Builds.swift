@@ -46,7 +46,9 @@ extension Store {
         let sealed = secrets.isEmpty ? nil : try seal(secrets, buildId: id)
         let secretNames = secrets.isEmpty ? nil : try Store.json(secrets.keys.sorted())
         let contextDigest: String? = if case .upload(let digest) = spec.context { digest.description } else { nil }
-        try await write { db in
+        // Beside other writes on PostgreSQL: the new build's rows are its own, the context's row is only touched (its
+        // removal is an ordinary write), and of other builds only the token's unfinished ones are counted.
+        try await write(.submission(token: maxUnfinished == nil ? nil : token)) { db in
             if let token, let maxUnfinished { try Self.checkUnfinished(db, token: token, limit: maxUnfinished, doing: "submit") }
             if case .upload(let digest) = spec.context,
                 try Bool.fetchOne(db, sql: "SELECT 1 FROM context WHERE digest = ?", arguments: [digest.description]) != true

@@ -126,7 +126,7 @@ extension Store {
     /// a push that lands is recorded.
     public func claimPublication(id: Int64, listDigest: Digest, tags: [String]) async throws -> PublicationClaim {
         let at = Store.timestamp(now())
-        return try await write(buildOfPublication: id) { db -> PublicationClaim in
+        return try await write(.buildOfPublication(id)) { db -> PublicationClaim in
             guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
@@ -219,7 +219,7 @@ extension Store {
         jobId: String, epoch: Int64, childTag: String, digest: Digest, claim: VerificationClaim? = nil
     ) async throws -> Bool {
         let at = Store.timestamp(now())
-        return try await write(buildOfJob: jobId) { db -> Bool in
+        return try await write(.buildOfJob(jobId)) { db -> Bool in
             guard
                 let row = try SQLRow.fetchOne(
                     db,
@@ -323,7 +323,7 @@ extension Store {
     /// run, is never silent: it is recorded as an event and in the build's notice.
     public func publicationSucceeded(id: Int64, listDigest: Digest, mediaType: String, tags: [String]) async throws {
         let at = Store.timestamp(now())
-        try await write(buildOfPublication: id) { db in
+        try await write(.buildOfPublication(id)) { db in
             guard let row = try Self.publishingRun(db, id: id) else {
                 throw StoreError.notFound(kind: "publication", id: "\(id)")
             }
@@ -375,7 +375,7 @@ extension Store {
     /// build fails with the registry's reason.
     public func publicationFailed(id: Int64, error: String, retryable: Bool, maxAttempts: Int? = nil) async throws {
         let at = now()
-        try await write(buildOfPublication: id) { db in
+        try await write(.buildOfPublication(id)) { db in
             guard let row = try SQLRow.fetchOne(db, sql: "SELECT * FROM outbox WHERE id = ?", arguments: [id]),
                 ["pending", "pushing"].contains(row["state"] as String)
             else { return }

@@ -54,12 +54,12 @@ extension Store {
     /// Hands the oldest queued job that this agent can build to it, or nil. Builds are served in
     /// submission order (FIFO across builds); a job no agent can take never blocks the ones behind it.
     ///
-    /// A poll's write (``write(agent:_:)``): on PostgreSQL it runs beside other agents' leases and other builds'
-    /// writes, so it locks each build before it acts on its rows and reads the job again under that lock; another
-    /// agent's lease may have taken it since the queue was read.
+    /// A poll's write (``StoreBackend/write(agent:_:)``): on PostgreSQL it runs beside other agents' leases and other
+    /// builds' writes, so it locks each build before it acts on its rows and reads the job again under that lock;
+    /// another agent's lease may have taken it since the queue was read.
     public func lease(agentId: String, poll: PollRequest) async throws -> Lease? {
         let at = now()
-        return try await write(agent: agentId) { db -> Lease? in
+        return try await write(.agent(agentId)) { db -> Lease? in
             // Polls are idempotent: a lease this agent was granted but never confirmed (its answer was lost on the
             // way) is handed out again, same epoch, before anything new. An agent that keeps polling but never confirms
             // (it crashes before its first heartbeat) gets the lease again for a few acknowledge windows at most; then
@@ -386,7 +386,7 @@ extension Store {
     /// Extends a running attempt's lease and records its phase. Answers whether the job was cancelled.
     public func heartbeat(agentId: String, _ request: HeartbeatRequest) async throws -> HeartbeatResponse {
         let at = now()
-        return try await write(buildOfJob: request.jobId) { db in
+        return try await write(.buildOfJob(request.jobId)) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
             try self.acknowledge(db, attempt: attempt, at: at)
@@ -419,7 +419,7 @@ extension Store {
         // keeps a careless builder's echo out of stored logs and events. Decrypting and scanning happen here,
         // outside the write transaction, so a chatty build never holds the database writer for them.
         let data = try await masked(data, jobId: jobId)
-        return try await write(buildOfJob: jobId) { db in
+        return try await write(.buildOfJob(jobId)) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -553,7 +553,7 @@ extension Store {
     /// too. Refused like an append (409) for an attempt that is not the agent's current one; a `size` other than the
     /// stored size is a gap (the agent sends the missing bytes first) and closes nothing.
     public func closeLog(agentId: String, jobId: String, epoch: Int64, size: Int64) async throws -> LogAppendResult {
-        try await write(buildOfJob: jobId) { db in
+        try await write(.buildOfJob(jobId)) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: jobId, epoch: epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -579,7 +579,7 @@ extension Store {
     @discardableResult
     public func complete(agentId: String, _ request: CompleteRequest) async throws -> CompletionOutcome {
         let at = now()
-        return try await write(buildOfJob: request.jobId) { db -> CompletionOutcome in
+        return try await write(.buildOfJob(request.jobId)) { db -> CompletionOutcome in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
@@ -765,7 +765,7 @@ extension Store {
         claim: VerificationClaim? = nil
     ) async throws -> Bool {
         let at = now()
-        return try await write(buildOfJob: jobId) { db -> Bool in
+        return try await write(.buildOfJob(jobId)) { db -> Bool in
             // An attempt of this job only: the write holds the lock of this job's build, not of another's attempt.
             guard
                 let attempt = try SQLRow.fetchOne(
@@ -1100,7 +1100,7 @@ extension Store {
     {
         // One statement: the attempt, its job's current epoch and the job columns the writes after it need
         // (``job(of:)``). Every agent write starts here, under the writers' lock or its build's (an agent's writes
-        // are scoped to the build of their job, ``write(contentAddressed:buildOfJob:_:)``: they must read no other
+        // are scoped to the build of their job, ``StoreBackend/write(buildOfJob:_:)``: they must read no other
         // build's rows).
         guard
             let attempt = try SQLRow.fetchOne(

@@ -24,7 +24,7 @@ extension Store {
             // The file is read on the backend's thread, inside the transaction (never on the concurrency pool);
             // a retried transaction reads the same bytes again. The chunks are content-addressed and read only once
             // the context row says they are complete, so they do not wait for other writes.
-            try await write(contentAddressed: true) { db in
+            try await write(.contentAddressed) { db in
                 let handle = try FileHandle(forReadingFrom: file)
                 defer { try? handle.close() }
                 try handle.seek(toOffset: UInt64(from))

@@ -21,7 +21,7 @@ extension Store {
     public func claimVerification(jobId: String, epoch: Int64) async throws -> VerificationClaim? {
         let at = now()
         let until = at.addingTimeInterval(settings.verificationClaimTTL)
-        return try await write(buildOfJob: jobId) { db -> VerificationClaim? in
+        return try await write(.buildOfJob(jobId)) { db -> VerificationClaim? in
             // One statement: of two replicas claiming at once, the second finds the first's claim.
             let token = try Int64.fetchOne(
                 db,
@@ -40,7 +40,7 @@ extension Store {
     /// another replica took it over (after it ran out) or the report no longer awaits a check.
     public func renewVerificationClaim(_ claim: VerificationClaim) async throws -> VerificationClaim? {
         let until = now().addingTimeInterval(settings.verificationClaimTTL)
-        return try await write(buildOfJob: claim.jobId) { db -> VerificationClaim? in
+        return try await write(.buildOfJob(claim.jobId)) { db -> VerificationClaim? in
             try db.execute(
                 sql: """
                     UPDATE attempt SET verifyClaimedUntil = ?
@@ -56,7 +56,7 @@ extension Store {
     /// Gives `claim` up (this replica stops, e.g. shutting down), so another replica checks the report at once
     /// instead of after the claim runs out. A claim taken over meanwhile is left alone.
     public func releaseVerificationClaim(_ claim: VerificationClaim) async throws {
-        try await write(buildOfJob: claim.jobId) { db in
+        try await write(.buildOfJob(claim.jobId)) { db in
             try db.execute(
                 sql: """
                     UPDATE attempt SET verifyClaimedBy = NULL, verifyClaimedUntil = NULL

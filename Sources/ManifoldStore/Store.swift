@@ -118,18 +118,27 @@ public final class Store: Sendable {
         return try await backend.read(body)
     }
 
+    /// Which other writes a write may run beside (on PostgreSQL; SQLite runs every write alone).
+    enum WriteScope: Sendable {
+        /// Alone: the rules may read and change anything.
+        case all
+        /// Beside any write (``StoreBackend/writeContentAddressed(_:)``).
+        case contentAddressed
+        /// Reads and changes only that job's build's rows (and blindly updates rows no such write reads), and an
+        /// image's tags after locking them (``StoreBackend/write(buildOfJob:_:)``).
+        case buildOfJob(String)
+        /// The same for the build of a publishing run (its outbox row).
+        case buildOfPublication(Int64)
+        /// A poll's, which locks each build before it reads its rows (``StoreBackend/write(agent:_:)``).
+        case agent(String)
+        /// A new build's (``StoreBackend/write(submittingFor:_:)``), counting the token's unfinished builds.
+        case submission(token: String?)
+    }
+
     /// One write transaction. A failure of the storage itself (disk full, I/O error, read-only file system) is
     /// recorded in ``writeHealth`` and thrown as ``StoreError/storageUnavailable(_:)``: the transaction was rolled
     /// back, nothing of it was kept.
-    /// `contentAddressed` writes need not wait for other writes (``StoreBackend/writeContentAddressed(_:)``); a
-    /// write that names `buildOfJob` reads and changes only that job's build's rows (and blindly updates rows no such
-    /// write reads), so it may run beside other builds' (``StoreBackend/write(buildOfJob:_:)``), as may one that names
-    /// the `buildOfPublication` (its outbox row) it publishes; one that names `agent`
-    /// is a poll's, which locks each build before it reads its rows (``StoreBackend/write(agent:_:)``).
-    func write<T: Sendable>(
-        contentAddressed: Bool = false, buildOfJob jobId: String? = nil, buildOfPublication publication: Int64? = nil,
-        agent agentId: String? = nil, _ updates: @Sendable (SQLTransaction) throws -> T
-    ) async throws -> T {
+    func write<T: Sendable>(_ scope: WriteScope = .all, _ updates: @Sendable (SQLTransaction) throws -> T) async throws -> T {
         writesOpen.add(1, ordering: .relaxed)
         let start = ContinuousClock.now
         defer {
@@ -138,16 +147,13 @@ public final class Store: Sendable {
         }
         do {
             let value: T
-            if contentAddressed {
-                value = try await backend.writeContentAddressed(updates)
-            } else if let jobId {
-                value = try await backend.write(buildOfJob: jobId, updates)
-            } else if let publication {
-                value = try await backend.write(buildOfPublication: publication, updates)
-            } else if let agentId {
-                value = try await backend.write(agent: agentId, updates)
-            } else {
-                value = try await backend.write(updates)
+            switch scope {
+            case .all: value = try await backend.write(updates)
+            case .contentAddressed: value = try await backend.writeContentAddressed(updates)
+            case .buildOfJob(let jobId): value = try await backend.write(buildOfJob: jobId, updates)
+            case .buildOfPublication(let id): value = try await backend.write(buildOfPublication: id, updates)
+            case .agent(let agentId): value = try await backend.write(agent: agentId, updates)
+            case .submission(let token): value = try await backend.write(submittingFor: token, updates)
             }
             committedWrites.add(1, ordering: .relaxed)
             writeHealth.succeeded(at: now())

@@ -553,6 +553,32 @@ import Testing
         }
     }
 
+    /// A submission runs beside other tokens' submissions and builds' writes, one at a time per capped token.
+    @Test func submissionsRunBesideOtherWritesOneAtATimePerToken() async throws {
+        try await LockProbe.with { probe in
+            let (first, second) = (probe.first, probe.second)
+            let release = DispatchSemaphore(value: 0)
+            let holder = try await probe.hold(release: release) { try await first.write(submittingFor: "tok-1", $0) }
+            try await probe.goesThrough("another token's submission") {
+                try await second.write(submittingFor: "tok-2") { db in try db.execute(sql: "INSERT INTO mark VALUES ('s')") }
+            }
+            try await probe.goesThrough("an uncapped submission") {
+                try await second.write(submittingFor: nil) { db in try db.execute(sql: "INSERT INTO mark VALUES ('n')") }
+            }
+            try await probe.goesThrough("a build's write") {
+                try await second.write(buildOfJob: "job-1") { db in try db.execute(sql: "INSERT INTO mark VALUES ('b')") }
+            }
+            let sameToken = Task { try await second.write(submittingFor: "tok-1", LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(1) == 1, "the same token's submission waits")
+            let ordinary = Task { try await second.write(LockProbe.holderMarks) }
+            #expect(try await probe.waitingForLocks(2) == 2, "an ordinary write waits for a submission")
+            release.signal()
+            try await holder.value
+            #expect(try await sameToken.value == 1, "the waiting submission saw the holder's commit")
+            #expect(try await ordinary.value == 1, "the waiting write saw the holder's commit")
+        }
+    }
+
     @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
         try await withBackend(poolSize: 2) { backend, _ in
             try await backend.write { db in

@@ -130,6 +130,41 @@ import Testing
         }
     }
 
+    /// A token's cap on unfinished builds holds when its submissions reach two replicas at the same moment; another
+    /// token's submissions meanwhile are not held back by it. On PostgreSQL submissions run beside each other, one at a
+    /// time per capped token.
+    @Test func submissionsOfOneTokenOnTwoReplicasAtOnceStayUnderItsCap() async throws {
+        let fixture = try await StoreFixture()
+        let replicas = [try await fixture.another(replica: "replica-a"), try await fixture.another(replica: "replica-b")]
+        let digest = Digest.compute(of: Data("context of capped builds".utf8))
+        try await fixture.store.recordContext(digest: digest, size: 10)
+        let spec = BuildSpec(
+            image: "registry.local:5000/team/app", tags: ["1.0"],
+            platforms: [PlatformSpec(platform: try Platform(parsing: "linux/amd64"))], context: .upload(digest: digest))
+        for round in 0..<4 {
+            let (capped, free) = ("tok_capped\(round)", "tok_free\(round)")
+            let accepted = try await withThrowingTaskGroup(of: (String, Bool).self) { group in
+                for index in 0..<12 {
+                    let token = index % 3 == 2 ? free : capped
+                    group.addTask {
+                        do {
+                            _ = try await replicas[index % 2].submitBuild(
+                                spec, submittedBy: "ci", token: token, maxUnfinished: token == capped ? 3 : 100)
+                            return (token, true)
+                        } catch StoreError.quotaExceeded(_) {
+                            return (token, false)
+                        }
+                    }
+                }
+                var accepted: [String: Int] = [:]
+                for try await (token, ok) in group where ok { accepted[token, default: 0] += 1 }
+                return accepted
+            }
+            #expect(accepted[capped] == 3, "round \(round): \(accepted[capped] ?? 0) builds of a token capped at 3")
+            #expect(accepted[free] == 4, "round \(round): \(accepted[free] ?? 0) of the other token's 4 builds")
+        }
+    }
+
     /// The verifications of a build's two platforms, recorded by two replicas at the same time (and beside other
     /// builds' verifications), queue its list exactly once: whichever commits second sees the first one's platform
     /// verified. On PostgreSQL these writes run beside other builds' writes, one at a time per build.

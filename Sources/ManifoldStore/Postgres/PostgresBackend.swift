@@ -161,6 +161,20 @@ public final class PostgresBackend: StoreBackend {
         }
     }
 
+    /// A submission: the writers' lock shared and, when the token's unfinished builds are counted, a lock of that
+    /// token (class ``tokenLockClass``), so two submissions of one token never both fit under its cap. It runs beside
+    /// the other writes but ordinary ones. Its build's sequence number comes from the table's sequence, so two builds
+    /// submitted at the same moment on two replicas may commit in the other order: neither was submitted first, and a
+    /// lease reading the queue between the two commits hands out the one it sees.
+    public func write<T: Sendable>(
+        submittingFor token: String?, _ body: @Sendable (SQLTransaction) throws -> T
+    ) async throws -> T {
+        try await sessions.withSession { session in
+            try await session.transaction(
+                .write, lock: .submission(token: token, writers: Self.writerLockClass, tokens: Self.tokenLockClass), body)
+        }
+    }
+
     /// A write at `READ COMMITTED` without the writers' lock, beside the other writes: its rows are
     /// content-addressed, inserted with `ON CONFLICT DO NOTHING` (two replicas storing the same context at once write
     /// the same rows, and the second insert of a row waits for the first and then does nothing), and no rule uses
@@ -179,6 +193,8 @@ public final class PostgresBackend: StoreBackend {
     static let agentLockClass: Int32 = 0x4D46_4147
     /// The advisory lock class of one image's tags ("MFIM"); the object key hashes the schema and the image.
     static let imageLockClass: Int32 = 0x4D46_494D
+    /// The advisory lock class of one token's submissions ("MFTK"); the object key hashes the schema and the token.
+    static let tokenLockClass: Int32 = 0x4D46_544B
 
     /// Creates or updates the schema. Holds a session advisory lock for the schema (``PostgresSchema/migrationLockKey``)
     /// meanwhile, so replicas starting together migrate one after the other and each sees what the other applied.

@@ -34,6 +34,8 @@ actor PostgresSession {
         /// The `writers` class shared, then the `agents` class exclusively for `agentId`; the body takes the `builds`
         /// class of each build it reads (``SQLTransaction/lockBuild(_:)``).
         case agent(String, writers: Int32, agents: Int32, builds: Int32)
+        /// The `writers` class shared, then, with a token, the `tokens` class exclusively for it.
+        case submission(token: String?, writers: Int32, tokens: Int32)
     }
 
     nonisolated let thread: SessionThread
@@ -103,6 +105,13 @@ actor PostgresSession {
                     try transaction.send(
                         "SELECT pg_advisory_xact_lock(\(agents), hashtext(current_schema() || '/' || ?))", [agentId])
                     transaction.buildLockClass = builds
+                case .submission(let token, let writers, let tokens):
+                    transaction.sendControl(
+                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    if let token {
+                        try transaction.send(
+                            "SELECT pg_advisory_xact_lock(\(tokens), hashtext(current_schema() || '/' || ?))", [token])
+                    }
                 }
                 let value = try body(transaction)
                 if kind == .read {

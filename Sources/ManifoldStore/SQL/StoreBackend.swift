@@ -39,6 +39,12 @@ public protocol StoreBackend: Sendable {
     /// a build it locked. Same retry contract as ``write(_:)``.
     func write<T: Sendable>(agent agentId: String, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
 
+    /// Runs `body` in a write transaction that submits a build: it inserts the new build's rows (no other write knows
+    /// them before it commits), touches rows that only ordinary writes remove, and, with `token`, counts that token's
+    /// unfinished builds. A backend may run it beside any write but an ordinary one or another submission for
+    /// `token`. Same retry contract as ``write(_:)``.
+    func write<T: Sendable>(submittingFor token: String?, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
+
     /// Brings the schema up to date under a lock every process on the database shares, and refuses a database
     /// whose schema is newer than this build knows (``SQLError/other(_:)`` naming both versions).
     func migrate() async throws
@@ -65,6 +71,13 @@ extension StoreBackend {
     /// One writer at a time: a publishing run's write is an ordinary one there too.
     public func write<T: Sendable>(buildOfPublication id: Int64, _ body: @Sendable (SQLTransaction) throws -> T) async throws -> T
     {
+        try await write(body)
+    }
+
+    /// One writer at a time: a submission is an ordinary write there too.
+    public func write<T: Sendable>(
+        submittingFor token: String?, _ body: @Sendable (SQLTransaction) throws -> T
+    ) async throws -> T {
         try await write(body)
     }
 
