@@ -44,8 +44,8 @@ extension Store {
             try db.execute(
                 sql: """
                     UPDATE attempt SET verifyClaimedUntil = ?
-                    WHERE epoch = ? AND state = 'verifying' AND verifyClaimedBy = ? AND verifyClaimToken = ?
-                    """, arguments: [Store.timestamp(until), claim.epoch, replica, claim.token])
+                    WHERE epoch = ? AND jobId = ? AND state = 'verifying' AND verifyClaimedBy = ? AND verifyClaimToken = ?
+                    """, arguments: [Store.timestamp(until), claim.epoch, claim.jobId, replica, claim.token])
             guard try db.changesCount > 0 else { return nil }
             var renewed = claim
             renewed.until = until
@@ -60,8 +60,8 @@ extension Store {
             try db.execute(
                 sql: """
                     UPDATE attempt SET verifyClaimedBy = NULL, verifyClaimedUntil = NULL
-                    WHERE epoch = ? AND verifyClaimedBy = ? AND verifyClaimToken = ?
-                    """, arguments: [claim.epoch, replica, claim.token])
+                    WHERE epoch = ? AND jobId = ? AND verifyClaimedBy = ? AND verifyClaimToken = ?
+                    """, arguments: [claim.epoch, claim.jobId, replica, claim.token])
         }
     }
 

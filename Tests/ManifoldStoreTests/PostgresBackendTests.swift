@@ -579,6 +579,40 @@ import Testing
         }
     }
 
+    /// A write that runs beside others and reaches rows its scope does not cover fails (and rolls back) instead of
+    /// reading them unlocked: another build from a build's write, an image's tags from a submission.
+    @Test func aLockOutsideAWritesScopeIsAnError() async throws {
+        try await LockProbe.with { probe in
+            let outside: [(String, @Sendable () async throws -> Void)] = [
+                (
+                    "a build's write locking another build",
+                    { try await probe.first.write(buildOfJob: "job-1") { try $0.lockBuild("build-b") } }
+                ),
+                (
+                    "a submission locking a build",
+                    { try await probe.first.write(submittingFor: nil) { try $0.lockBuild("build-a") } }
+                ),
+                (
+                    "a submission locking an image's tags",
+                    { try await probe.first.write(submittingFor: "t") { try $0.lockImage("app") } }
+                ),
+            ]
+            for (what, write) in outside {
+                await #expect(throws: SQLError.self, "\(what) went through") { try await write() }
+            }
+            // In scope: a poll locks builds and then an image, a build's write an image; an ordinary write needs none.
+            try await probe.first.write(agent: "agent-x") { db in
+                try db.lockBuild("build-a")
+                try db.lockImage("app")
+            }
+            try await probe.first.write(buildOfJob: "job-1") { db in try db.lockImage("app") }
+            try await probe.first.write { db in
+                try db.lockBuild("build-a")
+                try db.lockImage("app")
+            }
+        }
+    }
+
     @Test func aReadSeesOneSnapshotAndRefusesWrites() async throws {
         try await withBackend(poolSize: 2) { backend, _ in
             try await backend.write { db in

@@ -156,7 +156,9 @@ public final class PostgresBackend: StoreBackend {
         try await sessions.withSession { session in
             try await session.transaction(
                 .write,
-                lock: .agent(agentId, writers: Self.writerLockClass, agents: Self.agentLockClass, builds: Self.buildLockClass),
+                lock: .agent(
+                    agentId, writers: Self.writerLockClass, agents: Self.agentLockClass, builds: Self.buildLockClass,
+                    images: Self.imageLockClass),
                 body)
         }
     }

@@ -32,8 +32,9 @@ actor PostgresSession {
         /// (``SQLTransaction/lockImage(_:)``).
         case build(buildQuery: String, SQLValue, writers: Int32, builds: Int32, images: Int32)
         /// The `writers` class shared, then the `agents` class exclusively for `agentId`; the body takes the `builds`
-        /// class of each build it reads (``SQLTransaction/lockBuild(_:)``).
-        case agent(String, writers: Int32, agents: Int32, builds: Int32)
+        /// class of each build it reads (``SQLTransaction/lockBuild(_:)``), and the `images` class of an image whose tags it
+        /// reads, after them.
+        case agent(String, writers: Int32, agents: Int32, builds: Int32, images: Int32)
         /// The `writers` class shared, then, with a token, the `tokens` class exclusively for it.
         case submission(token: String?, writers: Int32, tokens: Int32)
     }
@@ -98,13 +99,16 @@ actor PostgresSession {
                         "SELECT pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
                             + "|| coalesce((\(buildQuery)), '')))", SQLArguments(values: [key]))
                     transaction.imageLockClass = images
-                case .agent(let agentId, let writers, let agents, let builds):
+                    transaction.runsBesideOtherWrites = true
+                case .agent(let agentId, let writers, let agents, let builds, let images):
                     // The same order: the writers' lock shared, the agent's, then builds' locks as the body reads them.
                     transaction.sendControl(
                         kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
                     try transaction.send(
                         "SELECT pg_advisory_xact_lock(\(agents), hashtext(current_schema() || '/' || ?))", [agentId])
                     transaction.buildLockClass = builds
+                    transaction.imageLockClass = images
+                    transaction.runsBesideOtherWrites = true
                 case .submission(let token, let writers, let tokens):
                     transaction.sendControl(
                         kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
@@ -112,6 +116,7 @@ actor PostgresSession {
                         try transaction.send(
                             "SELECT pg_advisory_xact_lock(\(tokens), hashtext(current_schema() || '/' || ?))", [token])
                     }
+                    transaction.runsBesideOtherWrites = true
                 }
                 let value = try body(transaction)
                 if kind == .read {

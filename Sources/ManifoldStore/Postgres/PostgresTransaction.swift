@@ -41,6 +41,9 @@ final class PostgresTransaction: SQLTransaction {
     /// The advisory lock class of images' tags, for a write scoped to one build (``lockImage(_:)``); nil otherwise.
     var imageLockClass: Int32?
     private var lockedImages: Set<String> = []
+    /// The transaction holds the writers' lock shared: it runs beside other writes, and a lock it has no class for is
+    /// a rule reading rows outside its scope (an error, never a silent no-op).
+    var runsBesideOtherWrites = false
 
     init(connection: PostgresConnection, shared: PostgresShared) {
         self.connection = connection
@@ -58,14 +61,26 @@ final class PostgresTransaction: SQLTransaction {
     /// `READ COMMITTED`, one per statement) only once the lock is held. The key is the one
     /// ``PostgresBackend/write(buildOfJob:_:)`` takes for the build.
     func lockBuild(_ buildId: String) throws {
-        guard let buildLockClass, lockedBuilds.insert(buildId).inserted else { return }
+        guard let buildLockClass else {
+            if runsBesideOtherWrites { throw Self.outOfScope("build \(buildId)") }
+            return
+        }
+        guard lockedBuilds.insert(buildId).inserted else { return }
         try send("SELECT pg_advisory_xact_lock(\(buildLockClass), hashtext(current_schema() || '/' || ?))", [buildId])
     }
 
     /// Sent without waiting, as ``lockBuild(_:)``.
     func lockImage(_ image: String) throws {
-        guard let imageLockClass, lockedImages.insert(image).inserted else { return }
+        guard let imageLockClass else {
+            if runsBesideOtherWrites { throw Self.outOfScope("the tags of \(image)") }
+            return
+        }
+        guard lockedImages.insert(image).inserted else { return }
         try send("SELECT pg_advisory_xact_lock(\(imageLockClass), hashtext(current_schema() || '/' || ?))", [image])
+    }
+
+    private static func outOfScope(_ what: String) -> SQLError {
+        .other("a write that runs beside others reached \(what), which its scope does not cover; it must be an ordinary write")
     }
 
     @discardableResult

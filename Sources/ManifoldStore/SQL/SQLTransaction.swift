@@ -26,12 +26,13 @@ public protocol SQLTransaction: AnyObject {
     /// Waits, for the rest of this transaction, until no other write of build `buildId` runs, before this one reads
     /// that build's rows. Only a write that may run beside others needs it (``StoreBackend/write(agent:_:)``), and
     /// there it must come before any read of the build's rows and before any row lock that such a write of another
-    /// build may wait for. Nothing to do where the transaction runs alone (SQLite; PostgreSQL's ordinary writes).
+    /// build may wait for. Nothing to do where the transaction runs alone (SQLite; PostgreSQL's ordinary writes); an
+    /// error in a write whose scope does not cover other builds (one build's, a submission).
     func lockBuild(_ buildId: String) throws
     /// Waits, for the rest of this transaction, until no other write holds image `image`'s tags (its `tag_owner` and
     /// `tag_claim` rows, and the outbox rows waiting for one of them), before this one reads or changes them. Needed
-    /// by a write scoped to one build (``StoreBackend/write(buildOfJob:_:)``), after its build's lock; nothing to do
-    /// where the transaction runs alone.
+    /// by a write scoped to one build (``StoreBackend/write(buildOfJob:_:)``) or a poll's, after its builds' locks;
+    /// nothing to do where the transaction runs alone, an error in a submission.
     func lockImage(_ image: String) throws
 }
 
