@@ -37,10 +37,10 @@ final class PostgresTransaction: SQLTransaction {
     /// The advisory lock class of builds' locks when the body takes them itself (``PostgresBackend/write(agent:_:)``);
     /// nil when the transaction's locks were all taken at its start.
     var buildLockClass: Int32?
-    private var lockedBuilds: Set<String> = []
     /// The advisory lock class of images' tags, for a write scoped to one build (``lockImage(_:)``); nil otherwise.
     var imageLockClass: Int32?
-    private var lockedImages: Set<String> = []
+    /// The locks taken by ``lockBuild(_:)`` and ``lockImage(_:)`` so far, as `class/key`.
+    private var lockedKeys: Set<String> = []
     /// The transaction holds the writers' lock shared: it runs beside other writes, and a lock it has no class for is
     /// a rule reading rows outside its scope (an error, never a silent no-op).
     var runsBesideOtherWrites = false
@@ -61,26 +61,27 @@ final class PostgresTransaction: SQLTransaction {
     /// `READ COMMITTED`, one per statement) only once the lock is held. The key is the one
     /// ``PostgresBackend/write(buildOfJob:_:)`` takes for the build.
     func lockBuild(_ buildId: String) throws {
-        guard let buildLockClass else {
-            if runsBesideOtherWrites { throw Self.outOfScope("build \(buildId)") }
-            return
-        }
-        guard lockedBuilds.insert(buildId).inserted else { return }
-        try send("SELECT pg_advisory_xact_lock(\(buildLockClass), hashtext(current_schema() || '/' || ?))", [buildId])
+        try lock(buildLockClass, buildId, reaching: "build \(buildId)")
     }
 
     /// Sent without waiting, as ``lockBuild(_:)``.
     func lockImage(_ image: String) throws {
-        guard let imageLockClass else {
-            if runsBesideOtherWrites { throw Self.outOfScope("the tags of \(image)") }
-            return
-        }
-        guard lockedImages.insert(image).inserted else { return }
-        try send("SELECT pg_advisory_xact_lock(\(imageLockClass), hashtext(current_schema() || '/' || ?))", [image])
+        try lock(imageLockClass, image, reaching: "the tags of \(image)")
     }
 
-    private static func outOfScope(_ what: String) -> SQLError {
-        .other("a write that runs beside others reached \(what), which its scope does not cover; it must be an ordinary write")
+    /// Takes the lock `key` of `lockClass` once per transaction; without a class, nothing where the transaction runs
+    /// alone and an error where it runs beside others (a rule reaching rows outside its scope).
+    private func lock(_ lockClass: Int32?, _ key: String, reaching what: String) throws {
+        guard let lockClass else {
+            guard !runsBesideOtherWrites else {
+                throw SQLError.other(
+                    "a write that runs beside others reached \(what), which its scope does not cover; it must be an "
+                        + "ordinary write")
+            }
+            return
+        }
+        guard lockedKeys.insert("\(lockClass)/\(key)").inserted else { return }
+        try send("SELECT pg_advisory_xact_lock(\(lockClass), hashtext(current_schema() || '/' || ?))", [key])
     }
 
     @discardableResult
