@@ -41,16 +41,14 @@ import Testing
     }
 
     @Test func whenEveryReplicaIsDownTheErrorNamesTheLastOneTried() async throws {
-        let scratch = try ScratchDirectory(prefix: "failover")
-        defer { scratch.remove() }
-        let a = try TestHTTPServer.start(name: "a", logDirectory: scratch.url)
-        let b = try TestHTTPServer.start(name: "b", logDirectory: scratch.url)
-        a.stop()
-        b.stop()
-        let client = CoordinatorClient(baseURLs: [a.baseURL, b.baseURL], token: nil)
+        // Ports held refusing, not stopped servers' ports: another test's server may be given one of those at once.
+        let (a, b) = (try Loopback.RefusingPort(), try Loopback.RefusingPort())
+        let urls = try [a, b].map { try #require(URL(string: "http://127.0.0.1:\($0.port)")) }
+        let client = CoordinatorClient(baseURLs: urls, token: nil)
         await #expect { _ = try await client.send("GET", "/echo") } throws: { error in
             guard let error = error as? CoordinatorClientError, error.isRetryable else { return false }
             return "\(error)".contains("\(b.port)")
         }
+        withExtendedLifetime((a, b)) {}
     }
 }

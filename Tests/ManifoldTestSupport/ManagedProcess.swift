@@ -85,9 +85,26 @@ public struct TestEnvironmentError: Error, CustomStringConvertible {
 public enum Loopback {
     /// A TCP port on 127.0.0.1 that nothing listens on right now (bound, read, released).
     public static func freePort() throws -> Int {
+        let (fd, port) = try boundSocket()
+        close(fd)
+        return port
+    }
+
+    /// A loopback port that refuses every connection for as long as the value lives: bound and never listened on, so
+    /// no other test's server can be given it meanwhile (a stopped server's port can be, at once).
+    public final class RefusingPort: Sendable {
+        public let port: Int
+        private let fd: Int32
+        public init() throws { (fd, port) = try Loopback.boundSocket() }
+        deinit { close(fd) }
+    }
+
+    /// A TCP socket bound to an ephemeral port on 127.0.0.1, and the port.
+    static func boundSocket() throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestEnvironmentError("socket() failed: errno \(errno)") }
-        defer { close(fd) }
+        var keep = false
+        defer { if !keep { close(fd) } }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = 0
@@ -101,7 +118,8 @@ public enum Loopback {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         guard named == 0 else { throw TestEnvironmentError("getsockname() failed: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        keep = true
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
     /// Whether something accepts TCP connections on 127.0.0.1:port.
