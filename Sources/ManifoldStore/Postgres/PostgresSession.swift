@@ -91,30 +91,35 @@ actor PostgresSession {
                     transaction.sendControl(kind.begin, "SELECT pg_advisory_xact_lock(\(lockClass), hashtext(current_schema()))")
                 case .build(let buildQuery, let key, let writers, let builds, let images):
                     // The writers' lock shared first, then the build's own: a write holding the build lock never
-                    // waits for the writers' lock, so the two orders cannot meet in a deadlock. A job's build never
-                    // changes, so reading it before the build lock is held reads what the lock is meant for.
-                    transaction.sendControl(
-                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    // waits for the writers' lock, so the two orders cannot meet in a deadlock. Both in one statement,
+                    // taken left to right (a target list is evaluated in order, and the build's query, a subquery,
+                    // when its column is). The query reads a row (a job, an outbox row) committed before the caller
+                    // learnt its key, and the build it names never changes, so its snapshot, taken before either lock
+                    // is held, reads what the lock is meant for.
+                    transaction.sendControl(kind.begin)
                     try transaction.send(
-                        "SELECT pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
+                        "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema())), "
+                            + "pg_advisory_xact_lock(\(builds), hashtext(current_schema() || '/' "
                             + "|| coalesce((\(buildQuery)), '')))", SQLArguments(values: [key]))
                     transaction.imageLockClass = images
                     transaction.runsBesideOtherWrites = true
                 case .agent(let agentId, let writers, let agents, let builds, let images):
                     // The same order: the writers' lock shared, the agent's, then builds' locks as the body reads them.
-                    transaction.sendControl(
-                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    transaction.sendControl(kind.begin)
                     try transaction.send(
-                        "SELECT pg_advisory_xact_lock(\(agents), hashtext(current_schema() || '/' || ?))", [agentId])
+                        "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema())), "
+                            + "pg_advisory_xact_lock(\(agents), hashtext(current_schema() || '/' || ?))", [agentId])
                     transaction.buildLockClass = builds
                     transaction.imageLockClass = images
                     transaction.runsBesideOtherWrites = true
                 case .submission(let token, let writers, let tokens):
-                    transaction.sendControl(
-                        kind.begin, "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))")
+                    let shared = "SELECT pg_advisory_xact_lock_shared(\(writers), hashtext(current_schema()))"
                     if let token {
+                        transaction.sendControl(kind.begin)
                         try transaction.send(
-                            "SELECT pg_advisory_xact_lock(\(tokens), hashtext(current_schema() || '/' || ?))", [token])
+                            shared + ", pg_advisory_xact_lock(\(tokens), hashtext(current_schema() || '/' || ?))", [token])
+                    } else {
+                        transaction.sendControl(kind.begin, shared)
                     }
                     transaction.runsBesideOtherWrites = true
                 }
