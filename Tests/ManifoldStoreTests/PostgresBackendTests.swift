@@ -68,6 +68,21 @@ import Testing
         }
     }
 
+    @Test func aPreparedStatementCastsEachPlaceholderToItsArgumentsType() {
+        let statement = StatementCache.translatePlaceholders("SELECT ?, 'a?' FROM t WHERE a = ? AND b IN (?, ?) AND c = ?")
+        #expect(statement.segments == ["SELECT ", ", 'a?' FROM t WHERE a = ", " AND b IN (", ", ", ") AND c = ", ""])
+        #expect(
+            statement.typedText(for: [.integer(1), .real(2), .text("x"), .blob(Data([1])), .null])
+                == "SELECT $1::bigint, 'a?' FROM t WHERE a = $2::double precision AND b IN ($3::text, $4::bytea) AND c = $5")
+        #expect(StatementCache.translatePlaceholders("SELECT 1").typedText(for: []) == "SELECT 1")
+        #expect(StatementCache.isSelect("SELECT 1") && StatementCache.isSelect("\n  SELECT x FROM t"))
+        for other in [
+            "UPDATE t SET a = 1", "WITH x AS (UPDATE t SET a = 1) SELECT 1", "SELECTED", "select 1", "INSERT INTO t SELECT 1",
+        ] {
+            #expect(!StatementCache.isSelect(other), "\(other)")
+        }
+    }
+
     @Test func aStatementWithTheWrongNumberOfArgumentsIsRefusedBeforeItIsSent() async throws {
         try await withBackend { backend, _ in
             let error = await sqlError { _ = try await backend.read { db in try db.query("SELECT ?, ?", [1]) } }
@@ -250,6 +265,106 @@ import Testing
                 try db.execute(sql: "DELETE FROM c WHERE id > ?", arguments: [1])
                 #expect(try db.changesCount == 4)
             }
+        }
+    }
+
+    // MARK: - Prepared statements
+
+    /// The statements prepared on the test's one connection whose text contains `fragment`, with how often each ran.
+    func prepared(_ backend: PostgresBackend, containing fragment: String) async throws -> [(statement: String, runs: Int)] {
+        let rows = try await backend.read { db in
+            try SQLRow.fetchAll(
+                db,
+                sql: "SELECT statement, (generic_plans + custom_plans)::bigint AS runs FROM pg_prepared_statements "
+                    + "WHERE statement LIKE '%' || ? || '%' ORDER BY statement", arguments: [fragment])
+        }
+        return rows.map { ($0["statement"] as String, Int($0["runs"] as Int64)) }
+    }
+
+    /// A `SELECT` waited for is prepared once per connection and argument types, and reads what the unnamed
+    /// statement read; other statements are not prepared.
+    @Test func aSelectIsPreparedOncePerConnectionAndArgumentTypes() async throws {
+        try await withBackend(poolSize: 1) { backend, _ in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE v (k BIGINT, n BIGINT, r DOUBLE PRECISION, t TEXT, b BYTEA)")
+                try db.execute(
+                    sql: "INSERT INTO v VALUES (1, ?, ?, ?, ?), (2, NULL, NULL, NULL, NULL)",
+                    arguments: [Int64.min, -0.125, "pässwörd ✓ 'q' ?", Data([0, 255, 0])])
+            }
+            let select = "SELECT n, r, t, b FROM v WHERE k = ? OR (k = 2 AND CAST(? AS text) IS NULL)"
+            for _ in 0..<4 {
+                let rows = try await backend.read { db in try SQLRow.fetchAll(db, sql: select, arguments: [1, "x"]) }
+                #expect(
+                    rows.map(\.values) == [
+                        [.integer(Int64.min), .real(-0.125), .text("pässwörd ✓ 'q' ?"), .blob(Data([0, 255, 0]))]
+                    ])
+                try await backend.write { db in try db.execute(sql: "UPDATE v SET k = k WHERE k = ?", arguments: [1]) }
+            }
+            let none = try await backend.read { db in try SQLRow.fetchAll(db, sql: select, arguments: [SQLValue.null, "x"]) }
+            #expect(none.isEmpty)
+            let nulls = try await backend.read { db in try SQLRow.fetchAll(db, sql: select, arguments: [3, SQLValue.null]) }
+            #expect(nulls.map(\.values) == [[.null, .null, .null, .null]])
+
+            let statements = try await prepared(backend, containing: "FROM v WHERE k").sorted { $0.statement < $1.statement }
+            #expect(
+                statements.map(\.statement) == [
+                    "SELECT n, r, t, b FROM v WHERE k = $1 OR (k = 2 AND CAST($2::text AS text) IS NULL)",
+                    "SELECT n, r, t, b FROM v WHERE k = $1::bigint OR (k = 2 AND CAST($2 AS text) IS NULL)",
+                    "SELECT n, r, t, b FROM v WHERE k = $1::bigint OR (k = 2 AND CAST($2::text AS text) IS NULL)",
+                ])
+            #expect(statements.map(\.runs) == [1, 1, 4])
+            #expect(try await prepared(backend, containing: "UPDATE v").isEmpty)
+        }
+    }
+
+    /// A statement prepared inside a transaction that rolled back stays prepared, and an error of a prepared
+    /// statement is classified like any other, with its SQLSTATE and the statement.
+    @Test func aPreparedStatementOutlivesARollbackAndItsErrorsNameTheStatement() async throws {
+        struct Refused: Error {}
+        try await withBackend(poolSize: 1) { backend, _ in
+            let divide = "SELECT 10 / ? AS q"
+            await #expect(throws: Refused.self) {
+                try await backend.write { db in
+                    #expect(try Int.fetchOne(db, sql: divide, arguments: [5]) == 2)
+                    throw Refused()
+                }
+            }
+            for _ in 0..<2 {
+                let error = await sqlError {
+                    _ = try await backend.read { db in try Int.fetchOne(db, sql: divide, arguments: [0]) }
+                }
+                guard case .other(let message) = error else {
+                    Issue.record("expected .other, got \(String(describing: error))")
+                    continue
+                }
+                #expect(message.contains("division by zero") && message.contains("22012") && message.contains(divide))
+            }
+            let five = try await backend.read { db in try Int.fetchOne(db, sql: divide, arguments: [2]) }
+            #expect(five == 5)
+            // One statement, run by the rolled-back transaction and the last read (a division by zero fails while a
+            // plan for its argument is made, which counts no run).
+            let runs = try await prepared(backend, containing: "SELECT 10 /").map(\.runs)
+            #expect(runs == [2])
+        }
+    }
+
+    /// A table changed under a prepared statement (another replica's migration adds a column): the transaction runs
+    /// again on a new connection, which prepares the statement against the new table.
+    @Test func aTableChangedUnderAPreparedStatementIsReadOnANewConnection() async throws {
+        try await withBackend(poolSize: 1) { backend, configuration in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE w (id BIGINT PRIMARY KEY, a TEXT)")
+                try db.execute(sql: "INSERT INTO w VALUES (1, 'one')")
+            }
+            let select = "SELECT * FROM w WHERE id = ?"
+            let before = try await backend.read { db in try SQLRow.fetchOne(db, sql: select, arguments: [1]) }
+            #expect(before?.columns == ["id", "a"])
+            let other = try await PostgresBackend.connect(configuration, logger: Self.logger)
+            try await other.write { db in try db.execute(sql: "ALTER TABLE w ADD COLUMN b TEXT DEFAULT 'new'") }
+            await other.close()
+            let after = try await backend.read { db in try SQLRow.fetchOne(db, sql: select, arguments: [1]) }
+            #expect(after?.columns == ["id", "a", "b"])
+            #expect(after?.values == [.integer(1), .text("one"), .text("new")])
         }
     }
 
@@ -827,6 +942,16 @@ import Testing
             #expect(runs.value == 2)
             let kept = try await backend.read { db in try Int.fetchAll(db, sql: "SELECT x FROM r WHERE x >= 100") }
             #expect(kept == [200])
+
+            // The same in a prepared statement (a SELECT whose rows are waited for), whose errors PostgresNIO's
+            // older API reports as another type.
+            let reads = Counter()
+            let count = try await backend.read { db in
+                if reads.increment() == 1 { _ = try db.query("SELECT pg_terminate_backend(pg_backend_pid())", []) }
+                return try Int.fetchOne(db, sql: "SELECT count(*) FROM r")
+            }
+            #expect(reads.value == 2)
+            #expect(count == 4)
         } catch {
             await backend.close()
             throw error

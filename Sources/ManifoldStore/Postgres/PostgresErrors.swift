@@ -11,6 +11,8 @@ enum PostgresErrors {
         var error: SQLError
         var serializationFailure = false
         var connectionLost = false
+        /// The server's SQLSTATE, when the server answered with an error.
+        var sqlState: String?
     }
 
     /// Classifies the failure of a statement.
@@ -28,6 +30,18 @@ enum PostgresErrors {
                 connectionLost: true)
         }
         if let error = error as? SQLError { return Classified(error: error) }
+        if let legacy = error as? PostgresError {
+            // Prepared statements answer through PostgresNIO's older API, which converts its errors to this type.
+            switch legacy {
+            case .server(let response):
+                let fields = response.fields
+                let message = serverMessage(fields[.message], detail: fields[.detail], hint: fields[.hint])
+                return classify(state: fields[.sqlState] ?? "?????", message: message, sql: sql, address: address)
+            case .connectionClosed, .protocol:
+                return Classified(
+                    error: .unavailable("lost the connection to PostgreSQL at \(address): \(legacy)"), connectionLost: true)
+            }
+        }
         guard let psql = error as? PSQLError else {
             if let decoding = error as? PostgresDecodingError {
                 return Classified(error: .other("cannot read PostgreSQL's answer (\(decoding)) to: \(sql)"))
@@ -43,8 +57,18 @@ enum PostgresErrors {
             }
             return Classified(error: .other("PostgreSQL at \(address): \(describe(psql)); statement: \(sql)"))
         }
-        let state = info[.sqlState] ?? "?????"
-        let message = serverMessage(info) + " (SQLSTATE \(state)); statement: \(sql)"
+        return classify(state: info[.sqlState] ?? "?????", message: serverMessage(info), sql: sql, address: address)
+    }
+
+    /// Classifies an error the server answered with SQLSTATE `state`.
+    private static func classify(state: String, message serverMessage: String, sql: String, address: String) -> Classified {
+        var classified = classifyState(
+            state, message: serverMessage + " (SQLSTATE \(state)); statement: \(sql)", address: address)
+        classified.sqlState = state
+        return classified
+    }
+
+    private static func classifyState(_ state: String, message: String, address: String) -> Classified {
         switch state {
         case "40001", "40P01":
             return Classified(error: .other(message), serializationFailure: true)
@@ -121,9 +145,13 @@ enum PostgresErrors {
     }
 
     private static func serverMessage(_ info: PSQLError.ServerInfo) -> String {
-        var text = info[.message] ?? "no message"
-        if let detail = info[.detail] { text += " — \(detail)" }
-        if let hint = info[.hint] { text += " (hint: \(hint))" }
+        serverMessage(info[.message], detail: info[.detail], hint: info[.hint])
+    }
+
+    private static func serverMessage(_ message: String?, detail: String?, hint: String?) -> String {
+        var text = message ?? "no message"
+        if let detail { text += " — \(detail)" }
+        if let hint { text += " (hint: \(hint))" }
         return text
     }
 

@@ -45,9 +45,11 @@ actor PostgresSession {
     private let shared: PostgresShared
     private let number: Int
     private var connection: PostgresConnection?
+    /// The statements prepared on `connection`; a new connection starts with none.
+    private var preparedStatements = PreparedStatements()
     private var closed = false
     /// The COMMIT of the last read-only transaction, sent and not yet waited for, with its connection.
-    private var pendingCommit: (answer: EventLoopFuture<PostgresQueryResult>, connection: PostgresConnection)?
+    private var pendingCommit: (answer: EventLoopFuture<PostgresTransaction.Answer>, connection: PostgresConnection)?
 
     init(shared: PostgresShared, number: Int) {
         self.shared = shared
@@ -77,7 +79,8 @@ actor PostgresSession {
             settlePendingCommit()
             let connection = try openConnection()
             if shared.clock.isDue { try? sampleClock(connection) }
-            let transaction = PostgresTransaction(connection: connection, shared: shared)
+            let transaction = PostgresTransaction(
+                connection: connection, shared: shared, preparedStatements: preparedStatements)
             do {
                 // BEGIN and the locks are not waited for on their own: the first statement whose answer the body
                 // needs waits for them too (PostgresNIO sends each statement once the one before was answered). The
@@ -137,6 +140,19 @@ actor PostgresSession {
                     drop(connection)
                 } else {
                     do { try transaction.rollback() } catch { drop(connection) }
+                }
+                if transaction.preparedStatementsStale {
+                    // Another replica's migration changed a table under a prepared statement: a new connection
+                    // prepares every statement again.
+                    drop(connection)
+                    if reconnects < 2 {
+                        reconnects += 1
+                        shared.logger.info(
+                            "A prepared statement no longer matches the schema; running the transaction again",
+                            metadata: ["address": "\(address)", "session": "\(number)"])
+                        continue
+                    }
+                    throw error
                 }
                 if transaction.serializationFailed {
                     serializationFailures += 1
@@ -276,6 +292,7 @@ actor PostgresSession {
         do {
             let new = try connectWithDeadline().wait()
             connection = new
+            preparedStatements = PreparedStatements()
             return new
         } catch {
             throw PostgresErrors.classifyConnect(error, configuration: shared.configuration)

@@ -29,10 +29,32 @@ final class PostgresTransaction: SQLTransaction {
     private var inFlight: [Sent] = []
 
     private struct Sent {
-        let answer: EventLoopFuture<PostgresQueryResult>
+        let answer: EventLoopFuture<Answer>
         let sql: String
         let timedOut: TimeoutFlag
+        /// Sent as the execution of a prepared statement (or its preparation).
+        let prepared: Bool
     }
+
+    /// A statement's answer, from either of PostgresNIO's ways of running one.
+    struct Answer: Sendable {
+        /// The command tag's command (`SELECT`, `UPDATE`, …) and the rows it changed, for an unnamed statement.
+        var command: String?
+        var rowsAffected: Int?
+        var rows: [PostgresRow]
+        /// The rows of a prepared statement's execution: binary, whatever their columns say (its Bind asks for
+        /// binary results, while the columns come from the preparation's Describe, which knows no format yet).
+        var binaryRows = false
+        /// The statement a preparation made.
+        var prepared: PreparedQuery?
+    }
+
+    /// The connection's prepared statements, when this transaction may use them (see ``PreparedStatements``).
+    private let preparedStatements: PreparedStatements?
+    /// A prepared statement was refused because the schema changed under it (SQLSTATE 0A000, "cached plan must not
+    /// change result type"): the connection, and every statement prepared on it, is dropped and the transaction run
+    /// again on a new one.
+    private(set) var preparedStatementsStale = false
 
     /// The advisory lock class of builds' locks when the body takes them itself (``PostgresBackend/write(agent:_:)``);
     /// nil when the transaction's locks were all taken at its start.
@@ -45,9 +67,10 @@ final class PostgresTransaction: SQLTransaction {
     /// a rule reading rows outside its scope (an error, never a silent no-op).
     var runsBesideOtherWrites = false
 
-    init(connection: PostgresConnection, shared: PostgresShared) {
+    init(connection: PostgresConnection, shared: PostgresShared, preparedStatements: PreparedStatements? = nil) {
         self.connection = connection
         self.shared = shared
+        self.preparedStatements = preparedStatements
     }
 
     var changesCount: Int {
@@ -86,19 +109,52 @@ final class PostgresTransaction: SQLTransaction {
 
     @discardableResult
     func query(_ sql: String, _ arguments: SQLArguments) throws -> [SQLRow] {
-        try enqueue(sql, arguments)
+        if try !enqueuePrepared(sql, arguments) { try enqueue(sql, arguments) }
         guard let result = try settle() else { return [] }
         return try result.rows.map { row in
             var columns: [String] = []
             var values: [SQLValue] = []
             columns.reserveCapacity(row.count)
             values.reserveCapacity(row.count)
-            for cell in row {
+            for var cell in row {
+                if result.binaryRows { cell.format = .binary }
                 columns.append(cell.columnName)
                 values.append(try Self.decode(cell, sql: sql))
             }
             return SQLRow(columns: columns, values: values)
         }
+    }
+
+    /// Runs a `SELECT` whose rows are waited for as a statement prepared on this connection: PostgreSQL parses and
+    /// plans it once per connection instead of at every execution (planning was half of the server's time per
+    /// statement). The first execution on a connection prepares it and waits for that. Returns false where the
+    /// statement runs unnamed instead: outside a store transaction, for any other statement (their command tags,
+    /// the rows they changed, are not in the prepared path's answer), or once the connection holds
+    /// ``PreparedStatements/limit`` statements.
+    private func enqueuePrepared(_ sql: String, _ arguments: SQLArguments) throws -> Bool {
+        guard let preparedStatements, StatementCache.isSelect(sql) else { return false }
+        let statement = shared.statements.translate(sql)
+        guard statement.placeholders == arguments.values.count else { return false }
+        let text = statement.typedText(for: arguments.values)
+        let query: PreparedQuery
+        if let known = preparedStatements.statement(for: text) {
+            query = known
+        } else {
+            guard !preparedStatements.isFull else { return false }
+            dispatch(sql: sql, prepared: true) { connection in
+                connection.prepare(query: text).map { Answer(rows: [], prepared: $0) }
+            }
+            guard let made = try settle()?.prepared else {
+                throw SQLError.other("PostgreSQL at \(shared.configuration.address) prepared no statement for: \(sql)")
+            }
+            preparedStatements.record(made, for: text)
+            query = made
+        }
+        let binds = arguments.values.map(Self.data)
+        dispatch(sql: sql, prepared: true) { _ in
+            query.execute(binds).map { Answer(command: "SELECT", rows: $0, binaryRows: true) }
+        }
+        return true
     }
 
     func send(_ sql: String, _ arguments: SQLArguments) throws {
@@ -114,6 +170,19 @@ final class PostgresTransaction: SQLTransaction {
         var binds = PostgresBindings(capacity: arguments.values.count)
         for value in arguments.values { Self.bind(value, to: &binds) }
         dispatch(PostgresQuery(unsafeSQL: statement.text, binds: binds), sql: sql)
+    }
+
+    /// The binary form of `value` for a prepared statement's execution (see ``bind(_:to:)``).
+    static func data(_ value: SQLValue) -> PostgresData {
+        switch value {
+        case .null: return .null
+        case .integer(let integer):
+            return PostgresData(type: .int8, value: ByteBuffer(integer: integer, endianness: .big))
+        case .real(let real):
+            return PostgresData(type: .float8, value: ByteBuffer(integer: real.bitPattern, endianness: .big))
+        case .text(let text): return PostgresData(type: .text, value: ByteBuffer(string: text))
+        case .blob(let data): return PostgresData(type: .bytea, value: ByteBuffer(bytes: data))
+        }
     }
 
     /// Runs `sql` as written (`$n` placeholders, no translation), e.g. a statement outside any transaction.
@@ -141,7 +210,7 @@ final class PostgresTransaction: SQLTransaction {
     /// still in flight are waited for first, so a failure among them (a write the transaction refused) is thrown
     /// here. Nothing a read-only transaction read depends on its COMMIT; the connection answers in order, so the
     /// session's next transaction runs behind it.
-    func sendReadOnlyCommit() throws -> EventLoopFuture<PostgresQueryResult> {
+    func sendReadOnlyCommit() throws -> EventLoopFuture<Answer> {
         if !inFlight.isEmpty { _ = try settle() }
         dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
         return inFlight.removeLast().answer
@@ -171,15 +240,27 @@ final class PostgresTransaction: SQLTransaction {
         // Statements before COMMIT all answered: COMMIT was written, and a connection lost now leaves it unknown.
         commitSent = (outcome.failure?.index ?? Int.max) >= commitIndex
         if let failure = outcome.failure { throw failure.error }
-        if outcome.results[commitIndex]?.metadata.command == "ROLLBACK" {
+        if outcome.results[commitIndex]?.command == "ROLLBACK" {
             throw firstFailure
                 ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
         }
     }
 
-    /// Hands a statement to the connection without waiting. Its deadline starts now: the watchdog closes the
-    /// connection if PostgreSQL has not answered within `query_timeout`.
+    /// Hands an unnamed statement to the connection without waiting (``dispatch(sql:prepared:_:)``).
     private func dispatch(_ query: PostgresQuery, sql: String) {
+        dispatch(sql: sql, prepared: false) { connection in
+            connection.query(query, logger: self.shared.logger).map { result in
+                Answer(command: result.metadata.command, rowsAffected: result.metadata.rows, rows: result.rows)
+            }
+        }
+    }
+
+    /// Hands a statement to the connection without waiting: `start` writes it to the connection, which sends it once
+    /// the statements before it were answered. Its deadline starts now: the watchdog closes the connection if
+    /// PostgreSQL has not answered within `query_timeout`.
+    private func dispatch(
+        sql: String, prepared: Bool, _ start: (PostgresConnection) -> EventLoopFuture<Answer>
+    ) {
         let timeout = TimeAmount.seconds(Int64(shared.configuration.queryTimeout))
         let connection = self.connection
         let settled = TimeoutFlag()
@@ -187,26 +268,26 @@ final class PostgresTransaction: SQLTransaction {
         // The session waits for whichever comes first, the answer or the deadline: closing the connection at the
         // deadline is not enough on its own, since a query on a connection whose peer went silent mid-statement was
         // seen never to complete after the close (the session thread, and the store with it, hung for good).
-        let outcome = connection.eventLoop.makePromise(of: PostgresQueryResult.self)
+        let outcome = connection.eventLoop.makePromise(of: Answer.self)
         let watchdog = connection.eventLoop.scheduleTask(in: timeout) {
             guard settled.settle() else { return }
             _ = timedOut.settle()
             outcome.fail(QueryDeadlineExceeded())
             connection.closeInBackground()
         }
-        connection.query(query, logger: shared.logger).whenComplete { result in
+        start(connection).whenComplete { result in
             watchdog.cancel()
             // Both closures run on the connection's event loop: the flag decides which one completes the promise.
             guard settled.settle() else { return }
             outcome.completeWith(result)
         }
-        inFlight.append(Sent(answer: outcome.futureResult, sql: sql, timedOut: timedOut))
+        inFlight.append(Sent(answer: outcome.futureResult, sql: sql, timedOut: timedOut, prepared: prepared))
     }
 
     /// Waits for every statement in flight; returns the last one's answer (nil when none was in flight). When one
     /// failed, throws the transaction's first failure (the statements after it fail too: PostgreSQL refuses
     /// statements in an aborted transaction, and a lost connection answers none).
-    private func settle() throws -> PostgresQueryResult? {
+    private func settle() throws -> Answer? {
         let batch = inFlight
         inFlight = []
         let outcome = wait(for: batch)
@@ -215,16 +296,16 @@ final class PostgresTransaction: SQLTransaction {
     }
 
     /// The answers to `batch`, in order (nil for each that failed), and the first failure with its position.
-    private func wait(for batch: [Sent]) -> (results: [PostgresQueryResult?], failure: (index: Int, error: SQLError)?) {
+    private func wait(for batch: [Sent]) -> (results: [Answer?], failure: (index: Int, error: SQLError)?) {
         // The connection answers in order, so once the last statement settled the others have: one wait, not one each.
         _ = try? batch.last?.answer.wait()
-        var results: [PostgresQueryResult?] = []
+        var results: [Answer?] = []
         var failure: (index: Int, error: SQLError)?
         for (index, statement) in batch.enumerated() {
             do {
                 let result = try statement.answer.wait()
-                switch result.metadata.command {
-                case "INSERT", "UPDATE", "DELETE", "MERGE": lastChanges = result.metadata.rows ?? 0
+                switch result.command {
+                case "INSERT", "UPDATE", "DELETE", "MERGE": lastChanges = result.rowsAffected ?? 0
                 default: break
                 }
                 results.append(result)
@@ -235,6 +316,7 @@ final class PostgresTransaction: SQLTransaction {
                     timedOut: statement.timedOut.fired.withLock { $0 })
                 if classified.serializationFailure { serializationFailed = true }
                 if classified.connectionLost { connectionLost = true }
+                if statement.prepared && classified.sqlState == "0A000" { preparedStatementsStale = true }
                 if firstFailure == nil {
                     firstFailure = classified.error
                     failureMessage = classified.error.description
@@ -333,6 +415,33 @@ final class StatementCache: Sendable {
     struct Statement: Sendable {
         var text: String
         var placeholders: Int
+        /// The text around the placeholders: `placeholders + 1` pieces.
+        var segments: [String]
+
+        /// The text with each placeholder cast to the type of its argument (`$1::bigint`), as a statement is prepared
+        /// without parameter types: PostgreSQL takes a cast parameter's type from the cast, so the statement means
+        /// what the unnamed one, whose parameters carry their types, means. A null stays uncast and is inferred.
+        func typedText(for values: [SQLValue]) -> String {
+            var text = segments[0]
+            for (index, value) in values.enumerated() {
+                text += "$\(index + 1)"
+                switch value {
+                case .null: break
+                case .integer: text += "::bigint"
+                case .real: text += "::double precision"
+                case .text: text += "::text"
+                case .blob: text += "::bytea"
+                }
+                text += segments[index + 1]
+            }
+            return text
+        }
+    }
+
+    /// Whether `sql` is a `SELECT` (which changes no rows a command tag would count).
+    static func isSelect(_ sql: String) -> Bool {
+        let start = sql.utf8.firstIndex { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\n") } ?? sql.utf8.endIndex
+        return sql.utf8[start...].prefix(7).elementsEqual("SELECT ".utf8)
     }
 
     private static let limit = 2000
@@ -352,8 +461,15 @@ final class StatementCache: Sendable {
     /// comments (`-- …`, `/* … */`) with `$1`, `$2`, … in order.
     static func translatePlaceholders(_ sql: String) -> Statement {
         let characters = Array(sql.unicodeScalars)
-        var output = String.UnicodeScalarView()
+        var output: [Unicode.Scalar] = []
         output.reserveCapacity(characters.count + 8)
+        var segments: [String] = []
+        var segmentStart = 0
+        func text(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
+            var view = String.UnicodeScalarView()
+            view.append(contentsOf: scalars)
+            return String(view)
+        }
         var count = 0
         var index = 0
         func isIdentifier(_ scalar: Unicode.Scalar) -> Bool {
@@ -369,7 +485,9 @@ final class StatementCache: Sendable {
             switch scalar {
             case "?":
                 count += 1
+                segments.append(text(output[segmentStart...]))
                 output.append(contentsOf: "$\(count)".unicodeScalars)
+                segmentStart = output.count
                 index += 1
             case "'":
                 let escapes =
@@ -446,8 +564,24 @@ final class StatementCache: Sendable {
                 index += 1
             }
         }
-        return Statement(text: String(output), placeholders: count)
+        segments.append(text(output[segmentStart...]))
+        return Statement(text: text(output[...]), placeholders: count, segments: segments)
     }
+}
+
+/// The statements prepared on one connection, by their typed text (``StatementCache/Statement/typedText(for:)``), up to
+/// ``limit``: a statement is prepared once per connection and lives as long as it. Used only on its session's thread.
+final class PreparedStatements {
+    /// The store runs a few hundred distinct `SELECT`s; statements beyond these run unnamed, so neither side's memory
+    /// grows with statements that differ only in the number of their arguments.
+    static let limit = 512
+    private var statements: [String: PreparedQuery] = [:]
+
+    var isFull: Bool { statements.count >= Self.limit }
+
+    func statement(for text: String) -> PreparedQuery? { statements[text] }
+
+    func record(_ statement: PreparedQuery, for text: String) { statements[text] = statement }
 }
 
 /// The deadline of a statement passed before PostgreSQL answered (classified with the timeout's message).
