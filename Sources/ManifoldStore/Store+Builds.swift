@@ -161,8 +161,9 @@ extension Store {
             let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             let limit = max(1, min(query.limit, 500))
             guard let visible = query.visible else {
+                arguments.append(limit)
                 let ids = try String.fetchAll(
-                    db, sql: "SELECT id FROM build \(whereClause) ORDER BY seq DESC LIMIT \(limit)", arguments: arguments)
+                    db, sql: "SELECT id FROM build \(whereClause) ORDER BY seq DESC LIMIT ?", arguments: arguments)
                 return try ids.map { try Self.buildView(db, id: $0) }
             }
             // Scopes are patterns SQL cannot match: walk the builds newest first, a batch at a time, keeping the

@@ -11,8 +11,9 @@ enum PostgresErrors {
         var error: SQLError
         var serializationFailure = false
         var connectionLost = false
-        /// The server's SQLSTATE, when the server answered with an error.
+        /// The server's SQLSTATE and the routine that raised the error, when the server answered with one.
         var sqlState: String?
+        var routine: String?
     }
 
     /// Classifies the failure of a statement.
@@ -36,7 +37,9 @@ enum PostgresErrors {
             case .server(let response):
                 let fields = response.fields
                 let message = serverMessage(fields[.message], detail: fields[.detail], hint: fields[.hint])
-                return classify(state: fields[.sqlState] ?? "?????", message: message, sql: sql, address: address)
+                var classified = classify(state: fields[.sqlState] ?? "?????", message: message, sql: sql, address: address)
+                classified.routine = fields[.routine]
+                return classified
             case .connectionClosed, .protocol:
                 return Classified(
                     error: .unavailable("lost the connection to PostgreSQL at \(address): \(legacy)"), connectionLost: true)
@@ -57,7 +60,9 @@ enum PostgresErrors {
             }
             return Classified(error: .other("PostgreSQL at \(address): \(describe(psql)); statement: \(sql)"))
         }
-        return classify(state: info[.sqlState] ?? "?????", message: serverMessage(info), sql: sql, address: address)
+        var classified = classify(state: info[.sqlState] ?? "?????", message: serverMessage(info), sql: sql, address: address)
+        classified.routine = info[.routine]
+        return classified
     }
 
     /// Classifies an error the server answered with SQLSTATE `state`.
@@ -131,6 +136,11 @@ enum PostgresErrors {
     }
 
     static func isConnectionFailure(_ error: any Error) -> Bool {
+        if let legacy = error as? PostgresError {
+            guard case .server(let response) = legacy else { return true }
+            let state = response.fields[.sqlState] ?? ""
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state)
+        }
         guard let psql = error as? PSQLError else { return !(error is PostgresDecodingError) }
         switch psql.code {
         case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed,

@@ -32,8 +32,11 @@ final class PostgresTransaction: SQLTransaction {
         let answer: EventLoopFuture<Answer>
         let sql: String
         let timedOut: TimeoutFlag
-        /// Sent as the execution of a prepared statement (or its preparation).
-        let prepared: Bool
+        let kind: Kind
+
+        enum Kind {
+            case unnamed, preparation, execution
+        }
     }
 
     /// A statement's answer, from either of PostgresNIO's ways of running one.
@@ -51,9 +54,12 @@ final class PostgresTransaction: SQLTransaction {
 
     /// The connection's prepared statements, when this transaction may use them (see ``PreparedStatements``).
     private let preparedStatements: PreparedStatements?
-    /// A prepared statement was refused because the schema changed under it (SQLSTATE 0A000, "cached plan must not
-    /// change result type"): the connection, and every statement prepared on it, is dropped and the transaction run
-    /// again on a new one.
+    /// Writes sent unnamed in this transaction, to prepare after its COMMIT (``sendPrepared(_:_:)``).
+    private var writesToPrepare: [String] = []
+    /// The execution of a prepared statement was refused because the schema changed under it (SQLSTATE 0A000 from
+    /// `RevalidateCachedQuery`: "cached plan must not change result type") or the statement is gone from the server
+    /// (26000: a `DEALLOCATE ALL` or `DISCARD ALL` on the connection): the connection, with every statement prepared on
+    /// it, is dropped and the transaction run again on a new one.
     private(set) var preparedStatementsStale = false
 
     /// The advisory lock class of builds' locks when the body takes them itself (``PostgresBackend/write(agent:_:)``);
@@ -127,10 +133,9 @@ final class PostgresTransaction: SQLTransaction {
 
     /// Runs a `SELECT` whose rows are waited for as a statement prepared on this connection: PostgreSQL parses and
     /// plans it once per connection instead of at every execution (planning was half of the server's time per
-    /// statement). The first execution on a connection prepares it and waits for that. Returns false where the
-    /// statement runs unnamed instead: outside a store transaction, for any other statement (their command tags,
-    /// the rows they changed, are not in the prepared path's answer), or once the connection holds
-    /// ``PreparedStatements/limit`` statements.
+    /// statement). Its second use on a connection prepares it and waits for that (``PreparedStatements/mayPrepare(_:)``).
+    /// Returns false where the statement runs unnamed instead: outside a store transaction, for any other statement,
+    /// at its first use, or once the connection holds ``PreparedStatements/limit`` statements.
     private func enqueuePrepared(_ sql: String, _ arguments: SQLArguments) throws -> Bool {
         guard let preparedStatements, StatementCache.isSelect(sql) else { return false }
         let statement = shared.statements.translate(sql)
@@ -140,8 +145,8 @@ final class PostgresTransaction: SQLTransaction {
         if let known = preparedStatements.statement(for: text) {
             query = known
         } else {
-            guard !preparedStatements.isFull else { return false }
-            dispatch(sql: sql, prepared: true) { connection in
+            guard preparedStatements.mayPrepare(text) else { return false }
+            dispatch(sql: sql, kind: .preparation) { connection in
                 connection.prepare(query: text).map { Answer(rows: [], prepared: $0) }
             }
             guard let made = try settle()?.prepared else {
@@ -151,14 +156,35 @@ final class PostgresTransaction: SQLTransaction {
             query = made
         }
         let binds = arguments.values.map(Self.data)
-        dispatch(sql: sql, prepared: true) { _ in
+        dispatch(sql: sql, kind: .execution) { _ in
             query.execute(binds).map { Answer(command: "SELECT", rows: $0, binaryRows: true) }
         }
         return true
     }
 
     func send(_ sql: String, _ arguments: SQLArguments) throws {
-        try enqueue(sql, arguments)
+        if try !sendPrepared(sql, arguments) { try enqueue(sql, arguments) }
+    }
+
+    /// Sends an `INSERT` or `UPDATE` whose rows nobody reads as a statement prepared on this connection, with
+    /// `RETURNING 1` so that its rows count what it changed (the prepared path's answer has no command tag). Until
+    /// then it runs unnamed; the transaction of its second use prepares it after its COMMIT (``commit()``), outside
+    /// any transaction, where a preparation that fails changes nothing. Returns false where the statement runs
+    /// unnamed.
+    private func sendPrepared(_ sql: String, _ arguments: SQLArguments) throws -> Bool {
+        guard let preparedStatements, let command = StatementCache.countedWrite(sql) else { return false }
+        let statement = shared.statements.translate(sql)
+        guard statement.placeholders == arguments.values.count else { return false }
+        let text = statement.typedText(for: arguments.values) + "\nRETURNING 1"
+        guard let query = preparedStatements.statement(for: text) else {
+            if !writesToPrepare.contains(text) && preparedStatements.mayPrepare(text) { writesToPrepare.append(text) }
+            return false
+        }
+        let binds = arguments.values.map(Self.data)
+        dispatch(sql: sql, kind: .execution) { _ in
+            query.execute(binds).map { Answer(command: command, rowsAffected: $0.count, rows: []) }
+        }
+        return true
     }
 
     private func enqueue(_ sql: String, _ arguments: SQLArguments) throws {
@@ -234,21 +260,37 @@ final class PostgresTransaction: SQLTransaction {
     func commit() throws {
         dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
         let commitIndex = inFlight.count - 1
+        // Writes that ran unnamed are prepared behind the COMMIT, each once per connection.
+        let preparing = writesToPrepare
+        writesToPrepare = []
+        for text in preparing {
+            dispatch(sql: text, kind: .preparation) { connection in
+                connection.prepare(query: text).map { Answer(rows: [], prepared: $0) }
+            }
+        }
         let batch = inFlight
         inFlight = []
         let outcome = wait(for: batch)
+        for (offset, text) in preparing.enumerated() {
+            if let made = outcome.results[commitIndex + 1 + offset]?.prepared {
+                preparedStatements?.record(made, for: text)
+            } else {
+                preparedStatements?.refuse(text)
+            }
+        }
         // Statements before COMMIT all answered: COMMIT was written, and a connection lost now leaves it unknown.
         commitSent = (outcome.failure?.index ?? Int.max) >= commitIndex
-        if let failure = outcome.failure { throw failure.error }
+        // A preparation after the COMMIT that failed leaves the transaction as it was.
+        if let failure = outcome.failure, failure.index <= commitIndex { throw failure.error }
         if outcome.results[commitIndex]?.command == "ROLLBACK" {
             throw firstFailure
                 ?? SQLError.other("PostgreSQL at \(shared.configuration.address) rolled the transaction back at COMMIT")
         }
     }
 
-    /// Hands an unnamed statement to the connection without waiting (``dispatch(sql:prepared:_:)``).
+    /// Hands an unnamed statement to the connection without waiting (``dispatch(sql:kind:_:)``).
     private func dispatch(_ query: PostgresQuery, sql: String) {
-        dispatch(sql: sql, prepared: false) { connection in
+        dispatch(sql: sql, kind: .unnamed) { connection in
             connection.query(query, logger: self.shared.logger).map { result in
                 Answer(command: result.metadata.command, rowsAffected: result.metadata.rows, rows: result.rows)
             }
@@ -259,7 +301,7 @@ final class PostgresTransaction: SQLTransaction {
     /// the statements before it were answered. Its deadline starts now: the watchdog closes the connection if
     /// PostgreSQL has not answered within `query_timeout`.
     private func dispatch(
-        sql: String, prepared: Bool, _ start: (PostgresConnection) -> EventLoopFuture<Answer>
+        sql: String, kind: Sent.Kind, _ start: (PostgresConnection) -> EventLoopFuture<Answer>
     ) {
         let timeout = TimeAmount.seconds(Int64(shared.configuration.queryTimeout))
         let connection = self.connection
@@ -281,7 +323,7 @@ final class PostgresTransaction: SQLTransaction {
             guard settled.settle() else { return }
             outcome.completeWith(result)
         }
-        inFlight.append(Sent(answer: outcome.futureResult, sql: sql, timedOut: timedOut, prepared: prepared))
+        inFlight.append(Sent(answer: outcome.futureResult, sql: sql, timedOut: timedOut, kind: kind))
     }
 
     /// Waits for every statement in flight; returns the last one's answer (nil when none was in flight). When one
@@ -316,7 +358,12 @@ final class PostgresTransaction: SQLTransaction {
                     timedOut: statement.timedOut.fired.withLock { $0 })
                 if classified.serializationFailure { serializationFailed = true }
                 if classified.connectionLost { connectionLost = true }
-                if statement.prepared && classified.sqlState == "0A000" { preparedStatementsStale = true }
+                if statement.kind == .execution,
+                    classified.sqlState == "26000"
+                        || (classified.sqlState == "0A000" && classified.routine == "RevalidateCachedQuery")
+                {
+                    preparedStatementsStale = true
+                }
                 if firstFailure == nil {
                     firstFailure = classified.error
                     failureMessage = classified.error.description
@@ -436,6 +483,45 @@ final class StatementCache: Sendable {
             }
             return text
         }
+    }
+
+    /// The command of an `INSERT` or `UPDATE` (after a `WITH` list, too) that has no `RETURNING` of its own and may
+    /// take one at its end; nil for any other statement.
+    static func countedWrite(_ sql: String) -> String? {
+        let scalars = Array(sql.unicodeScalars)
+        var index = scalars.firstIndex { $0 != " " && $0 != "\n" } ?? scalars.endIndex
+        func startsWith(_ word: String) -> Bool {
+            let word = Array(word.unicodeScalars)
+            return scalars.count - index >= word.count && Array(scalars[index..<index + word.count]) == word
+        }
+        if startsWith("WITH ") {
+            // The main statement starts after the parenthesis that closes the list's last definition (one not
+            // followed by a comma). Literals, quoted names and comments make it more than this scan reads: nil.
+            var depth = 0
+            var main: Int?
+            scan: for position in index..<scalars.count {
+                switch scalars[position] {
+                case "'", "\"", "$", "-", "/", ";": return nil
+                case "(": depth += 1
+                case ")":
+                    depth -= 1
+                    guard depth == 0 else { continue }
+                    let next = scalars[(position + 1)...].firstIndex { $0 != " " && $0 != "\n" } ?? scalars.endIndex
+                    if next == scalars.endIndex || scalars[next] != "," {
+                        main = next
+                        break scan
+                    }
+                default: break
+                }
+            }
+            guard let main else { return nil }
+            index = main
+        }
+        let upper = sql.uppercased()
+        guard !upper.contains("RETURNING"), !sql.contains(";") else { return nil }
+        if startsWith("UPDATE ") { return "UPDATE" }
+        if startsWith("INSERT INTO ") { return "INSERT" }
+        return nil
     }
 
     /// Whether `sql` is a `SELECT` (which changes no rows a command tag would count).
@@ -577,11 +663,27 @@ final class PreparedStatements {
     static let limit = 512
     private var statements: [String: PreparedQuery] = [:]
 
-    var isFull: Bool { statements.count >= Self.limit }
+    /// Statements whose preparation failed (or was cut off with the connection): not tried again on it.
+    private var refused: Set<String> = []
+    /// Statements run once on the connection and not prepared: a statement is prepared at its second use, so
+    /// statements that run once (a page of a listing, a list of unusual length) take no room.
+    private var seenOnce: Set<String> = []
 
     func statement(for text: String) -> PreparedQuery? { statements[text] }
 
+    /// Whether `text` is to be prepared now: its second use, not refused before, and room left. The first use is
+    /// remembered (up to ``limit`` statements at a time).
+    func mayPrepare(_ text: String) -> Bool {
+        guard statements.count < Self.limit, refused.count < Self.limit, !refused.contains(text) else { return false }
+        if seenOnce.remove(text) != nil { return true }
+        if seenOnce.count >= Self.limit { seenOnce.removeAll(keepingCapacity: true) }
+        seenOnce.insert(text)
+        return false
+    }
+
     func record(_ statement: PreparedQuery, for text: String) { statements[text] = statement }
+
+    func refuse(_ text: String) { refused.insert(text) }
 }
 
 /// The deadline of a statement passed before PostgreSQL answered (classified with the timeout's message).
