@@ -341,9 +341,9 @@ import Testing
         }
     }
 
-    /// An `INSERT` or `UPDATE` whose rows nobody reads runs unnamed until the transaction of its second use
-    /// commits, is prepared after that COMMIT, and from then on runs by name with `RETURNING 1`, its rows counting
-    /// what it changed. A write that cannot take `RETURNING` fails its preparation outside the transaction, which
+    /// An `INSERT`, `UPDATE` or `SELECT` whose rows nobody reads runs unnamed until the transaction of its second use
+    /// commits, is prepared after that COMMIT, and from then on runs by name, a write with `RETURNING 1`, its rows
+    /// counting what it changed. A write that cannot take `RETURNING` fails its preparation outside the transaction, which
     /// commits as before.
     @Test func aWriteIsPreparedAfterACommitAndCountsWhatItChanged() async throws {
         try await withBackend(poolSize: 1) { backend, _ in
@@ -369,6 +369,7 @@ import Testing
                     try db.execute(sql: "DELETE FROM c WHERE g = ?", arguments: ["z"])
                     #expect(try db.changesCount == 2, "round \(round)")
                     try db.execute(sql: "INSERT INTO sink (x) VALUES (?)", arguments: [round])
+                    try db.execute(sql: "SELECT pg_advisory_xact_lock(?)", arguments: [42])
                 }
             }
             let count = try await backend.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM c") }
@@ -386,6 +387,8 @@ import Testing
             #expect(deletes.isEmpty)
             let sinks = try await prepared(backend, containing: "sink")
             #expect(sinks.isEmpty)
+            let locks = try await prepared(backend, containing: "pg_advisory_xact_lock").map(\.statement)
+            #expect(locks == ["SELECT pg_advisory_xact_lock($1::bigint)"], "a SELECT sent ahead is prepared the same way")
         }
     }
 

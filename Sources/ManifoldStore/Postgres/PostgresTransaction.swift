@@ -54,8 +54,8 @@ final class PostgresTransaction: SQLTransaction {
 
     /// The connection's prepared statements, when this transaction may use them (see ``PreparedStatements``).
     private let preparedStatements: PreparedStatements?
-    /// Writes sent unnamed in this transaction, to prepare after its COMMIT (``sendPrepared(_:_:)``).
-    private var writesToPrepare: [String] = []
+    /// Statements sent unnamed in this transaction, to prepare after its COMMIT (``sendPrepared(_:_:)``).
+    private var statementsToPrepare: [String] = []
     /// The execution of a prepared statement was refused because the schema changed under it (SQLSTATE 0A000 from
     /// `RevalidateCachedQuery`: "cached plan must not change result type") or the statement is gone from the server
     /// (26000: a `DEALLOCATE ALL` or `DISCARD ALL` on the connection): the connection, with every statement prepared on
@@ -166,23 +166,38 @@ final class PostgresTransaction: SQLTransaction {
         if try !sendPrepared(sql, arguments) { try enqueue(sql, arguments) }
     }
 
-    /// Sends an `INSERT` or `UPDATE` whose rows nobody reads as a statement prepared on this connection, with
-    /// `RETURNING 1` so that its rows count what it changed (the prepared path's answer has no command tag). Until
-    /// then it runs unnamed; the transaction of its second use prepares it after its COMMIT (``commit()``), outside
-    /// any transaction, where a preparation that fails changes nothing. Returns false where the statement runs
-    /// unnamed.
+    /// Sends a `SELECT`, `INSERT` or `UPDATE` whose rows nobody reads (a lock, a write) as a statement prepared on
+    /// this connection; a write with `RETURNING 1`, so that its rows count what it changed (the prepared path's
+    /// answer has no command tag). Until then it runs unnamed; the transaction of its second use prepares it after
+    /// its COMMIT (``commit()``), outside any transaction, where a preparation that fails changes nothing. Returns
+    /// false where the statement runs unnamed.
     private func sendPrepared(_ sql: String, _ arguments: SQLArguments) throws -> Bool {
-        guard let preparedStatements, let command = StatementCache.countedWrite(sql) else { return false }
+        guard let preparedStatements else { return false }
+        let command: String
+        let suffix: String
+        if StatementCache.isSelect(sql) {
+            (command, suffix) = ("SELECT", "")
+        } else if let write = StatementCache.countedWrite(sql) {
+            (command, suffix) = (write, "\nRETURNING 1")
+        } else {
+            return false
+        }
         let statement = shared.statements.translate(sql)
         guard statement.placeholders == arguments.values.count else { return false }
-        let text = statement.typedText(for: arguments.values) + "\nRETURNING 1"
+        let text = statement.typedText(for: arguments.values) + suffix
         guard let query = preparedStatements.statement(for: text) else {
-            if !writesToPrepare.contains(text) && preparedStatements.mayPrepare(text) { writesToPrepare.append(text) }
+            if !statementsToPrepare.contains(text) && preparedStatements.mayPrepare(text) {
+                statementsToPrepare.append(text)
+            }
             return false
         }
         let binds = arguments.values.map(Self.data)
         dispatch(sql: sql, kind: .execution) { _ in
-            query.execute(binds).map { Answer(command: command, rowsAffected: $0.count, rows: []) }
+            query.execute(binds).map { rows in
+                command == "SELECT"
+                    ? Answer(command: command, rows: [], binaryRows: true)
+                    : Answer(command: command, rowsAffected: rows.count, rows: [])
+            }
         }
         return true
     }
@@ -260,9 +275,9 @@ final class PostgresTransaction: SQLTransaction {
     func commit() throws {
         dispatch(PostgresQuery(unsafeSQL: "COMMIT"), sql: "COMMIT")
         let commitIndex = inFlight.count - 1
-        // Writes that ran unnamed are prepared behind the COMMIT, each once per connection.
-        let preparing = writesToPrepare
-        writesToPrepare = []
+        // Statements sent unnamed are prepared behind the COMMIT, each once per connection.
+        let preparing = statementsToPrepare
+        statementsToPrepare = []
         for text in preparing {
             dispatch(sql: text, kind: .preparation) { connection in
                 connection.prepare(query: text).map { Answer(rows: [], prepared: $0) }
