@@ -141,20 +141,7 @@ actor PostgresSession {
                 } else {
                     do { try transaction.rollback() } catch { drop(connection) }
                 }
-                if transaction.preparedStatementsStale {
-                    // Another replica's migration changed a table under a prepared statement: a new connection
-                    // prepares every statement again.
-                    drop(connection)
-                    if reconnects < 2 {
-                        reconnects += 1
-                        shared.logger.info(
-                            "A prepared statement no longer matches the schema; running the transaction again",
-                            metadata: ["address": "\(address)", "session": "\(number)"])
-                        continue
-                    }
-                    throw error
-                }
-                if transaction.serializationFailed {
+                if transaction.serializationFailed && !transaction.preparedStatementsStale {
                     serializationFailures += 1
                     guard serializationFailures < PostgresBackend.maxSerializationAttempts else {
                         throw SQLError.other(
@@ -164,19 +151,28 @@ actor PostgresSession {
                     backoff(after: serializationFailures)
                     continue
                 }
-                if transaction.connectionLost {
+                // A new connection, and the transaction again: after a lost connection (unless COMMIT had left), or
+                // when a prepared statement is gone from the connection or a table changed under it (every statement
+                // is prepared again on the new one).
+                let rerun: String?
+                if transaction.preparedStatementsStale {
+                    drop(connection)
+                    rerun = "A prepared statement is gone or no longer matches the schema; running the transaction again"
+                } else if transaction.connectionLost {
                     if transaction.commitSent {
                         throw SQLError.unavailable(
                             "lost the connection to PostgreSQL at \(address) while committing; the transaction may or "
                                 + "may not have been committed")
                     }
-                    if reconnects < 2 {
-                        reconnects += 1
-                        shared.logger.info(
-                            "PostgreSQL connection lost, running the transaction again on a new one",
-                            metadata: ["address": "\(address)", "session": "\(number)"])
-                        continue
-                    }
+                    rerun = "PostgreSQL connection lost, running the transaction again on a new one"
+                } else {
+                    rerun = nil
+                }
+                if let rerun, reconnects < 2 {
+                    reconnects += 1
+                    shared.logger.info(
+                        "\(rerun)", metadata: ["address": "\(address)", "session": "\(number)"])
+                    continue
                 }
                 throw error
             }
