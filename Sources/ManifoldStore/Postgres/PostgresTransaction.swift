@@ -673,8 +673,8 @@ final class StatementCache: Sendable {
 /// The statements prepared on one connection, by their typed text (``StatementCache/Statement/typedText(for:)``), up to
 /// ``limit``: a statement is prepared once per connection and lives as long as it. Used only on its session's thread.
 final class PreparedStatements {
-    /// The store runs a few hundred distinct `SELECT`s; statements beyond these run unnamed, so neither side's memory
-    /// grows with statements that differ only in the number of their arguments.
+    /// The store runs a few hundred distinct statements; beyond these, statements run unnamed, so neither side's
+    /// memory grows with statements that differ only in the number of their arguments.
     static let limit = 512
     private var statements: [String: PreparedQuery] = [:]
 
