@@ -37,9 +37,9 @@ enum PostgresErrors {
             case .server(let response):
                 let fields = response.fields
                 let message = serverMessage(fields[.message], detail: fields[.detail], hint: fields[.hint])
-                var classified = classify(state: fields[.sqlState] ?? "?????", message: message, sql: sql, address: address)
-                classified.routine = fields[.routine]
-                return classified
+                return classify(
+                    state: fields[.sqlState] ?? "?????", routine: fields[.routine], message: message, sql: sql,
+                    address: address)
             case .connectionClosed, .protocol:
                 return Classified(
                     error: .unavailable("lost the connection to PostgreSQL at \(address): \(legacy)"), connectionLost: true)
@@ -60,35 +60,35 @@ enum PostgresErrors {
             }
             return Classified(error: .other("PostgreSQL at \(address): \(describe(psql)); statement: \(sql)"))
         }
-        var classified = classify(state: info[.sqlState] ?? "?????", message: serverMessage(info), sql: sql, address: address)
-        classified.routine = info[.routine]
-        return classified
+        return classify(
+            state: info[.sqlState] ?? "?????", routine: info[.routine], message: serverMessage(info), sql: sql,
+            address: address)
     }
 
-    /// Classifies an error the server answered with SQLSTATE `state`.
-    private static func classify(state: String, message serverMessage: String, sql: String, address: String) -> Classified {
-        var classified = classifyState(
-            state, message: serverMessage + " (SQLSTATE \(state)); statement: \(sql)", address: address)
-        classified.sqlState = state
-        return classified
-    }
-
-    private static func classifyState(_ state: String, message: String, address: String) -> Classified {
+    /// Classifies an error the server answered with SQLSTATE `state`, raised by `routine`.
+    private static func classify(
+        state: String, routine: String?, message serverMessage: String, sql: String, address: String
+    ) -> Classified {
+        let message = serverMessage + " (SQLSTATE \(state)); statement: \(sql)"
+        var classified: Classified
         switch state {
         case "40001", "40P01":
-            return Classified(error: .other(message), serializationFailure: true)
+            classified = Classified(error: .other(message), serializationFailure: true)
         case _ where state.hasPrefix("23"):
-            return Classified(error: .constraint(message))
+            classified = Classified(error: .constraint(message))
         case "25006",
             _ where state.hasPrefix("53") || state.hasPrefix("58"):
-            return Classified(error: .storage("PostgreSQL at \(address) cannot store the change: " + message))
+            classified = Classified(error: .storage("PostgreSQL at \(address) cannot store the change: " + message))
         case "57P01", "57P02", "57P03",
             _ where state.hasPrefix("08"):
-            return Classified(
+            classified = Classified(
                 error: .unavailable("PostgreSQL at \(address) ended the connection: " + message), connectionLost: true)
         default:
-            return Classified(error: .other("PostgreSQL at \(address) refused: " + message))
+            classified = Classified(error: .other("PostgreSQL at \(address) refused: " + message))
         }
+        classified.sqlState = state
+        classified.routine = routine
+        return classified
     }
 
     /// Classifies a failure to connect: an unreachable server is `.unavailable`; a server that refuses the role,
