@@ -357,14 +357,28 @@ extension Store {
         }
     }
 
-    /// Marks a context as used now (an upload of bytes already stored, an agent's download). Returns whether the
-    /// context is recorded.
+    /// Marks a context as used now (a check before a submission, an upload of bytes already stored, an agent's
+    /// download). Returns whether the context is recorded.
+    ///
+    /// A read first, and a write only when the last use is older than ``contextTouchInterval``: the agents of one
+    /// build download its context at once, and each write waits for the writer and its flush to disk. Retention keeps
+    /// a context at least an hour after its last use, so a use recorded up to a minute late changes nothing there.
     public func touchContext(digest: Digest) async throws -> Bool {
         let at = Store.timestamp(now())
+        let lastUsed = try await read { db in
+            try Double.fetchOne(
+                db, sql: "SELECT COALESCE(lastUsedAt, createdAt) FROM context WHERE digest = ?",
+                arguments: [digest.description])
+        }
+        guard let lastUsed else { return false }
+        if lastUsed > at - Self.contextTouchInterval { return true }
         return try await write { db in
             try db.execute(
                 sql: "UPDATE context SET lastUsedAt = ? WHERE digest = ?", arguments: [at, digest.description])
             return try db.changesCount > 0
         }
     }
+
+    /// How stale a context's last use may be before ``touchContext(digest:)`` writes it again, in seconds.
+    static let contextTouchInterval: TimeInterval = 60
 }

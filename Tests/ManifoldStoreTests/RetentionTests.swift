@@ -237,6 +237,41 @@ import Testing
 
     /// Who uploaded a context is forgotten with the context: when another token uploads the same bytes later, the
     /// first uploader does not get to read them again.
+    @Test func aContextUsedWithinAMinuteIsNotWrittenAgain() async throws {
+        let fixture = try await StoreFixture()
+        let contexts = ContextDirectory(fixture.directory.appendingPathComponent("contexts"))
+        try FileManager.default.createDirectory(at: contexts.url, withIntermediateDirectories: true)
+        let digest = try await Self.upload(fixture, contexts, "downloaded by every agent of a build")
+        @Sendable func lastUsed() async throws -> Double? {
+            try await fixture.store.backend.read { db in
+                try Double.fetchOne(
+                    db, sql: "SELECT lastUsedAt FROM context WHERE digest = ?", arguments: [digest.description])
+            }
+        }
+        let uploaded = try #require(try await lastUsed())
+        let writes = fixture.store.writesCommitted
+
+        // Within the minute: recorded, answered from a read, nothing written.
+        fixture.clock.advance(59)
+        #expect(try await fixture.store.touchContext(digest: digest))
+        #expect(try await lastUsed() == uploaded)
+        #expect(fixture.store.writesCommitted == writes)
+
+        // Past it: written, and the next minute counts from there.
+        fixture.clock.advance(2)
+        #expect(try await fixture.store.touchContext(digest: digest))
+        let touched = try #require(try await lastUsed())
+        #expect(touched == Store.timestamp(fixture.clock.now))
+        fixture.clock.advance(30)
+        #expect(try await fixture.store.touchContext(digest: digest))
+        #expect(try await lastUsed() == touched)
+
+        // A context nobody recorded: false, and nothing written.
+        let before = fixture.store.writesCommitted
+        #expect(try await !fixture.store.touchContext(digest: Digest.compute(of: Data("never uploaded".utf8))))
+        #expect(fixture.store.writesCommitted == before)
+    }
+
     @Test func aContextsUploadersGoWithIt() async throws {
         let fixture = try await StoreFixture()
         let contexts = ContextDirectory(fixture.directory.appendingPathComponent("contexts"))
