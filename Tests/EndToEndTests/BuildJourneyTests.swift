@@ -11,6 +11,22 @@ import Testing
     static let linux = Platform(os: "linux", architecture: "amd64")
     static let windows = Platform(os: "windows", architecture: "amd64", osVersion: "10.0.20348")
 
+    /// How many times the coordinator answered a read of one build (`GET /api/v1/builds/{id}`), from its `/metrics`;
+    /// scraped again for up to a second, since a request is counted once its answer is written.
+    static func buildReads(_ harness: BuildCLIHarness) async throws -> Double {
+        let route = ["route": "/api/v1/builds/{id}", "method": "GET", "status": "200"]
+        var reads = 0.0
+        for _ in 0..<5 {
+            let reply = try await harness.client().send("GET", "/metrics")
+            reads =
+                try PrometheusExposition(parsing: String(decoding: reply.body, as: UTF8.self)).value(
+                    "manifold_http_requests_total", route) ?? 0
+            if reads >= 2 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return reads
+    }
+
     /// Lines of `text` with the build id replaced by `BUILD`, without the lines that vary between runs.
     static func snapshot(_ text: String, buildId: String) -> [String] {
         text.replacingOccurrences(of: buildId, with: "BUILD").split(separator: "\n").map(String.init)
@@ -64,6 +80,8 @@ import Testing
         let linuxDigest = try await linuxAgent.succeed(linuxLease, layer: "linux v1", logLines: ["STEP 1/2: FROM scratch"])
         let windowsDigest = try await windowsAgent.succeed(windowsLease, layer: "windows v1", logLines: ["windows step"])
         #expect(try await exitStatus(of: submit) == 0, "\(submit.output())")
+        // The plain watch read the build when it started and once its stream ended, not after every event.
+        #expect(try await Self.buildReads(harness) == 2)
         let build = try #require(try await harness.client().builds(limit: 1).builds.first)
         #expect(build.state == .published)
         let listDigest = try #require(build.listDigest)

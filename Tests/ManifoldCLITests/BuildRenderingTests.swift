@@ -101,6 +101,28 @@ import Testing
         #expect(BuildRendering.table(progress, now: Self.t0, width: 30).allSatisfy { $0.count <= 30 })
     }
 
+    /// The plain watch reads the build again only after an event that may put a job back in the queue; an assignment
+    /// seen in the stream takes the job out of the queue by itself, so its waiting hint ends with it.
+    @Test func anAssignmentEndsTheWaitWithoutReadingTheBuildAgain() {
+        let waiting = JobView(
+            id: "job_windows", platform: Self.windows, state: .queued, attempts: 0, maxAttempts: 3, notBefore: Self.t0)
+        var progress = BuildProgress(build: Self.build(state: .queued, jobs: [waiting]), agents: [])
+        let hint = "waiting for a windows/amd64:10.0.20348 host: no agent is taking jobs"
+        #expect(progress.waitingHint(for: progress.build.jobs[0]) == hint)
+        progress.apply(Self.event(3, "job.assigned", Self.windows, ["agent": "win-1", "attempt": "1"]))
+        #expect(progress.build.jobs[0].state == .assigned)
+        #expect(progress.waitingHint(for: progress.build.jobs[0]) == nil)
+        for type in ["job.queued", "job.retrying", "job.lost", "job.released"] {
+            #expect(WatchDisplay.mayQueueAJob(type), "\(type)")
+        }
+        let others = [
+            "build.submitted", "job.assigned", "job.phase", "job.log", "job.verifying", "job.succeeded", "list.published",
+        ]
+        for type in others {
+            #expect(!WatchDisplay.mayQueueAJob(type), "\(type)")
+        }
+    }
+
     @Test func aPlatformWaitingForALabelledHostSaysWhichLabel() {
         let job = JobView(
             id: "job_windows", platform: Self.windows, state: .queued, attempts: 0, maxAttempts: 3, notBefore: Self.t0,

@@ -20,7 +20,13 @@ struct BuildProgress: Sendable {
     mutating func apply(_ event: BuildEvent) {
         lastEventId = max(lastEventId, event.id)
         if event.type == "job.log", let jobId = event.jobId, let line = event.data["line"] { logLines[jobId] = line }
-        if event.type == "job.assigned", let jobId = event.jobId { logLines[jobId] = nil }
+        if event.type == "job.assigned", let jobId = event.jobId {
+            logLines[jobId] = nil
+            // Left the queue: no longer waiting for a host, also where the view is not read again (plain mode).
+            if let index = build.jobs.firstIndex(where: { $0.id == jobId }), build.jobs[index].state == .queued {
+                build.jobs[index].state = .assigned
+            }
+        }
     }
 
     /// The state column: queued, waiting for agent, retrying, assigned, building, pushing, verifying, done, failed,

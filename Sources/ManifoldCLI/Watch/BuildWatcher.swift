@@ -97,13 +97,22 @@ actor WatchDisplay {
             Terminal.write(try APIJSON.line(event) + "\n")
         case .lines:
             if let line = BuildRendering.line(for: event, build: progress.build) { Terminal.write(shown(line) + "\n") }
-            if event.type != "job.log" { try await refresh() }
+            // A line needs only what the event says; the view matters for the hint of a platform that waits, so it
+            // is read again only when a job may have gone back to the queue. The view after the last event is read
+            // once the stream ends.
+            if Self.mayQueueAJob(event.type) { try await refresh() }
             printHints()
         case .table:
             // Log lines change one cell; anything else may change the row, so read the build again.
             if event.type != "job.log" { try await refresh() }
             draw()
         }
+    }
+
+    /// Events after which a job may be queued again (a retry, a lost or given-back attempt), which changes whether the
+    /// plain watch says what kind of host it waits for.
+    static func mayQueueAJob(_ type: String) -> Bool {
+        ["job.queued", "job.retrying", "job.lost", "job.released"].contains(type)
     }
 
     func update(_ build: BuildView) {
