@@ -38,19 +38,40 @@ extension Store {
 
     /// A build's events after `afterId` (exclusive), oldest first: the source of progress streams.
     public func events(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> [BuildEvent] {
-        try await read { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM build WHERE id = ?", arguments: [buildId]) == true else {
+        try await eventPage(buildId: buildId, after: afterId, limit: limit).events
+    }
+
+    /// A build's events after `afterId` and whether they are its last, read together: a stream that has sent a page
+    /// whose `isLast` is true has sent every event of the build's final transition and may end.
+    public struct EventPage: Sendable {
+        public var events: [BuildEvent]
+        /// The build was final when this page was read and the page holds every event after `afterId`. Events
+        /// added to a final build later (retention's notes) are not waited for.
+        public var isLast: Bool
+    }
+
+    /// The events after `afterId` (at most `limit`, oldest first) and whether the build was final, in one snapshot:
+    /// the final state commits with the final transition's events, so a page read with it holds them all.
+    public func eventPage(buildId: String, after afterId: Int64 = 0, limit: Int = 500) async throws -> EventPage {
+        let limit = max(1, min(limit, 5000))
+        return try await read { db in
+            // The state first: on a backend whose statements took snapshots of their own, the events read after it
+            // would still hold the final transition's.
+            guard let state = try String.fetchOne(db, sql: "SELECT state FROM build WHERE id = ?", arguments: [buildId])
+            else {
                 throw StoreError.notFound(kind: "build", id: buildId)
             }
-            return try SQLRow.fetchAll(
+            let events = try SQLRow.fetchAll(
                 db, sql: "SELECT * FROM event WHERE buildId = ? AND id > ? ORDER BY id LIMIT ?",
-                arguments: [buildId, afterId, max(1, min(limit, 5000))]
+                arguments: [buildId, afterId, limit]
             ).map { row in
                 BuildEvent(
                     id: row["id"], buildId: row["buildId"], jobId: row["jobId"], platform: row["platform"], type: row["type"],
                     data: (try? Store.decode([String: String].self, row["data"])) ?? [:],
                     time: Store.date(row["createdAt"]) ?? Date())
             }
+            let final = BuildState(rawValue: state)?.isFinal ?? false
+            return EventPage(events: events, isLast: final && events.count < limit)
         }
     }
 

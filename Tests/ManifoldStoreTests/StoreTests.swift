@@ -816,6 +816,28 @@ import Testing
         }
     }
 
+    /// A progress stream ends after the page read with the final state: that page holds the final transition's events.
+    @Test func anEventPageReadWithTheFinalStateIsTheLast() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+        let running = try await fixture.store.eventPage(buildId: build.id)
+        #expect(running.events.map(\.type) == ["build.submitted"])
+        #expect(!running.isLast)
+        let seen = try #require(running.events.last?.id)
+        #expect(try await !fixture.store.eventPage(buildId: build.id, after: seen).isLast)
+
+        _ = try await fixture.store.cancelBuild(id: build.id, by: "alice")
+        let final = try await fixture.store.eventPage(buildId: build.id, after: seen)
+        #expect(final.isLast)
+        #expect(final.events.contains { $0.type == "build.cancelled" }, "\(final.events.map(\.type))")
+        #expect(final.events.allSatisfy { $0.id > seen })
+        // Cut short by its limit, a page of a final build is not the last.
+        let first = try await fixture.store.eventPage(buildId: build.id, limit: 1)
+        #expect(first.events.count == 1)
+        #expect(!first.isLast)
+        await #expect { try await fixture.store.eventPage(buildId: "bld_missing") } throws: { "\($0)".contains("bld_missing") }
+    }
+
     @Test func partialPublishingOnlyWhenAsked() async throws {
         for allowPartial in [false, true] {
             let fixture = try await StoreFixture()

@@ -223,24 +223,19 @@ extension CoordinatorAPI {
     /// proxies from closing an idle stream.
     func streamEvents(buildId: String, after: Int64, slot: StreamSlot, writer: inout any ResponseBodyWriter) async throws {
         var last = after
-        var finalSeen = false
         while !Task.isCancelled, !slot.isOver {
             let generation = notifier.generation(of: .progress, build: buildId)
-            let events = try await store.events(buildId: buildId, after: last)
-            for event in events {
+            let page = try await store.eventPage(buildId: buildId, after: last)
+            for event in page.events {
                 let data = String(decoding: try APICoding.encoder().encode(event), as: UTF8.self)
                 try await writer.write(ByteBuffer(string: "id: \(event.id)\nevent: \(event.type)\ndata: \(data)\n\n"))
                 last = event.id
             }
-            if events.isEmpty {
+            // The page read with the final state holds the final transition's events: the stream ends right after
+            // them, and the watcher with it.
+            if page.isLast { return }
+            if page.events.isEmpty {
                 if notifier.isShuttingDown { return }
-                // The final transition may have committed its events after the read above: end only once a read
-                // made after the build was seen final comes back empty.
-                if finalSeen { return }
-                if try await store.buildState(id: buildId).isFinal {
-                    finalSeen = true
-                    continue
-                }
                 let woken = await notifier.wait(
                     for: .progress, after: generation, until: .now + .seconds(15), build: buildId)
                 if !woken { try await writer.write(ByteBuffer(string: ": keep-alive\n\n")) }
