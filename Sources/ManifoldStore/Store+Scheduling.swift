@@ -304,26 +304,67 @@ extension Store {
         // Until the agent confirms the lease (first heartbeat, log or report) it lasts only the acknowledge window:
         // a grant whose answer never reached the agent goes back to the queue quickly and uncounted.
         let expires = at.addingTimeInterval(settings.acknowledgeWindow)
-        guard
-            let epoch = try Int64.fetchOne(
-                db,
+        let childTag = settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform)
+        let epoch: Int64
+        let pushTag: String
+        switch db.dialect {
+        case .postgres:
+            // Two statements instead of five: each is a round trip while the build's lock is held. The attempt takes
+            // its epoch from the identity's sequence first, so its push tag (``attemptTag(childTag:epoch:)``, here
+            // in SQL; tags are ASCII) goes in with it.
+            guard
+                let row = try SQLRow.fetchOne(
+                    db,
+                    sql: """
+                        WITH next AS (SELECT nextval(pg_get_serial_sequence('attempt', 'epoch')) AS epoch)
+                        INSERT INTO attempt (epoch, jobId, number, agentId, state, leaseExpiresAt, startedAt, pushTag)
+                        SELECT epoch, ?, ?, ?, 'running', ?, ?,
+                            substr(?, 1, 128 - length('-attempt-' || epoch)) || '-attempt-' || epoch
+                        FROM next
+                        RETURNING epoch, pushTag
+                        """,
+                    arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at), childTag])
+            else { throw SQLError.other("inserting an attempt of job \(jobId) returned no epoch") }
+            (epoch, pushTag) = (row["epoch"], row["pushTag"])
+            // The job, the build (running from its first grant on) and the event in one statement; the states are
+            // arguments, which keeps it a statement prepared once per connection.
+            let event: [String: String] = ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"]
+            let now = Store.timestamp(self.now())
+            try db.execute(
                 sql: """
-                    INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt) VALUES (?, ?, ?, 'running', ?, ?)
-                    RETURNING epoch
-                    """, arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at)])
-        else { throw SQLError.other("inserting an attempt of job \(jobId) returned no epoch") }
-        try db.execute(
-            sql: "UPDATE job SET state = 'assigned', attempts = ?, currentEpoch = ? WHERE id = ?",
-            arguments: [number, epoch, jobId])
-        try db.execute(
-            sql: "UPDATE build SET state = 'running', updatedAt = ? WHERE id = ? AND state = 'queued'",
-            arguments: [Store.timestamp(at), buildId])
-        try appendEvent(
-            db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
-            data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
-        let pushTag = Self.attemptTag(
-            childTag: settings.childTag(spec.childTagTemplate, spec.tags[0], platformSpec.platform), epoch: epoch)
-        try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
+                    WITH assigned AS (UPDATE job SET state = ?, attempts = ?, currentEpoch = ? WHERE id = ?),
+                        started AS (
+                            UPDATE build SET state = CASE WHEN state = ? THEN ? ELSE state END, updatedAt = ? WHERE id = ?
+                        )
+                    INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    "assigned", number, epoch, jobId, "queued", "running", now, buildId, buildId, jobId,
+                    job["platform"] as String, "job.assigned", try Store.json(event), now,
+                ])
+        case .sqlite:
+            guard
+                let inserted = try Int64.fetchOne(
+                    db,
+                    sql: """
+                        INSERT INTO attempt (jobId, number, agentId, state, leaseExpiresAt, startedAt)
+                        VALUES (?, ?, ?, 'running', ?, ?)
+                        RETURNING epoch
+                        """, arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at)])
+            else { throw SQLError.other("inserting an attempt of job \(jobId) returned no epoch") }
+            epoch = inserted
+            try db.execute(
+                sql: "UPDATE job SET state = 'assigned', attempts = ?, currentEpoch = ? WHERE id = ?",
+                arguments: [number, epoch, jobId])
+            try db.execute(
+                sql: "UPDATE build SET state = 'running', updatedAt = ? WHERE id = ? AND state = 'queued'",
+                arguments: [Store.timestamp(at), buildId])
+            try appendEvent(
+                db, buildId: buildId, jobId: jobId, platform: job["platform"], type: "job.assigned",
+                data: ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"])
+            pushTag = Self.attemptTag(childTag: childTag, epoch: epoch)
+            try db.execute(sql: "UPDATE attempt SET pushTag = ? WHERE epoch = ?", arguments: [pushTag, epoch])
+        }
         return try leaseView(
             db, job: job, epoch: epoch, number: number, pushTag: pushTag, expires: expires, secrets: secrets, spec: spec)
     }

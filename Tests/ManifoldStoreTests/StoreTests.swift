@@ -211,6 +211,33 @@ import Testing
             try await fixture.store.events(buildId: first.id).map(\.type) == ["build.submitted", "job.assigned", "job.assigned"])
     }
 
+    /// A grant writes its attempt, push tag, job, build and event together (on PostgreSQL in two statements, the
+    /// push tag computed there): the same push tag as ``Store/attemptTag(childTag:epoch:)``, cut to 128 characters.
+    @Test func aGrantsPushTagIsCutToATagsLengthBeforeItsAttemptSuffix() async throws {
+        let fixture = try await StoreFixture()
+        let long = String(repeating: "v", count: 120)
+        let build = try await fixture.submit(platforms: ["linux/amd64"], tags: [long])
+        let agent = try await fixture.join("linux", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent, confirm: false))
+        #expect(lease.spec.tag.count == 128)
+        #expect(lease.spec.tag == Store.attemptTag(childTag: long + "-linux-amd64", epoch: lease.epoch))
+        #expect(lease.spec.tag.hasSuffix("v-attempt-\(lease.epoch)"))
+        let stored = try await fixture.store.backend.read { db in
+            try String.fetchOne(db, sql: "SELECT pushTag FROM attempt WHERE epoch = ?", arguments: [lease.epoch])
+        }
+        #expect(stored == lease.spec.tag)
+        // The same grant again (the poll's answer was lost) names the same tag.
+        #expect(try await fixture.poll(agent)?.spec.tag == lease.spec.tag)
+        let view = try await fixture.store.build(id: build.id)
+        #expect(view.state == .running)
+        #expect(view.jobs.map(\.state) == [.assigned])
+        #expect(view.jobs.first?.attempts == 1)
+        let assigned = try #require(try await fixture.store.events(buildId: build.id).last)
+        #expect(assigned.type == "job.assigned")
+        #expect(assigned.data == ["agent": "linux", "attempt": "1", "epoch": "\(lease.epoch)"])
+        #expect(assigned.platform == "linux/amd64")
+    }
+
     /// The queue is narrowed by `job.platformKey` before any spec is read; the narrowing may only drop jobs the agent
     /// could not take. Every pair of a job's platform and a host's from a grid of keys, variants and OS versions: a
     /// host that satisfies a job always has that job's key among its own.
