@@ -625,8 +625,10 @@ extension Store {
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId,
                 allowed: ["running", "verifying", "succeeded", "failed", "cancelled"])
             let state: String = attempt["state"]
-            if state == "running" { try self.acknowledge(db, attempt: attempt, at: at) }
             let job = Self.job(of: attempt)
+            // A report confirms the lease; on PostgreSQL a succeeded one does so in the statement that records it.
+            let foldsAcknowledgement = request.outcome == .succeeded && db.dialect == .postgres
+            if state == "running", !foldsAcknowledgement { try self.acknowledge(db, attempt: attempt, at: at) }
             switch request.outcome {
             case .succeeded:
                 guard let digest = request.digest, let reference = request.imageReference else {
@@ -641,23 +643,57 @@ extension Store {
                     return .accepted
                 }
                 if let refusal = Self.reportRefusal(
-                    reference, image: try Self.buildSpec(db, id: job["buildId"]).image, staging: self.settings.stagingRepositories
-                ) {
+                    reference, image: attempt["buildImage"], staging: self.settings.stagingRepositories)
+                {
+                    if foldsAcknowledgement { try self.acknowledge(db, attempt: attempt, at: at) }
                     try db.execute(
                         sql: "UPDATE attempt SET state = 'failed', reason = ?, endedAt = ? WHERE epoch = ?",
                         arguments: [refusal, Store.timestamp(at), request.epoch])
                     try self.attemptEnded(db, job: job, reason: refusal, at: at)
                     return .refused(reason: refusal)
                 }
-                try db.execute(
-                    sql: "UPDATE attempt SET state = 'verifying', digest = ?, imageReference = ?, endedAt = ? WHERE epoch = ?",
-                    arguments: [digest.description, reference, Store.timestamp(at), request.epoch])
-                try db.execute(
-                    sql: "UPDATE job SET state = 'verifying', digest = ?, imageReference = ? WHERE id = ?",
-                    arguments: [digest.description, reference, request.jobId])
-                try self.appendEvent(
-                    db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.verifying",
-                    data: ["digest": digest.description, "image": reference])
+                let event = ["digest": digest.description, "image": reference]
+                switch db.dialect {
+                case .postgres:
+                    // One statement instead of four (the acknowledgement, the attempt, the job, the event and the
+                    // build's time): each is a round trip while the build's lock is held. In `SET`, a column names
+                    // its value before the update, as ``acknowledge(_:attempt:at:)`` reads it.
+                    let now = Store.timestamp(self.now())
+                    try db.execute(
+                        sql: """
+                            WITH reported AS (
+                                    UPDATE attempt SET state = ?, digest = ?, imageReference = ?, endedAt = ?,
+                                        acknowledgedAt = COALESCE(acknowledgedAt, ?),
+                                        leaseExpiresAt = CASE WHEN acknowledgedAt IS NULL
+                                            THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END
+                                    WHERE epoch = ?
+                                ),
+                                verifying AS (UPDATE job SET state = ?, digest = ?, imageReference = ? WHERE id = ?),
+                                touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
+                            INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            "verifying", digest.description, reference, Store.timestamp(at), Store.timestamp(at),
+                            Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), request.epoch,
+                            "verifying", digest.description, reference, request.jobId,
+                            now, job["buildId"] as String,
+                            job["buildId"] as String, request.jobId, job["platform"] as String?, "job.verifying",
+                            try Store.json(event), now,
+                        ])
+                case .sqlite:
+                    try db.execute(
+                        sql: """
+                            UPDATE attempt SET state = 'verifying', digest = ?, imageReference = ?, endedAt = ?
+                            WHERE epoch = ?
+                            """,
+                        arguments: [digest.description, reference, Store.timestamp(at), request.epoch])
+                    try db.execute(
+                        sql: "UPDATE job SET state = 'verifying', digest = ?, imageReference = ? WHERE id = ?",
+                        arguments: [digest.description, reference, request.jobId])
+                    try self.appendEvent(
+                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.verifying",
+                        data: event)
+                }
             case .released:
                 // Given back without a verdict (the agent is shutting down): re-queued at once, not counted.
                 if state != "running" {
@@ -1139,18 +1175,19 @@ extension Store {
     /// The attempt named by a call, if it is still the job's current one and belongs to the caller.
     func currentAttempt(_ db: SQLTransaction, jobId: String, epoch: Int64, agentId: String, allowed: Set<String>) throws -> SQLRow
     {
-        // One statement: the attempt, its job's current epoch and the job columns the writes after it need
-        // (``job(of:)``). Every agent write starts here, under the writers' lock or its build's (an agent's writes
-        // are scoped to the build of their job, ``StoreBackend/write(buildOfJob:_:)``: they must read no other
-        // build's rows).
+        // One statement: the attempt, its job's current epoch, the job columns the writes after it need
+        // (``job(of:)``) and its build's image (what a report must name). Every agent write starts here, under the
+        // writers' lock or its build's (an agent's writes are scoped to the build of their job,
+        // ``StoreBackend/write(buildOfJob:_:)``: they must read no other build's rows).
         guard
             let attempt = try SQLRow.fetchOne(
                 db,
                 sql: """
                     SELECT attempt.*, job.currentEpoch AS jobCurrentEpoch, job.buildId AS jobBuildId,
                         job.platform AS jobPlatform, job.attempts AS jobAttempts, job.retryBase AS jobRetryBase,
-                        job.maxAttempts AS jobMaxAttempts
-                    FROM attempt LEFT JOIN job ON job.id = attempt.jobId WHERE attempt.epoch = ?
+                        job.maxAttempts AS jobMaxAttempts, build.image AS buildImage
+                    FROM attempt LEFT JOIN job ON job.id = attempt.jobId LEFT JOIN build ON build.id = job.buildId
+                    WHERE attempt.epoch = ?
                     """, arguments: [epoch]),
             (attempt["jobId"] as String) == jobId
         else {

@@ -238,6 +238,58 @@ import Testing
         #expect(assigned.platform == "linux/amd64")
     }
 
+    /// A succeeded report confirms a grant the agent never confirmed (the full lease from then on) in the write that
+    /// records it (on PostgreSQL one statement); a report outside the build's repository confirms it too, and fails.
+    @Test func aReportConfirmsItsGrantWhereItIsRecorded() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+        let agent = try await fixture.join("linux", platforms: ["linux/amd64", "linux/arm64"])
+        @Sendable func attempt(_ epoch: Int64) async throws -> SQLRow? {
+            try await fixture.store.backend.read { db in
+                try SQLRow.fetchOne(db, sql: "SELECT * FROM attempt WHERE epoch = ?", arguments: [epoch])
+            }
+        }
+        let lease = try #require(try await fixture.poll(agent, confirm: false))
+        #expect(try await attempt(lease.epoch)?["acknowledgedAt"] as Double? == nil)
+        fixture.clock.advance(1)
+        let reportedAt = Store.timestamp(fixture.clock.now)
+        let digest = Digest.compute(of: Data("image".utf8))
+        let reference = "\(lease.spec.image):\(lease.spec.tag)"
+        #expect(
+            try await fixture.store.complete(
+                agentId: agent.id,
+                CompleteRequest(
+                    jobId: lease.jobId, epoch: lease.epoch, outcome: .succeeded, imageReference: reference, digest: digest))
+                == .accepted)
+        let reported = try #require(try await attempt(lease.epoch))
+        #expect(reported["state"] as String == "verifying")
+        #expect(reported["digest"] as String? == digest.description)
+        #expect(reported["imageReference"] as String? == reference)
+        #expect(reported["endedAt"] as Double? == reportedAt)
+        #expect(reported["acknowledgedAt"] as Double? == reportedAt)
+        #expect(reported["leaseExpiresAt"] as Double >= reportedAt + fixture.store.settings.leaseTTL)
+        let view = try await fixture.store.build(id: build.id)
+        let job = try #require(view.jobs.first { $0.id == lease.jobId })
+        #expect(job.state == .verifying)
+        #expect(job.digest == digest)
+        let event = try #require(try await fixture.store.events(buildId: build.id).last)
+        #expect(event.type == "job.verifying")
+        #expect(event.data == ["digest": digest.description, "image": reference])
+        #expect(view.updatedAt == event.time)
+
+        // Outside the build's repository: confirmed, and the attempt fails.
+        let other = try #require(try await fixture.poll(agent, confirm: false))
+        #expect(
+            try await fixture.store.complete(
+                agentId: agent.id,
+                CompleteRequest(
+                    jobId: other.jobId, epoch: other.epoch, outcome: .succeeded,
+                    imageReference: "registry.local:5000/elsewhere/app:1", digest: digest)) != .accepted)
+        let refused = try #require(try await attempt(other.epoch))
+        #expect(refused["state"] as String == "failed")
+        #expect(refused["acknowledgedAt"] as Double? == reportedAt)
+    }
+
     /// The queue is narrowed by `job.platformKey` before any spec is read; the narrowing may only drop jobs the agent
     /// could not take. Every pair of a job's platform and a host's from a grid of keys, variants and OS versions: a
     /// host that satisfies a job always has that job's key among its own.
