@@ -855,15 +855,38 @@ extension Store {
             let job = try self.jobRow(db, id: jobId)
             switch outcome {
             case .verified:
+                let jobSucceeds = (job["currentEpoch"] as Int64?) == epoch && (job["state"] as String) == "verifying"
+                let event = ["digest": attempt["digest"] ?? "", "image": attempt["imageReference"] ?? ""]
+                if jobSucceeds, db.dialect == .postgres {
+                    // The attempt, the job, the event and the build's time in one statement: each is a round trip
+                    // while the build's lock is held.
+                    let now = Store.timestamp(self.now())
+                    try db.execute(
+                        sql: """
+                            WITH verified AS (UPDATE attempt SET state = ? WHERE epoch = ?),
+                                succeeded AS (
+                                    UPDATE job SET state = ?, reason = NULL, imageReference = COALESCE(?, imageReference)
+                                    WHERE id = ?
+                                ),
+                                touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
+                            INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            "succeeded", epoch, "succeeded", canonicalReference, jobId, now, job["buildId"] as String,
+                            job["buildId"] as String, jobId, job["platform"] as String, "job.succeeded",
+                            try Store.json(event), now,
+                        ])
+                    try self.evaluateBuild(db, id: job["buildId"], at: at)
+                    return true
+                }
                 try db.execute(sql: "UPDATE attempt SET state = 'succeeded' WHERE epoch = ?", arguments: [epoch])
-                guard (job["currentEpoch"] as Int64?) == epoch, (job["state"] as String) == "verifying" else { return true }
+                guard jobSucceeds else { return true }
                 try db.execute(
                     sql:
                         "UPDATE job SET state = 'succeeded', reason = NULL, imageReference = COALESCE(?, imageReference) WHERE id = ?",
                     arguments: [canonicalReference, jobId])
                 try self.appendEvent(
-                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded",
-                    data: ["digest": attempt["digest"] ?? "", "image": attempt["imageReference"] ?? ""])
+                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded", data: event)
                 try self.evaluateBuild(db, id: job["buildId"], at: at)
             case .rejected(let reason):
                 try db.execute(

@@ -290,6 +290,46 @@ import Testing
         #expect(refused["acknowledgedAt"] as Double? == reportedAt)
     }
 
+    /// A verified report marks its attempt and job succeeded, names the job's image where the check left it (the
+    /// canonical reference), and says so in one event; with every platform verified the build goes on to publishing.
+    @Test func aVerifiedReportSucceedsItsJobUnderTheCanonicalReference() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64", "linux/arm64"])
+        let agent = try await fixture.join("linux", platforms: ["linux/amd64", "linux/arm64"])
+        let first = try #require(try await fixture.poll(agent))
+        let second = try #require(try await fixture.poll(agent))
+        let digest = try await fixture.succeed(first, agent: agent)
+        _ = try await fixture.succeed(second, agent: agent)
+        let canonical = "registry.local:5000/team/app:1.0-linux-amd64"
+        #expect(
+            try await fixture.store.recordVerification(
+                jobId: first.jobId, epoch: first.epoch, outcome: .verified, canonicalReference: canonical))
+        var view = try await fixture.store.build(id: build.id)
+        let job = try #require(view.jobs.first { $0.id == first.jobId })
+        #expect(job.state == .succeeded)
+        #expect(job.imageReference == canonical)
+        #expect(job.digest == digest)
+        #expect(view.state == .running)
+        let state = try await fixture.store.backend.read { db in
+            try String.fetchOne(db, sql: "SELECT state FROM attempt WHERE epoch = ?", arguments: [first.epoch])
+        }
+        #expect(state == "succeeded")
+        let event = try #require(try await fixture.store.events(buildId: build.id).last)
+        #expect(event.type == "job.succeeded")
+        #expect(event.jobId == first.jobId)
+        #expect(event.data == ["digest": digest.description, "image": "\(first.spec.image):\(first.spec.tag)"])
+        #expect(view.updatedAt == event.time)
+        // Recorded once: the same outcome again changes nothing.
+        #expect(try await !fixture.store.recordVerification(jobId: first.jobId, epoch: first.epoch, outcome: .verified))
+
+        #expect(try await fixture.store.recordVerification(jobId: second.jobId, epoch: second.epoch, outcome: .verified))
+        view = try await fixture.store.build(id: build.id)
+        #expect(view.jobs.map(\.state) == [.succeeded, .succeeded])
+        #expect(view.jobs.first { $0.id == second.jobId }?.imageReference == "\(second.spec.image):\(second.spec.tag)")
+        #expect(view.state == .publishing)
+        #expect(try await fixture.store.duePublications().ready.count == 1)
+    }
+
     /// The queue is narrowed by `job.platformKey` before any spec is read; the narrowing may only drop jobs the agent
     /// could not take. Every pair of a job's platform and a host's from a grid of keys, variants and OS versions: a
     /// host that satisfies a job always has that job's key among its own.
