@@ -430,13 +430,18 @@ extension Store {
         return try await write(.buildOfJob(request.jobId)) { db in
             let attempt = try self.currentAttempt(
                 db, jobId: request.jobId, epoch: request.epoch, agentId: agentId, allowed: ["running", "verifying"])
-            try self.acknowledge(db, attempt: attempt, at: at)
             let expires = at.addingTimeInterval(settings.leaseTTL)
+            let newPhase = request.phase.flatMap { $0 == (attempt["phase"] as String?) ? nil : $0 }
+            if db.dialect == .postgres {
+                try self.recordBeat(db, attempt: attempt, agentId: agentId, phase: newPhase, at: at, expires: expires)
+                return HeartbeatResponse(cancelled: (attempt["cancelRequested"] as Int) != 0, leaseExpiresAt: expires)
+            }
+            try self.acknowledge(db, attempt: attempt, at: at)
             try db.execute(
                 sql: "UPDATE attempt SET leaseExpiresAt = ? WHERE epoch = ? AND state = 'running'",
                 arguments: [Store.timestamp(expires), request.epoch])
             try self.touchAgent(db, id: agentId, poll: nil)
-            if let phase = request.phase, phase != (attempt["phase"] as String?) {
+            if let phase = newPhase {
                 try db.execute(sql: "UPDATE attempt SET phase = ? WHERE epoch = ?", arguments: [phase, request.epoch])
                 let job = Self.job(of: attempt)
                 try self.appendEvent(
@@ -445,6 +450,50 @@ extension Store {
             }
             return HeartbeatResponse(cancelled: (attempt["cancelRequested"] as Int) != 0, leaseExpiresAt: expires)
         }
+    }
+
+    /// A heartbeat's writes on PostgreSQL in one statement: the grant confirmed (as ``acknowledge(_:attempt:at:)``),
+    /// a running lease extended to `expires`, the agent seen, and a new phase with its event and the build's time.
+    /// Each statement is a round trip while the build's lock is held, and every running job beats. In `SET`, a column
+    /// names its value before the update.
+    private func recordBeat(
+        _ db: SQLTransaction, attempt: SQLRow, agentId: String, phase: String?, at: Date, expires: Date
+    ) throws {
+        let beat = """
+            beat AS (
+                    UPDATE attempt SET acknowledgedAt = COALESCE(acknowledgedAt, ?),
+                        leaseExpiresAt = CASE WHEN state = ? THEN ?
+                            WHEN acknowledgedAt IS NULL THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END,
+                        phase = COALESCE(?, phase)
+                    WHERE epoch = ?
+                )
+            """
+        let now = Store.timestamp(self.now())
+        let beatArguments: [SQLValue] = [
+            Store.timestamp(at).sqlValue, "running".sqlValue, Store.timestamp(expires).sqlValue,
+            Store.timestamp(expires).sqlValue, phase.sqlValue, (attempt["epoch"] as Int64).sqlValue,
+        ]
+        guard let phase else {
+            try db.execute(
+                sql: "WITH \(beat)\nUPDATE agent SET lastSeenAt = ? WHERE id = ?",
+                arguments: SQLArguments(values: beatArguments + [now.sqlValue, agentId.sqlValue]))
+            return
+        }
+        let job = Self.job(of: attempt)
+        let buildId: String = job["buildId"]
+        try db.execute(
+            sql: """
+                WITH \(beat),
+                    seen AS (UPDATE agent SET lastSeenAt = ? WHERE id = ?),
+                    touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
+                INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
+                """,
+            arguments: SQLArguments(
+                values: beatArguments + [
+                    now.sqlValue, agentId.sqlValue, now.sqlValue, buildId.sqlValue, buildId.sqlValue,
+                    (job["id"] as String).sqlValue, (job["platform"] as String?).sqlValue, "job.phase".sqlValue,
+                    try Store.json(["phase": phase]).sqlValue, now.sqlValue,
+                ]))
     }
 
     /// Appends log bytes at `offset`. A chunk that repeats what is stored is accepted without change; one

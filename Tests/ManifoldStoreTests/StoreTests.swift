@@ -493,6 +493,54 @@ import Testing
         }
     }
 
+    /// A heartbeat (on PostgreSQL one statement) confirms a grant, extends a running lease, marks its agent seen, and
+    /// records a phase once, when it changes; a heartbeat of an attempt under verification leaves its lease alone.
+    @Test func aHeartbeatConfirmsExtendsSeesAndRecordsANewPhaseOnce() async throws {
+        let fixture = try await StoreFixture()
+        let build = try await fixture.submit(platforms: ["linux/amd64"])
+        let agent = try await fixture.join("a", platforms: ["linux/amd64"])
+        let lease = try #require(try await fixture.poll(agent, confirm: false))
+        @Sendable func row(_ sql: String, _ argument: SQLBindable) async throws -> SQLRow? {
+            try await fixture.store.backend.read { db in try SQLRow.fetchOne(db, sql: sql, arguments: [argument]) }
+        }
+        let attemptSQL = "SELECT * FROM attempt WHERE epoch = ?"
+        #expect(try await row(attemptSQL, lease.epoch)?["acknowledgedAt"] as Double? == nil)
+        let events = try await fixture.store.events(buildId: build.id).count
+
+        fixture.clock.advance(5)
+        let beatAt = Store.timestamp(fixture.clock.now)
+        _ = try await fixture.store.heartbeat(
+            agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "building"))
+        var attempt = try #require(try await row(attemptSQL, lease.epoch))
+        #expect(attempt["acknowledgedAt"] as Double? == beatAt)
+        #expect(attempt["leaseExpiresAt"] as Double == beatAt + fixture.store.settings.leaseTTL)
+        #expect(attempt["phase"] as String? == "building")
+        #expect(try await row("SELECT lastSeenAt FROM agent WHERE id = ?", agent.id)?["lastSeenAt"] as Double? == beatAt)
+        #expect(try await fixture.store.events(buildId: build.id).map(\.type).suffix(1) == ["job.phase"])
+
+        // The same phase again: extended and seen, no event; the confirmation keeps its first time.
+        fixture.clock.advance(5)
+        let laterAt = Store.timestamp(fixture.clock.now)
+        _ = try await fixture.store.heartbeat(
+            agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "building"))
+        attempt = try #require(try await row(attemptSQL, lease.epoch))
+        #expect(attempt["acknowledgedAt"] as Double? == beatAt)
+        #expect(attempt["leaseExpiresAt"] as Double == laterAt + fixture.store.settings.leaseTTL)
+        #expect(try await row("SELECT lastSeenAt FROM agent WHERE id = ?", agent.id)?["lastSeenAt"] as Double? == laterAt)
+        #expect(try await fixture.store.events(buildId: build.id).count == events + 1)
+
+        // Under verification the lease stays where the report left it.
+        _ = try await fixture.succeed(lease, agent: agent)
+        let reported = try #require(try await row(attemptSQL, lease.epoch))["leaseExpiresAt"] as Double
+        fixture.clock.advance(5)
+        _ = try await fixture.store.heartbeat(
+            agentId: agent.id, HeartbeatRequest(jobId: lease.jobId, epoch: lease.epoch, phase: "reporting"))
+        attempt = try #require(try await row(attemptSQL, lease.epoch))
+        #expect(attempt["leaseExpiresAt"] as Double == reported)
+        #expect(attempt["phase"] as String? == "reporting")
+        #expect(try await fixture.store.events(buildId: build.id).last?.data == ["phase": "reporting"])
+    }
+
     /// Each event of a job marks its build updated at the event's time, and no other build (on PostgreSQL the
     /// event and the update are one statement).
     @Test func eachEventOfAJobMarksItsBuildUpdatedAndNoOther() async throws {
