@@ -310,17 +310,16 @@ extension Store {
         switch db.dialect {
         case .postgres:
             // Two statements instead of five: each is a round trip while the build's lock is held. The attempt takes
-            // its epoch from the identity's sequence first, so its push tag (``attemptTag(childTag:epoch:)``, here
-            // in SQL; tags are ASCII) goes in with it.
+            // its epoch from its identity's sequence (PostgreSQL names it `attempt_epoch_seq`) first, so its push tag
+            // (``attemptTag(childTag:epoch:)``, here in SQL; tags are ASCII) goes in with it.
             guard
                 let row = try SQLRow.fetchOne(
                     db,
                     sql: """
-                        WITH next AS (SELECT nextval(pg_get_serial_sequence('attempt', 'epoch')) AS epoch)
                         INSERT INTO attempt (epoch, jobId, number, agentId, state, leaseExpiresAt, startedAt, pushTag)
                         SELECT epoch, ?, ?, ?, 'running', ?, ?,
                             substr(?, 1, 128 - length('-attempt-' || epoch)) || '-attempt-' || epoch
-                        FROM next
+                        FROM (SELECT nextval('attempt_epoch_seq') AS epoch) AS next
                         RETURNING epoch, pushTag
                         """,
                     arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at), childTag])
