@@ -341,6 +341,40 @@ import Testing
         }
     }
 
+    /// A prepared statement is prepared again after ``PreparedStatements/firstRenewal`` runs (then after
+    /// ``PreparedStatements/renewalGrowth`` times as many), so PostgreSQL plans it on the tables as they are now, and
+    /// the statement it replaces is deallocated after the next COMMIT.
+    @Test func aPreparedStatementIsPreparedAgainAsItsTablesGrow() async throws {
+        try await withBackend(poolSize: 1) { backend, _ in
+            try await backend.write { db in
+                try db.execute(sql: "CREATE TABLE grows (id BIGINT PRIMARY KEY, note TEXT)")
+                try db.execute(sql: "INSERT INTO grows VALUES (1, 'first')")
+            }
+            let select = "SELECT note FROM grows WHERE id = ?"
+            func run() async throws {
+                let notes = try await backend.read { db in try String.fetchAll(db, sql: select, arguments: [1]) }
+                #expect(notes == ["first"])
+            }
+            // The first run is unnamed, the second prepares it; it has then run `firstRenewal` times by name.
+            for _ in 0..<(PreparedStatements.firstRenewal + 1) { try await run() }
+            #expect(try await prepared(backend, containing: "FROM grows WHERE").map(\.runs) == [PreparedStatements.firstRenewal])
+
+            // The table grows well past what the first plans were costed on, with no ANALYZE.
+            try await backend.write { db in
+                try db.execute(
+                    sql: "INSERT INTO grows SELECT n, 'row ' || n FROM generate_series(2, 50000) AS n", arguments: [])
+            }
+            try await run()
+            try await backend.write { db in try db.execute(sql: "UPDATE grows SET note = note WHERE id = ?", arguments: [2]) }
+            // One statement for the text: the new one (one run), the old one deallocated after the write's COMMIT.
+            #expect(try await prepared(backend, containing: "FROM grows WHERE").map(\.runs) == [1])
+            // Its next renewal comes `renewalGrowth` times later.
+            let next = PreparedStatements.firstRenewal * PreparedStatements.renewalGrowth
+            for _ in 0..<(next - 1) { try await run() }
+            #expect(try await prepared(backend, containing: "FROM grows WHERE").map(\.runs) == [next])
+        }
+    }
+
     /// An `INSERT`, `UPDATE` or `SELECT` whose rows nobody reads runs unnamed until the transaction of its second use
     /// commits, is prepared after that COMMIT, and from then on runs by name, a write with `RETURNING 1`, its rows
     /// counting what it changed. A write that cannot take `RETURNING` fails its preparation outside the transaction, which

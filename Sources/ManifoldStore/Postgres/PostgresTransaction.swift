@@ -283,6 +283,11 @@ final class PostgresTransaction: SQLTransaction {
                 connection.prepare(query: text).map { Answer(rows: [], prepared: $0) }
             }
         }
+        // Statements a renewal replaced go after them; a failure there changes nothing either (the connection's end
+        // deallocates them all the same).
+        for retired in preparedStatements?.takeRetired() ?? [] {
+            dispatch(sql: "DEALLOCATE", kind: .preparation) { _ in retired.deallocate().map { Answer(rows: []) } }
+        }
         let batch = inFlight
         inFlight = []
         let outcome = wait(for: batch)
@@ -676,7 +681,25 @@ final class PreparedStatements {
     /// The store runs a few hundred distinct statements; beyond these, statements run unnamed, so neither side's
     /// memory grows with statements that differ only in the number of their arguments.
     static let limit = 512
-    private var statements: [String: PreparedQuery] = [:]
+
+    /// A statement is prepared again after this many runs on its connection, then after ``renewalGrowth`` times as
+    /// many, and so on. PostgreSQL keeps the generic plan it chose at a statement's sixth run, costed on the tables as
+    /// they were then, until it analyzes them again: a store that starts empty chose seq scans of tables that hold a
+    /// handful of rows, which, a few hundred builds later, read every build for each job leased (`deploy/bench`).
+    /// Preparing again plans on the tables as they are now; the renewals grow apart as the tables settle.
+    static let firstRenewal = 32
+    static let renewalGrowth = 4
+
+    private struct Entry {
+        var query: PreparedQuery
+        var runs = 0
+        var renewal: Int
+    }
+    private var statements: [String: Entry] = [:]
+    /// When a statement prepared again is renewed next.
+    private var renewals: [String: Int] = [:]
+    /// Statements replaced by a renewal, deallocated after the next COMMIT (``takeRetired()``).
+    private var retired: [PreparedQuery] = []
 
     /// Statements whose preparation failed (or was cut off with the connection): not tried again on it.
     private var refused: Set<String> = []
@@ -684,7 +707,28 @@ final class PreparedStatements {
     /// statements that run once (a page of a listing, a list of unusual length) take no room.
     private var seenOnce: Set<String> = []
 
-    func statement(for text: String) -> PreparedQuery? { statements[text] }
+    /// The statement prepared for `text`, counting this run; nil when there is none, or when this run renews it (it
+    /// is then prepared again, as at a second use).
+    func statement(for text: String) -> PreparedQuery? {
+        guard var entry = statements[text] else { return nil }
+        entry.runs += 1
+        guard entry.runs < entry.renewal else {
+            statements[text] = nil
+            retired.append(entry.query)
+            let (next, overflow) = entry.renewal.multipliedReportingOverflow(by: Self.renewalGrowth)
+            renewals[text] = overflow ? Int.max : next
+            seenOnce.insert(text)
+            return nil
+        }
+        statements[text] = entry
+        return entry.query
+    }
+
+    /// Statements replaced by renewals since the last call, for deallocation.
+    func takeRetired() -> [PreparedQuery] {
+        defer { retired = [] }
+        return retired
+    }
 
     /// Whether `text` is to be prepared now: its second use, not refused before, and room left. The first use is
     /// remembered (up to ``limit`` statements at a time).
@@ -696,7 +740,9 @@ final class PreparedStatements {
         return false
     }
 
-    func record(_ statement: PreparedQuery, for text: String) { statements[text] = statement }
+    func record(_ statement: PreparedQuery, for text: String) {
+        statements[text] = Entry(query: statement, renewal: renewals[text] ?? Self.firstRenewal)
+    }
 
     func refuse(_ text: String) { refused.insert(text) }
 }
