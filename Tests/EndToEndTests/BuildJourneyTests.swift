@@ -80,8 +80,11 @@ import Testing
         let linuxDigest = try await linuxAgent.succeed(linuxLease, layer: "linux v1", logLines: ["STEP 1/2: FROM scratch"])
         let windowsDigest = try await windowsAgent.succeed(windowsLease, layer: "windows v1", logLines: ["windows step"])
         #expect(try await exitStatus(of: submit) == 0, "\(submit.output())")
-        // The plain watch read the build when it started and once its stream ended, not after every event.
-        #expect(try await Self.buildReads(harness) == 2)
+        // The plain watch read the build when it started, after the events that came while a platform was queued
+        // (here at most the submission, the linux assignment and its first phase: the windows lease was taken right
+        // after), and once its stream ended: not after each of the build's 15 events other than log lines.
+        let reads = try await Self.buildReads(harness)
+        #expect(reads >= 2 && reads <= 5, "\(reads) reads of the build; the watch printed:\n\(submit.output())")
         let build = try #require(try await harness.client().builds(limit: 1).builds.first)
         #expect(build.state == .published)
         let listDigest = try #require(build.listDigest)

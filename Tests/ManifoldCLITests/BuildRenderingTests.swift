@@ -111,7 +111,15 @@ import Testing
         #expect(progress.waitingHint(for: progress.build.jobs[0]) == hint)
         progress.apply(Self.event(3, "job.assigned", Self.windows, ["agent": "win-1", "attempt": "1"]))
         #expect(progress.build.jobs[0].state == .assigned)
+        #expect(progress.build.jobs[0].attempts == 1)
         #expect(progress.waitingHint(for: progress.build.jobs[0]) == nil)
+        // Replayed from the start of the stream, an earlier attempt's assignment leaves a job queued again alone.
+        var retried = waiting
+        retried.attempts = 1
+        var replay = BuildProgress(build: Self.build(state: .running, jobs: [retried]), agents: [])
+        replay.apply(Self.event(3, "job.assigned", Self.windows, ["agent": "win-1", "attempt": "1"]))
+        #expect(replay.build.jobs[0].state == .queued)
+        #expect(replay.waitingHint(for: replay.build.jobs[0]) == hint)
         for type in ["job.queued", "job.retrying", "job.lost", "job.released"] {
             #expect(WatchDisplay.mayQueueAJob(type), "\(type)")
         }

@@ -22,9 +22,13 @@ struct BuildProgress: Sendable {
         if event.type == "job.log", let jobId = event.jobId, let line = event.data["line"] { logLines[jobId] = line }
         if event.type == "job.assigned", let jobId = event.jobId {
             logLines[jobId] = nil
-            // Left the queue: no longer waiting for a host, also where the view is not read again (plain mode).
-            if let index = build.jobs.firstIndex(where: { $0.id == jobId }), build.jobs[index].state == .queued {
+            // A new attempt left the queue: no longer waiting for a host, also where the view is not read again (plain
+            // mode). An older attempt's assignment, replayed from the start of the stream, is history the view knows.
+            if let index = build.jobs.firstIndex(where: { $0.id == jobId }), build.jobs[index].state == .queued,
+                let attempt = event.data["attempt"].flatMap(Int.init), attempt > build.jobs[index].attempts
+            {
                 build.jobs[index].state = .assigned
+                build.jobs[index].attempts = attempt
             }
         }
     }

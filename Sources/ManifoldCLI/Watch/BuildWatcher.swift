@@ -97,10 +97,14 @@ actor WatchDisplay {
             Terminal.write(try APIJSON.line(event) + "\n")
         case .lines:
             if let line = BuildRendering.line(for: event, build: progress.build) { Terminal.write(shown(line) + "\n") }
-            // A line needs only what the event says; the view matters for the hint of a platform that waits, so it
-            // is read again only when a job may have gone back to the queue. The view after the last event is read
-            // once the stream ends.
-            if Self.mayQueueAJob(event.type) { try await refresh() }
+            // A line needs only what the event says; the view (and the agents, every few seconds) matters for the
+            // hint of a platform that waits, so it is read again only while a job waits or may have gone back to the
+            // queue. The view after the last event is read once the stream ends.
+            if Self.mayQueueAJob(event.type)
+                || (event.type != "job.log" && progress.build.jobs.contains { $0.state == .queued })
+            {
+                try await refresh()
+            }
             printHints()
         case .table:
             // Log lines change one cell; anything else may change the row, so read the build again.
