@@ -309,22 +309,19 @@ extension Store {
         let pushTag: String
         switch db.dialect {
         case .postgres:
-            // Two statements instead of five: each is a round trip while the build's lock is held. The attempt takes
-            // its epoch from its identity's sequence (PostgreSQL names it `attempt_epoch_seq`) first, so its push tag
-            // (``attemptTag(childTag:epoch:)``, here in SQL; tags are ASCII) goes in with it.
-            guard
-                let row = try SQLRow.fetchOne(
-                    db,
-                    sql: """
-                        INSERT INTO attempt (epoch, jobId, number, agentId, state, leaseExpiresAt, startedAt, pushTag)
-                        SELECT epoch, ?, ?, ?, 'running', ?, ?,
-                            substr(?, 1, 128 - length('-attempt-' || epoch)) || '-attempt-' || epoch
-                        FROM (SELECT nextval('attempt_epoch_seq') AS epoch) AS next
-                        RETURNING epoch, pushTag
-                        """,
-                    arguments: [jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at), childTag])
-            else { throw SQLError.other("inserting an attempt of job \(jobId) returned no epoch") }
-            (epoch, pushTag) = (row["epoch"], row["pushTag"])
+            // Three statements instead of five, each prepared once per connection: every statement is a round trip
+            // while the build's lock is held. The epoch comes from the attempt's identity sequence (PostgreSQL names
+            // it `attempt_epoch_seq`) first, so the push tag goes in with the attempt.
+            guard let next = try Int64.fetchOne(db, sql: "SELECT nextval('attempt_epoch_seq')", arguments: []) else {
+                throw SQLError.other("PostgreSQL gave no epoch for an attempt of job \(jobId)")
+            }
+            (epoch, pushTag) = (next, Self.attemptTag(childTag: childTag, epoch: next))
+            try db.execute(
+                sql: """
+                    INSERT INTO attempt (epoch, jobId, number, agentId, state, leaseExpiresAt, startedAt, pushTag)
+                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                    """,
+                arguments: [epoch, jobId, number, agentId, Store.timestamp(expires), Store.timestamp(at), pushTag])
             // The job, the build (running from its first grant on) and the event in one statement; the states are
             // arguments, which keeps it a statement prepared once per connection.
             let event: [String: String] = ["agent": agentName, "attempt": "\(number)", "epoch": "\(epoch)"]

@@ -211,8 +211,8 @@ import Testing
             try await fixture.store.events(buildId: first.id).map(\.type) == ["build.submitted", "job.assigned", "job.assigned"])
     }
 
-    /// A grant writes its attempt, push tag, job, build and event together (on PostgreSQL in two statements, the
-    /// push tag computed there): the same push tag as ``Store/attemptTag(childTag:epoch:)``, cut to 128 characters.
+    /// A grant writes its attempt with its push tag, job, build and event together (on PostgreSQL with the epoch taken
+    /// from the sequence first): the push tag is ``Store/attemptTag(childTag:epoch:)``, cut to 128 characters.
     @Test func aGrantsPushTagIsCutToATagsLengthBeforeItsAttemptSuffix() async throws {
         let fixture = try await StoreFixture()
         let long = String(repeating: "v", count: 120)
