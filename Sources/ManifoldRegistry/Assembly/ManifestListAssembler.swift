@@ -122,31 +122,41 @@ public struct ManifestListAssembler: Sendable {
         guard index.manifests.count <= limit else {
             throw RegistryError.tooManyIndexEntries(reference: reference.description, count: index.manifests.count, limit: limit)
         }
+        if let nested = index.manifests.first(where: { MediaType.isIndex($0.mediaType) }) {
+            throw AssemblyError.nestedIndex(source: reference.description, child: nested.digest)
+        }
+        // Every entry is read side by side (its manifest, then an image's config), so an index costs two round trips
+        // rather than two per entry; the answers are taken in the index's order, and the first entry that fails in
+        // that order is the error.
+        let read = await withTaskGroup(of: (Int, Result<IndexEntry, any Error>).self) { group in
+            var results = [Result<IndexEntry, any Error>?](repeating: nil, count: index.manifests.count)
+            for (position, entry) in index.manifests.enumerated() {
+                if position >= Self.entriesReadAtOnce, let (done, result) = await group.next() { results[done] = result }
+                group.addTask {
+                    do {
+                        return (position, .success(try await readEntry(entry, of: reference, registry: registry)))
+                    } catch {
+                        return (position, .failure(error))
+                    }
+                }
+            }
+            for await (done, result) in group { results[done] = result }
+            return results.map { $0 ?? .failure(CancellationError()) }
+        }
         var images: [AssembledChild] = []
         var attestations: [(Descriptor, RawManifest, ImageManifest)] = []
         var available: [Platform] = []
-        for entry in index.manifests {
+        for (entry, result) in zip(index.manifests, read) {
             let childReference = reference.withDigest(entry.digest)
-            if MediaType.isIndex(entry.mediaType) {
-                throw AssemblyError.nestedIndex(source: reference.description, child: entry.digest)
-            }
-            let manifest = try await registry.fetchManifest(repository: reference.repository, reference: entry.digest.description)
-            guard case .image(let image) = try manifest.decoded() else {
-                throw AssemblyError.nestedIndex(source: reference.description, child: entry.digest)
-            }
-            if entry.annotations?[Annotation.dockerReferenceType] == Annotation.attestationManifestType {
-                attestations.append((entry, manifest, image))
+            let platform: Platform
+            let manifest: RawManifest
+            let image: ImageManifest
+            switch try result.get() {
+            case .attestation(let attestation, let body):
+                attestations.append((entry, attestation, body))
                 continue
-            }
-            try Self.checkImageType(manifest.mediaType, source: childReference)
-            var platform = try await platformOf(image: image, in: childReference, registry: registry)
-            // The index entry may say more than the config (os.features); the config wins where both speak.
-            if let listed = entry.platform {
-                guard listed.normalized().key == platform.normalized().key else {
-                    throw AssemblyError.platformMismatch(source: childReference.description, expected: listed, actual: platform)
-                }
-                platform.osVersion = platform.osVersion ?? listed.osVersion
-                platform.osFeatures = platform.osFeatures ?? listed.osFeatures
+            case .image(let read, let readManifest, let readImage):
+                (platform, manifest, image) = (read, readManifest, readImage)
             }
             available.append(platform)
             if let expected = source.expectedPlatform {
@@ -182,6 +192,38 @@ public struct ManifestListAssembler: Sendable {
                     manifest: manifest,
                     blobs: [image.config] + image.layers)
             }
+    }
+
+    /// How many entries of one index are read at a time.
+    static let entriesReadAtOnce = 8
+
+    /// One index entry as read: an attestation manifest, or an image with the platform its config declares.
+    enum IndexEntry: Sendable {
+        case attestation(RawManifest, ImageManifest)
+        case image(Platform, RawManifest, ImageManifest)
+    }
+
+    /// Reads one entry of an index: its manifest and, for an image, its config's platform, reconciled with what the
+    /// index says of it (the config wins where both speak; the index may add os.version and os.features).
+    private func readEntry(_ entry: Descriptor, of index: ImageReference, registry: RegistryClient) async throws -> IndexEntry {
+        let childReference = index.withDigest(entry.digest)
+        let manifest = try await registry.fetchManifest(repository: index.repository, reference: entry.digest.description)
+        guard case .image(let image) = try manifest.decoded() else {
+            throw AssemblyError.nestedIndex(source: index.description, child: entry.digest)
+        }
+        if entry.annotations?[Annotation.dockerReferenceType] == Annotation.attestationManifestType {
+            return .attestation(manifest, image)
+        }
+        try Self.checkImageType(manifest.mediaType, source: childReference)
+        var platform = try await platformOf(image: image, in: childReference, registry: registry)
+        if let listed = entry.platform {
+            guard listed.normalized().key == platform.normalized().key else {
+                throw AssemblyError.platformMismatch(source: childReference.description, expected: listed, actual: platform)
+            }
+            platform.osVersion = platform.osVersion ?? listed.osVersion
+            platform.osFeatures = platform.osFeatures ?? listed.osFeatures
+        }
+        return .image(platform, manifest, image)
     }
 
     private func platformOf(image: ImageManifest, in reference: ImageReference, registry: RegistryClient) async throws -> Platform
