@@ -14,7 +14,11 @@ public final class RegistryClientPool: Sendable {
     private struct State {
         var registries: [String: RegistryClient] = [:]
         var httpClients: [String: HTTPClient] = [:]
+        var httpClientsStarted = 0
     }
+
+    /// How many HTTP clients this pool has started, one per host it reached.
+    var httpClientsStarted: Int { state.withLock { $0.httpClientsStarted } }
 
     public init(
         configuration: RegistryConfiguration = RegistryConfiguration(), logger: Logger = Logger(label: "manifold.registry")
@@ -35,14 +39,15 @@ public final class RegistryClientPool: Sendable {
         }
         if let existing = state.withLock({ $0.registries[registry] }) { return existing }
         let http = try httpClient(for: registry)
-        let client = try RegistryClient(
-            registry: registry, http: http, configuration: configuration, logger: logger,
-            tokenClient: { [weak self] url in
-                guard let self else { throw HTTPClientError.shutDown }
-                return try self.tokenClient(for: url, registry: registry)
-            })
-        return state.withLock { state in
-            if let raced = state.registries[registry] { return raced }
+        // Made under the lock: callers racing for a new registry share one client (and its tokens) from the start.
+        return try state.withLock { state in
+            if let existing = state.registries[registry] { return existing }
+            let client = try RegistryClient(
+                registry: registry, http: http, configuration: configuration, logger: logger,
+                tokenClient: { [weak self] url in
+                    guard let self else { throw HTTPClientError.shutDown }
+                    return try self.tokenClient(for: url, registry: registry)
+                })
             state.registries[registry] = client
             return client
         }
@@ -65,14 +70,15 @@ public final class RegistryClientPool: Sendable {
         // Everything read into memory is a manifest, a config, a token or an error document: cap it at the document
         // limit while it arrives rather than after (blobs stream to files and have their own cap).
         settings.maxResponseBodySize = min(settings.maxResponseBodySize, Int(clamping: configuration.maxDocumentSize))
-        let client = HTTPClient(configuration: settings, logger: logger)
-        let (chosen, discard) = state.withLock { state -> (HTTPClient, HTTPClient?) in
-            if let raced = state.httpClients[host] { return (raced, client) }
+        // Started under the lock: a client made for a caller that lost the race would start its transfer thread only
+        // to stop it again, on the path of the request that waits for it.
+        return state.withLock { state in
+            if let existing = state.httpClients[host] { return existing }
+            let client = HTTPClient(configuration: settings, logger: logger)
             state.httpClients[host] = client
-            return (client, nil)
+            state.httpClientsStarted += 1
+            return client
         }
-        discard?.shutdown()
-        return chosen
     }
 
     /// Stops every HTTP client's transfer thread.
