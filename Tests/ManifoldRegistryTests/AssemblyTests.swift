@@ -220,49 +220,55 @@ import Testing
         #expect(only.children.map(\.role) == [.image, .attestation])
     }
 
-    /// Pushes an OCI index of one image per platform to `repository:tag` and returns the images in the index's order.
-    private func pushIndex(
-        of platforms: [(os: String, architecture: String)], to repository: String, tag: String, fixture: RegistryFixture
-    ) async throws -> [TestImage] {
-        var images: [TestImage] = []
-        for platform in platforms {
-            let image = try TestImage.make(
-                os: platform.os, architecture: platform.architecture, format: .oci,
-                layerText: "\(repository) \(platform.architecture)")
-            try await fixture.push(image, to: repository, tag: platform.architecture)
-            images.append(image)
-        }
-        let index = ImageIndex(
-            schemaVersion: 2, mediaType: MediaType.ociImageIndex,
-            manifests: try zip(images, platforms).map { image, platform in
-                Descriptor(
-                    mediaType: MediaType.ociImageManifest, digest: try Digest(parsing: image.manifestDigest),
-                    size: Int64(image.manifest.count), platform: Platform(os: platform.os, architecture: platform.architecture))
-            })
-        let manifest = try RawManifest(bytes: try CanonicalJSON.encode(index), mediaType: MediaType.ociImageIndex)
-        try await fixture.client().pushManifest(repository: repository, reference: tag, manifest: manifest)
-        return images
-    }
-
-    /// An index's entries are read side by side: with the first entry's manifest held back at the registry, the
-    /// others' manifests and configs are read meanwhile. The list keeps the index's order.
-    @Test func theEntriesOfAnIndexAreReadSideBySide() async throws {
+    /// Pushes an OCI index of one linux image per architecture to `repository:multi`, sets the fault proxy's `rules`
+    /// for those images, and plans a list from the index through the proxy. Returns the plan's outcome, the images in
+    /// the index's order, and the paths the proxy answered, in the order it answered them.
+    private func planIndexThroughProxy(
+        _ repository: String, architectures: [String], rules: ([TestImage]) -> [FaultRule]
+    ) async throws -> (plan: Result<AssemblyPlan, any Error>, images: [TestImage], paths: [String]) {
         let fixture = try RegistryFixture(.http)
         let proxy = try fixture.registry.withFaultProxy()
         defer { proxy.stop() }
         let pool = fixture.pool(through: proxy)
         defer { pool.shutdown() }
-        let images = try await pushIndex(
-            of: [("linux", "amd64"), ("linux", "arm64"), ("linux", "s390x")], to: "wide", tag: "multi", fixture: fixture)
-        try proxy.setRules([FaultRule(method: "GET", pathRegex: "/manifests/\(images[0].manifestDigest)$", delay: 1)])
+        var images: [TestImage] = []
+        for architecture in architectures {
+            let image = try TestImage.make(
+                os: "linux", architecture: architecture, format: .oci, layerText: "\(repository) \(architecture)")
+            try await fixture.push(image, to: repository, tag: architecture)
+            images.append(image)
+        }
+        let index = ImageIndex(
+            schemaVersion: 2, mediaType: MediaType.ociImageIndex,
+            manifests: try images.map { image in
+                Descriptor(
+                    mediaType: MediaType.ociImageManifest, digest: try Digest(parsing: image.manifestDigest),
+                    size: Int64(image.manifest.count), platform: Platform(os: "linux", architecture: image.architecture))
+            })
+        let manifest = try RawManifest(bytes: try CanonicalJSON.encode(index), mediaType: MediaType.ociImageIndex)
+        try await fixture.client().pushManifest(repository: repository, reference: "multi", manifest: manifest)
+        try proxy.setRules(rules(images))
 
-        let plan = try await ManifestListAssembler(registries: pool).plan(
-            AssemblyRequest(
-                target: try ImageReference(registry: proxy.host, repository: "wide"), tags: ["all"],
-                sources: [.init(reference: try ImageReference(registry: proxy.host, repository: "wide", tag: "multi"))]))
+        let request = AssemblyRequest(
+            target: try ImageReference(registry: proxy.host, repository: repository), tags: ["all"],
+            sources: [.init(reference: try ImageReference(registry: proxy.host, repository: repository, tag: "multi"))])
+        let plan: Result<AssemblyPlan, any Error>
+        do {
+            plan = .success(try await ManifestListAssembler(registries: pool).plan(request))
+        } catch {
+            plan = .failure(error)
+        }
+        return (plan, images, proxy.requestLog().map(\.path))
+    }
 
-        #expect(plan.children.map { $0.descriptor.platform?.description } == ["linux/amd64", "linux/arm64", "linux/s390x"])
-        let paths = proxy.requestLog().map(\.path)
+    /// An index's entries are read side by side: with the first entry's manifest held back at the registry, the
+    /// others' manifests and configs are read meanwhile. The list keeps the index's order.
+    @Test func theEntriesOfAnIndexAreReadSideBySide() async throws {
+        let (plan, images, paths) = try await planIndexThroughProxy("wide", architectures: ["amd64", "arm64", "s390x"]) {
+            [FaultRule(method: "GET", pathRegex: "/manifests/\($0[0].manifestDigest)$", delay: 1)]
+        }
+        #expect(
+            try plan.get().children.map { $0.descriptor.platform?.description } == ["linux/amd64", "linux/arm64", "linux/s390x"])
         let held = try #require(paths.firstIndex { $0.hasSuffix("/manifests/\(images[0].manifestDigest)") })
         for image in images.dropFirst() {
             let manifest = try #require(paths.firstIndex { $0.hasSuffix("/manifests/\(image.manifestDigest)") })
@@ -274,32 +280,19 @@ import Testing
     /// When several entries fail, the error is the first failing entry's in the index's order, whichever answer came
     /// first.
     @Test func theFirstFailingEntryInTheIndexsOrderIsTheError() async throws {
-        let fixture = try RegistryFixture(.http)
-        let proxy = try fixture.registry.withFaultProxy()
-        defer { proxy.stop() }
-        let pool = fixture.pool(through: proxy)
-        defer { pool.shutdown() }
-        let images = try await pushIndex(
-            of: [("linux", "amd64"), ("linux", "arm64")], to: "broken", tag: "multi", fixture: fixture)
         let unknown = FaultRule.registryError("MANIFEST_UNKNOWN", "manifest unknown")
-        try proxy.setRules([
-            FaultRule(
-                method: "GET", pathRegex: "/manifests/\(images[0].manifestDigest)$", status: 404, times: FaultRule.forever,
-                delay: 0.5, body: unknown),
-            FaultRule(
-                method: "GET", pathRegex: "/manifests/\(images[1].manifestDigest)$", status: 404, times: FaultRule.forever,
-                body: unknown),
-        ])
-
-        await #expect {
-            _ = try await ManifestListAssembler(registries: pool).plan(
-                AssemblyRequest(
-                    target: try ImageReference(registry: proxy.host, repository: "broken"), tags: ["all"],
-                    sources: [.init(reference: try ImageReference(registry: proxy.host, repository: "broken", tag: "multi"))]))
-        } throws: { error in
-            "\(error)".contains(images[0].manifestDigest) && !"\(error)".contains(images[1].manifestDigest)
+        let (plan, images, paths) = try await planIndexThroughProxy("broken", architectures: ["amd64", "arm64"]) { images in
+            [
+                FaultRule(
+                    method: "GET", pathRegex: "/manifests/\(images[0].manifestDigest)$", status: 404, times: FaultRule.forever,
+                    delay: 0.5, body: unknown),
+                FaultRule(
+                    method: "GET", pathRegex: "/manifests/\(images[1].manifestDigest)$", status: 404, times: FaultRule.forever,
+                    body: unknown),
+            ]
         }
-        let paths = proxy.requestLog().map(\.path)
+        guard case .failure(let error) = plan else { throw TestEnvironmentError("the plan succeeded: \(plan)") }
+        #expect("\(error)".contains(images[0].manifestDigest) && !"\(error)".contains(images[1].manifestDigest), "\(error)")
         let first = try #require(paths.firstIndex { $0.hasSuffix("/manifests/\(images[0].manifestDigest)") })
         let second = try #require(paths.firstIndex { $0.hasSuffix("/manifests/\(images[1].manifestDigest)") })
         #expect(second < first, "the second entry's refusal came first: \(paths)")
