@@ -2,29 +2,39 @@ import Foundation
 import ManifoldAPI
 
 extension Store {
-    /// Appends to a build's event log inside the caller's transaction, and marks the build updated.
+    /// A change to other rows that an event's append carries (``Store/appendEvent(_:buildId:jobId:platform:type:data:along:)``).
+    struct SQLChange {
+        var sql: String
+        var arguments: SQLArguments
+    }
+
+    /// Appends to a build's event log inside the caller's transaction, and marks the build updated; the changes in
+    /// `along` run first.
     ///
-    /// On PostgreSQL both are one statement (the update as a data-modifying `WITH`, which runs whether or not the
-    /// insert reads it): every statement of a write costs a round trip while the writers' lock is held, and nearly
-    /// every write appends an event. SQLite runs in process, where a second statement costs next to nothing.
+    /// On PostgreSQL all of it is one statement (each change and the build's time as a data-modifying `WITH` entry,
+    /// which runs whether or not the insert reads it): every statement of a write costs a round trip while the
+    /// writers' lock is held, and nearly every write appends an event. The entries see one snapshot, so no two of them
+    /// may change the same row, and in `SET` a column names its value before the update. SQLite runs in process, where
+    /// a statement more costs next to nothing: each change runs on its own, in order.
     func appendEvent(
-        _ db: SQLTransaction, buildId: String, jobId: String? = nil, platform: String? = nil, type: String, data: [String: String]
+        _ db: SQLTransaction, buildId: String, jobId: String? = nil, platform: String? = nil, type: String,
+        data: [String: String], along changes: [SQLChange] = []
     ) throws {
         let at = Store.timestamp(now())
         let event: SQLArguments = [buildId, jobId, platform, type, try Store.json(data), at]
+        let insert = "INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)"
+        let touch = "UPDATE build SET updatedAt = ? WHERE id = ?"
         switch db.dialect {
         case .postgres:
+            let entries = changes.enumerated().map { "change\($0.offset) AS (\($0.element.sql))" } + ["touched AS (\(touch))"]
             try db.execute(
-                sql: """
-                    WITH touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
-                    INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: SQLArguments(values: [at.sqlValue, buildId.sqlValue] + event.values))
+                sql: "WITH " + entries.joined(separator: ",\n    ") + "\n" + insert,
+                arguments: SQLArguments(
+                    values: changes.flatMap(\.arguments.values) + [at.sqlValue, buildId.sqlValue] + event.values))
         case .sqlite:
-            try db.execute(
-                sql: "INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: event)
-            try db.execute(sql: "UPDATE build SET updatedAt = ? WHERE id = ?", arguments: [at, buildId])
+            for change in changes { try db.execute(sql: change.sql, arguments: change.arguments) }
+            try db.execute(sql: insert, arguments: event)
+            try db.execute(sql: touch, arguments: [at, buildId])
         }
     }
 

@@ -455,41 +455,30 @@ extension Store {
     private func recordBeat(
         _ db: SQLTransaction, attempt: SQLRow, agentId: String, phase: String?, at: Date, expires: Date
     ) throws {
-        let beat = """
-            beat AS (
-                    UPDATE attempt SET acknowledgedAt = COALESCE(acknowledgedAt, ?),
-                        leaseExpiresAt = CASE WHEN state = ? THEN ?
-                            WHEN acknowledgedAt IS NULL THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END,
-                        phase = COALESCE(?, phase)
-                    WHERE epoch = ?
-                )
-            """
-        let now = Store.timestamp(self.now())
-        let beatArguments: [SQLValue] = [
-            Store.timestamp(at).sqlValue, "running".sqlValue, Store.timestamp(expires).sqlValue,
-            Store.timestamp(expires).sqlValue, phase.sqlValue, (attempt["epoch"] as Int64).sqlValue,
-        ]
+        let beat = SQLChange(
+            sql: """
+                UPDATE attempt SET acknowledgedAt = COALESCE(acknowledgedAt, ?),
+                    leaseExpiresAt = CASE WHEN state = ? THEN ?
+                        WHEN acknowledgedAt IS NULL THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END,
+                    phase = COALESCE(?, phase)
+                WHERE epoch = ?
+                """,
+            arguments: [
+                Store.timestamp(at), "running", Store.timestamp(expires), Store.timestamp(expires), phase,
+                attempt["epoch"] as Int64,
+            ])
+        let seen = SQLChange(
+            sql: "UPDATE agent SET lastSeenAt = ? WHERE id = ?", arguments: [Store.timestamp(self.now()), agentId])
         guard let phase else {
             try db.execute(
-                sql: "WITH \(beat)\nUPDATE agent SET lastSeenAt = ? WHERE id = ?",
-                arguments: SQLArguments(values: beatArguments + [now.sqlValue, agentId.sqlValue]))
+                sql: "WITH beat AS (\(beat.sql))\n\(seen.sql)",
+                arguments: SQLArguments(values: beat.arguments.values + seen.arguments.values))
             return
         }
         let job = Self.job(of: attempt)
-        let buildId: String = job["buildId"]
-        try db.execute(
-            sql: """
-                WITH \(beat),
-                    seen AS (UPDATE agent SET lastSeenAt = ? WHERE id = ?),
-                    touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
-                INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
-                """,
-            arguments: SQLArguments(
-                values: beatArguments + [
-                    now.sqlValue, agentId.sqlValue, now.sqlValue, buildId.sqlValue, buildId.sqlValue,
-                    (job["id"] as String).sqlValue, (job["platform"] as String?).sqlValue, "job.phase".sqlValue,
-                    try Store.json(["phase": phase]).sqlValue, now.sqlValue,
-                ]))
+        try self.appendEvent(
+            db, buildId: job["buildId"], jobId: job["id"], platform: job["platform"], type: "job.phase", data: ["phase": phase],
+            along: [beat, seen])
     }
 
     /// Appends log bytes at `offset`. A chunk that repeats what is stored is accepted without change; one
@@ -703,28 +692,24 @@ extension Store {
                     // One statement instead of four (the acknowledgement, the attempt, the job, the event and the
                     // build's time): each is a round trip while the build's lock is held. In `SET`, a column names
                     // its value before the update, as ``acknowledge(_:attempt:at:)`` reads it.
-                    let now = Store.timestamp(self.now())
-                    try db.execute(
+                    let reported = SQLChange(
                         sql: """
-                            WITH reported AS (
-                                    UPDATE attempt SET state = ?, digest = ?, imageReference = ?, endedAt = ?,
-                                        acknowledgedAt = COALESCE(acknowledgedAt, ?),
-                                        leaseExpiresAt = CASE WHEN acknowledgedAt IS NULL
-                                            THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END
-                                    WHERE epoch = ?
-                                ),
-                                verifying AS (UPDATE job SET state = ?, digest = ?, imageReference = ? WHERE id = ?),
-                                touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
-                            INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
+                            UPDATE attempt SET state = ?, digest = ?, imageReference = ?, endedAt = ?,
+                                acknowledgedAt = COALESCE(acknowledgedAt, ?),
+                                leaseExpiresAt = CASE WHEN acknowledgedAt IS NULL
+                                    THEN GREATEST(leaseExpiresAt, ?) ELSE leaseExpiresAt END
+                            WHERE epoch = ?
                             """,
                         arguments: [
                             "verifying", digest.description, reference, Store.timestamp(at), Store.timestamp(at),
                             Store.timestamp(at.addingTimeInterval(settings.leaseTTL)), request.epoch,
-                            "verifying", digest.description, reference, request.jobId,
-                            now, job["buildId"] as String,
-                            job["buildId"] as String, request.jobId, job["platform"] as String?, "job.verifying",
-                            try Store.json(event), now,
                         ])
+                    let verifying = SQLChange(
+                        sql: "UPDATE job SET state = ?, digest = ?, imageReference = ? WHERE id = ?",
+                        arguments: ["verifying", digest.description, reference, request.jobId])
+                    try self.appendEvent(
+                        db, buildId: job["buildId"], jobId: request.jobId, platform: job["platform"], type: "job.verifying",
+                        data: event, along: [reported, verifying])
                 case .sqlite:
                     try db.execute(
                         sql: """
@@ -902,36 +887,19 @@ extension Store {
             case .verified:
                 let jobSucceeds = (job["currentEpoch"] as Int64?) == epoch && (job["state"] as String) == "verifying"
                 let event = ["digest": attempt["digest"] ?? "", "image": attempt["imageReference"] ?? ""]
-                if jobSucceeds, db.dialect == .postgres {
-                    // The attempt, the job, the event and the build's time in one statement: each is a round trip
-                    // while the build's lock is held.
-                    let now = Store.timestamp(self.now())
-                    try db.execute(
-                        sql: """
-                            WITH verified AS (UPDATE attempt SET state = ? WHERE epoch = ?),
-                                succeeded AS (
-                                    UPDATE job SET state = ?, reason = NULL, imageReference = COALESCE(?, imageReference)
-                                    WHERE id = ?
-                                ),
-                                touched AS (UPDATE build SET updatedAt = ? WHERE id = ?)
-                            INSERT INTO event (buildId, jobId, platform, type, data, createdAt) VALUES (?, ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
-                            "succeeded", epoch, "succeeded", canonicalReference, jobId, now, job["buildId"] as String,
-                            job["buildId"] as String, jobId, job["platform"] as String, "job.succeeded",
-                            try Store.json(event), now,
-                        ])
-                    try self.evaluateBuild(db, id: job["buildId"], at: at)
+                // The attempt, the job, the event and the build's time: one statement on PostgreSQL, where each is a
+                // round trip while the build's lock is held.
+                let verified = SQLChange(sql: "UPDATE attempt SET state = ? WHERE epoch = ?", arguments: ["succeeded", epoch])
+                guard jobSucceeds else {
+                    try db.execute(sql: verified.sql, arguments: verified.arguments)
                     return true
                 }
-                try db.execute(sql: "UPDATE attempt SET state = 'succeeded' WHERE epoch = ?", arguments: [epoch])
-                guard jobSucceeds else { return true }
-                try db.execute(
-                    sql:
-                        "UPDATE job SET state = 'succeeded', reason = NULL, imageReference = COALESCE(?, imageReference) WHERE id = ?",
-                    arguments: [canonicalReference, jobId])
+                let succeeded = SQLChange(
+                    sql: "UPDATE job SET state = ?, reason = NULL, imageReference = COALESCE(?, imageReference) WHERE id = ?",
+                    arguments: ["succeeded", canonicalReference, jobId])
                 try self.appendEvent(
-                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded", data: event)
+                    db, buildId: job["buildId"], jobId: jobId, platform: job["platform"], type: "job.succeeded", data: event,
+                    along: [verified, succeeded])
                 try self.evaluateBuild(db, id: job["buildId"], at: at)
             case .rejected(let reason):
                 try db.execute(
