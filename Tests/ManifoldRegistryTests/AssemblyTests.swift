@@ -298,6 +298,27 @@ import Testing
         #expect(second < first, "the second entry's refusal came first: \(paths)")
     }
 
+    /// An entry that fails ends the reading: entries after it that were not started yet are never asked for, so an
+    /// index whose first child is gone costs a few requests, not two per entry.
+    @Test func aFailingEntryStopsTheEntriesNotStartedYet() async throws {
+        let architectures = ["amd64", "arm64", "s390x", "ppc64le", "386", "riscv64", "mips64le", "mips", "loong64", "arm"]
+        #expect(architectures.count > ManifestListAssembler.entriesReadAtOnce)
+        let (plan, images, paths) = try await planIndexThroughProxy("gone", architectures: architectures) { images in
+            let slow = images[1..<ManifestListAssembler.entriesReadAtOnce].map(\.manifestDigest).joined(separator: "|")
+            return [
+                FaultRule(
+                    method: "GET", pathRegex: "/manifests/\(images[0].manifestDigest)$", status: 404, times: FaultRule.forever,
+                    body: FaultRule.registryError("MANIFEST_UNKNOWN", "manifest unknown")),
+                FaultRule(method: "GET", pathRegex: "/manifests/(\(slow))$", times: FaultRule.forever, delay: 1),
+            ]
+        }
+        guard case .failure(let error) = plan else { throw TestEnvironmentError("the plan succeeded: \(plan)") }
+        #expect("\(error)".contains(images[0].manifestDigest), "\(error)")
+        for image in images[ManifestListAssembler.entriesReadAtOnce...] {
+            #expect(!paths.contains { $0.hasSuffix("/manifests/\(image.manifestDigest)") }, "\(paths)")
+        }
+    }
+
     @Test func theSameIndexTwiceListsEachAttestationOnce() async throws {
         let fixture = try RegistryFixture(.http)
         let amd64 = try TestImage.make(os: "linux", architecture: "amd64", format: .oci, layerText: "twice amd64")

@@ -125,13 +125,20 @@ public struct ManifestListAssembler: Sendable {
         if let nested = index.manifests.first(where: { MediaType.isIndex($0.mediaType) }) {
             throw AssemblyError.nestedIndex(source: reference.description, child: nested.digest)
         }
-        // Every entry is read side by side (its manifest, then an image's config), so an index costs two round trips
-        // rather than two per entry; the answers are taken in the index's order, and the first entry that fails in
-        // that order is the error.
+        // Entries that are indexes themselves are refused above, before anything is read. The others are read side by
+        // side (each its manifest, then an image's config), so an index costs two round trips rather than two per
+        // entry. The answers are taken in the index's order and the first entry that fails in that order is the error:
+        // once every entry before a failed one has answered, nothing more is started and what is under way is cancelled.
         let read = await withTaskGroup(of: (Int, Result<IndexEntry, any Error>).self) { group in
             var results = [Result<IndexEntry, any Error>?](repeating: nil, count: index.manifests.count)
+            var firstFailure = Int.max
+            func record(_ position: Int, _ result: Result<IndexEntry, any Error>) {
+                results[position] = result
+                if case .failure = result { firstFailure = min(firstFailure, position) }
+            }
             for (position, entry) in index.manifests.enumerated() {
-                if position >= Self.entriesReadAtOnce, let (done, result) = await group.next() { results[done] = result }
+                if position >= Self.entriesReadAtOnce, let (done, result) = await group.next() { record(done, result) }
+                if position > firstFailure || Task.isCancelled { break }
                 group.addTask {
                     do {
                         return (position, .success(try await readEntry(entry, of: reference, registry: registry)))
@@ -140,7 +147,12 @@ public struct ManifestListAssembler: Sendable {
                     }
                 }
             }
-            for await (done, result) in group { results[done] = result }
+            while firstFailure == .max || results[..<firstFailure].contains(where: { $0 == nil }),
+                let (done, result) = await group.next()
+            {
+                record(done, result)
+            }
+            group.cancelAll()
             return results.map { $0 ?? .failure(CancellationError()) }
         }
         var images: [AssembledChild] = []
