@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldHTTP
 import Testing
 
 @testable import ManifoldRegistry
@@ -27,5 +28,16 @@ import Testing
         _ = try pool.client(for: "two.invalid")
         _ = try pool.client(for: "one.invalid")
         #expect(pool.httpClientsStarted == 2)
+    }
+
+    /// A pool that was shut down makes no client (and starts no transfer thread) afterwards, even for a caller that
+    /// was already on its way when the shutdown came.
+    @Test func aPoolShutDownMakesNoMoreClients() async throws {
+        let pool = RegistryClientPool(configuration: RegistryConfiguration(certsDirectories: []))
+        _ = try pool.client(for: "before.invalid")
+        pool.shutdown()
+        #expect(throws: HTTPClientError.self) { try pool.client(for: "before.invalid") }
+        #expect(throws: HTTPClientError.self) { try pool.client(for: "after.invalid") }
+        #expect(pool.httpClientsStarted == 1)
     }
 }

@@ -15,6 +15,8 @@ public final class RegistryClientPool: Sendable {
         var registries: [String: RegistryClient] = [:]
         var httpClients: [String: HTTPClient] = [:]
         var httpClientsStarted = 0
+        /// Set by ``RegistryClientPool/shutdown()``: no client is made after it, so none outlives the pool's shutdown.
+        var isShutDown = false
     }
 
     /// How many HTTP clients this pool has started, one per host it reached.
@@ -41,6 +43,7 @@ public final class RegistryClientPool: Sendable {
         let http = try httpClient(for: registry)
         // Made under the lock: callers racing for a new registry share one client (and its tokens) from the start.
         return try state.withLock { state in
+            guard !state.isShutDown else { throw HTTPClientError.shutDown }
             if let existing = state.registries[registry] { return existing }
             let client = try RegistryClient(
                 registry: registry, http: http, configuration: configuration, logger: logger,
@@ -72,7 +75,8 @@ public final class RegistryClientPool: Sendable {
         settings.maxResponseBodySize = min(settings.maxResponseBodySize, Int(clamping: configuration.maxDocumentSize))
         // Started under the lock: a client made for a caller that lost the race would start its transfer thread only
         // to stop it again, on the path of the request that waits for it.
-        return state.withLock { state in
+        return try state.withLock { state in
+            guard !state.isShutDown else { throw HTTPClientError.shutDown }
             if let existing = state.httpClients[host] { return existing }
             let client = HTTPClient(configuration: settings, logger: logger)
             state.httpClients[host] = client
@@ -81,9 +85,10 @@ public final class RegistryClientPool: Sendable {
         }
     }
 
-    /// Stops every HTTP client's transfer thread.
+    /// Stops every HTTP client's transfer thread; asking for a client afterwards throws `HTTPClientError.shutDown`.
     public func shutdown() {
         let clients = state.withLock { state -> [HTTPClient] in
+            state.isShutDown = true
             let clients = Array(state.httpClients.values)
             state.httpClients = [:]
             state.registries = [:]
