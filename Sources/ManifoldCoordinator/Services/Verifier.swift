@@ -334,17 +334,21 @@ public struct Verifier: Service {
             }
         }
         let sameRepository = reported.registry == target.registry && reported.repository == target.repository
-        // The reported manifest's bytes: the plan read them already, unless the agent reported an index (e.g. with
-        // attestations), which the plan flattened into its children.
+        // The reported manifest's bytes, as the plan read them: an image is a child of the plan, an index (e.g. with
+        // attestations) the source the plan flattened.
         let manifest: RawManifest
         if let child = plan.children.first(where: { $0.descriptor.digest == pending.digest }) {
             manifest = child.manifest
         } else {
-            manifest = try await tracing.registry(
-                "GET manifest", registry: reported.registry, repository: reported.repository
-            ) {
-                try await registries.client(for: reported.registry).fetchManifest(
-                    repository: reported.repository, reference: pending.digest.description)
+            if let index = plan.indexes.first(where: { $0.digest == pending.digest }) {
+                manifest = index
+            } else {
+                manifest = try await tracing.registry(
+                    "GET manifest", registry: reported.registry, repository: reported.repository
+                ) {
+                    try await registries.client(for: reported.registry).fetchManifest(
+                        repository: reported.repository, reference: pending.digest.description)
+                }
             }
             if !sameRepository,
                 try await tracing.registry(

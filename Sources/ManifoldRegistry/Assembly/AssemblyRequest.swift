@@ -72,6 +72,9 @@ public struct AssemblyPlan: Sendable {
     public var children: [AssembledChild]
     public var list: RawManifest
     public var warnings: [String]
+    /// The sources that were indexes, as read (each flattened into `children`); a source resolved from a
+    /// ``ResolvedSourceCache`` is not read again and is not here.
+    public var indexes: [RawManifest] = []
 }
 
 /// What was published.

@@ -47,21 +47,22 @@ public struct ManifestListAssembler: Sendable {
         guard !request.allTags.isEmpty else { throw AssemblyError.noTags(target: request.target.name) }
         for tag in request.allTags { try ImageReference.validateTag(tag) }
 
-        let resolved = try await withThrowingTaskGroup(of: (Int, [AssembledChild]).self) { group in
+        let (resolved, indexes) = try await withThrowingTaskGroup(of: (Int, [AssembledChild], RawManifest?).self) { group in
             for (index, source) in request.sources.enumerated() {
                 if let known = resolvedSources?.children(of: source) {
-                    group.addTask { (index, known) }
+                    group.addTask { (index, known, nil) }
                     continue
                 }
                 group.addTask {
-                    let children = try await resolve(source)
+                    let (children, read) = try await resolve(source)
                     resolvedSources?.remember(children, for: source)
-                    return (index, children)
+                    return (index, children, read)
                 }
             }
             var results = [[AssembledChild]](repeating: [], count: request.sources.count)
-            for try await (index, children) in group { results[index] = children }
-            return results
+            var indexes = [RawManifest?](repeating: nil, count: request.sources.count)
+            for try await (index, children, read) in group { (results[index], indexes[index]) = (children, read) }
+            return (results, indexes.compactMap { $0 })
         }
         // The same index given twice (or two indexes sharing an attestation) lists each attestation once.
         var attestationDigests = Set<Digest>()
@@ -89,11 +90,12 @@ public struct ManifestListAssembler: Sendable {
         }
         let children = images + attestations
         let list = try encodeList(request: request, images: images, attestations: attestations)
-        return AssemblyPlan(request: request, children: children, list: list, warnings: warnings)
+        return AssemblyPlan(request: request, children: children, list: list, warnings: warnings, indexes: indexes)
     }
 
-    /// Resolves one source into its image entries (one, or several when it is an index) and attestations.
-    func resolve(_ source: AssemblySource) async throws -> [AssembledChild] {
+    /// Resolves one source into its image entries (one, or several when it is an index) and attestations, and the
+    /// index itself when the source is one.
+    func resolve(_ source: AssemblySource) async throws -> (children: [AssembledChild], index: RawManifest?) {
         let reference = source.reference
         let registry = try registries.client(for: reference.registry)
         progress("resolving \(reference)")
@@ -105,14 +107,13 @@ public struct ManifestListAssembler: Sendable {
             let checked = try Self.check(platform: platform, expected: source.expectedPlatform, source: reference.description)
             var descriptor = manifest.descriptor
             descriptor.platform = checked
-            return [
-                AssembledChild(
-                    descriptor: descriptor, role: .image, source: reference.withDigest(manifest.digest), requested: reference,
-                    manifest: manifest,
-                    blobs: [image.config] + image.layers)
-            ]
+            let child = AssembledChild(
+                descriptor: descriptor, role: .image, source: reference.withDigest(manifest.digest), requested: reference,
+                manifest: manifest,
+                blobs: [image.config] + image.layers)
+            return ([child], nil)
         case .index(let index):
-            return try await flatten(index: index, source: source, registry: registry)
+            return (try await flatten(index: index, source: source, registry: registry), manifest)
         }
     }
 

@@ -13,21 +13,35 @@ import Testing
 @Suite struct PublishingRecoveryTests {
     /// Pushes a test image of `platform` to `reference` (plain HTTP) and returns its digest.
     static func push(_ platform: Platform, to reference: ImageReference, text: String) async throws -> Digest {
+        try await pushImage(platform, to: reference, text: text).digest
+    }
+
+    /// Pushes a test image of `platform` to `reference` (plain HTTP) and returns its manifest.
+    static func pushImage(_ platform: Platform, to reference: ImageReference, text: String) async throws -> RawManifest {
         let image = try TestImage.make(
             os: platform.os, architecture: platform.architecture, variant: platform.variant, osVersion: platform.osVersion,
             format: .oci, layerText: text)
+        return try await withPlainClient(reference.registry) { client in
+            for blob in [image.config] + image.layers {
+                try await client.uploadBlob(
+                    repository: reference.repository, digest: try Digest(parsing: blob.digest), data: blob.bytes)
+            }
+            let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
+            try await client.pushManifest(
+                repository: reference.repository, reference: reference.tag ?? "latest", manifest: manifest)
+            return manifest
+        }
+    }
+
+    /// Runs `body` with a client of `registry` over plain HTTP, as an agent pushing there would have.
+    static func withPlainClient<T: Sendable>(
+        _ registry: String, _ body: (RegistryClient) async throws -> T
+    ) async throws -> T {
         var configuration = RegistryConfiguration(certsDirectories: [], credentials: StaticCredentials())
-        configuration.plainHTTPHosts = [reference.registry]
+        configuration.plainHTTPHosts = [registry]
         let pool = RegistryClientPool(configuration: configuration)
         defer { pool.shutdown() }
-        let client = try pool.client(for: reference.registry)
-        for blob in [image.config] + image.layers {
-            try await client.uploadBlob(
-                repository: reference.repository, digest: try Digest(parsing: blob.digest), data: blob.bytes)
-        }
-        let manifest = try RawManifest(bytes: image.manifest, mediaType: image.manifestMediaType)
-        try await client.pushManifest(repository: reference.repository, reference: reference.tag ?? "latest", manifest: manifest)
-        return manifest.digest
+        return try await body(try pool.client(for: registry))
     }
 
     /// An image reported from a staging repository (`staging_repositories`) is copied into the build's own.
