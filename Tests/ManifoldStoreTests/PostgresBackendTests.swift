@@ -341,15 +341,20 @@ import Testing
         }
     }
 
+    /// Creates table `name` (`id BIGINT PRIMARY KEY` and a text `column`) holding one row, `(1, firstRow)`.
+    static func createTable(_ backend: PostgresBackend, _ name: String, column: String, firstRow: String) async throws {
+        try await backend.write { db in
+            try db.execute(sql: "CREATE TABLE \(name) (id BIGINT PRIMARY KEY, \(column) TEXT)")
+            try db.execute(sql: "INSERT INTO \(name) VALUES (1, ?)", arguments: [firstRow])
+        }
+    }
+
     /// A prepared statement is prepared again after ``PreparedStatements/firstRenewal`` runs (then after
     /// ``PreparedStatements/renewalGrowth`` times as many), so PostgreSQL plans it on the tables as they are now, and
     /// the statement it replaces is deallocated after the next COMMIT.
     @Test func aPreparedStatementIsPreparedAgainAsItsTablesGrow() async throws {
         try await withBackend(poolSize: 1) { backend, _ in
-            try await backend.write { db in
-                try db.execute(sql: "CREATE TABLE grows (id BIGINT PRIMARY KEY, note TEXT)")
-                try db.execute(sql: "INSERT INTO grows VALUES (1, 'first')")
-            }
+            try await Self.createTable(backend, "grows", column: "note", firstRow: "first")
             let select = "SELECT note FROM grows WHERE id = ?"
             func run() async throws {
                 let notes = try await backend.read { db in try String.fetchAll(db, sql: select, arguments: [1]) }
@@ -490,10 +495,7 @@ import Testing
     /// again on a new connection, which prepares the statement against the new table.
     @Test func aTableChangedUnderAPreparedStatementIsReadOnANewConnection() async throws {
         try await withBackend(poolSize: 1) { backend, configuration in
-            try await backend.write { db in
-                try db.execute(sql: "CREATE TABLE w (id BIGINT PRIMARY KEY, a TEXT)")
-                try db.execute(sql: "INSERT INTO w VALUES (1, 'one')")
-            }
+            try await Self.createTable(backend, "w", column: "a", firstRow: "one")
             let select = "SELECT * FROM w WHERE id = ?"
             let before = try await backend.read { db in try SQLRow.fetchOne(db, sql: select, arguments: [1]) }
             #expect(before?.columns == ["id", "a"])
