@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Throughput over the real protocol with a real registry: a SQLite coordinator (TLS) and docker-registry (TLS, basic
 # auth) on loopback, AGENTS instant agents simulated by `manifold-bench --throughput` (each lease is one manifest PUT
-# of a pre-pushed image under the attempt's tag, then the report), BUILDS two-platform builds kept 50 in flight.
+# of a pre-pushed image under the attempt's tag, then the report), BUILDS two-platform builds kept WINDOW in flight.
 # Prints builds published and completions accepted per second, submit→published p50/p99, the registry PUTs' share
 # of the agents' lease time, and the coordinator's peak resident memory (VmHWM). Two runs, each on a fresh
 # coordinator: AGENTS alone, then AGENTS beside IDLE agents holding polls for a platform no build asks for.
-#   Usage: deploy/bench/throughput.sh [BUILDS (default 1000)] [AGENTS (default 20)] [IDLE (default 2000)]
+#   Usage: deploy/bench/throughput.sh [BUILDS (default 1000)] [AGENTS (default 20)] [IDLE (default 2000)] [WINDOW (default 50)]
+# A WINDOW below what the registry sustains (a few builds) measures a build's latency without a queue in front of it.
 # Needs docker-registry, openssl, curl and python3 (deploy/testenv/install-deps.sh installs them).
 # MANIFOLD_BIN_DIR names a directory holding already built `manifold`, `manifold-coordinator` and `manifold-bench` (figures need release).
 # MANIFOLD_BENCH_SETTINGS holds manifold.yaml lines (`key: value`, one per line) that replace the coordinator's defaults,
@@ -17,6 +18,7 @@ cd "$root"
 builds="${1:-1000}"
 agents="${2:-20}"
 idle="${3:-2000}"
+window="${4:-50}"
 
 # shellcheck source=../testenv/binaries.sh
 . "$root/deploy/testenv/binaries.sh"
@@ -91,7 +93,7 @@ measure() {
     MANIFOLD_BENCH_TOKEN="$(cat "$state.token")" MANIFOLD_BENCH_REGISTRY_USER=bench \
         MANIFOLD_BENCH_REGISTRY_PASSWORD="$password" "$bench" --throughput "https://127.0.0.1:$port" \
         --ca "$state/pki/ca.crt" --registry "$registry" --registry-ca "$registry_ca" --agents "$agents" \
-        --idle "$idle_agents" --builds "$builds"
+        --idle "$idle_agents" --builds "$builds" --window "$window"
     # Every request for the builds' repository (the probe has one of its own), agents' pushes included.
     tail -n "+$((logged + 1))" "$work/registry/registry.log" | awk -v builds="$builds" '
         /"(GET|HEAD|PUT|POST|PATCH|DELETE) \/v2\/bench\/throughput-/ { n++ }
@@ -102,7 +104,7 @@ measure() {
     stop_coordinator
 }
 
-echo "== $agents instant agents, SQLite, registry $registry"
+echo "== $agents instant agents, SQLite, registry $registry, $window builds in flight"
 measure alone 0
 if [ "$idle" -gt 0 ]; then
     echo "== $agents instant agents and $idle idle ones holding polls"
