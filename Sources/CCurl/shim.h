@@ -61,6 +61,13 @@ static inline CURLMcode manifold_curl_multi_setopt_long(CURLM *handle, CURLMopti
     return curl_multi_setopt(handle, option, value);
 }
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+/// memfd_create(2) with MFD_CLOEXEC, through syscall(2): glibc declares the function only with _GNU_SOURCE.
+static inline int manifold_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1u); }
+#endif
+
 static inline size_t manifold_curl_writefunc_pause(void) { return CURL_WRITEFUNC_PAUSE; }
 static inline size_t manifold_curl_readfunc_abort(void) { return CURL_READFUNC_ABORT; }
 static inline int manifold_curlpause_cont(void) { return CURLPAUSE_CONT; }

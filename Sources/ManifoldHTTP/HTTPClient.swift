@@ -25,7 +25,7 @@ public final class HTTPClient: Sendable {
     public init(configuration: HTTPClientConfiguration = .init(), logger: Logger = Logger(label: "manifold.http")) {
         self.configuration = configuration
         self.logger = logger
-        self.loop = CurlEventLoop(logger: logger)
+        self.loop = CurlEventLoop(logger: logger, caBundle: configuration.tls.caPEM.flatMap(CABundleFile.make(pem:)))
     }
 
     deinit {

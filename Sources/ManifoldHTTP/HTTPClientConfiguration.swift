@@ -7,7 +7,8 @@ import Foundation
 public struct TLSConfiguration: Sendable, Hashable {
     /// A PEM file of trusted CA certificates (replaces the system bundle).
     public var caFile: String?
-    /// PEM text of trusted CA certificates (replaces the system bundle).
+    /// PEM text of trusted CA certificates (replaces the system bundle). On Linux libcurl reads it once per client,
+    /// not once per connection.
     public var caPEM: String?
     /// A public-key pin in libcurl's form, `sha256//BASE64` (several joined with `;`).
     public var pinnedPublicKey: String?

@@ -1,4 +1,5 @@
 import Foundation
+import ManifoldHTTP
 import ManifoldTestSupport
 import Testing
 
@@ -199,6 +200,26 @@ import Testing
         #expect(try configuration.tls(for: "flag.local").caPEM != nil)
         #expect(try configuration.tls(for: "Registry.Local:5000").caPEM != nil)
         #expect(try configuration.tls(for: "other.local").caPEM == nil)
+    }
+
+    /// A registry client reads its trust as PEM, which the HTTP client parses once: the system bundle where a host
+    /// has no CA of its own, the system bundle and the host's CAs where it has, nothing where nothing is checked.
+    @Test func clientsTrustTheSystemBundleAsPEM() throws {
+        let scratch = try ScratchDirectory(prefix: "client-tls")
+        defer { scratch.remove() }
+        let certs = try TestCertificates.generate(in: scratch.file("pki"))
+        let system = try #require(RegistryConfiguration.systemBundle(), "no system CA bundle (Debian: ca-certificates)")
+        let configuration = RegistryConfiguration(
+            caFiles: ["private.local:5000": [certs.caCertificate.path]], certsDirectories: [],
+            insecureSkipVerifyHosts: ["skip.local"])
+        #expect(try configuration.clientTLS(for: "registry.example.com").caPEM == system)
+        let privateCA = try #require(try configuration.clientTLS(for: "private.local:5000").caPEM)
+        #expect(privateCA.hasPrefix(system))
+        #expect(privateCA.contains(try String(contentsOf: certs.caCertificate, encoding: .utf8)))
+        #expect(try configuration.clientTLS(for: "skip.local").caPEM == nil)
+        // What a host configures itself is unchanged: a token server without settings of its own still shares the
+        // registry's client (and trust).
+        #expect(try configuration.tls(for: "registry.example.com") == TLSConfiguration())
     }
 
     @Test func clientCertWithoutKeyIsAnError() throws {

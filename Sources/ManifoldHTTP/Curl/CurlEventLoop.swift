@@ -71,13 +71,17 @@ final class CurlEventLoop: @unchecked Sendable {
     static let maxCachedConnections = 256
     /// The cache size set on the handle now (loop thread only).
     private var cachedConnections = CurlEventLoop.idleConnections
+    /// The client's `caPEM` as a file libcurl reads once (see `CABundleFile`). Held by the loop, which the thread
+    /// holds while it runs: the descriptor stays open for as long as libcurl may open its path.
+    let caBundle: CABundleFile?
 
-    init(logger: Logger) {
+    init(logger: Logger, caBundle: CABundleFile? = nil) {
         precondition(curlGlobalInitialization, "curl_global_init failed")
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed (out of memory)") }
         _ = manifold_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, CLong(Self.idleConnections))
         self.multi = multi
         self.logger = logger
+        self.caBundle = caBundle
         if !LoopThreadRegistry.shared.start(self, run: { [self] in run() }) {
             // The process is exiting: no thread starts, and every request fails with `shutDown`.
             isShutDown = true

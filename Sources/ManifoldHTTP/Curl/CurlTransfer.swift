@@ -209,7 +209,13 @@ final class CurlTransfer: @unchecked Sendable {
         }
         if let proxy = configuration.proxy { results.append(options.set(CURLOPT_PROXY, proxy)) }
         if let caFile = tls.caFile { results.append(options.set(CURLOPT_CAINFO, caFile)) }
-        if let caPEM = tls.caPEM {
+        if let bundle = loop.caBundle {
+            // The bundle replaces the system's trust, the certificate directory libcurl was built with too (Debian's
+            // /etc/ssl/certs): libcurl keeps a store only when it comes from a file alone.
+            results += [
+                options.set(CURLOPT_CAINFO, bundle.path), manifold_curl_easy_setopt_string(easy, CURLOPT_CAPATH, nil),
+            ]
+        } else if let caPEM = tls.caPEM {
             let bytes = Array(caPEM.utf8)
             results.append(manifold_curl_easy_setopt_blob(easy, CURLOPT_CAINFO_BLOB, bytes, bytes.count))
         }

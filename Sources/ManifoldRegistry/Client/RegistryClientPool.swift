@@ -68,7 +68,7 @@ public final class RegistryClientPool: Sendable {
     private func httpClient(for host: String) throws -> HTTPClient {
         if let existing = state.withLock({ $0.httpClients[host] }) { return existing }
         var settings = configuration.http
-        settings.tls = try configuration.tls(for: host)
+        settings.tls = try configuration.clientTLS(for: host)
         settings.userAgent = configuration.userAgent
         // Everything read into memory is a manifest, a config, a token or an error document: cap it at the document
         // limit while it arrives rather than after (blobs stream to files and have their own cap).

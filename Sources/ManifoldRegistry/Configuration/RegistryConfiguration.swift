@@ -147,6 +147,21 @@ public struct RegistryConfiguration: Sendable {
         return tls
     }
 
+    /// The TLS settings of a client for `host`: `tls(for:)`, with the system bundle given as PEM when the host has
+    /// no CA of its own (unless its certificates are not checked at all).
+    ///
+    /// Certificates given as PEM reach libcurl as a file it parses once per client (see `HTTPClient`); libcurl's own
+    /// defaults (Debian's: the bundle and the `/etc/ssl/certs` directory) made it parse the whole bundle again,
+    /// about 150 certificates, for every new connection. On a system with none of the bundles `systemBundle()` knows
+    /// (Windows), libcurl's defaults stay.
+    public func clientTLS(for host: String) throws -> TLSConfiguration {
+        var tls = try tls(for: host)
+        if tls.caPEM == nil, tls.caFile == nil, !tls.insecureSkipVerify, let system = Self.systemBundle() {
+            tls.caPEM = system
+        }
+        return tls
+    }
+
     private func addCertsDirectory(
         _ directory: URL, host: String, caPEMs: inout [String], tls: inout TLSConfiguration
     ) throws {
