@@ -2,13 +2,14 @@ import Foundation
 
 /// How a client verifies servers and identifies itself over TLS.
 ///
-/// By default the system's trust store (libcurl's default CA bundle) is used. `caFile` or `caPEM`
-/// *replace* that bundle, which is what a registry with a private CA needs.
+/// By default the system's trust store (libcurl's default CA bundle and CA directory) is used. `caFile` or `caPEM`
+/// *replace* both, which is what a registry with a private CA needs, and libcurl then parses them once per client
+/// (it keeps the store of a file for a day), not for every connection.
 public struct TLSConfiguration: Sendable, Hashable {
-    /// A PEM file of trusted CA certificates (replaces the system bundle).
+    /// A PEM file of trusted CA certificates (replaces the system's trust).
     public var caFile: String?
-    /// PEM text of trusted CA certificates (replaces the system bundle). On Linux libcurl reads it once per client,
-    /// not once per connection.
+    /// PEM text of trusted CA certificates (replaces the system's trust); takes precedence over `caFile`. On Linux
+    /// it reaches libcurl as an in-memory file, a copy taken when the client is made.
     public var caPEM: String?
     /// A public-key pin in libcurl's form, `sha256//BASE64` (several joined with `;`).
     public var pinnedPublicKey: String?

@@ -42,6 +42,35 @@ import Glibc
         }
     }
 
+    /// The same for a CA file: read for the first connection, and not again for the next (libcurl's certificate
+    /// directory, which Debian's libcurl adds to any file, would make it read the file for every connection). A new
+    /// client reads the file as it is now.
+    @Test func aClientReadsItsCAFileOnceNotForEveryConnection() async throws {
+        let env = try HTTPTestEnvironment.shared()
+        let scratch = try ScratchDirectory(prefix: "ca-file-once")
+        defer { scratch.remove() }
+        let file = scratch.file("ca.crt")
+        try FileManager.default.copyItem(at: env.certificates.caCertificate, to: file)
+        let tls = TLSConfiguration(caFile: file.path)
+        let client = HTTPClient(configuration: HTTPClientConfiguration(tls: tls))
+        defer { client.shutdown() }
+        let first = try await client.execute(HTTPRequest(url: URL(string: "https://127.0.0.1:\(env.tls.port)/echo")!))
+        #expect(first.status == 200)
+        try Data(contentsOf: env.otherCertificates.caCertificate).write(to: file)
+        let second = try await client.execute(HTTPRequest(url: URL(string: "https://localhost:\(env.tls.port)/echo")!))
+        #expect(second.status == 200)
+
+        let other = HTTPClient(configuration: HTTPClientConfiguration(tls: tls))
+        defer { other.shutdown() }
+        let refused = await httpError {
+            _ = try await other.execute(HTTPRequest(url: URL(string: "https://127.0.0.1:\(env.tls.port)/echo")!))
+        }
+        guard case .tls = refused else {
+            Issue.record("a client made after the file changed trusted the old CA: \(String(describing: refused))")
+            return
+        }
+    }
+
     /// The file is an anonymous one of this process, closed once the client and its transfer thread are gone, and
     /// never inherited by a child process.
     @Test func theBundleFileEndsWithItsClient() async throws {

@@ -202,24 +202,35 @@ import Testing
         #expect(try configuration.tls(for: "other.local").caPEM == nil)
     }
 
-    /// A registry client reads its trust as PEM, which the HTTP client parses once: the system bundle where a host
-    /// has no CA of its own, the system bundle and the host's CAs where it has, nothing where nothing is checked.
-    @Test func clientsTrustTheSystemBundleAsPEM() throws {
+    /// A registry client's trust is what libcurl parses once per client: the system bundle's file where a host has no
+    /// CA of its own, the bundle's text and the host's CAs where it has, nothing where nothing is checked; and the
+    /// pool's clients are made with it.
+    @Test func clientsTrustTheSystemBundleFileOrItAndTheirOwnCAs() throws {
         let scratch = try ScratchDirectory(prefix: "client-tls")
         defer { scratch.remove() }
         let certs = try TestCertificates.generate(in: scratch.file("pki"))
-        let system = try #require(RegistryConfiguration.systemBundle(), "no system CA bundle (Debian: ca-certificates)")
+        let path = try #require(RegistryConfiguration.systemBundlePath(), "no system CA bundle (Debian: ca-certificates)")
+        let system = try String(contentsOfFile: path, encoding: .utf8)
         let configuration = RegistryConfiguration(
             caFiles: ["private.local:5000": [certs.caCertificate.path]], certsDirectories: [],
             insecureSkipVerifyHosts: ["skip.local"])
-        #expect(try configuration.clientTLS(for: "registry.example.com").caPEM == system)
-        let privateCA = try #require(try configuration.clientTLS(for: "private.local:5000").caPEM)
+        let publicTLS = try configuration.clientTLS(for: "registry.example.com")
+        #expect(publicTLS.caFile == path)
+        #expect(publicTLS.caPEM == nil)
+        let privateTLS = try configuration.clientTLS(for: "private.local:5000")
+        #expect(privateTLS.caFile == nil)
+        let privateCA = try #require(privateTLS.caPEM)
         #expect(privateCA.hasPrefix(system))
         #expect(privateCA.contains(try String(contentsOf: certs.caCertificate, encoding: .utf8)))
-        #expect(try configuration.clientTLS(for: "skip.local").caPEM == nil)
+        #expect(try configuration.clientTLS(for: "skip.local") == TLSConfiguration(insecureSkipVerify: true))
         // What a host configures itself is unchanged: a token server without settings of its own still shares the
         // registry's client (and trust).
         #expect(try configuration.tls(for: "registry.example.com") == TLSConfiguration())
+
+        let pool = RegistryClientPool(configuration: configuration)
+        defer { pool.shutdown() }
+        #expect(try pool.client(for: "registry.example.com").http.configuration.tls == publicTLS)
+        #expect(try pool.client(for: "private.local:5000").http.configuration.tls == privateTLS)
     }
 
     @Test func clientCertWithoutKeyIsAnError() throws {

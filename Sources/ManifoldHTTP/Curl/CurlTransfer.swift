@@ -210,14 +210,17 @@ final class CurlTransfer: @unchecked Sendable {
         if let proxy = configuration.proxy { results.append(options.set(CURLOPT_PROXY, proxy)) }
         if let caFile = tls.caFile { results.append(options.set(CURLOPT_CAINFO, caFile)) }
         if let bundle = loop.caBundle {
-            // The bundle replaces the system's trust, the certificate directory libcurl was built with too (Debian's
-            // /etc/ssl/certs): libcurl keeps a store only when it comes from a file alone.
-            results += [
-                options.set(CURLOPT_CAINFO, bundle.path), manifold_curl_easy_setopt_string(easy, CURLOPT_CAPATH, nil),
-            ]
+            results.append(options.set(CURLOPT_CAINFO, bundle.path))
         } else if let caPEM = tls.caPEM {
             let bytes = Array(caPEM.utf8)
             results.append(manifold_curl_easy_setopt_blob(easy, CURLOPT_CAINFO_BLOB, bytes, bytes.count))
+        }
+        if tls.caFile != nil || tls.caPEM != nil {
+            // The CAs given replace the system's trust, the certificate directory libcurl was built with too (Debian's
+            // /etc/ssl/certs), and libcurl keeps a parsed store for the next connections only when it comes from a
+            // file alone. A TLS library without certificate directories (Schannel) refuses the option: nothing to
+            // unset there.
+            _ = manifold_curl_easy_setopt_string(easy, CURLOPT_CAPATH, nil)
         }
         if let pin = tls.pinnedPublicKey { results.append(options.set(CURLOPT_PINNEDPUBLICKEY, pin)) }
         if let certificate = tls.clientCertificateFile {

@@ -121,7 +121,8 @@ public struct RegistryConfiguration: Sendable {
 
     /// TLS settings for one registry: `--registry-ca` files and the `certs.d` trees, in that order.
     ///
-    /// Custom CAs are added to the system's trust store (as Docker does), not used instead of it.
+    /// Custom CAs are added to the system's CA bundle (as Docker does), not used instead of it: the bundle's text as
+    /// read now, and the CAs after it.
     public func tls(for host: String) throws -> TLSConfiguration {
         var tls = TLSConfiguration()
         tls.insecureSkipVerify = Self.contains(insecureSkipVerifyHosts, host)
@@ -147,17 +148,17 @@ public struct RegistryConfiguration: Sendable {
         return tls
     }
 
-    /// The TLS settings of a client for `host`: `tls(for:)`, with the system bundle given as PEM when the host has
-    /// no CA of its own (unless its certificates are not checked at all).
+    /// The TLS settings of a client for `host`: `tls(for:)`, with the system bundle's file as `caFile` when the host
+    /// has no CA of its own (unless its certificates are not checked at all).
     ///
-    /// Certificates given as PEM reach libcurl as a file it parses once per client (see `HTTPClient`); libcurl's own
-    /// defaults (Debian's: the bundle and the `/etc/ssl/certs` directory) made it parse the whole bundle again,
-    /// about 150 certificates, for every new connection. On a system with none of the bundles `systemBundle()` knows
-    /// (Windows), libcurl's defaults stay.
+    /// libcurl parses a trust given as one file once per client and reads the file again after a day, so an update
+    /// of the system's CAs reaches a long-running coordinator. Its own defaults (Debian's: the bundle and the
+    /// `/etc/ssl/certs` directory) made it parse the whole bundle, about 150 certificates, for every new connection.
+    /// On a system with none of the bundles `systemBundlePath()` knows (Windows), libcurl's defaults stay.
     public func clientTLS(for host: String) throws -> TLSConfiguration {
         var tls = try tls(for: host)
-        if tls.caPEM == nil, tls.caFile == nil, !tls.insecureSkipVerify, let system = Self.systemBundle() {
-            tls.caPEM = system
+        if tls.caPEM == nil, tls.caFile == nil, !tls.insecureSkipVerify, let system = Self.systemBundlePath() {
+            tls.caFile = system
         }
         return tls
     }
@@ -201,10 +202,14 @@ public struct RegistryConfiguration: Sendable {
     }
 
     static func systemBundle() -> String? {
-        for path in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"] {
-            if let text = try? String(contentsOfFile: path, encoding: .utf8) { return text }
+        systemBundlePath().flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }
+    }
+
+    /// The first of the usual places of the system's CA bundle that this process can read.
+    static func systemBundlePath() -> String? {
+        ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"].first {
+            FileManager.default.isReadableFile(atPath: $0)
         }
-        return nil
     }
 }
 
