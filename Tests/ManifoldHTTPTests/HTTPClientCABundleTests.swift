@@ -31,15 +31,7 @@ import Glibc
         #expect(second.status == 200)
 
         // A new client reads its own file: the unrelated CA alone does not verify the server.
-        let other = HTTPClient(configuration: HTTPClientConfiguration(tls: TLSConfiguration(caPEM: unrelated)))
-        defer { other.shutdown() }
-        let refused = await httpError {
-            _ = try await other.execute(HTTPRequest(url: URL(string: "https://127.0.0.1:\(env.tls.port)/echo")!))
-        }
-        guard case .tls = refused else {
-            Issue.record("a client trusting only an unrelated CA was not refused: \(String(describing: refused))")
-            return
-        }
+        await expectRefused(TLSConfiguration(caPEM: unrelated), env, "a client trusting only an unrelated CA")
     }
 
     /// The same for a CA file: read for the first connection, and not again for the next (libcurl's certificate
@@ -60,15 +52,7 @@ import Glibc
         let second = try await client.execute(HTTPRequest(url: URL(string: "https://localhost:\(env.tls.port)/echo")!))
         #expect(second.status == 200)
 
-        let other = HTTPClient(configuration: HTTPClientConfiguration(tls: tls))
-        defer { other.shutdown() }
-        let refused = await httpError {
-            _ = try await other.execute(HTTPRequest(url: URL(string: "https://127.0.0.1:\(env.tls.port)/echo")!))
-        }
-        guard case .tls = refused else {
-            Issue.record("a client made after the file changed trusted the old CA: \(String(describing: refused))")
-            return
-        }
+        await expectRefused(tls, env, "a client made after the file changed, trusting the old CA")
     }
 
     /// The file is an anonymous one of this process, closed once the client and its transfer thread are gone, and
@@ -90,6 +74,22 @@ import Glibc
         // The descriptor number may be taken again by another test's file at once; the name is this bundle's alone.
         let closed = await ProcessProbe.waitUntil(.seconds(10)) { Self.target(of: path) != name }
         #expect(closed, "\(path) still names \(name) after its client ended")
+    }
+
+    /// A new client with `tls` is refused by the test server's certificate.
+    private func expectRefused(
+        _ tls: TLSConfiguration, _ env: HTTPTestEnvironment, _ client: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async {
+        let other = HTTPClient(configuration: HTTPClientConfiguration(tls: tls))
+        defer { other.shutdown() }
+        let refused = await httpError {
+            _ = try await other.execute(HTTPRequest(url: URL(string: "https://127.0.0.1:\(env.tls.port)/echo")!))
+        }
+        guard case .tls = refused else {
+            Issue.record("\(client) was not refused: \(String(describing: refused))", sourceLocation: sourceLocation)
+            return
+        }
     }
 
     private static func target(of path: String) -> String? {
